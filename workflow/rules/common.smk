@@ -1,0 +1,110 @@
+# Helpers shared by every stage: configuration, dataset registry, paths.
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The texflow package lives next to the rules; the scripts import it the same way.
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+DATASET_SCHEMA = "../schemas/dataset.schema.yaml"
+CONFIG_SCHEMA = "../schemas/config.schema.yaml"
+DATASET_KEYS = set(
+    yaml.safe_load(
+        (Path(workflow.basedir) / "workflow/schemas/dataset.schema.yaml").read_text()
+    )["properties"]
+)
+
+
+def _validated(data, schema, *, what):
+    """Validate `data` against `schema`; name `what` (a file) in the error."""
+    try:
+        validate(data, schema)
+    except WorkflowError as error:
+        raise WorkflowError(f"{what} is not valid:\n{error}") from None
+
+
+def _load_dataset_file(path):
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowError(f"dataset file {path} (listed in config 'datasets') does not exist")
+    with open(path) as handle:
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise WorkflowError(f"dataset file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise WorkflowError(f"dataset file {path} must hold a mapping of keys, not {type(data).__name__}")
+    _validated(data, DATASET_SCHEMA, what=f"dataset file {path}")
+    return data
+
+
+def _load_datasets(config):
+    """Dataset configs by id, from `config['datasets']` or from a dataset file given as --configfile."""
+    if "id" in config:
+        # `snakemake --configfile config/datasets/NEW.yaml` runs that one dataset
+        dataset = {key: config.pop(key) for key in list(config) if key in DATASET_KEYS}
+        _validated(dataset, DATASET_SCHEMA, what=f"dataset given with --configfile (id {dataset['id']!r})")
+        config["datasets"] = []
+        datasets, files = {dataset["id"]: dataset}, {dataset["id"]: "--configfile"}
+    else:
+        datasets, files = {}, {}
+    for path in config.get("datasets", []):
+        dataset = _load_dataset_file(path)
+        if dataset["id"] in datasets:
+            raise WorkflowError(
+                f"dataset id {dataset['id']!r} appears twice: in {files[dataset['id']]} and in {path}"
+            )
+        datasets[dataset["id"]], files[dataset["id"]] = dataset, path
+    if not datasets:
+        raise WorkflowError("no dataset to analyse: list dataset files under 'datasets' in the config")
+    return datasets, files
+
+
+DATASETS, DATASET_FILES = _load_datasets(config)
+_validated(config, CONFIG_SCHEMA, what="the run configuration (config/config.yaml and --config/--configfile)")
+
+RESULTS = config["results"]
+DOWNLOADS = config["downloads"]
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)),
+
+
+def dataset_config(wildcards):
+    """The validated dataset config of `wildcards.dataset`."""
+    return DATASETS[wildcards.dataset]
+
+
+def results(dataset, name):
+    return f"{RESULTS}/{dataset}/{name}"
+
+
+def scaled_mem_mb(base_mb, per_input_mb=0.0):
+    """mem_mb that grows with the input size and with the retry attempt (after an OOM kill)."""
+
+    def mem_mb(wildcards, input, attempt):
+        return int((base_mb + per_input_mb * input.size_mb) * attempt)
+
+    return mem_mb
+
+
+def scaled_runtime(base_min, per_input_gb_min=0.0):
+    """runtime (minutes) that grows with the input size and with the retry attempt."""
+
+    def runtime(wildcards, input, attempt):
+        return int((base_min + per_input_gb_min * input.size_mb / 1024) * attempt)
+
+    return runtime
+
+
+def final_outputs():
+    """What `rule all` asks for: the last stage's outputs of every dataset."""
+    outputs = []
+    for dataset in DATASETS:
+        outputs.append(results(dataset, "raw.h5ad"))
+    return outputs

@@ -1,0 +1,6 @@
+"""Put `workflow/` on sys.path so scripts import the texflow package under any executor."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
