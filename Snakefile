@@ -11,6 +11,13 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/gate.smk"
+include: "workflow/rules/cluster.smk"
+include: "workflow/rules/states.smk"
+include: "workflow/rules/trajectory.smk"
+include: "workflow/rules/programs.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

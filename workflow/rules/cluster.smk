@@ -1,0 +1,1 @@
+# Stage cluster: rules are being written (see the issue tracker).

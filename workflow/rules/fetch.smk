@@ -1,0 +1,1 @@
+# Stage fetch: rules are being written (see the issue tracker).

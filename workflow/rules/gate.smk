@@ -1,0 +1,1 @@
+# Stage gate: rules are being written (see the issue tracker).

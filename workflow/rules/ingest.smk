@@ -1,0 +1,1 @@
+# Stage ingest: rules are being written (see the issue tracker).

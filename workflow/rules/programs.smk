@@ -1,0 +1,1 @@
+# Stage programs: rules are being written (see the issue tracker).

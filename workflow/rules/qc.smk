@@ -1,0 +1,1 @@
+# Stage qc: rules are being written (see the issue tracker).

@@ -1,0 +1,1 @@
+# Stage report: rules are being written (see the issue tracker).

@@ -1,0 +1,1 @@
+# Stage states: rules are being written (see the issue tracker).

@@ -1,0 +1,1 @@
+# Stage trajectory: rules are being written (see the issue tracker).
