@@ -20,11 +20,17 @@ DATASET_KEYS = set(
 
 
 def _validated(data, schema, *, what):
-    """Validate `data` against `schema`; name `what` (a file) in the error."""
+    """Validate `data` against `schema` (filling defaults); name `what` and the key in the error."""
     try:
         validate(data, schema)
     except WorkflowError as error:
-        raise WorkflowError(f"{what} is not valid:\n{error}") from None
+        # jsonschema's report repeats the whole schema; keep the problem and where it is
+        text = str(error)
+        problem = re.search(r"ValidationError: (.*)", text)
+        where = re.search(r"On instance(\[.*?\])?:", text)
+        key = (where.group(1) or "(top level)") if where else "?"
+        detail = problem.group(1) if problem else text
+        raise WorkflowError(f"{what} is not valid: at key {key}: {detail}") from None
 
 
 def _load_dataset_file(path):
