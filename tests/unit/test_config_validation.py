@@ -13,7 +13,7 @@ GOOD = yaml.safe_load((ROOT / "config/datasets/demo_wu_2020.yaml").read_text())
 
 
 def dry_run(*args: str) -> subprocess.CompletedProcess:
-    """Snakemake dry run from the repository; `.stderr` holds stdout and stderr together."""
+    """Snakemake dry run from the repository; `.stdout` holds stdout and stderr together."""
     return subprocess.run(
         [*SNAKEMAKE, "--dry-run", "--cores", "1", *args],
         cwd=ROOT,
@@ -47,31 +47,31 @@ def test_bad_dataset_file_listed_in_config(tmp_path, changes, expected):
     path = write_dataset(tmp_path, **changes)
     result = dry_run("--config", f"datasets=['{path}']")
     assert result.returncode != 0
-    assert str(path) in result.stderr, result.stderr
-    assert expected in result.stderr, result.stderr
+    assert str(path) in result.stdout, result.stdout
+    assert expected in result.stdout, result.stdout
 
 
 def test_bad_dataset_file_given_as_configfile(tmp_path):
     path = write_dataset(tmp_path, organism="zebrafish")
     result = dry_run("--configfile", str(path))
     assert result.returncode != 0
-    assert "zebrafish" in result.stderr and "organism" in result.stderr, result.stderr
+    assert "zebrafish" in result.stdout and "organism" in result.stdout, result.stdout
 
 
 def test_unknown_top_level_key():
     result = dry_run("--config", "resolutoin=2")
     assert result.returncode != 0
-    assert "resolutoin" in result.stderr and "config" in result.stderr, result.stderr
+    assert "resolutoin" in result.stdout and "config" in result.stdout, result.stdout
 
 
 def test_missing_dataset_file():
     result = dry_run("--config", "datasets=['config/datasets/nope.yaml']")
     assert result.returncode != 0
-    assert "config/datasets/nope.yaml" in result.stderr and "does not exist" in result.stderr
+    assert "config/datasets/nope.yaml" in result.stdout and "does not exist" in result.stdout
 
 
 def test_duplicate_dataset_id():
     demo = "config/datasets/demo_wu_2020.yaml"
     result = dry_run("--config", f"datasets=['{demo}','{demo}']")
     assert result.returncode != 0
-    assert "appears twice" in result.stderr
+    assert "appears twice" in result.stdout
