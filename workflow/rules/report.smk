@@ -1,1 +1,89 @@
-# Stage report: rules are being written (see the issue tracker).
+# Stage report: one self-contained HTML page per dataset (figures inline), and a cross-dataset
+# summary (results/summary.html + results/summary.tsv). Logic: workflow/texflow/report.py.
+
+# Tables of earlier stages shown on the page; every one is listed in the briefing's contract.
+REPORT_TABLES = [
+    "qc_summary",
+    "gating",
+    "cluster_states",
+    "signature_coverage",
+    "program_coverage",
+    "associations",
+    "state_comparison",
+    "response_comparison",
+    "trends",
+]
+
+
+def report_outputs():
+    """What `rule all` asks of the report: every dataset's page, and the summary when several run."""
+    outputs = [results(dataset, "report.html") for dataset in DATASETS]
+    if len(DATASETS) > 1:
+        outputs += [f"{RESULTS}/summary.html", f"{RESULTS}/summary.tsv"]
+    return outputs
+
+
+rule report:
+    input:
+        final=results("{dataset}", "final.h5ad"),
+        summary=results("{dataset}", "summary.json"),
+        tables=expand(results("{{dataset}}", "tables/{table}.tsv"), table=REPORT_TABLES),
+    output:
+        html=report(
+            results("{dataset}", "report.html"),
+            caption="../report/report_html.rst",
+            category="Dataset reports",
+            labels={"dataset": "{dataset}"},
+        ),
+        figures=report(
+            directory(results("{dataset}", "figures/report")),
+            patterns=["{name}.png"],
+            caption="../report/report_figures.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "{name}"},
+        ),
+    log:
+        "logs/{dataset}/report.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1500, 0.2),
+        runtime=scaled_runtime(10, 5),
+    params:
+        manifest=lambda wildcards: f"{DOWNLOADS}/{wildcards.dataset}/manifest.tsv",
+        report=config.get("report", {}),
+    script:
+        "../scripts/report.py"
+
+
+rule summary:
+    input:
+        reports=expand(results("{dataset}", "report.html"), dataset=DATASETS),
+        finals=expand(results("{dataset}", "final.h5ad"), dataset=DATASETS),
+        summaries=expand(results("{dataset}", "summary.json"), dataset=DATASETS),
+    output:
+        html=report(
+            f"{RESULTS}/summary.html",
+            caption="../report/summary_html.rst",
+            category="Cross-dataset summary",
+        ),
+        tsv=report(
+            f"{RESULTS}/summary.tsv",
+            caption="../report/summary_tsv.rst",
+            category="Cross-dataset summary",
+        ),
+    log:
+        "logs/summary.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1000, 0.05),
+        runtime=scaled_runtime(5, 1),
+    params:
+        datasets=list(DATASETS),
+        report=config.get("report", {}),
+    script:
+        "../scripts/report_summary.py"

@@ -1,0 +1,111 @@
+"""A hand-made `results/{dataset}/` tree for the report tests (no pipeline run needed).
+
+`fake_results(root, dataset, ...)` writes what the stages write: `final.h5ad` with the contract's
+obs columns, a UMAP and `uns["texflow"]`, the tables the report reads, a few stage figures and
+`summary.json`. The numbers are built so that the truth is known: IFN-I rises with pseudotime
+and is higher in non-responders; LPO does neither.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+PATIENTS = ["P1", "P2", "P3", "P4", "P5", "P6"]
+RESPONSE = {"P1": "responder", "P2": "responder", "P3": "responder", "P4": "non_responder", "P5": "non_responder", "P6": "non_responder"}
+
+
+def fake_adata(*, n_cells: int = 600, with_response: bool = True, with_tpex: bool = True, seed: int = 0) -> ad.AnnData:
+    """A small final.h5ad-like AnnData with known structure (see module docstring)."""
+    rng = np.random.default_rng(seed)
+    patient = rng.choice(PATIENTS, n_cells)
+    states = ["Tpex", "Tex_term", "effector"] if with_tpex else ["Tex_term", "effector", "ambiguous"]
+    state = rng.choice(states, n_cells, p=[0.35, 0.45, 0.2])
+    lineage = np.isin(state, ["Tpex", "Tex_term"]) if with_tpex else np.zeros(n_cells, bool)
+    pseudotime = np.where(state == "Tpex", rng.uniform(0, 0.5, n_cells), rng.uniform(0.4, 1, n_cells))
+    pseudotime = np.where(lineage, pseudotime, np.nan)
+    non_responder = np.array([RESPONSE[p] == "non_responder" for p in patient])
+    ifn = 0.5 * np.nan_to_num(pseudotime, nan=0.5) + 0.3 * non_responder + rng.normal(0, 0.1, n_cells)
+    lpo = rng.normal(0, 0.1, n_cells)
+    centres = {"Tpex": (0, 0), "Tex_term": (6, 1), "effector": (2, 6), "ambiguous": (-4, 5)}
+    umap = np.array([centres[s] for s in state]) + rng.normal(0, 1.0, (n_cells, 2))
+    obs = pd.DataFrame(
+        {
+            "sample": [f"{p}_pre" for p in patient],
+            "patient": pd.Categorical(patient),
+            "response": pd.Categorical([RESPONSE[p] if with_response else np.nan for p in patient]),
+            "qc_pass": True,
+            "is_cd8": True,
+            "cluster": pd.Categorical([str(states.index(s) * 2 + int(rng.integers(2))) for s in state]),
+            "state": pd.Categorical(state, categories=states),
+            "state_confidence": rng.uniform(0.2, 1, n_cells),
+            "pseudotime": pseudotime,
+            "score_ifn_core": ifn,
+            "score_lpo_signed": lpo,
+            "score_tpex": (state == "Tpex") + rng.normal(0, 0.2, n_cells),
+        },
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
+    adata = ad.AnnData(sp.random(n_cells, 20, density=0.1, format="csr", dtype=np.float32, random_state=seed), obs=obs)
+    adata.var_names = [f"G{i}" for i in range(20)]
+    adata.obsm["X_umap"] = umap
+    skipped = {} if with_response else {"response_comparison": "no response labels in this dataset's metadata"}
+    if not with_tpex:
+        skipped["trajectory"] = "no cluster was labelled Tpex with enough confidence: no root for the pseudotime"
+    adata.uns["texflow"] = {
+        "dataset": "fake",
+        "organism": "human",
+        "value_type": "counts",
+        "x": "lognorm",
+        "sources": {"matrix": {"url": "https://example.org/GSE0_matrix.txt.gz", "sha256": "ab" * 32, "bytes": 123456}},
+        "versions": {"scanpy": "1.12.4", "anndata": "0.13.4"},
+        "params": {"qc": {"n_mads": 5, "max_pct_mito": 20.0}, "cluster": {"resolution": 1.0, "seed": 0}},
+        "skipped": skipped,
+    }
+    return adata
+
+
+def _png(path: Path, title: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1, 2], [1, 3, 2])
+    ax.set_title(title)
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+
+
+def fake_results(root: str | Path, dataset: str = "fake", *, with_response: bool = True, with_tpex: bool = True) -> Path:
+    """Write a fake `root/results/{dataset}/` and `root/resources/downloads/{dataset}/manifest.tsv`; return the dataset dir."""
+    root = Path(root)
+    out = root / "results" / dataset
+    tables = out / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    adata = fake_adata(with_response=with_response, with_tpex=with_tpex)
+    adata.uns["texflow"]["dataset"] = dataset
+    adata.write_h5ad(out / "final.h5ad")
+    pd.DataFrame({"sample": ["P1_pre", "P2_pre"], "n_cells": [120, 98], "n_pass": [110, 90], "median_genes": [1500.0, 1432.5]}).to_csv(tables / "qc_summary.tsv", sep="\t", index=False)
+    pd.DataFrame({"cluster": ["0", "1"], "cd8_score": [0.61, 0.12], "is_cd8": [True, False]}).to_csv(tables / "gating.tsv", sep="\t", index=False)
+    pd.DataFrame({"cluster": ["0", "2"], "state": ["Tpex", "Tex_term"], "confidence": [0.8, 0.7]}).to_csv(tables / "cluster_states.tsv", sep="\t", index=False)
+    pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "n_genes": [28, 32], "n_present": [20, 12], "coverage": [0.714, 0.375]}).to_csv(tables / "program_coverage.tsv", sep="\t", index=False)
+    if with_tpex:
+        pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "mean_rho": [0.62, 0.01], "n_patients": [6, 6], "n_positive": [6, 3], "p_combined": [0.0004, 0.81], "q": [0.0008, 0.81]}).to_csv(tables / "associations.tsv", sep="\t", index=False)
+        pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "mean_tpex": [0.2, 0.0], "mean_tex_term": [0.45, -0.01], "n_patients": [6, 6], "p": [0.03, 0.9]}).to_csv(tables / "state_comparison.tsv", sep="\t", index=False)
+        _png(out / "figures" / "trend_ifn_core.png", "trend IFN core")
+    if with_response:
+        pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "mean_difference": [0.3, -0.02], "n_responder": [3, 3], "n_non_responder": [3, 3], "p": [0.05, 0.7]}).to_csv(tables / "response_comparison.tsv", sep="\t", index=False)
+    _png(out / "figures" / "qc_total_counts.png", "qc total counts")
+    _png(out / "figures" / "state_markers_dotplot.png", "markers")
+    (out / "summary.json").write_text(json.dumps({"dataset": dataset, "title": f"Fake dataset {dataset}", "n_cells": adata.n_obs}))
+    manifest = root / "resources" / "downloads" / dataset / "manifest.tsv"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"name": ["matrix"], "file": ["GSE0_matrix.txt.gz"], "sha256": ["ab" * 32], "bytes": [123456]}).to_csv(manifest, sep="\t", index=False)
+    return out

@@ -1,0 +1,26 @@
+"""Rule summary: every dataset's headline numbers side by side (results/summary.html, .tsv)."""
+
+from pathlib import Path
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+from texflow import report
+from texflow.utils import run_step
+
+
+def main(snakemake):
+    options = dict(snakemake.params.report)
+    datasets = list(snakemake.params.datasets)
+    pages = [Path(path) for path in snakemake.input.reports]
+    headlines = [
+        report.headline_only(dataset, dataset_dir=page.parent, **({"alpha": options["alpha"]} if "alpha" in options else {}))
+        for dataset, page in zip(datasets, pages, strict=True)
+    ]
+    report.write_summary(
+        headlines,
+        tsv=snakemake.output.tsv,
+        html_path=snakemake.output.html,
+        report_links=dict(zip(datasets, pages, strict=True)),
+    )
+
+
+run_step(main, snakemake)  # noqa: F821

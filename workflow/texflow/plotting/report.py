@@ -1,0 +1,385 @@
+"""Figures of the report that no stage draws: UMAPs by annotation, state composition, paired
+Tpex vs Tex-term scores per patient, and responders vs non-responders per patient.
+
+Every function takes an AnnData (only `obs` and `obsm` are read, so a backed AnnData works),
+draws one figure with a title, axis labels, units and a legend, saves it atomically in every
+format asked for (PNG first) and returns the saved paths. When the data for a figure are absent
+the function raises `FigureSkipped` whose message says what is missing and why; the report
+prints that sentence in place of the figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..utils import atomic_path  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+#: Colours for the response groups, the same on every figure (colour-blind safe, Okabe-Ito).
+RESPONSE_COLOURS = {"responder": "#0072B2", "non_responder": "#D55E00"}
+RESPONSE_LABELS = {"responder": "responder", "non_responder": "non-responder"}
+#: Okabe-Ito + tab10 extension: distinguishable categorical colours for clusters and states.
+CATEGORICAL = [
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
+    "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#e377c2", "#2ca02c", "#d62728",
+]  # fmt: skip
+
+
+class FigureSkipped(Exception):
+    """The data a figure needs are absent; the message says which and why, for the reader."""
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def program_label(name: str) -> str:
+    """A readable name for a program or `score_<program>` column (`score_ifn_core` -> `IFN core`)."""
+    name = re.sub(r"^score_", "", name)
+    words = []
+    for word in re.split(r"[_\s]+", name):
+        lower = word.lower()
+        if lower in {"ifn", "lpo", "isg", "tpex", "tex", "i", "ii"}:
+            word = {"tpex": "Tpex", "tex": "Tex"}.get(lower, word.upper())
+        words.append(word)
+    label = " ".join(words)
+    return label.replace("IFN I ", "IFN-I ").replace("IFN I", "IFN-I").replace("Tex term", "Tex-term")
+
+
+def find_state(states: Sequence[str], which: str) -> str | None:
+    """The label among `states` that means `which` ("tpex" or "texterm"), whatever its spelling.
+
+    State labels are compared without case and punctuation, so `Tpex`, `TPEX`, `Tex_term`,
+    `Tex-term` and `tex term` all match.
+    """
+    wanted = {"tpex": {"tpex", "progenitorexhausted"}, "texterm": {"texterm", "terminalexhausted", "texterminal"}}[which]
+    for state in states:
+        if re.sub(r"[^a-z]", "", str(state).lower()) in wanted:
+            return str(state)
+    return None
+
+
+def score_columns(obs: pd.DataFrame) -> list[str]:
+    """The `score_<program>` columns of `obs`, IFN and LPO programs first (they are the question)."""
+    scores = [c for c in obs.columns if str(c).startswith("score_") and pd.api.types.is_numeric_dtype(obs[c])]
+
+    def key(column: str) -> tuple[int, str]:
+        lower = column.lower()
+        return (0 if ("ifn" in lower or "isg" in lower) else 1 if "lpo" in lower else 2, column)
+
+    return sorted(scores, key=key)
+
+
+def _known(series: pd.Series) -> pd.Series:
+    """True where a metadata value is present (not NA, not an empty or 'nan' string)."""
+    text = series.astype("string")
+    return text.notna() & ~text.str.strip().str.lower().isin(["", "nan", "na", "none", "unknown"])
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
+    """Save `fig` as `path` (PNG) plus one file per extra format beside it; close it."""
+    path = Path(path)
+    saved = []
+    for fmt in ["png", *[f for f in formats if f != "png"]]:
+        target = path.with_suffix(f".{fmt}")
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+        saved.append(target)
+    plt.close(fig)
+    logger.info("figure %s written (%s)", path.with_suffix(".png"), ", ".join(p.suffix for p in saved))
+    return saved
+
+
+def _umap_coordinates(adata: ad.AnnData) -> np.ndarray:
+    if "X_umap" not in adata.obsm:
+        raise FigureSkipped("no UMAP embedding (obsm['X_umap']) in the final AnnData: the cluster stage did not store one")
+    return np.asarray(adata.obsm["X_umap"])[:, :2]
+
+
+# ----------------------------------------------------------------------------------------------
+# UMAPs
+
+
+def umap(
+    adata: ad.AnnData,
+    *,
+    color: str,
+    path: str | os.PathLike,
+    title: str,
+    colorbar_label: str = "",
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """UMAP of the cells coloured by `obs[color]` (categories with a legend, numbers with a colour bar).
+
+    Cells without a value are drawn in light grey underneath and counted in the legend.
+    """
+    coords = _umap_coordinates(adata)
+    if color not in adata.obs:
+        raise FigureSkipped(f"the final AnnData has no obs column '{color}'")
+    values = adata.obs[color]
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    size = float(np.clip(12000 / max(adata.n_obs, 1), 1.5, 30))
+    numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
+    if numeric:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        present = np.isfinite(numbers)
+        if not present.any():
+            plt.close(fig)
+            raise FigureSkipped(f"obs column '{color}' has no finite value in any cell")
+        if (~present).any():
+            ax.scatter(*coords[~present].T, s=size, c="#dddddd", linewidths=0, rasterized=True, label=f"no value ({(~present).sum()} cells)")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), frameon=False, fontsize=8)
+        order = np.argsort(numbers[present])  # high values on top
+        points = ax.scatter(*coords[present][order].T, s=size, c=numbers[present][order], cmap="viridis", linewidths=0, rasterized=True)
+        fig.colorbar(points, ax=ax, label=colorbar_label or color, fraction=0.05, pad=0.02)
+    else:
+        present = _known(values).to_numpy()
+        if not present.any():
+            plt.close(fig)
+            raise FigureSkipped(f"obs column '{color}' is empty in every cell")
+        labels = values.astype("string")
+        if (~present).any():
+            ax.scatter(*coords[~present].T, s=size, c="#dddddd", linewidths=0, rasterized=True, label=f"not known ({(~present).sum()})")
+        categories = list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else sorted(labels[present].unique())
+        categories = [c for c in categories if (labels[present] == str(c)).any()]
+        for i, category in enumerate(categories):
+            mask = present & (labels == str(category)).fillna(False).to_numpy()
+            colour = RESPONSE_COLOURS.get(str(category)) if color == "response" else None
+            colour = colour or CATEGORICAL[i % len(CATEGORICAL)]
+            name = RESPONSE_LABELS.get(str(category), str(category)) if color == "response" else str(category)
+            ax.scatter(*coords[mask].T, s=size, c=colour, linewidths=0, rasterized=True, label=f"{name} ({mask.sum()})")
+        ncol = 1 if len(categories) <= 18 else 2
+        ax.legend(title=f"{color} (cells)", loc="upper left", bbox_to_anchor=(1.0, 1), frameon=False, fontsize=8, markerscale=max(1, 6 / size**0.5), ncol=ncol)
+    ax.set_title(title)
+    ax.set_xlabel("UMAP 1 (arbitrary units)")
+    ax.set_ylabel("UMAP 2 (arbitrary units)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+    return _save(fig, path, formats)
+
+
+# ----------------------------------------------------------------------------------------------
+# composition
+
+
+def state_composition(
+    adata: ad.AnnData, *, path: str | os.PathLike, formats: Sequence[str] = ("png",)
+) -> list[Path]:
+    """Stacked bars of the fraction of cells in each state: per patient, and by response group.
+
+    The response panel averages the per-patient fractions (the patient is the unit), and its
+    x labels carry the number of patients. Without response labels only the per-patient panel
+    is drawn.
+    """
+    obs = adata.obs
+    for column in ("state", "patient"):
+        if column not in obs or not _known(obs[column]).any():
+            raise FigureSkipped(f"no '{column}' annotation in the final AnnData")
+    known = _known(obs["state"]) & _known(obs["patient"])
+    cells = obs.loc[known, ["state", "patient"]].astype(str)
+    fractions = pd.crosstab(cells["patient"], cells["state"], normalize="index")
+    counts = cells["patient"].value_counts()
+    states = (
+        [s for s in obs["state"].cat.categories if s in fractions.columns]
+        if isinstance(obs["state"].dtype, pd.CategoricalDtype)
+        else sorted(fractions.columns)
+    )
+    fractions = fractions[states]
+    colours = {state: CATEGORICAL[i % len(CATEGORICAL)] for i, state in enumerate(states)}
+    response = _patient_response(obs)
+    has_response = response.isin(RESPONSE_COLOURS).any()
+    if has_response:
+        fractions = fractions.loc[sorted(fractions.index, key=lambda p: (str(response.get(p, "")), p))]
+    width = min(2.5 + 0.45 * len(fractions), 14)
+    fig, axes = plt.subplots(
+        1, 2 if has_response else 1, figsize=(width + (3 if has_response else 0), 4.8),
+        gridspec_kw={"width_ratios": [max(len(fractions), 1), 2.5]} if has_response else None,
+        squeeze=False,
+    )  # fmt: skip
+    _stacked(axes[0, 0], fractions, colours)
+    axes[0, 0].set_xticks(range(len(fractions)))
+    axes[0, 0].set_xticklabels([f"{p} ({counts[p]})" for p in fractions.index], rotation=60, ha="right", fontsize=8)
+    for tick, patient in zip(axes[0, 0].get_xticklabels(), fractions.index, strict=True):
+        tick.set_color(RESPONSE_COLOURS.get(str(response.get(patient, "")), "black"))
+    axes[0, 0].set_xlabel("patient (cells)" + ("; label colour = response" if has_response else ""))
+    axes[0, 0].set_ylabel("fraction of the patient's cells")
+    axes[0, 0].set_title("State composition per patient")
+    if has_response:
+        groups = [g for g in RESPONSE_COLOURS if (response == g).any()]
+        by_group = pd.DataFrame({g: fractions.loc[response[response == g].index.intersection(fractions.index)].mean() for g in groups}).T
+        _stacked(axes[0, 1], by_group, colours)
+        axes[0, 1].set_xticks(range(len(groups)))
+        axes[0, 1].set_xticklabels([f"{RESPONSE_LABELS[g]}\n(n={(response == g).sum()} patients)" for g in groups], fontsize=8)
+        axes[0, 1].set_ylabel("mean of per-patient fractions")
+        axes[0, 1].set_title("By response")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in states]
+    fig.legend(handles, states, title="state", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, formats)
+
+
+def _stacked(ax: plt.Axes, fractions: pd.DataFrame, colours: dict[str, str]) -> None:
+    bottom = np.zeros(len(fractions))
+    for state in fractions.columns:
+        values = fractions[state].to_numpy(dtype=float)
+        ax.bar(range(len(fractions)), values, bottom=bottom, color=colours[state], width=0.8, edgecolor="white", linewidth=0.3)
+        bottom += values
+    ax.set_ylim(0, 1)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _patient_response(obs: pd.DataFrame) -> pd.Series:
+    """One response label per patient (the labels are patient-level); empty when there are none."""
+    if "response" not in obs or "patient" not in obs:
+        return pd.Series(dtype=object)
+    known = _known(obs["response"]) & _known(obs["patient"])
+    labels = obs.loc[known, ["patient", "response"]].astype(str).drop_duplicates()
+    # a patient with two labels is ambiguous: leave it out rather than guess
+    labels = labels[~labels["patient"].duplicated(keep=False)]
+    return labels.set_index("patient")["response"]
+
+
+# ----------------------------------------------------------------------------------------------
+# per-patient comparisons
+
+
+def patient_means(adata: ad.AnnData, *, scores: Sequence[str], min_cells: int = 3) -> pd.DataFrame:
+    """Per patient and state, the mean of every score over cells (patients are the unit).
+
+    Returns a long table: patient, state, response, n_cells and one column per score. Groups of
+    fewer than `min_cells` cells are dropped: a mean of one or two cells is noise.
+    """
+    obs = adata.obs
+    known = _known(obs["patient"]) & _known(obs["state"])
+    cells = obs.loc[known, ["patient", "state", *scores]].copy()
+    cells["patient"], cells["state"] = cells["patient"].astype(str), cells["state"].astype(str)
+    grouped = cells.groupby(["patient", "state"], observed=True)
+    means = grouped[list(scores)].mean()
+    means["n_cells"] = grouped.size()
+    means = means[means["n_cells"] >= min_cells].reset_index()
+    means["response"] = means["patient"].map(_patient_response(obs)).astype(object)
+    return means
+
+
+def paired_states(
+    adata: ad.AnnData,
+    *,
+    scores: Sequence[str],
+    path: str | os.PathLike,
+    min_cells: int = 3,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Per patient, the mean of each score in its Tpex cells and in its Tex-term cells, joined by a line.
+
+    One panel per score; only patients with at least `min_cells` cells in both states are drawn,
+    and their number is in each panel title. Lines are coloured by response when known.
+    """
+    obs = adata.obs
+    if "state" not in obs or "patient" not in obs:
+        raise FigureSkipped("no 'state' or 'patient' annotation in the final AnnData")
+    if not scores:
+        raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
+    states = list(obs["state"].astype(str).unique())
+    tpex, texterm = find_state(states, "tpex"), find_state(states, "texterm")
+    if tpex is None or texterm is None:
+        missing = " and ".join(n for n, s in (("Tpex", tpex), ("Tex-term", texterm)) if s is None)
+        raise FigureSkipped(f"no cluster was labelled {missing} in this dataset (states found: {', '.join(sorted(states))})")
+    means = patient_means(adata, scores=scores, min_cells=min_cells)
+    wide = means[means["state"].isin([tpex, texterm])].pivot(index="patient", columns="state")
+    paired = [p for p in wide.index if wide.loc[p, ("n_cells", tpex)] > 0 and wide.loc[p, ("n_cells", texterm)] > 0]
+    paired = [p for p in paired if np.isfinite(wide.loc[p, ("n_cells", tpex)]) and np.isfinite(wide.loc[p, ("n_cells", texterm)])]
+    if not paired:
+        raise FigureSkipped(f"no patient has at least {min_cells} cells in both {tpex} and {texterm}")
+    response = _patient_response(obs)
+    ncols = min(len(scores), 4)
+    nrows = int(np.ceil(len(scores) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 1.5, 3.6 * nrows), squeeze=False)
+    for ax, score in zip(axes.flat, scores, strict=False):
+        higher = 0
+        for patient in paired:
+            y = [wide.loc[patient, (score, tpex)], wide.loc[patient, (score, texterm)]]
+            higher += y[1] > y[0]
+            colour = RESPONSE_COLOURS.get(str(response.get(patient, "")), "#555555")
+            ax.plot([0, 1], y, "-o", color=colour, alpha=0.8, markersize=4, linewidth=1)
+        ax.set_xticks([0, 1])
+        ax.set_xticklabels([tpex, texterm])
+        ax.set_xlim(-0.4, 1.4)
+        ax.set_ylabel(f"{program_label(score)} score\n(per-patient mean, a.u.)")
+        ax.set_title(f"{program_label(score)}\nhigher in {texterm} in {higher} of {len(paired)} patients", fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in list(axes.flat)[len(scores):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=c, marker="o", label=RESPONSE_LABELS[g]) for g, c in RESPONSE_COLOURS.items() if (response == g).any()]
+    if len(handles) < len(paired) and not response.reindex(paired).isin(RESPONSE_COLOURS).all():
+        handles.append(plt.Line2D([], [], color="#555555", marker="o", label="response not known"))
+    fig.legend(handles=handles, title="patient", loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False, fontsize=8)
+    fig.suptitle(f"{tpex} vs {texterm}: one line per patient (n={len(paired)}, at least {min_cells} cells in each state)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, formats)
+
+
+def response_groups(
+    adata: ad.AnnData,
+    *,
+    scores: Sequence[str],
+    path: str | os.PathLike,
+    min_cells: int = 3,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Per-patient mean of each score (over its CD8 cells), responders vs non-responders.
+
+    One point per patient, a bar at the group mean, n patients in the x labels. Patients with
+    fewer than `min_cells` cells are left out.
+    """
+    obs = adata.obs
+    response = _patient_response(obs)
+    groups = [g for g in RESPONSE_COLOURS if (response == g).any()]
+    if len(groups) < 2:
+        found = ", ".join(sorted(set(response))) or "none"
+        raise FigureSkipped(f"response labels for both responders and non-responders are needed; labels found: {found}")
+    if not scores:
+        raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
+    known = _known(obs["patient"])
+    cells = obs.loc[known, ["patient", *scores]].copy()
+    cells["patient"] = cells["patient"].astype(str)
+    grouped = cells.groupby("patient", observed=True)
+    means = grouped[list(scores)].mean()
+    means = means[grouped.size() >= min_cells]
+    means["response"] = means.index.map(response)
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    ncols = min(len(scores), 4)
+    nrows = int(np.ceil(len(scores) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols + 0.5, 3.6 * nrows), squeeze=False)
+    for ax, score in zip(axes.flat, scores, strict=False):
+        labels = []
+        for x, group in enumerate(groups):
+            values = means.loc[means["response"] == group, score].dropna().to_numpy()
+            ax.scatter(x + rng.uniform(-0.12, 0.12, len(values)), values, color=RESPONSE_COLOURS[group], s=22, zorder=3)
+            if len(values):
+                ax.hlines(values.mean(), x - 0.3, x + 0.3, color="black", linewidth=1.5, zorder=4)
+            labels.append(f"{RESPONSE_LABELS[group]}\n(n={len(values)})")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_ylabel(f"{program_label(score)} score\n(per-patient mean, a.u.)")
+        ax.set_title(program_label(score), fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in list(axes.flat)[len(scores):]:
+        ax.set_visible(False)
+    fig.suptitle("Responders vs non-responders: one point per patient, bar = group mean; n = patients", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, formats)

@@ -1,0 +1,754 @@
+"""The report: one self-contained HTML page per dataset, and a cross-dataset summary.
+
+The page answers the question first (are IFN-I and LPO higher along the Tpex -> Tex-term
+trajectory, in Tex-term than in Tpex, and in non-responders; how strongly; in how many
+patients), then shows the evidence stage by stage, what was skipped and why, and the
+provenance (sources with checksums, package versions, parameters).
+
+It is built on whatever the stages left in `results/{dataset}/`: every table and figure is
+optional, and a missing one is replaced by a sentence that says so and why. Figures are embedded
+as base64 data URIs and the CSS is inline, so the page opens from disk without a server.
+
+Functions here read files and return plain Python objects (`DatasetReport`); the HTML is drawn
+by the Jinja2 templates in `texflow/templates/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import logging
+import math
+import mimetypes
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .plotting import report as plots
+from .utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+#: Comparisons the headline answers, in the order shown: table file, what it compares, and the
+#: direction a positive effect means.
+COMPARISONS = {
+    "trajectory": ("associations.tsv", "along the Tpex → Tex-term pseudotime", "rises along the trajectory", "falls along the trajectory", "no clear trend along the trajectory"),
+    "state": ("state_comparison.tsv", "Tex-term vs Tpex", "higher in Tex-term than in Tpex", "lower in Tex-term than in Tpex", "no clear difference between Tex-term and Tpex"),
+    "response": ("response_comparison.tsv", "non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
+}
+
+# Column names the stage tables may use for each quantity, in order of preference. The tables
+# are written by the programs stage; this list keeps the report working when a column is
+# renamed, and a quantity that is not found is shown as "–" rather than guessed.
+EFFECT_COLUMNS = {
+    "trajectory": ["combined_rho", "median_rho", "mean_rho", "rho", "spearman_rho", "effect", "estimate", "r", "slope"],
+    "state": ["mean_difference", "median_difference", "difference", "delta", "effect", "estimate", "log2fc", "hedges_g", "cohens_d", "effect_size"],
+    "response": ["mean_difference", "median_difference", "difference", "delta", "effect", "estimate", "log2fc", "hedges_g", "cohens_d", "effect_size"],
+}
+P_COLUMNS = ["p_combined", "p_permutation", "p_perm", "pvalue", "p_value", "pval", "p"]
+Q_COLUMNS = ["q", "qvalue", "q_value", "fdr", "padj", "p_adj", "p_adjusted"]
+N_COLUMNS = ["n_patients", "n_pairs", "n_patients_total", "n"]
+CONCORDANT_COLUMNS = ["n_positive", "n_patients_positive", "n_up", "n_concordant", "n_higher"]
+GROUP_N_COLUMNS = {"responder": ["n_responder", "n_responders", "n_r"], "non_responder": ["n_non_responder", "n_non_responders", "n_nr"]}
+# Group means from which an effect is computed when no effect column is found: (high, low).
+GROUP_MEAN_COLUMNS = {
+    "state": (["mean_tex_term", "mean_texterm", "tex_term_mean", "mean_tex"], ["mean_tpex", "tpex_mean"]),
+    "response": (["mean_non_responder", "non_responder_mean", "mean_nr"], ["mean_responder", "responder_mean", "mean_r"]),
+}
+
+#: Where each stage table goes in the evidence part of the page (file name -> section, title).
+STAGE_TABLES = {
+    "qc_summary.tsv": ("qc", "Quality control per sample"),
+    "gating.tsv": ("gate", "CD8 gating"),
+    "resolution_sweep.tsv": ("cluster", "Leiden resolution sweep"),
+    "cluster_states.tsv": ("states", "State of each cluster"),
+    "signature_coverage.tsv": ("states", "Coverage of the state signatures"),
+    "root_sensitivity.tsv": ("trajectory", "Pseudotime stability when the root moves"),
+    "program_coverage.tsv": ("programs", "Coverage of the IFN-I and LPO programs"),
+    "associations.tsv": ("programs", "Programs along pseudotime, per patient combined"),
+    "state_comparison.tsv": ("programs", "Tex-term vs Tpex per patient"),
+    "response_comparison.tsv": ("programs", "Non-responders vs responders per patient"),
+    "trends.tsv": ("programs", "Smoothed trends along pseudotime"),
+}
+SECTIONS = {
+    "qc": "Quality control",
+    "gate": "CD8 gating",
+    "cluster": "Clustering",
+    "states": "States",
+    "trajectory": "Trajectory",
+    "programs": "IFN-I and LPO programs",
+    "other": "Other outputs",
+}
+# Stage figures (drawn by the stages, embedded as they are) are sorted by their file name.
+STAGE_FIGURE_PATTERNS = [
+    (r"^qc", "qc"),
+    (r"gat|cd8", "gate"),
+    (r"^umap.*(cluster|leiden)|^cluster|resolution|leiden", "cluster"),
+    (r"state|marker|dotplot", "states"),
+    (r"pseudotime|trajector|root|diffusion|dpt", "trajectory"),
+    (r"trend|program|score|ifn|lpo|response|association", "programs"),
+]
+
+
+@dataclass
+class Figure:
+    """A figure for the page: an image file, or the sentence that replaces a missing one."""
+
+    title: str
+    caption: str = ""
+    path: Path | None = None
+    missing: str = ""  # why there is no figure (empty when there is one)
+    section: str = "programs"
+
+    def data_uri(self) -> str:
+        """The image as a base64 data URI, so the page carries it inside itself."""
+        mime = mimetypes.guess_type(self.path.name)[0] or "image/png"
+        return f"data:{mime};base64," + base64.b64encode(self.path.read_bytes()).decode("ascii")
+
+
+@dataclass
+class Table:
+    """A table for the page, cut to `max_rows` rows; `path` is the full file, linked from the page."""
+
+    title: str
+    frame: pd.DataFrame
+    path: Path | None = None
+    n_rows: int = 0
+    section: str = "other"
+    caption: str = ""
+
+
+@dataclass
+class Finding:
+    """One program in one comparison: the effect, its p (and q), the patients behind it, a verdict."""
+
+    program: str
+    comparison: str
+    effect: float = math.nan
+    effect_name: str = ""
+    p: float = math.nan
+    q: float = math.nan
+    n_patients: float = math.nan
+    n_concordant: float = math.nan
+    n_groups: str = ""  # "3 vs 4" for group comparisons
+    verdict: str = "not tested"  # "up", "down", "no clear difference", "not tested"
+    reason: str = ""
+
+    @property
+    def sentence(self) -> str:
+        """The finding in words: what it shows, how strongly, in how many patients."""
+        label = plots.program_label(self.program)
+        _, what, up, down, neither = COMPARISONS[self.comparison]
+        if self.verdict == "not tested":
+            return f"{label}, {what}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
+        words = {"up": up, "down": down}.get(self.verdict, f"shows {neither}")
+        return f"{label} {words} ({self.evidence})."
+
+    @property
+    def evidence(self) -> str:
+        parts = []
+        if np.isfinite(self.effect):
+            parts.append(f"{self.effect_name} = {format_number(self.effect)}")
+        if np.isfinite(self.n_concordant) and np.isfinite(self.n_patients):
+            parts.append(f"same direction in {int(self.n_concordant)} of {int(self.n_patients)} patients")
+        elif self.n_groups:
+            parts.append(self.n_groups)
+        elif np.isfinite(self.n_patients):
+            parts.append(f"{int(self.n_patients)} patients")
+        if np.isfinite(self.p):
+            parts.append(f"p = {format_p(self.p)}")
+        if np.isfinite(self.q):
+            parts.append(f"q = {format_p(self.q)}")
+        return ", ".join(parts) or "no numbers in the table"
+
+
+@dataclass
+class DatasetReport:
+    """Everything the dataset page shows, read from `results/{dataset}/`."""
+
+    dataset: str
+    title: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    manifest: Table | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    generated: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# numbers
+
+
+def format_number(value: Any, digits: int = 3) -> str:
+    """A number for a human: 3 significant digits, integers as integers, NA as '–'."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}".replace(",", " ") if abs(int(value)) >= 10000 else str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if value == int(value) and abs(value) < 1e6:
+            return str(int(value))
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            return f"{value:.{digits - 1}e}"
+        if abs(value) >= 10 ** digits:
+            return f"{value:.0f}"  # 1432.5 -> 1432, not 1.43e+03
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def format_p(value: float) -> str:
+    """A p-value: two significant digits, scientific below 0.001."""
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.1e}" if value < 1e-3 else f"{value:.2g}"
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _first(row: Mapping[str, Any], names: Iterable[str]) -> tuple[str, float]:
+    """The first of `names` that `row` has as a finite number: (name, value), else ('', nan)."""
+    lower = {str(k).lower(): k for k in row.keys()}
+    for name in names:
+        if name in lower:
+            value = _number(row[lower[name]])
+            if np.isfinite(value):
+                return lower[name], value
+    return "", math.nan
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the stage outputs
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame | None:
+    """A TSV written by a stage, or None when it is absent or cannot be parsed (logged)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, sep="\t", comment=None)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        logger.warning("table %s could not be read (%s): shown as missing", path, error)
+        return None
+
+
+def read_summary(path: str | os.PathLike | None) -> dict[str, Any]:
+    """`summary.json` of the programs stage, or {} when absent (logged)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        logger.warning("summary %s is not valid JSON (%s): ignored", path, error)
+        return {}
+    return data if isinstance(data, dict) else {"summary": data}
+
+
+def plain(value: Any) -> Any:
+    """h5ad `uns` values (numpy scalars, arrays, nested dicts) as plain Python for JSON/HTML."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _program_column(frame: pd.DataFrame) -> str | None:
+    for name in ("program", "score", "signature", "program_name"):
+        for column in frame.columns:
+            if str(column).lower() == name:
+                return column
+    return None
+
+
+def findings(
+    tables: Mapping[str, pd.DataFrame | None], *, alpha: float, skipped: Mapping[str, str], programs: Sequence[str] = ()
+) -> list[Finding]:
+    """The headline: every program in every comparison, with effect, p, n and a verdict.
+
+    Parameters
+    ----------
+    tables
+        `associations.tsv`, `state_comparison.tsv`, `response_comparison.tsv` by comparison
+        key (`trajectory`, `state`, `response`); None when the stage did not write it.
+    alpha
+        Significance level for the verdict; q (FDR) is used when the table has it, else p.
+    skipped
+        Steps not run and why (`uns["texflow"]["skipped"]`), to explain a missing comparison.
+    programs
+        Programs to list as "not tested" (with the reason) when no table names any program.
+
+    Returns
+    -------
+    One `Finding` per program and comparison, IFN and LPO programs first.
+    """
+    fallback, programs = list(programs), []
+    for frame in tables.values():
+        if frame is not None and (column := _program_column(frame)) is not None:
+            programs += [str(p) for p in frame[column] if str(p) not in programs]
+    programs = programs or fallback
+    programs = sorted(programs, key=lambda p: (0 if ("ifn" in p.lower() or "isg" in p.lower()) else 1 if "lpo" in p.lower() else 2))
+    result = []
+    for program in programs:
+        for comparison in COMPARISONS:
+            frame = tables.get(comparison)
+            finding = Finding(program=program, comparison=comparison)
+            rows = None
+            if frame is not None and (column := _program_column(frame)) is not None:
+                rows = frame[frame[column].astype(str) == program]
+            if rows is None or rows.empty:
+                finding.reason = _why_missing(comparison, frame, skipped)
+                result.append(finding)
+                continue
+            row = rows.iloc[0].to_dict()
+            if "skipped" in {str(k).lower() for k in row} and isinstance(row.get("skipped"), str) and row["skipped"]:
+                finding.reason = row["skipped"]
+                result.append(finding)
+                continue
+            _fill(finding, row, alpha=alpha)
+            result.append(finding)
+    return result
+
+
+def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[str, str]) -> str:
+    related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",)}
+    for step, reason in skipped.items():
+        if any(word in step.lower() for word in related[comparison]):
+            return reason
+    if comparison == "state":  # no Tpex (or no Tex-term) cluster: the trajectory skip says so
+        for reason in skipped.values():
+            if "tpex" in reason.lower() or "tex-term" in reason.lower():
+                return reason
+    if frame is None:
+        return f"no table {COMPARISONS[comparison][0]}"
+    return "this program is not in the table"
+
+
+def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
+    comparison = finding.comparison
+    finding.effect_name, finding.effect = _first(row, EFFECT_COLUMNS[comparison])
+    if not np.isfinite(finding.effect) and comparison in GROUP_MEAN_COLUMNS:
+        high_cols, low_cols = GROUP_MEAN_COLUMNS[comparison]
+        (_, high), (_, low) = _first(row, high_cols), _first(row, low_cols)
+        if np.isfinite(high) and np.isfinite(low):
+            finding.effect_name, finding.effect = "difference of means", high - low
+    _, finding.p = _first(row, P_COLUMNS)
+    _, finding.q = _first(row, Q_COLUMNS)
+    _, finding.n_patients = _first(row, N_COLUMNS)
+    _, finding.n_concordant = _first(row, CONCORDANT_COLUMNS)
+    if comparison == "response":
+        (_, n_r), (_, n_nr) = _first(row, GROUP_N_COLUMNS["responder"]), _first(row, GROUP_N_COLUMNS["non_responder"])
+        if np.isfinite(n_r) and np.isfinite(n_nr):
+            finding.n_groups = f"{int(n_nr)} non-responder vs {int(n_r)} responder patients"
+            if not np.isfinite(finding.n_patients):
+                finding.n_patients = n_r + n_nr
+    decisive = finding.q if np.isfinite(finding.q) else finding.p
+    if not np.isfinite(finding.effect) or not np.isfinite(decisive):
+        finding.verdict = "no clear difference" if np.isfinite(finding.effect) else "not tested"
+        finding.reason = finding.reason or "the table holds no effect size or p-value for it"
+    elif decisive < alpha and finding.effect > 0:
+        finding.verdict = "up"
+    elif decisive < alpha and finding.effect < 0:
+        finding.verdict = "down"
+    else:
+        finding.verdict = "no clear difference"
+
+
+def _truncate(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    return frame.head(max_rows) if len(frame) > max_rows else frame
+
+
+def stage_figures(figures_dir: Path, *, exclude: Path | None = None) -> list[Figure]:
+    """The PNG figures the stages drew, each assigned to a section by its file name."""
+    if not figures_dir.is_dir():
+        return []
+    found = []
+    exclude = exclude.resolve() if exclude is not None else None
+    for path in sorted(figures_dir.rglob("*.png")):
+        if exclude is not None and exclude in path.resolve().parents:
+            continue
+        stem = path.stem.lower()
+        section = next((s for pattern, s in STAGE_FIGURE_PATTERNS if re.search(pattern, stem)), "other")
+        title = re.sub(r"[_\-]+", " ", path.stem).strip()
+        title = title[:1].upper() + title[1:]
+        found.append(Figure(title=title, path=path, section=section, caption=f"Drawn by the pipeline stage ({path.name})."))
+    return found
+
+
+def draw_figures(
+    adata: ad.AnnData,
+    *,
+    outdir: str | os.PathLike,
+    formats: Sequence[str] = ("png",),
+    min_cells: int = 3,
+    draw_cluster_umap: bool = True,
+    skipped: Mapping[str, str] | None = None,
+) -> list[Figure]:
+    """Draw the report's own figures into `outdir` (PNG plus `formats`); one `Figure` per figure.
+
+    A figure whose data are absent becomes a `Figure` with `missing` set to the reason (read
+    from the exception, and from `skipped` when the pipeline recorded why a step did not run).
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    skipped = dict(skipped or {})
+    scores = plots.score_columns(adata.obs)
+    specs: list[tuple[str, str, str, Any]] = []
+    if draw_cluster_umap:
+        specs.append(("umap_cluster", "cluster", "UMAP by Leiden cluster", dict(color="cluster", title="CD8 T cells by Leiden cluster")))
+    specs += [
+        ("umap_state", "states", "UMAP by state", dict(color="state", title="CD8 T cells by state")),
+        ("umap_patient", "cluster", "UMAP by patient", dict(color="patient", title="CD8 T cells by patient")),
+        ("umap_response", "programs", "UMAP by response", dict(color="response", title="CD8 T cells by response to immunotherapy")),
+        ("umap_pseudotime", "trajectory", "UMAP by pseudotime", dict(color="pseudotime", title="Pseudotime (Tpex → Tex-term)", colorbar_label="diffusion pseudotime (0 = root, a.u.)")),
+    ]
+    for score in scores:
+        label = plots.program_label(score)
+        specs.append((f"umap_{score}", "programs", f"UMAP by {label} score", dict(color=score, title=f"{label} score", colorbar_label=f"{label} score (a.u.)")))
+    captions = {
+        "umap_cluster": "Each point is a QC-passing CD8 T cell; colours are Leiden clusters (cells per cluster in the legend).",
+        "umap_state": "Cluster-level state labels; clusters below the confidence margin are 'ambiguous'.",
+        "umap_patient": "Patients mixing within clusters suggests that the clusters are not patient batches.",
+        "umap_response": "Response labels are per patient, as published; grey cells have no label.",
+        "umap_pseudotime": "Diffusion pseudotime over the exhausted lineage; cells outside the lineage have no value (grey).",
+    }
+    figures = []
+    for name, section, label, kwargs in specs:
+        caption = captions.get(name, "Per-cell program score (rank-based); the tests use per-patient summaries, not cells.")
+        figures.append(_draw(plots.umap, adata, outdir / f"{name}.png", formats, label=label, caption=caption, section=section, skipped=skipped, **kwargs))
+    figures.append(
+        _draw(plots.state_composition, adata, outdir / "state_composition.png", formats, section="states",
+              label="State composition per patient and by response",
+              caption="Fraction of each patient's CD8 T cells in each state; the response panel averages per-patient fractions.",
+              skipped=skipped)
+    )  # fmt: skip
+    figures.append(
+        _draw(plots.paired_states, adata, outdir / "paired_tpex_texterm.png", formats, section="programs",
+              label="Tpex vs Tex-term per patient",
+              caption="Per-patient mean score in Tpex and in Tex-term cells, joined by a line; colour = response.",
+              skipped=skipped, scores=scores, min_cells=min_cells)
+    )  # fmt: skip
+    figures.append(
+        _draw(plots.response_groups, adata, outdir / "response_groups.png", formats, section="programs",
+              label="Responders vs non-responders",
+              caption="Per-patient mean score over its CD8 T cells; bar = group mean; n = patients.",
+              skipped=skipped, scores=scores, min_cells=min_cells)
+    )  # fmt: skip
+    return figures
+
+
+def _draw(function, adata, path: Path, formats, *, label: str, caption: str, section: str, skipped: Mapping[str, str], **kwargs) -> Figure:
+    try:
+        function(adata, path=path, formats=formats, **kwargs)
+    except plots.FigureSkipped as why:
+        reason = str(why)
+        related = _related_skip(path.stem, skipped)
+        if related:
+            reason = f"{reason}; the pipeline recorded: {related}"
+        logger.info("figure %s not drawn: %s", path.name, reason)
+        for stale in path.parent.glob(f"{path.stem}.*"):
+            stale.unlink()  # a figure from an earlier run must not be embedded as if current
+        return Figure(title=label, caption=caption, missing=reason, section=section)
+    return Figure(title=label, caption=caption, path=path, section=section)
+
+
+def _related_skip(name: str, skipped: Mapping[str, str]) -> str:
+    keys = {"response": ("response",), "pseudotime": ("trajectory", "pseudotime"), "paired": ("state", "tpex"), "state": ("state",)}
+    for fragment, steps in keys.items():
+        if fragment in name:
+            for step, reason in skipped.items():
+                if any(s in step.lower() for s in steps):
+                    return f"{step}: {reason}"
+    return ""
+
+
+def collect(
+    dataset_dir: str | os.PathLike,
+    *,
+    dataset: str,
+    final_h5ad: str | os.PathLike | None = None,
+    summary_json: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = None,
+    figures_dir: str | os.PathLike | None = None,
+    formats: Sequence[str] = ("png",),
+    alpha: float = 0.05,
+    max_rows: int = 40,
+    min_cells: int = 3,
+    report_params: Mapping[str, Any] | None = None,
+) -> DatasetReport:
+    """Read a dataset's outputs, draw the report's figures, and return what the page shows.
+
+    Parameters
+    ----------
+    dataset_dir
+        `results/{dataset}`: tables are read from `tables/`, stage figures from `figures/`.
+    final_h5ad, summary_json
+        The programs stage outputs (default: in `dataset_dir`). Only `obs`, `obsm` and `uns`
+        of the AnnData are read (backed mode), so memory does not grow with the matrix.
+    manifest
+        `resources/downloads/{dataset}/manifest.tsv`, when the data were downloaded.
+    figures_dir
+        Where the report's own figures go (default `dataset_dir/figures/report`).
+    """
+    dataset_dir = Path(dataset_dir)
+    final_h5ad = Path(final_h5ad) if final_h5ad else dataset_dir / "final.h5ad"
+    figures_dir = Path(figures_dir) if figures_dir else dataset_dir / "figures" / "report"
+    summary = read_summary(summary_json or dataset_dir / "summary.json")
+    report = DatasetReport(dataset=dataset, summary=summary)
+    report.generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    adata = ad.read_h5ad(final_h5ad, backed="r") if final_h5ad.is_file() else None
+    meta = plain(adata.uns.get("texflow", {})) if adata is not None else {}
+    report.skipped = {str(k): str(v) for k, v in (meta.get("skipped") or {}).items()}
+    for step, reason in (summary.get("skipped") or {}).items() if isinstance(summary.get("skipped"), dict) else []:
+        report.skipped.setdefault(str(step), str(reason))
+    report.title = str(summary.get("title") or meta.get("title") or "")
+    report.versions = {str(k): str(v) for k, v in (meta.get("versions") or {}).items()}
+    report.params = dict(meta.get("params") or {})
+    if report_params:
+        report.params["report"] = dict(report_params)
+    report.sources = [{"name": name, **(info if isinstance(info, dict) else {"url": info})} for name, info in (meta.get("sources") or {}).items()]
+    if manifest is not None and (frame := read_table(manifest)) is not None:
+        report.manifest = Table(title="Download manifest", frame=frame, path=Path(manifest), n_rows=len(frame), section="provenance")
+    report.facts = _facts(adata, meta, summary)
+
+    tables = {}
+    for name, (section, title) in STAGE_TABLES.items():
+        frame = read_table(dataset_dir / "tables" / name)
+        tables[name] = frame
+        if frame is not None:
+            report.tables.append(Table(title=title, frame=_truncate(frame, max_rows), path=dataset_dir / "tables" / name, n_rows=len(frame), section=section))
+    for path in sorted((dataset_dir / "tables").glob("*.tsv")) if (dataset_dir / "tables").is_dir() else []:
+        if path.name not in STAGE_TABLES and (frame := read_table(path)) is not None:
+            report.tables.append(Table(title=path.stem.replace("_", " ").capitalize(), frame=_truncate(frame, max_rows), path=path, n_rows=len(frame), section="other"))
+    known_programs = _programs(tables.get("program_coverage.tsv"), adata)
+    report.findings = findings({key: tables.get(spec[0]) for key, spec in COMPARISONS.items()}, alpha=alpha, skipped=report.skipped, programs=known_programs)
+
+    existing = stage_figures(dataset_dir / "figures", exclude=figures_dir)
+    has_cluster_umap = any(f.section == "cluster" and "umap" in f.path.stem.lower() for f in existing)
+    if adata is not None:
+        drawn = draw_figures(adata, outdir=figures_dir, formats=formats, min_cells=min_cells, draw_cluster_umap=not has_cluster_umap, skipped=report.skipped)
+        adata.file.close()
+    else:
+        drawn = [Figure(title="Figures of the cells", missing=f"no final AnnData ({final_h5ad}) to draw them from", section="programs")]
+    report.figures = existing + drawn
+    return report
+
+
+def _programs(coverage: pd.DataFrame | None, adata: ad.AnnData | None) -> list[str]:
+    """Programs the dataset was scored for: from the coverage table, else from the score columns."""
+    if coverage is not None and (column := _program_column(coverage)) is not None:
+        return [str(p) for p in coverage[column].dropna().unique()]
+    if adata is not None:
+        return [c.removeprefix("score_") for c in plots.score_columns(adata.obs)]
+    return []
+
+
+def _facts(adata: ad.AnnData | None, meta: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Key facts of the dataset for the page header: cells, patients, response groups, states."""
+    facts: dict[str, Any] = {}
+    for key in ("organism", "value_type"):
+        if meta.get(key):
+            facts[key.replace("_", " ")] = meta[key]
+    if adata is None:
+        return facts
+    obs = adata.obs
+    facts["CD8 T cells analysed"] = adata.n_obs
+    facts["genes"] = adata.n_vars
+    if "patient" in obs:
+        facts["patients"] = int(obs["patient"].astype("string").dropna().nunique())
+    response = plots._patient_response(obs)
+    if len(response):
+        facts["patients by response"] = ", ".join(f"{(response == g).sum()} {plots.RESPONSE_LABELS[g]}" for g in plots.RESPONSE_COLOURS)
+    else:
+        facts["patients by response"] = "no response labels"
+    if "state" in obs:
+        counts = obs["state"].astype("string").value_counts()
+        facts["cells per state"] = ", ".join(f"{s} {n}" for s, n in counts.items())
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML
+
+
+def _environment():
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["num"] = format_number
+    environment.filters["pval"] = format_p
+    environment.filters["table"] = table_html
+    environment.filters["label"] = plots.program_label
+    environment.filters["tojson_pretty"] = lambda v: json.dumps(plain(v), indent=1, default=str)
+    return environment
+
+
+def table_html(frame: pd.DataFrame) -> Any:
+    """A table as HTML: numbers formatted, p/q columns as p-values, cells escaped."""
+    from markupsafe import Markup
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for _, row in frame.iterrows():
+        cells = []
+        for column, value in row.items():
+            name = str(column).lower()
+            if name in P_COLUMNS or name in Q_COLUMNS or name.startswith(("p_", "q_")):
+                text = format_p(_number(value))
+            elif isinstance(value, (float, np.floating, int, np.integer)) and not isinstance(value, bool):
+                text = format_number(value)
+            else:
+                text = "–" if pd.isna(value) else str(value)
+            numeric = isinstance(value, (float, np.floating, int, np.integer))
+            cells.append(f'<td class="{"n" if numeric else "t"}">{html.escape(text)}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return Markup(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _flatten_params(params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for stage, values in params.items():
+        if isinstance(values, Mapping):
+            for key, value in values.items():
+                rows.append((str(stage), str(key), json.dumps(plain(value), default=str) if not isinstance(value, str) else value))
+        else:
+            rows.append((str(stage), "", json.dumps(plain(values), default=str)))
+    return rows
+
+
+def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None = None) -> str:
+    """The dataset page as one HTML string (images inline). Links to tables are relative to `html_path`."""
+    base = Path(html_path).parent if html_path else None
+
+    def link(path: Path | None) -> str:
+        if path is None:
+            return ""
+        return os.path.relpath(path, base) if base is not None else str(path)
+
+    sections = [(key, title) for key, title in SECTIONS.items()]
+    return _environment().get_template("report.html.j2").render(
+        report=report,
+        sections=sections,
+        comparisons=COMPARISONS,
+        programs=list(dict.fromkeys(f.program for f in report.findings)),
+        finding_map={(f.program, f.comparison): f for f in report.findings},
+        params=_flatten_params(report.params),
+        link=link,
+        css=(TEMPLATES / "report.css").read_text(),
+    )
+
+
+def write_dataset_report(report: DatasetReport, path: str | os.PathLike) -> None:
+    """Write the dataset page atomically."""
+    text = render_dataset(report, html_path=path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    logger.info("report %s written (%d figures, %d tables, %.1f MB)", path, sum(f.path is not None for f in report.figures), len(report.tables), len(text) / 1e6)
+
+
+# ----------------------------------------------------------------------------------------------
+# cross-dataset summary
+
+
+def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
+    """The headline numbers of one dataset as rows of `results/summary.tsv` (one per program and comparison)."""
+    rows = []
+    for finding in report.findings:
+        rows.append({
+            "dataset": report.dataset,
+            "program": finding.program,
+            "comparison": finding.comparison,
+            "verdict": finding.verdict,
+            "effect_name": finding.effect_name,
+            "effect": finding.effect,
+            "p": finding.p,
+            "q": finding.q,
+            "n_patients": finding.n_patients,
+            "n_concordant": finding.n_concordant,
+            "groups": finding.n_groups,
+            "note": finding.reason,
+        })  # fmt: skip
+    return rows
+
+
+def headline_only(dataset: str, *, dataset_dir: str | os.PathLike, alpha: float = 0.05, final_h5ad: str | os.PathLike | None = None) -> DatasetReport:
+    """What the cross-dataset summary needs of one dataset: facts and findings, no figures."""
+    dataset_dir = Path(dataset_dir)
+    summary = read_summary(dataset_dir / "summary.json")
+    report = DatasetReport(dataset=dataset, summary=summary)
+    final_h5ad = Path(final_h5ad) if final_h5ad else dataset_dir / "final.h5ad"
+    meta: dict[str, Any] = {}
+    if final_h5ad.is_file():
+        adata = ad.read_h5ad(final_h5ad, backed="r")
+        meta = plain(adata.uns.get("texflow", {}))
+        report.facts = _facts(adata, meta, summary)
+        adata.file.close()
+    report.skipped = {str(k): str(v) for k, v in (meta.get("skipped") or {}).items()}
+    report.title = str(summary.get("title") or meta.get("title") or "")
+    tables = {key: read_table(dataset_dir / "tables" / spec[0]) for key, spec in COMPARISONS.items()}
+    known_programs = _programs(read_table(dataset_dir / "tables" / "program_coverage.tsv"), None)
+    report.findings = findings(tables, alpha=alpha, skipped=report.skipped, programs=known_programs)
+    return report
+
+
+def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, html_path: str | os.PathLike, report_links: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
+    """Write `results/summary.tsv` (long: dataset, program, comparison, numbers) and `summary.html`
+    (the datasets side by side, each linking to its own report). Returns the table."""
+    columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q", "n_patients", "n_concordant", "groups", "note"]
+    table = pd.DataFrame([row for report in reports for row in summary_rows(report)], columns=columns)
+    with atomic_path(tsv) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="NA")
+    base = Path(html_path).parent
+    programs = list(dict.fromkeys(f.program for r in reports for f in r.findings))
+    text = _environment().get_template("summary.html.j2").render(
+        reports=reports,
+        programs=programs,
+        comparisons=COMPARISONS,
+        finding_map={(r.dataset, f.program, f.comparison): f for r in reports for f in r.findings},
+        links={d: os.path.relpath(p, base) for d, p in report_links.items()},
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        css=(TEMPLATES / "report.css").read_text(),
+    )
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    logger.info("summary of %d datasets written to %s and %s", len(reports), tsv, html_path)
+    return table
