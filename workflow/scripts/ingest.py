@@ -1,0 +1,13 @@
+"""Ingest: the downloaded files of one dataset -> results/{dataset}/raw.h5ad (texflow contract)."""
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+from texflow import io
+from texflow.utils import run_step, write_h5ad
+
+
+def main(snakemake):
+    adata = io.read_dataset(manifest=snakemake.input.manifest, config=snakemake.params.dataset)
+    write_h5ad(adata, snakemake.output.h5ad)
+
+
+run_step(main, snakemake)  # noqa: F821

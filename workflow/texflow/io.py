@@ -1,0 +1,615 @@
+"""Ingest: from downloaded files + a dataset config to one AnnData following the texflow contract.
+
+:func:`read_dataset` is the entry point of the ``ingest`` stage. It reads the fetch stage's
+manifest, reads the matrix with the registered reader named in the dataset config
+(:mod:`texflow.readers`), joins per-cell metadata, maps it onto the contract's ``obs`` fields
+(``sample``, ``patient``, ``response``, ``timepoint``, ``tissue``), makes gene symbols
+unique, checks values and organism, and records provenance in ``uns["texflow"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import InputDataError, TexflowError
+from .readers import get_metadata_reader, get_reader
+
+logger = logging.getLogger(__name__)
+
+CONTRACT_FIELDS = ("sample", "patient", "response", "timepoint", "tissue")
+RESPONSE_VALUES = ("responder", "non_responder")
+# obs names later stages write: a raw column of the same name is renamed `<name>_orig`
+RESERVED_OBS = set(CONTRACT_FIELDS) | {
+    "qc_pass",
+    "doublet_score",
+    "is_cd8",
+    "cluster",
+    "state",
+    "state_confidence",
+    "exhaustion_axis",
+    "pseudotime",
+}
+MANIFEST_COLUMNS = ("name", "url", "filename", "bytes", "sha256", "downloaded_at")
+
+# Peak memory of ingest per MB of downloaded input, by reader. Dense text expands most: a
+# gzipped table of mostly zeros inflates ~10x to text, and the parsed CSR (8 bytes per non-zero)
+# is held up to three times while chunks are stacked and transposed. Values are conservative
+# upper bounds from the reader's data flow, checked on generated tables (see config/README.md).
+MEMORY_MB_PER_INPUT_MB = {
+    "dense_table": 25.0,
+    "geo_dense_two_header": 25.0,
+    "tenx_mtx": 12.0,
+    "tenx_h5": 8.0,
+    "h5ad": 6.0,
+}
+
+
+# ------------------------------------------------------------------------------------ manifest
+
+
+def read_manifest(manifest: str | Path, *, dataset: str) -> pd.DataFrame:
+    """The fetch stage's ``manifest.tsv`` (one row per source), with a ``path`` column added."""
+    manifest = Path(manifest)
+    try:
+        table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise InputDataError(f"cannot read the download manifest: {error}", dataset=dataset, path=manifest) from None
+    missing = [c for c in ("name", "filename") if c not in table]
+    if missing:
+        raise InputDataError(f"manifest lacks columns {missing}", dataset=dataset, path=manifest)
+    table["path"] = [manifest.parent / filename for filename in table["filename"]]
+    return table
+
+
+def estimate_ingest_mem_mb(manifest: str | Path, reader: str, *, base_mb: float = 1000.0) -> int:
+    """Memory (MB) to request for ingesting the files in `manifest` with `reader`.
+
+    Raises FileNotFoundError while the manifest does not exist yet (Snakemake then evaluates
+    the resource again once fetch has run).
+    """
+    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    sizes = pd.to_numeric(table.get("bytes", pd.Series(dtype=str)), errors="coerce").fillna(0)
+    input_mb = float(sizes.sum()) / 2**20
+    return int(base_mb + MEMORY_MB_PER_INPUT_MB.get(reader, 25.0) * input_mb)
+
+
+# -------------------------------------------------------------------------------- value checks
+
+
+def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str) -> None:
+    """Stop on an empty matrix, non-finite or negative values, or values that contradict the
+    configured `value_type` (non-integer "counts", unlogged "log" values)."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputDataError(
+            f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)", dataset=dataset, path=path
+        )
+    X = adata.X
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if data.size == 0 or not np.any(data):
+        raise InputDataError(
+            f"the matrix ({adata.n_obs} cells x {adata.n_vars} genes) holds only zeros",
+            dataset=dataset,
+            path=path,
+        )
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise InputDataError(f"{int(bad.sum())} values are NaN or infinite", dataset=dataset, path=path)
+    negative = data < 0
+    if negative.any():
+        raise InputDataError(
+            f"{int(negative.sum())} values are negative (min {data.min():.3g}): scaled or centred "
+            f"data cannot be analysed as {value_type}; supply the unscaled matrix",
+            dataset=dataset,
+            path=path,
+        )
+    maximum = float(data.max())
+    if value_type == "counts":
+        fractional = data != np.round(data)
+        if fractional.any():
+            example = data[fractional][:3]
+            raise InputDataError(
+                f"value_type is counts but {int(fractional.sum())} of {data.size} non-zero values "
+                f"are not integers (e.g. {', '.join(f'{v:.4g}' for v in example)}); these look "
+                "normalised: set value_type to tpm, log_tpm or lognorm, or supply raw counts",
+                dataset=dataset,
+                path=path,
+            )
+    elif value_type in ("log_tpm", "lognorm") and maximum > 50:
+        # log2(TPM+1) cannot exceed log2(1e6+1) ~ 20; ln(x+1) of normalised counts stays < ~15
+        raise InputDataError(
+            f"value_type is {value_type} but values reach {maximum:.4g}, too large for log-scale "
+            "values; set value_type to counts or tpm",
+            dataset=dataset,
+            path=path,
+        )
+    logger.info(
+        "values: %d non-zero of %d (%.1f%%), max %.4g, as %s",
+        data.size if sp.issparse(X) else int(np.count_nonzero(data)),
+        adata.n_obs * adata.n_vars,
+        100 * (X.nnz if sp.issparse(X) else np.count_nonzero(data)) / (adata.n_obs * adata.n_vars),
+        maximum,
+        value_type,
+    )
+
+
+# ---------------------------------------------------------------------------------- gene names
+
+
+def make_gene_symbols_unique(adata: ad.AnnData) -> int:
+    """Make ``var_names`` unique, in place; return how many genes were renamed.
+
+    Rule: among genes sharing a symbol, the one with the largest total value across cells keeps
+    the plain symbol and the others get ``-1``, ``-2``, ... in decreasing order of total (the
+    separator scanpy's ``var_names_make_unique`` uses). Values are never summed or dropped:
+    duplicated symbols usually are distinct loci (paralogs, readthrough or pseudogene
+    annotations mapped to one name), summing is wrong for log-scale values, and keeping the most
+    expressed under the plain name means signature scores use the copy that carries the signal
+    rather than whichever came first in the file. The original symbol stays in
+    ``var['gene_symbol']``.
+    """
+    names = pd.Index(adata.var_names.astype(str))
+    if "gene_ids" in adata.var:
+        ids = adata.var["gene_ids"].astype(str).to_numpy()
+        blank = (names == "") | (names.str.lower() == "nan")
+        names = pd.Index(np.where(blank, ids, names))
+    if names.is_unique:
+        adata.var_names = names
+        return 0
+    totals = np.asarray(adata.X.sum(axis=0)).ravel()
+    new = names.to_numpy(dtype=object).copy()
+    taken = set(names)
+    renamed = 0
+    for symbol, positions in pd.Series(np.arange(len(names))).groupby(names.to_numpy()).groups.items():
+        if len(positions) < 2:
+            continue
+        order = sorted(positions, key=lambda i: (-totals[i], i))
+        suffix = 0
+        for i in order[1:]:
+            suffix += 1
+            while f"{symbol}-{suffix}" in taken:
+                suffix += 1
+            new[i] = f"{symbol}-{suffix}"
+            taken.add(new[i])
+            renamed += 1
+    adata.var["gene_symbol"] = names.to_numpy()
+    adata.var_names = pd.Index(new.astype(str))
+    logger.info(
+        "%d genes shared a symbol with another; the most expressed copy keeps the symbol, the "
+        "others were suffixed -1, -2, ...",
+        renamed,
+    )
+    return renamed
+
+
+# -------------------------------------------------------------------------------- organism check
+
+_ENSEMBL_HUMAN = re.compile(r"^ENSG\d+")
+_ENSEMBL_MOUSE = re.compile(r"^ENSMUSG\d+")
+# Minimum number of informative symbols before the organism check is trusted
+MIN_SYMBOLS_FOR_ORGANISM = 50
+# Share of informative symbols that must agree before an organism is inferred. Human symbols
+# are upper case (CD8A) except ~4% C1orf112-style names; mouse symbols are capitalised (Cd8a)
+# except a few like H2-K1: 80% leaves room for both exceptions.
+ORGANISM_AGREEMENT = 0.8
+
+
+def infer_organism(symbols: list[str], gene_ids: list[str] | None = None) -> tuple[str | None, str]:
+    """Guess human or mouse from gene symbol case (and Ensembl prefixes); returns (guess, evidence)."""
+    upper, capital, examples = 0, 0, {"human": [], "mouse": []}
+    for symbol in symbols:
+        letters = [c for c in symbol if c.isalpha()]
+        if len(letters) < 2 or symbol.startswith("ENS"):
+            continue
+        if symbol.startswith("mt-") or (symbol[0].isupper() and any(c.islower() for c in letters)):
+            capital += 1
+            if len(examples["mouse"]) < 5:
+                examples["mouse"].append(symbol)
+        elif all(c.isupper() for c in letters):
+            upper += 1
+            if len(examples["human"]) < 5:
+                examples["human"].append(symbol)
+    n = upper + capital
+    parts = []
+    guess = None
+    if n >= MIN_SYMBOLS_FOR_ORGANISM:
+        parts.append(
+            f"{upper} of {n} gene symbols ({upper / n:.0%}) are upper case as in human "
+            f"(e.g. {', '.join(examples['human'][:3]) or '-'}), {capital} ({capital / n:.0%}) are "
+            f"capitalised as in mouse (e.g. {', '.join(examples['mouse'][:3]) or '-'})"
+        )
+        if upper / n >= ORGANISM_AGREEMENT:
+            guess = "human"
+        elif capital / n >= ORGANISM_AGREEMENT:
+            guess = "mouse"
+    if gene_ids:
+        human = sum(bool(_ENSEMBL_HUMAN.match(g)) for g in gene_ids)
+        mouse = sum(bool(_ENSEMBL_MOUSE.match(g)) for g in gene_ids)
+        if human + mouse >= MIN_SYMBOLS_FOR_ORGANISM:
+            parts.append(f"{human} ENSG (human) and {mouse} ENSMUSG (mouse) gene IDs")
+            if human / (human + mouse) >= ORGANISM_AGREEMENT:
+                guess = guess or "human"
+                guess = guess if guess == "human" else None
+            elif mouse / (human + mouse) >= ORGANISM_AGREEMENT:
+                guess = guess or "mouse"
+                guess = guess if guess == "mouse" else None
+    return guess, "; ".join(parts) or f"only {n} informative gene symbols"
+
+
+def check_organism(adata: ad.AnnData, *, organism: str, dataset: str, path: str) -> None:
+    """Stop when the genes say another organism than the dataset config does."""
+    symbols = list(adata.var.get("gene_symbol", adata.var_names).astype(str))
+    gene_ids = list(adata.var["gene_ids"].astype(str)) if "gene_ids" in adata.var else None
+    guess, evidence = infer_organism(symbols, gene_ids)
+    if guess is None:
+        logger.warning("organism %s could not be confirmed from the genes (%s)", organism, evidence)
+    elif guess != organism:
+        raise InputDataError(
+            f"the dataset file says organism: {organism}, but the genes look {guess}: {evidence}. "
+            "Fix 'organism' in the dataset file or check that the right files were downloaded",
+            dataset=dataset,
+            path=path,
+        )
+    else:
+        logger.info("organism %s confirmed: %s", organism, evidence)
+
+
+# ------------------------------------------------------------------------------------ metadata
+
+
+def join_metadata(
+    adata: ad.AnnData,
+    table: pd.DataFrame,
+    *,
+    join_on: str | None,
+    on_unmatched: str,
+    row_filter: Mapping[str, object] | None,
+    dataset: str,
+    path: str,
+) -> ad.AnnData:
+    """Attach the rows of a per-cell metadata `table` to the cells of `adata` by cell ID.
+
+    Every cell must find its row: a join that matches no cell, or only some (``on_unmatched:
+    error``, the default), stops with how many matched; ``on_unmatched: drop`` keeps only the
+    annotated cells and says how many were dropped. Metadata rows without a cell are fine (a
+    metadata file often covers several matrices). Returns the (possibly subset) AnnData with
+    the metadata columns added to ``obs`` (a matrix column of the same name becomes
+    ``<name>_matrix``).
+    """
+    for column, allowed in (row_filter or {}).items():
+        if column not in table:
+            raise InputDataError(
+                f"metadata.filter names column {column!r}, not in the metadata ({list(table.columns)})",
+                dataset=dataset,
+                path=path,
+            )
+        allowed = [allowed] if isinstance(allowed, str | int | float) else list(allowed)
+        before = len(table)
+        table = table[table[column].isin([str(a) for a in allowed])]
+        logger.info("metadata.filter %s in %s: %d of %d rows kept", column, allowed, len(table), before)
+    key = join_on or table.columns[0]
+    if key not in table:
+        raise InputDataError(
+            f"metadata.join_on {key!r} is not a column of the metadata (columns: {list(table.columns)})",
+            dataset=dataset,
+            path=path,
+        )
+    ids = table[key].astype("string")
+    if ids.isna().any():
+        table, ids = table[ids.notna()], ids[ids.notna()]
+    duplicated = ids[ids.duplicated()].unique()
+    if len(duplicated):
+        raise InputDataError(
+            f"{len(duplicated)} cell IDs occur more than once in metadata column {key!r} (e.g. "
+            f"{', '.join(map(str, duplicated[:5]))}); the join would be ambiguous (use "
+            "metadata.filter to keep the rows of this matrix only)",
+            dataset=dataset,
+            path=path,
+        )
+    table = table.set_index(pd.Index(ids.astype(str), name=None))
+    cells = adata.obs_names
+    matched = cells.isin(table.index)
+    n_matched, n_cells = int(matched.sum()), len(cells)
+    examples = (
+        f"matrix cell IDs look like {', '.join(map(str, cells[:3]))}; metadata {key!r} values look "
+        f"like {', '.join(map(str, table.index[:3]))}"
+    )
+    if n_matched == 0:
+        raise InputDataError(
+            f"none of the {n_cells} cells of the matrix is found in metadata column {key!r} "
+            f"({examples})",
+            dataset=dataset,
+            path=path,
+        )
+    if n_matched < n_cells:
+        problem = (
+            f"only {n_matched} of {n_cells} cells ({n_matched / n_cells:.1%}) are found in metadata "
+            f"column {key!r}; {n_cells - n_matched} have no metadata (e.g. "
+            f"{', '.join(map(str, cells[~matched][:3]))})"
+        )
+        if on_unmatched != "drop":
+            raise InputDataError(
+                problem + "; set metadata.on_unmatched: drop to analyse only the annotated cells",
+                dataset=dataset,
+                path=path,
+            )
+        logger.warning("%s: dropping them (metadata.on_unmatched: drop)", problem)
+        adata = adata[matched].copy()
+    unused = len(table) - n_matched
+    if unused:
+        logger.info("%d metadata rows describe cells that are not in this matrix (ignored)", unused)
+    logger.info("metadata joined on %r for %d of %d cells", key, int(matched.sum()), n_cells)
+    rows = table.loc[adata.obs_names]
+    obs = adata.obs.copy()
+    obs.columns = [f"{c}_matrix" if c in rows.columns else c for c in obs.columns]
+    adata.obs = pd.concat([obs, rows.set_index(adata.obs_names)], axis=1)
+    return adata
+
+
+def _strings(column: pd.Series) -> pd.Series:
+    """A column as strings with missing values as NA (categories, numbers and bools alike)."""
+    values = column.astype(object)
+    missing = values.isna() | values.astype(str).str.strip().isin(["", "nan", "NaN", "None", "NA"])
+    return values.astype(str).str.strip().where(~missing, pd.NA).astype("string")
+
+
+def _list(values: pd.Series, limit: int = 10) -> str:
+    unique = list(dict.fromkeys(map(str, values)))
+    more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
+    return ", ".join(repr(v) for v in unique[:limit]) + more
+
+
+def harmonise_metadata(obs: pd.DataFrame, mapping: Mapping, *, dataset: str, path: str) -> pd.DataFrame:
+    """Contract ``obs`` columns from the raw per-cell columns, as the dataset config says.
+
+    For each of ``sample``, ``patient``, ``response``, ``timepoint``, ``tissue``:
+    ``metadata.columns[field]`` names the raw column; ``metadata.patterns[field]`` (a regular
+    expression with one group) extracts part of it (``^(?:Pre|Post)_(P\\d+)`` -> ``P1``); then
+    ``metadata.values[field]`` maps raw values to harmonised ones (null -> NA). With a values
+    map, every raw value must be in it: an unmapped value stops with its name, never a guess.
+    ``metadata.constants[field]`` sets one value for every cell. ``response`` must end as
+    ``responder`` / ``non_responder`` / NA. Fields without a source are NA.
+
+    Returns the new obs: contract columns first, then the raw columns (those named like a
+    contract or later-stage column are renamed ``<name>_orig``), as strings/categories.
+    """
+    columns = dict(mapping.get("columns") or {})
+    patterns = dict(mapping.get("patterns") or {})
+    values = dict(mapping.get("values") or {})
+    constants = dict(mapping.get("constants") or {})
+    for field in set(patterns) | set(values):
+        if field not in columns:
+            raise TexflowError(
+                f"metadata.patterns/values give {field!r} but metadata.columns does not say which "
+                "column it comes from",
+                dataset=dataset,
+            )
+    both = set(columns) & set(constants)
+    if both:
+        raise TexflowError(
+            f"{sorted(both)} given both as metadata.columns and metadata.constants; choose one",
+            dataset=dataset,
+        )
+
+    harmonised = {}
+    for field in CONTRACT_FIELDS:
+        if field in columns:
+            column = columns[field]
+            if column not in obs:
+                raise InputDataError(
+                    f"metadata.columns.{field} names column {column!r}, which is not in the cell "
+                    f"metadata (columns: {list(obs.columns)})",
+                    dataset=dataset,
+                    path=path,
+                )
+            raw = _strings(obs[column])
+            if field in patterns:
+                regex = re.compile(patterns[field])
+                if regex.groups != 1:
+                    raise TexflowError(
+                        f"metadata.patterns.{field} {patterns[field]!r} must have exactly one group",
+                        dataset=dataset,
+                    )
+                extracted = raw.str.extract(regex, expand=False).astype("string")
+                unmatched = raw.notna() & extracted.isna()
+                if unmatched.any():
+                    raise InputDataError(
+                        f"metadata.patterns.{field} {patterns[field]!r} does not match "
+                        f"{int(unmatched.sum())} values of column {column!r}: "
+                        f"{_list(raw[unmatched])}",
+                        dataset=dataset,
+                        path=path,
+                    )
+                raw = extracted
+            if field in values:
+                table = {str(k): v for k, v in values[field].items()}
+                unmapped = raw.notna() & ~raw.isin(list(table))
+                if unmapped.any():
+                    raise InputDataError(
+                        f"{field}: raw values {_list(raw[unmapped])} of column {column!r} "
+                        f"({int(unmapped.sum())} cells) are not in metadata.values.{field} "
+                        f"(which maps {_list(pd.Series(list(table)))}); add them -- texflow never "
+                        "guesses a label",
+                        dataset=dataset,
+                        path=path,
+                    )
+                raw = raw.map(lambda v: table.get(v) if v is not pd.NA else pd.NA).astype("string")
+            harmonised[field] = raw
+        elif field in constants:
+            harmonised[field] = pd.Series(str(constants[field]), index=obs.index, dtype="string")
+        else:
+            harmonised[field] = pd.Series(pd.NA, index=obs.index, dtype="string")
+
+    response = harmonised["response"]
+    wrong = response.notna() & ~response.isin(RESPONSE_VALUES)
+    if wrong.any():
+        raise InputDataError(
+            f"response values {_list(response[wrong])} are not {' / '.join(RESPONSE_VALUES)}; map "
+            "them with metadata.values.response (null for unknown)",
+            dataset=dataset,
+            path=path,
+        )
+
+    result = pd.DataFrame({f: s.astype("category") for f, s in harmonised.items()}, index=obs.index)
+    for column in obs.columns:
+        name = f"{column}_orig" if column in RESERVED_OBS or column.startswith("score_") else column
+        result[name] = _serialisable(obs[column])
+    for field in CONTRACT_FIELDS:
+        counts = result[field].value_counts(dropna=False)
+        logger.info(
+            "obs %s: %s",
+            field,
+            ", ".join(f"{k if pd.notna(k) else 'NA'}={v}" for k, v in counts.head(12).items())
+            + (f" (+{len(counts) - 12} more)" if len(counts) > 12 else ""),
+        )
+    return result
+
+
+def _serialisable(column: pd.Series) -> pd.Series:
+    """A raw obs column in a form h5ad can write: numbers and bools as they are, else categories."""
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return column
+    return _strings(column).astype("category")
+
+
+# -------------------------------------------------------------------------------- provenance
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    versions = {"python": platform.python_version(), "texflow": __version__}
+    for package in ("scanpy", "anndata", "numpy", "scipy", "pandas", "h5py"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _without_none(value):
+    """Drop None (h5ad cannot store it) from nested dicts/lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value if v is not None]
+    return value
+
+
+def provenance(config: Mapping, manifest: pd.DataFrame, *, n_renamed_genes: int) -> dict:
+    """``uns["texflow"]`` for raw.h5ad: dataset, organism, value type, sources, versions, params."""
+    sources = {}
+    for row in manifest.itertuples(index=False):
+        row = row._asdict()
+        entry = {"url": row.get("url", ""), "filename": row.get("filename", ""), "sha256": row.get("sha256", "")}
+        size = pd.to_numeric(pd.Series([row.get("bytes", "")]), errors="coerce").iloc[0]
+        if pd.notna(size):
+            entry["bytes"] = int(size)
+        if row.get("downloaded_at"):
+            entry["downloaded_at"] = row["downloaded_at"]
+        sources[row["name"]] = entry
+    params = {
+        "reader": config["reader"],
+        "reader_options": config.get("reader_options") or {},
+        "metadata": config.get("metadata") or {},
+        "duplicate_genes": "most expressed keeps the symbol, others suffixed -1, -2, ...",
+        "n_genes_renamed": n_renamed_genes,
+    }
+    return _without_none(
+        {
+            "dataset": config["id"],
+            "title": config.get("title", ""),
+            "organism": config["organism"],
+            "value_type": config["value_type"],
+            "cd8_sorted": bool(config.get("cd8_sorted", False)),
+            "sources": sources,
+            "versions": _versions(),
+            "params": {"ingest": params},
+            "skipped": {},
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------- entry point
+
+
+def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
+    """Read one dataset into the texflow AnnData contract.
+
+    Parameters
+    ----------
+    manifest
+        ``resources/downloads/{dataset}/manifest.tsv`` written by the fetch stage; the files it
+        lists sit beside it.
+    config
+        The validated dataset config (``config/datasets/<id>.yaml``).
+
+    Returns
+    -------
+    AnnData with cells x genes float32 CSR ``X`` (values as given), ``layers['counts']`` (a
+    copy of X) when ``value_type`` is counts, ``obs`` with ``sample``, ``patient``,
+    ``response``, ``timepoint``, ``tissue`` then the raw per-cell columns, unique gene symbols
+    as ``var_names`` (``gene_ids`` when known), and ``uns['texflow']`` (dataset, organism,
+    value_type, sources with sha256/bytes, versions, params, skipped).
+    """
+    dataset = config["id"]
+    table = read_manifest(manifest, dataset=dataset)
+    files = dict(zip(table["name"], table["path"]))
+    missing = [s["name"] for s in config["sources"] if s["name"] not in files]
+    if missing:
+        raise InputDataError(
+            f"sources {missing} of the dataset file are not in the download manifest (rerun fetch)",
+            dataset=dataset,
+            path=manifest,
+        )
+    mapping = dict(config.get("metadata") or {})
+    metadata_source = mapping.get("source")
+    if metadata_source is not None and metadata_source not in files:
+        raise TexflowError(
+            f"metadata.source {metadata_source!r} is not one of the sources ({', '.join(files)})",
+            dataset=dataset,
+        )
+    matrix_files = {name: Path(path) for name, path in files.items() if name != metadata_source}
+    matrix_label = ", ".join(str(p) for p in matrix_files.values())
+
+    reader = get_reader(config["reader"], dataset=dataset)
+    logger.info("reading %s with reader %s", matrix_label, config["reader"])
+    adata = reader(matrix_files, dict(config.get("reader_options") or {}), dataset)
+    logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
+    check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=matrix_label)
+
+    metadata_label = matrix_label
+    if metadata_source is not None:
+        metadata_path = Path(files[metadata_source])
+        metadata_label = str(metadata_path)
+        read_metadata = get_metadata_reader(mapping.get("format", "table"), dataset=dataset)
+        metadata = read_metadata(metadata_path, dict(mapping.get("options") or {}), dataset)
+        adata = join_metadata(
+            adata,
+            metadata,
+            join_on=mapping.get("join_on"),
+            on_unmatched=mapping.get("on_unmatched", "error"),
+            row_filter=mapping.get("filter"),
+            dataset=dataset,
+            path=metadata_label,
+        )
+    adata.obs = harmonise_metadata(adata.obs, mapping, dataset=dataset, path=metadata_label)
+
+    n_renamed = make_gene_symbols_unique(adata)
+    check_organism(adata, organism=config["organism"], dataset=dataset, path=matrix_label)
+    if config["value_type"] == "counts":
+        adata.layers["counts"] = adata.X.copy()
+    adata.obs_names = adata.obs_names.astype(str)
+    adata.uns["texflow"] = provenance(config, table, n_renamed_genes=n_renamed)
+    logger.info("ingested %s: %d cells x %d genes", dataset, adata.n_obs, adata.n_vars)
+    return adata

@@ -1,0 +1,411 @@
+"""Binary and 10x matrix readers: ``h5ad``, ``tenx_h5``, ``tenx_mtx``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.io
+import scipy.sparse as sp
+
+from ..errors import InputDataError
+from . import register_reader
+from ._common import check_unique_cells, reading, to_csr32, wrap_member
+
+logger = logging.getLogger(__name__)
+
+# GEO sample accession at the start of a supplementary file name (GSM3423794_LCMV1_...)
+_GSM = re.compile(r"^(GSM\d+)(?:[_.-]+|$)")
+# Folder names inside 10x archives that say nothing about the sample
+_GENERIC_DIRS = {
+    "outs",
+    "filtered_feature_bc_matrix",
+    "raw_feature_bc_matrix",
+    "filtered_gene_bc_matrices",
+    "raw_gene_bc_matrices",
+    "hg19",
+    "grch38",
+    "mm10",
+    "",
+}
+
+
+def _single_file(files: dict[str, Path], dataset: str, reader: str) -> tuple[str, Path]:
+    if len(files) != 1:
+        raise InputDataError(
+            f"reader {reader} reads exactly one matrix file, but the dataset lists "
+            f"{len(files)} non-metadata sources ({', '.join(files)}); set metadata.source for "
+            "the metadata file or reader_options.source for the matrix",
+            dataset=dataset,
+        )
+    return next(iter(files.items()))
+
+
+def select_sources(files: dict[str, Path], options: dict, dataset: str) -> dict[str, Path]:
+    """The sources a reader should read: `options['source']` (a name or list) or all of them."""
+    wanted = options.get("source")
+    if wanted is None:
+        return files
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    missing = [name for name in wanted if name not in files]
+    if missing:
+        raise InputDataError(
+            f"reader_options.source names {missing}, which are not among the sources "
+            f"({', '.join(files)})",
+            dataset=dataset,
+        )
+    return {name: files[name] for name in wanted}
+
+
+def sample_from_prefix(prefix: str) -> tuple[str, str]:
+    """(sample name, GSM accession or "") from a file-name prefix such as ``GSM123_sampleA_``."""
+    prefix = prefix.strip("_.- ")
+    match = _GSM.match(prefix)
+    if match:
+        rest = prefix[match.end() :].strip("_.- ")
+        return (rest or match.group(1)), match.group(1)
+    return prefix, ""
+
+
+@dataclass
+class SamplePart:
+    """One sample's matrix, as read from its files."""
+
+    sample: str
+    gsm: str
+    barcodes: list[str]
+    gene_ids: list[str]
+    symbols: list[str]
+    X: sp.csr_matrix  # cells x genes
+    origin: str
+    extra_obs: dict[str, list] = field(default_factory=dict)
+
+
+def combine_samples(parts: list[SamplePart], *, dataset: str) -> ad.AnnData:
+    """Stack samples into one AnnData; genes are matched by ID (union, zero where absent).
+
+    With several samples the cell IDs become ``<sample>_<barcode>``, because 10x barcodes
+    repeat between samples; the original barcode stays in ``obs['barcode']``.
+    """
+    if not parts:
+        raise InputDataError("no matrix found among the files", dataset=dataset)
+    names = [part.sample for part in parts]
+    if len(parts) > 1 and len(set(names)) < len(names):
+        raise InputDataError(
+            f"two matrices give the same sample name ({', '.join(sorted(names))}); sample names "
+            "come from the file-name prefixes and must differ",
+            dataset=dataset,
+        )
+    for part in parts:
+        check_unique_cells(part.barcodes, dataset=dataset, path=part.origin)
+
+    union: dict[str, int] = {}
+    symbols: list[str] = []
+    for part in parts:
+        for gene_id, symbol in zip(part.gene_ids, part.symbols):
+            if gene_id not in union:
+                union[gene_id] = len(union)
+                symbols.append(symbol)
+    same_genes = all(part.gene_ids == parts[0].gene_ids for part in parts)
+    if not same_genes:
+        logger.warning(
+            "samples do not list the same genes; using the union of %d gene IDs (a gene absent "
+            "from a sample reads 0 there)",
+            len(union),
+        )
+    blocks = []
+    for part in parts:
+        X = part.X.tocsr()
+        if not same_genes:
+            remap = np.array([union[gene_id] for gene_id in part.gene_ids], dtype=np.int64)
+            X = sp.csr_matrix((X.data, remap[X.indices], X.indptr), shape=(X.shape[0], len(union)))
+            X.sort_indices()
+        blocks.append(X)
+    X = to_csr32(sp.vstack(blocks, format="csr"))
+
+    several = len(parts) > 1
+    obs_names, obs = [], {"sample": [], "barcode": [], "gsm": []}
+    extra_keys = sorted({key for part in parts for key in part.extra_obs})
+    extra = {key: [] for key in extra_keys}
+    for part in parts:
+        obs_names += [f"{part.sample}_{b}" if several else b for b in part.barcodes]
+        obs["sample"] += [part.sample] * len(part.barcodes)
+        obs["barcode"] += list(part.barcodes)
+        obs["gsm"] += [part.gsm] * len(part.barcodes)
+        for key in extra_keys:
+            extra[key] += part.extra_obs.get(key, [None] * len(part.barcodes))
+    obs_frame = pd.DataFrame({**obs, **extra}, index=pd.Index(obs_names, dtype=str))
+    if not any(obs["gsm"]):
+        obs_frame = obs_frame.drop(columns="gsm")
+    check_unique_cells(obs_frame.index, dataset=dataset, path=", ".join(p.origin for p in parts))
+    var = pd.DataFrame({"gene_ids": list(union)}, index=pd.Index(symbols, dtype=str))
+    logger.info(
+        "read %d sample(s) (%s): %d cells x %d genes",
+        len(parts),
+        ", ".join(f"{p.sample}: {len(p.barcodes)} cells" for p in parts),
+        X.shape[0],
+        X.shape[1],
+    )
+    return ad.AnnData(X=X, obs=obs_frame, var=var)
+
+
+# --------------------------------------------------------------------------------------- h5ad
+
+
+@register_reader("h5ad")
+def read_h5ad_source(files: dict[str, Path], options: dict, dataset: str) -> ad.AnnData:
+    """An AnnData file as is.
+
+    Options: ``source`` (which source, when several), ``layer`` (use this layer as X, e.g.
+    ``counts``), ``use_raw`` (use ``.raw``), ``symbol_column`` (a var column holding gene
+    symbols when the var index holds IDs).
+    """
+    name, path = _single_file(select_sources(files, options, dataset), dataset, "h5ad")
+    with reading(path, dataset, "reading the h5ad file"):
+        adata = ad.read_h5ad(path)
+    if options.get("use_raw"):
+        if adata.raw is None:
+            raise InputDataError("reader_options.use_raw is set but the file has no .raw", dataset=dataset, path=path)
+        adata = adata.raw.to_adata()
+    layer = options.get("layer")
+    if layer:
+        if layer not in adata.layers:
+            raise InputDataError(
+                f"reader_options.layer {layer!r} is not in the file (layers: {list(adata.layers)})",
+                dataset=dataset,
+                path=path,
+            )
+        adata.X = adata.layers[layer]
+    X = to_csr32(adata.X)
+    var = adata.var.copy()
+    symbol_column = options.get("symbol_column")
+    if symbol_column:
+        if symbol_column not in var:
+            raise InputDataError(
+                f"reader_options.symbol_column {symbol_column!r} is not a var column "
+                f"({list(var.columns)})",
+                dataset=dataset,
+                path=path,
+            )
+        if "gene_ids" not in var:
+            var["gene_ids"] = var.index.astype(str)
+        var.index = pd.Index(var[symbol_column].astype(str), dtype=str)
+    obs = adata.obs.copy()
+    check_unique_cells(obs.index, dataset=dataset, path=path)
+    return ad.AnnData(X=X, obs=obs, var=var)
+
+
+# ------------------------------------------------------------------------------------ tenx_h5
+
+
+def _strip_h5_name(filename: str) -> str:
+    stem = re.sub(r"\.h5$", "", filename)
+    stem = re.sub(r"(filtered|raw)_(feature|gene)_bc_matrix$", "", stem)
+    return stem
+
+
+@register_reader("tenx_h5")
+def read_tenx_h5(files: dict[str, Path], options: dict, dataset: str) -> ad.AnnData:
+    """10x Cell Ranger ``.h5`` matrices (one per sample), read with :func:`scanpy.read_10x_h5`.
+
+    Gene expression features only. With several files, the sample name comes from the file
+    name (``GSM123_tumour1_filtered_feature_bc_matrix.h5`` -> ``tumour1``).
+    Options: ``source``, ``genome`` (for multi-genome files).
+    """
+    import scanpy as sc
+
+    parts = []
+    for name, path in select_sources(files, options, dataset).items():
+        with reading(path, dataset, "reading the 10x h5 file"):
+            adata = sc.read_10x_h5(path, genome=options.get("genome"), gex_only=True)
+        sample, gsm = sample_from_prefix(_strip_h5_name(path.name))
+        parts.append(
+            SamplePart(
+                sample=sample or name,
+                gsm=gsm,
+                barcodes=list(map(str, adata.obs_names)),
+                gene_ids=list(map(str, adata.var.get("gene_ids", adata.var_names))),
+                symbols=list(map(str, adata.var_names)),
+                X=to_csr32(adata.X),
+                origin=str(path),
+            )
+        )
+    return combine_samples(parts, dataset=dataset)
+
+
+# ----------------------------------------------------------------------------------- tenx_mtx
+
+_ROLE = re.compile(
+    r"^(?P<prefix>.*?)(?P<role>matrix\.mtx|barcodes\.tsv|features\.tsv|genes\.tsv)(?:\.gz)?$"
+)
+_ROLE_BY_SOURCE_NAME = {
+    "matrix": "matrix.mtx",
+    "barcodes": "barcodes.tsv",
+    "features": "features.tsv",
+    "genes": "genes.tsv",
+}
+
+
+@dataclass
+class _Member:
+    """A file found loose, in a folder or in a tar archive."""
+
+    name: str  # path inside the archive/folder, or the file name
+    origin: str  # what to name in messages
+    opener: Callable[[], IO[bytes]]
+
+
+def _members(name: str, path: Path, stack: contextlib.ExitStack, dataset: str) -> list[_Member]:
+    if path.is_dir():
+        return [
+            _Member(str(p.relative_to(path)), str(p), (lambda p=p: open(p, "rb")))
+            for p in sorted(path.rglob("*"))
+            if p.is_file()
+        ]
+    if not path.exists():
+        raise InputDataError("file is missing (was it downloaded?)", dataset=dataset, path=path)
+    with reading(path, dataset, "opening the tar archive"):
+        is_tar = tarfile.is_tarfile(path)
+    if is_tar:
+        with reading(path, dataset, "listing the tar archive"):
+            archive = stack.enter_context(tarfile.open(path))
+            members = [m for m in archive.getmembers() if m.isfile()]
+        return [
+            _Member(m.name, f"{path}:{m.name}", (lambda m=m: archive.extractfile(m)))
+            for m in members
+        ]
+    # a loose file: decompression is decided by name below, so open the raw bytes
+    return [_Member(path.name, str(path), (lambda: open(path, "rb")))]
+
+
+def _group_triplets(
+    members: list[tuple[str, _Member]], dataset: str
+) -> dict[tuple[str, str], dict[str, _Member]]:
+    """Group members into 10x triplets by folder + file-name prefix."""
+    groups: dict[tuple[str, str], dict[str, _Member]] = {}
+    for source_name, member in members:
+        posix = PurePosixPath(member.name)
+        match = _ROLE.match(posix.name)
+        if match:
+            prefix, role = match.group("prefix"), match.group("role")
+        elif source_name in _ROLE_BY_SOURCE_NAME:
+            prefix, role = "", _ROLE_BY_SOURCE_NAME[source_name]
+        else:
+            continue
+        folder = "/".join(part for part in posix.parent.parts if part.lower() not in _GENERIC_DIRS)
+        role = "features.tsv" if role == "genes.tsv" else role
+        group = groups.setdefault((folder, prefix), {})
+        if role in group:
+            raise InputDataError(
+                f"two {role} files for the same sample: {group[role].origin} and {member.origin}",
+                dataset=dataset,
+            )
+        group[role] = member
+    return groups
+
+
+def _read_lines(member: _Member, dataset: str) -> list[list[str]]:
+    with reading(member.origin, dataset, "reading"):
+        with contextlib.closing(wrap_member(member.opener(), member.name)) as handle:
+            text = handle.read().decode("utf-8")
+    return [line.split("\t") for line in text.splitlines() if line.strip()]
+
+
+def _read_triplet(key: tuple[str, str], group: dict[str, _Member], dataset: str) -> SamplePart:
+    folder, prefix = key
+    missing = {"matrix.mtx", "barcodes.tsv", "features.tsv"} - set(group)
+    if missing:
+        found = ", ".join(m.origin for m in group.values())
+        raise InputDataError(
+            f"incomplete 10x triplet (prefix {prefix!r}): missing {', '.join(sorted(missing))} "
+            f"(found {found})",
+            dataset=dataset,
+        )
+    matrix = group["matrix.mtx"]
+    barcodes = [row[0] for row in _read_lines(group["barcodes.tsv"], dataset)]
+    features = _read_lines(group["features.tsv"], dataset)
+    gene_ids = [row[0] for row in features]
+    symbols = [row[1] if len(row) > 1 else row[0] for row in features]
+    types = [row[2] if len(row) > 2 else "Gene Expression" for row in features]
+    with reading(matrix.origin, dataset, "reading the Matrix Market file"):
+        with contextlib.closing(wrap_member(matrix.opener(), matrix.name)) as handle:
+            genes_by_cells = scipy.io.mmread(handle)
+    if genes_by_cells.shape != (len(features), len(barcodes)):
+        raise InputDataError(
+            f"matrix is {genes_by_cells.shape[0]} x {genes_by_cells.shape[1]} but there are "
+            f"{len(features)} features and {len(barcodes)} barcodes",
+            dataset=dataset,
+            path=matrix.origin,
+        )
+    X = to_csr32(sp.csr_matrix(genes_by_cells).T)
+    keep = np.array([t == "Gene Expression" for t in types])
+    if not keep.all():
+        logger.info(
+            "%s: keeping %d Gene Expression features, dropping %d others (%s)",
+            matrix.origin,
+            keep.sum(),
+            (~keep).sum(),
+            ", ".join(sorted(set(types) - {"Gene Expression"})),
+        )
+        X = X[:, np.flatnonzero(keep)]
+        gene_ids = [g for g, k in zip(gene_ids, keep) if k]
+        symbols = [s for s, k in zip(symbols, keep) if k]
+    sample, gsm = sample_from_prefix(prefix)
+    if not sample:
+        sample, gsm = sample_from_prefix(folder.split("/")[-1] if folder else "")
+    return SamplePart(
+        sample=sample,
+        gsm=gsm,
+        barcodes=barcodes,
+        gene_ids=gene_ids,
+        symbols=symbols,
+        X=X,
+        origin=matrix.origin,
+    )
+
+
+@register_reader("tenx_mtx")
+def read_tenx_mtx(files: dict[str, Path], options: dict, dataset: str) -> ad.AnnData:
+    """10x Matrix Market triplets: loose files, folders, or inside a ``GSE*_RAW.tar``.
+
+    A triplet is ``matrix.mtx[.gz]``, ``barcodes.tsv[.gz]`` and ``features.tsv[.gz]`` (or the
+    older ``genes.tsv[.gz]``), sharing a file-name prefix (``GSM123_sampleA_matrix.mtx.gz``) or
+    a folder. Each triplet is one sample, named after its prefix without the GSM accession
+    (kept in ``obs['gsm']``). Tar archives are read member by member, never unpacked to disk.
+    Options: ``source`` (names of the sources to read), ``samples`` (list of sample names to
+    keep).
+    """
+    with contextlib.ExitStack() as stack:
+        members = [
+            (name, member)
+            for name, path in select_sources(files, options, dataset).items()
+            for member in _members(name, path, stack, dataset)
+        ]
+        groups = _group_triplets(members, dataset)
+        if not groups:
+            raise InputDataError(
+                "no 10x matrix.mtx / barcodes.tsv / features.tsv files found in "
+                + ", ".join(str(p) for p in files.values()),
+                dataset=dataset,
+            )
+        parts = [_read_triplet(key, groups[key], dataset) for key in sorted(groups)]
+    wanted = options.get("samples")
+    if wanted:
+        unknown = set(wanted) - {p.sample for p in parts}
+        if unknown:
+            raise InputDataError(
+                f"reader_options.samples names {sorted(unknown)}, not found among "
+                f"{sorted(p.sample for p in parts)}",
+                dataset=dataset,
+            )
+        parts = [p for p in parts if p.sample in wanted]
+    return combine_samples(parts, dataset=dataset)
