@@ -49,7 +49,7 @@ def fake_adata(*, n_cells: int = 600, with_response: bool = True, with_tpex: boo
             "state": pd.Categorical(state, categories=states),
             "state_confidence": rng.uniform(0.2, 1, n_cells),
             "pseudotime": pseudotime,
-            "score_ifn_core": ifn,
+            "score_ifn_i_core": ifn,
             "score_lpo_signed": lpo,
             "score_tpex": (state == "Tpex") + rng.normal(0, 0.2, n_cells),
         },
@@ -95,13 +95,42 @@ def fake_results(root: str | Path, dataset: str = "fake", *, with_response: bool
     pd.DataFrame({"sample": ["P1_pre", "P2_pre"], "n_cells": [120, 98], "n_pass": [110, 90], "median_genes": [1500.0, 1432.5]}).to_csv(tables / "qc_summary.tsv", sep="\t", index=False)
     pd.DataFrame({"cluster": ["0", "1"], "cd8_score": [0.61, 0.12], "is_cd8": [True, False]}).to_csv(tables / "gating.tsv", sep="\t", index=False)
     pd.DataFrame({"cluster": ["0", "2"], "state": ["Tpex", "Tex_term"], "confidence": [0.8, 0.7]}).to_csv(tables / "cluster_states.tsv", sep="\t", index=False)
-    pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "n_genes": [28, 32], "n_present": [20, 12], "coverage": [0.714, 0.375]}).to_csv(tables / "program_coverage.tsv", sep="\t", index=False)
+    pd.DataFrame({"program": ["ifn_i_core", "lpo_signed"], "n_genes": [28, 32], "n_present": [20, 12], "coverage": [0.714, 0.375]}).to_csv(tables / "program_coverage.tsv", sep="\t", index=False)
+    programs = ["ifn_i_core", "lpo_signed"]
     if with_tpex:
-        pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "mean_rho": [0.62, 0.01], "n_patients": [6, 6], "n_positive": [6, 3], "p_combined": [0.0004, 0.81], "q": [0.0008, 0.81]}).to_csv(tables / "associations.tsv", sep="\t", index=False)
-        pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "mean_tpex": [0.2, 0.0], "mean_tex_term": [0.45, -0.01], "n_patients": [6, 6], "p": [0.03, 0.9]}).to_csv(tables / "state_comparison.tsv", sep="\t", index=False)
-        _png(out / "figures" / "trend_ifn_core.png", "trend IFN core")
+        # the programs stage's format (texflow.stats): IFN-I rises and is higher in Tex_term
+        pd.DataFrame({
+            "program": programs, "unit": "patients", "n_permutations": 2000, "effect": [0.62, 0.01],
+            "effect_type": "spearman_rho_combined", "p_value": [0.0005, 0.81], "p_adj": [0.001, 0.81],
+            "p_value_random_effects": [0.002, 0.7], "n_patients": [6, 6], "n_patients_positive": [6, 3],
+            "n_cells": [480, 480], "note": ["", ""],
+        }).to_csv(tables / "associations.tsv", sep="\t", index=False, na_rep="NA")
+        pd.DataFrame({
+            "program": programs, "comparison": "Tex_term vs Tpex", "unit": "patients",
+            "test": "wilcoxon_signed_rank_paired", "effect": [0.25, -0.01], "effect_type": "mean_paired_difference",
+            "effect_standardised": [2.1, -0.1], "n_patients": [6, 6], "n_cells": [480, 480],
+            "p_value": [0.03, 0.9], "note": ["", ""], "p_adj": [0.06, 0.9],
+        }).to_csv(tables / "state_comparison.tsv", sep="\t", index=False, na_rep="NA")
+        _png(out / "figures" / "trend_ifn_i_core.png", "trend IFN-I core")
+    else:
+        pd.DataFrame({
+            "program": programs, "unit": "cells", "n_permutations": 2000, "effect": np.nan,
+            "effect_type": "spearman_rho_combined", "p_value": np.nan, "p_adj": np.nan, "p_value_random_effects": np.nan,
+            "n_patients": 0, "n_patients_positive": 0, "n_cells": 0, "note": "no pseudotime: trajectory skipped",
+        }).to_csv(tables / "associations.tsv", sep="\t", index=False, na_rep="NA")
     if with_response:
-        pd.DataFrame({"program": ["ifn_core", "lpo_signed"], "mean_difference": [0.3, -0.02], "n_responder": [3, 3], "n_non_responder": [3, 3], "p": [0.05, 0.7]}).to_csv(tables / "response_comparison.tsv", sep="\t", index=False)
+        # effect = responders - non-responders, as texflow.stats writes it; one row per state
+        rows = []
+        for state in ["Tpex", "Tex_term", "exhausted_lineage"]:
+            for program, nr, r, p in [("ifn_i_core", 0.6, 0.3, 0.01), ("lpo_signed", 0.0, 0.02, 0.7)]:
+                rows.append({"state": state, "program": program, "unit": "patients", "test": "mann_whitney_patient_means",
+                             "effect": r - nr, "effect_type": "difference_of_patient_means", "cliffs_delta": 1.0, "hedges_g": 2.0,
+                             "mean_responders": r, "mean_non_responders": nr, "n_patients": 6, "n_responders": 3,
+                             "n_non_responders": 3, "n_cells": 400, "p_value": p, "p_adj": p, "note": ""})
+        pd.DataFrame(rows).to_csv(tables / "response_comparison.tsv", sep="\t", index=False, na_rep="NA")
+    else:
+        pd.DataFrame([{"state": "", "program": "", "unit": "", "test": "skipped", "note": "skipped: no response labels in this dataset"}]).to_csv(
+            tables / "response_comparison.tsv", sep="\t", index=False, na_rep="NA")
     _png(out / "figures" / "qc_total_counts.png", "qc total counts")
     _png(out / "figures" / "state_markers_dotplot.png", "markers")
     (out / "summary.json").write_text(json.dumps({"dataset": dataset, "title": f"Fake dataset {dataset}", "n_cells": adata.n_obs}))

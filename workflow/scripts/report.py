@@ -12,6 +12,7 @@ OPTIONS = {
     "alpha": "alpha",
     "max_table_rows": "max_rows",
     "min_cells_per_patient": "min_cells",
+    "headline_programs": "headline_programs",
 }
 
 

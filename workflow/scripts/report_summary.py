@@ -12,7 +12,7 @@ def main(snakemake):
     datasets = list(snakemake.params.datasets)
     pages = [Path(path) for path in snakemake.input.reports]
     headlines = [
-        report.headline_only(dataset, dataset_dir=page.parent, **({"alpha": options["alpha"]} if "alpha" in options else {}))
+        report.headline_only(dataset, dataset_dir=page.parent, **{k: options[k] for k in ("alpha", "headline_programs") if k in options})
         for dataset, page in zip(datasets, pages, strict=True)
     ]
     report.write_summary(

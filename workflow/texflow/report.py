@@ -48,23 +48,32 @@ COMPARISONS = {
     "response": ("response_comparison.tsv", "non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
 }
 
-# Column names the stage tables may use for each quantity, in order of preference. The tables
-# are written by the programs stage; this list keeps the report working when a column is
-# renamed, and a quantity that is not found is shown as "–" rather than guessed.
-EFFECT_COLUMNS = {
-    "trajectory": ["combined_rho", "median_rho", "mean_rho", "rho", "spearman_rho", "effect", "estimate", "r", "slope"],
-    "state": ["mean_difference", "median_difference", "difference", "delta", "effect", "estimate", "log2fc", "hedges_g", "cohens_d", "effect_size"],
-    "response": ["mean_difference", "median_difference", "difference", "delta", "effect", "estimate", "log2fc", "hedges_g", "cohens_d", "effect_size"],
-}
-P_COLUMNS = ["p_combined", "p_permutation", "p_perm", "pvalue", "p_value", "pval", "p"]
-Q_COLUMNS = ["q", "qvalue", "q_value", "fdr", "padj", "p_adj", "p_adjusted"]
-N_COLUMNS = ["n_patients", "n_pairs", "n_patients_total", "n"]
-CONCORDANT_COLUMNS = ["n_positive", "n_patients_positive", "n_up", "n_concordant", "n_higher"]
-GROUP_N_COLUMNS = {"responder": ["n_responder", "n_responders", "n_r"], "non_responder": ["n_non_responder", "n_non_responders", "n_nr"]}
-# Group means from which an effect is computed when no effect column is found: (high, low).
-GROUP_MEAN_COLUMNS = {
-    "state": (["mean_tex_term", "mean_texterm", "tex_term_mean", "mean_tex"], ["mean_tpex", "tpex_mean"]),
-    "response": (["mean_non_responder", "non_responder_mean", "mean_nr"], ["mean_responder", "responder_mean", "mean_r"]),
+# Column names of the programs stage tables (texflow.stats): `effect`, `effect_type`, `p_value`,
+# `p_adj` (BH), `n_patients`, `n_patients_positive`, `unit` ("patients" or "cells"), `note`;
+# the response table has one row per state (and `exhausted_lineage`) with `mean_responders`,
+# `mean_non_responders`, `n_responders`, `n_non_responders`. Alternative names follow, in order of
+# preference, so that a renamed column degrades to "–" rather than to a guess.
+EFFECT_COLUMNS = ["effect", "combined_rho", "mean_rho", "rho", "mean_difference", "difference", "estimate"]
+P_COLUMNS = ["p_value", "p_combined", "p_permutation", "pvalue", "pval", "p"]
+Q_COLUMNS = ["p_adj", "q", "qvalue", "q_value", "fdr", "padj", "p_adjusted"]
+N_COLUMNS = ["n_patients", "n_pairs", "n"]
+CONCORDANT_COLUMNS = ["n_patients_positive", "n_positive", "n_concordant"]
+GROUP_N_COLUMNS = {"responder": ["n_responders", "n_responder"], "non_responder": ["n_non_responders", "n_non_responder"]}
+#: Group means from which the response effect is computed, so that its sign is certain:
+#: positive = higher in non-responders.
+RESPONSE_MEAN_COLUMNS = (["mean_non_responders", "mean_non_responder"], ["mean_responders", "mean_responder"])
+#: Row of the response table used for the headline: all exhausted-lineage cells of a patient.
+RESPONSE_HEADLINE_STATE = "exhausted_lineage"
+#: Programs whose findings are spelled out at the top of the page (the others are in the table
+#: under them): the core ISG score is the primary IFN-I readout in T cells, because Hallmark
+#: IFN-alpha carries T-cell-state genes (SELL, IL7, TXNIP...; gene_programs.md), and the signed
+#: LPO score weighs drivers against suppressors.
+HEADLINE_PROGRAMS = ("ifn_i_core", "lpo_signed")
+EFFECT_NAMES = {
+    "spearman_rho_combined": "combined per-patient Spearman ρ",
+    "mean_paired_difference": "mean paired difference",
+    "difference_of_patient_means": "difference of patient means",
+    "difference_of_cell_means": "difference of cell means",
 }
 
 #: Where each stage table goes in the evidence part of the page (file name -> section, title).
@@ -81,6 +90,8 @@ STAGE_TABLES = {
     "response_comparison.tsv": ("programs", "Non-responders vs responders per patient"),
     "trends.tsv": ("programs", "Smoothed trends along pseudotime"),
 }
+#: Tables too long to read on a page (a fitted curve per program): linked, and drawn by the stage.
+LINK_ONLY_TABLES = {"trends.tsv"}
 SECTIONS = {
     "qc": "Quality control",
     "gate": "CD8 gating",
@@ -143,7 +154,8 @@ class Finding:
     n_concordant: float = math.nan
     n_groups: str = ""  # "3 vs 4" for group comparisons
     verdict: str = "not tested"  # "up", "down", "no clear difference", "not tested"
-    reason: str = ""
+    reason: str = ""  # why not tested, or the stage's note on the test
+    unit_note: str = ""  # set when cells, not patients, were the units
 
     @property
     def sentence(self) -> str:
@@ -161,7 +173,7 @@ class Finding:
         if np.isfinite(self.effect):
             parts.append(f"{self.effect_name} = {format_number(self.effect)}")
         if np.isfinite(self.n_concordant) and np.isfinite(self.n_patients):
-            parts.append(f"same direction in {int(self.n_concordant)} of {int(self.n_patients)} patients")
+            parts.append(f"positive in {int(self.n_concordant)} of {int(self.n_patients)} patients")
         elif self.n_groups:
             parts.append(self.n_groups)
         elif np.isfinite(self.n_patients):
@@ -170,6 +182,10 @@ class Finding:
             parts.append(f"p = {format_p(self.p)}")
         if np.isfinite(self.q):
             parts.append(f"q = {format_p(self.q)}")
+        if self.unit_note:
+            parts.append(self.unit_note)
+        if self.reason and self.verdict != "not tested":
+            parts.append(self.reason)
         return ", ".join(parts) or "no numbers in the table"
 
 
@@ -190,6 +206,7 @@ class DatasetReport:
     params: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
+    headline_programs: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,7 +334,7 @@ def findings(
     fallback, programs = list(programs), []
     for frame in tables.values():
         if frame is not None and (column := _program_column(frame)) is not None:
-            programs += [str(p) for p in frame[column] if str(p) not in programs]
+            programs += [str(p) for p in frame[column].dropna() if str(p).strip() and str(p) not in programs]
     programs = programs or fallback
     programs = sorted(programs, key=lambda p: (0 if ("ifn" in p.lower() or "isg" in p.lower()) else 1 if "lpo" in p.lower() else 2))
     result = []
@@ -332,17 +349,24 @@ def findings(
                 finding.reason = _why_missing(comparison, frame, skipped)
                 result.append(finding)
                 continue
-            row = rows.iloc[0].to_dict()
-            if "skipped" in {str(k).lower() for k in row} and isinstance(row.get("skipped"), str) and row["skipped"]:
-                finding.reason = row["skipped"]
-                result.append(finding)
-                continue
-            _fill(finding, row, alpha=alpha)
+            if comparison == "response" and "state" in rows and (rows["state"].astype(str) == RESPONSE_HEADLINE_STATE).any():
+                rows = rows[rows["state"].astype(str) == RESPONSE_HEADLINE_STATE]
+            _fill(finding, rows.iloc[0].to_dict(), alpha=alpha)
             result.append(finding)
     return result
 
 
+def _table_skip_reason(frame: pd.DataFrame | None) -> str:
+    """The reason a stage wrote into a table that holds only a 'skipped' row ("" otherwise)."""
+    if frame is None or "note" not in frame or "test" not in frame:
+        return ""
+    skipped = frame[frame["test"].astype(str) == "skipped"]
+    return str(skipped["note"].iloc[0]).removeprefix("skipped: ") if len(skipped) else ""
+
+
 def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[str, str]) -> str:
+    if reason := _table_skip_reason(frame):
+        return reason
     related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",)}
     for step, reason in skipped.items():
         if any(word in step.lower() for word in related[comparison]):
@@ -357,23 +381,39 @@ def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[s
 
 
 def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
+    """Read effect, p, q and patient counts of one table row into `finding` and decide the verdict."""
     comparison = finding.comparison
-    finding.effect_name, finding.effect = _first(row, EFFECT_COLUMNS[comparison])
-    if not np.isfinite(finding.effect) and comparison in GROUP_MEAN_COLUMNS:
-        high_cols, low_cols = GROUP_MEAN_COLUMNS[comparison]
-        (_, high), (_, low) = _first(row, high_cols), _first(row, low_cols)
+    effect_type = str(row.get("effect_type", "") or "")
+    finding.effect_name, finding.effect = _first(row, EFFECT_COLUMNS)
+    finding.effect_name = EFFECT_NAMES.get(effect_type, effect_type or finding.effect_name)
+    if comparison == "state":
+        # texflow.stats: effect = mean(second) - mean(first) of "second vs first"; make it
+        # Tex-term minus Tpex whichever way round the table has it
+        first_named = str(row.get("comparison", "")).split(" vs ")[0]
+        if first_named and plots.find_state([first_named], "tpex") is not None:
+            finding.effect = -finding.effect
+        finding.effect_name += " (Tex-term − Tpex)"
+    if comparison == "response":
+        (_, high), (_, low) = _first(row, RESPONSE_MEAN_COLUMNS[0]), _first(row, RESPONSE_MEAN_COLUMNS[1])
         if np.isfinite(high) and np.isfinite(low):
-            finding.effect_name, finding.effect = "difference of means", high - low
+            finding.effect_name, finding.effect = "difference of patient means", high - low
+        finding.effect_name += " (non-responders − responders)"
     _, finding.p = _first(row, P_COLUMNS)
     _, finding.q = _first(row, Q_COLUMNS)
     _, finding.n_patients = _first(row, N_COLUMNS)
     _, finding.n_concordant = _first(row, CONCORDANT_COLUMNS)
     if comparison == "response":
         (_, n_r), (_, n_nr) = _first(row, GROUP_N_COLUMNS["responder"]), _first(row, GROUP_N_COLUMNS["non_responder"])
-        if np.isfinite(n_r) and np.isfinite(n_nr):
+        if np.isfinite(n_r) and np.isfinite(n_nr) and n_r + n_nr > 0:
             finding.n_groups = f"{int(n_nr)} non-responder vs {int(n_r)} responder patients"
             if not np.isfinite(finding.n_patients):
                 finding.n_patients = n_r + n_nr
+    if str(row.get("unit", "")) == "cells":
+        finding.n_patients = math.nan  # 0 in the table: no patients, cells were the units
+        finding.unit_note = "cells as units: no patient labels (pseudoreplication risk)"
+    note = row.get("note")
+    if isinstance(note, str) and note.strip() and note.strip().lower() != "nan":
+        finding.reason = note.strip()
     decisive = finding.q if np.isfinite(finding.q) else finding.p
     if not np.isfinite(finding.effect) or not np.isfinite(decisive):
         finding.verdict = "no clear difference" if np.isfinite(finding.effect) else "not tested"
@@ -384,6 +424,12 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
         finding.verdict = "down"
     else:
         finding.verdict = "no clear difference"
+
+
+def pick_headline(programs: Sequence[str], wanted: Sequence[str] = HEADLINE_PROGRAMS) -> list[str]:
+    """The programs to spell out first: `wanted` where present, else every IFN/ISG/LPO program."""
+    chosen = [p for p in wanted if p in programs]
+    return chosen or [p for p in programs if re.search("ifn|isg|lpo", p.lower())]
 
 
 def _truncate(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
@@ -506,6 +552,7 @@ def collect(
     alpha: float = 0.05,
     max_rows: int = 40,
     min_cells: int = 3,
+    headline_programs: Sequence[str] = HEADLINE_PROGRAMS,
     report_params: Mapping[str, Any] | None = None,
 ) -> DatasetReport:
     """Read a dataset's outputs, draw the report's figures, and return what the page shows.
@@ -521,6 +568,8 @@ def collect(
         `resources/downloads/{dataset}/manifest.tsv`, when the data were downloaded.
     figures_dir
         Where the report's own figures go (default `dataset_dir/figures/report`).
+    headline_programs
+        Programs whose findings open the page (others follow in the table).
     """
     dataset_dir = Path(dataset_dir)
     final_h5ad = Path(final_h5ad) if final_h5ad else dataset_dir / "final.h5ad"
@@ -549,12 +598,15 @@ def collect(
         frame = read_table(dataset_dir / "tables" / name)
         tables[name] = frame
         if frame is not None:
-            report.tables.append(Table(title=title, frame=_truncate(frame, max_rows), path=dataset_dir / "tables" / name, n_rows=len(frame), section=section))
+            shown = frame.iloc[:0, :0] if name in LINK_ONLY_TABLES else _truncate(frame, max_rows)
+            caption = f"{len(frame)} rows: the curves drawn in the trend figures." if name in LINK_ONLY_TABLES else ""
+            report.tables.append(Table(title=title, frame=shown, path=dataset_dir / "tables" / name, n_rows=len(frame), section=section, caption=caption))
     for path in sorted((dataset_dir / "tables").glob("*.tsv")) if (dataset_dir / "tables").is_dir() else []:
         if path.name not in STAGE_TABLES and (frame := read_table(path)) is not None:
             report.tables.append(Table(title=path.stem.replace("_", " ").capitalize(), frame=_truncate(frame, max_rows), path=path, n_rows=len(frame), section="other"))
     known_programs = _programs(tables.get("program_coverage.tsv"), adata)
     report.findings = findings({key: tables.get(spec[0]) for key, spec in COMPARISONS.items()}, alpha=alpha, skipped=report.skipped, programs=known_programs)
+    report.headline_programs = pick_headline(list(dict.fromkeys(f.program for f in report.findings)), headline_programs)
 
     existing = stage_figures(dataset_dir / "figures", exclude=figures_dir)
     has_cluster_umap = any(f.section == "cluster" and "umap" in f.path.stem.lower() for f in existing)
@@ -669,7 +721,7 @@ def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None
         report=report,
         sections=sections,
         comparisons=COMPARISONS,
-        programs=list(dict.fromkeys(f.program for f in report.findings)),
+        programs=list(dict.fromkeys([*report.headline_programs, *(f.program for f in report.findings)])),
         finding_map={(f.program, f.comparison): f for f in report.findings},
         params=_flatten_params(report.params),
         link=link,
@@ -710,7 +762,14 @@ def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
     return rows
 
 
-def headline_only(dataset: str, *, dataset_dir: str | os.PathLike, alpha: float = 0.05, final_h5ad: str | os.PathLike | None = None) -> DatasetReport:
+def headline_only(
+    dataset: str,
+    *,
+    dataset_dir: str | os.PathLike,
+    alpha: float = 0.05,
+    headline_programs: Sequence[str] = HEADLINE_PROGRAMS,
+    final_h5ad: str | os.PathLike | None = None,
+) -> DatasetReport:
     """What the cross-dataset summary needs of one dataset: facts and findings, no figures."""
     dataset_dir = Path(dataset_dir)
     summary = read_summary(dataset_dir / "summary.json")
@@ -727,6 +786,7 @@ def headline_only(dataset: str, *, dataset_dir: str | os.PathLike, alpha: float 
     tables = {key: read_table(dataset_dir / "tables" / spec[0]) for key, spec in COMPARISONS.items()}
     known_programs = _programs(read_table(dataset_dir / "tables" / "program_coverage.tsv"), None)
     report.findings = findings(tables, alpha=alpha, skipped=report.skipped, programs=known_programs)
+    report.headline_programs = pick_headline(list(dict.fromkeys(f.program for f in report.findings)), headline_programs)
     return report
 
 
@@ -738,7 +798,7 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
     with atomic_path(tsv) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="NA")
     base = Path(html_path).parent
-    programs = list(dict.fromkeys(f.program for r in reports for f in r.findings))
+    programs = list(dict.fromkeys([*(p for r in reports for p in r.headline_programs), *(f.program for r in reports for f in r.findings)]))
     text = _environment().get_template("summary.html.j2").render(
         reports=reports,
         programs=programs,

@@ -1,0 +1,247 @@
+"""The report: headline numbers read right, pages self-contained, missing data explained."""
+
+from __future__ import annotations
+
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.report_fixtures import PATIENTS, RESPONSE, fake_adata, fake_results
+from texflow import report
+from texflow.plotting import report as plots
+
+
+class _Page(HTMLParser):
+    """Collects what a self-contained page must not have: external images, styles, scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.external, self.sections = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag in ("link", "script") and (attrs.get("href") or attrs.get("src")):
+            self.external.append(attrs.get("href") or attrs.get("src"))
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Two fake datasets (one complete, one without response labels or a Tpex cluster), reported."""
+    root = tmp_path_factory.mktemp("results_tree")
+    pages = {}
+    for dataset, kwargs in {"full": {}, "bare": {"with_response": False, "with_tpex": False}}.items():
+        out = fake_results(root, dataset, **kwargs)
+        page = report.collect(out, dataset=dataset, manifest=root / "resources/downloads" / dataset / "manifest.tsv", formats=["png", "svg"])
+        report.write_dataset_report(page, out / "report.html")
+        pages[dataset] = page
+    return root, pages
+
+
+def _finding(page, program, comparison):
+    return next(f for f in page.findings if f.program == program and f.comparison == comparison)
+
+
+# ----------------------------------------------------------------------------------------------
+# headline numbers
+
+
+def test_headline_reads_the_programs_tables(built):
+    _, pages = built
+    page = pages["full"]
+    trajectory = _finding(page, "ifn_i_core", "trajectory")
+    assert trajectory.verdict == "up"
+    assert trajectory.effect == pytest.approx(0.62)
+    assert (trajectory.n_concordant, trajectory.n_patients) == (6, 6)
+    assert trajectory.q == pytest.approx(0.001)
+    # p = 0.03 but q = 0.06: the verdict follows q, so no claim at alpha 0.05
+    state = _finding(page, "ifn_i_core", "state")
+    assert state.verdict == "no clear difference" and state.effect == pytest.approx(0.25)
+    # the table's effect is responders - non-responders; the headline must say non-responders higher
+    response = _finding(page, "ifn_i_core", "response")
+    assert response.verdict == "up"
+    assert response.effect == pytest.approx(0.6 - 0.3)
+    assert response.n_groups == "3 non-responder vs 3 responder patients"
+    assert "higher in non-responders" in response.sentence
+    assert _finding(page, "lpo_signed", "trajectory").verdict == "no clear difference"
+    assert page.headline_programs == ["ifn_i_core", "lpo_signed"]
+
+
+def test_state_effect_sign_follows_the_comparison_column():
+    row = {"program": "x", "comparison": "Tpex vs Tex_term", "effect": 0.4, "p_value": 0.001, "n_patients": 5}
+    (flipped,) = [f for f in report.findings({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    assert flipped.effect == pytest.approx(-0.4) and flipped.verdict == "down"
+    row["comparison"] = "Tex_term vs Tpex"
+    (kept,) = [f for f in report.findings({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    assert kept.effect == pytest.approx(0.4) and kept.verdict == "up"
+
+
+def test_cells_as_units_are_flagged():
+    row = {"program": "x", "unit": "cells", "effect": 0.3, "p_value": 1e-9, "n_patients": 0, "effect_type": "difference_of_cell_means"}
+    (finding,) = [f for f in report.findings({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    assert math.isnan(finding.n_patients)
+    assert "cells as units" in finding.sentence
+
+
+def test_missing_comparisons_say_why(built):
+    _, pages = built
+    page = pages["bare"]
+    assert {f.verdict for f in page.findings} == {"not tested"}
+    assert _finding(page, "ifn_i_core", "response").reason == "no response labels in this dataset"
+    assert "trajectory skipped" in _finding(page, "ifn_i_core", "trajectory").reason
+    assert "Tpex" in _finding(page, "lpo_signed", "state").reason
+
+
+# ----------------------------------------------------------------------------------------------
+# the page
+
+
+def test_page_is_self_contained_and_answers_first(built):
+    root, _ = built
+    html_path = root / "results/full/report.html"
+    page = _parse(html_path)
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert page.external == []
+    assert page.sections[0] == "answer"
+    assert page.sections[-2:] == ["skipped", "provenance"]
+    text = html_path.read_text()
+    assert text.index("rises along the trajectory") < text.index('id="qc"')
+    # provenance: the source checksum and a package version
+    assert "ab" * 32 in text and "1.12.4" in text
+    # tables link to the files next to the page
+    assert 'href="tables/associations.tsv"' in text
+    assert (html_path.parent / "tables/associations.tsv").is_file()
+
+
+def test_stage_figures_embedded_and_own_figures_drawn(built):
+    root, pages = built
+    figures = {f.path.name: f for f in pages["full"].figures if f.path is not None}
+    # drawn by stages, embedded as they are
+    assert figures["qc_total_counts.png"].section == "qc"
+    assert figures["trend_ifn_i_core.png"].section == "programs"
+    assert figures["state_markers_dotplot.png"].section == "states"
+    # drawn by the report, in PNG and SVG
+    own = root / "results/full/figures/report"
+    for name in ["umap_state", "umap_response", "umap_pseudotime", "umap_score_ifn_i_core", "state_composition", "paired_tpex_texterm", "response_groups"]:
+        assert (own / f"{name}.png").stat().st_size > 5000, name
+        assert (own / f"{name}.svg").is_file(), name
+    assert not [f for f in pages["full"].figures if f.missing]
+
+
+def test_absent_data_replaced_by_a_sentence(built):
+    root, pages = built
+    missing = {f.title: f.missing for f in pages["bare"].figures if f.missing}
+    assert "response labels" in missing["Responders vs non-responders"]
+    assert "no cluster was labelled Tpex" in missing["Tpex vs Tex-term per patient"]
+    assert "pseudotime" in missing["UMAP by pseudotime"]
+    own = root / "results/bare/figures/report"
+    assert not (own / "response_groups.png").exists()
+    text = (root / "results/bare/report.html").read_text()
+    assert "Responders vs non-responders: not drawn." in text
+    assert "no response labels in this dataset" in text
+
+
+def test_stale_figure_of_an_earlier_run_is_removed(tmp_path):
+    out = fake_results(tmp_path, "again", with_response=False)
+    own = out / "figures/report"
+    own.mkdir(parents=True)
+    (own / "response_groups.png").write_bytes(b"old")
+    page = report.collect(out, dataset="again")
+    assert not (own / "response_groups.png").exists()
+    assert any(f.title == "Responders vs non-responders" and f.missing for f in page.figures)
+
+
+def test_cluster_umap_of_the_stage_is_not_redrawn(tmp_path):
+    out = fake_results(tmp_path, "withumap")
+    import shutil
+
+    shutil.copy(out / "figures/qc_total_counts.png", out / "figures/umap_leiden_clusters.png")
+    page = report.collect(out, dataset="withumap")
+    assert not (out / "figures/report/umap_cluster.png").exists()
+    assert any(f.path is not None and f.path.name == "umap_leiden_clusters.png" and f.section == "cluster" for f in page.figures)
+
+
+# ----------------------------------------------------------------------------------------------
+# cross-dataset summary
+
+
+def test_summary_side_by_side(built):
+    root, _ = built
+    results = root / "results"
+    headlines = [report.headline_only(d, dataset_dir=results / d) for d in ("full", "bare")]
+    table = report.write_summary(
+        headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
+        report_links={d: results / d / "report.html" for d in ("full", "bare")},
+    )  # fmt: skip
+    assert len(table) == 2 * 2 * 3  # datasets x programs x comparisons
+    back = pd.read_csv(results / "summary.tsv", sep="\t")
+    up = back[(back["dataset"] == "full") & (back["program"] == "ifn_i_core") & (back["comparison"] == "trajectory")]
+    assert up["verdict"].item() == "up" and up["effect"].item() == pytest.approx(0.62)
+    text = (results / "summary.html").read_text()
+    links = set(re.findall(r'href="([^"#]+)"', text))
+    assert {"full/report.html", "bare/report.html", "summary.tsv"} <= links
+    assert all((results / link).exists() for link in links)
+
+
+# ----------------------------------------------------------------------------------------------
+# figures and numbers
+
+
+def test_patient_means_are_per_patient_per_state():
+    adata = fake_adata(n_cells=300)
+    scores = ["score_ifn_i_core"]
+    means = plots.patient_means(adata, scores=scores, min_cells=1)
+    obs = adata.obs
+    for patient in PATIENTS[:2]:
+        cells = obs[(obs["patient"] == patient) & (obs["state"] == "Tex_term")]
+        row = means[(means["patient"] == patient) & (means["state"] == "Tex_term")]
+        assert row["score_ifn_i_core"].item() == pytest.approx(cells["score_ifn_i_core"].mean())
+        assert row["n_cells"].item() == len(cells)
+        assert row["response"].item() == RESPONSE[patient]
+
+
+def test_find_state_spellings():
+    assert plots.find_state(["naive", "Tex-term", "TPEX"], "tpex") == "TPEX"
+    assert plots.find_state(["naive", "Tex_term"], "texterm") == "Tex_term"
+    assert plots.find_state(["Tex_int"], "texterm") is None
+
+
+def test_paired_figure_needs_both_states(tmp_path):
+    adata = fake_adata(n_cells=200, with_tpex=False)
+    with pytest.raises(plots.FigureSkipped, match="Tpex"):
+        plots.paired_states(adata, scores=["score_ifn_i_core"], path=tmp_path / "x.png")
+
+
+def test_umap_draws_all_cells(tmp_path):
+    adata = fake_adata(n_cells=200)
+    saved = plots.umap(adata, color="pseudotime", path=tmp_path / "pt.png", title="t", formats=["png", "pdf"])
+    assert [p.suffix for p in saved] == [".png", ".pdf"]
+    assert all(p.stat().st_size > 1000 for p in saved)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.123456, "0.123"), (1432.5, "1432"), (3, "3"), (np.float64(2.0), "2"), (float("nan"), "–"), (123456, "123 456"), (0.00001234, "1.23e-05")],
+)
+def test_format_number(value, text):
+    assert report.format_number(value) == text
+
+
+def test_format_p():
+    assert report.format_p(0.0004) == "4.0e-04"
+    assert report.format_p(0.0312) == "0.031"
+    assert report.format_p(float("nan")) == "–"
