@@ -1,0 +1,112 @@
+"""The report pages, opened from disk in a real (headless) Chromium: they load, with every image.
+
+Each page carries a small script that, once the page has loaded, writes on <body> how many of
+its images decoded (`data-images-loaded`) and how many did not (`data-images-broken`);
+`chromium --dump-dom` prints the DOM after scripts ran, so the test reads those numbers.
+
+Skipped when Chromium is not installed (`scripts/install-chromium` installs it), except when
+the environment sets TEXFLOW_REQUIRE_BROWSER=1 (CI does, after installing it): then it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.report_fixtures import fake_results
+from texflow import report
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# flags for a quiet, offline, throw-away browser: no sandbox (containers, root), no GPU, no
+# network side traffic, its own profile directory
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+
+def _browser() -> str:
+    for name in BROWSERS:
+        if path := shutil.which(name):
+            return path
+    reason = "Chromium is not installed (run scripts/install-chromium)"
+    if os.environ.get("TEXFLOW_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}, and TEXFLOW_REQUIRE_BROWSER=1 requires it")
+    pytest.skip(reason)
+
+
+def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [browser, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+def image_counts(browser: str, page: Path, profile: Path) -> dict[str, int]:
+    """Load `page` from disk and return the counts its image-check script wrote on <body>."""
+    done = _run(browser, profile, "--virtual-time-budget=10000", "--run-all-compositor-stages-before-draw", "--dump-dom", page.resolve().as_uri())
+    body = re.search(r"<body([^>]*)>", done.stdout)
+    assert body, f"no <body> in the DOM of {page} (exit {done.returncode}):\n{done.stderr[-2000:]}"
+    counts = dict(re.findall(r'data-images-(total|loaded|broken)="(\d+)"', body.group(1)))
+    assert counts, f"the page's image check did not run in {page}: <body{body.group(1)}>"
+    return {key: int(value) for key, value in counts.items()}
+
+
+def screenshot(browser: str, page: Path, target: Path, profile: Path, *, height: int = 4000) -> Path:
+    done = _run(browser, profile, f"--screenshot={target}", f"--window-size=1280,{height}", page.resolve().as_uri())
+    assert target.is_file(), f"no screenshot of {page} (exit {done.returncode}):\n{done.stderr[-2000:]}"
+    return target
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """Two fake datasets reported, plus the cross-dataset summary: the pages to open."""
+    root = tmp_path_factory.mktemp("browser")
+    results = root / "results"
+    for dataset, kwargs in {"complete": {}, "no_labels": {"with_response": False, "with_tpex": False}}.items():
+        out = fake_results(root, dataset, **kwargs)
+        report.write_dataset_report(report.collect(out, dataset=dataset), out / "report.html")
+    datasets = ["complete", "no_labels"]
+    report.write_summary(
+        [report.headline_only(d, dataset_dir=results / d) for d in datasets],
+        tsv=results / "summary.tsv", html_path=results / "summary.html",
+        report_links={d: results / d / "report.html" for d in datasets},
+    )  # fmt: skip
+    return {"complete": results / "complete/report.html", "no_labels": results / "no_labels/report.html", "summary": results / "summary.html"}
+
+
+@pytest.mark.parametrize("name", ["complete", "no_labels", "summary"])
+def test_page_loads_with_all_its_images(pages, name, tmp_path):
+    browser = _browser()
+    page = pages[name]
+    expected = page.read_text(encoding="utf-8").count("<img ")
+    counts = image_counts(browser, page, tmp_path / "profile")
+    assert counts == {"total": expected, "loaded": expected, "broken": 0}
+    if name != "summary":
+        assert expected >= 8  # UMAPs, composition, stage figures
+
+    shot = screenshot(browser, page, tmp_path / f"{name}.png", tmp_path / "profile")
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1280, 4000)
+        # something was drawn: the header band and text are not one flat colour
+        top = image.convert("L").crop((0, 0, 1280, 600))
+        low, high = top.getextrema()
+        assert high - low > 100, f"the screenshot of {page} looks blank"
+
+
+def test_broken_image_is_detected(pages, tmp_path):
+    """The check can fail: a page whose image points at a missing file reports it broken."""
+    browser = _browser()
+    text = pages["complete"].read_text(encoding="utf-8")
+    broken = tmp_path / "broken.html"
+    broken.write_text(re.sub(r'src="data:image/png;base64,[^"]+"', 'src="no-such-figure.png"', text, count=1), encoding="utf-8")
+    counts = image_counts(browser, broken, tmp_path / "profile")
+    assert counts["broken"] == 1 and counts["loaded"] == counts["total"] - 1
