@@ -1,1 +1,76 @@
-# Stage programs: rules are being written (see the issue tracker).
+# Stage programs: IFN-I, LPO, Tpex and Tex-term scores (UCell), GAM trends along pseudotime with
+# a bootstrap over patients, and statistics with the patient as the unit (texflow.stats).
+# Logic: workflow/texflow/programs.py, workflow/texflow/stats.py.
+from texflow.programs import trend_programs
+
+DEFAULT_PROGRAMS = [
+    "ifn_i_core",
+    "ifn_alpha_hallmark",
+    "lpo_drivers",
+    "lpo_suppressors",
+    "tpex",
+    "tex_term",
+]
+
+
+rule programs:
+    input:
+        h5ad=results("{dataset}", "trajectory.h5ad"),
+    output:
+        h5ad=results("{dataset}", "final.h5ad"),
+        cells=results("{dataset}", "tables/cells.tsv.gz"),
+        summary=results("{dataset}", "summary.json"),
+        program_coverage=report(
+            results("{dataset}", "tables/program_coverage.tsv"),
+            caption="../report/program_coverage.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "program_coverage"},
+        ),
+        trends=report(
+            results("{dataset}", "tables/trends.tsv"),
+            caption="../report/trends.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "trends"},
+        ),
+        associations=report(
+            results("{dataset}", "tables/associations.tsv"),
+            caption="../report/associations.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "associations"},
+        ),
+        state_comparison=report(
+            results("{dataset}", "tables/state_comparison.tsv"),
+            caption="../report/state_comparison.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "state_comparison"},
+        ),
+        response_comparison=report(
+            results("{dataset}", "tables/response_comparison.tsv"),
+            caption="../report/response_comparison.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "response_comparison"},
+        ),
+        figures=report(
+            expand(
+                results("{{dataset}}", "figures/trend_{program}.png"),
+                program=trend_programs(
+                    config.get("programs", {}).get("programs", DEFAULT_PROGRAMS)
+                ),
+            ),
+            caption="../report/trend_figures.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}"},
+        ),
+    log:
+        "logs/{dataset}/programs.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(2000, 3.0),
+        runtime=scaled_runtime(20, 30),
+    params:
+        programs=config.get("programs", {}),
+        stats=config.get("stats", {}),
+    script:
+        "../scripts/programs.py"

@@ -1,1 +1,34 @@
-# Stage trajectory: rules are being written (see the issue tracker).
+# Stage trajectory: diffusion pseudotime over the exhausted lineage (Tpex -> Tex_int -> Tex_term),
+# root chosen from the data, with a root-sensitivity check. Logic: workflow/texflow/trajectory.py.
+
+
+rule trajectory:
+    input:
+        h5ad=results("{dataset}", "states.h5ad"),
+    output:
+        h5ad=results("{dataset}", "trajectory.h5ad"),
+        root_sensitivity=report(
+            results("{dataset}", "tables/root_sensitivity.tsv"),
+            caption="../report/root_sensitivity.rst",
+            category="Trajectory",
+            labels={"dataset": "{dataset}", "table": "root sensitivity"},
+        ),
+        figure=report(
+            results("{dataset}", "figures/pseudotime.png"),
+            caption="../report/pseudotime.rst",
+            category="Trajectory",
+            labels={"dataset": "{dataset}", "figure": "pseudotime"},
+        ),
+    log:
+        "logs/{dataset}/trajectory.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(2000, 3.0),
+        runtime=scaled_runtime(15, 20),
+    params:
+        trajectory=config.get("trajectory", {}),
+        extra_file=config.get("programs", {}).get("extra_file", ""),
+    script:
+        "../scripts/trajectory.py"

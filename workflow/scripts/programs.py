@@ -1,0 +1,59 @@
+"""Programs stage: IFN-I/LPO scores, trends along pseudotime, statistics, summary."""
+
+from pathlib import Path
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import anndata as ad
+from texflow import programs
+from texflow.errors import InputDataError
+from texflow.plotting import trajectory as plots
+from texflow.utils import run_step, write_h5ad
+
+
+def main(snakemake):
+    path = snakemake.input.h5ad
+    adata = ad.read_h5ad(path)
+    meta = adata.uns.setdefault("texflow", {})
+    dataset = meta.get("dataset", snakemake.wildcards.dataset)
+    organism = meta.get("organism")
+    if organism not in ("human", "mouse"):
+        raise InputDataError(f"uns['texflow']['organism'] is {organism!r}", dataset=dataset, path=path)
+    params, stats = snakemake.params.programs, snakemake.params.stats
+    selected = programs.load_selected_programs(
+        organism=organism, names=params["programs"], extra_file=params["extra_file"]
+    )
+    tables = programs.analyse(
+        adata,
+        programs=selected,
+        program_names=params["programs"],
+        max_rank=params["max_rank"],
+        n_grid=params["trend_grid"],
+        n_splines=params["trend_splines"],
+        n_bootstrap=params["n_bootstrap"],
+        seed=params["seed"],
+        n_permutations=stats["n_permutations"],
+        min_cells_per_patient=stats["min_cells_per_patient"],
+        min_cells_per_group=stats["min_cells_per_group"],
+        min_paired_patients=stats["min_paired_patients"],
+        stats_seed=stats["seed"],
+    )
+    response_skipped = str(tables.pop("_response_skipped")["reason"].iloc[0])
+    outputs = snakemake.output
+    for name in ("program_coverage", "trends", "associations", "state_comparison",
+                 "response_comparison", "cells"):
+        programs.write_tsv(tables[name], getattr(outputs, name))
+    figures = Path(outputs.figures[0]).parent
+    programs.draw_trends(adata, tables["trends"], tables["associations"], figures)
+    summary = programs.build_summary(
+        adata,
+        associations=tables["associations"],
+        state_comparison=tables["state_comparison"],
+        response_comparison=tables["response_comparison"],
+        response_skipped=response_skipped,
+    )
+    summary["dataset"] = summary["dataset"] or dataset
+    programs.write_json(summary, outputs.summary)
+    write_h5ad(adata, outputs.h5ad)
+
+
+run_step(main, snakemake)  # noqa: F821

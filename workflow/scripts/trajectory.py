@@ -1,0 +1,47 @@
+"""Trajectory stage: diffusion pseudotime over the exhausted lineage (texflow.trajectory)."""
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import anndata as ad
+from texflow import programs, trajectory
+from texflow.errors import InputDataError
+from texflow.plotting import trajectory as plots
+from texflow.utils import run_step, write_h5ad
+
+
+def main(snakemake):
+    path = snakemake.input.h5ad
+    adata = ad.read_h5ad(path)
+    meta = adata.uns.setdefault("texflow", {})
+    dataset = meta.get("dataset", snakemake.wildcards.dataset)
+    organism = meta.get("organism")
+    if organism not in ("human", "mouse"):
+        raise InputDataError(f"uns['texflow']['organism'] is {organism!r}", dataset=dataset, path=path)
+    params = snakemake.params.trajectory
+    tested = programs.load_selected_programs(
+        organism=organism,
+        names=params["exclude_programs"],
+        extra_file=snakemake.params.extra_file,
+    )
+    exclude = programs.program_genes(tested, params["exclude_programs"], var_names=adata.var_names)
+    table = trajectory.diffusion_pseudotime(
+        adata,
+        exclude_genes=exclude,
+        states=params["lineage_states"],
+        n_top_genes=params["n_top_genes"],
+        n_pcs=params["n_pcs"],
+        n_neighbors=params["n_neighbors"],
+        n_dcs=params["n_dcs"],
+        n_root_checks=params["n_root_checks"],
+        min_cells=params["min_cells"],
+        seed=params["seed"],
+    )
+    programs.write_tsv(table, snakemake.output.root_sensitivity)
+    skipped = meta.get("skipped", {}).get("trajectory", "")
+    if skipped:
+        plots.message_figure(snakemake.output.figure, title="Trajectory skipped", message=skipped)
+    else:
+        plots.pseudotime_overview(adata, snakemake.output.figure)
+    write_h5ad(adata, snakemake.output.h5ad)
+
+
+run_step(main, snakemake)  # noqa: F821

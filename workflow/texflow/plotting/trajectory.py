@@ -1,0 +1,140 @@
+"""Figures of the trajectory and programs stages: pseudotime overview, program trends.
+
+Every function draws one figure and writes it atomically as PNG (plus SVG when asked).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..utils import atomic_path  # noqa: E402
+from .report import CATEGORICAL, program_label  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+#: Lineage states in order, with fixed colours (Okabe-Ito) on every figure of these stages.
+STATE_COLOURS = {"Tpex": "#0072B2", "Tex_int": "#E69F00", "Tex_term": "#D55E00"}
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png",)) -> Path:
+    path = Path(path)
+    for fmt in ["png", *[f for f in formats if f != "png"]]:
+        with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+    plt.close(fig)
+    logger.info("figure %s written", path)
+    return path
+
+
+def message_figure(path: str | os.PathLike, *, title: str, message: str) -> Path:
+    """A figure that says why there is nothing to draw (a skipped step), rather than no file."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=10)
+    return _save(fig, path)
+
+
+def pseudotime_overview(adata: ad.AnnData, path: str | os.PathLike, *, state_key: str = "state",
+                        formats: Sequence[str] = ("png",)) -> Path:
+    """UMAP coloured by pseudotime (grey: outside the lineage) and pseudotime per state."""
+    pt = adata.obs["pseudotime"].to_numpy(dtype=float)
+    has_umap = "X_umap" in adata.obsm
+    fig, axes = plt.subplots(1, 2 if has_umap else 1, figsize=(11 if has_umap else 5.5, 4.5),
+                             squeeze=False)
+    axes = axes[0]
+    if has_umap:
+        ax = axes[0]
+        xy = adata.obsm["X_umap"]
+        ok = np.isfinite(pt)
+        ax.scatter(xy[~ok, 0], xy[~ok, 1], s=4, c="#d0d0d0", label="outside lineage",
+                   rasterized=True)
+        points = ax.scatter(xy[ok, 0], xy[ok, 1], s=5, c=pt[ok], cmap="viridis", rasterized=True)
+        fig.colorbar(points, ax=ax, label="pseudotime")
+        root = adata.uns.get("texflow", {}).get("trajectory", {}).get("root_cell", "")
+        if root and root in adata.obs_names:
+            i = adata.obs_names.get_loc(root)
+            ax.scatter(xy[i, 0], xy[i, 1], s=120, marker="*", c="red", edgecolor="k", label="root")
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+        ax.set_title("Diffusion pseudotime over the exhausted lineage")
+        ax.legend(loc="best", fontsize=8, frameon=False)
+    ax = axes[-1]
+    states = [s for s in STATE_COLOURS if (adata.obs[state_key].astype(str) == s).any()]
+    data = [pt[(adata.obs[state_key].astype(str) == s).to_numpy() & np.isfinite(pt)]
+            for s in states]
+    rng = np.random.default_rng(0)
+    for i, (state, values) in enumerate(zip(states, data)):
+        ax.scatter(i + rng.uniform(-0.25, 0.25, values.size), values, s=4, alpha=0.4,
+                   c=STATE_COLOURS[state], rasterized=True)
+    ax.boxplot(data, positions=range(len(states)), widths=0.6, showfliers=False)
+    ax.set_xticks(range(len(states)), [f"{s}\n(n={len(v)})" for s, v in zip(states, data)])
+    ax.set_ylabel("pseudotime")
+    ax.set_title("Pseudotime per state")
+    return _save(fig, path, formats)
+
+
+def program_trend(
+    cells: pd.DataFrame,
+    trend: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    program: str,
+    association: dict | None = None,
+    formats: Sequence[str] = ("png",),
+) -> Path:
+    """Cells (score vs pseudotime, coloured by state), the GAM fit and its bootstrap band.
+
+    Parameters
+    ----------
+    cells
+        Lineage cells with columns ``pseudotime``, ``score`` and ``state``.
+    trend
+        Rows of ``tables/trends.tsv`` for this program (pseudotime, fit, lower, upper, unit).
+    association
+        Row of ``tables/associations.tsv`` for this program, quoted in the title.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for state, colour in STATE_COLOURS.items():
+        sub = cells[cells["state"].astype(str) == state]
+        if len(sub):
+            ax.scatter(sub["pseudotime"], sub["score"], s=4, alpha=0.25, c=colour,
+                       label=f"{state} cells", rasterized=True)
+    others = cells[~cells["state"].astype(str).isin(list(STATE_COLOURS))]
+    if len(others):
+        ax.scatter(others["pseudotime"], others["score"], s=4, alpha=0.25, c=CATEGORICAL[7])
+    unit = str(trend["unit"].iloc[0]) if len(trend) else ""
+    ax.fill_between(trend["pseudotime"], trend["lower"], trend["upper"], color="k", alpha=0.2,
+                    label=f"95% bootstrap band (resampling {unit})")
+    ax.plot(trend["pseudotime"], trend["fit"], c="k", lw=2, label="GAM fit")
+    # zoom on the trend: cells spread far wider than the mean curve
+    lo, hi = np.nanpercentile(cells["score"], [2, 98]) if len(cells) else (0, 1)
+    band_lo, band_hi = np.nanmin(trend["lower"]), np.nanmax(trend["upper"])
+    if np.isfinite(band_lo) and np.isfinite(band_hi):
+        lo, hi = min(lo, band_lo), max(hi, band_hi)
+    pad = 0.05 * (hi - lo if hi > lo else 1)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel("pseudotime (Tpex → Tex-term)")
+    ax.set_ylabel(f"{program_label(program)} score (UCell)")
+    title = f"{program_label(program)} along pseudotime"
+    if association:
+        effect, p_adj = association.get("effect"), association.get("p_adj")
+        n = association.get("n_patients")
+        if effect is not None and np.isfinite(effect):
+            unit_text = f"{int(n)} patients" if association.get("unit") == "patients" \
+                else "cells as units"
+            title += f"\nρ = {effect:.2f}, adj. p = {p_adj:.2g} ({unit_text})"
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="best", fontsize=7, frameon=False, markerscale=3)
+    return _save(fig, path, formats)

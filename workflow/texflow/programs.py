@@ -1,0 +1,438 @@
+"""IFN-I and LPO programs: per-cell scores, trends along pseudotime, the tidy cell table, summary.
+
+Scores are rank-based (UCell, ``texflow.scoring.ucell``), so each cell is scored on its own
+ranking and the score does not depend on the rest of the dataset or on the value type. The LPO
+program is signed: drivers and suppressors are scored separately and ``score_lpo_signed`` is
+drivers - suppressors (both UCell scores live in [0, 1], so the difference is in [-1, 1]).
+
+Trends: a penalised spline GAM (pygam ``LinearGAM``; Servén & Brummitt 2018) of each score on
+pseudotime, with the smoothing penalty chosen once by generalised cross-validation on all lineage
+cells; the band is a percentile bootstrap over *patients* (resample patients with replacement and
+refit), so it reflects patient-to-patient variation rather than cell counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .errors import InputDataError
+
+logger = logging.getLogger(__name__)
+
+#: Programs scored by default (names in ``texflow.signatures.load_programs``).
+DEFAULT_PROGRAMS: tuple[str, ...] = (
+    "ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors", "tpex", "tex_term",
+)
+#: Programs whose genes are kept out of the trajectory features (tested along it).
+TESTED_PROGRAMS: tuple[str, ...] = (
+    "ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors",
+)
+SIGNED_LPO = "lpo_signed"
+CELL_COLUMNS = (
+    "sample", "patient", "response", "cluster", "state", "state_confidence", "pseudotime",
+)
+
+
+def load_selected_programs(
+    *, organism: str, names: Sequence[str] = DEFAULT_PROGRAMS, extra_file: str | None = None
+) -> dict:
+    """The programs `names` plus every program of `extra_file`, from texflow.signatures."""
+    from . import signatures
+
+    programs = signatures.load_programs(organism, extra=extra_file or None)
+    missing = [n for n in names if n not in programs]
+    if missing:
+        raise InputDataError(
+            f"program(s) {missing} are not defined (known: {sorted(programs)})",
+            path=extra_file or None,
+        )
+    selected = {n: programs[n] for n in names}
+    if extra_file:
+        extra_names = set(signatures.load_programs(organism, extra=None))
+        for name, program in programs.items():
+            if name not in extra_names and name not in selected:
+                selected[name] = program
+    return selected
+
+
+def program_genes(programs: dict, names: Sequence[str], *, var_names=None) -> set[str]:
+    """All genes (up and down) of the programs `names` in `programs`.
+
+    With `var_names`, the symbols the dataset uses for them (old/new aliases) are added too, so
+    that excluding these genes also excludes e.g. WARS when the program lists WARS1.
+    """
+    from . import signatures
+
+    chosen = {n: programs[n] for n in names if n in programs}
+    versions = [chosen]
+    if var_names is not None:
+        versions.append(signatures.resolve_aliases(chosen, var_names))
+    genes: set[str] = set()
+    for version in versions:
+        for program in version.values():
+            genes |= set(program.up) | set(program.down)
+    return genes
+
+
+def trend_programs(program_names: Sequence[str]) -> list[str]:
+    """Programs that get a trend figure: `program_names` plus lpo_signed when both LPO halves are
+    listed (programs of an extra file get one too, named after them)."""
+    names = list(program_names)
+    if "lpo_drivers" in names and "lpo_suppressors" in names:
+        names.insert(names.index("lpo_suppressors") + 1, SIGNED_LPO)
+    return names
+
+
+def score_programs(
+    adata: ad.AnnData, programs: dict, *, max_rank: int = 1500
+) -> pd.DataFrame:
+    """Score every program per cell (UCell) and add the signed LPO score.
+
+    Writes
+    ------
+    ``obs["score_<program>"]`` for each program, ``obs["score_lpo_signed"]`` when both
+    ``lpo_drivers`` and ``lpo_suppressors`` are scored.
+
+    Returns
+    -------
+    The coverage table of texflow.signatures (genes of each program found in ``var_names``).
+    """
+    from . import scoring, signatures
+
+    organism = adata.uns.get("texflow", {}).get("organism") or None
+    # old and new symbols (WARS/WARS1, ...): score the genes under the names the data use
+    programs = signatures.resolve_aliases(programs, adata.var_names, organism=organism)
+    scoring.ucell(adata, programs, max_rank=max_rank, key_prefix="score_")
+    if "lpo_drivers" in programs and "lpo_suppressors" in programs:
+        adata.obs[f"score_{SIGNED_LPO}"] = (
+            adata.obs["score_lpo_drivers"].astype(float)
+            - adata.obs["score_lpo_suppressors"].astype(float)
+        )
+    return signatures.coverage_table(programs, adata.var_names)
+
+
+def score_columns(adata: ad.AnnData, programs: Sequence[str]) -> list[str]:
+    """The ``score_*`` columns of the programs `programs` (plus signed LPO), as present in obs."""
+    return [f"score_{n}" for n in trend_programs(programs) if f"score_{n}" in adata.obs]
+
+
+# ----------------------------------------------------------------------------------------------
+# trends
+
+
+def _gam(n_splines: int, lam: float | None = None):
+    from pygam import LinearGAM, s
+
+    term = s(0, n_splines=n_splines) if lam is None else s(0, n_splines=n_splines, lam=lam)
+    return LinearGAM(term)
+
+
+def trend(
+    pseudotime: np.ndarray,
+    score: np.ndarray,
+    groups: np.ndarray,
+    *,
+    grid: np.ndarray,
+    n_splines: int = 8,
+    n_bootstrap: int = 200,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """GAM fit of `score` on `pseudotime` over `grid`, with a bootstrap band over `groups`.
+
+    Returns a frame with ``pseudotime``, ``fit``, ``lower``, ``upper`` (2.5 and 97.5 percentiles
+    of the bootstrap fits) and ``n_bootstrap_ok``.
+    """
+    x, y = pseudotime[:, None], score
+    n_splines = int(max(4, min(n_splines, np.unique(pseudotime).size // 3)))
+    gam = _gam(n_splines).gridsearch(x, y, progress=False, lam=np.logspace(-2, 4, 9))
+    lam = float(np.ravel(gam.lam)[0])
+    fit = gam.predict(grid[:, None])
+    unique = pd.unique(groups)
+    index = {g: np.flatnonzero(groups == g) for g in unique}
+    boots = []
+    for _ in range(n_bootstrap):
+        picks = rng.choice(unique, size=unique.size, replace=True)
+        rows = np.concatenate([index[g] for g in picks])
+        if np.unique(pseudotime[rows]).size < n_splines + 2:
+            continue  # a resample too small to fit a spline of this size
+        boot = _gam(n_splines, lam).fit(x[rows], y[rows])
+        boots.append(boot.predict(grid[:, None]))
+    if boots:
+        lower, upper = np.percentile(np.array(boots), [2.5, 97.5], axis=0)
+    else:
+        lower = upper = np.full(grid.size, np.nan)
+    return pd.DataFrame({"pseudotime": grid, "fit": fit, "lower": lower, "upper": upper,
+                         "n_bootstrap_ok": len(boots), "lam": lam, "n_splines": n_splines})
+
+
+def trends(
+    adata: ad.AnnData,
+    *,
+    score_keys: Sequence[str],
+    pseudotime_key: str = "pseudotime",
+    patient_key: str = "patient",
+    n_grid: int = 50,
+    n_splines: int = 8,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Smoothed trend of every score along pseudotime (lineage cells only), bootstrap over patients.
+
+    Without patient labels the bootstrap resamples cells (``unit`` column says so).
+
+    Returns
+    -------
+    Long table: program, unit, pseudotime (grid), fit, lower, upper, n_cells, n_patients.
+    Empty (with the reason logged) when there is no pseudotime.
+    """
+    from .stats import UNIT_PATIENTS, _labels, choose_unit
+
+    pt = adata.obs[pseudotime_key].to_numpy(dtype=float)
+    ok = np.isfinite(pt)
+    columns = ["program", "unit", "pseudotime", "fit", "lower", "upper", "n_cells", "n_patients",
+               "n_bootstrap_ok", "lam", "n_splines"]
+    if ok.sum() < 10:
+        logger.warning("trends skipped: %d cells with pseudotime", ok.sum())
+        return pd.DataFrame(columns=columns)
+    obs = adata.obs.loc[ok]
+    unit = choose_unit(obs, patient_key=patient_key)
+    if unit == UNIT_PATIENTS:
+        groups = _labels(obs, patient_key).fillna("unlabelled").to_numpy()
+    else:
+        groups = np.arange(int(ok.sum()))  # every cell its own unit
+    grid = np.linspace(np.nanmin(pt), np.nanmax(pt), n_grid)
+    tables = []
+    for key in score_keys:
+        rng = np.random.default_rng(seed)  # same resamples for every program
+        table = trend(pt[ok], obs[key].to_numpy(dtype=float), groups, grid=grid,
+                      n_splines=n_splines, n_bootstrap=n_bootstrap, rng=rng)
+        table.insert(0, "program", key.removeprefix("score_"))
+        table.insert(1, "unit", unit)
+        table["n_cells"] = int(ok.sum())
+        table["n_patients"] = int(pd.unique(groups).size) if unit == UNIT_PATIENTS else 0
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)[columns]
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs
+
+
+def cells_table(adata: ad.AnnData) -> pd.DataFrame:
+    """One row per cell: cell_id, sample, patient, response, cluster, state, state_confidence,
+    pseudotime and every ``score_*`` column (missing contract columns are written as NA)."""
+    table = pd.DataFrame({"cell_id": adata.obs_names.astype(str)}, index=adata.obs_names)
+    for column in CELL_COLUMNS:
+        table[column] = adata.obs[column].values if column in adata.obs else pd.NA
+    for column in adata.obs.columns:
+        if column.startswith("score_"):
+            table[column] = adata.obs[column].astype(float).values
+    return table.reset_index(drop=True)
+
+
+def _clean(value):
+    """JSON-safe value: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def build_summary(
+    adata: ad.AnnData,
+    *,
+    associations: pd.DataFrame,
+    state_comparison: pd.DataFrame,
+    response_comparison: pd.DataFrame,
+    response_skipped: str,
+) -> dict:
+    """Headline numbers of a dataset, JSON-ready."""
+    from .stats import _labels
+
+    uns = adata.uns.get("texflow", {})
+    skipped = dict(uns.get("skipped", {}))
+    if response_skipped:
+        skipped["response_comparison"] = response_skipped
+    obs = adata.obs
+    summary = {
+        "dataset": uns.get("dataset", ""),
+        "organism": uns.get("organism", ""),
+        "n_cells": int(adata.n_obs),
+        "n_patients": int(_labels(obs, "patient").nunique()),
+        "n_lineage_cells": int(obs["in_lineage"].sum()) if "in_lineage" in obs else 0,
+        "n_cells_with_pseudotime": int(np.isfinite(obs["pseudotime"].astype(float)).sum())
+        if "pseudotime" in obs else 0,
+        "cells_per_state": {str(k): int(v) for k, v in
+                            _labels(obs, "state").value_counts().items()},
+        "trajectory": _clean(dict(uns.get("trajectory", {}))),
+        "skipped": skipped,
+        "association_with_pseudotime": {},
+        "tex_term_vs_tpex": {},
+        "responders_vs_non_responders": {} if not response_skipped else
+        {"skipped": response_skipped},
+    }
+    for row in associations.to_dict("records"):
+        summary["association_with_pseudotime"][row["program"]] = _clean({
+            k: row.get(k) for k in ("effect", "effect_type", "p_value", "p_adj", "n_patients",
+                                    "n_patients_positive", "n_cells", "unit", "note")})
+    for row in state_comparison.to_dict("records"):
+        summary["tex_term_vs_tpex"][row["program"]] = _clean({
+            k: row.get(k) for k in ("effect", "effect_type", "test", "p_value", "p_adj",
+                                    "n_patients", "n_cells", "unit", "note")})
+    if not response_skipped:
+        for row in response_comparison.to_dict("records"):
+            summary["responders_vs_non_responders"].setdefault(row["state"], {})[
+                row["program"]] = _clean({
+                    k: row.get(k) for k in ("effect", "cliffs_delta", "hedges_g", "p_value",
+                                            "p_adj", "n_responders", "n_non_responders",
+                                            "n_cells", "unit", "note")})
+    return _clean(summary)
+
+
+def draw_trends(
+    adata: ad.AnnData, trend_table: pd.DataFrame, associations: pd.DataFrame, outdir
+) -> list[Path]:
+    """``trend_<program>.png`` in `outdir` for every scored program (a note when skipped)."""
+    from .plotting import trajectory as plots
+
+    outdir = Path(outdir)
+    keys = [c for c in adata.obs.columns if c.startswith("score_")]
+    pt = adata.obs["pseudotime"].to_numpy(dtype=float)
+    lineage = np.isfinite(pt)
+    skipped = adata.uns.get("texflow", {}).get("skipped", {})
+    paths = []
+    for key in keys:
+        program = key.removeprefix("score_")
+        path = outdir / f"trend_{program}.png"
+        rows = trend_table[trend_table["program"].astype(str) == program] \
+            if "program" in trend_table else trend_table.iloc[:0]
+        if rows.empty or not lineage.any():
+            reason = skipped.get("trends") or skipped.get("trajectory") or "no trend was fitted"
+            paths.append(plots.message_figure(path, title=f"{program}: no trend", message=reason))
+            continue
+        cells = pd.DataFrame({
+            "pseudotime": pt[lineage],
+            "score": adata.obs.loc[lineage, key].astype(float).to_numpy(),
+            "state": adata.obs.loc[lineage, "state"].astype(str).to_numpy()
+            if "state" in adata.obs else "",
+        })
+        assoc = associations[associations["program"].astype(str) == program]
+        paths.append(plots.program_trend(
+            cells, rows, path, program=program,
+            association=assoc.iloc[0].to_dict() if len(assoc) else None))
+    return paths
+
+
+def write_json(data: dict, path: str | PathLike) -> None:
+    """Write `data` as indented JSON atomically."""
+    from .utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_tsv(table: pd.DataFrame, path: str | PathLike) -> None:
+    """Write `table` as TSV (gzip when the name ends .gz) atomically."""
+    from .utils import atomic_path
+
+    compression = "gzip" if str(path).endswith(".gz") else None
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, compression=compression, na_rep="NA")
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole stage
+
+
+def analyse(
+    adata: ad.AnnData,
+    *,
+    programs: dict,
+    program_names: Sequence[str],
+    max_rank: int = 1500,
+    n_grid: int = 50,
+    n_splines: int = 8,
+    n_bootstrap: int = 200,
+    n_permutations: int = 2000,
+    min_cells_per_patient: int = 10,
+    min_cells_per_group: int = 3,
+    min_paired_patients: int = 3,
+    seed: int = 0,
+    stats_seed: int | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Score, smooth and test every program on `adata` (the trajectory stage's output).
+
+    Writes ``obs["score_*"]`` and ``uns["texflow"]["params"]["programs"]``; records skipped
+    steps in ``uns["texflow"]["skipped"]``.
+
+    Returns
+    -------
+    Tables by output name: program_coverage, trends, associations, state_comparison,
+    response_comparison, cells; plus ``"_response_skipped"`` (a one-cell frame holding the
+    reason, empty string when the comparison ran).
+    """
+    from . import stats
+
+    uns = adata.uns.setdefault("texflow", {})
+    uns.setdefault("skipped", {})
+    uns.setdefault("params", {})["programs"] = dict(
+        programs=list(programs), max_rank=max_rank, n_grid=n_grid, n_splines=n_splines,
+        n_bootstrap=n_bootstrap, n_permutations=n_permutations,
+        min_cells_per_patient=min_cells_per_patient, min_cells_per_group=min_cells_per_group,
+        seed=seed,
+    )
+    coverage = score_programs(adata, programs, max_rank=max_rank)
+    keys = score_columns(adata, [*program_names, *[p for p in programs if p not in program_names]])
+    scores = adata.obs[keys].astype(float).rename(columns=lambda c: c.removeprefix("score_"))
+    if "pseudotime" not in adata.obs:
+        adata.obs["pseudotime"] = np.nan
+    has_pseudotime = bool(np.isfinite(adata.obs["pseudotime"].astype(float)).sum() >= 10)
+    if has_pseudotime:
+        trend_table = trends(adata, score_keys=keys, n_grid=n_grid, n_splines=n_splines,
+                             n_bootstrap=n_bootstrap, seed=seed)
+        associations = stats.pseudotime_associations(
+            adata.obs, scores, min_cells_per_patient=min_cells_per_patient,
+            n_permutations=n_permutations, seed=seed if stats_seed is None else stats_seed)
+    else:
+        reason = uns["skipped"].get("trajectory", "no cell has a pseudotime")
+        for step in ("trends", "associations"):
+            uns["skipped"][step] = f"no pseudotime: {reason}"
+        logger.warning("trends and associations skipped: no pseudotime (%s)", reason)
+        trend_table = pd.DataFrame([{"program": "", "unit": "", "pseudotime": np.nan,
+                                     "fit": np.nan, "lower": np.nan, "upper": np.nan,
+                                     "note": f"skipped: {reason}"}])
+        associations = pd.DataFrame([{"program": "", "unit": "", "test": "skipped",
+                                      "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
+                                      "n_patients": 0, "n_cells": 0,
+                                      "note": f"skipped: {reason}"}])
+    state_comparison = stats.compare_states(adata.obs, scores, min_cells=min_cells_per_group,
+                                            min_paired=min_paired_patients)
+    response, response_skipped = stats.compare_response(
+        adata.obs, scores, min_cells=min_cells_per_group)
+    if response_skipped:
+        uns["skipped"]["response_comparison"] = response_skipped
+    return {
+        "program_coverage": coverage,
+        "trends": trend_table,
+        "associations": associations,
+        "state_comparison": state_comparison,
+        "response_comparison": response,
+        "cells": cells_table(adata),
+        "_response_skipped": pd.DataFrame({"reason": [response_skipped]}),
+    }

@@ -1,0 +1,416 @@
+"""Statistics with the patient as the unit wherever patients exist.
+
+Cells of one patient are not independent replicates: a test that counts cells as units calls
+patient-to-patient differences "significant" (pseudoreplication; Squair et al. 2021 Nat Commun;
+Zimmerman et al. 2021 Nat Commun). So:
+
+- association with pseudotime: Spearman rho within each patient, combined across patients by
+  the Fisher-z mean weighted by n - 3 (the inverse variance of z; Fisher 1921), tested by
+  permuting pseudotime *within* each patient (seeded), which keeps each patient's own mix of
+  cells and removes any between-patient confounding; a random-effects check (one-sample t-test
+  of the per-patient z across patients) is reported next to it;
+- Tpex vs Tex_term: per-patient mean score per state, paired Wilcoxon signed-rank test on
+  patients that have both states (else Mann-Whitney on patient means);
+- responders vs non-responders: per-patient mean score within each state, Mann-Whitney on
+  patient means, with difference of means, Cliff's delta and Hedges' g.
+
+Without patients (a single mouse sample, say) every test falls back to cells as units and the
+tables say so in the ``unit`` column. Every row carries effect size, n_patients, n_cells, the
+p-value and the Benjamini-Hochberg adjusted p-value across programs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+logger = logging.getLogger(__name__)
+
+UNIT_PATIENTS, UNIT_CELLS = "patients", "cells"
+RESPONDER, NON_RESPONDER = "responder", "non_responder"
+
+
+def _labels(obs: pd.DataFrame, key: str) -> pd.Series:
+    """String labels of obs[key] with NA kept as NaN (empty strings and "nan" count as NA)."""
+    if key not in obs:
+        return pd.Series(np.nan, index=obs.index, dtype=object)
+    values = obs[key].astype(object).where(obs[key].notna(), np.nan)
+    values = values.map(lambda v: v if isinstance(v, str) else (np.nan if pd.isna(v) else str(v)))
+    return values.replace({"": np.nan, "nan": np.nan, "NA": np.nan})
+
+
+def choose_unit(obs: pd.DataFrame, *, patient_key: str = "patient") -> str:
+    """``"patients"`` when at least two patients are labelled, else ``"cells"``."""
+    return UNIT_PATIENTS if _labels(obs, patient_key).nunique() >= 2 else UNIT_CELLS
+
+
+def bh_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values; NaN stays NaN (not counted as a test)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    return out
+
+
+def cliffs_delta(x: np.ndarray, y: np.ndarray) -> float:
+    """Cliff's delta, P(x > y) - P(x < y), in [-1, 1]."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size == 0 or y.size == 0:
+        return np.nan
+    diff = np.sign(x[:, None] - y[None, :])
+    return float(diff.mean())
+
+
+def hedges_g(x: np.ndarray, y: np.ndarray) -> float:
+    """Hedges' g (bias-corrected standardised mean difference, x - y)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    nx, ny = x.size, y.size
+    if nx < 2 or ny < 2:
+        return np.nan
+    pooled = np.sqrt(((nx - 1) * x.var(ddof=1) + (ny - 1) * y.var(ddof=1)) / (nx + ny - 2))
+    if pooled == 0:
+        return np.nan
+    correction = 1 - 3 / (4 * (nx + ny) - 9)
+    return float((x.mean() - y.mean()) / pooled * correction)
+
+
+# ----------------------------------------------------------------------------------------------
+# association with pseudotime
+
+
+def _centred_unit_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks, centred and scaled to unit norm (so a dot product is Spearman's rho)."""
+    r = stats.rankdata(values, axis=0)
+    r = r - r.mean(axis=0)
+    norm = np.sqrt((r**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, r / norm, np.nan)
+
+
+def pseudotime_associations(
+    obs: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    pseudotime_key: str = "pseudotime",
+    patient_key: str = "patient",
+    min_cells_per_patient: int = 10,
+    n_permutations: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Association of each score with pseudotime, patients as units.
+
+    Parameters
+    ----------
+    obs
+        Cell annotations with `pseudotime_key` (NaN = not in the lineage) and `patient_key`.
+    scores
+        Cells x programs (same index as `obs`).
+    min_cells_per_patient
+        Patients with fewer lineage cells are left out (a rank correlation on a handful of
+        cells is noise; with n - 3 weights a 10-cell patient still counts 7).
+
+    Returns
+    -------
+    One row per program: ``effect`` (combined Spearman rho = tanh of the weighted mean z),
+    ``p_value`` (within-patient permutation, two-sided, (1 + b) / (1 + B)), ``p_adj`` (BH across
+    programs), ``p_value_random_effects`` (t-test of per-patient z, >= 3 patients),
+    ``n_patients``, ``n_patients_positive``, ``n_cells``, ``unit``, ``note``.
+    """
+    rng = np.random.default_rng(seed)
+    pt = obs[pseudotime_key].to_numpy(dtype=float)
+    in_lineage = np.isfinite(pt)
+    unit = choose_unit(obs.loc[in_lineage], patient_key=patient_key)
+    groups = (
+        _labels(obs, patient_key).to_numpy()
+        if unit == UNIT_PATIENTS
+        else np.full(obs.shape[0], "all cells", dtype=object)
+    )
+    ok = in_lineage & pd.notna(groups)
+    # programs: rows of per-group rank blocks; permutations shuffle pseudotime ranks in a group
+    blocks = []
+    dropped = []
+    for group in pd.unique(groups[ok]):
+        idx = np.flatnonzero(ok & (groups == group))
+        if idx.size < max(min_cells_per_patient, 4):
+            dropped.append(str(group))
+            continue
+        blocks.append((group, idx))
+    programs = list(scores.columns)
+    base = {
+        "program": programs, "unit": unit, "n_permutations": n_permutations,
+    }
+    if not blocks:
+        note = (
+            f"no {unit[:-1]} group has >= {min_cells_per_patient} lineage cells with pseudotime"
+        )
+        return pd.DataFrame({**base, "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
+                             "p_value_random_effects": np.nan, "n_patients": 0,
+                             "n_patients_positive": 0, "n_cells": 0, "note": note})
+
+    weights, z_obs, rank_blocks = [], [], []
+    values = scores.to_numpy(dtype=float)
+    for _, idx in blocks:
+        ry = _centred_unit_ranks(values[idx])  # cells x programs
+        rx = _centred_unit_ranks(pt[idx])
+        rank_blocks.append((rx, ry))
+        rho = np.clip(rx @ np.nan_to_num(ry), -0.999999, 0.999999)
+        rho = np.where(np.isnan(ry).all(axis=0), np.nan, rho)  # constant score in this patient
+        z_obs.append(np.arctanh(rho))
+        weights.append(idx.size - 3)
+    z_obs = np.array(z_obs)  # groups x programs
+    w = np.array(weights, dtype=float)[:, None] * np.isfinite(z_obs)
+    zbar = np.nansum(w * np.nan_to_num(z_obs), axis=0) / np.where(w.sum(0) > 0, w.sum(0), np.nan)
+
+    exceed = np.zeros(len(programs))
+    for _ in range(n_permutations):
+        zsum = np.zeros(len(programs))
+        for (rx, ry), wg in zip(rank_blocks, w):
+            rho = np.clip(rng.permutation(rx) @ np.nan_to_num(ry), -0.999999, 0.999999)
+            zsum += wg * np.arctanh(rho)
+        zperm = zsum / np.where(w.sum(0) > 0, w.sum(0), np.nan)
+        exceed += np.abs(zperm) >= np.abs(zbar) - 1e-12
+    p_perm = (1 + exceed) / (1 + n_permutations)
+    p_perm = np.where(np.isfinite(zbar), p_perm, np.nan)
+
+    n_valid = np.isfinite(z_obs).sum(axis=0)
+    p_re = np.full(len(programs), np.nan)
+    if unit == UNIT_PATIENTS:
+        for j in range(len(programs)):
+            zj = z_obs[:, j][np.isfinite(z_obs[:, j])]
+            if zj.size >= 3 and zj.std() > 0:
+                p_re[j] = stats.ttest_1samp(zj, 0.0).pvalue
+    note = ""
+    if unit == UNIT_CELLS:
+        note = "no patient labels: cells are the units (pseudoreplication risk; p-values optimistic)"
+    if dropped:
+        note = (note + "; " if note else "") + (
+            f"{len(dropped)} patient(s) with < {min_cells_per_patient} lineage cells left out"
+        )
+    table = pd.DataFrame({
+        **base,
+        "effect": np.tanh(zbar),
+        "effect_type": "spearman_rho_combined",
+        "p_value": p_perm,
+        "p_adj": bh_adjust(p_perm),
+        "p_value_random_effects": p_re,
+        "n_patients": n_valid if unit == UNIT_PATIENTS else 0,
+        "n_patients_positive": (z_obs > 0).sum(axis=0) if unit == UNIT_PATIENTS else 0,
+        "n_cells": int(sum(idx.size for _, idx in blocks)),
+        "note": note,
+    })
+    return table
+
+
+# ----------------------------------------------------------------------------------------------
+# group comparisons on per-patient means
+
+
+def patient_means(
+    obs: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    group_key: str,
+    patient_key: str = "patient",
+    min_cells: int = 3,
+) -> pd.DataFrame:
+    """Mean score per (patient, group) with at least `min_cells` cells; column ``n_cells``."""
+    frame = scores.copy()
+    frame["_patient"] = _labels(obs, patient_key).to_numpy()
+    frame["_group"] = _labels(obs, group_key).to_numpy()
+    frame = frame.dropna(subset=["_patient", "_group"])
+    grouped = frame.groupby(["_patient", "_group"])
+    means = grouped[list(scores.columns)].mean()
+    means["n_cells"] = grouped.size()
+    return means[means["n_cells"] >= min_cells]
+
+
+def compare_states(
+    obs: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    state_key: str = "state",
+    patient_key: str = "patient",
+    first: str = "Tpex",
+    second: str = "Tex_term",
+    min_cells: int = 3,
+    min_paired: int = 3,
+) -> pd.DataFrame:
+    """`second` vs `first` for every score; effect = mean(second) - mean(first).
+
+    Paired Wilcoxon signed-rank on per-patient means over patients with both states (at least
+    `min_paired` of them); otherwise Mann-Whitney on the per-patient means of each state;
+    without patients, Mann-Whitney on cells.
+    """
+    programs = list(scores.columns)
+    unit = choose_unit(obs, patient_key=patient_key)
+    rows = []
+    state = _labels(obs, state_key)
+    comparison = f"{second} vs {first}"
+    if unit == UNIT_PATIENTS:
+        means = patient_means(obs, scores, group_key=state_key, patient_key=patient_key,
+                              min_cells=min_cells)
+        wide = means.reset_index().pivot(index="_patient", columns="_group")
+        has = {s: wide[("n_cells", s)].notna() if ("n_cells", s) in wide else
+               pd.Series(False, index=wide.index) for s in (first, second)}
+        paired = has[first] & has[second]
+        for program in programs:
+            a = wide[(program, first)] if (program, first) in wide else pd.Series(dtype=float)
+            b = wide[(program, second)] if (program, second) in wide else pd.Series(dtype=float)
+            n_cells = int(sum(wide[("n_cells", s)][has[s]].sum() for s in (first, second)
+                              if ("n_cells", s) in wide))
+            row = dict(program=program, comparison=comparison, unit=unit)
+            if paired.sum() >= min_paired:
+                d = (b - a)[paired].to_numpy(float)
+                p = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+                row.update(test="wilcoxon_signed_rank_paired", effect=float(d.mean()),
+                           effect_type="mean_paired_difference", effect_standardised=(
+                               float(d.mean() / d.std(ddof=1)) if d.std(ddof=1) > 0 else np.nan),
+                           n_patients=int(paired.sum()), n_cells=n_cells, p_value=float(p),
+                           note="")
+            else:
+                x, y = b[has[second]].to_numpy(float), a[has[first]].to_numpy(float)
+                ok = x.size >= 2 and y.size >= 2
+                p = stats.mannwhitneyu(x, y).pvalue if ok else np.nan
+                row.update(test="mann_whitney_patient_means",
+                           effect=float(x.mean() - y.mean()) if ok else np.nan,
+                           effect_type="difference_of_patient_means",
+                           effect_standardised=cliffs_delta(x, y),
+                           n_patients=int((has[first] | has[second]).sum()), n_cells=n_cells,
+                           p_value=float(p) if ok else np.nan,
+                           note=(f"only {int(paired.sum())} patient(s) with both states: "
+                                 "unpaired test on patient means") if ok else
+                           "too few patients with these states to test")
+            rows.append(row)
+    else:
+        for program in programs:
+            x = scores.loc[(state == second).to_numpy(), program].to_numpy(float)
+            y = scores.loc[(state == first).to_numpy(), program].to_numpy(float)
+            ok = x.size >= min_cells and y.size >= min_cells
+            rows.append(dict(
+                program=program, comparison=comparison, unit=unit, test="mann_whitney_cells",
+                effect=float(x.mean() - y.mean()) if ok else np.nan,
+                effect_type="difference_of_cell_means",
+                effect_standardised=cliffs_delta(x, y) if ok else np.nan,
+                n_patients=0, n_cells=int(x.size + y.size),
+                p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+                note="no patient labels: cells are the units (pseudoreplication risk)",
+            ))
+    table = pd.DataFrame(rows)
+    table["p_adj"] = bh_adjust(table["p_value"])
+    return table
+
+
+def response_skip_reason(obs: pd.DataFrame, *, response_key: str = "response") -> str:
+    """Why responders cannot be compared with non-responders here ("" when they can)."""
+    labels = _labels(obs, response_key)
+    if labels.isna().all():
+        return "no response labels in this dataset"
+    present = set(labels.dropna())
+    missing = {RESPONDER, NON_RESPONDER} - present
+    if missing:
+        return f"response labels lack {', '.join(sorted(missing))}: nothing to compare"
+    return ""
+
+
+def compare_response(
+    obs: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    states: Sequence[str] = ("Tpex", "Tex_int", "Tex_term"),
+    state_key: str = "state",
+    patient_key: str = "patient",
+    response_key: str = "response",
+    min_cells: int = 3,
+) -> tuple[pd.DataFrame, str]:
+    """Responders vs non-responders within each state (and the whole lineage), per program.
+
+    Effect = mean(non-responders) - mean(responders) on per-patient means (Cliff's delta and
+    Hedges' g alongside, same direction: positive = higher in non-responders, the direction of
+    the IFN-I hypothesis of Chen et al. 2022); Mann-Whitney U on patient means. BH across programs within a state.
+
+    Returns
+    -------
+    The table and the skip reason ("" when the comparison ran). A dataset without response
+    labels yields one row saying so; labels are never guessed.
+    """
+    reason = response_skip_reason(obs, response_key=response_key)
+    columns = ["state", "program", "comparison", "unit", "test", "effect", "effect_type", "cliffs_delta",
+               "hedges_g", "mean_responders", "mean_non_responders", "n_patients",
+               "n_responders", "n_non_responders", "n_cells", "p_value", "p_adj", "note"]
+    if reason:
+        logger.warning("responder comparison skipped: %s", reason)
+        row = {c: np.nan for c in columns}
+        row.update(state="", program="", unit="", test="skipped", note=f"skipped: {reason}")
+        return pd.DataFrame([row], columns=columns), reason
+    unit = choose_unit(obs, patient_key=patient_key)
+    state = _labels(obs, state_key)
+    response = _labels(obs, response_key)
+    tables = []
+    for name in [*states, "exhausted_lineage"]:
+        in_state = state.isin(list(states)) if name == "exhausted_lineage" else state == name
+        sub_obs = obs.loc[in_state.to_numpy()].copy()
+        sub_obs["_lineage"] = name
+        sub_scores = scores.loc[in_state.to_numpy()]
+        rows = []
+        if unit == UNIT_PATIENTS:
+            means = patient_means(sub_obs, sub_scores, group_key="_lineage",
+                                  patient_key=patient_key, min_cells=min_cells)
+            means = means.reset_index()
+            # response is a patient-level label: take each patient's (unique) label
+            per_patient = (
+                pd.DataFrame({"p": _labels(obs, patient_key), "r": response}).dropna()
+                .drop_duplicates("p").set_index("p")["r"]
+            )
+            means["_response"] = means["_patient"].map(per_patient)
+            groups = {r: means[means["_response"] == r] for r in (RESPONDER, NON_RESPONDER)}
+            for program in scores.columns:
+                x = groups[NON_RESPONDER][program].to_numpy(float)
+                y = groups[RESPONDER][program].to_numpy(float)
+                ok = x.size >= 2 and y.size >= 2
+                rows.append(dict(
+                    state=name, program=program, unit=unit, test="mann_whitney_patient_means",
+                    effect=float(x.mean() - y.mean()) if ok else np.nan,
+                    effect_type="difference_of_patient_means",
+                    cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
+                    hedges_g=hedges_g(x, y) if ok else np.nan,
+                    mean_responders=float(y.mean()) if y.size else np.nan,
+                    mean_non_responders=float(x.mean()) if x.size else np.nan,
+                    n_patients=int(x.size + y.size), n_responders=int(y.size),
+                    n_non_responders=int(x.size),
+                    n_cells=int(groups[RESPONDER]["n_cells"].sum()
+                                + groups[NON_RESPONDER]["n_cells"].sum()),
+                    p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+                    note="" if ok else (
+                        f"too few patients with >= {min_cells} {name} cells in each group"),
+                ))
+        else:
+            sub_resp = response.loc[in_state.to_numpy()]
+            for program in scores.columns:
+                x = sub_scores.loc[(sub_resp == NON_RESPONDER).to_numpy(), program].to_numpy(float)
+                y = sub_scores.loc[(sub_resp == RESPONDER).to_numpy(), program].to_numpy(float)
+                ok = x.size >= min_cells and y.size >= min_cells
+                rows.append(dict(
+                    state=name, program=program, unit=unit, test="mann_whitney_cells",
+                    effect=float(x.mean() - y.mean()) if ok else np.nan,
+                    effect_type="difference_of_cell_means",
+                    cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
+                    hedges_g=hedges_g(x, y) if ok else np.nan,
+                    mean_responders=float(y.mean()) if y.size else np.nan,
+                    mean_non_responders=float(x.mean()) if x.size else np.nan,
+                    n_patients=0, n_responders=0, n_non_responders=0,
+                    n_cells=int(x.size + y.size),
+                    p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+                    note="no patient labels: cells are the units (pseudoreplication risk)",
+                ))
+        table = pd.DataFrame(rows)
+        table["comparison"] = "non_responder vs responder"
+        table["p_adj"] = bh_adjust(table["p_value"])
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)[columns], ""

@@ -1,0 +1,319 @@
+"""Diffusion pseudotime over the exhausted CD8 lineage (Tpex -> Tex_int -> Tex_term).
+
+The axis is built so that the programs tested along it cannot shape it: highly variable genes
+are recomputed on the lineage cells only, and every gene of the excluded programs (by default
+IFN-I and LPO) is removed before PCA, the kNN graph and the diffusion map (Haghverdi et al.
+2016, Nat Methods, diffusion pseudotime; scanpy ``tl.diffmap`` + ``tl.dpt``).
+
+The root is chosen from the data, never by hand: among the diffusion components, the one that
+best separates Tpex from Tex_term cells (largest |AUC - 0.5|) is oriented so that Tpex is low,
+and the root is the cell with the lowest value of that component inside the most confident Tpex
+cluster. This is the "extreme cell" rule of Haghverdi et al. 2016 (tips of a diffusion map are
+the extremes of its leading components) restricted to the cluster the states stage trusts most.
+A root-sensitivity check reruns DPT from other cells of that cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from scipy import stats
+
+logger = logging.getLogger(__name__)
+
+#: States that form the exhausted lineage, in their expected order along pseudotime.
+EXHAUSTED_STATES: tuple[str, ...] = ("Tpex", "Tex_int", "Tex_term")
+EARLY_STATE, LATE_STATE = "Tpex", "Tex_term"
+
+
+def _texflow_uns(adata: ad.AnnData) -> dict:
+    uns = adata.uns.setdefault("texflow", {})
+    uns.setdefault("skipped", {})
+    uns.setdefault("params", {})
+    return uns
+
+
+def lineage_mask(
+    adata: ad.AnnData, *, state_key: str = "state", states: Sequence[str] = EXHAUSTED_STATES
+) -> np.ndarray:
+    """Boolean mask of the cells whose state is one of `states` (the exhausted lineage)."""
+    if state_key not in adata.obs:
+        return np.zeros(adata.n_obs, dtype=bool)
+    return adata.obs[state_key].astype(str).isin(list(states)).to_numpy()
+
+
+def skip_reason(
+    adata: ad.AnnData,
+    *,
+    state_key: str = "state",
+    states: Sequence[str] = EXHAUSTED_STATES,
+    min_cells: int = 20,
+) -> str:
+    """Why no trajectory can be built on `adata` ("" when it can).
+
+    A trajectory from Tpex to Tex_term needs both ends: without a Tpex cell there is no root,
+    without a Tex_term cell there is no end to orient it by.
+    """
+    if state_key not in adata.obs:
+        return f"no obs[{state_key!r}] column: the states stage did not label cells"
+    labels = adata.obs[state_key].astype(str)
+    missing = [s for s in (EARLY_STATE, LATE_STATE) if not (labels == s).any()]
+    if missing:
+        return (
+            f"no {' and no '.join(missing)} cluster in this dataset, so there is no "
+            f"{EARLY_STATE} -> {LATE_STATE} trajectory to follow"
+        )
+    n_lineage = int(labels.isin(list(states)).sum())
+    if n_lineage < min_cells:
+        return f"only {n_lineage} cells in the exhausted lineage (minimum {min_cells})"
+    return ""
+
+
+def lineage_features(
+    lineage: ad.AnnData, *, n_top_genes: int, exclude_genes: Collection[str]
+) -> list[str]:
+    """Highly variable genes of the lineage cells, minus `exclude_genes`.
+
+    HVGs are recomputed on the lineage (not reused from the whole dataset) so the axis follows
+    variation inside the exhausted lineage; the ``seurat`` flavour works on log-normalised X
+    whatever the original value type (counts, TPM). Excluded genes are dropped *before* the top
+    `n_top_genes` are taken, so the feature count stays as configured.
+    """
+    excluded = set(exclude_genes)
+    keep = [g for g in lineage.var_names if g not in excluded]
+    sub = lineage[:, keep].copy()
+    # genes never detected in the lineage carry no information and break HVG binning
+    detected = np.asarray((sub.X != 0).sum(axis=0)).ravel() > 0
+    sub = sub[:, detected].copy()
+    n_top = int(min(n_top_genes, sub.n_vars))
+    sc.pp.highly_variable_genes(sub, n_top_genes=n_top, flavor="seurat")
+    return sub.var_names[sub.var["highly_variable"].to_numpy()].tolist()
+
+
+def _best_separating_component(
+    dcs: np.ndarray, is_early: np.ndarray, is_late: np.ndarray
+) -> tuple[int, float]:
+    """Index (>= 1) and signed AUC of the diffusion component best separating early from late.
+
+    Column 0 of scanpy's X_diffmap is the stationary solution and carries no information.
+    The AUC is P(late > early) on that component: > 0.5 means late cells sit high.
+    """
+    best, best_auc = 1, 0.5
+    for k in range(1, dcs.shape[1]):
+        u = stats.mannwhitneyu(dcs[is_late, k], dcs[is_early, k]).statistic
+        auc = u / (is_late.sum() * is_early.sum())
+        if abs(auc - 0.5) > abs(best_auc - 0.5):
+            best, best_auc = k, float(auc)
+    return best, best_auc
+
+
+def _root_cluster(lineage: ad.AnnData, *, state_key: str, cluster_key: str, confidence_key: str):
+    """The Tpex cluster with the highest mean state confidence (ties: the larger cluster)."""
+    obs = lineage.obs
+    tpex = obs[obs[state_key].astype(str) == EARLY_STATE]
+    if cluster_key not in obs:
+        return None, tpex.index
+    conf = (
+        tpex[confidence_key].astype(float)
+        if confidence_key in tpex
+        else pd.Series(1.0, index=tpex.index)
+    )
+    table = (
+        pd.DataFrame({"cluster": tpex[cluster_key].astype(str), "conf": conf})
+        .groupby("cluster")
+        .agg(conf=("conf", "mean"), n=("conf", "size"))
+        .sort_values(["conf", "n"], ascending=False)
+    )
+    cluster = table.index[0]
+    return cluster, tpex.index[tpex[cluster_key].astype(str) == cluster]
+
+
+def _dpt_from(lineage: ad.AnnData, iroot: int, n_dcs: int) -> np.ndarray:
+    lineage.uns["iroot"] = int(iroot)
+    sc.tl.dpt(lineage, n_dcs=n_dcs)
+    pt = lineage.obs["dpt_pseudotime"].to_numpy(dtype=float).copy()
+    pt[~np.isfinite(pt)] = np.nan  # cells unreachable from the root (disconnected graph)
+    return pt
+
+
+def diffusion_pseudotime(
+    adata: ad.AnnData,
+    *,
+    exclude_genes: Collection[str] = (),
+    states: Sequence[str] = EXHAUSTED_STATES,
+    state_key: str = "state",
+    cluster_key: str = "cluster",
+    confidence_key: str = "state_confidence",
+    n_top_genes: int = 1000,
+    n_pcs: int = 20,
+    n_neighbors: int = 15,
+    n_dcs: int = 10,
+    n_root_checks: int = 10,
+    min_cells: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Diffusion pseudotime over the exhausted lineage, with a root-sensitivity check.
+
+    Writes
+    ------
+    ``obs["in_lineage"]`` (bool), ``obs["pseudotime"]`` (float in [0, 1], NaN outside the
+    lineage or everywhere when skipped), ``obsm["X_diffmap_lineage"]`` (NaN outside),
+    ``uns["texflow"]["trajectory"]`` (root cell, root cluster, separating component, feature
+    count, excluded gene count, orientation), ``uns["texflow"]["params"]["trajectory"]``, and
+    ``uns["texflow"]["skipped"]["trajectory"]`` when no trajectory can be built.
+
+    Returns
+    -------
+    The root-sensitivity table: one row per alternative root (cell, Spearman rho with the main
+    pseudotime, n cells); an explanatory single row when skipped.
+    """
+    uns = _texflow_uns(adata)
+    params = dict(
+        states=list(states),
+        n_top_genes=n_top_genes,
+        n_pcs=n_pcs,
+        n_neighbors=n_neighbors,
+        n_dcs=n_dcs,
+        n_root_checks=n_root_checks,
+        min_cells=min_cells,
+        seed=seed,
+        n_excluded_genes=len(set(exclude_genes)),
+    )
+    uns["params"]["trajectory"] = params
+    mask = lineage_mask(adata, state_key=state_key, states=states)
+    adata.obs["in_lineage"] = mask
+    adata.obs["pseudotime"] = np.nan
+
+    reason = skip_reason(adata, state_key=state_key, states=states, min_cells=min_cells)
+    if reason:
+        logger.warning("trajectory skipped: %s", reason)
+        uns["skipped"]["trajectory"] = reason
+        return pd.DataFrame(
+            [{"root_cell": "", "is_main_root": False, "spearman_rho": np.nan,
+              "n_cells": 0, "note": f"skipped: {reason}"}]
+        )
+
+    lineage = adata[mask].copy()
+    features = lineage_features(lineage, n_top_genes=n_top_genes, exclude_genes=exclude_genes)
+    leaked = set(features) & set(exclude_genes)
+    assert not leaked, f"excluded genes among trajectory features: {sorted(leaked)[:5]}"
+    logger.info(
+        "trajectory: %d lineage cells, %d features (%d program genes excluded)",
+        lineage.n_obs, len(features), len(set(exclude_genes) & set(lineage.var_names)),
+    )
+    work = ad.AnnData(
+        X=lineage[:, features].X.copy(), obs=lineage.obs[[state_key]].copy()
+    )
+    if cluster_key in lineage.obs:
+        work.obs[cluster_key] = lineage.obs[cluster_key].values
+    if confidence_key in lineage.obs:
+        work.obs[confidence_key] = lineage.obs[confidence_key].values
+    sc.pp.scale(work, max_value=10)
+    n_comps = int(max(2, min(n_pcs, work.n_obs - 1, work.n_vars - 1)))
+    sc.pp.pca(work, n_comps=n_comps, random_state=seed)
+    sc.pp.neighbors(
+        work, n_neighbors=int(min(n_neighbors, work.n_obs - 1)), n_pcs=n_comps, random_state=seed
+    )
+    n_dcs_used = int(max(3, min(n_dcs, work.n_obs - 2)))
+    sc.tl.diffmap(work, n_comps=n_dcs_used)
+    dcs = work.obsm["X_diffmap"]
+
+    labels = work.obs[state_key].astype(str).to_numpy()
+    is_early, is_late = labels == EARLY_STATE, labels == LATE_STATE
+    component, auc = _best_separating_component(dcs, is_early, is_late)
+    sign = 1.0 if auc >= 0.5 else -1.0  # orient: Tpex low, Tex_term high
+    oriented = sign * dcs[:, component]
+
+    cluster, root_cells = _root_cluster(
+        work, state_key=state_key, cluster_key=cluster_key, confidence_key=confidence_key
+    )
+    root_pos = work.obs_names.get_indexer(root_cells)
+    iroot = int(root_pos[np.argmin(oriented[root_pos])])
+    pseudotime = _dpt_from(work, iroot, n_dcs_used)
+
+    # DPT is a distance from the root; if the late state still sits earlier than the early one
+    # the lineage does not run Tpex -> Tex_term in these data: flip, and say so.
+    med_early = np.nanmedian(pseudotime[is_early])
+    med_late = np.nanmedian(pseudotime[is_late])
+    flipped = bool(med_late < med_early)
+    if flipped:
+        logger.warning(
+            "trajectory: Tex_term median pseudotime (%.3f) < Tpex (%.3f) from a Tpex root; "
+            "pseudotime reversed so Tex_term is late -- inspect the trajectory figures",
+            med_late, med_early,
+        )
+        pseudotime = 1.0 - pseudotime
+
+    sensitivity = root_sensitivity(
+        work, main=pseudotime, candidates=root_pos, main_root=iroot, n_checks=n_root_checks,
+        n_dcs=n_dcs_used, flipped=flipped, seed=seed,
+    )
+
+    adata.obs.loc[mask, "pseudotime"] = pseudotime
+    full_dcs = np.full((adata.n_obs, dcs.shape[1]), np.nan)
+    full_dcs[mask] = dcs
+    adata.obsm["X_diffmap_lineage"] = full_dcs
+    n_unreachable = int(np.isnan(pseudotime).sum())
+    uns["trajectory"] = dict(
+        root_cell=str(work.obs_names[iroot]),
+        root_cluster=str(cluster) if cluster is not None else "",
+        root_rule=(
+            f"lowest cell of the {EARLY_STATE}-vs-{LATE_STATE} separating diffusion component "
+            f"in the most confident {EARLY_STATE} cluster"
+        ),
+        separating_component=int(component),
+        separating_auc=float(max(auc, 1 - auc)),
+        n_features=len(features),
+        n_lineage_cells=int(mask.sum()),
+        n_unreachable_cells=n_unreachable,
+        reversed=flipped,
+        median_pseudotime_early=float(np.nanmedian(pseudotime[is_early])),
+        median_pseudotime_late=float(np.nanmedian(pseudotime[is_late])),
+        root_sensitivity_min_rho=float(sensitivity["spearman_rho"].min()),
+    )
+    uns["skipped"].pop("trajectory", None)
+    return sensitivity
+
+
+def root_sensitivity(
+    lineage: ad.AnnData,
+    *,
+    main: np.ndarray,
+    candidates: np.ndarray,
+    main_root: int,
+    n_checks: int,
+    n_dcs: int,
+    flipped: bool = False,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Spearman correlation with `main` of DPT rerun from `n_checks` random roots in `candidates`.
+
+    `lineage` must carry the diffusion map; its ``uns["iroot"]`` is restored to `main_root`.
+    """
+    rng = np.random.default_rng(seed)
+    others = np.setdiff1d(candidates, [main_root])
+    picks = rng.choice(others, size=min(n_checks, others.size), replace=False) if others.size else []
+    rows = [{"root_cell": str(lineage.obs_names[main_root]), "is_main_root": True,
+             "spearman_rho": 1.0, "n_cells": int(np.isfinite(main).sum()), "note": "main root"}]
+    for pos in picks:
+        pt = _dpt_from(lineage, int(pos), n_dcs)
+        if flipped:
+            pt = 1.0 - pt
+        ok = np.isfinite(pt) & np.isfinite(main)
+        rho = stats.spearmanr(pt[ok], main[ok]).statistic if ok.sum() > 2 else np.nan
+        rows.append({"root_cell": str(lineage.obs_names[pos]), "is_main_root": False,
+                     "spearman_rho": float(rho), "n_cells": int(ok.sum()), "note": ""})
+    _dpt_from(lineage, main_root, n_dcs)
+    table = pd.DataFrame(rows)
+    alt = table.loc[~table["is_main_root"], "spearman_rho"]
+    if alt.size:
+        logger.info(
+            "root sensitivity: %d alternative roots, Spearman rho min %.3f median %.3f",
+            alt.size, alt.min(), alt.median(),
+        )
+    return table
