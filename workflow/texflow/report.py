@@ -158,6 +158,12 @@ class Finding:
     unit_note: str = ""  # set when cells, not patients, were the units
 
     @property
+    def untested_sentence(self) -> str:
+        """'<comparison>: not tested (reason).' without the program (said once for all)."""
+        what = COMPARISONS[self.comparison][1]
+        return f"{what[:1].upper()}{what[1:]}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
+
+    @property
     def sentence(self) -> str:
         """The finding in words: what it shows, how strongly, in how many patients."""
         label = plots.program_label(self.program)
@@ -207,6 +213,22 @@ class DatasetReport:
     summary: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
     headline_programs: list[str] = field(default_factory=list)
+
+    def answer(self) -> list[tuple[str, list[Finding]]]:
+        """The opening answer: per headline program, its findings; a comparison that no headline
+        program could be tested in is said once (program ""), not once per program."""
+        headline = [f for f in self.findings if f.program in self.headline_programs]
+        untested = [
+            key for key in COMPARISONS
+            if (these := [f for f in headline if f.comparison == key]) and all(f.verdict == "not tested" for f in these)
+            and len({f.reason for f in these}) == 1
+        ]  # fmt: skip
+        blocks = [("", [next(f for f in headline if f.comparison == key) for key in untested])] if untested else []
+        for program in self.headline_programs:
+            tested = [f for f in headline if f.program == program and f.comparison not in untested]
+            if tested:
+                blocks.append((program, tested))
+        return blocks
 
 
 # ----------------------------------------------------------------------------------------------
@@ -509,7 +531,7 @@ def draw_figures(
     figures.append(
         _draw(plots.response_groups, adata, outdir / "response_groups.png", formats, section="programs",
               label="Responders vs non-responders",
-              caption="Per-patient mean score over its CD8 T cells; bar = group mean; n = patients.",
+              caption="Per-patient mean score over its exhausted-lineage cells (the cells of the headline test); bar = group mean; n = patients.",
               skipped=skipped, scores=scores, min_cells=min_cells)
     )  # fmt: skip
     return figures

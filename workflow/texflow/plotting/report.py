@@ -72,6 +72,22 @@ def find_state(states: Sequence[str], which: str) -> str | None:
     return None
 
 
+def lineage_states(obs: pd.DataFrame) -> list[str]:
+    """The exhausted-lineage state labels present in `obs["state"]` (Tpex, Tex_int, Tex_term)."""
+    if "state" not in obs:
+        return []
+    found = []
+    for state in obs["state"].astype(str).unique():
+        key = re.sub(r"[^a-z]", "", state.lower())
+        if key in {"tpex", "texint", "texintermediate", "texterm", "texterminal", "progenitorexhausted", "terminalexhausted"}:
+            found.append(state)
+    def position(state: str) -> int:
+        key = re.sub(r"[^a-z]", "", state.lower())
+        return 0 if key in {"tpex", "progenitorexhausted"} else 2 if key.startswith("texterm") or key == "terminalexhausted" else 1
+
+    return sorted(found, key=position)
+
+
 def score_columns(obs: pd.DataFrame) -> list[str]:
     """The `score_<program>` columns of `obs`, IFN and LPO programs first (they are the question)."""
     scores = [c for c in obs.columns if str(c).startswith("score_") and pd.api.types.is_numeric_dtype(obs[c])]
@@ -340,10 +356,12 @@ def response_groups(
     min_cells: int = 3,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
-    """Per-patient mean of each score (over its CD8 cells), responders vs non-responders.
+    """Per-patient mean of each score, responders vs non-responders.
 
+    The mean is over the patient's exhausted-lineage cells (Tpex, Tex_int, Tex_term, as the
+    programs stage's headline comparison), or over all its cells when no state is labelled so.
     One point per patient, a bar at the group mean, n patients in the x labels. Patients with
-    fewer than `min_cells` cells are left out.
+    fewer than `min_cells` such cells are left out.
     """
     obs = adata.obs
     response = _patient_response(obs)
@@ -354,6 +372,9 @@ def response_groups(
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
     known = _known(obs["patient"])
+    lineage = lineage_states(obs)
+    if lineage:  # the headline statistic is on the exhausted lineage: draw the same cells
+        known &= obs["state"].astype(str).isin(lineage).to_numpy()
     cells = obs.loc[known, ["patient", *scores]].copy()
     cells["patient"] = cells["patient"].astype(str)
     grouped = cells.groupby("patient", observed=True)
@@ -380,6 +401,7 @@ def response_groups(
         ax.spines[["top", "right"]].set_visible(False)
     for ax in list(axes.flat)[len(scores):]:
         ax.set_visible(False)
-    fig.suptitle("Responders vs non-responders: one point per patient, bar = group mean; n = patients", fontsize=10)
+    cells_used = f"{'/'.join(lineage)} cells" if lineage else "all CD8 T cells"
+    fig.suptitle(f"Responders vs non-responders: one point per patient (mean over its {cells_used}), bar = group mean; n = patients", fontsize=10)
     fig.tight_layout()
     return _save(fig, path, formats)
