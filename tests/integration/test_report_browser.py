@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.report_fixtures import fake_results
@@ -110,3 +111,53 @@ def test_broken_image_is_detected(pages, tmp_path):
     broken.write_text(re.sub(r'src="data:image/png;base64,[^"]+"', 'src="no-such-figure.png"', text, count=1), encoding="utf-8")
     counts = image_counts(browser, broken, tmp_path / "profile")
     assert counts["broken"] == 1 and counts["loaded"] == counts["total"] - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# the rules: pages written by the workflow itself, and `snakemake --report`
+
+
+@pytest.mark.slow
+def test_rules_write_pages_summary_and_snakemake_report(tmp_path):
+    """`rule report` and `rule summary` on two hand-made result trees (the stages are not run:
+    their outputs exist), then `snakemake --report report.zip`; the pages open in Chromium."""
+    import zipfile
+
+    import yaml
+
+    from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
+
+    base = yaml.safe_load((ROOT / "config/datasets/demo_sade_feldman_2018.yaml").read_text())
+    datasets = {"alpha_ds": {}, "beta_ds": {"with_response": False, "with_tpex": False}}
+    files = []
+    for dataset, kwargs in datasets.items():
+        files.append(prepare_workdir(tmp_path, {**base, "id": dataset}))
+        out = fake_results(tmp_path, dataset, **kwargs)
+        for table in ("signature_coverage", "trends", "state_comparison"):  # the rule's inputs
+            if not (out / f"tables/{table}.tsv").exists():
+                (out / f"tables/{table}.tsv").write_text("program\tnote\nifn_i_core\tnot run\n")
+    config = yaml.safe_load((tmp_path / "config/config.yaml").read_text())
+    config["datasets"] = [str(f) for f in files]
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    done = run_workflow(tmp_path, None, "results/summary.html", "results/summary.tsv", cores=2)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "rule programs" not in done.stdout  # only the report's own rules ran
+    summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
+    assert set(summary["dataset"]) == set(datasets)
+    for dataset in datasets:
+        assert (tmp_path / f"results/{dataset}/report.html").is_file()
+        assert (tmp_path / f"logs/{dataset}/report.log").is_file()
+
+    done = run_workflow(tmp_path, None, "results/summary.html", args=["--report", "report.zip"])
+    assert done.returncode == 0, done.stdout[-4000:]
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = archive.namelist()
+    assert sum(n.endswith("/report.html") for n in names) == 3  # two pages + snakemake's index
+    assert any(n.endswith("/summary.html") for n in names) and any(n.endswith("/summary.tsv") for n in names)
+    assert sum(n.endswith("paired_tpex_texterm.png") for n in names) == 1  # drawn for alpha_ds only
+
+    browser = _browser()
+    for page in [tmp_path / "results/summary.html", *(tmp_path / f"results/{d}/report.html" for d in datasets)]:
+        expected = page.read_text(encoding="utf-8").count("<img ")
+        assert image_counts(browser, page, tmp_path / "profile") == {"total": expected, "loaded": expected, "broken": 0}
