@@ -132,7 +132,9 @@ def test_stage_figures_embedded_and_own_figures_drawn(built):
     figures = {f.path.name: f for f in pages["full"].figures if f.path is not None}
     # drawn by stages, embedded as they are
     assert figures["qc_total_counts.png"].section == "qc"
-    assert figures["trend_ifn_i_core.png"].section == "programs"
+    # the headline program's trend is shown with the answer
+    assert figures["trend_ifn_i_core.png"].section == "answer"
+    assert figures["trend_ifn_i_core.png"].title == "IFN-I core along pseudotime"
     assert figures["state_markers_dotplot.png"].section == "states"
     # drawn by the report, in PNG and SVG
     own = root / "results/full/figures/report"

@@ -231,6 +231,15 @@ class DatasetReport:
         return blocks
 
 
+def readable(*paths: str | os.PathLike) -> None:
+    """Give files the permissions the umask allows (rw-r--r-- usually): the temporary files of
+    `atomic_path` are created private (0600), and a report is made to be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)
+
+
 # ----------------------------------------------------------------------------------------------
 # numbers
 
@@ -469,10 +478,22 @@ def stage_figures(figures_dir: Path, *, exclude: Path | None = None) -> list[Fig
             continue
         stem = path.stem.lower()
         section = next((s for pattern, s in STAGE_FIGURE_PATTERNS if re.search(pattern, stem)), "other")
-        title = re.sub(r"[_\-]+", " ", path.stem).strip()
-        title = title[:1].upper() + title[1:]
-        found.append(Figure(title=title, path=path, section=section, caption=f"Drawn by the pipeline stage ({path.name})."))
+        title, caption = _stage_figure_text(path.stem)
+        found.append(Figure(title=title, path=path, section=section, caption=f"{caption} Drawn by the pipeline stage ({path.name})."))
     return found
+
+
+def _stage_figure_text(stem: str) -> tuple[str, str]:
+    """Title and caption of a stage figure, from its file name."""
+    if stem.startswith("trend_"):
+        label = plots.program_label(stem.removeprefix("trend_"))
+        return f"{label} along pseudotime", "Smoothed trend (GAM) of the score along pseudotime; the band is a bootstrap over patients."
+    if stem.startswith("qc_"):
+        return "QC: " + re.sub(r"[_\-]+", " ", stem.removeprefix("qc_")), ""
+    if stem == "state_markers_dotplot":
+        return "State markers per cluster", "Mean expression and fraction of cells expressing the state markers, per cluster."
+    title = re.sub(r"[_\-]+", " ", stem).strip()
+    return title[:1].upper() + title[1:], ""
 
 
 def draw_figures(
@@ -638,6 +659,10 @@ def collect(
     else:
         drawn = [Figure(title="Figures of the cells", missing=f"no final AnnData ({final_h5ad}) to draw them from", section="programs")]
     report.figures = existing + drawn
+    # the trend of each headline program answers the question at a glance: shown with the answer
+    for figure in report.figures:
+        if figure.path is not None and figure.path.stem in {f"trend_{p}" for p in report.headline_programs}:
+            figure.section = "answer"
     return report
 
 
@@ -756,6 +781,7 @@ def write_dataset_report(report: DatasetReport, path: str | os.PathLike) -> None
     text = render_dataset(report, html_path=path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    readable(path)
     logger.info("report %s written (%d figures, %d tables, %.1f MB)", path, sum(f.path is not None for f in report.figures), len(report.tables), len(text) / 1e6)
 
 
@@ -832,5 +858,6 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
     )
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    readable(html_path, tsv)
     logger.info("summary of %d datasets written to %s and %s", len(reports), tsv, html_path)
     return table
