@@ -1,0 +1,352 @@
+"""Normalisation, highly variable genes, PCA, optional batch correction, kNN graph, Leiden, UMAP.
+
+Used by the cluster stage (on the QC-passing CD8 cells) and, as a quick first pass, by the gate
+stage. Every parameter that depends on the number of cells (PCs, neighbours, HVGs) is capped by
+what the data can support, and the cap is logged and recorded, so a 98-cell dataset gets
+sensible settings rather than an error from deep inside a library.
+
+Main entry point: :func:`run_clustering`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from scipy import sparse
+from sklearn.metrics import silhouette_score
+
+from .errors import InputDataError
+from .qc import texflow_uns
+
+logger = logging.getLogger(__name__)
+
+VALUE_TYPES = ("counts", "tpm", "log_tpm", "lognorm")
+
+
+@dataclass
+class ClusterParams:
+    """Parameters of the cluster stage (defaults and reasons: schemas/config/cluster.schema.yaml)."""
+
+    n_top_genes: int = 2000
+    hvg_flavor: str = "auto"
+    n_pcs: int = 15
+    n_neighbors: int = 15
+    batch_correction: bool = False
+    batch_key: str = "patient"
+    resolutions: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0, 1.4])
+    resolution: float | str = 1.0
+    min_cells: int = 20
+    silhouette_max_cells: int = 5000
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> ClusterParams:
+        config = dict(config or {})
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in config.items() if key in known})
+
+    def as_dict(self) -> dict:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        values["resolutions"] = [float(r) for r in self.resolutions]
+        return values
+
+
+def normalise(adata: ad.AnnData, *, value_type: str) -> str:
+    """Make X log-normalised float32 CSR according to `value_type`; return what was done.
+
+    counts: `normalize_total` (median library size) + `log1p`, raw counts kept in
+    `layers["counts"]`; tpm: `log1p`; log_tpm / lognorm: used as they are.
+    Writes X, `layers["counts"]` (counts only) and `uns["texflow"]["x"] = "lognorm"`.
+    """
+    if value_type not in VALUE_TYPES:
+        raise InputDataError(f"value_type {value_type!r} is not one of {', '.join(VALUE_TYPES)}")
+    if texflow_uns(adata).get("x") == "lognorm":
+        return "already log-normalised"
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    if value_type == "counts":
+        if "counts" not in adata.layers:
+            adata.layers["counts"] = adata.X.copy()
+        sc.pp.normalize_total(adata)
+        sc.pp.log1p(adata)
+        how = "normalize_total (to the median library size) + log1p"
+    elif value_type == "tpm":
+        sc.pp.log1p(adata)
+        how = "log1p of TPM"
+    else:
+        how = f"{value_type} used as given"
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    adata.uns.pop("log1p", None)
+    texflow_uns(adata)["x"] = "lognorm"
+    return how
+
+
+def select_hvgs(
+    adata: ad.AnnData, *, value_type: str, n_top_genes: int, flavor: str = "auto"
+) -> tuple[str, int]:
+    """Flag highly variable genes in `var["highly_variable"]`; return (flavour, n genes).
+
+    `flavor="auto"`: on counts, Pearson residuals of the raw counts (Lause et al. 2021 Genome
+    Biol; scanpy.experimental), which model UMI sampling directly -- Seurat v3's flavour would be
+    the other count-based choice but needs scikit-misc, not in the lock; on TPM/log values, the
+    dispersion-based 'seurat' flavour on the log values, which is what it was designed for.
+    `n_top_genes` is capped by the number of genes expressed.
+    """
+    expressed = int((sparse.csr_matrix(adata.X).getnnz(axis=0) > 0).sum())
+    n_top = int(min(n_top_genes, expressed))
+    if flavor == "auto":
+        flavor = "pearson_residuals" if value_type == "counts" else "seurat"
+    if flavor in ("pearson_residuals", "seurat_v3") and "counts" not in adata.layers:
+        raise InputDataError(f"HVG flavour {flavor} needs raw counts in layers['counts']")
+    if flavor == "pearson_residuals":
+        # genes detected in no cell have undefined residuals
+        keep = np.asarray(adata.layers["counts"].getnnz(axis=0) > 0).ravel()
+        sub = ad.AnnData(adata.layers["counts"][:, keep], var=pd.DataFrame(index=adata.var_names[keep]))
+        sc.experimental.pp.highly_variable_genes(sub, flavor="pearson_residuals", n_top_genes=n_top)
+        adata.var["highly_variable"] = False
+        adata.var.loc[sub.var_names[sub.var["highly_variable"]], "highly_variable"] = True
+    elif flavor == "seurat_v3":
+        sc.pp.highly_variable_genes(adata, flavor="seurat_v3", layer="counts", n_top_genes=n_top)
+    else:
+        sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=n_top)
+    n_hvg = int(adata.var["highly_variable"].sum())
+    logger.info("%d highly variable genes (flavour %s)", n_hvg, flavor)
+    return flavor, n_hvg
+
+
+def capped_sizes(n_cells: int, n_hvg: int, *, n_pcs: int, n_neighbors: int) -> tuple[int, int]:
+    """(n_pcs, n_neighbors) that the number of cells and HVGs can support.
+
+    PCA (arpack) needs n_pcs < min(cells, genes); a kNN graph needs fewer neighbours than cells,
+    and on tiny data fewer neighbours keep small groups from being absorbed (a fifth of the
+    cells at most).
+    """
+    pcs = int(max(2, min(n_pcs, n_cells - 1, n_hvg - 1)))
+    neighbors = int(max(2, min(n_neighbors, n_cells // 5 if n_cells < 5 * n_neighbors else n_neighbors)))
+    return pcs, neighbors
+
+
+def embed(
+    adata: ad.AnnData,
+    *,
+    n_pcs: int,
+    n_neighbors: int,
+    batch_key: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """PCA on the HVGs, optional Harmony by `batch_key`, kNN graph.
+
+    Writes obsm `X_pca` (and `X_pca_harmony`), uns `pca`, obsp `distances`/`connectivities`.
+    Returns what was used (n_pcs, n_neighbors, representation, notes).
+    """
+    n_hvg = int(adata.var["highly_variable"].sum())
+    pcs, neighbors = capped_sizes(adata.n_obs, n_hvg, n_pcs=n_pcs, n_neighbors=n_neighbors)
+    notes = []
+    if pcs != n_pcs:
+        notes.append(f"n_pcs capped from {n_pcs} to {pcs} ({adata.n_obs} cells, {n_hvg} HVGs)")
+    if neighbors != n_neighbors:
+        notes.append(f"n_neighbors capped from {n_neighbors} to {neighbors} ({adata.n_obs} cells)")
+    for note in notes:
+        logger.info(note)
+    sc.pp.pca(adata, n_comps=pcs, mask_var="highly_variable", random_state=seed)
+    representation = "X_pca"
+    if batch_key:
+        n_batches = adata.obs[batch_key].nunique()
+        if n_batches < 2:
+            notes.append(f"batch correction not run: one {batch_key} only")
+        else:
+            sc.external.pp.harmony_integrate(adata, batch_key, random_state=seed, verbose=False)
+            representation = "X_pca_harmony"
+    sc.pp.neighbors(
+        adata, n_neighbors=neighbors, n_pcs=pcs, use_rep=representation, random_state=seed
+    )
+    return {"n_pcs": pcs, "n_neighbors": neighbors, "representation": representation, "notes": notes}
+
+
+def leiden(adata: ad.AnnData, *, resolution: float, seed: int, key_added: str) -> None:
+    """Leiden (igraph flavour, fixed seed) on the kNN graph into `obs[key_added]`."""
+    sc.tl.leiden(
+        adata,
+        resolution=resolution,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=seed,
+        key_added=key_added,
+    )
+
+
+def _silhouette(representation: np.ndarray, labels: np.ndarray, *, max_cells: int, seed: int) -> float:
+    if len(np.unique(labels)) < 2:
+        return np.nan
+    sample = min(len(labels), max_cells)
+    return float(
+        silhouette_score(representation, labels, sample_size=sample, random_state=seed)
+    )
+
+
+def resolution_sweep(
+    adata: ad.AnnData,
+    *,
+    resolutions: list[float],
+    seed: int,
+    representation: str = "X_pca",
+    silhouette_max_cells: int = 5000,
+) -> pd.DataFrame:
+    """Leiden at each resolution; number of clusters, smallest cluster, modularity, silhouette.
+
+    The silhouette (mean, on the representation the graph was built on) measures how well
+    separated the clusters are; modularity is the Leiden objective on the kNN graph. Writes obs
+    `leiden_<resolution>` for each resolution (removed again by :func:`run_clustering`).
+    """
+    rows = []
+    for resolution in resolutions:
+        key = f"leiden_{resolution:g}"
+        leiden(adata, resolution=resolution, seed=seed, key_added=key)
+        labels = adata.obs[key].to_numpy()
+        sizes = adata.obs[key].value_counts()
+        rows.append(
+            {
+                "resolution": float(resolution),
+                "n_clusters": int(sizes.size),
+                "smallest_cluster": int(sizes.min()),
+                "modularity": float(adata.uns.get(key, {}).get("modularity", np.nan)),
+                "silhouette": _silhouette(
+                    adata.obsm[representation], labels, max_cells=silhouette_max_cells, seed=seed
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def choose_resolution(sweep: pd.DataFrame, resolution: float | str) -> tuple[float, str]:
+    """The resolution to use and why: the configured number, or the best silhouette ('auto')."""
+    if resolution != "auto":
+        return float(resolution), f"fixed in the config (cluster.resolution: {resolution})"
+    usable = sweep[sweep["n_clusters"] >= 2].dropna(subset=["silhouette"])
+    if usable.empty:
+        best = float(sweep["resolution"].iloc[0])
+        return best, "auto: no resolution gave two or more clusters; the lowest was used"
+    best_row = usable.loc[usable["silhouette"].idxmax()]
+    return float(best_row["resolution"]), (
+        f"auto: highest mean silhouette ({best_row['silhouette']:.3f}) among the sweep"
+    )
+
+
+def run_clustering(
+    adata: ad.AnnData,
+    *,
+    params: ClusterParams | None = None,
+    dataset: str | None = None,
+    key_added: str = "cluster",
+) -> tuple[ad.AnnData, pd.DataFrame]:
+    """Normalise, HVGs, PCA, (Harmony), kNN, Leiden sweep, chosen clustering, UMAP.
+
+    Parameters
+    ----------
+    adata
+        QC-passing CD8 cells (`cd8.h5ad`), X as given, `uns["texflow"]["value_type"]`.
+    params
+        Cluster parameters.
+    dataset
+        Dataset id for messages.
+    key_added
+        obs column of the chosen clustering.
+
+    Returns
+    -------
+    The AnnData (modified in place): X log-normalised float32 CSR, `layers["counts"]` (counts
+    data), var `highly_variable`, obsm `X_pca` (`X_pca_harmony`), `X_umap`, obsp graph,
+    obs `<key_added>` (categorical strings "0", "1", ... by size),
+    `uns["texflow"]["params"]["cluster"]`, `uns["texflow"]["cluster"]` (what was used and why);
+    and the resolution-sweep table (one row per resolution, `chosen` marks the one used).
+
+    Raises
+    ------
+    InputDataError
+        Fewer than `params.min_cells` cells.
+    """
+    params = params or ClusterParams()
+    meta = texflow_uns(adata)
+    dataset = dataset or meta.get("dataset")
+    if adata.n_obs < params.min_cells:
+        raise InputDataError(
+            f"{adata.n_obs} cells to cluster, fewer than the {params.min_cells} needed for a "
+            "kNN graph and clusters worth labelling (cluster.min_cells)",
+            dataset=dataset,
+        )
+    value_type = meta.get("value_type")
+    how = normalise(adata, value_type=value_type)
+    flavor, n_hvg = select_hvgs(
+        adata, value_type=value_type, n_top_genes=params.n_top_genes, flavor=params.hvg_flavor
+    )
+    batch_key = None
+    if params.batch_correction:
+        column = adata.obs.get(params.batch_key)
+        if column is None or column.isna().all():
+            meta["skipped"]["cluster.batch_correction"] = (
+                f"obs[{params.batch_key!r}] is missing: no batch correction"
+            )
+        else:
+            batch_key = params.batch_key
+            if column.isna().any():
+                adata.obs[batch_key] = column.astype("string").fillna("(unknown)").astype("category")
+    else:
+        meta["skipped"]["cluster.batch_correction"] = (
+            "switched off (cluster.batch_correction: false): correcting by patient would also "
+            "remove real between-patient differences in state composition that the response "
+            "comparison tests"
+        )
+    used = embed(
+        adata, n_pcs=params.n_pcs, n_neighbors=params.n_neighbors, batch_key=batch_key, seed=params.seed
+    )
+    sweep = resolution_sweep(
+        adata,
+        resolutions=list(params.resolutions),
+        seed=params.seed,
+        representation=used["representation"],
+        silhouette_max_cells=params.silhouette_max_cells,
+    )
+    resolution, why = choose_resolution(sweep, params.resolution)
+    if resolution not in set(sweep["resolution"]):
+        extra = resolution_sweep(
+            adata, resolutions=[resolution], seed=params.seed, representation=used["representation"],
+            silhouette_max_cells=params.silhouette_max_cells,
+        )
+        sweep = pd.concat([sweep, extra], ignore_index=True).sort_values("resolution")
+    sweep["chosen"] = sweep["resolution"] == resolution
+    _relabel_by_size(adata, f"leiden_{resolution:g}", key_added)
+    for column in [c for c in adata.obs if c.startswith("leiden_")]:
+        del adata.obs[column]
+        adata.uns.pop(column, None)
+    sc.tl.umap(adata, random_state=params.seed)
+    n_clusters = adata.obs[key_added].nunique()
+    logger.info("resolution %g (%s): %d clusters", resolution, why, n_clusters)
+    meta["params"]["cluster"] = params.as_dict()
+    meta["cluster"] = {
+        "normalisation": how,
+        "hvg_flavor": flavor,
+        "n_hvg": n_hvg,
+        "n_pcs": used["n_pcs"],
+        "n_neighbors": used["n_neighbors"],
+        "representation": used["representation"],
+        "resolution": resolution,
+        "resolution_reason": why,
+        "n_clusters": int(n_clusters),
+        "notes": "; ".join(used["notes"]),
+    }
+    return adata, sweep
+
+
+def _relabel_by_size(adata: ad.AnnData, source: str, key_added: str) -> None:
+    """Copy clustering `source` to `key_added` as categorical strings "0".. from the largest."""
+    labels = adata.obs[source].astype(str)
+    order = labels.value_counts().index
+    mapping = {old: str(new) for new, old in enumerate(order)}
+    adata.obs[key_added] = pd.Categorical(
+        labels.map(mapping), categories=[str(i) for i in range(len(order))]
+    )

@@ -1,0 +1,469 @@
+"""Cell quality control: per-sample metrics, MAD outliers, doublet scores, flags.
+
+Follows the "Quality control" chapter of the single-cell best-practices book (Heumos et al. 2023,
+Nat Rev Genet; sc-best-practices.org): a cell is an outlier when a metric lies more than `n` median
+absolute deviations (MADs, unscaled, as in the book) from the median of its sample. Count-based
+criteria and doublet detection only run on count data (`uns["texflow"]["value_type"] == "counts"`);
+for TPM or log data only the number of detected genes is judged, and every criterion not run is
+recorded with its reason in `uns["texflow"]["skipped"]` and in the QC table.
+
+Main entry point: :func:`run_qc`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from scipy import ndimage, sparse
+
+from .errors import InputDataError
+
+logger = logging.getLogger(__name__)
+
+#: Mitochondrial gene-symbol prefix per organism (HGNC `MT-`, MGI `mt-`).
+MITO_PREFIX = {"human": "MT-", "mouse": "mt-"}
+
+#: The per-reason flags written to obs, in the order the QC table lists them.
+CRITERIA = ("total_counts", "n_genes", "top20", "mito", "doublet")
+
+#: Samples missing from obs["sample"] are judged together under this name.
+NO_SAMPLE = "(no sample)"
+
+
+@dataclass
+class QCParams:
+    """Parameters of the qc stage (defaults and reasons: workflow/schemas/config/qc.schema.yaml)."""
+
+    nmads: float = 5.0
+    nmads_mito: float = 3.0
+    mito_cap_pct: float = 15.0
+    min_cells_per_sample_mad: int = 50
+    doublets: bool = True
+    remove_doublets: bool = False
+    min_cells_per_sample_doublets: int = 100
+    expected_doublet_rate: float = 0.05
+    max_predicted_doublet_fraction: float = 0.3
+    min_cells_out: int = 10
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> QCParams:
+        config = dict(config or {})
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in config.items() if key in known})
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class _Criterion:
+    """One outlier criterion of one sample: thresholds, where they came from, flags."""
+
+    lower: float = np.nan
+    upper: float = np.nan
+    source: str = ""
+    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+def texflow_uns(adata: ad.AnnData) -> dict:
+    """`adata.uns["texflow"]`, created with empty `params`/`skipped` dicts when missing."""
+    meta = adata.uns.setdefault("texflow", {})
+    meta.setdefault("params", {})
+    meta.setdefault("skipped", {})
+    return meta
+
+
+def _value_type(adata: ad.AnnData) -> str:
+    value_type = texflow_uns(adata).get("value_type")
+    if value_type not in ("counts", "tpm", "log_tpm", "lognorm"):
+        raise InputDataError(
+            f"uns['texflow']['value_type'] is {value_type!r}; expected counts, tpm, log_tpm or "
+            "lognorm (set value_type in the dataset config)",
+            dataset=texflow_uns(adata).get("dataset"),
+        )
+    return value_type
+
+
+def sample_labels(adata: ad.AnnData) -> pd.Series:
+    """obs["sample"] as strings; cells without a sample are grouped under `NO_SAMPLE`."""
+    if "sample" not in adata.obs:
+        return pd.Series(NO_SAMPLE, index=adata.obs_names)
+    labels = adata.obs["sample"].astype("string").fillna(NO_SAMPLE)
+    return labels.astype(str)
+
+
+def compute_metrics(adata: ad.AnnData, *, organism: str) -> list[str]:
+    """Per-cell QC metrics (scanpy.pp.calculate_qc_metrics) on X.
+
+    Writes obs `total_counts`, `log1p_total_counts`, `n_genes_by_counts`,
+    `log1p_n_genes_by_counts`, `pct_counts_in_top_20_genes` and, when mitochondrial genes exist,
+    `pct_counts_mt`; var `mt`. Returns the mitochondrial genes found (possibly none).
+    """
+    prefix = MITO_PREFIX[organism]
+    adata.var["mt"] = adata.var_names.str.startswith(prefix)
+    mito = list(adata.var_names[adata.var["mt"]])
+    top = [20] if adata.n_vars > 20 else None
+    sc.pp.calculate_qc_metrics(
+        adata, qc_vars=["mt"] if mito else [], percent_top=top, log1p=True, inplace=True
+    )
+    if top is None:
+        adata.obs["pct_counts_in_top_20_genes"] = 100.0
+    return mito
+
+
+def mad_bounds(values: np.ndarray, nmads: float) -> tuple[float, float, float, float]:
+    """(lower, upper, median, MAD) with MAD the unscaled median absolute deviation (book)."""
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
+    return median - nmads * mad, median + nmads * mad, median, mad
+
+
+def _outliers(
+    values: pd.Series,
+    samples: pd.Series,
+    *,
+    nmads: float,
+    min_cells: int,
+    upper_only: bool = False,
+    cap: float | None = None,
+) -> tuple[np.ndarray, dict[str, _Criterion]]:
+    """Per-sample MAD outliers of `values`; small samples use thresholds from all cells pooled.
+
+    A MAD of zero (all cells alike in that metric) would flag every cell that differs at all, so
+    such a sample is not judged on that metric and the table says so.
+    """
+    flags = np.zeros(len(values), dtype=bool)
+    per_sample: dict[str, _Criterion] = {}
+    pooled = None
+    if len(values) >= min_cells:
+        pooled = mad_bounds(values.to_numpy(), nmads)
+    for sample in pd.unique(samples):
+        mask = (samples == sample).to_numpy()
+        criterion = _Criterion()
+        if mask.sum() >= min_cells:
+            lower, upper, _, mad = mad_bounds(values[mask].to_numpy(), nmads)
+            criterion.source = "sample"
+        elif pooled is not None:
+            lower, upper, _, mad = pooled
+            criterion.source = f"pooled (sample has {mask.sum()} < {min_cells} cells)"
+        else:
+            criterion.source = (
+                f"not judged (dataset has {len(values)} < {min_cells} cells for MAD thresholds)"
+            )
+            per_sample[sample] = criterion
+            continue
+        if mad == 0:
+            criterion.source += "; MAD is 0, not judged on MADs"
+            lower, upper = -np.inf, np.inf
+        if upper_only:
+            lower = -np.inf
+        if cap is not None:
+            upper = min(upper, cap)
+        sample_values = values[mask].to_numpy()
+        criterion.lower, criterion.upper = lower, upper
+        criterion.flags = (sample_values < lower) | (sample_values > upper)
+        flags[mask] = criterion.flags
+        per_sample[sample] = criterion
+    return flags, per_sample
+
+
+def _local_maxima(hist: np.ndarray) -> list[int]:
+    """Indices where a histogram turns from rising (or its start) to falling, as skimage does."""
+    maxima, rising = [], True
+    for i in range(len(hist) - 1):
+        if rising and hist[i + 1] < hist[i]:
+            rising = False
+            maxima.append(i)
+        elif not rising and hist[i + 1] > hist[i]:
+            rising = True
+    return maxima
+
+
+def threshold_minimum(values: np.ndarray, *, nbins: int = 256, max_iter: int = 10_000) -> float:
+    """Threshold at the minimum between the two modes of the histogram of `values`.
+
+    A port of `skimage.filters.threshold_minimum` (Glasbey 1993), the rule Scrublet uses to set
+    its doublet threshold on the simulated-doublet scores; scikit-image is not a dependency here.
+    Raises ValueError when the histogram does not become bimodal by smoothing.
+    """
+    hist, edges = np.histogram(values, bins=nbins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    smooth = hist.astype(np.float32)
+    maxima: list[int] = []
+    for _ in range(max_iter):
+        smooth = ndimage.uniform_filter1d(smooth, 3)
+        maxima = _local_maxima(smooth)
+        if len(maxima) < 3:
+            break
+    if len(maxima) == 2:
+        low, high = maxima
+        return float(centers[low + int(np.argmin(smooth[low : high + 1]))])
+    raise ValueError("the simulated-doublet score histogram is not bimodal")
+
+
+def score_doublets(
+    adata: ad.AnnData,
+    samples: pd.Series,
+    *,
+    params: QCParams,
+    notes: dict[str, list[str]],
+) -> dict[str, str]:
+    """Scrublet doublet scores per sample on the raw counts in X.
+
+    Writes obs `doublet_score` (NaN where not run) and `predicted_doublet` (False where not run).
+    Samples with fewer than `params.min_cells_per_sample_doublets` cells are not scored: the
+    simulated-score histogram is then too coarse to place a threshold, and at 10x loading rates
+    (~0.8% doublets per 1,000 cells recovered) fewer than one doublet is expected in them.
+    Returns the reason per sample not scored.
+    """
+    adata.obs["doublet_score"] = np.nan
+    adata.obs["predicted_doublet"] = False
+    not_scored: dict[str, str] = {}
+    for sample in pd.unique(samples):
+        mask = (samples == sample).to_numpy()
+        n_cells = int(mask.sum())
+        if n_cells < params.min_cells_per_sample_doublets:
+            not_scored[sample] = (
+                f"{n_cells} cells < {params.min_cells_per_sample_doublets} needed for scrublet"
+            )
+            notes[sample].append(f"scrublet not run: {not_scored[sample]}")
+            continue
+        sub = ad.AnnData(X=adata.X[mask].copy(), var=pd.DataFrame(index=adata.var_names))
+        # threshold=inf: scanpy would call skimage for the automatic threshold; we place it
+        # ourselves below from the same simulated-doublet scores, with the same rule.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sc.pp.scrublet(
+                sub,
+                expected_doublet_rate=params.expected_doublet_rate,
+                n_prin_comps=int(min(30, n_cells - 1, sub.n_vars - 1)),
+                threshold=np.inf,
+                random_state=params.seed,
+                verbose=False,
+            )
+        scores = sub.obs["doublet_score"].to_numpy()
+        adata.obs.loc[mask, "doublet_score"] = scores
+        try:
+            threshold = threshold_minimum(sub.uns["scrublet"]["doublet_scores_sim"])
+        except ValueError as error:
+            not_scored[sample] = f"scored, but no doublet threshold found ({error})"
+            notes[sample].append(f"doublets not called: {not_scored[sample]}")
+            continue
+        predicted = scores > threshold
+        if predicted.mean() > params.max_predicted_doublet_fraction:
+            not_scored[sample] = (
+                f"scrublet threshold {threshold:.2f} would call {predicted.mean():.0%} of cells "
+                f"doublets (> {params.max_predicted_doublet_fraction:.0%}): threshold not trusted"
+            )
+            notes[sample].append(f"doublets not called: {not_scored[sample]}")
+            continue
+        adata.obs.loc[mask, "predicted_doublet"] = predicted
+        notes[sample].append(f"scrublet threshold {threshold:.3f}")
+    return not_scored
+
+
+def run_qc(
+    adata: ad.AnnData,
+    *,
+    params: QCParams | None = None,
+    dataset: str | None = None,
+) -> tuple[ad.AnnData, pd.DataFrame]:
+    """Flag low-quality cells and doublets per sample; return (passing cells, QC table).
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, X as given (`raw.h5ad`), with `uns["texflow"]` (organism, value_type)
+        and obs `sample`.
+    params
+        QC parameters.
+    dataset
+        Dataset id for messages (default `uns["texflow"]["dataset"]`).
+
+    Returns
+    -------
+    A tuple of
+
+    - the input AnnData, annotated in place: obs QC metrics, `qc_fail_<criterion>` for each of
+      `CRITERIA` (False where not run), `doublet_score`, `predicted_doublet`, `qc_pass`;
+      `uns["texflow"]["params"]["qc"]`, `uns["texflow"]["skipped"]["qc.*"]`. The caller writes
+      only the passing cells onward (`adata[adata.obs["qc_pass"]]`).
+    - the QC table: one row per sample (cells in, failing per criterion -- NA where the
+      criterion was not run --, cells out, thresholds, notes) and a last row `(all)`.
+
+    Raises
+    ------
+    InputDataError
+        No cells, or fewer than `params.min_cells_out` cells passing QC.
+    """
+    params = params or QCParams()
+    meta = texflow_uns(adata)
+    dataset = dataset or meta.get("dataset")
+    organism = meta.get("organism")
+    if organism not in MITO_PREFIX:
+        raise InputDataError(
+            f"uns['texflow']['organism'] is {organism!r}; expected human or mouse", dataset=dataset
+        )
+    value_type = _value_type(adata)
+    if adata.n_obs == 0:
+        raise InputDataError("the input holds no cells", dataset=dataset)
+
+    skipped: dict[str, str] = {}
+    samples = sample_labels(adata)
+    notes: dict[str, list[str]] = {sample: [] for sample in pd.unique(samples)}
+    mito = compute_metrics(adata, organism=organism)
+    is_counts = value_type == "counts"
+
+    criteria: dict[str, dict[str, _Criterion]] = {}
+    obs = adata.obs
+
+    def judge(name: str, column: str, **kwargs) -> None:
+        flags, per_sample = _outliers(
+            obs[column], samples, min_cells=params.min_cells_per_sample_mad, **kwargs
+        )
+        obs[f"qc_fail_{name}"] = flags
+        criteria[name] = per_sample
+
+    judge("n_genes", "log1p_n_genes_by_counts", nmads=params.nmads)
+    if is_counts:
+        judge("total_counts", "log1p_total_counts", nmads=params.nmads)
+        judge("top20", "pct_counts_in_top_20_genes", nmads=params.nmads)
+    else:
+        reason = (
+            f"value_type is {value_type}, not counts: total counts and the share of the top 20 "
+            "genes are not comparable between cells after TPM/log scaling"
+        )
+        skipped["qc.total_counts"] = skipped["qc.top20"] = reason
+    if not is_counts:
+        skipped["qc.mito"] = (
+            f"value_type is {value_type}, not counts: a mitochondrial percentage of "
+            "length-normalised or log values is not the fraction of reads the MAD rule is set on"
+        )
+    elif not mito:
+        skipped["qc.mito"] = (
+            f"no mitochondrial genes (symbols starting with {MITO_PREFIX[organism]!r}) among "
+            f"{adata.n_vars} genes: the mitochondrial criterion was not run"
+        )
+    else:
+        judge(
+            "mito",
+            "pct_counts_mt",
+            nmads=params.nmads_mito,
+            upper_only=True,
+            cap=params.mito_cap_pct,
+        )
+    for name in CRITERIA[:-1]:
+        if f"qc_fail_{name}" not in obs:
+            obs[f"qc_fail_{name}"] = False
+
+    not_scored: dict[str, str] = {}
+    if not params.doublets:
+        skipped["qc.doublets"] = "doublet detection switched off (qc.doublets: false)"
+    elif not is_counts:
+        skipped["qc.doublets"] = (
+            f"value_type is {value_type}, not counts: scrublet simulates doublets by adding "
+            "raw counts of two cells, which TPM or log values cannot do"
+        )
+    else:
+        not_scored = score_doublets(adata, samples, params=params, notes=notes)
+        if not_scored and len(not_scored) == len(notes):
+            skipped["qc.doublets"] = "no sample could be scored: " + "; ".join(
+                f"{sample}: {why}" for sample, why in not_scored.items()
+            )
+        elif not_scored:
+            skipped["qc.doublets.samples"] = "; ".join(
+                f"{sample}: {why}" for sample, why in not_scored.items()
+            )
+    if "doublet_score" not in obs:
+        obs["doublet_score"] = np.nan
+        obs["predicted_doublet"] = False
+    obs["predicted_doublet"] = obs["predicted_doublet"].astype(bool)
+    obs["qc_fail_doublet"] = obs["predicted_doublet"] & params.remove_doublets
+    if params.doublets and is_counts and not params.remove_doublets:
+        skipped["qc.remove_doublets"] = (
+            "predicted doublets are flagged (obs predicted_doublet) but kept "
+            "(qc.remove_doublets: false)"
+        )
+
+    fail_columns = [f"qc_fail_{name}" for name in CRITERIA]
+    obs["qc_pass"] = ~obs[fail_columns].any(axis=1)
+
+    table = _summary_table(
+        adata, samples, criteria, notes, skipped, params=params, is_counts=is_counts
+    )
+    for sample, row in table.set_index("sample").iterrows():
+        if sample != "(all)" and row["cells_in"] > 0 and row["cells_out"] == 0:
+            logger.warning("QC removes every cell of sample %s: the sample is dropped", sample)
+            skipped[f"qc.sample.{sample}"] = f"all {row['cells_in']} cells failed QC; sample dropped"
+
+    n_pass = int(obs["qc_pass"].sum())
+    for step, reason in skipped.items():
+        logger.info("not run / recorded: %s: %s", step, reason)
+    logger.info("QC: %d of %d cells pass", n_pass, adata.n_obs)
+    meta["params"]["qc"] = params.as_dict()
+    meta["skipped"].update(skipped)
+    meta["qc"] = {"mito_genes": len(mito), "cells_in": adata.n_obs, "cells_out": n_pass}
+    if n_pass < params.min_cells_out:
+        raise InputDataError(
+            f"only {n_pass} of {adata.n_obs} cells pass QC, fewer than the {params.min_cells_out} "
+            "needed downstream (qc.min_cells_out); see the QC table for the reasons",
+            dataset=dataset,
+        )
+    return adata, table
+
+
+def _summary_table(
+    adata: ad.AnnData,
+    samples: pd.Series,
+    criteria: dict[str, dict[str, _Criterion]],
+    notes: dict[str, list[str]],
+    skipped: dict[str, str],
+    *,
+    params: QCParams,
+    is_counts: bool,
+) -> pd.DataFrame:
+    """One row per sample and a last `(all)` row; NA where a criterion was not run."""
+    obs = adata.obs
+    doublets_run = params.doublets and is_counts
+    rows = []
+    for sample in list(notes) + ["(all)"]:
+        mask = np.ones(adata.n_obs, bool) if sample == "(all)" else (samples == sample).to_numpy()
+        row: dict = {"sample": sample, "cells_in": int(mask.sum())}
+        for name in CRITERIA[:-1]:
+            run = name in criteria
+            row[f"fail_{name}"] = int(obs.loc[mask, f"qc_fail_{name}"].sum()) if run else pd.NA
+        scored = obs.loc[mask, "doublet_score"].notna()
+        row["doublets_scored"] = int(scored.sum()) if doublets_run else pd.NA
+        row["predicted_doublets"] = (
+            int(obs.loc[mask, "predicted_doublet"].sum()) if doublets_run else pd.NA
+        )
+        row["removed_doublets"] = int(obs.loc[mask, "qc_fail_doublet"].sum()) if doublets_run else pd.NA
+        row["cells_out"] = int(obs.loc[mask, "qc_pass"].sum())
+        row["cells_removed"] = row["cells_in"] - row["cells_out"]
+        for name in CRITERIA[:-1]:
+            criterion = criteria.get(name, {}).get(sample)
+            row[f"{name}_lower"] = criterion.lower if criterion else np.nan
+            row[f"{name}_upper"] = criterion.upper if criterion else np.nan
+            if criterion and criterion.source != "sample":
+                notes.setdefault(sample, []).append(f"{name}: {criterion.source}")
+        if sample == "(all)":
+            row["notes"] = "; ".join(f"not run: {step}: {why}" for step, why in skipped.items())
+        else:
+            row["notes"] = "; ".join(notes.get(sample, []))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    # thresholds are on the judged scale: log1p for counts and genes, percent for top20 and mito
+    return table
+
+
+def passing_cells(adata: ad.AnnData) -> ad.AnnData:
+    """The QC-passing cells, as a new AnnData with X as given (float32 CSR)."""
+    passing = adata[adata.obs["qc_pass"].to_numpy()].copy()
+    if not sparse.issparse(passing.X) or passing.X.dtype != np.float32:
+        passing.X = sparse.csr_matrix(passing.X, dtype=np.float32)
+    return passing
