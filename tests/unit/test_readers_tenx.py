@@ -1,0 +1,134 @@
+"""10x readers: loose triplets, GSM-prefixed samples (loose and in a GSE*_RAW.tar), .h5."""
+
+import numpy as np
+import pytest
+
+from tests import ingest_fixtures as fx
+from texflow.errors import InputDataError
+from texflow.readers import READERS
+
+
+def _write(directory, files):
+    paths = {}
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+        paths[name.split(".")[0].split("_")[-1]] = directory / name
+    return paths
+
+
+@pytest.mark.parametrize("old_genes", [False, True], ids=["features.tsv", "genes.tsv"])
+def test_single_triplet_loose(tmp_path, old_genes):
+    X = fx.counts(30, 40)
+    cells, genes = fx.barcodes(30), fx.human_genes(40)
+    files = fx.tenx_triplet(X, cells, genes, old_genes=old_genes)
+    paths = {name: tmp_path / f"GSE1_{name}" for name in files}
+    for name, data in files.items():
+        paths[name].write_bytes(data)
+    sources = {name.split(".")[0]: path for name, path in paths.items()}
+
+    adata = READERS["tenx_mtx"](sources, {}, "mini")
+
+    assert adata.shape == (30, 40)
+    assert list(adata.obs_names) == cells  # one sample: barcodes kept as they are
+    assert list(adata.var_names) == genes
+    assert adata.var["gene_ids"].iloc[0] == "ENSG00000000000"
+    assert adata.X.dtype == np.float32 and adata.X.format == "csr"
+    np.testing.assert_array_equal(adata.X.toarray(), X)
+    assert set(adata.obs["sample"]) == {"GSE1"}
+
+
+def _samples():
+    genes = fx.human_genes(25)
+    shared = fx.barcodes(12, seed=1)  # the same barcodes in both samples, as 10x runs do
+    truth = {
+        "GSM100001_tumour1": (fx.counts(12, 25, seed=2), shared),
+        "GSM100002_tumour2": (fx.counts(12, 25, seed=3), shared),
+    }
+    return genes, truth
+
+
+def _check_two_samples(adata, genes, truth):
+    assert adata.shape == (24, 25)
+    assert adata.obs_names.is_unique
+    assert list(adata.obs["sample"].unique()) == ["tumour1", "tumour2"]
+    assert list(adata.obs["gsm"].unique()) == ["GSM100001", "GSM100002"]
+    for prefix, (X, cells) in truth.items():
+        sample = prefix.split("_", 1)[1]
+        rows = adata[adata.obs["sample"] == sample]
+        assert list(rows.obs_names) == [f"{sample}_{c}" for c in cells]
+        assert list(rows.obs["barcode"]) == cells
+        np.testing.assert_array_equal(rows.X.toarray(), X)
+
+
+def test_gsm_prefixed_samples_loose(tmp_path):
+    genes, truth = _samples()
+    sources = {}
+    for prefix, (X, cells) in truth.items():
+        for name, data in fx.tenx_triplet(X, cells, genes).items():
+            path = tmp_path / f"{prefix}_{name}"
+            path.write_bytes(data)
+            sources[f"{prefix}_{name.split('.')[0]}"] = path
+    _check_two_samples(READERS["tenx_mtx"](sources, {}, "mini"), genes, truth)
+
+
+def test_gsm_prefixed_samples_in_raw_tar(tmp_path):
+    genes, truth = _samples()
+    tar = tmp_path / "GSE100000_RAW.tar"
+    tar.write_bytes(fx.raw_tar({p: fx.tenx_triplet(X, c, genes) for p, (X, c) in truth.items()}))
+    adata = READERS["tenx_mtx"]({"raw": tar}, {}, "mini")
+    _check_two_samples(adata, genes, truth)
+    assert not list(tmp_path.glob("*.mtx*")), "the tar must not be unpacked to disk"
+    only = READERS["tenx_mtx"]({"raw": tar}, {"samples": ["tumour2"]}, "mini")
+    assert set(only.obs["sample"]) == {"tumour2"} and only.n_obs == 12
+
+
+def test_duplicate_barcodes_in_a_sample_stop(tmp_path):
+    cells = fx.barcodes(10)
+    cells[3] = cells[0]
+    files = fx.tenx_triplet(fx.counts(10, 20), cells, fx.human_genes(20))
+    sources = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        sources[name.split(".")[0]] = tmp_path / name
+    with pytest.raises(InputDataError, match=r"dataset mini.*barcodes.*1 cell barcodes/IDs occur more than once"):
+        READERS["tenx_mtx"](sources, {}, "mini")
+
+
+def test_incomplete_triplet_names_the_missing_file(tmp_path):
+    files = fx.tenx_triplet(fx.counts(5, 8), fx.barcodes(5), fx.human_genes(8))
+    del files["barcodes.tsv.gz"]
+    sources = {}
+    for name, data in files.items():
+        (tmp_path / f"GSM1_a_{name}").write_bytes(data)
+        sources[name.split(".")[0]] = tmp_path / f"GSM1_a_{name}"
+    with pytest.raises(InputDataError, match="missing barcodes.tsv"):
+        READERS["tenx_mtx"](sources, {}, "mini")
+
+
+def test_corrupt_gzip_member_names_the_file(tmp_path):
+    files = fx.tenx_triplet(fx.counts(5, 8), fx.barcodes(5), fx.human_genes(8))
+    files["matrix.mtx.gz"] = files["matrix.mtx.gz"][: len(files["matrix.mtx.gz"]) // 2]
+    sources = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        sources[name.split(".")[0]] = tmp_path / name
+    with pytest.raises(InputDataError, match=r"matrix\.mtx\.gz.*(truncated|corrupt)"):
+        READERS["tenx_mtx"](sources, {}, "mini")
+
+
+def test_tenx_h5_two_samples(tmp_path):
+    genes = fx.human_genes(30)
+    truth = {}
+    sources = {}
+    for i, name in enumerate(["GSM5_pre_filtered_feature_bc_matrix.h5", "GSM6_post_filtered_feature_bc_matrix.h5"]):
+        X, cells = fx.counts(15, 30, seed=i), fx.barcodes(15, seed=7)
+        fx.tenx_h5(tmp_path / name, X, cells, genes)
+        truth[name.split("_")[1]] = (X, cells)
+        sources[f"s{i}"] = tmp_path / name
+    adata = READERS["tenx_h5"](sources, {}, "mini")
+    assert adata.shape == (30, 30)
+    assert list(adata.var_names) == genes
+    for sample, (X, cells) in truth.items():
+        part = adata[adata.obs["sample"] == sample]
+        assert list(part.obs["barcode"]) == cells
+        np.testing.assert_array_equal(part.X.toarray(), X)
