@@ -32,7 +32,8 @@ def read_geo_template(path: Path, options: dict, dataset: str) -> pd.DataFrame:
     written, typos included (GSE120575: ``characteristics: patinet ID (Pre=baseline; Post= on
     treatment)``).
     """
-    marker = options.get("header_starts_with", "Sample name").strip().lower()
+    marker_text = options.get("header_starts_with", "Sample name").strip()
+    marker = marker_text.lower()
     encoding = options.get("encoding", "latin-1")
     header, rows = None, []
     with reading(path, dataset, "reading the GEO template"), open_text(path, dataset, encoding=encoding) as handle:
@@ -47,7 +48,7 @@ def read_geo_template(path: Path, options: dict, dataset: str) -> pd.DataFrame:
             rows.append((fields + [""] * len(header))[: len(header)])
     if header is None:
         raise InputDataError(
-            f"no line starting with {marker!r}: this is not a GEO submission template "
+            f"no line starting with {marker_text!r}: this is not a GEO submission template "
             "(set metadata.format: table for a plain table)",
             dataset=dataset,
             path=path,

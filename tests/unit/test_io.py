@@ -1,0 +1,227 @@
+"""read_dataset: manifest + dataset config -> the AnnData contract; bad input stops clearly."""
+
+import copy
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests import ingest_fixtures as fx
+from texflow import io
+from texflow.errors import InputDataError, TexflowError
+
+GSE120575 = {
+    "id": "GSE120575",
+    "organism": "human",
+    "value_type": "log_tpm",
+    "sources": [
+        {"name": "matrix", "url": "http://127.0.0.1/m.txt.gz"},
+        {"name": "cells", "url": "http://127.0.0.1/c.txt.gz"},
+    ],
+    "reader": "geo_dense_two_header",
+    "metadata": {
+        "source": "cells",
+        "format": "geo_template",
+        "join_on": "title",
+        "columns": {
+            "sample": fx.PATIENT_COLUMN,
+            "patient": fx.PATIENT_COLUMN,
+            "response": fx.RESPONSE_COLUMN,
+            "timepoint": fx.PATIENT_COLUMN,
+        },
+        "patterns": {"patient": r"^(?:Pre|Post)_(P\d+)", "timepoint": r"^(Pre|Post)_"},
+        "values": {
+            "response": {"Responder": "responder", "Non-responder": "non_responder"},
+            "timepoint": {"Pre": "pre_treatment", "Post": "on_treatment"},
+        },
+        "constants": {"tissue": "tumour"},
+    },
+}
+
+
+def _geo_dataset(tmp_path, cells=None, genes=None, X=None, config_changes=None):
+    cells = fx.geo_cell_subset(4) if cells is None else cells
+    genes = genes or fx.human_genes(200)
+    X = fx.counts(len(cells), len(genes), seed=5) / 4 if X is None else X
+    manifest = fx.write_sources(
+        tmp_path / "downloads",
+        {
+            "matrix": ("m.txt.gz", fx.geo_two_header(X, list(cells["title"]), list(cells["sample"]), genes)),
+            "cells": ("c.txt.gz", fx.GEO_METADATA.read_bytes()),
+        },
+    )
+    config = copy.deepcopy(GSE120575)
+    for key, value in (config_changes or {}).items():
+        config[key] = value
+    return manifest, config, cells, X
+
+
+def test_gse120575_layout_to_contract(tmp_path):
+    manifest, config, cells, X = _geo_dataset(tmp_path)
+    adata = io.read_dataset(manifest=manifest, config=config)
+
+    assert adata.shape == (60, 200)
+    assert list(adata.obs.columns[:5]) == list(io.CONTRACT_FIELDS)
+    np.testing.assert_allclose(adata.X.toarray(), X, atol=1e-4)
+    truth = cells.set_index("title")
+    assert (adata.obs["sample"].astype(str) == truth.loc[adata.obs_names, "sample"].values).all()
+    # patient from "Pre_P1" / "Post_P5_2": the patient, whichever biopsy
+    assert adata.obs.loc[truth.index[truth["sample"] == "Post_P5_2"], "patient"].eq("P5").all()
+    assert set(adata.obs["patient"]) == {
+        "P1", "P2", "P3", "P28", "P24", "P4", "P6", "P5", "P35", "P12", "P17", "P15", "P23"
+    }  # fmt: skip
+    expected_response = truth.loc[adata.obs_names, "response"].map(
+        {"Responder": "responder", "Non-responder": "non_responder"}
+    )
+    assert (adata.obs["response"].astype(str).values == expected_response.values).all()
+    assert set(adata.obs["timepoint"]) == {"pre_treatment", "on_treatment"}
+    assert set(adata.obs["tissue"]) == {"tumour"}
+    assert "layers" not in adata.uns and "counts" not in adata.layers  # log_tpm: no counts layer
+
+    meta = adata.uns["texflow"]
+    assert meta["dataset"] == "GSE120575" and meta["organism"] == "human" and meta["value_type"] == "log_tpm"
+    manifest_table = pd.read_csv(manifest, sep="\t")
+    assert meta["sources"]["matrix"]["sha256"] == manifest_table.loc[0, "sha256"]
+    assert meta["sources"]["cells"]["bytes"] == fx.GEO_METADATA.stat().st_size
+    assert set(meta["versions"]) >= {"python", "scanpy", "anndata", "numpy", "texflow"}
+    adata.write_h5ad(tmp_path / "raw.h5ad")  # everything is h5ad-serialisable
+    back = ad.read_h5ad(tmp_path / "raw.h5ad")
+    assert back.uns["texflow"]["sources"]["matrix"]["url"] == "http://127.0.0.1/m.txt.gz"
+
+
+def test_unmapped_response_value_is_an_error_naming_it(tmp_path):
+    manifest, config, *_ = _geo_dataset(tmp_path)
+    config["metadata"]["values"]["response"] = {"Responder": "responder"}
+    with pytest.raises(InputDataError, match=r"dataset GSE120575.*'Non-responder'.*not in metadata.values.response"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_response_without_values_map_must_already_be_harmonised(tmp_path):
+    manifest, config, *_ = _geo_dataset(tmp_path)
+    del config["metadata"]["values"]["response"]
+    with pytest.raises(InputDataError, match="response values .*'Responder'.* are not responder / non_responder"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_pattern_that_does_not_match_is_an_error(tmp_path):
+    manifest, config, *_ = _geo_dataset(tmp_path)
+    config["metadata"]["patterns"]["patient"] = r"^Pre_(P\d+)"
+    with pytest.raises(InputDataError, match=r"does not match .*'Post_P1'"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_partial_join_stops_or_drops_as_configured(tmp_path):
+    cells = fx.geo_cell_subset(4).copy()
+    cells.loc[:4, "title"] = [f"NOT_A_CELL_{i}" for i in range(5)]
+    manifest, config, *_ = _geo_dataset(tmp_path, cells=cells)
+    with pytest.raises(InputDataError, match=r"file .*c\.txt\.gz.*only 55 of 60 cells \(91\.7%\)"):
+        io.read_dataset(manifest=manifest, config=config)
+    config["metadata"]["on_unmatched"] = "drop"
+    adata = io.read_dataset(manifest=manifest, config=config)
+    assert adata.n_obs == 55 and not adata.obs_names.str.startswith("NOT_A_CELL").any()
+
+
+def test_join_matching_no_cell_stops(tmp_path):
+    cells = fx.geo_cell_subset(1).copy()
+    cells["title"] = [f"X{i}" for i in range(len(cells))]
+    manifest, config, *_ = _geo_dataset(tmp_path, cells=cells)
+    with pytest.raises(InputDataError, match=r"none of the 15 cells .* 'title'"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_duplicate_cell_ids_stop(tmp_path):
+    cells = fx.geo_cell_subset(2).copy()
+    cells.loc[1, "title"] = cells.loc[0, "title"]
+    manifest, config, *_ = _geo_dataset(tmp_path, cells=cells)
+    with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*occur more than once"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_empty_matrix_stops(tmp_path):
+    cells = fx.geo_cell_subset(1)
+    manifest, config, *_ = _geo_dataset(tmp_path, cells=cells, X=np.zeros((15, 200), dtype=np.float32))
+    with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*only zeros"):
+        io.read_dataset(manifest=manifest, config=config)
+    header_only = fx.write_sources(tmp_path / "d2", {"matrix": ("m.txt.gz", fx.gz("\tA\tB\n\tPre_P1\tPre_P1\n")), "cells": ("c.txt.gz", b"")})
+    with pytest.raises(InputDataError, match="no data lines"):
+        io.read_dataset(manifest=header_only, config=config)
+
+
+def test_wrong_organism_stops_with_evidence(tmp_path):
+    manifest, config, *_ = _geo_dataset(tmp_path, genes=fx.mouse_genes(200))
+    with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*organism: human.*look mouse.*capitalised as in mouse"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_corrupt_gzip_stops(tmp_path):
+    manifest, config, *_ = _geo_dataset(tmp_path)
+    path = manifest.parent / "m.txt.gz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # damaged in the middle
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*(corrupt|truncated|cannot be read)"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_counts_must_be_non_negative_integers(tmp_path):
+    manifest, config, *_ = _geo_dataset(tmp_path, config_changes={"value_type": "counts"})
+    with pytest.raises(InputDataError, match="value_type is counts but .* are not integers"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_counts_get_a_counts_layer_and_unlogged_log_values_stop(tmp_path):
+    cells = fx.geo_cell_subset(1)
+    X = fx.counts(len(cells), 200) * 40
+    manifest, config, *_ = _geo_dataset(tmp_path, cells=cells, X=X, config_changes={"value_type": "counts"})
+    adata = io.read_dataset(manifest=manifest, config=config)
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
+    config["value_type"] = "log_tpm"
+    with pytest.raises(InputDataError, match="too large for log-scale"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_duplicate_symbols_most_expressed_keeps_the_name():
+    X = np.array([[1, 5, 0, 2], [0, 7, 1, 2]], dtype=np.float32)
+    adata = ad.AnnData(X=X, var=pd.DataFrame(index=["TOX", "TOX", "TOX", "CD8A"]))
+    assert io.make_gene_symbols_unique(adata) == 2
+    # totals 1, 12, 1: the second copy keeps TOX, then the others in file order
+    assert list(adata.var_names) == ["TOX-1", "TOX", "TOX-2", "CD8A"]
+    assert list(adata.var["gene_symbol"]) == ["TOX", "TOX", "TOX", "CD8A"]
+
+
+def test_metadata_from_the_matrix_obs_and_constant_conflict(tmp_path):
+    X = fx.counts(8, 100)
+    obs = pd.DataFrame(
+        {"donor": ["a", "a", "b", "b"] * 2, "site": ["Tumor", "Blood"] * 4, "cluster": ["1"] * 8},
+        index=[f"c{i}" for i in range(8)],
+    )
+    path = tmp_path / "dl" / "x.h5ad"
+    path.parent.mkdir()
+    ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=fx.human_genes(100))).write_h5ad(path)
+    manifest = fx.write_sources(tmp_path / "dl", {"matrix": ("x.h5ad", path.read_bytes())})
+    config = {
+        "id": "h", "organism": "human", "value_type": "counts", "reader": "h5ad",
+        "sources": [{"name": "matrix", "url": "x.h5ad"}],
+        "metadata": {
+            "columns": {"patient": "donor", "tissue": "site"},
+            "values": {"tissue": {"Tumor": "tumour", "Blood": "blood"}},
+            "constants": {"timepoint": "baseline"},
+        },
+    }  # fmt: skip
+    adata = io.read_dataset(manifest=manifest, config=config)
+    assert list(adata.obs["patient"]) == list(obs["donor"])
+    assert list(adata.obs["tissue"]) == ["tumour", "blood"] * 4
+    assert adata.obs["response"].isna().all() and adata.obs["sample"].isna().all()
+    assert "cluster_orig" in adata.obs  # a raw column named like a later-stage column is renamed
+    config["metadata"]["constants"]["patient"] = "p"
+    with pytest.raises(TexflowError, match="both as metadata.columns and metadata.constants"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_memory_estimate_grows_with_input_and_reader(tmp_path):
+    manifest = fx.write_sources(tmp_path, {"m": ("m.txt.gz", b"x" * 2**20 * 3)})
+    assert io.estimate_ingest_mem_mb(manifest, "dense_table") == 1000 + 75
+    assert io.estimate_ingest_mem_mb(manifest, "h5ad") == 1000 + 18
+    with pytest.raises(FileNotFoundError):  # Snakemake re-evaluates once fetch has run
+        io.estimate_ingest_mem_mb(tmp_path / "missing.tsv", "h5ad")
