@@ -27,6 +27,8 @@ def main(snakemake):
         programs=selected,
         program_names=params["programs"],
         max_rank=params["max_rank"],
+        equalise_depth=params["equalise_depth"],
+        depth_quantile=params["depth_quantile"],
         n_grid=params["trend_grid"],
         n_splines=params["trend_splines"],
         n_bootstrap=params["n_bootstrap"],
@@ -35,6 +37,7 @@ def main(snakemake):
         min_cells_per_patient=stats["min_cells_per_patient"],
         min_cells_per_group=stats["min_cells_per_group"],
         min_paired_patients=stats["min_paired_patients"],
+        adjust_for=stats["adjust_for"],
         stats_seed=stats["seed"],
     )
     response_skipped = str(tables.pop("_response_skipped")["reason"].iloc[0])

@@ -1,0 +1,116 @@
+"""texflow.programs: a program made to rise along the simulated trajectory is found in every
+seed; outputs (cell table, trends, summary, figures) are complete; a dataset without a
+trajectory or without response labels says so."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.lineage_data import labelled_cd8
+from texflow import programs, trajectory
+
+FAST = dict(n_bootstrap=20, n_permutations=1000, n_grid=20)
+
+
+def staged(seed, **simulation):
+    """Simulated CD8 cells through the trajectory stage, plus the selected programs."""
+    adata = labelled_cd8(seed=seed, n_cells=1200, n_genes=600, **simulation)
+    selected = programs.load_selected_programs(organism="human")
+    exclude = programs.program_genes(selected, programs.TESTED_PROGRAMS, var_names=adata.var_names)
+    trajectory.diffusion_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed)
+    return adata, selected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rising_program_is_found_in_every_seed(seed):
+    adata, selected = staged(seed, rising_programs={"ifn_i_core": 1.5})
+    tables = programs.analyse(adata, programs=selected,
+                              program_names=programs.DEFAULT_PROGRAMS, seed=seed, **FAST)
+    row = tables["associations"].set_index("program").loc["ifn_i_core"]
+    assert row["effect"] > 0.2
+    assert row["p_adj"] < 0.01
+    assert row["unit"] == "patients" and row["n_patients"] == 6
+
+
+@pytest.fixture(scope="module")
+def analysed():
+    adata, selected = staged(5, rising_programs={"ifn_i_core": 1.5},
+                             response_effects={"lpo_drivers": 1.5})
+    tables = programs.analyse(adata, programs=selected,
+                              program_names=programs.DEFAULT_PROGRAMS, seed=0, **FAST)
+    return adata, tables
+
+
+def test_outputs_are_complete(analysed, tmp_path):
+    adata, tables = analysed
+    cells = tables["cells"]
+    assert len(cells) == adata.n_obs
+    expected = ["cell_id", "sample", "patient", "response", "cluster", "state",
+                "state_confidence", "pseudotime"]
+    assert list(cells.columns[: len(expected)]) == expected
+    for name in ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors",
+                 "lpo_signed", "tpex", "tex_term"]:
+        assert f"score_{name}" in cells
+    np.testing.assert_allclose(cells["score_lpo_signed"],
+                               cells["score_lpo_drivers"] - cells["score_lpo_suppressors"])
+    assert adata.uns["texflow"]["scoring"]["depth_equalised"]
+    trends = tables["trends"]
+    assert set(trends["program"]) >= {"ifn_i_core", "lpo_signed"}
+    assert (trends["lower"] <= trends["fit"] + 1e-9).all()
+    assert (trends["fit"] <= trends["upper"] + 1e-9).all()
+    ifn = trends[trends["program"] == "ifn_i_core"]
+    assert ifn["fit"].iloc[-1] > ifn["fit"].iloc[0]  # it rises
+    for table in ("associations", "state_comparison", "response_comparison"):
+        assert {"program", "effect", "n_patients", "n_cells", "p_value", "p_adj", "unit"} <= set(
+            tables[table].columns), table
+    coverage = tables["program_coverage"]
+    assert set(coverage["program"]) >= set(programs.DEFAULT_PROGRAMS)
+    summary = programs.build_summary(
+        adata, associations=tables["associations"], state_comparison=tables["state_comparison"],
+        response_comparison=tables["response_comparison"], response_skipped="")
+    text = json.dumps(summary)  # JSON-safe, no NaN
+    assert "NaN" not in text
+    assert summary["association_with_pseudotime"]["ifn_i_core"]["n_patients"] == 6
+    paths = programs.draw_trends(adata, trends, tables["associations"], tmp_path)
+    assert (tmp_path / "trend_ifn_i_core.png").stat().st_size > 10_000
+    assert len(paths) == 7
+
+
+def test_responder_effect_is_found_on_patient_means(analysed):
+    _, tables = analysed
+    response = tables["response_comparison"]
+    row = response[(response["state"] == "exhausted_lineage")
+                   & (response["program"] == "lpo_drivers")].iloc[0]
+    assert row["effect"] > 0  # higher in non-responders, as simulated
+    assert row["cliffs_delta"] == 1.0
+    assert row["n_responders"] == 3 and row["n_non_responders"] == 3
+
+
+def test_no_trajectory_and_no_response_labels_are_reported(tmp_path):
+    adata = labelled_cd8(seed=2, n_cells=600, n_genes=500)
+    adata.obs["state"] = adata.obs["state"].astype(str).replace({"Tpex": "naive_like"})
+    adata.obs["response"] = pd.NA
+    trajectory.diffusion_pseudotime(adata)
+    selected = programs.load_selected_programs(organism="human")
+    tables = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
+                              **FAST)
+    skipped = adata.uns["texflow"]["skipped"]
+    assert "Tpex" in skipped["trajectory"] and "associations" in skipped
+    assert tables["associations"]["note"].iloc[0].startswith("skipped")
+    assert tables["response_comparison"]["test"].iloc[0] == "skipped"
+    assert "no response labels" in skipped["response_comparison"]
+    paths = programs.draw_trends(adata, tables["trends"], tables["associations"], tmp_path)
+    assert all(p.exists() for p in paths)
+
+
+def test_extra_programs_are_scored(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("my_cytotoxic: [GZMB, PRF1, NKG7, GZMA]\n")
+    selected = programs.load_selected_programs(organism="human", extra_file=str(extra))
+    assert "my_cytotoxic" in selected and "ifn_i_core" in selected
+    adata = labelled_cd8(seed=3, n_cells=400, n_genes=500)
+    coverage = programs.score_programs(adata, selected)
+    assert "score_my_cytotoxic" in adata.obs
+    assert "my_cytotoxic" in set(coverage["program"])

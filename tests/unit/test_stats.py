@@ -1,0 +1,117 @@
+"""texflow.stats: patient-level tests find real effects, keep patient confounding out, and say
+which unit they used."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from texflow import stats
+
+
+def cells(*, n_patients=6, n_per_patient=80, seed=0, slope=0.0, patient_shift=0.0,
+          responders=True):
+    """Cells with pseudotime, state, patient, response and scores ``rise`` (score = slope *
+    pseudotime + noise) and ``confounded`` (flat within patients, but patients with later
+    pseudotime have higher scores: a between-patient effect a cell-level test would take for
+    a trend)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        offset = p / max(n_patients - 1, 1)  # patient p sits later along pseudotime
+        pt = np.clip(rng.uniform(0, 0.6, n_per_patient) + 0.4 * offset, 0, 1)
+        for t in pt:
+            rows.append(dict(
+                patient=f"P{p}", pseudotime=t,
+                state="Tpex" if t < 0.33 else ("Tex_int" if t < 0.66 else "Tex_term"),
+                response=("responder" if p % 2 == 0 else "non_responder") if responders else None,
+                rise=slope * t + rng.normal(0, 0.2),
+                confounded=patient_shift * offset + rng.normal(0, 0.2),
+            ))
+    obs = pd.DataFrame(rows)
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    return obs
+
+
+def test_rising_score_is_found_and_patient_confounding_is_not():
+    obs = cells(slope=1.0, patient_shift=2.0)
+    table = stats.pseudotime_associations(
+        obs, obs[["rise", "confounded"]], n_permutations=500, seed=1
+    ).set_index("program")
+    assert table.loc["rise", "effect"] > 0.4
+    assert table.loc["rise", "p_adj"] < 0.01
+    assert table.loc["rise", "n_patients"] == 6
+    assert table.loc["rise", "n_patients_positive"] == 6
+    assert table.loc["rise", "unit"] == "patients"
+    # pooled over cells the confounded score correlates with pseudotime ...
+    pooled = obs[["pseudotime", "confounded"]].corr(method="spearman").iloc[0, 1]
+    assert pooled > 0.3
+    # ... but not within any patient
+    assert abs(table.loc["confounded", "effect"]) < 0.15
+    assert table.loc["confounded", "p_value"] > 0.01
+
+
+def test_flat_score_false_positive_rate():
+    called = 0
+    for seed in range(20):
+        obs = cells(seed=seed, n_per_patient=40)
+        table = stats.pseudotime_associations(obs, obs[["rise"]], n_permutations=199, seed=seed)
+        called += int(table["p_value"].iloc[0] < 0.05)
+    assert called <= 3  # 5% of 20 is 1; binomial tail P(>3) < 2%
+
+
+def test_without_patients_cells_are_units_and_it_says_so():
+    obs = cells(slope=1.0).drop(columns="patient")
+    table = stats.pseudotime_associations(obs, obs[["rise"]], n_permutations=200)
+    assert table["unit"].iloc[0] == "cells"
+    assert "cells are the units" in table["note"].iloc[0]
+    assert table["effect"].iloc[0] > 0.5
+
+
+def test_covariate_is_partialled_out():
+    rng = np.random.default_rng(3)
+    obs = cells(n_per_patient=150)
+    depth = obs["pseudotime"] + rng.normal(0, 0.1, len(obs))
+    obs["depth_driven"] = depth + rng.normal(0, 0.1, len(obs))
+    plain = stats.pseudotime_associations(obs, obs[["depth_driven"]], n_permutations=200)
+    adjusted = stats.pseudotime_associations(obs, obs[["depth_driven"]], n_permutations=200,
+                                             covariate=depth.to_numpy(), covariate_name="depth")
+    assert plain["effect"].iloc[0] > 0.5
+    assert abs(adjusted["effect"].iloc[0]) < 0.15
+    assert adjusted["adjusted_for"].iloc[0] == "depth"
+
+
+def test_state_comparison_paired_on_patient_means():
+    obs = cells(slope=1.0)
+    table = stats.compare_states(obs, obs[["rise", "confounded"]]).set_index("program")
+    assert table.loc["rise", "test"] == "wilcoxon_signed_rank_paired"
+    assert table.loc["rise", "effect"] > 0.3  # Tex_term - Tpex
+    assert table.loc["rise", "n_patients"] >= 3
+    assert table.loc["rise", "comparison"] == "Tex_term vs Tpex"
+    assert {"p_value", "p_adj", "n_cells", "unit"} <= set(table.columns)
+
+
+def test_response_comparison_direction_and_units():
+    obs = cells()
+    obs["ifn"] = np.where(obs["response"] == "non_responder", 1.0, 0.0) + np.random.default_rng(
+        0).normal(0, 0.1, len(obs))
+    table, skipped = stats.compare_response(obs, obs[["ifn", "rise"]])
+    assert skipped == ""
+    row = table[(table["state"] == "exhausted_lineage") & (table["program"] == "ifn")].iloc[0]
+    assert row["effect"] == pytest.approx(row["mean_non_responders"] - row["mean_responders"])
+    assert row["effect"] > 0.8 and row["cliffs_delta"] == 1.0
+    assert row["n_responders"] == 3 and row["n_non_responders"] == 3
+    assert row["p_value"] == pytest.approx(0.1)  # smallest two-sided exact p for 3 vs 3
+
+
+def test_response_comparison_without_labels_is_skipped_not_guessed():
+    obs = cells(responders=False)
+    table, skipped = stats.compare_response(obs, obs[["rise"]])
+    assert "no response labels" in skipped
+    assert len(table) == 1 and table["test"].iloc[0] == "skipped"
+    assert table["note"].iloc[0].startswith("skipped:")
+
+
+def test_bh_keeps_nan():
+    adjusted = stats.bh_adjust([0.01, np.nan, 0.04])
+    assert np.isnan(adjusted[1])
+    assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.04)

@@ -1,0 +1,66 @@
+"""texflow.trajectory: pseudotime over the exhausted lineage follows the simulated truth, its
+root comes from the data, tested programs stay out of the axis, and missing ends are a recorded
+skip rather than an error."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tests.lineage_data import labelled_cd8
+from texflow import programs, trajectory
+
+
+@pytest.fixture(scope="module")
+def lineage():
+    adata = labelled_cd8(seed=0, n_cells=1200, n_genes=600)
+    selected = programs.load_selected_programs(organism="human")
+    exclude = programs.program_genes(selected, programs.TESTED_PROGRAMS, var_names=adata.var_names)
+    table = trajectory.diffusion_pseudotime(adata, exclude_genes=exclude, n_root_checks=5)
+    return adata, table, exclude
+
+
+def test_pseudotime_follows_truth(lineage):
+    adata, _, _ = lineage
+    inside = adata.obs["in_lineage"].to_numpy()
+    expected = adata.obs["state"].isin(["Tpex", "Tex_int", "Tex_term"]).to_numpy()
+    np.testing.assert_array_equal(inside, expected)
+    pt = adata.obs["pseudotime"].to_numpy()
+    assert np.isnan(pt[~inside]).all()
+    assert np.isfinite(pt[inside]).all()
+    assert pt[inside].min() == pytest.approx(0) and pt[inside].max() == pytest.approx(1)
+    rho = stats.spearmanr(pt[inside], adata.obs["true_pseudotime"].to_numpy()[inside]).statistic
+    assert rho > 0.7
+    by_state = adata.obs[inside].groupby("state", observed=True)["pseudotime"].median()
+    assert by_state["Tpex"] < by_state["Tex_int"] < by_state["Tex_term"]
+
+
+def test_root_is_a_tpex_cell_chosen_from_the_data(lineage):
+    adata, table, _ = lineage
+    info = adata.uns["texflow"]["trajectory"]
+    assert adata.obs.loc[info["root_cell"], "state"] == "Tpex"
+    assert adata.obs.loc[info["root_cell"], "pseudotime"] == pytest.approx(0)
+    assert adata.obs.loc[info["root_cell"], "true_pseudotime"] < 0.3
+    # root sensitivity: the main root plus 5 others from the same cluster, all agreeing
+    assert len(table) == 6 and table["is_main_root"].sum() == 1
+    root_cluster = adata.obs.loc[info["root_cell"], "cluster"]
+    assert (adata.obs.loc[table["root_cell"], "cluster"] == root_cluster).all()
+    assert table["spearman_rho"].min() > 0.8
+    assert "trajectory" not in adata.uns["texflow"]["skipped"]
+
+
+def test_tested_program_genes_are_not_features(lineage):
+    adata, _, exclude = lineage
+    assert {"ISG15", "MX1", "GPX4", "ACSL4"} <= exclude
+    lineage_cells = adata[adata.obs["in_lineage"].to_numpy()].copy()
+    features = trajectory.lineage_features(lineage_cells, n_top_genes=1000, exclude_genes=exclude)
+    assert features and not set(features) & exclude
+
+
+def test_without_tex_term_the_stage_is_skipped_not_failed():
+    adata = labelled_cd8(seed=1, n_cells=600, n_genes=500)
+    adata.obs["state"] = adata.obs["state"].astype(str).replace({"Tex_term": "Tex_int"})
+    table = trajectory.diffusion_pseudotime(adata)
+    reason = adata.uns["texflow"]["skipped"]["trajectory"]
+    assert "Tex_term" in reason
+    assert adata.obs["pseudotime"].isna().all()
+    assert table["note"].iloc[0].startswith("skipped")
