@@ -42,7 +42,6 @@ REQUIRE_SLURM = os.environ.get("TEXFLOW_REQUIRE_SLURM") == "1"
 # of jobs is polled, not pushed; on a loaded 2-core machine that is about a minute per job.
 RUN_TIMEOUT_SECONDS = 45 * 60
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,10 +210,16 @@ def req_mem_mb(value: str) -> float:
 # comparing results
 
 
-def _as_comparable(column: pd.Series) -> pd.Series:
-    """Strings (categoricals, objects, booleans) as object arrays with None for missing."""
-    values = column.astype(object)
-    return values.where(column.notna(), None)
+_MISSING = "<missing>"
+
+
+def _as_comparable(column: pd.Series) -> np.ndarray:
+    """Labels (categoricals, strings, booleans) as strings, missing values as one marker.
+
+    (pandas' ``!=`` counts two missing values as different, hence the marker.)
+    """
+    values = column.astype(object).to_numpy()
+    return np.array([_MISSING if pd.isna(v) else str(v) for v in values], dtype=object)
 
 
 def assert_same_anndata(expected_path: Path, actual_path: Path) -> list[str]:
@@ -266,6 +271,8 @@ def demo_runs(slurm, tmp_path_factory):
     return local, on_slurm, output
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_demo_jobs_ran_as_slurm_jobs(slurm, demo_runs):
     _, _, output = demo_runs
     job_ids = SUBMITTED.findall(output)
@@ -290,6 +297,8 @@ def test_demo_jobs_ran_as_slurm_jobs(slurm, demo_runs):
         assert rules_in_comments == set(remote_rules), jobs.to_string()
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_slurm_results_equal_local_results(demo_runs):
     local, on_slurm, _ = demo_runs
     produced = sorted(p.relative_to(local) for p in (local / "results").rglob("*") if p.is_file())
@@ -314,6 +323,8 @@ def test_slurm_results_equal_local_results(demo_runs):
 # out of memory -> retry with more memory
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_out_of_memory_job_is_retried_with_more_memory(slurm, tmp_path):
     workdir = tmp_path / "oom"
     workdir.mkdir()
@@ -337,3 +348,46 @@ def test_out_of_memory_job_is_retried_with_more_memory(slurm, tmp_path):
     assert req_mem_mb(jobs.loc[second, "ReqMem"]) == pytest.approx(1200), jobs.to_string()
     assert jobs.loc[second, "State"] == "COMPLETED", jobs.to_string()
     assert (workdir / "allocated.txt").read_text().strip() == "700 MB held with mem_mb=1200"
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison itself (no cluster needed)
+
+
+def test_comparison_detects_differences(tmp_path):
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    X = sp.random(30, 20, density=0.3, format="csr", dtype=np.float32, random_state=rng)
+    obs = pd.DataFrame(
+        {
+            "cluster": pd.Categorical(rng.choice(["0", "1", "2"], 30)),
+            "response": pd.Categorical([None] * 10 + ["responder"] * 20),
+            "score_ifn": rng.normal(size=30),
+        },
+        index=[f"c{i}" for i in range(30)],
+    )
+    reference = ad.AnnData(X=X, obs=obs)
+    reference.write_h5ad(tmp_path / "a.h5ad")
+    reference.write_h5ad(tmp_path / "same.h5ad")
+    assert assert_same_anndata(tmp_path / "a.h5ad", tmp_path / "same.h5ad") == [
+        "cluster", "response", "score_ifn",
+    ]  # fmt: skip
+
+    relabelled = reference.copy()
+    relabelled.obs["cluster"] = relabelled.obs["cluster"].map({"0": "1", "1": "0", "2": "2"})
+    relabelled.write_h5ad(tmp_path / "relabelled.h5ad")
+    with pytest.raises(AssertionError, match="cluster"):
+        assert_same_anndata(tmp_path / "a.h5ad", tmp_path / "relabelled.h5ad")
+
+    rescored = reference.copy()
+    rescored.obs.loc["c3", "score_ifn"] += 0.01
+    rescored.write_h5ad(tmp_path / "rescored.h5ad")
+    with pytest.raises(AssertionError, match="score_ifn"):
+        assert_same_anndata(tmp_path / "a.h5ad", tmp_path / "rescored.h5ad")
+
+    changed = reference.copy()
+    changed.X = (changed.X + sp.csr_matrix(([1.0], ([0], [0])), shape=X.shape, dtype=np.float32)).tocsr()
+    changed.write_h5ad(tmp_path / "changed.h5ad")
+    with pytest.raises(AssertionError, match="X differs"):
+        assert_same_anndata(tmp_path / "a.h5ad", tmp_path / "changed.h5ad")
