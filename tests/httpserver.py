@@ -107,7 +107,10 @@ class TestHTTPServer:
         self.requests: list[RequestRecord] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="test-http", daemon=True)
+        # a short poll interval: shutdown() at teardown waits up to one interval
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="test-http", daemon=True
+        )
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> TestHTTPServer:

@@ -316,3 +316,13 @@ def test_filename_from_url():
     assert fetch.source_filename({"url": "resources/demo/x.h5ad"}) == "x.h5ad"
     assert fetch.source_filename({"url": "file:///data/a%20b.h5"}) == "a b.h5"
     assert fetch.source_filename({"url": "https://h/x", "filename": "y.gz"}) == "y.gz"
+
+
+def test_local_source_paths_are_the_rule_inputs():
+    sources = [
+        {"name": "a", "url": "https://h/x.gz"},
+        {"name": "b", "url": "resources/demo/x.h5ad"},
+        {"name": "c", "url": "file:///data/a%20b.h5"},
+        {"name": "d", "url": "/abs/c.tsv"},
+    ]
+    assert fetch.local_source_paths(sources) == ["resources/demo/x.h5ad", "/data/a b.h5", "/abs/c.tsv"]

@@ -42,7 +42,6 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .errors import DownloadError
-from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +50,7 @@ __all__ = [
     "FetchedFile",
     "fetch_dataset",
     "fetch_source",
+    "local_source_paths",
     "make_session",
     "read_manifest",
     "source_filename",
@@ -132,6 +132,23 @@ def source_filename(source: Mapping) -> str:
     if _scheme(url) in ("http", "https", "file"):
         return unquote(urlparse(url).path.rstrip("/").rsplit("/", 1)[-1])
     return Path(url).name
+
+
+def local_source_paths(sources: Iterable[Mapping]) -> list[str]:
+    """The local files among `sources`: plain paths and the paths of ``file://`` URLs.
+
+    The fetch rule declares them as inputs, so that a changed local file is copied again and a
+    missing one stops the run before any job starts, naming the file.
+    """
+    paths = []
+    for source in sources:
+        url = str(source["url"])
+        scheme = _scheme(url)
+        if scheme == "file":
+            paths.append(url2pathname(urlparse(url).path))
+        elif scheme == "":
+            paths.append(url)
+    return paths
 
 
 def fetch_source(
@@ -635,6 +652,10 @@ def _still_valid(record: FetchedFile | None, source: Mapping, destination: Path)
 
 
 def _write_rows(path: Path, rows: Iterable[FetchedFile]) -> None:
+    # imported here: texflow.utils imports anndata, which the Snakefile (importing this module
+    # for local_source_paths) and the fetch job need not pay for
+    from .utils import atomic_path
+
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
