@@ -1,1 +1,42 @@
-# Stage states: rules are being written (see the issue tracker).
+# Stage states: per-cell UCell scores of the state programs and one label per cluster (Tpex,
+# Tex_int, Tex_term, naive_like, effector_memory, other_cd8 or ambiguous) with a margin-based
+# confidence. Logic: workflow/texflow/states.py.
+
+
+rule states:
+    input:
+        h5ad=results("{dataset}", "clustered.h5ad"),
+    output:
+        h5ad=results("{dataset}", "states.h5ad"),
+        cluster_states=report(
+            results("{dataset}", "tables/cluster_states.tsv"),
+            caption="../report/cluster_states.rst",
+            category="States",
+            labels={"dataset": "{dataset}", "table": "cluster states"},
+        ),
+        coverage=report(
+            results("{dataset}", "tables/signature_coverage.tsv"),
+            caption="../report/signature_coverage.rst",
+            category="States",
+            labels={"dataset": "{dataset}", "table": "signature coverage"},
+        ),
+        summary=results("{dataset}", "tables/cluster_program_scores.tsv"),
+        figure=report(
+            results("{dataset}", "figures/state_markers_dotplot.png"),
+            caption="../report/state_markers_dotplot.rst",
+            category="States",
+            labels={"dataset": "{dataset}", "figure": "state markers"},
+        ),
+    log:
+        "logs/{dataset}/states.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(2000, 3.0),
+        runtime=scaled_runtime(10, 10),
+    params:
+        states=config.get("states", {}),
+        extra_file=config.get("programs", {}).get("extra_file", ""),
+    script:
+        "../scripts/states.py"

@@ -1,0 +1,42 @@
+"""States stage: per-cell program scores and one state label per cluster (texflow.states)."""
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import anndata as ad
+from texflow import states
+from texflow.errors import InputDataError
+from texflow.plotting import states as plots
+from texflow.utils import atomic_path, run_step, write_h5ad
+
+
+def write_tsv(table, path):
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+
+
+def main(snakemake):
+    path = snakemake.input.h5ad
+    adata = ad.read_h5ad(path)
+    meta = adata.uns.setdefault("texflow", {})
+    dataset = meta.get("dataset", snakemake.wildcards.dataset)
+    organism = meta.get("organism")
+    if organism not in ("human", "mouse"):
+        raise InputDataError(
+            f"uns['texflow']['organism'] is {organism!r}, expected 'human' or 'mouse'",
+            dataset=dataset, path=path,
+        )
+    params = states.StatesParams.from_config(snakemake.params.states)
+    table, summary, coverage = states.label_states(
+        adata, organism=organism, params=params, extra_programs=snakemake.params.extra_file or None,
+        dataset=dataset,
+    )
+    write_tsv(table, snakemake.output.cluster_states)
+    write_tsv(coverage, snakemake.output.coverage)
+    write_tsv(summary, snakemake.output.summary)
+    plots.state_marker_dotplot(
+        adata, snakemake.output.figure, organism=organism, table=table,
+        cluster_key=params.cluster_key, title=f"{dataset}: state markers per cluster",
+    )
+    write_h5ad(adata, snakemake.output.h5ad)
+
+
+run_step(main, snakemake)  # noqa: F821

@@ -1,0 +1,315 @@
+"""Label CD8 T-cell clusters as Tpex, Tex_int, Tex_term, naive_like, effector_memory or other.
+
+How a cluster gets its label (all thresholds are `StatesParams`, config key ``states``):
+
+1. Every cell is scored with UCell (`texflow.scoring.ucell`) for the identity programs
+   (exhausted_gate, tpex, tex_int, tex_term, naive_like, effector_memory, cytotoxic, trm, mait)
+   and the two axes isg and cycling. UCell scores depend only on a cell's own gene ranks, so they
+   are the same on counts, TPM or log values and do not depend on the rest of the dataset.
+2. Per cluster, each program's mean cell score is put on one scale: the number of cell-level
+   standard deviations it lies above the mean of all cells,
+   ``z = (mean score in cluster - mean score of all cells) / SD of all cells``.
+   (Cell-level rather than cluster-level standardisation: it does not depend on how many
+   clusters Leiden made, and a single cluster still gets a value.)
+3. Candidate states are Tpex, Tex_int, Tex_term (only if the cluster passes the exhausted gate:
+   its exhausted_gate z >= `gate_min_z`), naive_like and effector_memory. The best candidate
+   wins if its z >= `min_state_z`; otherwise the cluster is `other_cd8` (e.g. MAIT, TRM or
+   anything the programs do not describe).
+4. Confidence = z(best) - z(second best candidate), in the same cell-SD units. Below
+   `min_margin` the cluster is `ambiguous` (its best and second-best states are still reported),
+   never forced.
+5. isg_high / cycling flags: z of the isg / cycling program >= `flag_min_z`. They never replace
+   the identity label (ProjecTILs likewise keeps IFN and cycling as separate axes).
+
+Per cell: ``obs["score_<program>"]``, ``obs["state"]``, ``obs["state_confidence"]`` (the
+cluster's), ``obs["exhaustion_axis"]`` = score_tex_term - score_tpex.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .errors import InputDataError
+from .scoring import DEFAULT_MAX_RANK, ucell
+from .signatures import GeneProgram, coverage_table, load_programs, resolve_aliases
+
+logger = logging.getLogger(__name__)
+
+# state label -> the program that defines it
+STATE_PROGRAMS: dict[str, str] = {
+    "Tpex": "tpex",
+    "Tex_int": "tex_int",
+    "Tex_term": "tex_term",
+    "naive_like": "naive_like",
+    "effector_memory": "effector_memory",
+}
+EXHAUSTED_STATES = ("Tpex", "Tex_int", "Tex_term")
+OTHER_STATE = "other_cd8"
+AMBIGUOUS_STATE = "ambiguous"
+STATE_CATEGORIES = [*STATE_PROGRAMS, OTHER_STATE, AMBIGUOUS_STATE]
+GATE_PROGRAM = "exhausted_gate"
+AXIS_PROGRAMS = ("isg", "cycling")
+# Scored for the summary table and the figure, but no state of their own (they end in other_cd8
+# when nothing else fits): TRM markers overlap Tex-term in tumours, cytotoxic genes overlap
+# Tex_int and effector cells.
+CONTEXT_PROGRAMS = ("cytotoxic", "trm", "mait")
+SCORED_PROGRAMS = (
+    GATE_PROGRAM, *STATE_PROGRAMS.values(), *CONTEXT_PROGRAMS, *AXIS_PROGRAMS,
+)
+
+
+@dataclass
+class StatesParams:
+    """Parameters of the states stage (defaults and reasons: schemas/config/states.schema.yaml)."""
+
+    cluster_key: str = "cluster"
+    max_rank: int = DEFAULT_MAX_RANK
+    min_margin: float = 0.2
+    gate_min_z: float = -0.5
+    min_state_z: float = 0.0
+    flag_min_z: float = 1.0
+    n_marker_genes: int = 5
+    missing_genes: str = "impute"
+
+    @classmethod
+    def from_config(cls, config: Mapping | None) -> StatesParams:
+        config = dict(config or {})
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in config.items() if key in known})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_programs(
+    organism: str, var_names, *, extra: str | None = None
+) -> dict[str, GeneProgram]:
+    """The programs the states stage scores, with symbols resolved against `var_names`."""
+    programs = load_programs(organism, extra=extra or None)
+    missing = [name for name in SCORED_PROGRAMS if name not in programs]
+    if missing:
+        raise InputDataError(f"gene program(s) {missing} are needed to label states but not defined")
+    chosen = {name: programs[name] for name in SCORED_PROGRAMS}
+    return resolve_aliases(chosen, var_names, organism=organism)
+
+
+def cluster_z_scores(adata: ad.AnnData, *, cluster_key: str, programs) -> pd.DataFrame:
+    """Cluster x program: (cluster mean - all-cell mean) / all-cell SD of the UCell scores."""
+    scores = adata.obs[[f"score_{name}" for name in programs]].astype(float)
+    scores.columns = list(programs)
+    sd = scores.std(ddof=0).replace(0.0, np.nan)  # a program constant in every cell says nothing
+    means = scores.groupby(adata.obs[cluster_key], observed=True).mean()
+    return (means - scores.mean()) / sd
+
+
+def cluster_summary(adata: ad.AnnData, *, cluster_key: str, programs) -> pd.DataFrame:
+    """Long table: cluster, program, n_cells, mean, median, frac_high, z.
+
+    ``frac_high`` is the fraction of the cluster's cells above the 75th percentile of all cells'
+    scores of that program (0.25 expected by chance).
+    """
+    z = cluster_z_scores(adata, cluster_key=cluster_key, programs=programs)
+    groups = adata.obs[cluster_key]
+    rows = []
+    for name in programs:
+        score = adata.obs[f"score_{name}"].astype(float)
+        high = score > score.quantile(0.75)
+        grouped = score.groupby(groups, observed=True)
+        frame = pd.DataFrame(
+            {
+                "cluster": grouped.mean().index.astype(str),
+                "program": name,
+                "n_cells": grouped.size().to_numpy(),
+                "mean": grouped.mean().to_numpy(),
+                "median": grouped.median().to_numpy(),
+                "frac_high": high.groupby(groups, observed=True).mean().to_numpy(),
+                "z": z[name].to_numpy(),
+            }
+        )
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _decide(z_row: pd.Series, params: StatesParams, usable: set[str]) -> dict:
+    """The state of one cluster from its program z-scores."""
+    gate_z = z_row.get(GATE_PROGRAM, np.nan)
+    gate = bool(np.isfinite(gate_z) and gate_z >= params.gate_min_z)
+    candidates = {
+        state: z_row[program]
+        for state, program in STATE_PROGRAMS.items()
+        if program in usable
+        and np.isfinite(z_row[program])
+        and (gate or state not in EXHAUSTED_STATES)
+    }
+    ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=True)
+    if not ranked:
+        return {"state": OTHER_STATE, "best_state": "", "confidence": 0.0, "second_best": "", "gate": gate}
+    best, best_z = ranked[0]
+    # a lone candidate is measured against the minimum a state needs
+    second, second_z = ranked[1] if len(ranked) > 1 else ("", params.min_state_z)
+    confidence = float(best_z - second_z)
+    if best_z < params.min_state_z:
+        state = OTHER_STATE
+        confidence = float(params.min_state_z - best_z)
+    elif confidence < params.min_margin:
+        state = AMBIGUOUS_STATE
+    else:
+        state = best
+    return {"state": state, "best_state": best, "confidence": confidence, "second_best": second, "gate": gate}
+
+
+def _marker_evidence(
+    adata: ad.AnnData, *, cluster_key: str, cluster: str, genes, n_top: int, higher: bool
+) -> str:
+    """'GENE mean_in vs mean_out; ...' for the genes most above (or below) the other clusters."""
+    present = [g for g in genes if g in adata.var_names]
+    if not present:
+        return ""
+    columns = adata.var_names.get_indexer(present)
+    inside = (adata.obs[cluster_key].astype(str) == cluster).to_numpy()
+    matrix = adata.X[:, columns]
+    matrix = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
+    mean_in = matrix[inside].mean(axis=0)
+    mean_out = matrix[~inside].mean(axis=0) if (~inside).any() else np.zeros(len(present))
+    difference = mean_in - mean_out if higher else mean_out - mean_in
+    order = np.argsort(-difference)
+    parts = [
+        f"{present[i]} {mean_in[i]:.2f} vs {mean_out[i]:.2f}"
+        for i in order[:n_top]
+        if difference[i] > 0
+    ]
+    return "; ".join(parts)
+
+
+def label_states(
+    adata: ad.AnnData,
+    *,
+    organism: str,
+    params: StatesParams | None = None,
+    extra_programs: str | None = None,
+    dataset: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score programs per cell and label each cluster with a state and a confidence.
+
+    Parameters
+    ----------
+    adata
+        Clustered CD8 T cells: ``obs[params.cluster_key]``; X non-negative (log-normalised in
+        `clustered.h5ad`; counts or TPM give the same scores). Marker means in the table are
+        computed on X.
+    organism
+        ``"human"`` or ``"mouse"``.
+    params
+        Thresholds (`StatesParams`).
+    extra_programs
+        Optional user program file (see `texflow.signatures.load_programs`), e.g. to replace
+        the shipped Tpex list.
+    dataset
+        Dataset id for messages.
+
+    Returns
+    -------
+    cluster_states
+        One row per cluster: cluster, n_cells, state, confidence, second_best, best_state,
+        exhausted_gate, isg_high, cycling, z_<program> for every scored program,
+        markers_up / markers_down (winning program's genes with cluster vs other-cluster means),
+        untrusted_programs.
+    summary
+        Long per-cluster, per-program table (`cluster_summary`).
+    coverage
+        `texflow.signatures.coverage_table` of the scored programs.
+
+    Writes
+    ------
+    ``obs["score_<program>"]``, ``obs["state"]`` (categorical), ``obs["state_confidence"]``,
+    ``obs["exhaustion_axis"]``; ``uns["texflow"]["params"]["states"]``,
+    ``uns["texflow"]["skipped"]`` entries for programs that could not be used; ``uns["ucell"]``.
+    """
+    params = params or StatesParams()
+    key = params.cluster_key
+    if key not in adata.obs:
+        raise InputDataError(f"obs[{key!r}] (the clusters to label) is missing", dataset=dataset)
+    if adata.n_obs == 0:
+        raise InputDataError("no cells to label", dataset=dataset)
+    meta = adata.uns.setdefault("texflow", {})
+    skipped = meta.setdefault("skipped", {})
+
+    programs = state_programs(organism, adata.var_names, extra=extra_programs)
+    coverage = coverage_table(programs, adata.var_names)
+    for row in coverage.itertuples():
+        if not row.trusted:
+            message = (
+                f"program {row.program}: only {row.n_up_present} of {row.n_up} positive genes "
+                f"measured (missing: {row.missing or '-'}); its score is not trusted"
+            )
+            logger.warning(message)
+            warnings.warn(message, stacklevel=2)
+
+    ucell(adata, programs, max_rank=params.max_rank, missing_genes=params.missing_genes)
+    adata.obs["exhaustion_axis"] = adata.obs["score_tex_term"] - adata.obs["score_tpex"]
+
+    # programs without a single measured positive gene cannot name a state
+    usable = set(coverage.loc[coverage["n_up_present"] > 0, "program"])
+    for name in sorted(set(SCORED_PROGRAMS) - usable):
+        skipped[f"states.{name}"] = f"no gene of program {name} is in the data: not used"
+        logger.warning("program %s: no gene measured, not used to label states", name)
+
+    z = cluster_z_scores(adata, cluster_key=key, programs=programs)
+    sizes = adata.obs[key].value_counts()
+    rows = []
+    for cluster, z_row in z.iterrows():
+        decision = _decide(z_row, params, usable)
+        shown = decision["best_state"]
+        program = programs.get(STATE_PROGRAMS.get(shown, ""), None)
+        evidence_up = evidence_down = ""
+        if program is not None:
+            evidence_up = _marker_evidence(
+                adata, cluster_key=key, cluster=str(cluster), genes=program.up,
+                n_top=params.n_marker_genes, higher=True,
+            )
+            evidence_down = _marker_evidence(
+                adata, cluster_key=key, cluster=str(cluster), genes=program.down,
+                n_top=params.n_marker_genes, higher=False,
+            )
+        row = {
+            "cluster": str(cluster),
+            "n_cells": int(sizes.get(cluster, 0)),
+            "state": decision["state"],
+            "confidence": round(decision["confidence"], 4),
+            "second_best": decision["second_best"],
+            "best_state": decision["best_state"],
+            "exhausted_gate": decision["gate"],
+            "isg_high": bool(z_row.get("isg", -np.inf) >= params.flag_min_z),
+            "cycling": bool(z_row.get("cycling", -np.inf) >= params.flag_min_z),
+        }
+        row.update({f"z_{name}": round(float(z_row[name]), 4) for name in programs})
+        row["markers_up"] = evidence_up
+        row["markers_down"] = evidence_down
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    untrusted = ",".join(coverage.loc[~coverage["trusted"], "program"])
+    table["untrusted_programs"] = untrusted
+
+    by_cluster = table.set_index("cluster")
+    cluster_of_cell = adata.obs[key].astype(str)
+    adata.obs["state"] = pd.Categorical(
+        cluster_of_cell.map(by_cluster["state"]).to_numpy(), categories=STATE_CATEGORIES
+    )
+    adata.obs["state_confidence"] = cluster_of_cell.map(by_cluster["confidence"]).astype(float).to_numpy()
+    meta.setdefault("params", {})["states"] = params.as_dict()
+    for row in table.itertuples():
+        logger.info(
+            "cluster %s (%d cells): %s (confidence %.2f, second %s)%s%s",
+            row.cluster, row.n_cells, row.state, row.confidence, row.second_best or "-",
+            ", ISG-high" if row.isg_high else "", ", cycling" if row.cycling else "",
+        )
+    summary = cluster_summary(adata, cluster_key=key, programs=programs)
+    return table, summary, coverage
