@@ -341,7 +341,11 @@ def test_out_of_memory_job_is_retried_with_more_memory(slurm, tmp_path):
     # OUT_OF_MEMORY for the allocation only when the batch step itself is killed.)
     first_steps = jobs[jobs.index.str.split(".").str[0] == first]
     assert req_mem_mb(jobs.loc[first, "ReqMem"]) == pytest.approx(600), jobs.to_string()
-    assert "OUT_OF_MEMORY" in set(first_steps["State"]), jobs.to_string()
+    assert "OUT_OF_MEMORY" in set(first_steps["State"]), (
+        "attempt 1 was not recorded as OUT_OF_MEMORY (SLURM does so with TaskPlugin=task/cgroup "
+        "and ConstrainRAMSpace=yes; jobacct_gather OverMemoryKill records FAILED):\n"
+        + jobs.to_string()
+    )
     assert jobs.loc[first, "State"] in ("OUT_OF_MEMORY", "FAILED"), jobs.to_string()
 
     # attempt 2: twice the memory (mem_mb = 600 * attempt), completed
