@@ -699,7 +699,10 @@ def _reason(error: BaseException) -> str:
         error = error.__context__
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason  # "Max retries exceeded with url ..." hides the cause in its middle
-    text = str(error)
+    if isinstance(error, urllib3.exceptions.ProtocolError) and error.args and isinstance(error.args[0], str):
+        text = error.args[0]  # ("Connection broken: IncompleteRead(...)", IncompleteRead(...))
+    else:
+        text = str(error)
     return text if len(text) <= 300 else text[:297] + "..."
 
 
