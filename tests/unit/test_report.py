@@ -247,3 +247,18 @@ def test_format_p():
     assert report.format_p(0.0004) == "4.0e-04"
     assert report.format_p(0.0312) == "0.031"
     assert report.format_p(float("nan")) == "–"
+
+
+def test_too_few_patients_is_said():
+    """3 vs 3 patients: Mann-Whitney cannot go below p = 0.1; 4 paired patients: Wilcoxon not below 0.125."""
+    response = {"state": "exhausted_lineage", "program": "x", "unit": "patients", "test": "mann_whitney_patient_means",
+                "mean_responders": 0.1, "mean_non_responders": 0.5, "n_responders": 3, "n_non_responders": 3, "p_value": 0.1}
+    state = {"program": "x", "comparison": "Tex_term vs Tpex", "unit": "patients", "test": "wilcoxon_signed_rank_paired",
+             "effect": 0.3, "n_patients": 4, "p_value": 0.125}
+    found = report.findings({"response": pd.DataFrame([response]), "state": pd.DataFrame([state])}, alpha=0.05, skipped={})
+    by = {f.comparison: f for f in found}
+    assert "smallest possible p = 0.1" in by["response"].sentence
+    assert "smallest possible p = 0.12" in by["state"].sentence
+    state["n_patients"] = 8  # 2 / 2**8 < 0.05: no note
+    (again,) = [f for f in report.findings({"state": pd.DataFrame([state])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    assert again.power_note == ""

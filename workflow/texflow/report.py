@@ -156,6 +156,7 @@ class Finding:
     verdict: str = "not tested"  # "up", "down", "no clear difference", "not tested"
     reason: str = ""  # why not tested, or the stage's note on the test
     unit_note: str = ""  # set when cells, not patients, were the units
+    power_note: str = ""  # set when so few patients that no p below alpha is possible
 
     @property
     def untested_sentence(self) -> str:
@@ -190,6 +191,8 @@ class Finding:
             parts.append(f"q = {format_p(self.q)}")
         if self.unit_note:
             parts.append(self.unit_note)
+        if self.power_note:
+            parts.append(self.power_note)
         if self.reason and self.verdict != "not tested":
             parts.append(self.reason)
         return ", ".join(parts) or "no numbers in the table"
@@ -445,6 +448,9 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
     note = row.get("note")
     if isinstance(note, str) and note.strip() and note.strip().lower() != "nan":
         finding.reason = note.strip()
+    smallest = smallest_p(str(row.get("test", "")), finding)
+    if np.isfinite(smallest) and smallest >= alpha:
+        finding.power_note = f"with so few patients this test cannot reach p < {format_number(alpha)} (smallest possible p = {format_p(smallest)})"
     decisive = finding.q if np.isfinite(finding.q) else finding.p
     if not np.isfinite(finding.effect) or not np.isfinite(decisive):
         finding.verdict = "no clear difference" if np.isfinite(finding.effect) else "not tested"
@@ -461,6 +467,22 @@ def pick_headline(programs: Sequence[str], wanted: Sequence[str] = HEADLINE_PROG
     """The programs to spell out first: `wanted` where present, else every IFN/ISG/LPO program."""
     chosen = [p for p in wanted if p in programs]
     return chosen or [p for p in programs if re.search("ifn|isg|lpo", p.lower())]
+
+
+def smallest_p(test: str, finding: Finding) -> float:
+    """The smallest two-sided p-value an exact rank test can give with these patient numbers.
+
+    Wilcoxon signed-rank on n paired patients: 2 / 2**n; Mann-Whitney on n1 vs n2 patients:
+    2 / C(n1 + n2, n1). A "no clear difference" with 3 vs 3 patients (smallest p = 0.1) says
+    nothing about the biology, and the page says so. NaN for other tests or unknown n.
+    """
+    if test.startswith("wilcoxon") and np.isfinite(finding.n_patients) and finding.n_patients > 0:
+        return min(1.0, 2.0 / 2 ** int(finding.n_patients))
+    if test.startswith("mann_whitney") and "patient" in test and finding.n_groups:
+        n_nr, n_r = (int(n) for n in re.findall(r"\d+", finding.n_groups)[:2])
+        if n_r and n_nr:
+            return min(1.0, 2.0 / math.comb(n_r + n_nr, n_r))
+    return math.nan
 
 
 def _truncate(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
