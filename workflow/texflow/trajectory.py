@@ -206,9 +206,10 @@ def diffusion_pseudotime(
         "trajectory: %d lineage cells, %d features (%d program genes excluded)",
         lineage.n_obs, len(features), len(set(exclude_genes) & set(lineage.var_names)),
     )
-    work = ad.AnnData(
-        X=lineage[:, features].X.copy(), obs=lineage.obs[[state_key]].copy()
-    )
+    matrix = lineage[:, features].X
+    # dense on purpose: scaling zero-centres (lineage cells x <= n_top_genes float32 is small)
+    matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    work = ad.AnnData(X=matrix.astype(np.float32), obs=lineage.obs[[state_key]].copy())
     if cluster_key in lineage.obs:
         work.obs[cluster_key] = lineage.obs[cluster_key].values
     if confidence_key in lineage.obs:
