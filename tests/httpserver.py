@@ -109,7 +109,10 @@ class TestHTTPServer:
         self._httpd.daemon_threads = True
         # a short poll interval: shutdown() at teardown waits up to one interval
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="test-http", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="test-http",
+            daemon=True,
         )
 
     # -- life cycle -------------------------------------------------------------------------
@@ -212,9 +215,17 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
                 entry.requests_seen += 1
                 failing = entry.requests_seen <= entry.fail_first
             if failing:
-                return self._simple(record, entry.fail_status, b"try again later\n", send_body=send_body)
+                return self._simple(
+                    record, entry.fail_status, b"try again later\n", send_body=send_body
+                )
             if entry.html_error:
-                return self._simple(record, 200, HTML_ERROR_PAGE, send_body=send_body, content_type="text/html; charset=utf-8")
+                return self._simple(
+                    record,
+                    200,
+                    HTML_ERROR_PAGE,
+                    send_body=send_body,
+                    content_type="text/html; charset=utf-8",
+                )
 
             body = entry.body()
             total, start, end = len(body), 0, len(body) - 1
@@ -256,7 +267,9 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
 
             limit = len(part)
             with server._lock:
-                if entry.cut_after is not None and (entry.cut_times is None or entry.cuts_done < entry.cut_times):
+                if entry.cut_after is not None and (
+                    entry.cut_times is None or entry.cuts_done < entry.cut_times
+                ):
                     entry.cuts_done += 1
                     limit = min(limit, entry.cut_after)
             cut = limit < len(part)
@@ -274,7 +287,9 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
                 # the announced Content-Length is not met: close so the client sees it cut short
                 self.close_connection = True
 
-        def _simple(self, record, status, body, *, send_body, content_type="text/plain; charset=utf-8"):
+        def _simple(
+            self, record, status, body, *, send_body, content_type="text/plain; charset=utf-8"
+        ):
             self.send_response(status)
             record.status = status
             self.send_header("Content-Type", content_type)

@@ -123,13 +123,18 @@ def run_workflow(
     env.setdefault("MPLBACKEND", "Agg")
     env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
     command = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(SNAKEFILE),
-        "--directory", str(workdir),
-        "--cores", str(cores),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(cores),
         *args,
         *targets,
-    ]  # fmt: skip
+    ]
     return subprocess.run(
         command,
         cwd=workdir,

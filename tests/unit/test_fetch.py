@@ -37,8 +37,13 @@ def leftovers(directory: Path) -> list[str]:
 def test_cut_transfer_is_resumed_with_range(http_server, tmp_path):
     data = payload(100_000)
     http_server.add("/matrix.bin", data, cut_after=40_000)
-    size, digest = fetch_source(url=http_server.url("/matrix.bin"), destination=tmp_path / "m.bin",
-                                sha256=sha(data), dataset="ds", **FAST)  # fmt: skip
+    size, digest = fetch_source(
+        url=http_server.url("/matrix.bin"),
+        destination=tmp_path / "m.bin",
+        sha256=sha(data),
+        dataset="ds",
+        **FAST,
+    )
     assert (tmp_path / "m.bin").read_bytes() == data
     assert (size, digest) == (len(data), sha(data))
     first, second = http_server.requests_for("/matrix.bin")
@@ -68,9 +73,17 @@ def test_retries_after_503(http_server, tmp_path):
 
 def test_gives_up_after_retries_on_503(http_server, tmp_path):
     http_server.add("/m.bin", payload(1000), fail_first=100)
-    with pytest.raises(DownloadError, match=r"HTTP 503 Service Unavailable after 3 attempts") as error:
-        fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", dataset="ds",
-                     retries=2, backoff_seconds=0.01, timeout_seconds=5)  # fmt: skip
+    with pytest.raises(
+        DownloadError, match=r"HTTP 503 Service Unavailable after 3 attempts"
+    ) as error:
+        fetch_source(
+            url=http_server.url("/m.bin"),
+            destination=tmp_path / "m.bin",
+            dataset="ds",
+            retries=2,
+            backoff_seconds=0.01,
+            timeout_seconds=5,
+        )
     assert "dataset ds" in str(error.value) and http_server.url("/m.bin") in str(error.value)
     assert len(http_server.requests_for("/m.bin")) == 3
     assert leftovers(tmp_path) == []
@@ -85,15 +98,28 @@ def test_not_found_is_not_retried(http_server, tmp_path):
 def test_transfer_cut_every_time_fails_and_keeps_part_for_later(http_server, tmp_path):
     data = payload(10_000)
     http_server.add("/m.bin", data, cut_after=1000, cut_times=None)
-    with pytest.raises(DownloadError, match=r"download cut short: 3,000 of 10,000 bytes after 3 attempts"):
-        fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin",
-                     retries=2, backoff_seconds=0.01, timeout_seconds=5)  # fmt: skip
-    assert [r.range for r in http_server.requests_for("/m.bin")] == [None, "bytes=1000-", "bytes=2000-"]
+    with pytest.raises(
+        DownloadError, match=r"download cut short: 3,000 of 10,000 bytes after 3 attempts"
+    ):
+        fetch_source(
+            url=http_server.url("/m.bin"),
+            destination=tmp_path / "m.bin",
+            retries=2,
+            backoff_seconds=0.01,
+            timeout_seconds=5,
+        )
+    assert [r.range for r in http_server.requests_for("/m.bin")] == [
+        None,
+        "bytes=1000-",
+        "bytes=2000-",
+    ]
     assert not (tmp_path / "m.bin").exists()
     # the next run resumes the 3,000 bytes already here
     assert (tmp_path / "m.bin.part").read_bytes() == data[:3000]
     http_server.add("/m.bin", data)
-    fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", sha256=sha(data), **FAST)
+    fetch_source(
+        url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", sha256=sha(data), **FAST
+    )
     assert (tmp_path / "m.bin").read_bytes() == data
     assert http_server.requests_for("/m.bin")[-1].range == "bytes=3000-"
     assert leftovers(tmp_path) == ["m.bin"]
@@ -103,16 +129,26 @@ def test_stale_part_of_another_file_is_downloaded_again(http_server, tmp_path):
     data = payload(20_000)
     (tmp_path / "m.bin.part").write_bytes(payload(5000, seed=1))  # left by an older version
     http_server.add("/m.bin", data)
-    fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", sha256=sha(data), **FAST)
+    fetch_source(
+        url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", sha256=sha(data), **FAST
+    )
     assert (tmp_path / "m.bin").read_bytes() == data
     assert [r.range for r in http_server.requests_for("/m.bin")] == ["bytes=5000-", None]
 
 
 def test_stalled_transfer_times_out(http_server, tmp_path):
     http_server.add("/slow.bin", payload(10_000), chunk_size=1000, chunk_delay=1.0)
-    with pytest.raises(DownloadError, match=r"download cut short: 1,000 of 10,000 bytes after 1 attempts.*timed out"):
-        fetch_source(url=http_server.url("/slow.bin"), destination=tmp_path / "s.bin",
-                     retries=0, backoff_seconds=0.01, timeout_seconds=0.3)  # fmt: skip
+    with pytest.raises(
+        DownloadError,
+        match=r"download cut short: 1,000 of 10,000 bytes after 1 attempts.*timed out",
+    ):
+        fetch_source(
+            url=http_server.url("/slow.bin"),
+            destination=tmp_path / "s.bin",
+            retries=0,
+            backoff_seconds=0.01,
+            timeout_seconds=0.3,
+        )
 
 
 def test_progress_is_logged(http_server, tmp_path, caplog, monkeypatch):
@@ -123,9 +159,13 @@ def test_progress_is_logged(http_server, tmp_path, caplog, monkeypatch):
         fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", **FAST)
     lines = [r.getMessage() for r in caplog.records if "downloading" in r.getMessage()]
     shares = [int(line.split("(")[1].split(" %")[0]) for line in lines]
-    assert 8 <= len(shares) <= 9 and shares == sorted(shares) and shares[-1] < 100, lines  # ~ every 10 %
+    assert (
+        8 <= len(shares) <= 9 and shares == sorted(shares) and shares[-1] < 100
+    ), lines  # ~ every 10 %
     assert all("of 100,000 bytes" in line and "/s" in line for line in lines)
-    assert any("received 100,000 of 100,000 bytes (100 %)" in r.getMessage() for r in caplog.records)
+    assert any(
+        "received 100,000 of 100,000 bytes (100 %)" in r.getMessage() for r in caplog.records
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,16 +173,24 @@ def test_progress_is_logged(http_server, tmp_path, caplog, monkeypatch):
 # --------------------------------------------------------------------------------------------
 def test_html_error_page_is_refused(http_server, tmp_path):
     http_server.add("/matrix.txt.gz", b"", html_error=True)
-    with pytest.raises(DownloadError, match=r"server sent an HTML page \(text/html\), not data") as error:
-        fetch_source(url=http_server.url("/matrix.txt.gz"), destination=tmp_path / "matrix.txt.gz",
-                     dataset="ds", **FAST)  # fmt: skip
+    with pytest.raises(
+        DownloadError, match=r"server sent an HTML page \(text/html\), not data"
+    ) as error:
+        fetch_source(
+            url=http_server.url("/matrix.txt.gz"),
+            destination=tmp_path / "matrix.txt.gz",
+            dataset="ds",
+            **FAST,
+        )
     assert "[dataset ds, file http://127.0.0.1" in str(error.value)
     assert leftovers(tmp_path) == []
 
 
 def test_html_body_with_binary_content_type_is_refused(http_server, tmp_path):
     http_server.add("/m.h5ad", b"\n<!DOCTYPE html><html><body>Login</body></html>")
-    with pytest.raises(DownloadError, match=r"HTML page \(the file starts with '<!DOCTYPE html>'\)"):
+    with pytest.raises(
+        DownloadError, match=r"HTML page \(the file starts with '<!DOCTYPE html>'\)"
+    ):
         fetch_source(url=http_server.url("/m.h5ad"), destination=tmp_path / "m.h5ad", **FAST)
     assert leftovers(tmp_path) == []
 
@@ -157,20 +205,33 @@ def test_checksum_mismatch_leaves_nothing(http_server, tmp_path):
     data = payload(5000)
     wrong = "0" * 64
     http_server.add("/m.bin", data)
-    with pytest.raises(DownloadError, match=f"checksum mismatch: expected sha256 {wrong}, got {sha(data)}"):
-        fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", sha256=wrong, **FAST)
+    with pytest.raises(
+        DownloadError, match=f"checksum mismatch: expected sha256 {wrong}, got {sha(data)}"
+    ):
+        fetch_source(
+            url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", sha256=wrong, **FAST
+        )
     assert leftovers(tmp_path) == []
 
 
 def test_size_mismatch_with_config_is_refused(http_server, tmp_path):
     http_server.add("/m.bin", payload(5000))
-    with pytest.raises(DownloadError, match=r"size mismatch: the config says 5,001 bytes, got 5,000"):
-        fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", expected_bytes=5001, **FAST)
+    with pytest.raises(
+        DownloadError, match=r"size mismatch: the config says 5,001 bytes, got 5,000"
+    ):
+        fetch_source(
+            url=http_server.url("/m.bin"),
+            destination=tmp_path / "m.bin",
+            expected_bytes=5001,
+            **FAST,
+        )
     assert leftovers(tmp_path) == []
 
 
 def gzipped(text_lines: int = 5000) -> bytes:
-    return gzip.compress("".join(f"GENE{i}\t{i}\t{i * 2}\n" for i in range(text_lines)).encode(), mtime=0)
+    return gzip.compress(
+        "".join(f"GENE{i}\t{i}\t{i * 2}\n" for i in range(text_lines)).encode(), mtime=0
+    )
 
 
 def test_corrupt_gzip_is_refused(http_server, tmp_path):
@@ -179,7 +240,12 @@ def test_corrupt_gzip_is_refused(http_server, tmp_path):
     bad[len(bad) // 2] ^= 0xFF  # one damaged byte in the deflate stream
     http_server.add("/m.txt.gz", bytes(bad))
     with pytest.raises(DownloadError, match=r"corrupt gzip") as error:
-        fetch_source(url=http_server.url("/m.txt.gz"), destination=tmp_path / "m.txt.gz", dataset="ds", **FAST)
+        fetch_source(
+            url=http_server.url("/m.txt.gz"),
+            destination=tmp_path / "m.txt.gz",
+            dataset="ds",
+            **FAST,
+        )
     assert "dataset ds" in str(error.value) and "/m.txt.gz" in str(error.value)
     assert leftovers(tmp_path) == []
 
@@ -212,8 +278,15 @@ def test_local_relative_path_and_file_url(tmp_path, monkeypatch):
     (tmp_path / "in/m.txt.gz").write_bytes(data)
     monkeypatch.chdir(tmp_path)
     fetch_source(url="in/m.txt.gz", destination="out/a.txt.gz", sha256=sha(data), **FAST)
-    fetch_source(url=(tmp_path / "in/m.txt.gz").as_uri(), destination="out/b.txt.gz", sha256=sha(data), **FAST)
-    assert (tmp_path / "out/a.txt.gz").read_bytes() == data == (tmp_path / "out/b.txt.gz").read_bytes()
+    fetch_source(
+        url=(tmp_path / "in/m.txt.gz").as_uri(),
+        destination="out/b.txt.gz",
+        sha256=sha(data),
+        **FAST,
+    )
+    assert (
+        (tmp_path / "out/a.txt.gz").read_bytes() == data == (tmp_path / "out/b.txt.gz").read_bytes()
+    )
 
 
 def test_local_source_checked_like_a_download(tmp_path, monkeypatch):
@@ -247,8 +320,17 @@ def two_sources(http_server, tmp_path):
     dataset = {
         "id": "GSE1",
         "sources": [
-            {"name": "matrix", "url": http_server.url("/geo/GSE1_matrix.txt.gz"), "sha256": sha(matrix)},
-            {"name": "cells", "url": str(tmp_path / "cells.tsv"), "filename": "GSE1_cells.tsv", "bytes": len(cells)},
+            {
+                "name": "matrix",
+                "url": http_server.url("/geo/GSE1_matrix.txt.gz"),
+                "sha256": sha(matrix),
+            },
+            {
+                "name": "cells",
+                "url": str(tmp_path / "cells.tsv"),
+                "filename": "GSE1_cells.tsv",
+                "bytes": len(cells),
+            },
         ],
     }
     return dataset, matrix, cells
@@ -262,7 +344,13 @@ def test_manifest_lists_every_checked_file(http_server, tmp_path):
     text = (out / "manifest.tsv").read_text().splitlines()
     assert text[0] == "name\turl\tfilename\tbytes\tsha256\tdownloaded_at"
     assert [(r.name, r.url, r.filename, r.bytes, r.sha256) for r in rows] == [
-        ("matrix", http_server.url("/geo/GSE1_matrix.txt.gz"), "GSE1_matrix.txt.gz", len(matrix), sha(matrix)),
+        (
+            "matrix",
+            http_server.url("/geo/GSE1_matrix.txt.gz"),
+            "GSE1_matrix.txt.gz",
+            len(matrix),
+            sha(matrix),
+        ),
         ("cells", str(tmp_path / "cells.tsv"), "GSE1_cells.tsv", len(cells), sha(cells)),
     ]
     for row in rows:
@@ -303,16 +391,24 @@ def test_failed_source_writes_no_manifest(http_server, tmp_path):
 
 
 def test_two_sources_with_one_filename_is_an_error(tmp_path):
-    dataset = {"id": "GSE2", "sources": [
-        {"name": "a", "url": "https://example.org/x/matrix.txt.gz"},
-        {"name": "b", "url": "https://example.org/y/matrix.txt.gz"},
-    ]}  # fmt: skip
-    with pytest.raises(DownloadError, match=r"sources 'a' and 'b' would both be saved as 'matrix.txt.gz'"):
+    dataset = {
+        "id": "GSE2",
+        "sources": [
+            {"name": "a", "url": "https://example.org/x/matrix.txt.gz"},
+            {"name": "b", "url": "https://example.org/y/matrix.txt.gz"},
+        ],
+    }
+    with pytest.raises(
+        DownloadError, match=r"sources 'a' and 'b' would both be saved as 'matrix.txt.gz'"
+    ):
         fetch_dataset(dataset, directory=tmp_path / "d", **FAST)
 
 
 def test_filename_from_url():
-    assert fetch.source_filename({"url": "https://h/geo/GSE1%5Fm.txt.gz?download=1"}) == "GSE1_m.txt.gz"
+    assert (
+        fetch.source_filename({"url": "https://h/geo/GSE1%5Fm.txt.gz?download=1"})
+        == "GSE1_m.txt.gz"
+    )
     assert fetch.source_filename({"url": "resources/demo/x.h5ad"}) == "x.h5ad"
     assert fetch.source_filename({"url": "file:///data/a%20b.h5"}) == "a b.h5"
     assert fetch.source_filename({"url": "https://h/x", "filename": "y.gz"}) == "y.gz"
@@ -325,4 +421,8 @@ def test_local_source_paths_are_the_rule_inputs():
         {"name": "c", "url": "file:///data/a%20b.h5"},
         {"name": "d", "url": "/abs/c.tsv"},
     ]
-    assert fetch.local_source_paths(sources) == ["resources/demo/x.h5ad", "/data/a b.h5", "/abs/c.tsv"]
+    assert fetch.local_source_paths(sources) == [
+        "resources/demo/x.h5ad",
+        "/data/a b.h5",
+        "/abs/c.tsv",
+    ]

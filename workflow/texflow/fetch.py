@@ -203,7 +203,13 @@ def fetch_source(
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     scheme = _scheme(url)
-    checks = dict(url=url, filename=destination.name, sha256=sha256, expected_bytes=expected_bytes, dataset=dataset)
+    checks = dict(
+        url=url,
+        filename=destination.name,
+        sha256=sha256,
+        expected_bytes=expected_bytes,
+        dataset=dataset,
+    )
     try:
         if scheme in ("http", "https"):
             own_session = session is None
@@ -211,22 +217,38 @@ def fetch_source(
             try:
                 resumed_stale = part.exists() and part.stat().st_size > 0
                 _download(
-                    session, url, part, retries=retries, backoff_seconds=backoff_seconds,
-                    timeout_seconds=timeout_seconds, dataset=dataset, filename=destination.name,
-                )  # fmt: skip
+                    session,
+                    url,
+                    part,
+                    retries=retries,
+                    backoff_seconds=backoff_seconds,
+                    timeout_seconds=timeout_seconds,
+                    dataset=dataset,
+                    filename=destination.name,
+                )
                 try:
                     size, digest = _verify(part, **checks)
                 except DownloadError as error:
                     if not resumed_stale:
                         raise
                     # the .part left by an earlier job may belong to an older version of the file
-                    logger.warning("%s; the transfer resumed a .part left by an earlier run: "
-                                   "downloading %s again from the start", error.problem, url)  # fmt: skip
+                    logger.warning(
+                        "%s; the transfer resumed a .part left by an earlier run: "
+                        "downloading %s again from the start",
+                        error.problem,
+                        url,
+                    )
                     part.unlink(missing_ok=True)
                     _download(
-                        session, url, part, retries=retries, backoff_seconds=backoff_seconds,
-                        timeout_seconds=timeout_seconds, dataset=dataset, filename=destination.name,
-                    )  # fmt: skip
+                        session,
+                        url,
+                        part,
+                        retries=retries,
+                        backoff_seconds=backoff_seconds,
+                        timeout_seconds=timeout_seconds,
+                        dataset=dataset,
+                        filename=destination.name,
+                    )
                     size, digest = _verify(part, **checks)
             finally:
                 if own_session:
@@ -237,8 +259,9 @@ def fetch_source(
         else:
             raise DownloadError(
                 f"unsupported URL scheme {scheme!r}: use http(s)://, file:// or a local path",
-                dataset=dataset, path=url,
-            )  # fmt: skip
+                dataset=dataset,
+                path=url,
+            )
         os.replace(part, destination)
     except BaseException:
         # a failed check must leave nothing that looks like data; an interrupted or cut
@@ -294,8 +317,12 @@ def fetch_dataset(
             destination = directory / filename
             record = _still_valid(known.get(filename), source, destination)
             if record is not None:
-                logger.info("%s: already fetched (%s bytes, checksum as recorded at %s): not fetched again",
-                            destination, f"{record.bytes:,}", record.downloaded_at)  # fmt: skip
+                logger.info(
+                    "%s: already fetched (%s bytes, checksum as recorded at %s): not fetched again",
+                    destination,
+                    f"{record.bytes:,}",
+                    record.downloaded_at,
+                )
                 record = FetchedFile(**{**asdict(record), "name": source["name"]})
             else:
                 logger.info("fetching %s (%s) -> %s", source["name"], source["url"], destination)
@@ -311,14 +338,23 @@ def fetch_dataset(
                     session=session,
                 )
                 record = FetchedFile(
-                    name=str(source["name"]), url=str(source["url"]), filename=filename, bytes=size,
-                    sha256=digest, downloaded_at=_utc_now(),
-                )  # fmt: skip
+                    name=str(source["name"]),
+                    url=str(source["url"]),
+                    filename=filename,
+                    bytes=size,
+                    sha256=digest,
+                    downloaded_at=_utc_now(),
+                )
             done.append(record)
             known[filename] = record
             _write_rows(state_path, known.values())
     _write_rows(manifest, done)
-    logger.info("dataset %s: %d source file(s) fetched and checked; manifest %s", dataset, len(done), manifest)
+    logger.info(
+        "dataset %s: %d source file(s) fetched and checked; manifest %s",
+        dataset,
+        len(done),
+        manifest,
+    )
     return done
 
 
@@ -357,10 +393,14 @@ def _download(
             if validator:
                 headers["If-Range"] = validator
         try:
-            response = session.get(url, headers=headers, stream=True, timeout=(timeout_seconds, timeout_seconds))
+            response = session.get(
+                url, headers=headers, stream=True, timeout=(timeout_seconds, timeout_seconds)
+            )
         except requests.RequestException as error:
             raise DownloadError(
-                f"could not download after {retries + 1} attempts: {_reason(error)}", dataset=dataset, path=url
+                f"could not download after {retries + 1} attempts: {_reason(error)}",
+                dataset=dataset,
+                path=url,
             ) from None
         with response:
             status = response.status_code
@@ -368,36 +408,54 @@ def _download(
                 total = _total_from_content_range(response.headers.get("Content-Range", ""))
                 if total == have:
                     return  # the .part already holds the whole file
-                logger.info("%s: the server cannot resume at byte %s; starting again", url, f"{have:,}")
+                logger.info(
+                    "%s: the server cannot resume at byte %s; starting again", url, f"{have:,}"
+                )
                 part.unlink()
                 continue
             if status >= 400:
                 raise DownloadError(
                     f"the server answered HTTP {status} {response.reason}"
                     + (f" after {retries + 1} attempts" if status in RETRY_STATUSES else ""),
-                    dataset=dataset, path=url,
-                )  # fmt: skip
+                    dataset=dataset,
+                    path=url,
+                )
             _refuse_html_type(response, url=url, filename=filename, dataset=dataset)
             if status == 206:
                 start, total = _parse_content_range(response.headers.get("Content-Range", ""))
                 if start != have:
-                    logger.info("%s: the server resumed at byte %s, not %s; starting again", url, start, have)
+                    logger.info(
+                        "%s: the server resumed at byte %s, not %s; starting again",
+                        url,
+                        start,
+                        have,
+                    )
                     part.unlink(missing_ok=True)
                     continue
                 mode = "ab"
                 if attempt > 1 or have:
-                    logger.info("%s: resuming at byte %s of %s", url, f"{have:,}", _fmt_total(total))
+                    logger.info(
+                        "%s: resuming at byte %s of %s", url, f"{have:,}", _fmt_total(total)
+                    )
             else:
                 if have:
-                    logger.info("%s: the server sent the whole file again (HTTP %d): restarting", url, status)
+                    logger.info(
+                        "%s: the server sent the whole file again (HTTP %d): restarting",
+                        url,
+                        status,
+                    )
                 have, mode = 0, "wb"
                 total = _int_or_none(response.headers.get("Content-Length"))
             if validator is None:
                 validator = _strong_validator(response.headers)
             encoding = response.headers.get("Content-Encoding", "identity").lower()
             if encoding not in ("identity", ""):
-                logger.warning("%s: the server sent Content-Encoding %s although asked not to; "
-                               "the file is stored as sent", url, encoding)  # fmt: skip
+                logger.warning(
+                    "%s: the server sent Content-Encoding %s although asked not to; "
+                    "the file is stored as sent",
+                    url,
+                    encoding,
+                )
 
             progress = _Progress(url, start=have, total=total)
             interruption = None
@@ -415,8 +473,9 @@ def _download(
             part.unlink()
             raise DownloadError(
                 f"the server sent {have:,} bytes, more than the {total:,} it announced",
-                dataset=dataset, path=url,
-            )  # fmt: skip
+                dataset=dataset,
+                path=url,
+            )
         if interruption is None and (total is None or have == total):
             progress.finish()
             return
@@ -424,22 +483,34 @@ def _download(
         if attempt > retries:
             raise DownloadError(
                 f"download cut short: {have:,} of {_fmt_total(total)} bytes after {attempt} attempts ({why})",
-                dataset=dataset, path=url,
-            )  # fmt: skip
+                dataset=dataset,
+                path=url,
+            )
         wait = min(backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-        logger.warning("%s: transfer cut short at %s of %s bytes (%s); resuming in %.1f s (attempt %d of %d)",
-                       url, f"{have:,}", _fmt_total(total), why, wait, attempt + 1, retries + 1)  # fmt: skip
+        logger.warning(
+            "%s: transfer cut short at %s of %s bytes (%s); resuming in %.1f s (attempt %d of %d)",
+            url,
+            f"{have:,}",
+            _fmt_total(total),
+            why,
+            wait,
+            attempt + 1,
+            retries + 1,
+        )
         time.sleep(wait)
 
 
-def _refuse_html_type(response: requests.Response, *, url: str, filename: str, dataset: str | None) -> None:
+def _refuse_html_type(
+    response: requests.Response, *, url: str, filename: str, dataset: str | None
+) -> None:
     content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     if content_type in HTML_TYPES and not filename.lower().endswith(HTML_SUFFIXES):
         raise DownloadError(
             f"server sent an HTML page ({content_type}), not data: an error or login page in place "
             f"of {filename}? Check the URL in a browser",
-            dataset=dataset, path=url,
-        )  # fmt: skip
+            dataset=dataset,
+            path=url,
+        )
 
 
 def _strong_validator(headers: Mapping[str, str]) -> str | None:
@@ -490,7 +561,9 @@ class _Progress:
         crossed = self.next_step is not None and self.done >= self.next_step
         if self.total is not None and self.done >= self.total:
             return  # finish() says it
-        if (crossed and now - self.last >= PROGRESS_MIN_SECONDS) or now - self.last >= PROGRESS_MAX_SECONDS:
+        if (
+            crossed and now - self.last >= PROGRESS_MIN_SECONDS
+        ) or now - self.last >= PROGRESS_MAX_SECONDS:
             self._log(now)
         if crossed:
             self.next_step = self._step_after(self.done)
@@ -504,8 +577,16 @@ class _Progress:
         rate = (self.done - self.start) / elapsed
         share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
         verb = "received" if final else "downloading"
-        logger.info("%s: %s %s of %s bytes%s, %s/s, %.1f s", self.url, verb, f"{self.done:,}",
-                    _fmt_total(self.total), share, _human(rate), elapsed)  # fmt: skip
+        logger.info(
+            "%s: %s %s of %s bytes%s, %s/s, %.1f s",
+            self.url,
+            verb,
+            f"{self.done:,}",
+            _fmt_total(self.total),
+            share,
+            _human(rate),
+            elapsed,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,8 +596,11 @@ def _local_path(url: str, *, dataset: str | None) -> Path:
     if _scheme(url) == "file":
         parsed = urlparse(url)
         if parsed.netloc not in ("", "localhost"):
-            raise DownloadError(f"file:// URL on another host ({parsed.netloc}) is not supported",
-                                dataset=dataset, path=url)  # fmt: skip
+            raise DownloadError(
+                f"file:// URL on another host ({parsed.netloc}) is not supported",
+                dataset=dataset,
+                path=url,
+            )
         path = Path(url2pathname(parsed.path))
     else:
         path = Path(url).expanduser()
@@ -524,8 +608,9 @@ def _local_path(url: str, *, dataset: str | None) -> Path:
         raise DownloadError(
             f"local source not found: {path.absolute()} (relative paths are read from the working "
             f"directory, {Path.cwd()})",
-            dataset=dataset, path=url,
-        )  # fmt: skip
+            dataset=dataset,
+            path=url,
+        )
     return path
 
 
@@ -534,14 +619,22 @@ def _copy_local(path: Path, part: Path, *, dataset: str | None, url: str) -> Non
         with open(path, "rb") as source, open(part, "wb") as target:
             shutil.copyfileobj(source, target, CHUNK_BYTES)
     except OSError as error:
-        raise DownloadError(f"cannot copy local source: {error.strerror or error}", dataset=dataset, path=url) from None
+        raise DownloadError(
+            f"cannot copy local source: {error.strerror or error}", dataset=dataset, path=url
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
 # checks
 # --------------------------------------------------------------------------------------------
 def _verify(
-    part: Path, *, url: str, filename: str, sha256: str | None, expected_bytes: int | None, dataset: str | None
+    part: Path,
+    *,
+    url: str,
+    filename: str,
+    sha256: str | None,
+    expected_bytes: int | None,
+    dataset: str | None,
 ) -> tuple[int, str]:
     """Check a complete transfer; return (bytes, sha256). On failure, remove `part` and raise."""
     try:
@@ -550,12 +643,15 @@ def _verify(
         if expected_bytes is not None and size != expected_bytes:
             raise DownloadError(
                 f"size mismatch: the config says {expected_bytes:,} bytes, got {size:,}",
-                dataset=dataset, path=url,
-            )  # fmt: skip
+                dataset=dataset,
+                path=url,
+            )
         digest = _sha256(part)
         if sha256 is not None and digest != sha256.lower():
             raise DownloadError(
-                f"checksum mismatch: expected sha256 {sha256.lower()}, got {digest}", dataset=dataset, path=url
+                f"checksum mismatch: expected sha256 {sha256.lower()}, got {digest}",
+                dataset=dataset,
+                path=url,
             )
         if filename.lower().endswith((".gz", ".tgz")):
             _check_gzip(part, url=url, dataset=dataset)
@@ -574,8 +670,9 @@ def _refuse_html_body(part: Path, *, url: str, filename: str, dataset: str | Non
         raise DownloadError(
             f"server sent an HTML page (the file starts with {head[:15].decode(errors='replace')!r}), "
             f"not data: an error or login page in place of {filename}? Check the URL in a browser",
-            dataset=dataset, path=url,
-        )  # fmt: skip
+            dataset=dataset,
+            path=url,
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -593,8 +690,9 @@ def _check_gzip(path: Path, *, url: str, dataset: str | None) -> None:
     if magic != GZIP_MAGIC:
         raise DownloadError(
             f"not a gzip file although named .gz (starts with {magic!r}, not {GZIP_MAGIC!r})",
-            dataset=dataset, path=url,
-        )  # fmt: skip
+            dataset=dataset,
+            path=url,
+        )
     started = time.monotonic()
     inflated = 0
     try:
@@ -605,9 +703,15 @@ def _check_gzip(path: Path, *, url: str, dataset: str | None) -> None:
         raise DownloadError(
             f"corrupt gzip: {error} (after {inflated:,} decompressed bytes); the file is damaged "
             f"or truncated at the source",
-            dataset=dataset, path=url,
-        ) from None  # fmt: skip
-    logger.info("%s: gzip intact (%s bytes decompressed in %.1f s)", url, f"{inflated:,}", time.monotonic() - started)
+            dataset=dataset,
+            path=url,
+        ) from None
+    logger.info(
+        "%s: gzip intact (%s bytes decompressed in %.1f s)",
+        url,
+        f"{inflated:,}",
+        time.monotonic() - started,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,23 +725,31 @@ def _check_filenames(sources: Sequence[Mapping], *, dataset: str, reserved: set[
         if not filename or filename in (".", "..") or "/" in filename:
             raise DownloadError(
                 f"source {source['name']!r}: cannot take a file name from its URL; give 'filename'",
-                dataset=dataset, path=source["url"],
-            )  # fmt: skip
+                dataset=dataset,
+                path=source["url"],
+            )
         if filename in reserved or filename.endswith(".part"):
-            raise DownloadError(f"source {source['name']!r}: file name {filename!r} is reserved; give another "
-                                "'filename'", dataset=dataset, path=source["url"])  # fmt: skip
+            raise DownloadError(
+                f"source {source['name']!r}: file name {filename!r} is reserved; give another "
+                "'filename'",
+                dataset=dataset,
+                path=source["url"],
+            )
         if filename in names:
             raise DownloadError(
                 f"sources {names[filename]!r} and {source['name']!r} would both be saved as {filename!r}: "
                 "give one of them a different 'filename'",
-                dataset=dataset, path=source["url"],
-            )  # fmt: skip
+                dataset=dataset,
+                path=source["url"],
+            )
         names[filename] = source["name"]
         filenames.append(filename)
     return filenames
 
 
-def _still_valid(record: FetchedFile | None, source: Mapping, destination: Path) -> FetchedFile | None:
+def _still_valid(
+    record: FetchedFile | None, source: Mapping, destination: Path
+) -> FetchedFile | None:
     """`record` when `destination` is the file it describes and still what the config asks for."""
     if record is None or record.url != str(source["url"]) or not destination.is_file():
         return None
@@ -670,11 +782,19 @@ def _read_rows(path: Path) -> list[FetchedFile]:
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise DownloadError(f"not a texflow manifest: columns {reader.fieldnames}, expected "
-                                f"{list(MANIFEST_COLUMNS)}", path=path)  # fmt: skip
+            raise DownloadError(
+                f"not a texflow manifest: columns {reader.fieldnames}, expected "
+                f"{list(MANIFEST_COLUMNS)}",
+                path=path,
+            )
         types = {field.name: field.type for field in fields(FetchedFile)}
         return [
-            FetchedFile(**{key: int(value) if types[key] in ("int", int) else value for key, value in row.items()})
+            FetchedFile(
+                **{
+                    key: int(value) if types[key] in ("int", int) else value
+                    for key, value in row.items()
+                }
+            )
             for row in reader
         ]
 
@@ -699,7 +819,11 @@ def _reason(error: BaseException) -> str:
         error = error.__context__
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason  # "Max retries exceeded with url ..." hides the cause in its middle
-    if isinstance(error, urllib3.exceptions.ProtocolError) and error.args and isinstance(error.args[0], str):
+    if (
+        isinstance(error, urllib3.exceptions.ProtocolError)
+        and error.args
+        and isinstance(error.args[0], str)
+    ):
         text = error.args[0]  # ("Connection broken: IncompleteRead(...)", IncompleteRead(...))
     else:
         text = str(error)
