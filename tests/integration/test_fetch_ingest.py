@@ -1,0 +1,142 @@
+"""fetch + ingest through Snakemake on small files in the layouts of the real datasets, served
+from 127.0.0.1: every shipped GEO dataset file, with its URLs pointed at the local server."""
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests import ingest_fixtures as fx
+from tests.httpserver import http_server  # noqa: F401  (pytest fixture)
+from tests.workflow_runner import ROOT, run_workflow
+
+pytestmark = pytest.mark.slow
+
+
+def _dataset(name: str, http_server, files: dict[str, bytes]) -> dict:  # noqa: F811
+    """The shipped dataset file `name`, its sources served locally under their real names."""
+    dataset = yaml.safe_load((ROOT / "config/datasets" / f"{name}.yaml").read_text())
+    for source in dataset["sources"]:
+        filename = source["url"].rsplit("/", 1)[1]
+        source["url"] = http_server.add(f"/geo/{dataset['id']}/{filename}", files[source["name"]])
+    return dataset
+
+
+def _ingest(tmp_path: Path, dataset: dict) -> ad.AnnData:
+    done = run_workflow(tmp_path, dataset, f"results/{dataset['id']}/raw.h5ad", cores=1)
+    assert done.returncode == 0, done.stdout[-5000:]
+    return ad.read_h5ad(tmp_path / "results" / dataset["id"] / "raw.h5ad")
+
+
+def test_gse120575_real_metadata(tmp_path, http_server):  # noqa: F811
+    cells = fx.geo_cell_subset(4)  # 60 real cell IDs (titles) of 15 real biopsies
+    genes = fx.human_genes(300)
+    X = fx.counts(len(cells), len(genes), seed=11) / 3
+    samples = list(cells["sample"])
+    dataset = _dataset(
+        "GSE120575",
+        http_server,
+        {"matrix": fx.geo_two_header(X, list(cells["title"]), samples, genes), "cells": fx.GEO_METADATA.read_bytes()},
+    )
+    adata = _ingest(tmp_path, dataset)
+
+    assert adata.shape == (60, 300)
+    np.testing.assert_allclose(adata.X.toarray(), X, atol=1e-4)
+    truth = cells.set_index("title").loc[adata.obs_names]
+    assert list(adata.obs["sample"]) == list(truth["sample"])
+    assert list(adata.obs["patient"]) == [s.split("_")[1] for s in truth["sample"]]
+    assert list(adata.obs["response"]) == [
+        {"Responder": "responder", "Non-responder": "non_responder"}[r] for r in truth["response"]
+    ]
+    assert adata.obs.loc[truth.index[truth["sample"] == "Pre_P1"], "response"].eq("responder").all()
+    assert adata.obs.loc[truth.index[truth["sample"] == "Pre_P2"], "response"].eq("non_responder").all()
+    assert set(adata.obs["timepoint"]) == {"pre_treatment", "on_treatment"}
+    sources = adata.uns["texflow"]["sources"]
+    assert sources["cells"]["bytes"] == fx.GEO_METADATA.stat().st_size and len(sources["cells"]["sha256"]) == 64
+    assert (tmp_path / "logs/GSE120575/ingest.log").read_text().count("organism human confirmed") == 1
+
+
+def test_gse123813_bcc_layout(tmp_path, http_server):  # noqa: F811
+    cells, genes = fx.barcodes(40, seed=3), fx.human_genes(150)
+    X = fx.counts(40, 150, seed=12)
+    patients = [f"su00{1 + i % 3}" for i in range(40)]
+    treatment = ["pre" if i < 20 else "post" for i in range(40)]
+    metadata = pd.DataFrame(
+        {"cell.id": cells, "patient": patients, "treatment": treatment, "sort": "CD45+ CD3+", "cluster": "CD8_ex"}
+    ).to_csv(sep="\t", index=False)
+    dataset = _dataset(
+        "GSE123813_bcc",
+        http_server,
+        {
+            "matrix": fx.gz(fx.dense_table(X, cells, genes, corner=False)),
+            "cells": fx.gz(metadata),
+        },
+    )
+    adata = _ingest(tmp_path, dataset)
+    assert adata.shape == (40, 150)
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
+    assert list(adata.obs["patient"]) == patients
+    assert list(adata.obs["timepoint"]) == ["pre_treatment"] * 20 + ["on_treatment"] * 20
+    assert adata.obs["response"].isna().all()  # not in GEO: never guessed
+
+
+def test_gse156728_layout_with_pan_cancer_metadata(tmp_path, http_server):  # noqa: F811
+    cells = [b.replace("-1", ".1") for b in fx.barcodes(30, seed=5)]
+    genes = fx.human_genes(120)
+    X = fx.counts(30, 120, seed=13)
+    loc = ["T", "N", "P"] * 10
+    esca = pd.DataFrame(
+        {
+            "cellID": cells, "cancerType": "ESCA", "patient": [f"ESCA.P{i % 2}" for i in range(30)],
+            "libraryID": [f"ESCA.P{i % 2}-{l}" for i, l in enumerate(loc)], "loc": loc,
+            "meta.cluster": "CD8.c11.Tex.PDCD1", "platform": "10X",
+        }
+    )  # fmt: skip
+    other = esca.head(10).assign(cancerType="UCEC", patient="UCEC.P1", loc="X")  # same IDs, other type
+    metadata = pd.concat([other, esca]).to_csv(sep="\t", index=False)
+    dataset = _dataset(
+        "GSE156728_ESCA_CD8",
+        http_server,
+        {"matrix": fx.gz(fx.dense_table(X, cells, genes, corner=False)), "cells": fx.gz(metadata)},
+    )
+    adata = _ingest(tmp_path, dataset)
+    assert adata.shape == (30, 120)
+    assert list(adata.obs["tissue"]) == ["tumour", "normal_adjacent", "blood"] * 10
+    assert list(adata.obs["patient"]) == list(esca["patient"])
+    assert set(adata.obs["meta.cluster"]) == {"CD8.c11.Tex.PDCD1"}
+
+
+@pytest.mark.parametrize("name", ["GSE122675", "GSE122712"])
+def test_miller_2019_tenx_layout(tmp_path, http_server, name):  # noqa: F811
+    cells, genes = fx.barcodes(35, seed=8), fx.mouse_genes(200)
+    X = fx.counts(35, 200, seed=14)
+    triplet = fx.tenx_triplet(X, cells, genes, old_genes=True)
+    files = {"matrix": triplet["matrix.mtx.gz"], "barcodes": triplet["barcodes.tsv.gz"], "genes": triplet["genes.tsv.gz"]}
+    adata = _ingest(tmp_path, _dataset(name, http_server, files))
+    assert adata.shape == (35, 200)
+    assert list(adata.obs_names) == cells and list(adata.var_names) == genes
+    np.testing.assert_array_equal(adata.X.toarray(), X)
+    assert adata.var["gene_ids"].str.startswith("ENSMUSG").all()
+
+
+def test_wrong_organism_stops_ingest_and_leaves_no_output(tmp_path, http_server):  # noqa: F811
+    cells = fx.geo_cell_subset(1)
+    genes = fx.mouse_genes(200)  # a mouse matrix behind a human dataset file
+    X = fx.counts(len(cells), 200) / 3
+    dataset = _dataset(
+        "GSE120575",
+        http_server,
+        {"matrix": fx.geo_two_header(X, list(cells["title"]), list(cells["sample"]), genes), "cells": fx.GEO_METADATA.read_bytes()},
+    )
+    done = run_workflow(tmp_path, dataset, "results/GSE120575/raw.h5ad", cores=1)
+    assert done.returncode != 0
+    assert (tmp_path / "resources/downloads/GSE120575/manifest.tsv").exists()  # fetch was fine
+    assert not (tmp_path / "results/GSE120575/raw.h5ad").exists()
+    assert not list((tmp_path / "results/GSE120575").glob("*raw.h5ad*"))  # no partial file either
+    log = (tmp_path / "logs/GSE120575/ingest.log").read_text()
+    assert "dataset GSE120575" in log and "GSE120575_Sade_Feldman_melanoma_single_cells_TPM_GEO.txt.gz" in log
+    assert "organism: human" in log and "capitalised as in mouse" in log
+    assert "Traceback" not in log
