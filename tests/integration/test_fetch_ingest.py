@@ -11,7 +11,7 @@ import yaml
 
 from tests import ingest_fixtures as fx
 from tests.httpserver import http_server  # noqa: F401  (pytest fixture)
-from tests.workflow_runner import ROOT, run_workflow
+from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +25,40 @@ def _dataset(name: str, http_server, files: dict[str, bytes]) -> dict:  # noqa: 
     return dataset
 
 
-def _ingest(tmp_path: Path, dataset: dict) -> ad.AnnData:
-    done = run_workflow(tmp_path, dataset, f"results/{dataset['id']}/raw.h5ad", cores=1)
+def _ingest_all(tmp_path: Path, datasets: list[dict]) -> dict[str, ad.AnnData]:
+    """fetch + ingest of several datasets in one Snakemake run (one start-up, two jobs at once)."""
+    prepare_workdir(tmp_path, datasets[0])
+    config_path = tmp_path / "config/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    for dataset in datasets[1:]:
+        (tmp_path / f"config/datasets/{dataset['id']}.yaml").write_text(yaml.safe_dump(dataset, sort_keys=False))
+        config["datasets"].append(f"config/datasets/{dataset['id']}.yaml")
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = [f"results/{d['id']}/raw.h5ad" for d in datasets]
+    done = run_workflow(tmp_path, None, *targets, cores=2)
     assert done.returncode == 0, done.stdout[-5000:]
-    return ad.read_h5ad(tmp_path / "results" / dataset["id"] / "raw.h5ad")
+    return {d["id"]: ad.read_h5ad(tmp_path / "results" / d["id"] / "raw.h5ad") for d in datasets}
 
 
-def test_gse120575_real_metadata(tmp_path, http_server):  # noqa: F811
+def test_every_real_dataset_layout(tmp_path, http_server):  # noqa: F811
+    """One workflow run over small copies of all shipped GEO dataset files; each checked."""
+    cases = [
+        gse120575_real_metadata(http_server),
+        gse123813_bcc_layout(http_server),
+        gse156728_layout_with_pan_cancer_metadata(http_server),
+        miller_2019_tenx_layout(http_server, "GSE122675"),
+        miller_2019_tenx_layout(http_server, "GSE122712"),
+    ]
+    shipped = {p.stem for p in (ROOT / "config/datasets").glob("GSE*.yaml")}
+    assert {dataset["id"] for dataset, _ in cases} == shipped, "every shipped GEO dataset file is tested"
+    results = _ingest_all(tmp_path, [dataset for dataset, _ in cases])
+    for dataset, check in cases:
+        check(results[dataset["id"]])
+    log = (tmp_path / "logs/GSE120575/ingest.log").read_text()
+    assert log.count("organism human confirmed") == 1
+
+
+def gse120575_real_metadata(http_server):  # noqa: F811
     cells = fx.geo_cell_subset(4)  # 60 real cell IDs (titles) of 15 real biopsies
     genes = fx.human_genes(300)
     X = fx.counts(len(cells), len(genes), seed=11) / 3
@@ -41,8 +68,14 @@ def test_gse120575_real_metadata(tmp_path, http_server):  # noqa: F811
         http_server,
         {"matrix": fx.geo_two_header(X, list(cells["title"]), samples, genes), "cells": fx.GEO_METADATA.read_bytes()},
     )
-    adata = _ingest(tmp_path, dataset)
 
+    def check(adata):
+        _check_gse120575(adata, cells, X)
+
+    return dataset, check
+
+
+def _check_gse120575(adata, cells, X):
     assert adata.shape == (60, 300)
     np.testing.assert_allclose(adata.X.toarray(), X, atol=1e-4)
     truth = cells.set_index("title").loc[adata.obs_names]
@@ -56,10 +89,9 @@ def test_gse120575_real_metadata(tmp_path, http_server):  # noqa: F811
     assert set(adata.obs["timepoint"]) == {"pre_treatment", "on_treatment"}
     sources = adata.uns["texflow"]["sources"]
     assert sources["cells"]["bytes"] == fx.GEO_METADATA.stat().st_size and len(sources["cells"]["sha256"]) == 64
-    assert (tmp_path / "logs/GSE120575/ingest.log").read_text().count("organism human confirmed") == 1
 
 
-def test_gse123813_bcc_layout(tmp_path, http_server):  # noqa: F811
+def gse123813_bcc_layout(http_server):  # noqa: F811
     cells, genes = fx.barcodes(40, seed=3), fx.human_genes(150)
     X = fx.counts(40, 150, seed=12)
     patients = [f"su00{1 + i % 3}" for i in range(40)]
@@ -75,15 +107,18 @@ def test_gse123813_bcc_layout(tmp_path, http_server):  # noqa: F811
             "cells": fx.gz(metadata),
         },
     )
-    adata = _ingest(tmp_path, dataset)
-    assert adata.shape == (40, 150)
-    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
-    assert list(adata.obs["patient"]) == patients
-    assert list(adata.obs["timepoint"]) == ["pre_treatment"] * 20 + ["on_treatment"] * 20
-    assert adata.obs["response"].isna().all()  # not in GEO: never guessed
+
+    def check(adata):
+        assert adata.shape == (40, 150)
+        np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
+        assert list(adata.obs["patient"]) == patients
+        assert list(adata.obs["timepoint"]) == ["pre_treatment"] * 20 + ["on_treatment"] * 20
+        assert adata.obs["response"].isna().all()  # not in GEO: never guessed
+
+    return dataset, check
 
 
-def test_gse156728_layout_with_pan_cancer_metadata(tmp_path, http_server):  # noqa: F811
+def gse156728_layout_with_pan_cancer_metadata(http_server):  # noqa: F811
     cells = [b.replace("-1", ".1") for b in fx.barcodes(30, seed=5)]
     genes = fx.human_genes(120)
     X = fx.counts(30, 120, seed=13)
@@ -102,24 +137,29 @@ def test_gse156728_layout_with_pan_cancer_metadata(tmp_path, http_server):  # no
         http_server,
         {"matrix": fx.gz(fx.dense_table(X, cells, genes, corner=False)), "cells": fx.gz(metadata)},
     )
-    adata = _ingest(tmp_path, dataset)
-    assert adata.shape == (30, 120)
-    assert list(adata.obs["tissue"]) == ["tumour", "normal_adjacent", "blood"] * 10
-    assert list(adata.obs["patient"]) == list(esca["patient"])
-    assert set(adata.obs["meta.cluster"]) == {"CD8.c11.Tex.PDCD1"}
+
+    def check(adata):
+        assert adata.shape == (30, 120)
+        assert list(adata.obs["tissue"]) == ["tumour", "normal_adjacent", "blood"] * 10
+        assert list(adata.obs["patient"]) == list(esca["patient"])
+        assert set(adata.obs["meta.cluster"]) == {"CD8.c11.Tex.PDCD1"}
+
+    return dataset, check
 
 
-@pytest.mark.parametrize("name", ["GSE122675", "GSE122712"])
-def test_miller_2019_tenx_layout(tmp_path, http_server, name):  # noqa: F811
+def miller_2019_tenx_layout(http_server, name):  # noqa: F811
     cells, genes = fx.barcodes(35, seed=8), fx.mouse_genes(200)
     X = fx.counts(35, 200, seed=14)
     triplet = fx.tenx_triplet(X, cells, genes, old_genes=True)
     files = {"matrix": triplet["matrix.mtx.gz"], "barcodes": triplet["barcodes.tsv.gz"], "genes": triplet["genes.tsv.gz"]}
-    adata = _ingest(tmp_path, _dataset(name, http_server, files))
-    assert adata.shape == (35, 200)
-    assert list(adata.obs_names) == cells and list(adata.var_names) == genes
-    np.testing.assert_array_equal(adata.X.toarray(), X)
-    assert adata.var["gene_ids"].str.startswith("ENSMUSG").all()
+
+    def check(adata):
+        assert adata.shape == (35, 200)
+        assert list(adata.obs_names) == cells and list(adata.var_names) == genes
+        np.testing.assert_array_equal(adata.X.toarray(), X)
+        assert adata.var["gene_ids"].str.startswith("ENSMUSG").all()
+
+    return _dataset(name, http_server, files), check
 
 
 def test_wrong_organism_stops_ingest_and_leaves_no_output(tmp_path, http_server):  # noqa: F811
