@@ -117,8 +117,10 @@ def test_gene_lists_in_ucell_notation_and_negative_values(small):
 def test_speed_on_sparse_data():
     """20k cells x 20k genes, 1,000 genes per cell, 21 programs: a few seconds.
 
-    Measured on the 2-core dev machine: 100k x 20k with 1,500 genes per cell (150 M non-zeros),
-    all 21 shipped programs, in about 12 s and 2.5 GB peak (the input matrix itself is 1.2 GB).
+    Measured on the shared 2-core dev machine (load average ~7 from other jobs): 100k x 20k with
+    1,500 genes per cell (150 M non-zeros): 25 s for the 11 programs of the states stage, 42 s for
+    all 21 shipped programs, 2.5 GB peak RSS of which the float32 input matrix is 1.2 GB;
+    10k cells x 21 programs took 1.1 s on a quieter machine.
     """
     from texflow.signatures import load_programs
 
