@@ -225,3 +225,6 @@ def test_memory_estimate_grows_with_input_and_reader(tmp_path):
     assert io.estimate_ingest_mem_mb(manifest, "h5ad") == 1000 + 18
     with pytest.raises(FileNotFoundError):  # Snakemake re-evaluates once fetch has run
         io.estimate_ingest_mem_mb(tmp_path / "missing.tsv", "h5ad")
+    assert io.estimate_ingest_runtime_min(manifest, "dense_table") == 10
+    big = fx.write_sources(tmp_path / "big", {"m": ("m.txt.gz", b"x" * 2**20 * 60)})
+    assert io.estimate_ingest_runtime_min(big, "geo_dense_two_header") == 10 + 12
