@@ -33,6 +33,7 @@ def main(snakemake):
         n_dcs=params["n_dcs"],
         n_root_checks=params["n_root_checks"],
         min_cells=params["min_cells"],
+        regress_depth=params["regress_depth"],
         seed=params["seed"],
     )
     programs.write_tsv(table, snakemake.output.root_sensitivity)
