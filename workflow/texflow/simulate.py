@@ -29,10 +29,12 @@ layers, in order of precedence:
    change, all cells of non-responder patients), and per-patient batch offsets on a random
    subset of genes.
 
-Exhausted-lineage cells get a true pseudotime in [0, 1]: Tpex in [0, 0.3], Tex_int in
-[0.4, 0.6], Tex_term in [0.7, 1]. Their profile moves smoothly (smoothstep, in log space)
-between the Tpex, Tex_int and Tex_term anchor profiles placed at the segment centres, so marker
-and program genes change smoothly along pseudotime while the three states remain clusterable.
+Exhausted-lineage cells get a true pseudotime in [0, 1]: most Tpex in [0, 0.3], Tex_int in
+[0.4, 0.6], Tex_term in [0.7, 1] (core segments); a `transitional_fraction` in the gaps of
+their state's territory ([0, 0.35], [0.35, 0.65], [0.65, 1]), bridging the states. The profile holds
+within a core segment and blends smoothly (smoothstep, in log space) into the next state's
+across the gap between segments, so marker and program genes change smoothly along pseudotime
+while the three states remain clusterable.
 
 Counts are gamma-Poisson (negative binomial) around `library size x profile`, with log-normal
 library sizes. To stay fast without ever building a dense cells x genes matrix, the genes are
@@ -107,7 +109,16 @@ DEFAULT_RISING_PROGRAMS = MappingProxyType({"ifn_i_core": 1.0, "lpo_drivers": 1.
 PSEUDOTIME_SEGMENTS = MappingProxyType(
     {"cd8_tpex": (0.0, 0.3), "cd8_tex_int": (0.4, 0.6), "cd8_tex_term": (0.7, 1.0)}
 )
+# Territory of each state: the pseudotimes where its profile dominates (cut at the middle of
+# the gaps). Most cells sit in their state's core segment; a `transitional_fraction` of them
+# anywhere in its territory, so that states are connected on the trajectory as in real data.
+PSEUDOTIME_TERRITORIES = MappingProxyType(
+    {"cd8_tpex": (0.0, 0.35), "cd8_tex_int": (0.35, 0.65), "cd8_tex_term": (0.65, 1.0)}
+)
 _ANCHOR_TIMES = np.array([0.15, 0.5, 0.85])
+# Half-width added on each side of the gap between two states' segments over which one profile
+# blends into the next (Tpex -> Tex_int over [0.25, 0.45], Tex_int -> Tex_term over [0.55, 0.75]).
+_TRANSITION_MARGIN = 0.05
 
 # Library size of each population relative to the median: myeloid cells carry more RNA,
 # naive T cells less (typical of 10x TIL data, e.g. Wu 2020 / Zheng 2021 QC distributions).
@@ -127,7 +138,7 @@ _LIBRARY_FACTOR = {
 _LIBRARY_LOG_SD = 0.35
 _REFERENCE_LIBRARY = 4000.0  # the library at which marker levels below are written
 _MITO_FRACTION = 0.04  # healthy T cells on 10x: 2-5 % mitochondrial UMIs
-_RIBO_FRACTION = 0.22  # T cells: ribosomal protein genes take 20-30 % of UMIs
+_RIBO_FRACTION = 0.18  # T cells on 10x: ribosomal protein genes take 15-30 % of UMIs
 _OFF = 0.01  # expected UMIs of a marker in a population that does not express it
 
 _T = ("cd8_naive", "cd8_effector_memory", "cd8_tpex", "cd8_tex_int", "cd8_tex_term", "cd4", "treg")
@@ -221,8 +232,8 @@ _MARKERS: dict[str, tuple[str, dict[str, float]]] = {
     "EOMES": ("Eomes", _levels(em=1.0, int=0.5, term=0.4, nk=1.0, tpex=0.2)),
     "PRF1": ("Prf1", _levels(term=1.0, int=1.5, nk=3.0, em=0.6, tpex=0.05)),
     "GZMB": ("Gzmb", _levels(term=3.0, int=3.0, tpex=0.1, nk=6.0, em=0.5)),
-    "CX3CR1": ("Cx3cr1", _levels(int=1.5, em=0.4, nk=1.0, term=0.1, myeloid=0.5)),
-    "KLRG1": ("Klrg1", _levels(int=1.2, em=0.5, nk=0.8, term=0.1)),
+    "CX3CR1": ("Cx3cr1", _levels(int=2.5, em=0.4, nk=1.0, term=0.1, myeloid=0.5)),
+    "KLRG1": ("Klrg1", _levels(int=2.0, em=0.5, nk=0.8, term=0.1)),
     # exhaustion: shared gate and terminal
     "TOX": ("Tox", _levels(tpex=1.5, int=1.2, term=1.8, em=0.1, naive=0.03, nk=0.3, cd4=0.1)),
     "PDCD1": ("Pdcd1", _levels(tpex=1.5, int=1.5, term=2.0, em=0.08, naive=0.005, cd4=0.1)),
@@ -242,11 +253,11 @@ _MARKERS: dict[str, tuple[str, dict[str, float]]] = {
 
 # Housekeeping genes expressed everywhere (expected UMIs at 4,000; myeloid ferritin is high).
 _HOUSEKEEPING: dict[str, tuple[str, dict[str, float]]] = {
-    "MALAT1": ("Malat1", _levels(40.0)),
-    "B2M": ("B2m", _levels(60.0, myeloid=40.0)),
-    "TMSB4X": ("Tmsb4x", _levels(50.0)),
-    "ACTB": ("Actb", _levels(40.0)),
-    "EEF1A1": ("Eef1a1", _levels(50.0)),
+    "MALAT1": ("Malat1", _levels(30.0)),
+    "B2M": ("B2m", _levels(40.0, myeloid=30.0)),
+    "TMSB4X": ("Tmsb4x", _levels(35.0)),
+    "ACTB": ("Actb", _levels(30.0)),
+    "EEF1A1": ("Eef1a1", _levels(35.0)),
     "TPT1": ("Tpt1", _levels(25.0)),
     "GAPDH": ("Gapdh", _levels(6.0, myeloid=15.0, term=9.0)),
     "PFN1": ("Pfn1", _levels(8.0)),
@@ -317,13 +328,24 @@ _DE_TREE: dict[str, tuple[tuple[str, ...], float, float]] = {
     "cd8_effector_memory": (("cd8_effector_memory",), 0.015, 0.7),
     "exhausted": (EXHAUSTED_POPULATIONS, 0.015, 0.7),
     "cd8_tpex": (("cd8_tpex",), 0.012, 0.7),
-    "cd8_tex_int": (("cd8_tex_int",), 0.012, 0.7),
-    "cd8_tex_term": (("cd8_tex_term",), 0.012, 0.7),
+    "cd8_tex_int": (("cd8_tex_int",), 0.03, 0.9),
+    "cd8_tex_term": (("cd8_tex_term",), 0.015, 0.7),
 }
-# Background abundance: log-normal expected UMIs per gene at a 4,000-UMI library; sd and mean
-# chosen by measurement so that about 2,500 genes are detected per cell at 20,000 genes.
+# Background abundance: log-normal expected UMIs per gene, rescaled to fill each library.
+# Its log-sd is chosen by measurement for realistic detection at both ends of the gene range:
+# about 2,500 genes detected per cell at 20,000 genes and 4,000 UMIs (10x v3), and about 60 %
+# zeros at 2,000 genes (a small simulation stands for the expressed part of a transcriptome);
+# in between, the sd is interpolated in log(number of background genes).
 _BACKGROUND_LOG_MEAN = np.log(0.04)
-_BACKGROUND_LOG_SD = 1.8
+_BACKGROUND_LOG_SD_AT = ((1600, 1.9), (19600, 1.1))
+
+
+def _background_log_sd(n_background: int) -> float:
+    (n_small, sd_small), (n_large, sd_large) = _BACKGROUND_LOG_SD_AT
+    position = (np.log(max(n_background, 1)) - np.log(n_small)) / (np.log(n_large) - np.log(n_small))
+    return float(sd_small + np.clip(position, 0.0, 1.0) * (sd_large - sd_small))
+
+
 # Genes with at least this many expected UMIs in some population are drawn densely (cheaper
 # than events once most cells have a count); measured on 20k genes, see benchmarks/.
 _DENSE_MIN_UMIS = 1.0
@@ -445,7 +467,7 @@ def _build_gene_table(
     width = max(5, len(str(n_genes)))
     background += [f"{prefix}{i:0{width}d}" for i in range(1, n_genes - n_fixed - len(background) + 1)]
     n_background = len(background)
-    background_levels = np.exp(rng.normal(_BACKGROUND_LOG_MEAN, _BACKGROUND_LOG_SD, n_background))
+    background_levels = np.exp(rng.normal(_BACKGROUND_LOG_MEAN, _background_log_sd(n_background), n_background))
     for gene, level in zip(background, background_levels, strict=True):
         add(gene, "background" if gene.startswith(prefix) else "ortholog_table", np.full(n_pops, level))
 
@@ -488,13 +510,20 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def _trajectory_anchors(pseudotime: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Anchor populations (a, b) and weight w of b for each pseudotime (smooth in log space)."""
+    """Anchor populations (a, b) and weight w of b for each pseudotime (smooth in log space).
+
+    A state's profile holds inside its segment and blends into the next one (smoothstep) over
+    the gap between the segments widened by `_TRANSITION_MARGIN` on each side: cells at the
+    edge of a state are part-way to the next, as on a real trajectory, while the bulk of each
+    state stays distinct enough to be clustered.
+    """
     ex = np.array([POPULATIONS.index(p) for p in EXHAUSTED_POPULATIONS])
+    segments = [PSEUDOTIME_SEGMENTS[p] for p in EXHAUSTED_POPULATIONS]
     second_half = pseudotime >= _ANCHOR_TIMES[1]
     a = np.where(second_half, ex[1], ex[0])
     b = np.where(second_half, ex[2], ex[1])
-    start = np.where(second_half, _ANCHOR_TIMES[1], _ANCHOR_TIMES[0])
-    end = np.where(second_half, _ANCHOR_TIMES[2], _ANCHOR_TIMES[1])
+    start = np.where(second_half, segments[1][1], segments[0][1]) - _TRANSITION_MARGIN
+    end = np.where(second_half, segments[2][0], segments[1][0]) + _TRANSITION_MARGIN
     w = _smoothstep((pseudotime - start) / (end - start))
     return a, b, w
 
@@ -523,6 +552,7 @@ def simulate(
     low_quality_rate: float = 0.05,
     median_library_size: float = 4000.0,
     separation: float = 1.0,
+    transitional_fraction: float = 0.1,
     composition_concentration: float = 100.0,
     tissue: str = "tumor",
 ) -> ad.AnnData:
@@ -567,6 +597,10 @@ def simulate(
     separation
         Multiplier of all population differential expression apart from the hand-written
         markers (1: the default realism; lower makes populations harder to separate).
+    transitional_fraction
+        Fraction of exhausted-lineage cells placed in the gaps of their state's pseudotime
+        territory (`PSEUDOTIME_TERRITORIES`) outside its core segment (`PSEUDOTIME_SEGMENTS`):
+        the transitional cells that connect Tpex, Tex_int and Tex_term.
     composition_concentration
         Dirichlet concentration of per-patient population fractions around the global ones
         (higher: patients more alike).
@@ -666,8 +700,16 @@ def simulate(
     n_rows = row_pop.size
     pseudotime = np.full(n_rows, np.nan)
     for pop, (lo, hi) in PSEUDOTIME_SEGMENTS.items():
-        hit = row_pop == POPULATIONS.index(pop)
-        pseudotime[hit] = rng.uniform(lo, hi, hit.sum())
+        hit = np.flatnonzero(row_pop == POPULATIONS.index(pop))
+        pseudotime[hit] = rng.uniform(lo, hi, hit.size)
+        # Transitional cells sit in the gaps of the state's territory (outside its core
+        # segment), bridging the states as intermediate cells do on a real trajectory.
+        bridge = hit[rng.random(hit.size) < transitional_fraction]
+        t_lo, t_hi = PSEUDOTIME_TERRITORIES[pop]
+        gaps = [(t_lo, lo), (hi, t_hi)]
+        widths = np.array([g[1] - g[0] for g in gaps])
+        position = rng.uniform(0.0, widths.sum(), bridge.size)
+        pseudotime[bridge] = np.where(position < widths[0], t_lo + position, hi + position - widths[0])
     low_quality = np.zeros(n_rows, dtype=bool)
     n_low = int(round(low_quality_rate * n_cells))
     low_quality[rng.choice(n_singlets, size=min(n_low, n_singlets), replace=False)] = True
@@ -751,6 +793,8 @@ def simulate(
         "composition_concentration": float(composition_concentration),
         "tissue": tissue,
         "pseudotime_segments": {k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_SEGMENTS.items()},
+        "pseudotime_territories": {k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_TERRITORIES.items()},
+        "transitional_fraction": float(transitional_fraction),
         "non_responder_patients": [p for p, nr in zip(patients, non_responder, strict=True) if nr],
     }
     adata.uns["simulation"] = parameters
@@ -984,7 +1028,7 @@ def _sample_counts(
         patient_nr = int(nr[here][0])
         for pop in np.unique(row_pop[here]):
             if pop in rates.lineage:
-                lo, hi = PSEUDOTIME_SEGMENTS[POPULATIONS[pop]]
+                lo, hi = PSEUDOTIME_TERRITORIES[POPULATIONS[pop]]
                 points = np.array([lo, hi, *[t for t in _ANCHOR_TIMES if lo < t < hi]])
             else:
                 points = np.zeros(1)
@@ -993,8 +1037,12 @@ def _sample_counts(
             )
             if pop not in rates.lineage:
                 total_rate[here & (row_pop == pop)] = np.exp(log_mu).sum()
+            # Bound the identity part (monotone between anchors) and the linear rising part
+            # separately: their sum can peak inside the segment.
+            rising_part = points[:, None] * rising_log[event_idx]
+            log_bound = (log_mu[:, event_idx] - rising_part).max(axis=0) + rising_part.max(axis=0)
             group_of[pop, patient] = len(bounds)
-            bounds.append(np.exp(log_mu[:, event_idx].max(axis=0)) * (1.0 + 1e-9))
+            bounds.append(np.exp(log_bound) * (1.0 + 1e-9))
         lineage_here = here & on_lineage
         if lineage_here.any():
             log_mu = rates.dense(
