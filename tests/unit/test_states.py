@@ -65,8 +65,8 @@ def _check_leiden(organism, seed, batch_strength):
           f"clusters labelled as their majority state {label_matches_majority:.3f}")
     assert not swaps, f"Tpex/Tex_term swapped in clusters {swaps}"
     assert label_matches_majority >= 0.9
-    assert correct >= purity - 0.1
-    assert correct >= 0.8
+    assert correct >= purity - 0.05
+    assert correct >= 0.9  # the bar: >= 90% of cells in clusters labelled with their true state
     return correct
 
 
