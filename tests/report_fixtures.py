@@ -119,12 +119,12 @@ def fake_results(root: str | Path, dataset: str = "fake", *, with_response: bool
             "n_patients": 0, "n_patients_positive": 0, "n_cells": 0, "note": "no pseudotime: trajectory skipped",
         }).to_csv(tables / "associations.tsv", sep="\t", index=False, na_rep="NA")
     if with_response:
-        # effect = responders - non-responders, as texflow.stats writes it; one row per state
+        # effect = non-responders - responders, as texflow.stats writes it; one row per state
         rows = []
         for state in ["Tpex", "Tex_term", "exhausted_lineage"]:
             for program, nr, r, p in [("ifn_i_core", 0.6, 0.3, 0.01), ("lpo_signed", 0.0, 0.02, 0.7)]:
-                rows.append({"state": state, "program": program, "unit": "patients", "test": "mann_whitney_patient_means",
-                             "effect": r - nr, "effect_type": "difference_of_patient_means", "cliffs_delta": 1.0, "hedges_g": 2.0,
+                rows.append({"state": state, "program": program, "comparison": "non_responder vs responder", "unit": "patients",
+                             "test": "mann_whitney_patient_means", "effect": nr - r, "effect_type": "difference_of_patient_means", "cliffs_delta": 1.0, "hedges_g": 2.0,
                              "mean_responders": r, "mean_non_responders": nr, "n_patients": 6, "n_responders": 3,
                              "n_non_responders": 3, "n_cells": 400, "p_value": p, "p_adj": p, "note": ""})
         pd.DataFrame(rows).to_csv(tables / "response_comparison.tsv", sep="\t", index=False, na_rep="NA")

@@ -71,7 +71,7 @@ def test_headline_reads_the_programs_tables(built):
     # p = 0.03 but q = 0.06: the verdict follows q, so no claim at alpha 0.05
     state = _finding(page, "ifn_i_core", "state")
     assert state.verdict == "no clear difference" and state.effect == pytest.approx(0.25)
-    # the table's effect is responders - non-responders; the headline must say non-responders higher
+    # the headline effect is non-responders - responders, from the group means
     response = _finding(page, "ifn_i_core", "response")
     assert response.verdict == "up"
     assert response.effect == pytest.approx(0.6 - 0.3)
@@ -262,3 +262,27 @@ def test_too_few_patients_is_said():
     state["n_patients"] = 8  # 2 / 2**8 < 0.05: no note
     (again,) = [f for f in report.findings({"state": pd.DataFrame([state])}, alpha=0.05, skipped={}) if f.comparison == "state"]
     assert again.power_note == ""
+
+
+def test_response_sign_without_group_means():
+    row = {"state": "exhausted_lineage", "program": "x", "unit": "patients", "test": "mann_whitney_patient_means",
+           "effect": 0.3, "p_value": 0.001, "n_responders": 5, "n_non_responders": 5}
+    for comparison, sign in [("responder vs non_responder", -1), ("non_responder vs responder", 1)]:
+        (found,) = [f for f in report.findings({"response": pd.DataFrame([{**row, "comparison": comparison}])}, alpha=0.05, skipped={})
+                    if f.comparison == "response"]
+        assert found.effect == pytest.approx(sign * 0.3), comparison
+
+
+def test_trend_placeholders_replaced_without_pseudotime(tmp_path):
+    out = fake_results(tmp_path, "notraj", with_tpex=False)
+    for program in ("ifn_i_core", "tpex"):
+        (out / "figures" / f"trend_{program}.png").write_bytes((out / "figures/qc_total_counts.png").read_bytes())
+    page = report.collect(out, dataset="notraj")
+    assert not [f for f in page.figures if f.path is not None and f.path.stem.startswith("trend_")]
+    (trends,) = [f for f in page.figures if f.title == "Trends along pseudotime"]
+    assert "trajectory skipped" in trends.missing
+
+
+def test_long_cells_are_cut():
+    html = str(report.table_html(pd.DataFrame({"missing": [",".join(["GENE"] * 40)], "n": [3]})))
+    assert "…" in html and 'title="GENE,GENE' in html

@@ -90,6 +90,8 @@ STAGE_TABLES = {
     "response_comparison.tsv": ("programs", "Non-responders vs responders per patient"),
     "trends.tsv": ("programs", "Smoothed trends along pseudotime"),
 }
+#: Longer table cells (gene lists, citations) are cut on the page; the full text shows on hover.
+MAX_CELL_CHARS = 60
 #: Tables too long to read on a page (a fitted curve per program): linked, and drawn by the stage.
 LINK_ONLY_TABLES = {"trends.tsv"}
 SECTIONS = {
@@ -103,6 +105,7 @@ SECTIONS = {
 }
 # Stage figures (drawn by the stages, embedded as they are) are sorted by their file name.
 STAGE_FIGURE_PATTERNS = [
+    (r"^trend", "programs"),
     (r"^qc", "qc"),
     (r"gat|cd8", "gate"),
     (r"^umap.*(cluster|leiden)|^cluster|resolution|leiden", "cluster"),
@@ -175,6 +178,29 @@ class Finding:
         return f"{label} {words} ({self.evidence})."
 
     @property
+    def short_evidence(self) -> str:
+        """The evidence in a few symbols, for the table cells: effect, patients, q (or p)."""
+        parts = []
+        if np.isfinite(self.effect):
+            parts.append(f"{'ρ' if self.comparison == 'trajectory' else 'Δ'} = {format_number(self.effect)}")
+        if np.isfinite(self.n_concordant) and np.isfinite(self.n_patients):
+            parts.append(f"{int(self.n_concordant)}/{int(self.n_patients)} patients positive")
+        elif self.n_groups:
+            n_nr, n_r = re.findall(r"\d+", self.n_groups)[:2]
+            parts.append(f"{n_nr} NR vs {n_r} R patients")
+        elif np.isfinite(self.n_patients):
+            parts.append(f"{int(self.n_patients)} patients")
+        if np.isfinite(self.q):
+            parts.append(f"q = {format_p(self.q)}")
+        elif np.isfinite(self.p):
+            parts.append(f"p = {format_p(self.p)}")
+        if self.unit_note:
+            parts.append("cells as units")
+        if self.power_note:
+            parts.append("too few patients: " + self.power_note.split("(")[-1].rstrip(")"))
+        return " · ".join(parts)
+
+    @property
     def evidence(self) -> str:
         parts = []
         if np.isfinite(self.effect):
@@ -216,6 +242,7 @@ class DatasetReport:
     summary: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
     headline_programs: list[str] = field(default_factory=list)
+    alpha: float = 0.05
 
     def answer(self) -> list[tuple[str, list[Finding]]]:
         """The opening answer: per headline program, its findings; a comparison that no headline
@@ -431,6 +458,8 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
         (_, high), (_, low) = _first(row, RESPONSE_MEAN_COLUMNS[0]), _first(row, RESPONSE_MEAN_COLUMNS[1])
         if np.isfinite(high) and np.isfinite(low):
             finding.effect_name, finding.effect = "difference of patient means", high - low
+        elif str(row.get("comparison", "")).split(" vs ")[0].strip().lower() == "responder":
+            finding.effect = -finding.effect  # the table's effect is responders - non-responders
         finding.effect_name += " (non-responders − responders)"
     _, finding.p = _first(row, P_COLUMNS)
     _, finding.q = _first(row, Q_COLUMNS)
@@ -640,7 +669,7 @@ def collect(
     final_h5ad = Path(final_h5ad) if final_h5ad else dataset_dir / "final.h5ad"
     figures_dir = Path(figures_dir) if figures_dir else dataset_dir / "figures" / "report"
     summary = read_summary(summary_json or dataset_dir / "summary.json")
-    report = DatasetReport(dataset=dataset, summary=summary)
+    report = DatasetReport(dataset=dataset, summary=summary, alpha=alpha)
     report.generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     adata = ad.read_h5ad(final_h5ad, backed="r") if final_h5ad.is_file() else None
@@ -680,6 +709,13 @@ def collect(
         adata.file.close()
     else:
         drawn = [Figure(title="Figures of the cells", missing=f"no final AnnData ({final_h5ad}) to draw them from", section="programs")]
+    trajectory_tested = any(f.comparison == "trajectory" and f.verdict != "not tested" for f in report.findings)
+    trends = [f for f in existing if f.path is not None and f.path.stem.startswith("trend_")]
+    if trends and not trajectory_tested:
+        # without a pseudotime the stage draws a placeholder per program: one sentence says it
+        reason = next((f.reason for f in report.findings if f.comparison == "trajectory" and f.reason), "no pseudotime")
+        existing = [f for f in existing if f not in trends]
+        existing.append(Figure(title="Trends along pseudotime", missing=f"no pseudotime to draw them along ({reason})", section="programs"))
     report.figures = existing + drawn
     # the trend of each headline program answers the question at a glance: shown with the answer
     for figure in report.figures:
@@ -760,6 +796,9 @@ def table_html(frame: pd.DataFrame) -> Any:
             else:
                 text = "–" if pd.isna(value) else str(value)
             numeric = isinstance(value, (float, np.floating, int, np.integer))
+            if len(text) > MAX_CELL_CHARS:  # long gene lists and sources: cut, full text on hover
+                cells.append(f'<td class="t" title="{html.escape(text)}">{html.escape(text[:MAX_CELL_CHARS - 1])}…</td>')
+                continue
             cells.append(f'<td class="{"n" if numeric else "t"}">{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return Markup(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")

@@ -226,7 +226,7 @@ def state_composition(
     width = min(2.5 + 0.45 * len(fractions), 14)
     fig, axes = plt.subplots(
         1, 2 if has_response else 1, figsize=(width + (3 if has_response else 0), 4.8),
-        gridspec_kw={"width_ratios": [max(len(fractions), 1), 2.5]} if has_response else None,
+        gridspec_kw={"width_ratios": [max(len(fractions), 1), max(3.0, len(fractions) / 4)]} if has_response else None,
         squeeze=False,
     )  # fmt: skip
     _stacked(axes[0, 0], fractions, colours)
@@ -242,7 +242,8 @@ def state_composition(
         by_group = pd.DataFrame({g: fractions.loc[response[response == g].index.intersection(fractions.index)].mean() for g in groups}).T
         _stacked(axes[0, 1], by_group, colours)
         axes[0, 1].set_xticks(range(len(groups)))
-        axes[0, 1].set_xticklabels([f"{RESPONSE_LABELS[g]}\n(n={(response == g).sum()} patients)" for g in groups], fontsize=8)
+        axes[0, 1].set_xticklabels([f"{RESPONSE_LABELS[g]}\n(n={(response == g).sum()})" for g in groups], fontsize=8)
+        axes[0, 1].set_xlabel("response (n = patients)")
         axes[0, 1].set_ylabel("mean of per-patient fractions")
         axes[0, 1].set_title("By response")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in states]
