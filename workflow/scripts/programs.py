@@ -46,7 +46,11 @@ def main(snakemake):
                  "response_comparison", "cells"):
         programs.write_tsv(tables[name], getattr(outputs, name))
     figures = Path(outputs.figures[0]).parent
-    programs.draw_trends(adata, tables["trends"], tables["associations"], figures)
+    extra = [name for name in selected if name not in params["programs"]]
+    tested = programs.trend_programs([*params["programs"], *extra])
+    programs.draw_trends(
+        adata, tables["trends"], tables["associations"], figures, program_names=tested
+    )
     summary = programs.build_summary(
         adata,
         associations=tables["associations"],

@@ -365,13 +365,23 @@ def build_summary(
 
 
 def draw_trends(
-    adata: ad.AnnData, trend_table: pd.DataFrame, associations: pd.DataFrame, outdir
+    adata: ad.AnnData, trend_table: pd.DataFrame, associations: pd.DataFrame, outdir,
+    *, program_names: Sequence[str] | None = None,
 ) -> list[Path]:
-    """``trend_<program>.png`` in `outdir` for every scored program (a note when skipped)."""
+    """``trend_<program>.png`` in `outdir` for every tested program (a note when skipped).
+
+    `program_names` defaults to the programs of `associations` (or of `trend_table`); the
+    state programs the states stage scored are not redrawn here.
+    """
     from .plotting import trajectory as plots
 
     outdir = Path(outdir)
-    keys = [c for c in adata.obs.columns if c.startswith("score_")]
+    if program_names is None:
+        names = [p for p in pd.concat([associations.get("program", pd.Series(dtype=str)),
+                                       trend_table.get("program", pd.Series(dtype=str))])
+                 .dropna().astype(str).unique() if p]
+        program_names = names or [p for p in trend_programs(DEFAULT_PROGRAMS)]
+    keys = [f"score_{p}" for p in program_names if f"score_{p}" in adata.obs]
     pt = adata.obs["pseudotime"].to_numpy(dtype=float)
     lineage = np.isfinite(pt)
     skipped = adata.uns.get("texflow", {}).get("skipped", {})
