@@ -733,23 +733,16 @@ def simulate(
         response_log=response_log,
         batch_log=batch_log,
         rng=rng,
+        n_singlets=n_singlets,
     )
-    # Doublets: the sum of their two parents' counts.
-    combine = sp.vstack(
-        [
-            sp.eye(n_singlets, n_rows, format="csr", dtype=np.float32),
-            sp.csr_matrix(
-                (
-                    np.ones(2 * n_doublets, dtype=np.float32),
-                    (np.repeat(np.arange(n_doublets), 2), n_singlets + np.arange(2 * n_doublets)),
-                ),
-                shape=(n_doublets, n_rows),
-            ),
-        ],
-        format="csr",
-    )
-    X = (combine @ counts).tocsr().astype(np.float32)
-    X.sort_indices()
+    # Doublets: the sum of their two parents' counts (parents are the rows after the singlets).
+    singlet_blocks, parents = counts
+    blocks = list(singlet_blocks)
+    if n_doublets:
+        blocks.append(parents[0::2] + parents[1::2])  # canonical sum keeps indices sorted
+    X = sp.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
+    del blocks, singlet_blocks, parents, counts
+    X.sort_indices()  # a linear check: every block is already sorted
 
     obs = _truth_table(
         n_singlets=n_singlets,
@@ -986,8 +979,11 @@ def _sample_counts(
     response_log: np.ndarray,
     batch_log: np.ndarray,
     rng: np.random.Generator,
-) -> sp.csr_matrix:
+    n_singlets: int,
+) -> tuple[list[sp.csr_matrix], sp.csr_matrix]:
     """Draw the counts of all rows, chunk by chunk (never a dense rows x genes matrix).
+
+    Returns the CSR blocks of the singlet rows and the CSR of the doublet parents' rows.
 
     Genes with at least `_DENSE_MIN_UMIS` expected UMIs in some population (and mitochondrial
     genes, which low-quality cells change) are drawn densely as gamma-Poisson (negative
@@ -1059,8 +1055,11 @@ def _sample_counts(
     event_genes = event_idx.astype(np.int32)
 
     blocks = []
-    for start in range(0, n_rows, _CHUNK_CELLS):
-        rows = np.arange(start, min(start + _CHUNK_CELLS, n_rows))
+    # Chunks never straddle the first doublet parent, so singlets and parents come out apart.
+    chunk_starts = [*range(0, n_singlets, _CHUNK_CELLS), *range(n_singlets, n_rows, _CHUNK_CELLS)]
+    chunk_ends = [*chunk_starts[1:], n_rows]
+    for start, end in zip(chunk_starts, chunk_ends, strict=True):
+        rows = np.arange(start, min(end, start + _CHUNK_CELLS, n_singlets if start < n_singlets else n_rows))
         # Dense genes: exact per-cell rates (gamma-Poisson draws in the kernel).
         mu = np.exp(rates.dense(row_pop[rows], time_[rows], row_patient[rows], nr[rows], dense_idx))
         total = total_rate[rows].copy()
@@ -1100,7 +1099,13 @@ def _sample_counts(
             event_batch,
         )
         blocks.append(sp.csr_matrix((data, indices, indptr), shape=(rows.size, n_genes)))
-    return sp.vstack(blocks, format="csr")
+    n_singlet_blocks = sum(start < n_singlets for start in chunk_starts)
+    parents = (
+        sp.vstack(blocks[n_singlet_blocks:], format="csr")
+        if len(blocks) > n_singlet_blocks
+        else sp.csr_matrix((0, n_genes), dtype=np.float32)
+    )
+    return blocks[:n_singlet_blocks], parents
 
 
 def _truth_table(
