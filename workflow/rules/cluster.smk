@@ -1,1 +1,34 @@
-# Stage cluster: rules are being written (see the issue tracker).
+# Stage cluster: cd8.h5ad -> clustered.h5ad (X log-normalised, PCA, kNN graph, Leiden `cluster`,
+# UMAP) + tables/resolution_sweep.tsv + UMAP figures. Logic: workflow/texflow/cluster.py.
+
+
+rule cluster:
+    input:
+        h5ad=results("{dataset}", "cd8.h5ad"),
+    output:
+        h5ad=results("{dataset}", "clustered.h5ad"),
+        sweep=report(
+            results("{dataset}", "tables/resolution_sweep.tsv"),
+            caption="../report/resolution_sweep.rst",
+            category="Clusters",
+            labels={"dataset": "{dataset}", "table": "resolution sweep"},
+        ),
+        umap_png=report(
+            results("{dataset}", "figures/umap_clusters.png"),
+            caption="../report/umap_clusters.rst",
+            category="Clusters",
+            labels={"dataset": "{dataset}", "figure": "UMAP"},
+        ),
+        sweep_png=results("{dataset}", "figures/resolution_sweep.png"),
+    log:
+        "logs/{dataset}/cluster.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=scaled_mem_mb(2000, 6.0),
+        runtime=scaled_runtime(10, 30),
+    params:
+        cluster=config.get("cluster", {}),
+    script:
+        "../scripts/cluster.py"

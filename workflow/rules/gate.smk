@@ -1,1 +1,28 @@
-# Stage gate: rules are being written (see the issue tracker).
+# Stage gate: qc.h5ad -> cd8.h5ad (CD8 T cells) + tables/gating.tsv. Skipped (every cell kept,
+# recorded) when the dataset config says cd8_sorted: true. Logic: workflow/texflow/gating.py.
+
+
+rule gate:
+    input:
+        h5ad=results("{dataset}", "qc.h5ad"),
+    output:
+        h5ad=results("{dataset}", "cd8.h5ad"),
+        table=report(
+            results("{dataset}", "tables/gating.tsv"),
+            caption="../report/gating.rst",
+            category="Gating",
+            labels={"dataset": "{dataset}", "table": "CD8 gating"},
+        ),
+    log:
+        "logs/{dataset}/gate.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(2000, 4.0),
+        runtime=scaled_runtime(10, 20),
+    params:
+        gate=config.get("gate", {}),
+        cd8_sorted=lambda wildcards: dataset_config(wildcards).get("cd8_sorted", False),
+    script:
+        "../scripts/gate.py"

@@ -1,1 +1,40 @@
-# Stage qc: rules are being written (see the issue tracker).
+# Stage qc: raw.h5ad -> qc.h5ad (QC-passing cells only) + per-sample QC table, per-cell QC
+# table and figures. Logic: workflow/texflow/qc.py (per-sample MAD outliers, scrublet).
+
+
+rule qc:
+    input:
+        h5ad=results("{dataset}", "raw.h5ad"),
+    output:
+        h5ad=results("{dataset}", "qc.h5ad"),
+        summary=report(
+            results("{dataset}", "tables/qc_summary.tsv"),
+            caption="../report/qc_summary.rst",
+            category="QC",
+            labels={"dataset": "{dataset}", "table": "QC summary"},
+        ),
+        cells=results("{dataset}", "tables/qc_cells.tsv.gz"),
+        metrics_png=report(
+            results("{dataset}", "figures/qc_metrics.png"),
+            caption="../report/qc_metrics.rst",
+            category="QC",
+            labels={"dataset": "{dataset}", "figure": "QC metrics"},
+        ),
+        doublets_png=report(
+            results("{dataset}", "figures/qc_doublets.png"),
+            caption="../report/qc_doublets.rst",
+            category="QC",
+            labels={"dataset": "{dataset}", "figure": "doublet scores"},
+        ),
+    log:
+        "logs/{dataset}/qc.log",
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(2000, 4.0),
+        runtime=scaled_runtime(10, 20),
+    params:
+        qc=config.get("qc", {}),
+    script:
+        "../scripts/qc.py"

@@ -48,7 +48,7 @@ class QCParams:
     min_cells_per_sample_doublets: int = 100
     expected_doublet_rate: float = 0.05
     max_predicted_doublet_fraction: float = 0.3
-    min_cells_out: int = 10
+    min_cells_out: int = 20
     seed: int = 0
 
     @classmethod
@@ -299,7 +299,8 @@ def run_qc(
     Raises
     ------
     InputDataError
-        No cells, or fewer than `params.min_cells_out` cells passing QC.
+        No cells, or organism/value_type not usable. (Too few passing cells is checked by
+        :func:`passing_cells`, after the caller has written the table that explains it.)
     """
     params = params or QCParams()
     meta = texflow_uns(adata)
@@ -408,12 +409,6 @@ def run_qc(
     meta["params"]["qc"] = params.as_dict()
     meta["skipped"].update(skipped)
     meta["qc"] = {"mito_genes": len(mito), "cells_in": adata.n_obs, "cells_out": n_pass}
-    if n_pass < params.min_cells_out:
-        raise InputDataError(
-            f"only {n_pass} of {adata.n_obs} cells pass QC, fewer than the {params.min_cells_out} "
-            "needed downstream (qc.min_cells_out); see the QC table for the reasons",
-            dataset=dataset,
-        )
     return adata, table
 
 
@@ -461,8 +456,18 @@ def _summary_table(
     return table
 
 
-def passing_cells(adata: ad.AnnData) -> ad.AnnData:
-    """The QC-passing cells, as a new AnnData with X as given (float32 CSR)."""
+def passing_cells(adata: ad.AnnData, *, min_cells: int = 1, dataset: str | None = None) -> ad.AnnData:
+    """The QC-passing cells, as a new AnnData with X as given (float32 CSR).
+
+    Raises InputDataError when fewer than `min_cells` cells pass (qc.min_cells_out).
+    """
+    n_pass = int(adata.obs["qc_pass"].sum())
+    if n_pass < min_cells:
+        raise InputDataError(
+            f"only {n_pass} of {adata.n_obs} cells pass QC, fewer than the {min_cells} needed "
+            "downstream (qc.min_cells_out); tables/qc_summary.tsv gives the reasons per sample",
+            dataset=dataset or texflow_uns(adata).get("dataset"),
+        )
     passing = adata[adata.obs["qc_pass"].to_numpy()].copy()
     if not sparse.issparse(passing.X) or passing.X.dtype != np.float32:
         passing.X = sparse.csr_matrix(passing.X, dtype=np.float32)

@@ -1,0 +1,35 @@
+"""QC: results/{dataset}/raw.h5ad -> qc.h5ad (passing cells only), QC tables and figures."""
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import anndata as ad
+from texflow import qc
+from texflow.plotting import qc as qc_plots
+from texflow.utils import atomic_path, run_step, write_h5ad
+
+CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "predicted")
+
+
+def write_tsv(table, path, **kwargs):
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="NA", **kwargs)
+
+
+def main(snakemake):
+    dataset = snakemake.wildcards.dataset
+    adata = ad.read_h5ad(snakemake.input.h5ad)
+    params = qc.QCParams.from_config(snakemake.params.qc)
+    adata, table = qc.run_qc(adata, params=params, dataset=dataset)
+    # tables and figures first: when too few cells pass, they are what explains why
+    write_tsv(table, snakemake.output.summary, float_format="%.4g")
+    columns = [c for c in adata.obs.columns if c.startswith(CELL_COLUMNS)]
+    cells = adata.obs[["sample", *columns]].rename_axis("cell_id").reset_index()
+    write_tsv(cells, snakemake.output.cells, compression="gzip", float_format="%.4g")
+    qc_plots.qc_metrics(adata, table, snakemake.output.metrics_png)
+    skipped = adata.uns["texflow"]["skipped"]
+    note = "; ".join(f"{k}: {v}" for k, v in skipped.items() if k.startswith("qc.doublets"))
+    qc_plots.doublet_scores(adata, snakemake.output.doublets_png, note=note)
+    passing = qc.passing_cells(adata, min_cells=params.min_cells_out, dataset=dataset)
+    write_h5ad(passing, snakemake.output.h5ad)
+
+
+run_step(main, snakemake)  # noqa: F821

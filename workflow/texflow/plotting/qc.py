@@ -1,0 +1,94 @@
+"""QC figures: per-sample metric distributions with the thresholds drawn, doublet scores."""
+
+from __future__ import annotations
+
+import os
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..utils import atomic_path  # noqa: E402
+
+#: (obs column, criterion in the QC table, axis label)
+PANELS = (
+    ("log1p_total_counts", "total_counts", "log1p(total counts)"),
+    ("log1p_n_genes_by_counts", "n_genes", "log1p(genes detected)"),
+    ("pct_counts_in_top_20_genes", "top20", "% counts in top 20 genes"),
+    ("pct_counts_mt", "mito", "% mitochondrial counts"),
+)
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """One panel per QC metric: cells per sample (jittered; red = failing that criterion) with
+    the per-sample lower/upper thresholds as black bars; panels of criteria not run say why."""
+    samples = table.loc[table["sample"] != "(all)", "sample"].tolist()
+    sample_of = adata.obs["sample"].astype("string").fillna("(no sample)").astype(str)
+    width = max(7.0, 0.35 * len(samples) + 3)
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(width, 2.6 * len(PANELS)), squeeze=False)
+    rng = np.random.default_rng(0)
+    thresholds = table.set_index("sample")
+    for ax, (column, criterion, label) in zip(axes[:, 0], PANELS):
+        run = column in adata.obs and adata.obs.get(f"qc_fail_{criterion}") is not None and not (
+            thresholds[f"{criterion}_upper"].isna().all()
+        )
+        if not run:
+            why = thresholds.loc["(all)", "notes"] if "(all)" in thresholds.index else ""
+            reason = next((p for p in str(why).split("; not run: ") if f"qc.{criterion}" in p), "not run")
+            ax.text(0.5, 0.5, f"{label}: not run\n{reason.removeprefix('not run: ')[:160]}",
+                    ha="center", va="center", wrap=True, fontsize=8, transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        for i, sample in enumerate(samples):
+            mask = (sample_of == sample).to_numpy()
+            values = adata.obs.loc[mask, column].to_numpy(dtype=float)
+            failed = adata.obs.loc[mask, f"qc_fail_{criterion}"].to_numpy(dtype=bool)
+            x = i + rng.uniform(-0.3, 0.3, size=values.size)
+            ax.scatter(x[~failed], values[~failed], s=3, color="0.4", alpha=0.5, linewidths=0)
+            ax.scatter(x[failed], values[failed], s=5, color="tab:red", linewidths=0)
+            for bound in ("lower", "upper"):
+                level = thresholds.loc[sample, f"{criterion}_{bound}"]
+                if np.isfinite(level):
+                    ax.hlines(level, i - 0.4, i + 0.4, color="black", linewidth=1.2)
+        ax.set_ylabel(label)
+        ax.set_xticks(range(len(samples)))
+        ax.set_xticklabels(samples, rotation=90, fontsize=7)
+        ax.set_xlim(-0.6, len(samples) - 0.4)
+    axes[0, 0].set_title(
+        f"{adata.uns.get('texflow', {}).get('dataset', '')} QC per sample: black bars = thresholds, "
+        "red = cells failing that criterion"
+    )
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def doublet_scores(adata: ad.AnnData, path: str | os.PathLike, *, note: str = "") -> None:
+    """Histogram of scrublet doublet scores (predicted doublets in red), or why none were run."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    scores = adata.obs.get("doublet_score")
+    if scores is None or scores.notna().sum() == 0:
+        ax.text(0.5, 0.5, f"doublet detection not run\n{note[:300]}", ha="center", va="center",
+                wrap=True, fontsize=8, transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        predicted = adata.obs["predicted_doublet"].to_numpy(dtype=bool)
+        valid = scores.notna().to_numpy()
+        bins = np.linspace(0, max(0.05, float(scores.max())), 40)
+        ax.hist(scores[valid & ~predicted], bins=bins, color="0.5", label="singlet")
+        ax.hist(scores[valid & predicted], bins=bins, color="tab:red", label="predicted doublet")
+        ax.set_xlabel("scrublet doublet score")
+        ax.set_ylabel("cells")
+        ax.legend(frameon=False)
+        ax.set_title(f"Doublet scores (per sample scrublet): {int(predicted.sum())} predicted")
+    fig.tight_layout()
+    _save(fig, path)
