@@ -37,8 +37,8 @@ GATING_PROGRAMS = ("cd8_t", "cd4_t", "treg", "nk", "myeloid", "b_cell")
 
 #: Marker genes whose detection fractions the gate checks, per organism.
 MARKERS = {
-    "human": {"cd8": ("CD8A", "CD8B"), "cd3": ("CD3E", "CD3D")},
-    "mouse": {"cd8": ("Cd8a", "Cd8b1"), "cd3": ("Cd3e", "Cd3d")},
+    "human": {"cd8": ("CD8A", "CD8B"), "cd8b": ("CD8B",), "cd3": ("CD3E", "CD3D")},
+    "mouse": {"cd8": ("Cd8a", "Cd8b1"), "cd8b": ("Cd8b1",), "cd3": ("Cd3e", "Cd3d")},
 }
 
 
@@ -52,6 +52,7 @@ class GateParams:
     n_neighbors: int = 15
     min_frac_cd8: float = 0.3
     min_frac_cd3: float = 0.3
+    min_frac_cd8b_nk_like: float = 0.5
     min_cells_clustering: int = 30
     veto_foreign_cells: bool = True
     max_rank: int = 1500
@@ -125,7 +126,18 @@ def decide(row: pd.Series, *, params: GateParams, score_columns: list[str], has_
     runner_up = means.drop(means.idxmax()).idxmax().removeprefix("mean_score_")
     reasons = []
     ok = True
-    if top != "cd8_t":
+    nk_like_t = (
+        top == "nk"
+        and np.isfinite(row["frac_cd8b"])
+        and row["frac_cd8b"] >= params.min_frac_cd8b_nk_like
+    )
+    if nk_like_t:
+        # effector/exhausted CD8 T cells express NK receptors (NKG7, KLRD1); NK cells lack CD8B
+        reasons.append(
+            f"highest score nk ({means.max():.2f}) but CD8B+ {row['frac_cd8b']:.0%} >= "
+            f"{params.min_frac_cd8b_nk_like:.0%}: NK-receptor-expressing CD8 T cells"
+        )
+    elif top != "cd8_t":
         ok = False
         reasons.append(f"highest score {top} ({means.max():.2f}), not cd8_t ({row['mean_score_cd8_t']:.2f})")
     else:
@@ -193,6 +205,7 @@ def gate_cd8(
     markers = MARKERS[organism]
     cd8_pos, cd8_genes = marker_positive(adata, markers["cd8"])
     cd3_pos, cd3_genes = marker_positive(adata, markers["cd3"])
+    cd8b_pos, _ = marker_positive(adata, markers["cd8b"])
     cd4_pos, _ = marker_positive(adata, ("CD4",) if organism == "human" else ("Cd4",))
     if cd8_pos is None:
         raise InputDataError(
@@ -211,6 +224,7 @@ def gate_cd8(
         meta["skipped"]["gate.first_pass_clustering"] = how
     frame = adata.obs[score_columns].copy()
     frame["frac_cd8"] = cd8_pos.astype(float)
+    frame["frac_cd8b"] = cd8b_pos.astype(float) if cd8b_pos is not None else np.nan
     frame["frac_cd3"] = cd3_pos.astype(float) if cd3_pos is not None else np.nan
     frame["frac_cd4"] = cd4_pos.astype(float) if cd4_pos is not None else np.nan
     frame["group"] = labels.to_numpy()
@@ -232,7 +246,11 @@ def gate_cd8(
         # a cell of a CD8 cluster whose own strongest program is another cell type (a doublet
         # with a CD4, NK, myeloid or B cell, or a stray cell the clustering did not split off)
         scores = adata.obs[score_columns]
-        vetoed = in_cd8_cluster & (scores.idxmax(axis=1) != "score_cd8_t").to_numpy()
+        foreign = scores.idxmax(axis=1).to_numpy()
+        nk_like_cluster = labels.map(summary["reason"].str.contains("NK-receptor")).fillna(False)
+        # in an NK-receptor-expressing CD8 cluster, an nk-top cell is the rule, not a doublet
+        allowed = np.where(nk_like_cluster.to_numpy(), np.isin(foreign, ["score_cd8_t", "score_nk"]), foreign == "score_cd8_t")
+        vetoed = in_cd8_cluster & ~allowed
     summary["n_vetoed"] = (
         pd.Series(vetoed, index=labels.to_numpy()).groupby(level=0).sum().reindex(summary.index).fillna(0).astype(int)
     )
