@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print("cells\tgenes\tseconds\tcpu_s\tpeak_GB\tgenes/cell\tUMIs/cell\tzeros")
     for cells in args.sizes:
-        code = _CHILD.format(workflow=str(WORKFLOW), cells=cells, genes=args.genes, write=args.write)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        code = _CHILD.format(
+            workflow=str(WORKFLOW), cells=cells, genes=args.genes, write=args.write
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
         if done.returncode != 0:
             print(f"{cells}\tfailed: {done.stderr.strip().splitlines()[-1:]}")
             continue

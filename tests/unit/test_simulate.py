@@ -109,15 +109,26 @@ def test_markers_follow_biology(clean):
     assert tcf7["cd8_tpex"] > 3 * tcf7["cd8_tex_term"]
     assert havcr2["cd8_tex_term"] > 3 * havcr2["cd8_tpex"]
     for gene in ("ENTPD1", "LAYN", "GZMB"):
-        assert mean_by_population(clean, gene)["cd8_tex_term"] > 2 * mean_by_population(clean, gene)["cd8_tpex"]
+        assert (
+            mean_by_population(clean, gene)["cd8_tex_term"]
+            > 2 * mean_by_population(clean, gene)["cd8_tpex"]
+        )
     for gene in ("SLAMF6", "CXCR5", "XCL1"):
-        assert mean_by_population(clean, gene)["cd8_tpex"] > 2 * mean_by_population(clean, gene)["cd8_tex_term"]
+        assert (
+            mean_by_population(clean, gene)["cd8_tpex"]
+            > 2 * mean_by_population(clean, gene)["cd8_tex_term"]
+        )
     cd8a = mean_by_population(clean, "CD8A")
     for population in ("cd4", "treg", "nk", "myeloid", "b_cell"):
         assert cd8a[population] < 0.1 < 1.0 < cd8a["cd8_tpex"]
     cd3e = mean_by_population(clean, "CD3E")
     assert cd3e["nk"] < 0.1 and cd3e["myeloid"] < 0.1 and cd3e["cd4"] > 1.0
-    assert mean_by_population(clean, "CD4")["cd4"] > 1.0 > 0.1 > mean_by_population(clean, "CD4")["cd8_tex_term"]
+    assert (
+        mean_by_population(clean, "CD4")["cd4"]
+        > 1.0
+        > 0.1
+        > mean_by_population(clean, "CD4")["cd8_tex_term"]
+    )
     foxp3 = mean_by_population(clean, "FOXP3")
     assert foxp3["treg"] > 1.0 and foxp3.drop("treg").max() < 0.1
     for gene in ("NKG7", "GNLY", "KLRD1"):
@@ -152,7 +163,12 @@ def test_no_rising_program_when_none_asked():
     flat = simulate(n_cells=1500, seed=3, rising_programs={}, doublet_rate=0, low_quality_rate=0)
     lineage = flat[flat.obs["true_pseudotime"].notna()]
     totals = np.asarray(lineage.X.sum(axis=1)).ravel()
-    lineage = ad.AnnData(sp.csr_matrix(sp.diags(1e4 / totals) @ lineage.X).log1p(), obs=lineage.obs, var=lineage.var, uns=lineage.uns)
+    lineage = ad.AnnData(
+        sp.csr_matrix(sp.diags(1e4 / totals) @ lineage.X).log1p(),
+        obs=lineage.obs,
+        var=lineage.var,
+        uns=lineage.uns,
+    )
     rho = spearmanr(program_mean(lineage, "ifn_i_core"), lineage.obs["true_pseudotime"]).statistic
     assert abs(rho) < 0.15
 
@@ -166,9 +182,14 @@ def test_response_effect_only_when_asked():
         share = np.asarray(cells[:, genes].X.sum(axis=1)).ravel() / totals
         per_patient = pd.Series(share).groupby(cells.obs["patient"].to_numpy()).mean()
         response = cells.obs.groupby("patient", observed=True)["response"].first()
-        return per_patient[response == "non_responder"].mean() / per_patient[response == "responder"].mean()
+        return (
+            per_patient[response == "non_responder"].mean()
+            / per_patient[response == "responder"].mean()
+        )
 
-    assert ratio(simulate(n_cells=1500, seed=4, response_effects={"ifn_i_core": 1.0})) == pytest.approx(2.0, rel=0.2)
+    assert ratio(
+        simulate(n_cells=1500, seed=4, response_effects={"ifn_i_core": 1.0})
+    ) == pytest.approx(2.0, rel=0.2)
     assert ratio(simulate(n_cells=1500, seed=4)) == pytest.approx(1.0, abs=0.15)
 
 
@@ -177,13 +198,17 @@ def test_batch_strength_separates_patients():
         totals = np.asarray(adata.X.sum(axis=1)).ravel()
         profiles = []
         for patient in adata.obs["patient"].cat.categories:
-            cells = (adata.obs["patient"] == patient).to_numpy() & adata.obs["true_population"].eq("cd8_naive").to_numpy()
+            cells = (adata.obs["patient"] == patient).to_numpy() & adata.obs["true_population"].eq(
+                "cd8_naive"
+            ).to_numpy()
             profiles.append(np.asarray(adata.X[cells].sum(axis=0)).ravel() / totals[cells].sum())
         logs = np.log1p(1e4 * np.vstack(profiles))
         return float(logs.std(axis=0).mean())
 
     kwargs = dict(n_cells=2000, seed=5, doublet_rate=0, low_quality_rate=0)
-    assert patient_spread(simulate(batch_strength=1.0, **kwargs)) > 1.3 * patient_spread(simulate(**kwargs))
+    assert patient_spread(simulate(batch_strength=1.0, **kwargs)) > 1.3 * patient_spread(
+        simulate(**kwargs)
+    )
 
 
 def test_library_sizes_doublets_and_low_quality(sim):
@@ -223,11 +248,15 @@ def test_mouse_symbols():
     assert not {"CD8A", "TCF7", "MT-CO1"} & names
     assert sum(n.startswith("mt-") for n in names) == 13
     assert mouse.uns["texflow"]["organism"] == "mouse"
-    assert not any(n.isupper() and len(n) > 3 for n in names if not n.startswith("H2-"))  # H2-K1 is mouse
+    assert not any(
+        n.isupper() and len(n) > 3 for n in names if not n.startswith("H2-")
+    )  # H2-K1 is mouse
 
 
 def test_population_fractions_and_validation():
-    only = simulate(n_cells=500, seed=0, population_fractions={"cd8_tpex": 1, "cd8_tex_term": 1}, doublet_rate=0)
+    only = simulate(
+        n_cells=500, seed=0, population_fractions={"cd8_tpex": 1, "cd8_tex_term": 1}, doublet_rate=0
+    )
     assert set(only.obs["true_population"].astype(str)) == {"cd8_tpex", "cd8_tex_term"}
     with pytest.raises(ValueError, match="unknown program"):
         simulate(n_cells=100, rising_programs={"not_a_program": 1.0})
@@ -241,7 +270,9 @@ def test_population_fractions_and_validation():
 
 def test_command_line_writes_h5ad(tmp_path):
     out = tmp_path / "sim.h5ad"
-    simulate_module.main(["--n-cells", "300", "--organism", "mouse", "--seed", "3", "--out", str(out)])
+    simulate_module.main(
+        ["--n-cells", "300", "--organism", "mouse", "--seed", "3", "--out", str(out)]
+    )
     adata = ad.read_h5ad(out)
     assert adata.shape == (300, 2000)
     assert adata.uns["simulation"]["seed"] == 3 and "Cd8a" in adata.var_names

@@ -342,7 +342,9 @@ _BACKGROUND_LOG_SD_AT = ((1600, 1.9), (19600, 1.1))
 
 def _background_log_sd(n_background: int) -> float:
     (n_small, sd_small), (n_large, sd_large) = _BACKGROUND_LOG_SD_AT
-    position = (np.log(max(n_background, 1)) - np.log(n_small)) / (np.log(n_large) - np.log(n_small))
+    position = (np.log(max(n_background, 1)) - np.log(n_small)) / (
+        np.log(n_large) - np.log(n_small)
+    )
     return float(sd_small + np.clip(position, 0.0, 1.0) * (sd_large - sd_small))
 
 
@@ -380,7 +382,11 @@ def _ortholog_table_genes(organism: str) -> list[str]:
     signatures = Path(__file__).resolve().parents[2] / "resources" / "signatures"
     for path in sorted(signatures.glob("*ortholog*.tsv")):
         table = pd.read_csv(path, sep="\t", dtype=str).fillna("")
-        column = "human" if organism == "human" else ("mouse_final" if "mouse_final" in table else "mouse")
+        column = (
+            "human"
+            if organism == "human"
+            else ("mouse_final" if "mouse_final" in table else "mouse")
+        )
         if column not in table:
             continue
         genes: list[str] = []
@@ -465,16 +471,26 @@ def _build_gene_table(
     background = background[: n_genes - n_fixed]
     prefix = "SIMG" if organism == "human" else "Simg"  # cannot collide with HGNC/MGI symbols
     width = max(5, len(str(n_genes)))
-    background += [f"{prefix}{i:0{width}d}" for i in range(1, n_genes - n_fixed - len(background) + 1)]
+    background += [
+        f"{prefix}{i:0{width}d}" for i in range(1, n_genes - n_fixed - len(background) + 1)
+    ]
     n_background = len(background)
-    background_levels = np.exp(rng.normal(_BACKGROUND_LOG_MEAN, _background_log_sd(n_background), n_background))
+    background_levels = np.exp(
+        rng.normal(_BACKGROUND_LOG_MEAN, _background_log_sd(n_background), n_background)
+    )
     for gene, level in zip(background, background_levels, strict=True):
-        add(gene, "background" if gene.startswith(prefix) else "ortholog_table", np.full(n_pops, level))
+        add(
+            gene,
+            "background" if gene.startswith(prefix) else "ortholog_table",
+            np.full(n_pops, level),
+        )
 
     levels = np.vstack(rows).T  # (pops, genes)
     log_rates = np.log(levels)
-    log_rates += np.log(2.0) * separation * np.pad(
-        identity_log2fc, ((0, 0), (0, levels.shape[1] - identity_log2fc.shape[1]))
+    log_rates += (
+        np.log(2.0)
+        * separation
+        * np.pad(identity_log2fc, ((0, 0), (0, levels.shape[1] - identity_log2fc.shape[1])))
     )
     # Splatter-like background differential expression down the lineage tree.
     bg = np.arange(n_fixed, levels.shape[1])
@@ -528,7 +544,9 @@ def _trajectory_anchors(pseudotime: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return a, b, w
 
 
-def _validate_mapping(name: str, mapping: Mapping[str, float], programs: set[str]) -> dict[str, float]:
+def _validate_mapping(
+    name: str, mapping: Mapping[str, float], programs: set[str]
+) -> dict[str, float]:
     unknown = sorted(set(mapping) - programs)
     if unknown:
         raise ValueError(f"{name}: unknown program(s) {unknown}; known: {sorted(programs)}")
@@ -638,7 +656,9 @@ def simulate(
     given = DEFAULT_POPULATION_FRACTIONS if population_fractions is None else population_fractions
     unknown = sorted(set(given) - set(POPULATIONS))
     if unknown:
-        raise ValueError(f"population_fractions: unknown population(s) {unknown}; known: {POPULATIONS}")
+        raise ValueError(
+            f"population_fractions: unknown population(s) {unknown}; known: {POPULATIONS}"
+        )
     fractions.update({k: float(v) for k, v in given.items()})
     total = sum(fractions.values())
     if total <= 0 or min(fractions.values()) < 0:
@@ -672,9 +692,11 @@ def simulate(
     base_fractions = np.array([fractions[p] for p in POPULATIONS])
     patient_fractions = np.vstack(
         [
-            rng.dirichlet(composition_concentration * base_fractions + 1e-9)
-            if composition_concentration > 0
-            else base_fractions
+            (
+                rng.dirichlet(composition_concentration * base_fractions + 1e-9)
+                if composition_concentration > 0
+                else base_fractions
+            )
             for _ in range(n_patients)
         ]
     )
@@ -709,7 +731,9 @@ def simulate(
         gaps = [(t_lo, lo), (hi, t_hi)]
         widths = np.array([g[1] - g[0] for g in gaps])
         position = rng.uniform(0.0, widths.sum(), bridge.size)
-        pseudotime[bridge] = np.where(position < widths[0], t_lo + position, hi + position - widths[0])
+        pseudotime[bridge] = np.where(
+            position < widths[0], t_lo + position, hi + position - widths[0]
+        )
     low_quality = np.zeros(n_rows, dtype=bool)
     n_low = int(round(low_quality_rate * n_cells))
     low_quality[rng.choice(n_singlets, size=min(n_low, n_singlets), replace=False)] = True
@@ -785,8 +809,12 @@ def simulate(
         "separation": float(separation),
         "composition_concentration": float(composition_concentration),
         "tissue": tissue,
-        "pseudotime_segments": {k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_SEGMENTS.items()},
-        "pseudotime_territories": {k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_TERRITORIES.items()},
+        "pseudotime_segments": {
+            k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_SEGMENTS.items()
+        },
+        "pseudotime_territories": {
+            k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_TERRITORIES.items()
+        },
         "transitional_fraction": float(transitional_fraction),
         "non_responder_patients": [p for p, nr in zip(patients, non_responder, strict=True) if nr],
     }
@@ -945,7 +973,9 @@ def _counts_kernel(
             while d < n_dense and dense_genes[d] < gene:
                 mu = dense_mu[c, d]
                 if mu >= 0.05:
-                    count = np.random.poisson(mu * np.random.gamma(dense_shape[d], 1.0 / dense_shape[d]))
+                    count = np.random.poisson(
+                        mu * np.random.gamma(dense_shape[d], 1.0 / dense_shape[d])
+                    )
                 else:  # overdispersion adds < 0.05 * mu * dispersion to the variance: skip it
                     count = np.random.poisson(mu)
                 if count > 0:
@@ -996,7 +1026,9 @@ def _sample_counts(
     """
     n_rows, n_genes = row_pop.size, len(genes.names)
     n_patients = batch_log.shape[0]
-    rates = _CellRates(genes=genes, rising_log=rising_log, response_log=response_log, batch_log=batch_log)
+    rates = _CellRates(
+        genes=genes, rising_log=rising_log, response_log=response_log, batch_log=batch_log
+    )
     max_level = np.exp(genes.log_rates).max(axis=0)
     dense_mask = (max_level >= _DENSE_MIN_UMIS) | (genes.gene_class == "mito")
     dense_idx = np.flatnonzero(dense_mask)
@@ -1029,7 +1061,11 @@ def _sample_counts(
             else:
                 points = np.zeros(1)
             log_mu = rates.dense(
-                np.full(points.size, pop), points, np.full(points.size, patient), np.full(points.size, patient_nr), all_genes
+                np.full(points.size, pop),
+                points,
+                np.full(points.size, patient),
+                np.full(points.size, patient_nr),
+                all_genes,
             )
             if pop not in rates.lineage:
                 total_rate[here & (row_pop == pop)] = np.exp(log_mu).sum()
@@ -1042,9 +1078,15 @@ def _sample_counts(
         lineage_here = here & on_lineage
         if lineage_here.any():
             log_mu = rates.dense(
-                np.full(grid.size, rates.lineage[0]), grid, np.full(grid.size, patient), np.full(grid.size, patient_nr), all_genes
+                np.full(grid.size, rates.lineage[0]),
+                grid,
+                np.full(grid.size, patient),
+                np.full(grid.size, patient_nr),
+                all_genes,
             )
-            total_rate[lineage_here] = np.interp(time_[lineage_here], grid, np.exp(log_mu).sum(axis=1))
+            total_rate[lineage_here] = np.interp(
+                time_[lineage_here], grid, np.exp(log_mu).sum(axis=1)
+            )
     bound = np.vstack(bounds) if bounds else np.zeros((1, event_idx.size))
     cum_bound = np.cumsum(bound, axis=1)
     row_group = group_of[row_pop, row_patient]
@@ -1059,7 +1101,9 @@ def _sample_counts(
     chunk_starts = [*range(0, n_singlets, _CHUNK_CELLS), *range(n_singlets, n_rows, _CHUNK_CELLS)]
     chunk_ends = [*chunk_starts[1:], n_rows]
     for start, end in zip(chunk_starts, chunk_ends, strict=True):
-        rows = np.arange(start, min(end, start + _CHUNK_CELLS, n_singlets if start < n_singlets else n_rows))
+        rows = np.arange(
+            start, min(end, start + _CHUNK_CELLS, n_singlets if start < n_singlets else n_rows)
+        )
         # Dense genes: exact per-cell rates (gamma-Poisson draws in the kernel).
         mu = np.exp(rates.dense(row_pop[rows], time_[rows], row_patient[rows], nr[rows], dense_idx))
         total = total_rate[rows].copy()
@@ -1136,7 +1180,10 @@ def _truth_table(
         lib.append(library[i] + library[j])
         pt.append(np.nan)
         doublet_of.append(f"{POPULATIONS[row_pop[major]]}+{POPULATIONS[row_pop[minor]]}")
-        is_cd8.append(POPULATIONS[row_pop[i]] in CD8_POPULATIONS and POPULATIONS[row_pop[j]] in CD8_POPULATIONS)
+        is_cd8.append(
+            POPULATIONS[row_pop[i]] in CD8_POPULATIONS
+            and POPULATIONS[row_pop[j]] in CD8_POPULATIONS
+        )
     populations = [POPULATIONS[p] for p in pop]
     timepoints = ["pre", "post"][:samples_per_patient]
     obs = pd.DataFrame(index=pd.Index([f"cell{i:07d}" for i in range(n_cells)]))
@@ -1225,7 +1272,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--separation", type=float, default=1.0)
     args = parser.parse_args(argv)
     setup_logging()
-    rising = DEFAULT_RISING_PROGRAMS if args.rising is None else _parse_effects(args.rising, "--rising")
+    rising = (
+        DEFAULT_RISING_PROGRAMS if args.rising is None else _parse_effects(args.rising, "--rising")
+    )
     adata = simulate(
         n_cells=args.n_cells,
         n_genes=args.n_genes,
