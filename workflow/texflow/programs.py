@@ -486,6 +486,12 @@ def analyse(
             n_permutations=n_permutations, seed=seed if stats_seed is None else stats_seed,
             covariate=None if covariate is None else np.log1p(covariate),
             covariate_name="log genes detected per cell" if covariate is not None else "")
+        info = uns.get("trajectory", {})
+        if not info.get("root_stable", True):
+            caution = (f"pseudotime depends on the root (root-sensitivity median rho "
+                       f"{float(info.get('root_sensitivity_median_rho', np.nan)):.2f}): caution")
+            associations["note"] = [f"{n}; {caution}" if n else caution
+                                    for n in associations["note"].fillna("").astype(str)]
     else:
         reason = uns["skipped"].get("trajectory", "no cell has a pseudotime")
         for step in ("trends", "associations"):

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 #: States that form the exhausted lineage, in their expected order along pseudotime.
 EXHAUSTED_STATES: tuple[str, ...] = ("Tpex", "Tex_int", "Tex_term")
 EARLY_STATE, LATE_STATE = "Tpex", "Tex_term"
+#: Median Spearman rho between the main and the alternative-root pseudotimes below which the
+#: ordering is called root-dependent (a warning and a note next to every association).
+MIN_STABLE_RHO = 0.8
 
 
 def _texflow_uns(adata: ad.AnnData) -> dict:
@@ -300,7 +303,17 @@ def diffusion_pseudotime(
         median_pseudotime_early=float(np.nanmedian(pseudotime[is_early])),
         median_pseudotime_late=float(np.nanmedian(pseudotime[is_late])),
         root_sensitivity_min_rho=float(sensitivity["spearman_rho"].min()),
+        root_sensitivity_median_rho=float(sensitivity["spearman_rho"].median()),
     )
+    alternatives = sensitivity.loc[~sensitivity["is_main_root"], "spearman_rho"]
+    stable = bool(alternatives.empty or alternatives.median() >= MIN_STABLE_RHO)
+    uns["trajectory"]["root_stable"] = stable
+    if not stable:
+        logger.warning(
+            "trajectory: pseudotime depends on the root (median Spearman rho %.2f < %.2f over "
+            "%d alternative roots): treat trends along it with caution",
+            alternatives.median(), MIN_STABLE_RHO, alternatives.size,
+        )
     uns["skipped"].pop("trajectory", None)
     return sensitivity
 
