@@ -32,7 +32,13 @@ def test_no_cd8_cells_is_a_clear_error():
     adata = qc.passing_cells(qc.run_qc(simulated("human", 0), params=qc.QCParams(doublets=False))[0])
     adata = adata[~adata.obs["true_is_cd8"].to_numpy()].copy()
     adata, table = gating.gate_cd8(adata)
-    assert (table["decision"] == "CD8").sum() <= 1  # at most a small doublet group
+    # QC ran without doublet removal here, so small clusters of doublets with a CD8 parent may
+    # pass the gate (measured, seed 0: 2 clusters, 28 of 1002 cells, 27 with a CD8 parent);
+    # no non-CD8 singlet may.
+    called = adata.obs.loc[adata.obs["is_cd8"]]
+    assert not (~called["true_doublet"].astype(bool)).any()
+    assert len(called) <= 0.05 * adata.n_obs
+    assert called["true_doublet_of"].astype(str).str.contains("cd8_").mean() >= 0.9
     adata.obs["is_cd8"] = False
     with pytest.raises(InputDataError, match="no CD8 T cells after gating"):
         gating.cd8_cells(adata)
