@@ -22,6 +22,8 @@ rule cluster:
         sweep_png=results("{dataset}", "figures/resolution_sweep.png"),
     log:
         "logs/{dataset}/cluster.log",
+    benchmark:
+        "logs/{dataset}/cluster.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 2

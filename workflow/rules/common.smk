@@ -36,14 +36,20 @@ def _validated(data, schema, *, what):
 def _load_dataset_file(path):
     path = Path(path)
     if not path.is_file():
-        raise WorkflowError(f"dataset file {path} (listed in config 'datasets') does not exist")
+        raise WorkflowError(
+            f"dataset file {path} (listed in config 'datasets') does not exist"
+        )
     with open(path) as handle:
         try:
             data = yaml.safe_load(handle)
         except yaml.YAMLError as error:
-            raise WorkflowError(f"dataset file {path} is not valid YAML: {error}") from None
+            raise WorkflowError(
+                f"dataset file {path} is not valid YAML: {error}"
+            ) from None
     if not isinstance(data, dict):
-        raise WorkflowError(f"dataset file {path} must hold a mapping of keys, not {type(data).__name__}")
+        raise WorkflowError(
+            f"dataset file {path} must hold a mapping of keys, not {type(data).__name__}"
+        )
     _validated(data, DATASET_SCHEMA, what=f"dataset file {path}")
     return data
 
@@ -53,7 +59,11 @@ def _load_datasets(config):
     if "id" in config:
         # `snakemake --configfile config/datasets/NEW.yaml` runs that one dataset
         dataset = {key: config.pop(key) for key in list(config) if key in DATASET_KEYS}
-        _validated(dataset, DATASET_SCHEMA, what=f"dataset given with --configfile (id {dataset['id']!r})")
+        _validated(
+            dataset,
+            DATASET_SCHEMA,
+            what=f"dataset given with --configfile (id {dataset['id']!r})",
+        )
         config["datasets"] = []
         datasets, files = {dataset["id"]: dataset}, {dataset["id"]: "--configfile"}
     else:
@@ -66,19 +76,21 @@ def _load_datasets(config):
             )
         datasets[dataset["id"]], files[dataset["id"]] = dataset, path
     if not datasets:
-        raise WorkflowError("no dataset to analyse: list dataset files under 'datasets' in the config")
+        raise WorkflowError(
+            "no dataset to analyse: list dataset files under 'datasets' in the config"
+        )
     return datasets, files
 
 
 DATASETS, DATASET_FILES = _load_datasets(config)
-_validated(config, CONFIG_SCHEMA, what="the run configuration (config/config.yaml and --config/--configfile)")
+_validated(
+    config,
+    CONFIG_SCHEMA,
+    what="the run configuration (config/config.yaml and --config/--configfile)",
+)
 
 RESULTS = config["results"]
 DOWNLOADS = config["downloads"]
-
-
-wildcard_constraints:
-    dataset="|".join(map(re.escape, DATASETS)),
 
 
 def dataset_config(wildcards):
@@ -108,7 +120,24 @@ def scaled_runtime(base_min, per_input_gb_min=0.0):
     return runtime
 
 
+# Tables of earlier stages shown on each dataset's page (inputs of the report step).
+REPORT_TABLES = [
+    "qc_summary",
+    "gating",
+    "cluster_states",
+    "signature_coverage",
+    "program_coverage",
+    "associations",
+    "state_comparison",
+    "response_comparison",
+    "trends",
+]
+
+
 def final_outputs():
-    """What `rule all` asks for: every dataset's report page (which needs every stage before
-    it), and the cross-dataset summary when several datasets run (`report_outputs`)."""
-    return report_outputs()
+    """The default target (all): every dataset's report page, which needs every stage before
+    it, and the cross-dataset summary when several datasets run."""
+    outputs = [results(dataset, "report.html") for dataset in DATASETS]
+    if len(DATASETS) > 1:
+        outputs += [f"{RESULTS}/summary.html", f"{RESULTS}/summary.tsv"]
+    return outputs

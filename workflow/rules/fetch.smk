@@ -20,6 +20,8 @@ rule fetch:
         manifest=f"{DOWNLOADS}/{{dataset}}/manifest.tsv",
     log:
         "logs/{dataset}/fetch.log",
+    benchmark:
+        "logs/{dataset}/fetch.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1

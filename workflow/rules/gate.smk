@@ -15,6 +15,8 @@ rule gate:
         ),
     log:
         "logs/{dataset}/gate.log",
+    benchmark:
+        "logs/{dataset}/gate.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1

@@ -10,6 +10,8 @@ rule ingest:
         h5ad=f"{RESULTS}/{{dataset}}/raw.h5ad",
     log:
         "logs/{dataset}/ingest.log",
+    benchmark:
+        "logs/{dataset}/ingest.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1

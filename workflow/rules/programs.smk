@@ -63,6 +63,8 @@ rule programs:
         ),
     log:
         "logs/{dataset}/programs.log",
+    benchmark:
+        "logs/{dataset}/programs.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1

@@ -28,6 +28,8 @@ rule qc:
         ),
     log:
         "logs/{dataset}/qc.log",
+    benchmark:
+        "logs/{dataset}/qc.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1

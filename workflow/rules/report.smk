@@ -1,27 +1,6 @@
 # Stage report: one self-contained HTML page per dataset (figures inline), and a cross-dataset
 # summary (results/summary.html + results/summary.tsv). Logic: workflow/texflow/report.py.
 
-# Tables of earlier stages shown on the page; every one is listed in the briefing's contract.
-REPORT_TABLES = [
-    "qc_summary",
-    "gating",
-    "cluster_states",
-    "signature_coverage",
-    "program_coverage",
-    "associations",
-    "state_comparison",
-    "response_comparison",
-    "trends",
-]
-
-
-def report_outputs():
-    """What `rule all` asks of the report: every dataset's page, and the summary when several run."""
-    outputs = [results(dataset, "report.html") for dataset in DATASETS]
-    if len(DATASETS) > 1:
-        outputs += [f"{RESULTS}/summary.html", f"{RESULTS}/summary.tsv"]
-    return outputs
-
 
 rule report:
     input:
@@ -45,6 +24,8 @@ rule report:
         ),
     log:
         "logs/{dataset}/report.log",
+    benchmark:
+        "logs/{dataset}/report.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1
@@ -76,6 +57,8 @@ rule summary:
         ),
     log:
         "logs/summary.log",
+    benchmark:
+        "logs/summary.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1

@@ -29,6 +29,8 @@ rule states:
         ),
     log:
         "logs/{dataset}/states.log",
+    benchmark:
+        "logs/{dataset}/states.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1

@@ -21,6 +21,8 @@ rule trajectory:
         ),
     log:
         "logs/{dataset}/trajectory.log",
+    benchmark:
+        "logs/{dataset}/trajectory.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
     threads: 1
