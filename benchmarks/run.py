@@ -1,0 +1,189 @@
+"""texflow against a plain scanpy script on the same simulated data: wall time and peak memory.
+
+For each size (cells x genes):
+
+1. ``texflow.simulate`` writes a count matrix with ~2,500 genes detected per cell (X only: the
+   truth stays in obs, the duplicate ``layers["counts"]`` is dropped so neither side reads it).
+2. the baseline, ``benchmarks/baseline_scanpy.py``, runs on that file in a fresh process
+   (QC metrics, filters, normalize_total, log1p, HVG, PCA, neighbours, Leiden, UMAP, DPT, two
+   gene scores);
+3. texflow runs the real workflow on the same file: fetch + ingest first, untimed (they only
+   copy the file into ``raw.h5ad``), then, timed, every stage from ``raw.h5ad`` to the final
+   tables (qc, gate, cluster, states, trajectory, programs; the report excluded), with
+   ``--cores 2``. The per-rule breakdown comes from the rules' Snakemake ``benchmark:`` files.
+
+Peak memory is the largest resident set of any single process (``wait4``'s ``ru_maxrss`` covers
+the process and every descendant it waited for): for texflow that is the largest rule.
+Both sides share one numba cache directory (``NUMBA_CACHE_DIR``, as ``make`` sets it), so
+neither pays compilation the other has already paid; the order of the two runs is fixed
+(baseline first) and said in the table.
+
+Usage::
+
+    .venv/bin/python benchmarks/run.py                        # 20k and 100k cells x 20k genes
+    .venv/bin/python benchmarks/run.py --sizes 500000         # the 500k-cell run
+    .venv/bin/python benchmarks/run.py --sizes 2000 --genes 3000   # a quick check
+
+Writes ``benchmarks/out/results.tsv`` (one row per size and side) and
+``benchmarks/out/rules_<cells>.tsv`` (texflow per rule), and prints both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = "bench"
+STAGES = ("qc", "gate", "cluster", "states", "trajectory", "programs")
+
+
+def run_measured(command: list[str], *, cwd: Path, env: dict, log: Path) -> dict:
+    """Run `command`; wall seconds and peak RSS (GB) of it and its descendants; fail loudly."""
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{' '.join(command[:4])} ... failed (exit {code}); see {log}:\n{tail}")
+    return {"wall_s": round(wall, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2)}
+
+
+def simulate(path: Path, *, n_cells: int, n_genes: int, env: dict) -> dict:
+    """Simulated counts at `path` (X only), unless a file of that size is there already."""
+    if path.exists():
+        return json.loads(path.with_suffix(".json").read_text())
+    code = f"""
+import sys, time, json
+sys.path.insert(0, {str(ROOT / "workflow")!r})
+from texflow.simulate import simulate
+from texflow.utils import write_h5ad
+start = time.perf_counter()
+adata = simulate(n_cells={n_cells}, n_genes={n_genes}, seed=0)
+seconds = time.perf_counter() - start
+del adata.layers["counts"]  # the same counts as X: a user's file holds them once
+write_h5ad(adata, {str(path)!r})
+import numpy as np
+print(json.dumps(dict(simulate_s=round(seconds, 1), nnz=int(adata.X.nnz),
+                      genes_per_cell=float(np.median(np.diff(adata.X.indptr))))))
+"""
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"simulation of {n_cells} cells failed:\n{done.stderr[-3000:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    path.with_suffix(".json").write_text(json.dumps(info))
+    return info
+
+
+def prepare_texflow(workdir: Path, data: Path) -> None:
+    """A run directory: the repository's config with one dataset, the simulated file."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    (workdir / "config/datasets").mkdir(parents=True)
+    dataset = {
+        "id": DATASET,
+        "title": f"simulated benchmark data ({data.name})",
+        "organism": "human",
+        "value_type": "counts",
+        "sources": [{"name": "matrix", "url": str(data)}],
+        "reader": "h5ad",
+        "metadata": {"columns": {key: key for key in ("sample", "patient", "response", "timepoint", "tissue")}},
+    }
+    (workdir / f"config/datasets/{DATASET}.yaml").write_text(yaml.safe_dump(dataset, sort_keys=False))
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config["datasets"] = [f"config/datasets/{DATASET}.yaml"]
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (workdir / "resources").mkdir()
+    for shipped in (ROOT / "resources").iterdir():
+        if shipped.name != "downloads":
+            (workdir / "resources" / shipped.name).symlink_to(shipped, target_is_directory=shipped.is_dir())
+
+
+def snakemake(workdir: Path, *targets: str, cores: int) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(workdir), "--cores", str(cores), *targets,
+    ]  # fmt: skip
+
+
+def rule_breakdown(workdir: Path) -> pd.DataFrame:
+    """Snakemake's benchmark files of the timed stages: seconds and max RSS per rule."""
+    rows = []
+    for stage in STAGES:
+        table = pd.read_csv(workdir / f"logs/{DATASET}/{stage}.benchmark.tsv", sep="\t")
+        rows.append({"rule": stage, "wall_s": round(float(table["s"].iloc[0]), 1),
+                     "max_rss_gb": round(float(table["max_rss"].iloc[0]) / 1024, 2)})
+    return pd.DataFrame(rows)
+
+
+def machine() -> str:
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores ({cpu}), {memory_gb:.0f} GB, {platform.platform()}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000])
+    parser.add_argument("--genes", type=int, default=20_000)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out")
+    parser.add_argument("--skip-baseline", action="store_true", help="texflow only (e.g. at 500k)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+    env.setdefault("MPLBACKEND", "Agg")
+    print(f"machine: {machine()}", flush=True)
+
+    rows = []
+    for n_cells in args.sizes:
+        data = args.out / f"sim_{n_cells}x{args.genes}.h5ad"
+        info = simulate(data, n_cells=n_cells, n_genes=args.genes, env=env)
+        print(f"{n_cells} cells: {info}", flush=True)
+        base = {"cells": n_cells, "genes": args.genes, "genes_per_cell": info["genes_per_cell"]}
+        if not args.skip_baseline:
+            baseline = run_measured([sys.executable, str(ROOT / "benchmarks/baseline_scanpy.py"), str(data)],
+                                    cwd=args.out, env=env, log=args.out / f"baseline_{n_cells}.log")
+            rows.append({**base, "side": "scanpy baseline", **baseline})
+            print(f"  baseline: {baseline}", flush=True)
+
+        workdir = args.out / f"texflow_{n_cells}"
+        prepare_texflow(workdir, data)
+        run_measured(snakemake(workdir, f"results/{DATASET}/raw.h5ad", cores=args.cores),
+                     cwd=workdir, env=env, log=args.out / f"texflow_ingest_{n_cells}.log")
+        texflow = run_measured(snakemake(workdir, f"results/{DATASET}/final.h5ad", cores=args.cores),
+                               cwd=workdir, env=env, log=args.out / f"texflow_{n_cells}.log")
+        rules = rule_breakdown(workdir)
+        rules.to_csv(args.out / f"rules_{n_cells}.tsv", sep="\t", index=False)
+        rows.append({**base, "side": "texflow (raw.h5ad -> final tables)", **texflow,
+                     "largest_rule": rules.loc[rules["max_rss_gb"].idxmax(), "rule"]})
+        print(f"  texflow: {texflow}\n{rules.to_string(index=False)}", flush=True)
+
+    table = pd.DataFrame(rows)
+    if not args.skip_baseline:
+        for n_cells, group in table.groupby("cells"):
+            ours = group[group["side"].str.startswith("texflow")].iloc[0]
+            theirs = group[group["side"] == "scanpy baseline"].iloc[0]
+            index = group.index[group["side"].str.startswith("texflow")][0]
+            table.loc[index, "time_ratio"] = round(ours["wall_s"] / theirs["wall_s"], 2)
+            table.loc[index, "memory_ratio"] = round(ours["peak_rss_gb"] / theirs["peak_rss_gb"], 2)
+    table.to_csv(args.out / "results.tsv", sep="\t", index=False)
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
