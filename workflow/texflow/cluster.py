@@ -22,6 +22,7 @@ from sklearn.metrics import silhouette_score
 
 from .errors import InputDataError
 from .qc import texflow_uns
+from .utils import knn_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,12 @@ def embed(
             sc.external.pp.harmony_integrate(adata, batch_key, random_state=seed, verbose=False)
             representation = "X_pca_harmony"
     sc.pp.neighbors(
-        adata, n_neighbors=neighbors, n_pcs=pcs, use_rep=representation, random_state=seed
+        adata,
+        n_neighbors=neighbors,
+        n_pcs=pcs,
+        use_rep=representation,
+        transformer=knn_transformer(adata.n_obs),
+        random_state=seed,
     )
     return {"n_pcs": pcs, "n_neighbors": neighbors, "representation": representation, "notes": notes}
 

@@ -22,6 +22,7 @@ import scanpy as sc
 from scipy import ndimage, sparse
 
 from .errors import InputDataError
+from .utils import knn_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +244,8 @@ def score_doublets(
                 expected_doublet_rate=params.expected_doublet_rate,
                 n_prin_comps=int(min(30, n_cells - 1, sub.n_vars - 1)),
                 threshold=np.inf,
+                # observed + simulated doublets (sim_doublet_ratio 2) are searched
+                use_approx_neighbors=knn_transformer(3 * n_cells) is None,
                 random_state=params.seed,
                 verbose=False,
             )

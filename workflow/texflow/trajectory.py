@@ -24,6 +24,8 @@ import pandas as pd
 import scanpy as sc
 from scipy import stats
 
+from .utils import knn_transformer
+
 logger = logging.getLogger(__name__)
 
 #: States that form the exhausted lineage, in their expected order along pseudotime.
@@ -245,7 +247,11 @@ def diffusion_pseudotime(
     n_comps = int(max(2, min(n_pcs, work.n_obs - 1, work.n_vars - 1)))
     sc.pp.pca(work, n_comps=n_comps, random_state=seed)
     sc.pp.neighbors(
-        work, n_neighbors=int(min(n_neighbors, work.n_obs - 1)), n_pcs=n_comps, random_state=seed
+        work,
+        n_neighbors=int(min(n_neighbors, work.n_obs - 1)),
+        n_pcs=n_comps,
+        transformer=knn_transformer(work.n_obs),
+        random_state=seed,
     )
     n_dcs_used = int(max(3, min(n_dcs, work.n_obs - 2)))
     sc.tl.diffmap(work, n_comps=n_dcs_used)
