@@ -105,6 +105,28 @@ def test_no_trajectory_and_no_response_labels_are_reported(tmp_path):
     assert all(p.exists() for p in paths)
 
 
+def test_pseudotime_that_does_not_order_the_states_is_not_tested():
+    """A pseudotime with Tpex and Tex_term cells shuffled along it is not the axis under test."""
+    adata, selected = staged(1, rising_programs={"ifn_i_core": 1.5})
+    info = adata.uns["texflow"]["trajectory"]
+    assert info["orders_states"] and info["state_order_auc"] > 0.9  # the simulated lineage
+    lineage = adata.obs["pseudotime"].notna().to_numpy()
+    rng = np.random.default_rng(0)
+    adata.obs.loc[lineage, "pseudotime"] = rng.permutation(adata.obs.loc[lineage, "pseudotime"].to_numpy())
+    states = adata.obs["state"].astype(str).to_numpy()
+    info["state_order_auc"] = trajectory.state_order_auc(
+        adata.obs["pseudotime"].to_numpy(dtype=float), is_early=states == "Tpex", is_late=states == "Tex_term"
+    )
+    assert 0.4 < info["state_order_auc"] < 0.6
+    info["orders_states"] = info["state_order_auc"] >= trajectory.MIN_STATE_ORDER_AUC
+    tables = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
+                              seed=1, **FAST)
+    skipped = adata.uns["texflow"]["skipped"]
+    assert "(Tpex, Tex_term) cell pairs in that order" in skipped["associations"]
+    assert tables["associations"]["test"].iloc[0] == "skipped"
+    assert tables["associations"]["p_value"].isna().all()
+
+
 def test_extra_programs_are_scored(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("my_cytotoxic: [GZMB, PRF1, NKG7, GZMA]\n")

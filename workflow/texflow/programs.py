@@ -477,6 +477,13 @@ def analyse(
     if "pseudotime" not in adata.obs:
         adata.obs["pseudotime"] = np.nan
     has_pseudotime = bool(np.isfinite(adata.obs["pseudotime"].astype(float)).sum() >= 10)
+    info = uns.get("trajectory", {})
+    if has_pseudotime and not info.get("orders_states", True):
+        has_pseudotime = False
+        uns["skipped"]["trajectory"] = (
+            f"the pseudotime puts only {100 * float(info['state_order_auc']):.0f}% of "
+            "(Tpex, Tex_term) cell pairs in that order, so it is not the Tpex -> Tex_term axis"
+        )
     if has_pseudotime:
         trend_table = trends(adata, score_keys=keys, n_grid=n_grid, n_splines=n_splines,
                              n_bootstrap=n_bootstrap, seed=seed)
@@ -486,7 +493,6 @@ def analyse(
             n_permutations=n_permutations, seed=seed if stats_seed is None else stats_seed,
             covariate=None if covariate is None else np.log1p(covariate),
             covariate_name="log genes detected per cell" if covariate is not None else "")
-        info = uns.get("trajectory", {})
         if not info.get("root_stable", True):
             caution = (f"pseudotime depends on the root (root-sensitivity median rho "
                        f"{float(info.get('root_sensitivity_median_rho', np.nan)):.2f}): caution")
@@ -495,8 +501,8 @@ def analyse(
     else:
         reason = uns["skipped"].get("trajectory", "no cell has a pseudotime")
         for step in ("trends", "associations"):
-            uns["skipped"][step] = f"no pseudotime: {reason}"
-        logger.warning("trends and associations skipped: no pseudotime (%s)", reason)
+            uns["skipped"][step] = f"no Tpex -> Tex_term pseudotime: {reason}"
+        logger.warning("trends and associations skipped: %s", reason)
         trend_table = pd.DataFrame([{"program": "", "unit": "", "pseudotime": np.nan,
                                      "fit": np.nan, "lower": np.nan, "upper": np.nan,
                                      "note": f"skipped: {reason}"}])
