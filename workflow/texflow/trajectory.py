@@ -130,10 +130,9 @@ def _best_separating_component(
     """
     best, best_auc = 1, 0.5
     for k in range(1, dcs.shape[1]):
-        u = stats.mannwhitneyu(dcs[is_late, k], dcs[is_early, k]).statistic
-        auc = u / (is_late.sum() * is_early.sum())
+        auc = state_order_auc(dcs[:, k], is_early=is_early, is_late=is_late)
         if abs(auc - 0.5) > abs(best_auc - 0.5):
-            best, best_auc = k, float(auc)
+            best, best_auc = k, auc
     return best, best_auc
 
 
