@@ -1,15 +1,14 @@
 """Cluster: results/{dataset}/cd8.h5ad -> clustered.h5ad, resolution sweep table, UMAP figures."""
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
-import anndata as ad
 from texflow import cluster
 from texflow.plotting import clusters as cluster_plots
-from texflow.utils import atomic_path, run_step, write_h5ad
+from texflow.utils import atomic_path, run_step, read_h5ad, write_h5ad
 
 
 def main(snakemake):
     dataset = snakemake.wildcards.dataset
-    adata = ad.read_h5ad(snakemake.input.h5ad)
+    adata = read_h5ad(snakemake.input.h5ad)
     params = cluster.ClusterParams.from_config(snakemake.params.cluster)
     adata, sweep = cluster.run_clustering(adata, params=params, dataset=dataset)
     with atomic_path(snakemake.output.sweep) as tmp:

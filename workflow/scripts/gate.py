@@ -1,14 +1,13 @@
 """Gate: results/{dataset}/qc.h5ad -> cd8.h5ad (CD8 T cells) and tables/gating.tsv."""
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
-import anndata as ad
 from texflow import gating
-from texflow.utils import atomic_path, run_step, write_h5ad
+from texflow.utils import atomic_path, run_step, read_h5ad, write_h5ad
 
 
 def main(snakemake):
     dataset = snakemake.wildcards.dataset
-    adata = ad.read_h5ad(snakemake.input.h5ad)
+    adata = read_h5ad(snakemake.input.h5ad)
     params = gating.GateParams.from_config(snakemake.params.gate)
     adata, table = gating.gate_cd8(
         adata, params=params, cd8_sorted=bool(snakemake.params.cd8_sorted), dataset=dataset

@@ -1,10 +1,9 @@
 """QC: results/{dataset}/raw.h5ad -> qc.h5ad (passing cells only), QC tables and figures."""
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
-import anndata as ad
 from texflow import qc
 from texflow.plotting import qc as qc_plots
-from texflow.utils import atomic_path, run_step, write_h5ad
+from texflow.utils import atomic_path, run_step, read_h5ad, write_h5ad
 
 CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "predicted")
 
@@ -16,7 +15,7 @@ def write_tsv(table, path, **kwargs):
 
 def main(snakemake):
     dataset = snakemake.wildcards.dataset
-    adata = ad.read_h5ad(snakemake.input.h5ad)
+    adata = read_h5ad(snakemake.input.h5ad)
     params = qc.QCParams.from_config(snakemake.params.qc)
     adata, table = qc.run_qc(adata, params=params, dataset=dataset)
     # tables and figures first: when too few cells pass, they are what explains why

@@ -1,11 +1,10 @@
 """States stage: per-cell program scores and one state label per cluster (texflow.states)."""
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
-import anndata as ad
 from texflow import states
 from texflow.errors import InputDataError
 from texflow.plotting import states as plots
-from texflow.utils import atomic_path, run_step, write_h5ad
+from texflow.utils import atomic_path, run_step, read_h5ad, write_h5ad
 
 
 def write_tsv(table, path):
@@ -15,7 +14,7 @@ def write_tsv(table, path):
 
 def main(snakemake):
     path = snakemake.input.h5ad
-    adata = ad.read_h5ad(path)
+    adata = read_h5ad(path)
     meta = adata.uns.setdefault("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")

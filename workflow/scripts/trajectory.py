@@ -1,16 +1,15 @@
 """Trajectory stage: diffusion pseudotime over the exhausted lineage (texflow.trajectory)."""
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
-import anndata as ad
 from texflow import programs, trajectory
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import run_step, write_h5ad
+from texflow.utils import run_step, read_h5ad, write_h5ad
 
 
 def main(snakemake):
     path = snakemake.input.h5ad
-    adata = ad.read_h5ad(path)
+    adata = read_h5ad(path)
     meta = adata.uns.setdefault("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")

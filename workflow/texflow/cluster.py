@@ -22,7 +22,7 @@ from sklearn.metrics import silhouette_score
 
 from .errors import InputDataError
 from .qc import texflow_uns
-from .utils import knn_transformer
+from .utils import knn_transformer, share_counts
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,12 @@ def normalise(adata: ad.AnnData, *, value_type: str) -> str:
         raise InputDataError(f"value_type {value_type!r} is not one of {', '.join(VALUE_TYPES)}")
     if texflow_uns(adata).get("x") == "lognorm":
         return "already log-normalised"
-    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    if value_type == "counts" and "counts" not in adata.layers:
+        share_counts(adata)
+    # X gets its own copy here: the counts layer may be the same matrix (share_counts), and
+    # normalize_total / log1p work in place
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
     if value_type == "counts":
-        if "counts" not in adata.layers:
-            adata.layers["counts"] = adata.X.copy()
         sc.pp.normalize_total(adata)
         sc.pp.log1p(adata)
         how = "normalize_total (to the median library size) + log1p"

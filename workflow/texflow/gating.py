@@ -29,6 +29,7 @@ from scipy import sparse
 from . import cluster as clustering
 from .errors import InputDataError
 from .qc import texflow_uns
+from .utils import subset_cells
 
 logger = logging.getLogger(__name__)
 
@@ -278,4 +279,4 @@ def cd8_cells(adata: ad.AnnData, *, dataset: str | None = None) -> ad.AnnData:
             "reason). If every cell is a CD8 T cell, set cd8_sorted: true in the dataset config",
             dataset=dataset or texflow_uns(adata).get("dataset"),
         )
-    return adata[mask].copy()
+    return subset_cells(adata, mask)

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from .errors import InputDataError, TexflowError
 from .readers import get_metadata_reader, get_reader
+from .utils import share_counts
 
 logger = logging.getLogger(__name__)
 
@@ -624,7 +625,7 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
     n_renamed = make_gene_symbols_unique(adata)
     check_organism(adata, organism=config["organism"], dataset=dataset, path=matrix_label)
     if config["value_type"] == "counts":
-        adata.layers["counts"] = adata.X.copy()
+        share_counts(adata)  # one matrix until the cluster stage normalises X
     adata.obs_names = adata.obs_names.astype(str)
     adata.uns["texflow"] = provenance(config, table, n_renamed_genes=n_renamed)
     logger.info("ingested %s: %d cells x %d genes", dataset, adata.n_obs, adata.n_vars)

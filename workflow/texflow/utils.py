@@ -44,10 +44,67 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+#: ``uns["texflow"]["counts_layer"]`` value of a file whose X *is* the raw counts: the
+#: ``counts`` layer is then not stored twice and `read_h5ad` makes it X again.
+COUNTS_IN_X = "X"
+
+
+def counts_are_x(adata: ad.AnnData) -> bool:
+    """True when ``layers["counts"]`` is the very matrix object in X (counts held once)."""
+    return "counts" in adata.layers and adata.layers["counts"] is adata.X
+
+
+def share_counts(adata: ad.AnnData) -> ad.AnnData:
+    """Make ``layers["counts"]`` the X matrix itself (no copy); X must hold the raw counts.
+
+    Until the cluster stage normalises X, the counts layer and X are the same numbers: holding
+    them once halves the memory of ingest, QC and gating and the size of their files
+    (measured at 100k cells x 20k genes: 1.95 GB per copy of the counts).
+    """
+    adata.layers["counts"] = adata.X
+    return adata
+
+
+def subset_cells(adata: ad.AnnData, mask) -> ad.AnnData:
+    """``adata[mask].copy()`` that keeps shared counts shared (anndata would copy them twice)."""
+    if not counts_are_x(adata):
+        return adata[mask].copy()
+    del adata.layers["counts"]
+    try:
+        subset = adata[mask].copy()
+    finally:
+        share_counts(adata)
+    return share_counts(subset)
+
+
 def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> None:
-    """Write `adata` to `path` atomically (temporary file, then rename)."""
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
+    """Write `adata` to `path` atomically (temporary file, then rename).
+
+    When ``layers["counts"]`` is X itself (`share_counts`), the layer is not written again:
+    ``uns["texflow"]["counts_layer"] = "X"`` records that X holds the counts, and
+    `read_h5ad` restores the layer.
+    """
+    shared = counts_are_x(adata)
+    meta = adata.uns.setdefault("texflow", {})
+    if shared:
+        del adata.layers["counts"]
+        meta["counts_layer"] = COUNTS_IN_X
+    else:
+        meta.pop("counts_layer", None)
+    try:
+        with atomic_path(path) as tmp:
+            adata.write_h5ad(tmp)
+    finally:
+        if shared:
+            share_counts(adata)
+
+
+def read_h5ad(path: str | os.PathLike) -> ad.AnnData:
+    """Read a stage's h5ad; a file written with shared counts gets ``layers["counts"]`` = X."""
+    adata = ad.read_h5ad(path)
+    if adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X:
+        share_counts(adata)
+    return adata
 
 
 def setup_logging(log_path: str | os.PathLike | None = None, *, level: int = logging.INFO) -> None:

@@ -1,0 +1,58 @@
+"""Counts held once until the cluster stage: in memory, on disk, through subsets and normalising."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from texflow import cluster, utils
+
+
+def _counts_adata(n_cells=40, n_genes=30, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.csr_matrix(rng.poisson(1.0, (n_cells, n_genes)).astype(np.float32))
+    adata = ad.AnnData(
+        X, obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]),
+    )
+    adata.uns["texflow"] = {"value_type": "counts"}
+    return utils.share_counts(adata)
+
+
+def test_shared_counts_are_written_once_and_read_back_shared(tmp_path):
+    adata = _counts_adata()
+    expected = adata.X.toarray()
+    path = tmp_path / "raw.h5ad"
+    utils.write_h5ad(adata, path)
+    assert utils.counts_are_x(adata)  # the caller's object is left as it was
+    on_disk = ad.read_h5ad(path)
+    assert "counts" not in on_disk.layers
+    assert on_disk.uns["texflow"]["counts_layer"] == "X"
+    back = utils.read_h5ad(path)
+    assert utils.counts_are_x(back)
+    np.testing.assert_array_equal(back.layers["counts"].toarray(), expected)
+
+
+def test_a_separate_counts_layer_is_written_as_it_is(tmp_path):
+    adata = _counts_adata()
+    adata.layers["counts"] = adata.X.copy()
+    utils.write_h5ad(adata, tmp_path / "x.h5ad")
+    on_disk = ad.read_h5ad(tmp_path / "x.h5ad")
+    assert "counts" in on_disk.layers and "counts_layer" not in on_disk.uns["texflow"]
+
+
+def test_subset_keeps_counts_shared_and_leaves_the_parent_intact():
+    adata = _counts_adata()
+    mask = np.arange(adata.n_obs) % 3 == 0
+    subset = utils.subset_cells(adata, mask)
+    assert utils.counts_are_x(subset) and utils.counts_are_x(adata)
+    assert subset.n_obs == mask.sum()
+    np.testing.assert_array_equal(subset.X.toarray(), adata.X[mask].toarray())
+
+
+def test_normalising_does_not_touch_the_shared_counts():
+    adata = _counts_adata()
+    expected = adata.X.toarray()
+    cluster.normalise(adata, value_type="counts")
+    assert not utils.counts_are_x(adata)
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), expected)
+    assert not np.allclose(adata.X.toarray(), expected)
