@@ -78,3 +78,29 @@ def test_threshold_minimum_bimodal():
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(0.1, 0.03, 2000), rng.normal(0.6, 0.05, 500)])
     assert 0.2 < qc.threshold_minimum(values) < 0.5
+
+
+def test_metrics_match_scanpy():
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+    from scipy import sparse
+
+    rng = np.random.default_rng(3)
+    dense = rng.negative_binomial(1, 0.6, size=(60, 45)).astype(np.float32)
+    dense[:5, :] = 0  # empty cells
+    dense[5, :3] = [1, 0, 2]  # a cell with fewer genes than the top 20
+    dense[5, 3:] = 0
+    names = [f"MT-{i}" if i < 4 else f"G{i}" for i in range(45)]
+    ours = ad.AnnData(sparse.csr_matrix(dense), var=pd.DataFrame(index=names))
+    ours.X.data[:3] = 0  # stored zeros
+    theirs = ours.copy()
+    qc.compute_metrics(ours, organism="human")
+    theirs.var["mt"] = theirs.var_names.str.startswith("MT-")
+    sc.pp.calculate_qc_metrics(theirs, qc_vars=["mt"], percent_top=[20], log1p=True, inplace=True)
+    for column in ("total_counts", "log1p_total_counts", "n_genes_by_counts",
+                   "log1p_n_genes_by_counts", "pct_counts_in_top_20_genes", "total_counts_mt",
+                   "pct_counts_mt"):
+        np.testing.assert_allclose(ours.obs[column].to_numpy(float),
+                                   np.nan_to_num(theirs.obs[column].to_numpy(float)),
+                                   rtol=1e-5, err_msg=column)
