@@ -100,6 +100,7 @@ def test_metrics_match_scanpy():
     sc.pp.calculate_qc_metrics(theirs, qc_vars=["mt"], percent_top=[20], log1p=True, inplace=True)
     for column in ("total_counts", "log1p_total_counts", "n_genes_by_counts",
                    "log1p_n_genes_by_counts", "pct_counts_in_top_20_genes", "total_counts_mt",
+                   "log1p_total_counts_mt",
                    "pct_counts_mt"):
         np.testing.assert_allclose(ours.obs[column].to_numpy(float),
                                    np.nan_to_num(theirs.obs[column].to_numpy(float)),

@@ -56,3 +56,31 @@ def test_normalising_does_not_touch_the_shared_counts():
     assert not utils.counts_are_x(adata)
     np.testing.assert_array_equal(adata.layers["counts"].toarray(), expected)
     assert not np.allclose(adata.X.toarray(), expected)
+
+
+def test_update_keeps_the_layers_a_stage_did_not_read(tmp_path):
+    adata = _counts_adata()
+    cluster.normalise(adata, value_type="counts")  # X log-normalised, counts a separate layer
+    source, out = tmp_path / "clustered.h5ad", tmp_path / "states.h5ad"
+    utils.write_h5ad(adata, source)
+    light = utils.read_h5ad(source, layers=False)
+    assert not light.layers and light.X.nnz == adata.X.nnz
+    light.obs["state"] = "Tpex"
+    light.obsm["X_new"] = np.ones((light.n_obs, 2))
+    light.uns["texflow"]["states"] = {"n": 1}
+    utils.update_h5ad(light, source=source, path=out)
+    back = utils.read_h5ad(out)
+    np.testing.assert_array_equal(back.layers["counts"].toarray(), adata.layers["counts"].toarray())
+    np.testing.assert_array_equal(back.X.toarray(), adata.X.toarray())
+    assert (back.obs["state"] == "Tpex").all() and back.obsm["X_new"].shape == (adata.n_obs, 2)
+    assert back.uns["texflow"]["states"]["n"] == 1
+
+
+def test_update_refuses_other_cells(tmp_path):
+    import pytest
+
+    adata = _counts_adata()
+    utils.write_h5ad(adata, tmp_path / "a.h5ad")
+    with pytest.raises(ValueError, match="cells or genes differ"):
+        utils.update_h5ad(adata[:10].copy(), source=tmp_path / "a.h5ad", path=tmp_path / "b.h5ad")
+    assert not (tmp_path / "b.h5ad").exists()

@@ -2,7 +2,7 @@
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import gating
-from texflow.utils import atomic_path, run_step, read_h5ad, write_h5ad
+from texflow.utils import atomic_path, read_h5ad, run_step, write_h5ad
 
 
 def main(snakemake):

@@ -6,7 +6,7 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import programs
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import run_step, read_h5ad, write_h5ad
+from texflow.utils import read_h5ad, run_step, write_h5ad
 
 
 def main(snakemake):

@@ -3,7 +3,7 @@
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import qc
 from texflow.plotting import qc as qc_plots
-from texflow.utils import atomic_path, run_step, read_h5ad, write_h5ad
+from texflow.utils import atomic_path, read_h5ad, run_step, write_h5ad
 
 CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "predicted")
 

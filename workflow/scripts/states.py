@@ -4,7 +4,7 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import states
 from texflow.errors import InputDataError
 from texflow.plotting import states as plots
-from texflow.utils import atomic_path, run_step, read_h5ad, write_h5ad
+from texflow.utils import atomic_path, read_h5ad, run_step, update_h5ad
 
 
 def write_tsv(table, path):
@@ -14,7 +14,8 @@ def write_tsv(table, path):
 
 def main(snakemake):
     path = snakemake.input.h5ad
-    adata = read_h5ad(path)
+    # X and annotations only: the counts layer is carried over on disk by update_h5ad
+    adata = read_h5ad(path, layers=False)
     meta = adata.uns.setdefault("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")
@@ -35,7 +36,7 @@ def main(snakemake):
         adata, snakemake.output.figure, organism=organism, table=table,
         cluster_key=params.cluster_key, title=f"{dataset}: state markers per cluster",
     )
-    write_h5ad(adata, snakemake.output.h5ad)
+    update_h5ad(adata, source=path, path=snakemake.output.h5ad)
 
 
 run_step(main, snakemake)  # noqa: F821

@@ -4,12 +4,13 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import programs, trajectory
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import run_step, read_h5ad, write_h5ad
+from texflow.utils import read_h5ad, run_step, update_h5ad
 
 
 def main(snakemake):
     path = snakemake.input.h5ad
-    adata = read_h5ad(path)
+    # X and annotations only: the counts layer is carried over on disk by update_h5ad
+    adata = read_h5ad(path, layers=False)
     meta = adata.uns.setdefault("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")
@@ -41,7 +42,7 @@ def main(snakemake):
         plots.message_figure(snakemake.output.figure, title="Trajectory skipped", message=skipped)
     else:
         plots.pseudotime_overview(adata, snakemake.output.figure)
-    write_h5ad(adata, snakemake.output.h5ad)
+    update_h5ad(adata, source=path, path=snakemake.output.h5ad)
 
 
 run_step(main, snakemake)  # noqa: F821

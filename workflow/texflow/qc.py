@@ -121,8 +121,8 @@ def compute_metrics(adata: ad.AnnData, *, organism: str) -> list[str]:
 
     Writes obs `total_counts`, `log1p_total_counts`, `n_genes_by_counts`,
     `log1p_n_genes_by_counts`, `pct_counts_in_top_20_genes` and, when mitochondrial genes exist,
-    `total_counts_mt`, `pct_counts_mt`; var `mt`. Returns the mitochondrial genes found
-    (possibly none).
+    `total_counts_mt`, `log1p_total_counts_mt`, `pct_counts_mt`; var `mt`. Returns the
+    mitochondrial genes found (possibly none).
     """
     prefix = MITO_PREFIX[organism]
     adata.var["mt"] = adata.var_names.str.startswith(prefix)
@@ -146,6 +146,7 @@ def compute_metrics(adata: ad.AnnData, *, organism: str) -> list[str]:
             matrix[:, np.flatnonzero(adata.var["mt"].to_numpy())].sum(axis=1, dtype=np.float64)
         ).ravel()
         obs["total_counts_mt"] = mito_total
+        obs["log1p_total_counts_mt"] = np.log1p(mito_total)
         with np.errstate(invalid="ignore", divide="ignore"):
             obs["pct_counts_mt"] = np.where(total > 0, 100.0 * mito_total / total, 0.0)
     return mito

@@ -107,9 +107,14 @@ def lineage_features(
 
 
 def _depth(adata: ad.AnnData) -> np.ndarray:
-    """Total counts per cell from ``layers["counts"]``; genes detected (X > 0) without counts."""
+    """Total counts per cell: from ``layers["counts"]``, else (count data read without its
+    layers) the QC stage's ``obs["total_counts"]`` of the same raw counts; genes detected
+    (X > 0) for other value types."""
     if "counts" in adata.layers:
         return np.asarray(adata.layers["counts"].sum(axis=1)).ravel().astype(float)
+    value_type = adata.uns.get("texflow", {}).get("value_type")
+    if value_type == "counts" and "total_counts" in adata.obs:
+        return adata.obs["total_counts"].to_numpy(dtype=float)
     return np.asarray((adata.X > 0).sum(axis=1)).ravel().astype(float)
 
 

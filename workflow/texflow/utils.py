@@ -99,12 +99,55 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> None:
             share_counts(adata)
 
 
-def read_h5ad(path: str | os.PathLike) -> ad.AnnData:
-    """Read a stage's h5ad; a file written with shared counts gets ``layers["counts"]`` = X."""
-    adata = ad.read_h5ad(path)
-    if adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X:
+def read_h5ad(path: str | os.PathLike, *, layers: bool = True) -> ad.AnnData:
+    """Read a stage's h5ad; a file written with shared counts gets ``layers["counts"]`` = X.
+
+    With ``layers=False`` the layers are not read (a stage that only needs X saves a copy of
+    the matrix: 2 GB at 100k cells); write its output with `update_h5ad`, which keeps them.
+    """
+    if layers:
+        adata = ad.read_h5ad(path)
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as file:
+            slots = {key: ad.io.read_elem(file[key]) for key in file if key != "layers"}
+        adata = ad.AnnData(**slots)
+    if layers and adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X:
         share_counts(adata)
     return adata
+
+
+#: The slots a stage that reads with ``layers=False`` may change (new obs columns, embeddings,
+#: records); `update_h5ad` rewrites only these.
+ANNOTATION_SLOTS = ("obs", "var", "obsm", "varm", "obsp", "uns")
+
+
+def update_h5ad(adata: ad.AnnData, *, source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Write `adata` to `path` as a copy of `source` with its annotation slots replaced.
+
+    For stages that add annotations but leave the matrices (X, layers) of `source` as they
+    were: the file is copied and only `ANNOTATION_SLOTS` are written, so the stage need not
+    hold or rewrite the layers. Cells and genes must be those of `source`; atomic like
+    `write_h5ad`.
+    """
+    import shutil
+
+    import h5py
+
+    with h5py.File(source, "r") as file:
+        obs_names = ad.io.read_elem(file["obs"]).index
+        var_names = ad.io.read_elem(file["var"]).index
+    if not (obs_names.equals(adata.obs_names) and var_names.equals(adata.var_names)):
+        raise ValueError(f"update_h5ad: cells or genes differ from {source}; write the file whole")
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+        with h5py.File(tmp, "r+") as file:
+            for slot in ANNOTATION_SLOTS:
+                if slot in file:
+                    del file[slot]
+                value = getattr(adata, slot)
+                ad.io.write_elem(file, slot, value if slot in ("obs", "var", "uns") else dict(value))
 
 
 def setup_logging(log_path: str | os.PathLike | None = None, *, level: int = logging.INFO) -> None:
