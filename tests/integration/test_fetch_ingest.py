@@ -12,6 +12,7 @@ import yaml
 from tests import ingest_fixtures as fx
 from tests.httpserver import http_server  # noqa: F401  (pytest fixture)
 from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
+from texflow.utils import read_h5ad
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,8 @@ def _ingest_all(tmp_path: Path, datasets: list[dict]) -> dict[str, ad.AnnData]:
     targets = [f"results/{d['id']}/raw.h5ad" for d in datasets]
     done = run_workflow(tmp_path, None, *targets, cores=2)
     assert done.returncode == 0, done.stdout[-5000:]
-    return {d["id"]: ad.read_h5ad(tmp_path / "results" / d["id"] / "raw.h5ad") for d in datasets}
+    # texflow.utils.read_h5ad: raw.h5ad holds count data once, in X (the counts layer is X)
+    return {d["id"]: read_h5ad(tmp_path / "results" / d["id"] / "raw.h5ad") for d in datasets}
 
 
 def test_every_real_dataset_layout(tmp_path, http_server):  # noqa: F811

@@ -84,3 +84,4 @@ def test_update_refuses_other_cells(tmp_path):
     with pytest.raises(ValueError, match="cells or genes differ"):
         utils.update_h5ad(adata[:10].copy(), source=tmp_path / "a.h5ad", path=tmp_path / "b.h5ad")
     assert not (tmp_path / "b.h5ad").exists()
+
