@@ -6,6 +6,11 @@ All logic of the workflow lives in this package, one module per family of functi
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import _numba_cache
+
+# before scanpy is imported: its cached numba kernels bind to a cache directory at import time
+_numba_cache.enable()
+
 try:
     __version__ = version("texflow")
 except PackageNotFoundError:  # used from a checkout without installation

@@ -1,0 +1,58 @@
+"""texflow's numba cache: sparse-matrix kernels compiled once, then loaded by the next process,
+in a directory that plain scanpy processes never share."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
+
+# one kernel that takes a scipy sparse matrix through fast_array_utils' numba types
+NORMALISE = """
+import numpy as np
+from scipy import sparse
+{imports}
+import scanpy as sc
+x = sparse.random(200, 50, density=0.3, format="csr", dtype=np.float32, random_state=0)
+sc.pp.normalize_total(sc.AnnData(x))
+"""
+
+
+def run_python(code: str, cache: Path) -> str:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1",
+           "PYTHONPATH": str(WORKFLOW)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def kernel_lines(output: str, name: str = "_normalize_csr") -> list[str]:
+    return [line for line in output.splitlines() if name in line and "[cache]" in line]
+
+
+def test_sparse_kernel_is_loaded_from_cache_by_the_next_process(tmp_path):
+    code = NORMALISE.format(imports="import texflow")
+    first = kernel_lines(run_python(code, tmp_path))
+    second = kernel_lines(run_python(code, tmp_path))
+    assert any("data saved" in line for line in first), first
+    assert any("data loaded" in line for line in second), second
+    assert not any("data saved" in line for line in second), second
+    # written under texflow's own sub-directory, not the shared one
+    assert list((tmp_path / "texflow-numba").rglob("*.nbi"))
+    assert not [p for p in tmp_path.rglob("*.nbi") if "texflow-numba" not in p.parts]
+
+
+def test_plain_scanpy_process_still_works_beside_texflow(tmp_path):
+    run_python(NORMALISE.format(imports="import texflow"), tmp_path)
+    plain = run_python(NORMALISE.format(imports=""), tmp_path)  # would crash on a patched index
+    assert kernel_lines(plain)
+    assert [p for p in tmp_path.rglob("*.nbi") if "texflow-numba" not in p.parts]
+
+
+def test_no_fix_when_scanpy_came_first(tmp_path):
+    code = NORMALISE.format(imports="import scanpy\nimport texflow\nimport os\n"
+                                    "print('CACHE', os.environ['NUMBA_CACHE_DIR'])")
+    output = run_python(code, tmp_path)
+    assert f"CACHE {tmp_path}\n" in output
+    assert not (tmp_path / "texflow-numba").exists()

@@ -1,0 +1,67 @@
+"""Make numba's on-disk cache work across rule processes for functions of sparse matrices.
+
+Every texflow rule is a new Python process, and scanpy's numba kernels that take a scipy sparse
+matrix (``mean_var``, ``_normalize_csr``, the Pearson-residual HVG kernel, ...) were compiled
+anew in each of them: fast_array_utils creates their numba types with ``type()``, so the
+classes' ``__module__`` is ``abc``, numba pickles them *by value* into the cache index key, and
+no new process ever finds its entry (``NUMBA_DEBUG_CACHE=1``: "index loaded", then a new entry
+saved, every process; 2.6 s for the first ``mean_var`` call alone, measured, see
+benchmarks/README.md).
+
+:func:`enable` gives those classes their real module, so they pickle by reference and the
+cache hits. An index written that way cannot be read by a process without the fix
+(``AttributeError: Can't get attribute 'csr_matrixType'``), so texflow keeps its compiled code
+in a cache directory of its own (``<NUMBA_CACHE_DIR or ~/.cache>/texflow-numba``) that plain
+scanpy processes never use. Both only happen when texflow is imported before numba has
+compiled anything through fast_array_utils; otherwise nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Sub-directory of the numba cache that only processes with the type fix use.
+CACHE_SUBDIR = "texflow-numba"
+
+#: Modules whose import creates cached numba dispatchers bound to the cache directory.
+_BINDING_MODULES = ("fast_array_utils._plugins.numba_sparse", "scanpy")
+
+
+def cache_dir(environ: dict[str, str] | None = None) -> Path:
+    """texflow's own numba cache directory under ``NUMBA_CACHE_DIR`` (or the user cache)."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("NUMBA_CACHE_DIR") or Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    base = Path(base)
+    return base if base.name == CACHE_SUBDIR else base / CACHE_SUBDIR
+
+
+def enable() -> bool:
+    """Point numba at texflow's cache directory and make the sparse types picklable by name.
+
+    Returns whether it did; it does nothing (and says so at debug level) when a module that
+    binds cached numba functions to a directory was imported before texflow.
+    """
+    early = [name for name in _BINDING_MODULES if name in sys.modules]
+    if early:
+        logger.debug("numba cache fix not applied: %s imported before texflow", ", ".join(early))
+        return False
+    directory = cache_dir()
+    os.environ["NUMBA_CACHE_DIR"] = str(directory)
+    if "numba" in sys.modules:  # numba read its configuration already
+        from numba.core import config
+
+        config.CACHE_DIR = str(directory)
+    try:
+        from fast_array_utils._plugins import numba_sparse
+    except ImportError:  # fast_array_utils without its numba plugin: nothing to fix
+        return True
+    for numba_type in numba_sparse.TYPES:
+        numba_type.__module__ = numba_sparse.__name__
+        numba_type.__qualname__ = numba_type.__name__
+        setattr(numba_sparse, numba_type.__name__, numba_type)
+    return True
