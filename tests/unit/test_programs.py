@@ -136,3 +136,21 @@ def test_extra_programs_are_scored(tmp_path):
     coverage = programs.score_programs(adata, selected)
     assert "score_my_cytotoxic" in adata.obs
     assert "my_cytotoxic" in set(coverage["program"])
+
+
+def test_bootstrap_refit_is_pygams_fit():
+    """The closed-form refit used for the bootstrap band equals pygam's own fit with the same lam
+    and knots (a resample that keeps the extreme pseudotimes has the same knots)."""
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(0, 1, 600))
+    y = np.sin(3 * x) + rng.normal(0, 0.3, x.size)
+    grid = np.linspace(0, 1, 25)
+    gam = programs._gam(8).gridsearch(x[:, None], y, progress=False, lam=np.logspace(-2, 4, 9))
+    np.testing.assert_allclose(programs.penalised_refit(gam, x[:, None], y, grid=grid),
+                               gam.predict(grid[:, None]), atol=1e-8)
+    rows = np.concatenate([[0, x.size - 1], rng.choice(x.size, x.size)])
+    from pygam import LinearGAM, s
+
+    pygam_fit = LinearGAM(s(0, n_splines=8, lam=float(np.ravel(gam.lam)[0]))).fit(x[rows, None], y[rows])
+    np.testing.assert_allclose(programs.penalised_refit(gam, x[rows, None], y[rows], grid=grid),
+                               pygam_fit.predict(grid[:, None]), atol=1e-6)

@@ -26,6 +26,7 @@ rule cluster:
         "logs/{dataset}/cluster.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
+    # OpenMP (scikit-learn's exact kNN), BLAS and numba use both; Snakemake caps it at --cores
     threads: 2
     resources:
         mem_mb=scaled_mem_mb(2000, 6.0),

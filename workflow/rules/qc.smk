@@ -32,7 +32,8 @@ rule qc:
         "logs/{dataset}/qc.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
-    threads: 1
+    # OpenMP (scikit-learn's exact kNN), BLAS and numba use both; Snakemake caps it at --cores
+    threads: 2
     resources:
         mem_mb=scaled_mem_mb(2000, 4.0),
         runtime=scaled_runtime(10, 20),
