@@ -37,3 +37,30 @@ def test_tiny_dataset_gets_capped_parameters():
 def test_too_few_cells_is_a_clear_error():
     with pytest.raises(InputDataError, match="fewer than the 20"):
         cluster.run_clustering(_cd8("human", 0)[:10].copy())
+
+
+def test_pearson_residual_hvgs_are_scanpys():
+    """texflow's O(genes)-memory residual variances and HVG pick equal scanpy's flavour."""
+    import anndata as ad
+    import scanpy as sc
+    from scipy import sparse
+
+    rng = np.random.default_rng(3)
+    depth = rng.lognormal(7, 0.5, 800)[:, None]
+    profile = rng.lognormal(-7, 1.5, 400)[None, :]
+    counts = rng.negative_binomial(5, 5 / (5 + depth * profile / profile.sum() * 400)).astype(np.float32)
+    counts[:, :3] = 0  # genes detected in no cell
+    counts[rng.random(counts.shape) < 0.05] = 0
+    matrix = sparse.csr_matrix(counts)
+    matrix.data[:50] = 0  # stored zeros
+    expected = ad.AnnData(matrix.copy())
+    sc.experimental.pp.highly_variable_genes(expected, flavor="pearson_residuals", n_top_genes=100)
+    ours = cluster.pearson_residual_variances(matrix)
+    assert np.isnan(ours[:3]).all()
+    # scanpy takes the totals of float32 counts in float32 (its mu is float32-rounded)
+    np.testing.assert_allclose(ours[3:], expected.var["residual_variances"].to_numpy()[3:], rtol=1e-6)
+
+    adata = ad.AnnData(matrix.copy())
+    adata.layers["counts"] = adata.X
+    cluster.select_hvgs(adata, value_type="counts", n_top_genes=100)
+    assert adata.var["highly_variable"].equals(expected.var["highly_variable"])
