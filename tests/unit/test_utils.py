@@ -3,6 +3,7 @@
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 from texflow import cluster, utils
 
@@ -85,3 +86,22 @@ def test_update_refuses_other_cells(tmp_path):
         utils.update_h5ad(adata[:10].copy(), source=tmp_path / "a.h5ad", path=tmp_path / "b.h5ad")
     assert not (tmp_path / "b.h5ad").exists()
 
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_streamed_subset_is_the_subset_written_whole(tmp_path, shared):
+    adata = _counts_adata()
+    if not shared:
+        del adata.layers["counts"]
+    adata.obsm["X_test"] = np.arange(adata.n_obs * 2, dtype=float).reshape(-1, 2)
+    mask = np.random.default_rng(0).random(adata.n_obs) < 0.6
+    utils.write_subset_h5ad(adata, mask, tmp_path / "streamed.h5ad", chunk_rows=7)
+    utils.write_h5ad(utils.subset_cells(adata, mask), tmp_path / "whole.h5ad")
+    streamed = utils.read_h5ad(tmp_path / "streamed.h5ad")
+    whole = utils.read_h5ad(tmp_path / "whole.h5ad")
+    assert streamed.obs.equals(whole.obs) and streamed.var.equals(whole.var)
+    assert (streamed.X != whole.X).nnz == 0 and streamed.X.dtype == whole.X.dtype
+    np.testing.assert_array_equal(streamed.obsm["X_test"], whole.obsm["X_test"])
+    assert utils.counts_are_x(streamed) == shared
+    assert streamed.uns["texflow"] == whole.uns["texflow"]
+    assert not list(tmp_path.glob(".*.part"))

@@ -3,7 +3,7 @@
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import qc
 from texflow.plotting import qc as qc_plots
-from texflow.utils import atomic_path, read_h5ad, run_step, write_h5ad
+from texflow.utils import atomic_path, read_h5ad, run_step
 
 CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "predicted")
 
@@ -27,8 +27,9 @@ def main(snakemake):
     skipped = adata.uns["texflow"]["skipped"]
     note = "; ".join(f"{k}: {v}" for k, v in skipped.items() if k.startswith("qc.doublets"))
     qc_plots.doublet_scores(adata, snakemake.output.doublets_png, note=note)
-    passing = qc.passing_cells(adata, min_cells=params.min_cells_out, dataset=dataset)
-    write_h5ad(passing, snakemake.output.h5ad)
+    qc.write_passing_cells(
+        adata, snakemake.output.h5ad, min_cells=params.min_cells_out, dataset=dataset
+    )
 
 
 run_step(main, snakemake)  # noqa: F821

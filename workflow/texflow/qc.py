@@ -23,7 +23,14 @@ import scanpy as sc
 from scipy import ndimage, sparse
 
 from .errors import InputDataError
-from .utils import counts_are_x, knn_transformer, share_counts, subset_cells
+from .utils import (
+    counts_are_x,
+    knn_transformer,
+    share_counts,
+    subset_cells,
+    write_h5ad,
+    write_subset_h5ad,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -506,22 +513,42 @@ def _summary_table(
     return table
 
 
+def _check_enough_pass(adata: ad.AnnData, *, min_cells: int, dataset: str | None) -> np.ndarray:
+    """The qc_pass mask; InputDataError when fewer than `min_cells` cells pass."""
+    passed = adata.obs["qc_pass"].to_numpy(dtype=bool)
+    if passed.sum() < min_cells:
+        raise InputDataError(
+            f"only {int(passed.sum())} of {adata.n_obs} cells pass QC, fewer than the {min_cells} "
+            "needed downstream (qc.min_cells_out); tables/qc_summary.tsv gives the reasons per sample",
+            dataset=dataset or texflow_uns(adata).get("dataset"),
+        )
+    return passed
+
+
 def passing_cells(adata: ad.AnnData, *, min_cells: int = 1, dataset: str | None = None) -> ad.AnnData:
     """The QC-passing cells, as a new AnnData with X as given (float32 CSR).
 
     Raises InputDataError when fewer than `min_cells` cells pass (qc.min_cells_out).
     """
-    n_pass = int(adata.obs["qc_pass"].sum())
-    if n_pass < min_cells:
-        raise InputDataError(
-            f"only {n_pass} of {adata.n_obs} cells pass QC, fewer than the {min_cells} needed "
-            "downstream (qc.min_cells_out); tables/qc_summary.tsv gives the reasons per sample",
-            dataset=dataset or texflow_uns(adata).get("dataset"),
-        )
-    passing = subset_cells(adata, adata.obs["qc_pass"].to_numpy())
+    passing = subset_cells(adata, _check_enough_pass(adata, min_cells=min_cells, dataset=dataset))
     if not sparse.issparse(passing.X) or passing.X.dtype != np.float32:
         shared = counts_are_x(passing)
         passing.X = sparse.csr_matrix(passing.X, dtype=np.float32)
         if shared:
             share_counts(passing)
     return passing
+
+
+def write_passing_cells(
+    adata: ad.AnnData, path, *, min_cells: int = 1, dataset: str | None = None
+) -> None:
+    """Write the QC-passing cells to `path` (the file `passing_cells` would give).
+
+    Float32 CSR counts (what ingest writes) are streamed to the file in chunks of rows
+    (`texflow.utils.write_subset_h5ad`), so the passing cells are never a second matrix in
+    memory. Raises InputDataError when fewer than `min_cells` cells pass.
+    """
+    if (sparse.issparse(adata.X) and adata.X.format == "csr") and adata.X.dtype == np.float32:
+        write_subset_h5ad(adata, _check_enough_pass(adata, min_cells=min_cells, dataset=dataset), path)
+    else:
+        write_h5ad(passing_cells(adata, min_cells=min_cells, dataset=dataset), path)

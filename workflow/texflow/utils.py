@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
+from scipy import sparse
 
 logger = logging.getLogger("texflow")
 
@@ -116,6 +118,49 @@ def read_h5ad(path: str | os.PathLike, *, layers: bool = True) -> ad.AnnData:
     if layers and adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X:
         share_counts(adata)
     return adata
+
+
+#: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
+SUBSET_CHUNK_ROWS = 10_000
+
+
+def write_subset_h5ad(
+    adata: ad.AnnData, mask, path: str | os.PathLike, *, chunk_rows: int = SUBSET_CHUNK_ROWS
+) -> None:
+    """Write ``adata[mask]`` to `path` as `write_h5ad` would, without the subset in memory.
+
+    For X held as CSR with shared counts (or no layers): the annotations of the subset are
+    written first, then X is appended `chunk_rows` rows at a time, so the subset's matrix never
+    sits beside the full one (at 100k cells, the QC stage held 1.9 GB for its passing cells;
+    measured). Anything else falls back to `subset_cells` + `write_h5ad`. Atomic.
+    """
+    import h5py
+
+    mask = np.asarray(mask)
+    rows = np.flatnonzero(mask) if mask.dtype == bool else mask
+    shared = counts_are_x(adata)
+    layers = [key for key in adata.layers if not (shared and key == "counts")]
+    if layers or not (sparse.issparse(adata.X) and adata.X.format == "csr") or rows.size == 0:
+        write_h5ad(subset_cells(adata, rows), path)
+        return
+    meta = ad.AnnData(
+        obs=adata.obs.iloc[rows],
+        var=adata.var,
+        uns=dict(adata.uns),
+        obsm={key: value[rows] for key, value in adata.obsm.items()},
+        varm=dict(adata.varm),
+        obsp={key: value[rows][:, rows] for key, value in adata.obsp.items()},
+        varp=dict(adata.varp),
+    )
+    record = {key: value for key, value in adata.uns.get("texflow", {}).items() if key != "counts_layer"}
+    meta.uns["texflow"] = {**record, "counts_layer": COUNTS_IN_X} if shared else record
+    with atomic_path(path) as tmp:
+        meta.write_h5ad(tmp)
+        with h5py.File(tmp, "r+") as file:
+            ad.io.write_elem(file, "X", adata.X[rows[:chunk_rows]])
+            matrix = ad.io.sparse_dataset(file["X"])
+            for start in range(chunk_rows, rows.size, chunk_rows):
+                matrix.append(adata.X[rows[start : start + chunk_rows]])
 
 
 #: The slots a stage that reads with ``layers=False`` may change (new obs columns, embeddings,
