@@ -154,3 +154,24 @@ def test_bootstrap_refit_is_pygams_fit():
     pygam_fit = LinearGAM(s(0, n_splines=8, lam=float(np.ravel(gam.lam)[0]))).fit(x[rows, None], y[rows])
     np.testing.assert_allclose(programs.penalised_refit(gam, x[rows, None], y[rows], grid=grid),
                                pygam_fit.predict(grid[:, None]), atol=1e-6)
+
+
+def test_trend_band_is_the_band_of_refits_on_resampled_rows():
+    """trend() sums per-patient B'B and B'y; that is the refit of each resample's rows."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, 900)
+    groups = np.repeat(np.array(["p1", "p2", "p3", "p4", "p5", "p6"]), 150)
+    y = np.cos(2 * x) + rng.normal(0, 0.4, x.size) + (groups == "p3") * 0.5
+    grid = np.linspace(0, 1, 15)
+    table = programs.trend(x, y, groups, grid=grid, n_splines=8, n_bootstrap=30,
+                           rng=np.random.default_rng(7))
+    gam = programs._gam(8).gridsearch(x[:, None], y, progress=False, lam=np.logspace(-2, 4, 9))
+    draw, unique = np.random.default_rng(7), pd.unique(groups)
+    boots = []
+    for _ in range(30):
+        rows = np.concatenate([np.flatnonzero(groups == g) for g in draw.choice(unique, unique.size)])
+        boots.append(programs.penalised_refit(gam, x[rows, None], y[rows], grid=grid))
+    lower, upper = np.percentile(boots, [2.5, 97.5], axis=0)
+    np.testing.assert_allclose(table["lower"], lower, atol=1e-8)
+    np.testing.assert_allclose(table["upper"], upper, atol=1e-8)
+    assert (table["n_bootstrap_ok"] == 30).all()
