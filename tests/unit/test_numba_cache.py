@@ -56,3 +56,21 @@ def test_no_fix_when_scanpy_came_first(tmp_path):
     output = run_python(code, tmp_path)
     assert f"CACHE {tmp_path}\n" in output
     assert not (tmp_path / "texflow-numba").exists()
+
+
+NEIGHBOURS = """
+import numpy as np
+import texflow
+from texflow import cluster
+import scanpy as sc
+adata = sc.AnnData(np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32))
+cluster.cache_umap_kernels()
+sc.pp.neighbors(adata, use_rep="X", transformer="sklearn")
+"""
+
+
+def test_umap_kernels_are_loaded_from_cache_by_the_next_process(tmp_path):
+    first = kernel_lines(run_python(NEIGHBOURS, tmp_path), "smooth_knn_dist")
+    second = kernel_lines(run_python(NEIGHBOURS, tmp_path), "smooth_knn_dist")
+    assert any("data saved" in line for line in first), first
+    assert any("data loaded" in line for line in second), second

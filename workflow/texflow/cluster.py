@@ -21,6 +21,7 @@ import scanpy as sc
 from scipy import sparse
 from sklearn.metrics import silhouette_score
 
+from ._numba_cache import cache_umap_kernels
 from .errors import InputDataError
 from .qc import texflow_uns
 from .utils import knn_transformer, share_counts
@@ -228,6 +229,7 @@ def embed(
         else:
             sc.external.pp.harmony_integrate(adata, batch_key, random_state=seed, verbose=False)
             representation = "X_pca_harmony"
+    cache_umap_kernels()
     sc.pp.neighbors(
         adata,
         n_neighbors=neighbors,

@@ -24,6 +24,7 @@ import pandas as pd
 import scanpy as sc
 from scipy import stats
 
+from ._numba_cache import cache_umap_kernels
 from .utils import knn_transformer
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,7 @@ def diffusion_pseudotime(
     sc.pp.scale(work, max_value=10)
     n_comps = int(max(2, min(n_pcs, work.n_obs - 1, work.n_vars - 1)))
     sc.pp.pca(work, n_comps=n_comps, random_state=seed)
+    cache_umap_kernels()
     sc.pp.neighbors(
         work,
         n_neighbors=int(min(n_neighbors, work.n_obs - 1)),
