@@ -139,7 +139,8 @@ def write_subset_h5ad(
     mask = np.asarray(mask)
     rows = np.flatnonzero(mask) if mask.dtype == bool else mask
     shared = counts_are_x(adata)
-    layers = [key for key in adata.layers if not (shared and key == "counts")]
+    # anndata 0.13 lists X itself as layer None
+    layers = [key for key in adata.layers if key is not None and not (shared and key == "counts")]
     if layers or not (sparse.issparse(adata.X) and adata.X.format == "csr") or rows.size == 0:
         write_h5ad(subset_cells(adata, rows), path)
         return
