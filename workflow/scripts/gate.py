@@ -2,7 +2,7 @@
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import gating
-from texflow.utils import atomic_path, read_h5ad, run_step, write_h5ad
+from texflow.utils import atomic_path, read_h5ad, run_step
 
 
 def main(snakemake):
@@ -15,7 +15,7 @@ def main(snakemake):
     with atomic_path(snakemake.output.table) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="NA", float_format="%.4g")
     # the table is written first: when no cluster passes, it is what explains why
-    write_h5ad(gating.cd8_cells(adata, dataset=dataset), snakemake.output.h5ad)
+    gating.write_cd8_cells(adata, snakemake.output.h5ad, dataset=dataset)
 
 
 run_step(main, snakemake)  # noqa: F821
