@@ -64,3 +64,22 @@ def test_pearson_residual_hvgs_are_scanpys():
     adata.layers["counts"] = adata.X
     cluster.select_hvgs(adata, value_type="counts", n_top_genes=100)
     assert adata.var["highly_variable"].equals(expected.var["highly_variable"])
+
+
+def test_lognormalised_counts_are_scanpys():
+    import anndata as ad
+    import scanpy as sc
+    from scipy import sparse
+
+    rng = np.random.default_rng(4)
+    counts = sparse.csr_matrix(rng.poisson(0.8, (300, 120)).astype(np.float32))
+    counts[5] = 0  # a cell without counts
+    expected = ad.AnnData(counts.copy())
+    sc.pp.normalize_total(expected)
+    sc.pp.log1p(expected)
+    ours = cluster.lognormalise_counts(counts)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours.toarray(), expected.X.toarray(), rtol=1e-6, atol=1e-7)
+    columns = np.array([3, 7, 50])
+    np.testing.assert_allclose(cluster.lognormalise_counts(counts, columns=columns).toarray(),
+                               expected.X[:, columns].toarray(), rtol=1e-6, atol=1e-7)

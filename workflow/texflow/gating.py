@@ -106,12 +106,7 @@ def _lognorm_hvgs_of_counts(adata: ad.AnnData, *, n_top_genes: int) -> ad.AnnDat
     light.layers["counts"] = light.X
     clustering.select_hvgs(light, value_type="counts", n_top_genes=n_top_genes, flavor="pearson_residuals")
     columns = np.flatnonzero(light.var["highly_variable"].to_numpy())
-    totals, _ = clustering.csr_sums(counts.data, counts.indices, counts.indptr, counts.shape[1])
-    target = float(np.median(totals[totals > 0])) if (totals > 0).any() else 1.0
-    scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
-    values = sparse.csr_matrix(counts[:, columns], dtype=np.float32, copy=True)
-    values.data *= np.repeat(scale, np.diff(values.indptr)).astype(np.float32)
-    np.log1p(values.data, out=values.data)
+    values = clustering.lognormalise_counts(counts, columns=columns)
     var = pd.DataFrame({"highly_variable": True}, index=adata.var_names[columns])
     return ad.AnnData(values, obs=pd.DataFrame(index=adata.obs_names), var=var)
 
