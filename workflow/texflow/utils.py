@@ -211,6 +211,10 @@ def setup_logging(log_path: str | os.PathLike | None = None, *, level: int = log
     logging.captureWarnings(True)
 
 
+#: Start of the log line in which `run_step` reports the process's peak memory.
+PEAK_MEMORY_LOG = "peak memory (ru_maxrss):"
+
+
 def run_step(main, snakemake) -> None:
     """Run a workflow script's `main(snakemake)` with logging to the rule's log.
 
@@ -219,9 +223,15 @@ def run_step(main, snakemake) -> None:
     """
     from .errors import TexflowError
 
+    import resource
+
     setup_logging(snakemake.log[0] if snakemake.log else None)
     try:
         main(snakemake)
     except TexflowError as error:
         logger.error("%s", error)
         raise SystemExit(f"texflow: {error}") from None
+    # the kernel's high-water mark of this process (Snakemake's benchmark files sample RSS and
+    # miss short peaks); benchmarks/run.py reads it back
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    logger.info("%s %.2f GB", PEAK_MEMORY_LOG, peak_gb)
