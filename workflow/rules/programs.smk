@@ -67,8 +67,8 @@ rule programs:
         "logs/{dataset}/programs.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
-    # OpenMP (scikit-learn's exact kNN), BLAS and numba use both; Snakemake caps it at --cores
-    threads: 2
+    # its kernels (numba, numpy) gain nothing from a second BLAS/OpenMP thread
+    threads: 1
     resources:
         mem_mb=scaled_mem_mb(2000, 3.0),
         runtime=scaled_runtime(20, 30),
