@@ -67,8 +67,8 @@ rule programs:
         "logs/{dataset}/programs.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
-    # its kernels (numba, numpy) gain nothing from a second BLAS/OpenMP thread
-    threads: 1
+    # a second BLAS thread: 59.5 s with one, 48.5 s with two at 100k cells (benchmarks/README.md)
+    threads: 2
     resources:
         mem_mb=scaled_mem_mb(2000, 3.0),
         runtime=scaled_runtime(20, 30),
