@@ -77,14 +77,12 @@ def normalise(adata: ad.AnnData, *, value_type: str) -> str:
     if value_type == "counts":
         adata.X = lognormalise_counts(adata.X)
         how = "normalize_total (to the median library size) + log1p"
-    elif value_type == "tpm":
-        adata.X = sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
-        sc.pp.log1p(adata)
-        how = "log1p of TPM"
     else:
         adata.X = sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
         how = f"{value_type} used as given"
-    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+        if value_type == "tpm":
+            sc.pp.log1p(adata)
+            how = "log1p of TPM"
     adata.uns.pop("log1p", None)
     texflow_uns(adata)["x"] = "lognorm"
     return how
@@ -124,7 +122,7 @@ def _detected_per_column(data, indices, n_columns):
     return detected
 
 
-def genes_detected(matrix) -> np.ndarray:
+def cells_detected_per_gene(matrix) -> np.ndarray:
     """Cells with a nonzero value, per gene, from a CSR matrix without copying its indices
     (scipy's ``getnnz(axis=0)`` widens them to int64: 2 GB at 100k cells; measured)."""
     matrix = sparse.csr_matrix(matrix)
@@ -217,7 +215,7 @@ def select_hvgs(
     dispersion-based 'seurat' flavour on the log values, which is what it was designed for.
     `n_top_genes` is capped by the number of genes expressed.
     """
-    expressed = int((genes_detected(adata.X) > 0).sum())
+    expressed = int((cells_detected_per_gene(adata.X) > 0).sum())
     n_top = int(min(n_top_genes, expressed))
     if flavor == "auto":
         flavor = "pearson_residuals" if value_type == "counts" else "seurat"

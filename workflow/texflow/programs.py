@@ -194,12 +194,6 @@ def _gam(n_splines: int):
     return LinearGAM(s(0, n_splines=n_splines))
 
 
-def _refit_on_basis(basis, y: np.ndarray, penalty: np.ndarray, grid_basis) -> np.ndarray:
-    """(B'B + P + sqrt(eps) I)^-1 B'y on basis B, predicted on `grid_basis`."""
-    gram = (basis.T @ basis).toarray() + penalty
-    return grid_basis @ np.linalg.solve(gram, basis.T @ y)
-
-
 def _penalty(gam) -> np.ndarray:
     """The fitted GAM's lam-weighted penalty, with pygam's conditioning ridge on the diagonal."""
     penalty = gam._P().toarray()
@@ -214,7 +208,9 @@ def penalised_refit(gam, x: np.ndarray, y: np.ndarray, *, grid: np.ndarray) -> n
     ``(B'B + P + sqrt(eps) I)^-1 B'y`` with B the GAM's spline basis (its knots, from the data
     it was first fitted to) and P its lam-weighted penalty.
     """
-    return _refit_on_basis(gam._modelmat(x), y, _penalty(gam), gam._modelmat(grid[:, None]))
+    basis = gam._modelmat(x)
+    coef = np.linalg.solve((basis.T @ basis).toarray() + _penalty(gam), basis.T @ y)
+    return gam._modelmat(grid[:, None]) @ coef
 
 
 def trend(

@@ -25,7 +25,7 @@ import scanpy as sc
 from scipy import sparse, stats
 
 from ._numba_cache import cache_umap_kernels
-from .cluster import genes_detected
+from .cluster import cells_detected_per_gene
 from .utils import knn_transformer
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def lineage_features(
     """
     excluded = lineage.var_names.isin(list(exclude_genes))
     # genes never detected in the lineage carry no information and break HVG binning
-    columns = np.flatnonzero((genes_detected(lineage.X) > 0) & ~excluded)
+    columns = np.flatnonzero((cells_detected_per_gene(lineage.X) > 0) & ~excluded)
     # one column copy (slicing views twice held three copies: at 37k lineage cells, part of
     # the trajectory stage's 5.35 GB peak; measured)
     sub = ad.AnnData(sparse.csr_matrix(lineage.X)[:, columns], var=pd.DataFrame(index=lineage.var_names[columns]))
