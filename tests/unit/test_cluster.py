@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from tests.qc_fixtures import simulated
-from texflow import cluster, qc
+from texflow import cluster, features, qc
 from texflow.errors import InputDataError
 
 
@@ -55,7 +55,7 @@ def test_pearson_residual_hvgs_are_scanpys():
     matrix.data[:50] = 0  # stored zeros
     expected = ad.AnnData(matrix.copy())
     sc.experimental.pp.highly_variable_genes(expected, flavor="pearson_residuals", n_top_genes=100)
-    ours = cluster.pearson_residual_variances(matrix)
+    ours = features.pearson_residual_variances(matrix)
     assert np.isnan(ours[:3]).all()
     # scanpy takes the totals of float32 counts in float32 (its mu is float32-rounded)
     np.testing.assert_allclose(ours[3:], expected.var["residual_variances"].to_numpy()[3:], rtol=1e-6)
@@ -77,9 +77,43 @@ def test_lognormalised_counts_are_scanpys():
     expected = ad.AnnData(counts.copy())
     sc.pp.normalize_total(expected)
     sc.pp.log1p(expected)
-    ours = cluster.lognormalise_counts(counts)
+    ours = features.lognormalise_counts(counts)
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours.toarray(), expected.X.toarray(), rtol=1e-6, atol=1e-7)
     columns = np.array([3, 7, 50])
-    np.testing.assert_allclose(cluster.lognormalise_counts(counts, columns=columns).toarray(),
+    np.testing.assert_allclose(features.lognormalise_counts(counts, columns=columns).toarray(),
                                expected.X[:, columns].toarray(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_top_genes", [None, 60])
+def test_seurat_hvgs_are_scanpys(n_top_genes):
+    """texflow's O(genes)-memory Seurat dispersions and HVG pick equal scanpy's flavour."""
+    import anndata as ad
+    import scanpy as sc
+    from scipy import sparse
+
+    rng = np.random.default_rng(5)
+    depth = rng.lognormal(7, 0.5, 700)[:, None]
+    profile = rng.lognormal(-7, 1.5, 500)[None, :]
+    counts = rng.negative_binomial(3, 3 / (3 + depth * profile / profile.sum() * 300)).astype(np.float32)
+    counts[:, :4] = 0  # genes never detected
+    counts[:2, 4] = 1  # a gene with a single, sparse profile
+    logged = features.lognormalise_counts(sparse.csr_matrix(counts))
+    expected = sc.pp.highly_variable_genes(ad.AnnData(logged.copy()), flavor="seurat", n_top_genes=n_top_genes,
+                                           inplace=False)
+    ours = features.seurat_dispersions(logged)
+    for column in ("means", "dispersions", "dispersions_norm"):
+        np.testing.assert_allclose(ours[column].to_numpy(), expected[column].to_numpy(), rtol=1e-5, atol=1e-6,
+                                   equal_nan=True, err_msg=column)
+    picked = features.seurat_highly_variable(logged, n_top_genes=n_top_genes)
+    np.testing.assert_array_equal(picked, expected["highly_variable"].to_numpy())
+    # dense input gives the same
+    np.testing.assert_array_equal(features.seurat_highly_variable(logged.toarray(), n_top_genes=n_top_genes), picked)
+    # a gene mask bins and picks as if the other genes had been sliced away
+    genes = np.ones(logged.shape[1], bool)
+    genes[::3] = False
+    sliced = sc.pp.highly_variable_genes(ad.AnnData(logged[:, genes].copy()), flavor="seurat",
+                                         n_top_genes=n_top_genes, inplace=False)
+    masked = features.seurat_highly_variable(logged, n_top_genes=n_top_genes, genes=genes)
+    assert not masked[~genes].any()
+    np.testing.assert_array_equal(masked[genes], sliced["highly_variable"].to_numpy())

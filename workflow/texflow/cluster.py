@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 
 import anndata as ad
-import numba
 import numpy as np
 import pandas as pd
 import scanpy as sc
@@ -23,6 +22,11 @@ from sklearn.metrics import silhouette_score
 
 from ._numba_cache import cache_umap_kernels
 from .errors import InputDataError
+from .features import (
+    cells_detected_per_gene,
+    lognormalise_counts,
+    pearson_residual_variances,
+)
 from .qc import texflow_uns
 from .utils import knn_transformer, share_counts
 
@@ -86,120 +90,6 @@ def normalise(adata: ad.AnnData, *, value_type: str) -> str:
     adata.uns.pop("log1p", None)
     texflow_uns(adata)["x"] = "lognorm"
     return how
-
-
-@numba.njit(cache=True, parallel=True)
-def _divide_rows_log1p(data, indptr, divisors):
-    for cell in numba.prange(indptr.size - 1):
-        if divisors[cell] > 0:
-            for k in range(indptr[cell], indptr[cell + 1]):
-                data[k] = np.log1p(data[k] / divisors[cell])
-
-
-def lognormalise_counts(counts, *, columns: np.ndarray | None = None) -> sparse.csr_matrix:
-    """log1p of `normalize_total` (each cell to the median total of the cells with counts),
-    as a new float32 CSR matrix, optionally of some `columns` only (scaled by every gene's
-    total). The arithmetic of scanpy's ``normalize_total`` + ``log1p`` (value / (total /
-    median), then log1p), in place on one copy: scanpy's pair needed a second transient copy
-    (at 60k cells, the cluster stage's peak; measured).
-    """
-    counts = sparse.csr_matrix(counts)
-    totals, _ = csr_sums(counts.data, counts.indices, counts.indptr, counts.shape[1])
-    positive = totals > 0
-    target = float(np.median(totals[positive])) if positive.any() else 1.0
-    values = counts[:, columns] if columns is not None else counts
-    values = sparse.csr_matrix(values, dtype=np.float32, copy=True)
-    _divide_rows_log1p(values.data, values.indptr, (totals / target).astype(np.float32))
-    return values
-
-
-@numba.njit(cache=True)
-def _detected_per_column(data, indices, n_columns):
-    detected = np.zeros(n_columns, dtype=np.int64)
-    for k in range(data.size):
-        if data[k] != 0:
-            detected[indices[k]] += 1
-    return detected
-
-
-def cells_detected_per_gene(matrix) -> np.ndarray:
-    """Cells with a nonzero value, per gene, from a CSR matrix without copying its indices
-    (scipy's ``getnnz(axis=0)`` widens them to int64: 2 GB at 100k cells; measured)."""
-    matrix = sparse.csr_matrix(matrix)
-    return _detected_per_column(matrix.data, matrix.indices, matrix.shape[1])
-
-
-@numba.njit(cache=True)
-def csr_sums(data, indices, indptr, n_genes):
-    """Per cell and per gene sums of CSR values, accumulated in float64 (no float64 copy)."""
-    cell_sums = np.zeros(indptr.size - 1)
-    gene_sums = np.zeros(n_genes)
-    for cell in range(indptr.size - 1):
-        for k in range(indptr[cell], indptr[cell + 1]):
-            cell_sums[cell] += data[k]
-            gene_sums[indices[k]] += data[k]
-    return cell_sums, gene_sums
-
-
-@numba.njit(cache=True, parallel=True)
-def _zero_residual_moments(gene_sums, cell_sums, total, theta, clip):
-    """Per gene: sum and sum of squares of the clipped residuals of a zero count in every cell."""
-    first = np.zeros(gene_sums.size)
-    second = np.zeros(gene_sums.size)
-    for gene in numba.prange(gene_sums.size):
-        s1 = 0.0
-        s2 = 0.0
-        for cell in range(cell_sums.size):
-            mu = gene_sums[gene] * cell_sums[cell] / total
-            res = min(max(-mu / np.sqrt(mu + mu * mu / theta), -clip), clip)
-            s1 += res
-            s2 += res * res
-        first[gene] = s1
-        second[gene] = s2
-    return first, second
-
-
-@numba.njit(cache=True)
-def _nonzero_residual_corrections(data, indices, indptr, gene_sums, cell_sums, total, theta, clip):
-    """Per gene: what the stored counts add to those sums, over the residual of a zero."""
-    first = np.zeros(gene_sums.size)
-    second = np.zeros(gene_sums.size)
-    for cell in range(indptr.size - 1):
-        for k in range(indptr[cell], indptr[cell + 1]):
-            gene = indices[k]
-            mu = gene_sums[gene] * cell_sums[cell] / total
-            sd = np.sqrt(mu + mu * mu / theta)
-            res = min(max((data[k] - mu) / sd, -clip), clip)
-            res0 = min(max(-mu / sd, -clip), clip)
-            first[gene] += res - res0
-            second[gene] += res * res - res0 * res0
-    return first, second
-
-
-def pearson_residual_variances(counts, *, theta: float = 100.0, clip: float | None = None) -> np.ndarray:
-    """Variance over cells of each gene's clipped analytic Pearson residuals (Lause et al. 2021).
-
-    The quantity ``scanpy.experimental.pp.highly_variable_genes(flavor="pearson_residuals")``
-    ranks genes by (same theta, clip = sqrt(cells), population variance), computed from the
-    CSR counts in O(genes) memory: scanpy converts the counts to CSC float64 first (at 100k
-    cells, ~4 GB above the matrix, the cluster stage's peak; measured). A zero count's residual
-    depends only on the cell's and gene's totals, so every cell is summed as if zero, then the
-    stored counts correct their own terms. Genes never detected get NaN.
-    """
-    counts = sparse.csr_matrix(counts)
-    n_cells = counts.shape[0]
-    clip = float(np.sqrt(n_cells) if clip is None else clip)
-    cell_sums, gene_sums = csr_sums(counts.data, counts.indices, counts.indptr, counts.shape[1])
-    total = float(gene_sums.sum())
-    detected = gene_sums > 0
-    safe_sums = np.where(detected, gene_sums, 1.0)  # undefined for undetected genes
-    first, second = _zero_residual_moments(safe_sums, cell_sums, total, float(theta), clip)
-    extra_first, extra_second = _nonzero_residual_corrections(
-        counts.data, counts.indices, counts.indptr, safe_sums, cell_sums, total, float(theta), clip
-    )
-    mean = (first + extra_first) / n_cells
-    variance = np.maximum((second + extra_second) / n_cells - mean * mean, 0.0)
-    return np.where(detected, variance, np.nan)
 
 
 def select_hvgs(

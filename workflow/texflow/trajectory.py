@@ -25,7 +25,7 @@ import scanpy as sc
 from scipy import sparse, stats
 
 from ._numba_cache import cache_umap_kernels
-from .cluster import cells_detected_per_gene
+from .features import cells_detected_per_gene
 from .utils import knn_transformer
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,205 @@
+"""Feature selection and sparse kernels on cells x genes CSR matrices, in O(genes) memory.
+
+scanpy's versions of these steps copy the matrix (a float64 CSC conversion for Pearson
+residuals, an expm1 copy for the Seurat flavour, int64 index copies for counting): at 100k
+cells each copy is ~2 GB. These compute the same numbers from the stored values; each has a
+unit test against scanpy (tests/unit/test_cluster.py).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+
+@numba.njit(cache=True, parallel=True)
+def _divide_rows_log1p(data, indptr, divisors):
+    for cell in numba.prange(indptr.size - 1):
+        if divisors[cell] > 0:
+            for k in range(indptr[cell], indptr[cell + 1]):
+                data[k] = np.log1p(data[k] / divisors[cell])
+
+
+def lognormalise_counts(counts, *, columns: np.ndarray | None = None) -> sparse.csr_matrix:
+    """log1p of `normalize_total` (each cell to the median total of the cells with counts),
+    as a new float32 CSR matrix, optionally of some `columns` only (scaled by every gene's
+    total). The arithmetic of scanpy's ``normalize_total`` + ``log1p`` (value / (total /
+    median), then log1p), in place on one copy: scanpy's pair needed a second transient copy
+    (at 60k cells, the cluster stage's peak; measured).
+    """
+    counts = sparse.csr_matrix(counts)
+    totals, _ = csr_sums(counts.data, counts.indices, counts.indptr, counts.shape[1])
+    positive = totals > 0
+    target = float(np.median(totals[positive])) if positive.any() else 1.0
+    values = counts[:, columns] if columns is not None else counts
+    values = sparse.csr_matrix(values, dtype=np.float32, copy=True)
+    _divide_rows_log1p(values.data, values.indptr, (totals / target).astype(np.float32))
+    return values
+
+
+@numba.njit(cache=True)
+def _detected_per_column(data, indices, n_columns):
+    detected = np.zeros(n_columns, dtype=np.int64)
+    for k in range(data.size):
+        if data[k] != 0:
+            detected[indices[k]] += 1
+    return detected
+
+
+def cells_detected_per_gene(matrix) -> np.ndarray:
+    """Cells with a nonzero value, per gene, from a CSR matrix without copying its indices
+    (scipy's ``getnnz(axis=0)`` widens them to int64: 2 GB at 100k cells; measured)."""
+    matrix = sparse.csr_matrix(matrix)
+    return _detected_per_column(matrix.data, matrix.indices, matrix.shape[1])
+
+
+@numba.njit(cache=True)
+def csr_sums(data, indices, indptr, n_genes):
+    """Per cell and per gene sums of CSR values, accumulated in float64 (no float64 copy)."""
+    cell_sums = np.zeros(indptr.size - 1)
+    gene_sums = np.zeros(n_genes)
+    for cell in range(indptr.size - 1):
+        for k in range(indptr[cell], indptr[cell + 1]):
+            cell_sums[cell] += data[k]
+            gene_sums[indices[k]] += data[k]
+    return cell_sums, gene_sums
+
+
+@numba.njit(cache=True, parallel=True)
+def _zero_residual_moments(gene_sums, cell_sums, total, theta, clip):
+    """Per gene: sum and sum of squares of the clipped residuals of a zero count in every cell."""
+    first = np.zeros(gene_sums.size)
+    second = np.zeros(gene_sums.size)
+    for gene in numba.prange(gene_sums.size):
+        s1 = 0.0
+        s2 = 0.0
+        for cell in range(cell_sums.size):
+            mu = gene_sums[gene] * cell_sums[cell] / total
+            res = min(max(-mu / np.sqrt(mu + mu * mu / theta), -clip), clip)
+            s1 += res
+            s2 += res * res
+        first[gene] = s1
+        second[gene] = s2
+    return first, second
+
+
+@numba.njit(cache=True)
+def _nonzero_residual_corrections(data, indices, indptr, gene_sums, cell_sums, total, theta, clip):
+    """Per gene: what the stored counts add to those sums, over the residual of a zero."""
+    first = np.zeros(gene_sums.size)
+    second = np.zeros(gene_sums.size)
+    for cell in range(indptr.size - 1):
+        for k in range(indptr[cell], indptr[cell + 1]):
+            gene = indices[k]
+            mu = gene_sums[gene] * cell_sums[cell] / total
+            sd = np.sqrt(mu + mu * mu / theta)
+            res = min(max((data[k] - mu) / sd, -clip), clip)
+            res0 = min(max(-mu / sd, -clip), clip)
+            first[gene] += res - res0
+            second[gene] += res * res - res0 * res0
+    return first, second
+
+
+def pearson_residual_variances(counts, *, theta: float = 100.0, clip: float | None = None) -> np.ndarray:
+    """Variance over cells of each gene's clipped analytic Pearson residuals (Lause et al. 2021).
+
+    The quantity ``scanpy.experimental.pp.highly_variable_genes(flavor="pearson_residuals")``
+    ranks genes by (same theta, clip = sqrt(cells), population variance), computed from the
+    CSR counts in O(genes) memory: scanpy converts the counts to CSC float64 first (at 100k
+    cells, ~4 GB above the matrix, the cluster stage's peak; measured). A zero count's residual
+    depends only on the cell's and gene's totals, so every cell is summed as if zero, then the
+    stored counts correct their own terms. Genes never detected get NaN.
+    """
+    counts = sparse.csr_matrix(counts)
+    n_cells = counts.shape[0]
+    clip = float(np.sqrt(n_cells) if clip is None else clip)
+    cell_sums, gene_sums = csr_sums(counts.data, counts.indices, counts.indptr, counts.shape[1])
+    total = float(gene_sums.sum())
+    detected = gene_sums > 0
+    safe_sums = np.where(detected, gene_sums, 1.0)  # undefined for undetected genes
+    first, second = _zero_residual_moments(safe_sums, cell_sums, total, float(theta), clip)
+    extra_first, extra_second = _nonzero_residual_corrections(
+        counts.data, counts.indices, counts.indptr, safe_sums, cell_sums, total, float(theta), clip
+    )
+    mean = (first + extra_first) / n_cells
+    variance = np.maximum((second + extra_second) / n_cells - mean * mean, 0.0)
+    return np.where(detected, variance, np.nan)
+
+
+@numba.njit(cache=True)
+def _expm1_column_moments(data, indices, n_columns):
+    """Per column: sum and sum of squares of expm1 of the stored values (zeros add nothing)."""
+    sums = np.zeros(n_columns)
+    squares = np.zeros(n_columns)
+    for position in range(data.size):
+        value = np.expm1(np.float64(data[position]))
+        sums[indices[position]] += value
+        squares[indices[position]] += value * value
+    return sums, squares
+
+
+def seurat_dispersions(logged, *, genes: np.ndarray | None = None, n_bins: int = 20) -> pd.DataFrame:
+    """Seurat-flavour gene dispersions of log1p-normalised values, in O(genes) memory.
+
+    The quantities of ``scanpy.pp.highly_variable_genes(flavor="seurat")`` (Satija et al. 2015):
+    mean and variance (ddof 1) of expm1(X), log dispersion var / mean, log1p mean, and the
+    dispersion z-scored within `n_bins` equal-width bins of that mean (a bin holding one gene
+    gives it 1). scanpy first copies X and takes expm1 of the copy (at 37k lineage cells, one
+    of the trajectory stage's copies; measured); here the sums run over the stored values.
+    `genes` (boolean mask) restricts the binning to those genes, as if the others had been
+    sliced away first (without the column copy); the others get NaN.
+    Returns a frame with columns ``means``, ``dispersions``, ``dispersions_norm`` (gene order).
+    """
+    if sparse.issparse(logged):
+        logged = sparse.csr_matrix(logged)
+        sums, squares = _expm1_column_moments(logged.data, logged.indices, logged.shape[1])
+    else:
+        values = np.expm1(np.asarray(logged, dtype=np.float64))
+        sums, squares = values.sum(axis=0), (values * values).sum(axis=0)
+    n_cells = logged.shape[0]
+    mean = sums / n_cells
+    variance = (squares - n_cells * mean * mean) / max(n_cells - 1, 1)
+    mean[mean == 0] = 1e-12
+    dispersion = variance / mean
+    dispersion[dispersion == 0] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dispersion = np.log(dispersion)
+    frame = pd.DataFrame({"means": np.log1p(mean), "dispersions": dispersion})
+    if genes is not None:
+        frame.loc[~np.asarray(genes, dtype=bool)] = np.nan
+    bins = pd.cut(frame["means"], bins=n_bins)
+    grouped = frame.groupby(bins, observed=True)["dispersions"]
+    average, deviation = grouped.transform("mean"), grouped.transform("std")
+    single = deviation.isna()  # scanpy: a bin of one gene (with a dispersion) -> z of 1
+    deviation = deviation.where(~single, average)
+    average = average.where(~single, 0.0)
+    frame["dispersions_norm"] = (frame["dispersions"] - average) / deviation
+    return frame
+
+
+def seurat_highly_variable(
+    logged,
+    *,
+    n_top_genes: int | None = None,
+    genes: np.ndarray | None = None,
+    min_mean: float = 0.0125,
+    max_mean: float = 3.0,
+    min_disp: float = 0.5,
+) -> np.ndarray:
+    """Boolean mask of Seurat-flavour highly variable genes, as scanpy picks them.
+
+    With `n_top_genes`, the genes whose normalised dispersion is among the top `n_top_genes`
+    (ties at the cut kept); without, scanpy's default cut-offs on mean and dispersion. Only
+    `genes` (a boolean mask; default all) can be picked, and only they are binned.
+    """
+    frame = seurat_dispersions(logged, genes=genes)
+    norm = frame["dispersions_norm"].to_numpy()
+    if n_top_genes is None:
+        mean = frame["means"].to_numpy()
+        with np.errstate(invalid="ignore"):
+            return (mean > min_mean) & (mean < max_mean) & (np.nan_to_num(norm) > min_disp)
+    finite = np.sort(norm[~np.isnan(norm)])[::-1]
+    cut = finite[min(n_top_genes, finite.size) - 1]
+    return np.nan_to_num(norm, nan=-np.inf) >= cut
