@@ -64,3 +64,17 @@ def test_without_tex_term_the_stage_is_skipped_not_failed():
     assert "Tex_term" in reason
     assert adata.obs["pseudotime"].isna().all()
     assert table["note"].iloc[0].startswith("skipped")
+
+
+def test_lineage_rows_given_without_x_give_the_same_pseudotime(lineage):
+    adata, _, exclude = lineage
+    bare = adata.copy()
+    mask = trajectory.lineage_mask(bare)
+    rows = bare.X[mask].copy()
+    bare.X = None
+    trajectory.diffusion_pseudotime(bare, lineage_x=rows, exclude_genes=exclude, n_root_checks=5)
+    np.testing.assert_array_equal(bare.obs["pseudotime"].to_numpy(), adata.obs["pseudotime"].to_numpy())
+    with pytest.raises(ValueError, match="lineage_x"):
+        trajectory.diffusion_pseudotime(bare, lineage_x=rows[:-1], exclude_genes=exclude)
+    with pytest.raises(ValueError, match="no X"):
+        trajectory.diffusion_pseudotime(bare, exclude_genes=exclude)

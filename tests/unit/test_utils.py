@@ -113,3 +113,18 @@ def test_streamed_subset_is_the_subset_written_whole(tmp_path, shared, monkeypat
     assert utils.counts_are_x(streamed) == shared
     assert streamed.uns["texflow"] == whole.uns["texflow"]
     assert not list(tmp_path.glob(".*.part"))
+
+
+def test_annotations_then_rows_read_as_the_whole_file(tmp_path):
+    adata = _counts_adata(n_cells=50)
+    adata.obs["group"] = np.arange(50) % 3
+    path = tmp_path / "stage.h5ad"
+    utils.write_h5ad(adata, path)
+    annotations = utils.read_h5ad(path, layers=False, x=False)
+    assert annotations.X is None and annotations.shape == adata.shape
+    assert annotations.obs["group"].equals(adata.obs["group"])
+    rows = annotations.obs["group"].to_numpy() == 1
+    np.testing.assert_array_equal(utils.read_rows(path, rows).toarray(), adata.X[rows].toarray())
+    np.testing.assert_array_equal(utils.read_rows(path, np.flatnonzero(rows)).toarray(), adata.X[rows].toarray())
+    with pytest.raises(ValueError, match="annotations only"):
+        utils.read_h5ad(path, x=False)

@@ -101,23 +101,42 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> None:
             share_counts(adata)
 
 
-def read_h5ad(path: str | os.PathLike, *, layers: bool = True) -> ad.AnnData:
+def read_h5ad(path: str | os.PathLike, *, layers: bool = True, x: bool = True) -> ad.AnnData:
     """Read a stage's h5ad; a file written with shared counts gets ``layers["counts"]`` = X.
 
     With ``layers=False`` the layers are not read (a stage that only needs X saves a copy of
     the matrix: 2 GB at 100k cells); write its output with `update_h5ad`, which keeps them.
+    With ``x=False`` too, only the annotations are read (X is None); `read_rows` then reads the
+    rows of X a stage needs.
     """
+    if not x and layers:
+        raise ValueError("read_h5ad(x=False) reads annotations only: pass layers=False too")
     if layers:
         adata = ad.read_h5ad(path)
     else:
         import h5py
 
+        skipped = {"layers"} if x else {"layers", "X"}
         with h5py.File(path, "r") as file:
-            slots = {key: ad.io.read_elem(file[key]) for key in file if key != "layers"}
+            slots = {key: ad.io.read_elem(file[key]) for key in file if key not in skipped}
         adata = ad.AnnData(**slots)
     if layers and adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X:
         share_counts(adata)
     return adata
+
+
+def read_rows(path: str | os.PathLike, rows: np.ndarray) -> sparse.csr_matrix:
+    """Rows of the CSR matrix X of the h5ad at `path` (a boolean mask or positions), read from
+    disk without the rest of the matrix."""
+    import h5py
+
+    rows = np.asarray(rows)
+    positions = np.flatnonzero(rows) if rows.dtype == bool else rows
+    with h5py.File(path, "r") as file:
+        matrix = ad.io.sparse_dataset(file["X"])
+        if matrix.format != "csr":
+            raise ValueError(f"read_rows: X of {path} is {matrix.format}, not csr")
+        return sparse.csr_matrix(matrix[positions])
 
 
 #: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
