@@ -126,5 +126,19 @@ def test_annotations_then_rows_read_as_the_whole_file(tmp_path):
     rows = annotations.obs["group"].to_numpy() == 1
     np.testing.assert_array_equal(utils.read_rows(path, rows).toarray(), adata.X[rows].toarray())
     np.testing.assert_array_equal(utils.read_rows(path, np.flatnonzero(rows)).toarray(), adata.X[rows].toarray())
-    with pytest.raises(ValueError, match="annotations only"):
-        utils.read_h5ad(path, x=False)
+    # shared counts: the counts layer alone is X's matrix
+    counts_only = utils.read_h5ad(path, x=False, layers=["counts"])
+    assert counts_only.X is None
+    np.testing.assert_array_equal(counts_only.layers["counts"].toarray(), adata.X.toarray())
+
+
+def test_a_named_layer_is_read_without_x(tmp_path):
+    adata = _counts_adata()
+    cluster.normalise(adata, value_type="counts")  # X log-normalised, counts a layer of its own
+    path = tmp_path / "stage.h5ad"
+    utils.write_h5ad(adata, path)
+    back = utils.read_h5ad(path, x=False, layers=["counts", "absent"])
+    assert back.X is None and [k for k in back.layers if k is not None] == ["counts"]
+    np.testing.assert_array_equal(back.layers["counts"].toarray(), adata.layers["counts"].toarray())
+    # anndata 0.13 lists X itself as layer None
+    assert [k for k in utils.read_h5ad(path, layers=["absent"]).layers if k is not None] == []

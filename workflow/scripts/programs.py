@@ -6,12 +6,17 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import programs
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import read_h5ad, run_step, write_h5ad
+from texflow.utils import read_h5ad, run_step, update_h5ad
 
 
 def main(snakemake):
     path = snakemake.input.h5ad
-    adata = read_h5ad(path)
+    # annotations and the counts (scored after downsampling, in place); X only for data
+    # without counts, which are scored on it. final.h5ad is the input with the annotations
+    # replaced (update_h5ad), so its matrices are the trajectory stage's, untouched.
+    adata = read_h5ad(path, x=False, layers=["counts"])
+    if "counts" not in adata.layers:
+        adata.X = read_h5ad(path, layers=False).X
     meta = adata.uns.setdefault("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")
@@ -38,6 +43,7 @@ def main(snakemake):
         min_paired_patients=stats["min_paired_patients"],
         adjust_for=stats["adjust_for"],
         stats_seed=stats["seed"],
+        overwrite_counts=True,
     )
     response_skipped = str(tables.pop("_response_skipped")["reason"].iloc[0])
     outputs = snakemake.output
@@ -59,7 +65,7 @@ def main(snakemake):
     )
     summary["dataset"] = summary["dataset"] or dataset
     programs.write_json(summary, outputs.summary)
-    write_h5ad(adata, outputs.h5ad)
+    update_h5ad(adata, source=path, path=outputs.h5ad)
 
 
 run_step(main, snakemake)  # noqa: F821

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -101,27 +101,39 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> None:
             share_counts(adata)
 
 
-def read_h5ad(path: str | os.PathLike, *, layers: bool = True, x: bool = True) -> ad.AnnData:
+def read_h5ad(
+    path: str | os.PathLike, *, layers: bool | Collection[str] = True, x: bool = True
+) -> ad.AnnData:
     """Read a stage's h5ad; a file written with shared counts gets ``layers["counts"]`` = X.
 
-    With ``layers=False`` the layers are not read (a stage that only needs X saves a copy of
-    the matrix: 2 GB at 100k cells); write its output with `update_h5ad`, which keeps them.
-    With ``x=False`` too, only the annotations are read (X is None); `read_rows` then reads the
-    rows of X a stage needs.
+    `layers`: True reads every layer; False none (a stage that only needs X saves a copy of
+    the matrix: 2 GB at 100k cells); a collection of names reads those present. With
+    ``x=False`` X is not read (None): `read_rows` reads the rows of X a stage needs. A stage
+    that reads part of a file writes its output with `update_h5ad`, which keeps the rest.
     """
-    if not x and layers:
-        raise ValueError("read_h5ad(x=False) reads annotations only: pass layers=False too")
-    if layers:
+    if layers is True and x:
         adata = ad.read_h5ad(path)
-    else:
-        import h5py
+        if adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X:
+            share_counts(adata)
+        return adata
+    import h5py
 
-        skipped = {"layers"} if x else {"layers", "X"}
-        with h5py.File(path, "r") as file:
-            slots = {key: ad.io.read_elem(file[key]) for key in file if key not in skipped}
-        adata = ad.AnnData(**slots)
-    if layers and adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X:
-        share_counts(adata)
+    wanted = None if layers is True else set(layers or ())
+    with h5py.File(path, "r") as file:
+        slots = {key: ad.io.read_elem(file[key]) for key in file if key not in ("layers", "X")}
+        uns = slots.get("uns", {})
+        shared = uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X
+        names = [n for n in file.get("layers", {}) if wanted is None or n in wanted]
+        read = {n: ad.io.read_elem(file["layers"][n]) for n in names}
+        if x or (shared and (wanted is None or "counts" in wanted)):
+            matrix = ad.io.read_elem(file["X"])
+            if x:
+                slots["X"] = matrix
+            if shared and (wanted is None or "counts" in wanted):
+                read["counts"] = matrix
+    adata = ad.AnnData(**slots)
+    for name, matrix in read.items():
+        adata.layers[name] = matrix
     return adata
 
 
