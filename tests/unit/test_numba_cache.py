@@ -74,3 +74,15 @@ def test_umap_kernels_are_loaded_from_cache_by_the_next_process(tmp_path):
     second = kernel_lines(run_python(NEIGHBOURS, tmp_path), "smooth_knn_dist")
     assert any("data saved" in line for line in first), first
     assert any("data loaded" in line for line in second), second
+
+
+def test_pynndescent_kernels_compiled_at_import_are_loaded_from_cache(tmp_path):
+    # pynndescent declares these with explicit signatures: compiled as it is imported
+    code = NEIGHBOURS + "from numba.core import decorators\nprint('JIT', decorators._jit.__qualname__)\n"
+    first = run_python(code, tmp_path)
+    second = run_python(code, tmp_path)
+    assert any("data saved" in line for line in kernel_lines(first, "rp_trees")), first[-2000:]
+    assert any("data loaded" in line for line in kernel_lines(second, "rp_trees")), second[-2000:]
+    assert not any("data saved" in line for line in kernel_lines(second, "rp_trees"))
+    # after the import, numba's decorator factory is numba's own again
+    assert "JIT _jit\n" in second
