@@ -1,5 +1,6 @@
 # Stage qc: raw.h5ad -> qc.h5ad (QC-passing cells only) + per-sample QC table, per-cell QC
-# table and figures. Logic: workflow/texflow/qc.py (per-sample MAD outliers, scrublet).
+# table and figures. Logic: workflow/texflow/qc.py (per-sample MAD outliers) and
+# workflow/texflow/doublets.py (Scrublet per sample).
 
 
 rule qc:

@@ -573,6 +573,7 @@ def simulate(
     transitional_fraction: float = 0.1,
     composition_concentration: float = 100.0,
     tissue: str = "tumor",
+    counts_layer: bool = True,
 ) -> ad.AnnData:
     """Simulate T-cell scRNA-seq counts with known truth.
 
@@ -624,11 +625,15 @@ def simulate(
         (higher: patients more alike).
     tissue
         Value of ``obs["tissue"]``.
+    counts_layer
+        Also return the counts as ``layers["counts"]`` (a copy). False for large benchmark
+        files, whose readers take X as the counts: at 500k cells each copy is ~10 GB.
 
     Returns
     -------
     AnnData with
-        - ``X`` and ``layers["counts"]``: counts (float32 CSR, separate copies).
+        - ``X`` and ``layers["counts"]``: counts (float32 CSR, separate copies; no layer
+          with ``counts_layer=False``).
         - ``obs``: ``sample``, ``patient``, ``response``, ``timepoint``, ``tissue``, and the truth
           ``true_population``, ``true_is_cd8``, ``true_state``, ``true_pseudotime`` (NaN outside
           the exhausted lineage and for doublets), ``true_doublet``, ``true_doublet_of``,
@@ -790,7 +795,8 @@ def simulate(
     var["ribo"] = genes.gene_class == "ribo"
 
     adata = ad.AnnData(X=X, obs=obs, var=var)
-    adata.layers["counts"] = X.copy()
+    if counts_layer:
+        adata.layers["counts"] = X.copy()
     parameters = {
         "n_cells": int(n_cells),
         "n_genes": int(n_genes),
