@@ -70,7 +70,8 @@ rule programs:
     # a second BLAS thread: 59.5 s with one, 48.5 s with two at 100k cells (benchmarks/README.md)
     threads: 2
     resources:
-        mem_mb=scaled_mem_mb(2000, 3.0),
+        # true peak / input file size: 0.63 at 100k cells (1.64 of 2.59 GB), 0.52 at 500k (6.79 of 13.05 GB); benchmarks/README.md
+        mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(20, 30),
     params:
         programs=config.get("programs", {}),

@@ -36,7 +36,8 @@ rule qc:
     # OpenMP (scikit-learn's exact kNN), BLAS and numba use both; Snakemake caps it at --cores
     threads: 2
     resources:
-        mem_mb=scaled_mem_mb(2000, 4.0),
+        # true peak / input file size: 1.53 at 100k cells (3.12 of 2.04 GB), 1.36 at 500k (13.93 of 10.21 GB); benchmarks/README.md
+        mem_mb=scaled_mem_mb(2000, 2.0),
         runtime=scaled_runtime(10, 20),
     params:
         qc=config.get("qc", {}),

@@ -36,7 +36,8 @@ rule states:
     # UCell ranks (numba) use no BLAS/OpenMP thread: 29.9 s with two, 31.1 s with one at 100k
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(2000, 3.0),
+        # true peak / input file size: 0.68 at 100k cells (1.74 of 2.57 GB), 0.52 at 500k (6.68 of 12.97 GB); benchmarks/README.md
+        mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(10, 10),
     params:
         states=config.get("states", {}),
