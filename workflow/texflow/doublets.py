@@ -45,7 +45,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from .features import cells_detected_per_gene, seurat_highly_variable
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Scrublet's defaults (Wolock et al. 2019; `scanpy.pp.scrublet`)
 MIN_CELLS_PER_GENE = 3
@@ -171,6 +171,7 @@ def scrublet_scores(
     scores = bayesian_doublet_score(
         n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
     )
+    logger.debug("scrublet: %d cells, %d simulated doublets, %d HVGs, k = %d", n_obs, n_sim, int(hvg.sum()), k_adj)
     observed = np.full(len(kept), np.nan)
     observed[kept] = scores[:n_obs]
     return ScrubletResult(observed=observed, simulated=scores[n_obs:], n_neighbors=k_adj)
