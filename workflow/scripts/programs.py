@@ -6,7 +6,7 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import programs
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import read_h5ad, run_step, update_h5ad
+from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad
 
 
 def main(snakemake):
@@ -16,7 +16,7 @@ def main(snakemake):
     # replaced (update_h5ad), so its matrices are the trajectory stage's, untouched.
     adata = read_h5ad(path, x=False, layers=["counts"])
     if "counts" not in adata.layers:
-        adata.X = read_h5ad(path, layers=False).X
+        adata.X = read_rows(path)
     meta = adata.uns.setdefault("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")

@@ -43,7 +43,7 @@ from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
 
-from .features import cells_detected_per_gene, seurat_highly_variable
+from .features import cells_detected_per_gene, csr_sums, seurat_highly_variable
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 MIN_CELLS_PER_GENE = 3
 MIN_GENES_PER_CELL = 3
 SIM_DOUBLET_RATIO = 2.0
-STDEV_DOUBLET_RATE = 0.02
 SIM_TARGET_SUM = 1e6
 
 
@@ -61,7 +60,6 @@ class ScrubletResult:
 
     observed: np.ndarray
     simulated: np.ndarray
-    n_neighbors: int
 
 
 def _scale_rows(matrix: sparse.csr_matrix, factors: np.ndarray) -> sparse.csr_matrix:
@@ -72,7 +70,7 @@ def _scale_rows(matrix: sparse.csr_matrix, factors: np.ndarray) -> sparse.csr_ma
 
 
 def _row_sums(matrix: sparse.csr_matrix) -> np.ndarray:
-    return np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+    return csr_sums(matrix.data, matrix.indices, matrix.indptr, matrix.shape[1])[0]
 
 
 @numba.njit(cache=True)
@@ -174,7 +172,7 @@ def scrublet_scores(
     logger.debug("scrublet: %d cells, %d simulated doublets, %d HVGs, k = %d", n_obs, n_sim, int(hvg.sum()), k_adj)
     observed = np.full(len(kept), np.nan)
     observed[kept] = scores[:n_obs]
-    return ScrubletResult(observed=observed, simulated=scores[n_obs:], n_neighbors=k_adj)
+    return ScrubletResult(observed=observed, simulated=scores[n_obs:])
 
 
 def bayesian_doublet_score(

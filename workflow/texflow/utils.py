@@ -125,11 +125,12 @@ def read_h5ad(
         shared = uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X
         names = [n for n in file.get("layers", {}) if wanted is None or n in wanted]
         read = {n: ad.io.read_elem(file["layers"][n]) for n in names}
-        if x or (shared and (wanted is None or "counts" in wanted)):
+        counts_are_x = shared and (wanted is None or "counts" in wanted)
+        if x or counts_are_x:
             matrix = ad.io.read_elem(file["X"])
             if x:
                 slots["X"] = matrix
-            if shared and (wanted is None or "counts" in wanted):
+            if counts_are_x:
                 read["counts"] = matrix
     adata = ad.AnnData(**slots)
     for name, matrix in read.items():
@@ -137,14 +138,17 @@ def read_h5ad(
     return adata
 
 
-def read_rows(path: str | os.PathLike, rows: np.ndarray) -> sparse.csr_matrix:
-    """Rows of the CSR matrix X of the h5ad at `path` (a boolean mask or positions), read from
-    disk without the rest of the matrix."""
+def read_rows(path: str | os.PathLike, rows: np.ndarray | None = None):
+    """Rows of X of the h5ad at `path` (a boolean mask or positions; CSR X), read from disk
+    without the rest of the matrix; ``rows=None`` reads all of X as stored (for a stage that
+    read the annotations with ``read_h5ad(x=False)`` and finds it needs X after all)."""
     import h5py
 
-    rows = np.asarray(rows)
-    positions = np.flatnonzero(rows) if rows.dtype == bool else rows
     with h5py.File(path, "r") as file:
+        if rows is None:
+            return ad.io.read_elem(file["X"])
+        rows = np.asarray(rows)
+        positions = np.flatnonzero(rows) if rows.dtype == bool else rows
         matrix = ad.io.sparse_dataset(file["X"])
         if matrix.format != "csr":
             raise ValueError(f"read_rows: X of {path} is {matrix.format}, not csr")
