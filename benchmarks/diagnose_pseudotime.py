@@ -1,0 +1,110 @@
+"""Why does the pseudotime truth check fail? Rebuild the trajectory with groups of cells left out.
+
+Reads a simulated run's ``trajectory.h5ad`` (or ``final.h5ad``; anything after the states
+stage), rebuilds the diffusion pseudotime exactly as the trajectory stage does (the pipeline's
+config: lineage states, excluded programs, features, PCs, neighbours, components), once on the
+whole lineage and once per ``--leave-out`` column with those cells taken out of the lineage,
+and reports for each: lineage cells, Spearman rho with ``obs["true_pseudotime"]``, the median
+pseudotime of each state, the share of (Tpex, Tex_term) pairs in order and the root stability.
+
+    .venv/bin/python benchmarks/diagnose_pseudotime.py \
+        benchmarks/out/texflow_100000/results/bench/trajectory.h5ad \
+        --leave-out predicted_doublet true_doublet [--out table.tsv]
+
+The leave-out columns are boolean obs columns: ``true_doublet`` (the simulator's truth) shows
+what perfect doublet removal would do, ``predicted_doublet`` (Scrublet's call) what the
+pipeline could do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "workflow"), str(ROOT)]
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from texflow import programs, trajectory, utils  # noqa: E402
+
+logger = logging.getLogger("diagnose_pseudotime")
+
+
+def rebuild(annotations, path: Path, *, params: dict, leave_out: np.ndarray | None) -> dict:
+    """Trajectory of `annotations` (read without X) with the `leave_out` cells out of the lineage."""
+    adata = annotations.copy()
+    if leave_out is not None:
+        # a state outside the lineage keeps the cells out of it, as the states stage's labels would
+        states = adata.obs["state"].astype(str)
+        adata.obs["state"] = states.where(~leave_out, "ambiguous").astype("category")
+    organism = adata.uns["texflow"]["organism"]
+    tested = programs.load_selected_programs(
+        organism=organism, names=params["exclude_programs"], extra_file=""
+    )
+    exclude = programs.program_genes(tested, params["exclude_programs"], var_names=adata.var_names)
+    mask = trajectory.lineage_mask(adata, states=params["lineage_states"])
+    table = trajectory.diffusion_pseudotime(
+        adata,
+        lineage_x=utils.read_rows(path, mask),
+        exclude_genes=exclude,
+        states=params["lineage_states"],
+        n_top_genes=params["n_top_genes"],
+        n_pcs=params["n_pcs"],
+        n_neighbors=params["n_neighbors"],
+        n_dcs=params["n_dcs"],
+        n_root_checks=params["n_root_checks"],
+        min_cells=params["min_cells"],
+        regress_depth=params["regress_depth"],
+        seed=params["seed"],
+    )
+    obs = adata.obs[mask]
+    known = obs["true_pseudotime"].notna() & obs["pseudotime"].notna()
+    record = adata.uns["texflow"]["trajectory"]
+    row = {
+        "lineage_cells": int(mask.sum()),
+        "true_doublet_share": round(float(obs["true_doublet"].astype(bool).mean()), 4),
+        "pseudotime_rho": round(
+            float(stats.spearmanr(obs.loc[known, "pseudotime"], obs.loc[known, "true_pseudotime"]).statistic), 3
+        ),
+        "state_order_auc": round(float(record["state_order_auc"]), 3),
+        "root_sensitivity_median_rho": round(float(table.loc[~table["is_main_root"], "spearman_rho"].median()), 3),
+    }
+    for state in params["lineage_states"]:
+        row[f"median_{state}"] = round(float(obs.loc[obs["state"].astype(str) == state, "pseudotime"].median()), 3)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("h5ad", type=Path, help="a simulated run's trajectory.h5ad or final.h5ad")
+    parser.add_argument("--leave-out", nargs="*", default=[], help="boolean obs columns, one rebuild each")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
+    parser.add_argument("--out", type=Path, help="write the table here (TSV)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    params = yaml.safe_load(args.config.read_text())["trajectory"]
+    annotations = utils.read_h5ad(args.h5ad, layers=False, x=False)
+    if "true_pseudotime" not in annotations.obs:
+        sys.exit(f"{args.h5ad}: no obs['true_pseudotime']; this needs a simulated dataset")
+    rows = []
+    for column in [None, *args.leave_out]:
+        if column is not None and column not in annotations.obs:
+            sys.exit(f"{args.h5ad}: no obs[{column!r}] to leave out")
+        leave_out = None if column is None else annotations.obs[column].to_numpy(dtype=bool)
+        logger.info("rebuilding with %s left out", column or "nothing")
+        rows.append({"left_out": column or "-", **rebuild(annotations, args.h5ad, params=params, leave_out=leave_out)})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    if args.out:
+        table.to_csv(args.out, sep="\t", index=False)
+
+
+if __name__ == "__main__":
+    main()
