@@ -21,11 +21,13 @@ test: $(VENV)/.installed
 
 env: $(VENV)/.installed
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on this machine), every rule process
+# would otherwise compile its imports from source (scanpy + texflow: 9.5 s -> 2.7 s; measured)
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: install it (e.g. pyenv install 3.12) or set PYTHON312=/path/to/python3.12" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==0.13.8
-	$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip sync --quiet --compile-bytecode --python $(PY) requirements.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
