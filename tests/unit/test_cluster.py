@@ -117,3 +117,21 @@ def test_seurat_hvgs_are_scanpys(n_top_genes):
     masked = features.seurat_highly_variable(logged, n_top_genes=n_top_genes, genes=genes)
     assert not masked[~genes].any()
     np.testing.assert_array_equal(masked[genes], sliced["highly_variable"].to_numpy())
+
+
+def test_leiden_is_scanpys_with_or_without_a_shared_graph():
+    import scanpy as sc
+
+    adata = _cd8("human", 0)
+    cluster.normalise(adata, value_type="counts")
+    cluster.select_hvgs(adata, value_type="counts", n_top_genes=500, flavor="pearson_residuals")
+    cluster.embed(adata, n_pcs=15, n_neighbors=15)
+    graph = cluster.knn_igraph(adata)
+    for resolution in (0.4, 1.0, 2.0):
+        sc.tl.leiden(adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False,
+                     random_state=3, key_added="scanpy")
+        cluster.leiden(adata, resolution=resolution, seed=3, key_added="own")
+        cluster.leiden(adata, resolution=resolution, seed=3, key_added="shared", graph=graph)
+        for key in ("own", "shared"):
+            assert adata.obs[key].equals(adata.obs["scanpy"]), (key, resolution)
+            assert adata.uns[key]["modularity"] == adata.uns["scanpy"]["modularity"]
