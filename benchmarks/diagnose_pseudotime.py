@@ -36,32 +36,26 @@ from texflow import programs, trajectory, utils  # noqa: E402
 logger = logging.getLogger("diagnose_pseudotime")
 
 
-def rebuild(annotations, path: Path, *, params: dict, leave_out: np.ndarray | None) -> dict:
-    """Trajectory of `annotations` (read without X) with the `leave_out` cells out of the lineage."""
+def rebuild(
+    annotations, lineage_x, *, params: dict, exclude: list[str], leave_out: np.ndarray | None
+) -> dict:
+    """Trajectory of `annotations` (read without X) with the `leave_out` cells out of the lineage.
+
+    `lineage_x`: X's rows of the whole lineage, read once; a leave-out only removes cells from
+    it, so each rebuild takes its rows from there rather than from the file again.
+    """
     adata = annotations.copy()
+    full = trajectory.lineage_mask(adata, states=params["lineage_states"])
     if leave_out is not None:
         # a state outside the lineage keeps the cells out of it, as the states stage's labels would
         states = adata.obs["state"].astype(str)
         adata.obs["state"] = states.where(~leave_out, "ambiguous").astype("category")
-    organism = adata.uns["texflow"]["organism"]
-    tested = programs.load_selected_programs(
-        organism=organism, names=params["exclude_programs"], extra_file=""
-    )
-    exclude = programs.program_genes(tested, params["exclude_programs"], var_names=adata.var_names)
     mask = trajectory.lineage_mask(adata, states=params["lineage_states"])
     table = trajectory.diffusion_pseudotime(
         adata,
-        lineage_x=utils.read_rows(path, mask),
+        lineage_x=lineage_x[mask[full]],
         exclude_genes=exclude,
-        states=params["lineage_states"],
-        n_top_genes=params["n_top_genes"],
-        n_pcs=params["n_pcs"],
-        n_neighbors=params["n_neighbors"],
-        n_dcs=params["n_dcs"],
-        n_root_checks=params["n_root_checks"],
-        min_cells=params["min_cells"],
-        regress_depth=params["regress_depth"],
-        seed=params["seed"],
+        **trajectory.options_from_config(params),
     )
     obs = adata.obs[mask]
     known = obs["true_pseudotime"].notna() & obs["pseudotime"].notna()
@@ -93,13 +87,19 @@ def main(argv: list[str] | None = None) -> None:
     annotations = utils.read_h5ad(args.h5ad, layers=False, x=False)
     if "true_pseudotime" not in annotations.obs:
         sys.exit(f"{args.h5ad}: no obs['true_pseudotime']; this needs a simulated dataset")
+    names = params["exclude_programs"]
+    tested = programs.load_selected_programs(
+        organism=annotations.uns["texflow"]["organism"], names=names, extra_file=""
+    )
+    exclude = programs.program_genes(tested, names, var_names=annotations.var_names)
+    lineage_x = utils.read_rows(args.h5ad, trajectory.lineage_mask(annotations, states=params["lineage_states"]))
     rows = []
     for column in [None, *args.leave_out]:
         if column is not None and column not in annotations.obs:
             sys.exit(f"{args.h5ad}: no obs[{column!r}] to leave out")
         leave_out = None if column is None else annotations.obs[column].to_numpy(dtype=bool)
         logger.info("rebuilding with %s left out", column or "nothing")
-        rows.append({"left_out": column or "-", **rebuild(annotations, args.h5ad, params=params, leave_out=leave_out)})
+        rows.append({"left_out": column or "-", **rebuild(annotations, lineage_x, params=params, exclude=exclude, leave_out=leave_out)})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if args.out:

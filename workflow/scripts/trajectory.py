@@ -29,15 +29,7 @@ def main(snakemake):
         adata,
         lineage_x=read_rows(path, lineage) if lineage.any() else None,
         exclude_genes=exclude,
-        states=params["lineage_states"],
-        n_top_genes=params["n_top_genes"],
-        n_pcs=params["n_pcs"],
-        n_neighbors=params["n_neighbors"],
-        n_dcs=params["n_dcs"],
-        n_root_checks=params["n_root_checks"],
-        min_cells=params["min_cells"],
-        regress_depth=params["regress_depth"],
-        seed=params["seed"],
+        **trajectory.options_from_config(params),
     )
     programs.write_tsv(table, snakemake.output.root_sensitivity)
     skipped = meta.get("skipped", {}).get("trajectory", "")

@@ -16,7 +16,7 @@ A root-sensitivity check reruns DPT from other cells of that cluster.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import anndata as ad
 import numpy as np
@@ -105,6 +105,17 @@ def lineage_features(
     n_top = int(min(n_top_genes, genes.sum()))
     picked = seurat_highly_variable(lineage.X, n_top_genes=n_top, genes=genes)
     return lineage.var_names[picked].tolist()
+
+
+#: Keywords of `diffusion_pseudotime` that the config's ``trajectory`` section gives by name.
+CONFIG_OPTIONS = (
+    "n_top_genes", "n_pcs", "n_neighbors", "n_dcs", "n_root_checks", "min_cells", "regress_depth", "seed",
+)
+
+
+def options_from_config(params: Mapping) -> dict:
+    """`diffusion_pseudotime` keywords from the config's ``trajectory`` section."""
+    return {"states": params["lineage_states"], **{name: params[name] for name in CONFIG_OPTIONS}}
 
 
 def _lineage_cells(adata: ad.AnnData, mask: np.ndarray, x=None) -> ad.AnnData:
