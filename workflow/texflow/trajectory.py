@@ -25,6 +25,7 @@ import scanpy as sc
 from scipy import stats
 
 from ._numba_cache import cache_umap_kernels
+from .cluster import pca
 from .features import cells_detected_per_gene, seurat_highly_variable
 from .utils import knn_transformer
 
@@ -287,7 +288,7 @@ def diffusion_pseudotime(
         work.obs[confidence_key] = lineage.obs[confidence_key].values
     sc.pp.scale(work, max_value=10)
     n_comps = int(max(2, min(n_pcs, work.n_obs - 1, work.n_vars - 1)))
-    sc.pp.pca(work, n_comps=n_comps, random_state=seed)
+    pca(work, n_comps=n_comps, mask_var=None)
     cache_umap_kernels()
     sc.pp.neighbors(
         work,
