@@ -175,3 +175,30 @@ def test_trend_band_is_the_band_of_refits_on_resampled_rows():
     np.testing.assert_allclose(table["lower"], lower, atol=1e-8)
     np.testing.assert_allclose(table["upper"], upper, atol=1e-8)
     assert (table["n_bootstrap_ok"] == 30).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_downsampled_counts_are_scanpys(dtype):
+    """texflow's parallel downsampling draws what scanpy's per-cell loop draws, cell for cell."""
+    import anndata as ad
+    import scanpy as sc
+    from scipy import sparse
+
+    from texflow import features
+
+    rng = np.random.default_rng(7)
+    depth = rng.lognormal(6, 0.6, 400)[:, None]
+    counts = rng.poisson(depth * rng.dirichlet(np.full(300, 0.3), 400)).astype(dtype)
+    counts[:5] = 0  # cells without counts stay so
+    matrix = sparse.csr_matrix(counts)
+    target = int(np.quantile(counts.sum(axis=1), 0.3))
+    expected = ad.AnnData(matrix.copy())
+    sc.pp.downsample_counts(expected, counts_per_cell=target, random_state=11)
+    ours = features.downsample_counts(matrix.copy(), counts_per_cell=target, seed=11)
+    assert ours.dtype == dtype and not (ours.data == 0).any()
+    np.testing.assert_array_equal(ours.toarray(), expected.X.toarray())
+    totals = np.asarray(ours.sum(axis=1)).ravel()
+    original = counts.sum(axis=1)
+    assert (totals == np.minimum(original, target)).all()
+    with pytest.raises(TypeError, match="needs a CSR matrix"):
+        features.downsample_counts(matrix.tocsc(), counts_per_cell=target)

@@ -3,7 +3,7 @@
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import cluster
 from texflow.plotting import clusters as cluster_plots
-from texflow.utils import atomic_path, read_h5ad, run_step, write_h5ad
+from texflow.utils import read_h5ad, run_step, write_h5ad, write_tsv
 
 
 def main(snakemake):
@@ -11,8 +11,7 @@ def main(snakemake):
     adata = read_h5ad(snakemake.input.h5ad)
     params = cluster.ClusterParams.from_config(snakemake.params.cluster)
     adata, sweep = cluster.run_clustering(adata, params=params, dataset=dataset)
-    with atomic_path(snakemake.output.sweep) as tmp:
-        sweep.to_csv(tmp, sep="\t", index=False, na_rep="NA", float_format="%.4g")
+    write_tsv(sweep, snakemake.output.sweep, float_format="%.4g")
     cluster_plots.umap_panels(adata, snakemake.output.umap_png)
     cluster_plots.resolution_sweep(sweep, snakemake.output.sweep_png)
     write_h5ad(adata, snakemake.output.h5ad)

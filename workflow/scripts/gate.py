@@ -2,7 +2,7 @@
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import gating
-from texflow.utils import atomic_path, read_h5ad, run_step
+from texflow.utils import read_h5ad, run_step, write_tsv
 
 
 def main(snakemake):
@@ -12,8 +12,7 @@ def main(snakemake):
     adata, table = gating.gate_cd8(
         adata, params=params, cd8_sorted=bool(snakemake.params.cd8_sorted), dataset=dataset
     )
-    with atomic_path(snakemake.output.table) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="NA", float_format="%.4g")
+    write_tsv(table, snakemake.output.table, float_format="%.4g")
     # the table is written first: when no cluster passes, it is what explains why
     gating.write_cd8_cells(adata, snakemake.output.h5ad, dataset=dataset)
 

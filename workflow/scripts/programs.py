@@ -6,7 +6,7 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import programs
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad
+from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
 
 
 def main(snakemake):
@@ -49,7 +49,7 @@ def main(snakemake):
     outputs = snakemake.output
     for name in ("program_coverage", "trends", "associations", "state_comparison",
                  "response_comparison", "cells"):
-        programs.write_tsv(tables[name], getattr(outputs, name))
+        write_tsv(tables[name], getattr(outputs, name))
     figures = Path(outputs.figures[0]).parent
     extra = [name for name in selected if name not in params["programs"]]
     tested = programs.trend_programs([*params["programs"], *extra])

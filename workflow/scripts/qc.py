@@ -3,14 +3,9 @@
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import qc
 from texflow.plotting import qc as qc_plots
-from texflow.utils import atomic_path, read_h5ad, run_step
+from texflow.utils import read_h5ad, run_step, write_tsv
 
 CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "predicted")
-
-
-def write_tsv(table, path, **kwargs):
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="NA", **kwargs)
 
 
 def main(snakemake):
@@ -22,7 +17,7 @@ def main(snakemake):
     write_tsv(table, snakemake.output.summary, float_format="%.4g")
     columns = [c for c in adata.obs.columns if c.startswith(CELL_COLUMNS)]
     cells = adata.obs[["sample", *columns]].rename_axis("cell_id").reset_index()
-    write_tsv(cells, snakemake.output.cells, compression="gzip", float_format="%.4g")
+    write_tsv(cells, snakemake.output.cells, float_format="%.4g")
     qc_plots.qc_metrics(adata, table, snakemake.output.metrics_png)
     skipped = adata.uns["texflow"]["skipped"]
     note = "; ".join(f"{k}: {v}" for k, v in skipped.items() if k.startswith("qc.doublets"))

@@ -4,12 +4,7 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import states
 from texflow.errors import InputDataError
 from texflow.plotting import states as plots
-from texflow.utils import atomic_path, read_h5ad, run_step, update_h5ad
-
-
-def write_tsv(table, path):
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
+from texflow.utils import read_h5ad, run_step, update_h5ad, write_tsv
 
 
 def main(snakemake):
@@ -29,9 +24,9 @@ def main(snakemake):
         adata, organism=organism, params=params, extra_programs=snakemake.params.extra_file or None,
         dataset=dataset,
     )
-    write_tsv(table, snakemake.output.cluster_states)
-    write_tsv(coverage, snakemake.output.coverage)
-    write_tsv(summary, snakemake.output.summary)
+    write_tsv(table, snakemake.output.cluster_states, na_rep="")
+    write_tsv(coverage, snakemake.output.coverage, na_rep="")
+    write_tsv(summary, snakemake.output.summary, na_rep="")
     plots.state_marker_dotplot(
         adata, snakemake.output.figure, organism=organism, table=table,
         cluster_key=params.cluster_key, title=f"{dataset}: state markers per cluster",

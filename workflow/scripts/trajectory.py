@@ -4,7 +4,7 @@ import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
 from texflow import programs, trajectory
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad
+from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
 
 
 def main(snakemake):
@@ -31,7 +31,7 @@ def main(snakemake):
         exclude_genes=exclude,
         **trajectory.options_from_config(params),
     )
-    programs.write_tsv(table, snakemake.output.root_sensitivity)
+    write_tsv(table, snakemake.output.root_sensitivity)
     skipped = meta.get("skipped", {}).get("trajectory", "")
     if skipped:
         plots.message_figure(snakemake.output.figure, title="Trajectory skipped", message=skipped)

@@ -23,8 +23,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from .errors import InputDataError
+from .features import downsample_counts
 
 logger = logging.getLogger(__name__)
 
@@ -105,16 +107,16 @@ def equalised_counts(
     keep their counts. Only for count data (``layers["counts"]``); None otherwise. With
     ``copy=False`` ``layers["counts"]`` itself is downsampled (no copy of the matrix).
     """
-    import scanpy as sc
-
     if "counts" not in adata.layers:
         return None
     matrix = adata.layers["counts"]
+    if not (sparse.issparse(matrix) and matrix.format == "csr"):
+        matrix = sparse.csr_matrix(matrix)  # a copy: only a CSR layer is downsampled in place
     counts = ad.AnnData(X=matrix.copy() if copy else matrix, obs=pd.DataFrame(index=adata.obs_names),
                         var=pd.DataFrame(index=adata.var_names))
     depth = np.asarray(counts.X.sum(axis=1)).ravel()
     target = int(max(1, np.quantile(depth, quantile)))
-    sc.pp.downsample_counts(counts, counts_per_cell=target, random_state=seed)
+    downsample_counts(counts.X, counts_per_cell=target, seed=seed)
     counts.uns["target_depth"] = target
     return counts
 
@@ -452,15 +454,6 @@ def write_json(data: dict, path: str | PathLike) -> None:
 
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def write_tsv(table: pd.DataFrame, path: str | PathLike) -> None:
-    """Write `table` as TSV (gzip when the name ends .gz) atomically."""
-    from .utils import atomic_path
-
-    compression = "gzip" if str(path).endswith(".gz") else None
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, compression=compression, na_rep="NA")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .plotting import report as plots
-from .utils import atomic_path
+from .utils import atomic_path, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -904,8 +904,7 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
     (the datasets side by side, each linking to its own report). Returns the table."""
     columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q", "n_patients", "n_concordant", "groups", "note"]
     table = pd.DataFrame([row for report in reports for row in summary_rows(report)], columns=columns)
-    with atomic_path(tsv) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="NA")
+    write_tsv(table, tsv)
     base = Path(html_path).parent
     programs = list(dict.fromkeys([*(p for r in reports for p in r.headline_programs), *(f.program for r in reports for f in r.findings)]))
     text = _environment().get_template("summary.html.j2").render(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 logger = logging.getLogger("texflow")
@@ -21,6 +22,12 @@ logger = logging.getLogger("texflow")
 #: kernels in every process (they are not cached across processes) before it starts; at 20k
 #: cells that compilation was half of the QC stage. Exact neighbours are never less accurate.
 EXACT_KNN_MAX_POINTS = 150_000
+
+
+#: pandas ``compression`` of texflow's .tsv.gz tables: zlib's default level 6 (also gzip's)
+#: wrote the 60k-cell table of the 100k benchmark in 1.8 s, pandas' default level 9 in 4.5 s,
+#: for a file 4% smaller (measured); mtime 0 gives the same bytes from run to run.
+GZIP_TSV = {"method": "gzip", "compresslevel": 6, "mtime": 0}
 
 
 def knn_transformer(n_points: int) -> str | None:
@@ -44,6 +51,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_tsv(table: pd.DataFrame, path: str | os.PathLike, *, na_rep: str = "NA", float_format: str | None = None) -> None:
+    """Write `table` as TSV (no index) atomically; gzip-compressed (`GZIP_TSV`) when `path` ends in .gz."""
+    compression = GZIP_TSV if str(path).endswith(".gz") else None
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep=na_rep, float_format=float_format, compression=compression)
 
 
 #: ``uns["texflow"]["counts_layer"]`` value of a file whose X *is* the raw counts: the
