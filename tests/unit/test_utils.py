@@ -142,3 +142,20 @@ def test_a_named_layer_is_read_without_x(tmp_path):
     np.testing.assert_array_equal(back.layers["counts"].toarray(), adata.layers["counts"].toarray())
     # anndata 0.13 lists X itself as layer None
     assert [k for k in utils.read_h5ad(path, layers=["absent"]).layers if k is not None] == []
+
+
+def test_numba_runs_on_the_rules_threads():
+    import numba
+
+    from texflow.utils import limit_numba_threads
+
+    before = numba.get_num_threads()
+    try:
+        limit_numba_threads(1)
+        assert numba.get_num_threads() == 1
+        limit_numba_threads(10_000)  # more than the machine has: every core, no error
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+        limit_numba_threads(None)  # no threads given (a script run outside Snakemake): unchanged
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+    finally:
+        numba.set_num_threads(before)

@@ -33,8 +33,8 @@ rule states:
         "logs/{dataset}/states.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
-    # UCell ranks (numba) use no BLAS/OpenMP thread: 29.9 s with two, 31.1 s with one at 100k
-    threads: 1
+    # UCell ranks cells in parallel (numba prange): 4.7 -> 3.6 s for 60k cells on 2 threads
+    threads: 2
     resources:
         # true peak / input file size: 0.68 at 100k cells (1.74 of 2.57 GB), 0.52 at 500k (6.68 of 12.97 GB); benchmarks/README.md
         mem_mb=scaled_mem_mb(2000, 1.0),

@@ -25,6 +25,7 @@ from ._numba_cache import cache_umap_kernels
 from .errors import InputDataError
 from .features import (
     cells_detected_per_gene,
+    csr_sums,
     lognormalise_counts,
     pearson_residual_variances,
 )
@@ -169,7 +170,11 @@ def pca(adata: ad.AnnData, *, n_comps: int, mask_var: str | None = "highly_varia
     n_cells, n_genes = matrix.shape
     if not 0 < n_comps < min(n_cells, n_genes):
         raise ValueError(f"pca: n_comps={n_comps} must be in [1, {min(n_cells, n_genes) - 1}]")
-    mean = np.asarray(matrix.mean(axis=0, dtype=np.float64)).ravel()
+    if sparse.issparse(matrix):  # float64 sums without scipy's float64 copy of the data
+        matrix = sparse.csr_matrix(matrix)
+        mean = csr_sums(matrix.data, matrix.indices, matrix.indptr, n_genes)[1] / n_cells
+    else:
+        mean = np.mean(matrix, axis=0, dtype=np.float64)
     covariance = np.zeros((n_genes, n_genes))
     for start in range(0, n_cells, PCA_BLOCK_ROWS):
         block = matrix[start : start + PCA_BLOCK_ROWS]

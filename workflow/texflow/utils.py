@@ -264,6 +264,20 @@ def setup_logging(log_path: str | os.PathLike | None = None, *, level: int = log
 PEAK_MEMORY_LOG = "peak memory (ru_maxrss):"
 
 
+def limit_numba_threads(threads: int | None) -> None:
+    """Run numba's parallel loops on the rule's `threads`, not on every core.
+
+    Snakemake passes a job's `threads` to OpenMP and BLAS through the environment, but numba
+    reads neither and would start a thread per core: on a cluster node, more threads than the
+    job asked for.
+    """
+    if not threads:
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
 def run_step(main, snakemake) -> None:
     """Run a workflow script's `main(snakemake)` with logging to the rule's log.
 
@@ -275,6 +289,7 @@ def run_step(main, snakemake) -> None:
     import resource
 
     setup_logging(snakemake.log[0] if snakemake.log else None)
+    limit_numba_threads(getattr(snakemake, "threads", None))
     try:
         main(snakemake)
     except TexflowError as error:
