@@ -153,7 +153,7 @@ def pca(adata: ad.AnnData, *, n_comps: int, mask_var: str | None = "highly_varia
     and scanpy's dask PCA: the genes x genes covariance is summed over blocks of rows, each
     made dense and centred (float32 products, float64 sums), then `scipy.linalg.eigh` gives its
     top `n_comps` eigenvectors. On the gate's 92k cells x 2,000 HVGs (100k benchmark, 2 cores),
-    `scanpy.pp.pca` took 16.6 s in ARPACK's single-threaded sparse products, this 4.7 s, with
+    `scanpy.pp.pca` took 16.6 s in ARPACK's single-threaded sparse products, this 3.5 s, with
     the same components: |correlation| of every PC with ARPACK's >= 0.99999995, same signs.
     On a small sparse sample, its loadings are within 2e-6 of the float64 eigenvectors and
     ARPACK's (float32 iterations) within 3e-5 (tests/unit/test_cluster.py). Extra memory: two
