@@ -175,18 +175,18 @@ def pca(adata: ad.AnnData, *, n_comps: int, mask_var: str | None = "highly_varia
         mean = csr_sums(matrix.data, matrix.indices, matrix.indptr, n_genes)[1] / n_cells
     else:
         mean = np.mean(matrix, axis=0, dtype=np.float64)
+    mean32 = mean.astype(np.float32)
     covariance = np.zeros((n_genes, n_genes))
     for start in range(0, n_cells, PCA_BLOCK_ROWS):
         block = matrix[start : start + PCA_BLOCK_ROWS]
-        block = block.toarray() if sparse.issparse(block) else np.array(block, dtype=np.float32)
-        block = block.astype(np.float32, copy=False) - mean.astype(np.float32)
+        block = np.asarray(block.toarray() if sparse.issparse(block) else block, dtype=np.float32) - mean32
         covariance += block.T @ block
     covariance /= n_cells - 1
     variance, vectors = linalg.eigh(covariance, subset_by_index=[n_genes - n_comps, n_genes - 1])
     variance, components = variance[::-1], vectors[:, ::-1].T
     _, components = svd_flip(None, components, u_based_decision=False)
     loadings = components.T.astype(np.float32)
-    coordinates = np.asarray(matrix @ loadings) - mean.astype(np.float32) @ loadings
+    coordinates = np.asarray(matrix @ loadings) - mean32 @ loadings
     adata.obsm["X_pca"] = coordinates.astype(np.float32, copy=False)
     adata.varm["PCs"] = np.zeros((adata.n_vars, n_comps))
     adata.varm["PCs"][mask] = components.T
@@ -252,7 +252,7 @@ def leiden(adata: ad.AnnData, *, resolution: float, seed: int, key_added: str, g
 
     The steps and arguments of ``sc.tl.leiden(flavor="igraph", n_iterations=2, directed=False)``,
     labels and modularity identical; `graph` (:func:`knn_igraph`) lets a resolution sweep build
-    the igraph once, where scanpy rebuilds it in every call (~1 s per call at 60k cells).
+    the igraph once, where scanpy rebuilds it in every call (~0.7 s per call at 60k cells).
 
     Writes obs `key_added` (categorical strings) and uns `key_added` (params, modularity).
     """
