@@ -4,6 +4,9 @@ trajectory or without response labels says so."""
 
 import json
 
+import anndata as ad
+import scipy.sparse as sp
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,7 +51,8 @@ def test_outputs_are_complete(analysed, tmp_path):
     cells = tables["cells"]
     assert len(cells) == adata.n_obs
     expected = ["cell_id", "sample", "patient", "response", "cluster", "state",
-                "state_confidence", "pseudotime"]
+                "state_confidence", "cell_state", "cell_state_confidence", "exhaustion_axis",
+                "pseudotime"]
     assert list(cells.columns[: len(expected)]) == expected
     for name in ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors",
                  "lpo_signed", "tpex", "tex_term"]:
@@ -202,3 +206,18 @@ def test_downsampled_counts_are_scanpys(dtype):
     assert (totals == np.minimum(original, target)).all()
     with pytest.raises(TypeError, match="needs a CSR matrix"):
         features.downsample_counts(matrix.tocsc(), counts_per_cell=target)
+
+
+def test_scores_of_the_states_stage_are_reused_not_overwritten():
+    adata = ad.AnnData(X=sp.csr_matrix(np.random.default_rng(0).poisson(1.0, (40, 30)).astype(np.float32)),
+                       var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+    adata.obs["score_tpex"] = np.linspace(0, 1, 40)
+    adata.uns["ucell"] = {"tpex": {"used": "G1", "missing": "", "max_rank": 1500}}
+    before = adata.obs["score_tpex"].copy()
+    from texflow.signatures import GeneProgram
+
+    chosen = {"tpex": GeneProgram("tpex", ("G1", "G2")), "other": GeneProgram("other", ("G3", "G4"))}
+    programs.score_programs(adata, chosen, equalise_depth=False)
+    assert (adata.obs["score_tpex"] == before).all()
+    assert "score_other" in adata.obs
+    assert adata.uns["texflow"]["scoring"]["reused_from_states"] == ["tpex"]

@@ -163,3 +163,31 @@ def test_stage_script_writes_its_outputs(tmp_path, monkeypatch):
     table = pd.read_csv(out["cluster_states"], sep="\t")
     assert list(table.columns[:7]) == ["cluster", "n_cells", "state", "confidence", "second_best", "best_state", "exhausted_gate"]
     assert result.uns["texflow"]["params"]["states"]["min_margin"] == 0.2
+
+
+@pytest.mark.parametrize("organism", ["human", "mouse"])
+def test_cells_get_their_true_state_one_by_one(organism):
+    adata = simulated_cd8(organism, seed=1)
+    leiden_clusters(adata)
+    table, _, _ = _label(adata, organism)
+    truth, called = adata.obs["true_state"].astype(str), adata.obs["cell_state"].astype(str)
+    for state, minimum in (("Tpex", 0.8), ("Tex_term", 0.9)):
+        hit = ((truth == state) & (called == state)).sum()
+        assert hit / (called == state).sum() >= minimum, (state, "precision")
+        assert hit / (truth == state).sum() >= minimum, (state, "recall")
+    assert {"cell_state_confidence", "exhaustion_axis"} <= set(adata.obs)
+    # the smoothed axis orders the exhausted states
+    axis = adata.obs.groupby("true_state", observed=True)["exhaustion_axis"].median()
+    assert axis["Tpex"] < axis["Tex_int"] < axis["Tex_term"]
+    assert table["agrees_with_cells"].all(), table[["cluster", "state", "cell_state_note"]]
+    assert (table["cell_majority_fraction"] > 0.5).all()
+
+
+def test_a_cluster_that_disagrees_with_its_cells_says_so():
+    from texflow.states import cluster_agreement
+
+    cells = pd.Series(["Tpex"] * 3 + ["Tex_term"] * 7)
+    clusters = pd.Series(["0"] * 10)
+    out = cluster_agreement(clusters, cells, pd.Series({"0": "Tpex"})).iloc[0]
+    assert out["cell_majority_state"] == "Tex_term" and not out["agrees_with_cells"]
+    assert "Tex_term 70%" in out["cell_state_note"] and out["cell_majority_fraction"] == 0.7

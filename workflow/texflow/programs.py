@@ -40,7 +40,8 @@ TESTED_PROGRAMS: tuple[str, ...] = (
 )
 SIGNED_LPO = "lpo_signed"
 CELL_COLUMNS = (
-    "sample", "patient", "response", "cluster", "state", "state_confidence", "pseudotime",
+    "sample", "patient", "response", "cluster", "state", "state_confidence", "cell_state",
+    "cell_state_confidence", "exhaustion_axis", "pseudotime",
 )
 
 
@@ -168,8 +169,16 @@ def score_programs(
             target = counts
             info = {"depth_equalised": True, "target_depth": int(counts.uns["target_depth"])}
             logger.info("scoring on counts downsampled to %d UMIs per cell", info["target_depth"])
-    scoring.ucell(target, programs, max_rank=max_rank, key_prefix="score_")
-    for name in programs:
+    # one definition of each score: programs the states stage already scored (tpex, tex_term;
+    # recorded in uns["ucell"]) keep its scores, which its state labels and exhaustion axis use
+    reused = [n for n in programs if n in adata.uns.get("ucell", {}) and f"score_{n}" in adata.obs]
+    if reused:
+        logger.info("scores of %s reused from the states stage", ", ".join(reused))
+    info["reused_from_states"] = reused
+    to_score = {n: p for n, p in programs.items() if n not in reused}
+    if to_score:
+        scoring.ucell(target, to_score, max_rank=max_rank, key_prefix="score_")
+    for name in to_score:
         adata.obs[f"score_{name}"] = target.obs[f"score_{name}"].to_numpy()
     if "lpo_drivers" in programs and "lpo_suppressors" in programs:
         adata.obs[f"score_{SIGNED_LPO}"] = (

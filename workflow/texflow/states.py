@@ -21,8 +21,21 @@ How a cluster gets its label (all thresholds are `StatesParams`, config key ``st
 5. isg_high / cycling flags: z of the isg / cycling program >= `flag_min_z`. They never replace
    the identity label (ProjecTILs likewise keeps IFN and cycling as separate axes).
 
+Per cell, beside the cluster's label (human tumour Tpex are a few percent of CD8 T cells and
+seldom form a Leiden cluster of their own):
+
+6. Every program's UCell score is smoothed over the CD8 kNN graph (scGate's kNN smoothing,
+   Andreatta et al. 2022; UCell's ``SmoothKNN``: the cell with weight 1 and its `smooth_k`
+   nearest neighbours with weight ``(1 - smooth_decay) ** rank``), put on the same scale as the
+   cluster means (z against the mean and SD of all cells' unsmoothed scores, so a cell inside a
+   pure cluster gets about its cluster's z), and decided by the same rules 3-4 with the same
+   thresholds: ``obs["cell_state"]`` and ``obs["cell_state_confidence"]``.
+7. Each cluster's row says which state most of its cells are called and whether that agrees
+   with the cluster's own label.
+
 Per cell: ``obs["score_<program>"]``, ``obs["state"]``, ``obs["state_confidence"]`` (the
-cluster's), ``obs["exhaustion_axis"]`` = score_tex_term - score_tpex.
+cluster's), ``obs["cell_state"]``, ``obs["cell_state_confidence"]``, and the smoothed
+``obs["exhaustion_axis"]`` = smoothed score_tex_term - smoothed score_tpex.
 """
 
 from __future__ import annotations
@@ -78,6 +91,8 @@ class StatesParams:
     flag_min_z: float = 1.0
     n_marker_genes: int = 5
     missing_genes: str = "impute"
+    smooth_k: int = 10
+    smooth_decay: float = 0.1
 
     @classmethod
     def from_config(cls, config: Mapping | None) -> StatesParams:
@@ -166,6 +181,147 @@ def _decide(z_row: pd.Series, params: StatesParams, usable: set[str]) -> dict:
     return {"state": state, "best_state": best, "confidence": confidence, "second_best": second, "gate": gate}
 
 
+def knn_neighbours(adata: ad.AnnData, *, k: int) -> np.ndarray:
+    """Cells x `k` positions of each cell's nearest neighbours, nearest first.
+
+    From the cluster stage's kNN graph (``obsp["distances"]``); rows with fewer than `k`
+    neighbours are padded with the cell itself. Without a graph, one is built on
+    ``obsm["X_pca"]`` (or a 20-component PCA of X) with scikit-learn's exact search, and the
+    log says so.
+    """
+    if "distances" in adata.obsp:
+        graph = sparse.csr_matrix(adata.obsp["distances"])
+        out = np.repeat(np.arange(adata.n_obs)[:, None], k, axis=1)
+        for cell in range(adata.n_obs):
+            start, end = graph.indptr[cell], graph.indptr[cell + 1]
+            columns, values = graph.indices[start:end], graph.data[start:end]
+            keep = columns != cell
+            columns = columns[keep][np.argsort(values[keep], kind="stable")][:k]
+            out[cell, : columns.size] = columns
+        return out
+    from sklearn.neighbors import NearestNeighbors
+
+    if "X_pca" in adata.obsm:
+        basis = np.asarray(adata.obsm["X_pca"])
+    else:
+        import scanpy as sc
+
+        n_comps = int(max(1, min(20, adata.n_obs - 1, adata.n_vars - 1)))
+        basis = sc.pp.pca(adata.X, n_comps=n_comps, random_state=0)
+    logger.info("no obsp['distances'] graph: %d nearest neighbours searched on %d dimensions",
+                k, basis.shape[1])
+    n = int(min(k + 1, adata.n_obs))
+    _, index = NearestNeighbors(n_neighbors=n).fit(basis).kneighbors(basis)
+    out = np.repeat(np.arange(adata.n_obs)[:, None], k, axis=1)
+    for cell in range(adata.n_obs):
+        columns = index[cell][index[cell] != cell][:k]
+        out[cell, : columns.size] = columns
+    return out
+
+
+def smooth_scores(scores: pd.DataFrame, neighbours: np.ndarray, *, decay: float) -> pd.DataFrame:
+    """UCell's SmoothKNN: weighted mean of a cell's score and its neighbours' scores.
+
+    Weights: 1 for the cell, ``(1 - decay) ** r`` for its r-th nearest neighbour (r = 1..k).
+    """
+    values = scores.to_numpy(dtype=float)
+    weights = (1.0 - decay) ** np.arange(1, neighbours.shape[1] + 1)
+    smoothed = values + np.einsum("k,nkp->np", weights, values[neighbours])
+    return pd.DataFrame(smoothed / (1.0 + weights.sum()), index=scores.index, columns=scores.columns)
+
+
+def decide_cells(z: pd.DataFrame, params: StatesParams, usable: set[str]) -> pd.DataFrame:
+    """Per-cell state and confidence from per-cell program z-scores, by `_decide`'s rules.
+
+    Returns a frame (index of `z`) with ``state``, ``confidence``, ``best_state``,
+    ``second_best``.
+    """
+    states = [s for s, program in STATE_PROGRAMS.items() if program in usable and program in z]
+    n = z.shape[0]
+    if not states:
+        return pd.DataFrame({"state": OTHER_STATE, "confidence": 0.0, "best_state": "",
+                             "second_best": ""}, index=z.index)
+    gate_z = z[GATE_PROGRAM].to_numpy(float) if GATE_PROGRAM in z else np.full(n, np.nan)
+    gate = np.isfinite(gate_z) & (gate_z >= params.gate_min_z)
+    values = np.column_stack([z[STATE_PROGRAMS[s]].to_numpy(float) for s in states])
+    exhausted = np.array([s in EXHAUSTED_STATES for s in states])
+    values = np.where(exhausted[None, :] & ~gate[:, None], -np.inf, values)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    order = np.argsort(-values, axis=1, kind="stable")
+    rows = np.arange(n)
+    best_z = values[rows, order[:, 0]]
+    has_second = values.shape[1] > 1
+    second_z = values[rows, order[:, 1]] if has_second else np.full(n, -np.inf)
+    # a lone candidate is measured against the minimum a state needs
+    second_z = np.where(np.isfinite(second_z), second_z, params.min_state_z)
+    names = np.array(states, dtype=object)
+    best = np.where(np.isfinite(best_z), names[order[:, 0]], "")
+    second = np.where(
+        has_second & np.isfinite(values[rows, order[:, min(1, values.shape[1] - 1)]]),
+        names[order[:, min(1, values.shape[1] - 1)]], "")
+    confidence = best_z - second_z
+    state = np.where(confidence < params.min_margin, AMBIGUOUS_STATE, best).astype(object)
+    below = ~np.isfinite(best_z) | (best_z < params.min_state_z)
+    state[below] = OTHER_STATE
+    confidence = np.where(below, np.where(np.isfinite(best_z), params.min_state_z - best_z, 0.0),
+                          confidence)
+    return pd.DataFrame({"state": state, "confidence": confidence, "best_state": best,
+                         "second_best": second}, index=z.index)
+
+
+def cell_states(
+    adata: ad.AnnData, *, programs, params: StatesParams, usable: set[str]
+) -> pd.DataFrame:
+    """Per-cell states from kNN-smoothed UCell scores (module docstring, steps 6-7).
+
+    Writes
+    ------
+    ``obs["cell_state"]`` (categorical), ``obs["cell_state_confidence"]``,
+    ``obs["exhaustion_axis"]`` (smoothed score_tex_term - smoothed score_tpex).
+
+    Returns
+    -------
+    The per-cell decision frame of `decide_cells`.
+    """
+    raw = adata.obs[[f"score_{name}" for name in programs]].astype(float)
+    raw.columns = list(programs)
+    k = int(min(params.smooth_k, max(adata.n_obs - 1, 0)))
+    smoothed = (
+        smooth_scores(raw, knn_neighbours(adata, k=k), decay=params.smooth_decay) if k else raw
+    )
+    sd = raw.std(ddof=0).replace(0.0, np.nan)
+    z = (smoothed - raw.mean()) / sd
+    decision = decide_cells(z, params, usable)
+    adata.obs["cell_state"] = pd.Categorical(decision["state"].to_numpy(),
+                                             categories=STATE_CATEGORIES)
+    adata.obs["cell_state_confidence"] = decision["confidence"].to_numpy(dtype=float)
+    adata.obs["exhaustion_axis"] = (smoothed["tex_term"] - smoothed["tpex"]).to_numpy()
+    counts = adata.obs["cell_state"].value_counts()
+    logger.info("per-cell states (kNN-smoothed, k=%d): %s", k,
+                ", ".join(f"{name} {int(n)}" for name, n in counts.items() if n))
+    return decision
+
+
+def cluster_agreement(cluster_of_cell: pd.Series, cell_state: pd.Series, cluster_state: pd.Series) -> pd.DataFrame:
+    """Per cluster: the state most of its cells are called, its share, and a note when the
+    cluster's own label differs."""
+    frame = pd.DataFrame({"cluster": cluster_of_cell.astype(str).to_numpy(),
+                          "cell_state": cell_state.astype(str).to_numpy()})
+    shares = frame.groupby("cluster")["cell_state"].value_counts(normalize=True)
+    rows = []
+    for cluster, label in cluster_state.items():
+        top = shares.loc[str(cluster)]
+        majority, share = str(top.index[0]), float(top.iloc[0])
+        composition = ", ".join(f"{name} {100 * v:.0f}%" for name, v in top.items() if v >= 0.05)
+        agrees = majority == label
+        note = "" if agrees else (
+            f"cluster labelled {label}, but its cells are called {composition}")
+        rows.append({"cluster": str(cluster), "cell_majority_state": majority,
+                     "cell_majority_fraction": round(share, 4),
+                     "agrees_with_cells": agrees, "cell_state_note": note})
+    return pd.DataFrame(rows)
+
+
 def _marker_evidence(
     adata: ad.AnnData, *, cluster_key: str, cluster: str, genes, n_top: int, higher: bool
 ) -> str:
@@ -221,7 +377,8 @@ def label_states(
         One row per cluster: cluster, n_cells, state, confidence, second_best, best_state,
         exhausted_gate, isg_high, cycling, z_<program> for every scored program,
         markers_up / markers_down (winning program's genes with cluster vs other-cluster means),
-        untrusted_programs.
+        untrusted_programs, cell_majority_state, cell_majority_fraction, agrees_with_cells,
+        cell_state_note (`cluster_agreement`).
     summary
         Long per-cluster, per-program table (`cluster_summary`).
     coverage
@@ -230,7 +387,8 @@ def label_states(
     Writes
     ------
     ``obs["score_<program>"]``, ``obs["state"]`` (categorical), ``obs["state_confidence"]``,
-    ``obs["exhaustion_axis"]``; ``uns["texflow"]["params"]["states"]``,
+    ``obs["cell_state"]``, ``obs["cell_state_confidence"]``, ``obs["exhaustion_axis"]``
+    (`cell_states`); ``uns["texflow"]["params"]["states"]``,
     ``uns["texflow"]["skipped"]`` entries for programs that could not be used; ``uns["ucell"]``.
     """
     params = params or StatesParams()
@@ -254,7 +412,6 @@ def label_states(
             warnings.warn(message, stacklevel=2)
 
     ucell(adata, programs, max_rank=params.max_rank, missing_genes=params.missing_genes)
-    adata.obs["exhaustion_axis"] = adata.obs["score_tex_term"] - adata.obs["score_tpex"]
 
     # programs without a single measured positive gene cannot name a state
     usable = set(coverage.loc[coverage["n_up_present"] > 0, "program"])
@@ -304,6 +461,12 @@ def label_states(
         cluster_of_cell.map(by_cluster["state"]).to_numpy(), categories=STATE_CATEGORIES
     )
     adata.obs["state_confidence"] = cluster_of_cell.map(by_cluster["confidence"]).astype(float).to_numpy()
+    cell_states(adata, programs=programs, params=params, usable=usable)
+    agreement = cluster_agreement(cluster_of_cell, adata.obs["cell_state"], by_cluster["state"])
+    table = table.merge(agreement, on="cluster", how="left")
+    for row in agreement.itertuples():
+        if not row.agrees_with_cells:
+            logger.info("cluster %s: %s", row.cluster, row.cell_state_note)
     meta.setdefault("params", {})["states"] = params.as_dict()
     for row in table.itertuples():
         logger.info(
