@@ -78,3 +78,31 @@ def test_lineage_rows_given_without_x_give_the_same_pseudotime(lineage):
         trajectory.diffusion_pseudotime(bare, lineage_x=rows[:-1], exclude_genes=exclude)
     with pytest.raises(ValueError, match="no X"):
         trajectory.diffusion_pseudotime(bare, exclude_genes=exclude)
+
+
+def test_per_cell_tpex_without_a_tpex_cluster_give_a_trajectory():
+    """Human tumour Tpex seldom form a cluster: with no Tpex *cluster* but Tpex *cells*, the
+    lineage and root come from the per-cell calls, and the pseudotime still follows the truth."""
+    adata = labelled_cd8(seed=2, n_cells=1200, n_genes=600)
+    adata.obs["cell_state"] = adata.obs["state"].astype(str).astype("category")
+    adata.obs["cell_state_confidence"] = 0.9
+    # the cluster label hides the Tpex: their cells sit in a Tex_int cluster
+    adata.obs["state"] = adata.obs["state"].astype(str).replace({"Tpex": "Tex_int"})
+    cluster_only = trajectory.skip_reason(adata, state_key="state")
+    assert cluster_only.startswith("no Tpex cluster"), cluster_only
+    assert trajectory.skip_reason(adata) == ""
+    trajectory.diffusion_pseudotime(adata, n_root_checks=3)
+    info = adata.uns["texflow"]["trajectory"]
+    assert info["state_key"] == "cell_state"
+    assert adata.obs.loc[info["root_cell"], "cell_state"] == "Tpex"
+    inside = adata.obs["in_lineage"].to_numpy()
+    rho = stats.spearmanr(adata.obs["pseudotime"][inside],
+                          adata.obs["true_pseudotime"][inside]).statistic
+    assert rho > 0.7
+
+
+def test_skip_reason_counts_the_cells_it_found():
+    adata = labelled_cd8(seed=0, n_cells=600, n_genes=400)
+    adata.obs["cell_state"] = adata.obs["state"].astype(str).replace({"Tpex": "naive_like"})
+    reason = trajectory.skip_reason(adata)
+    assert reason.startswith("no Tpex cell in this dataset") and "0 Tpex" in reason, reason

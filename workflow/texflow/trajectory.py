@@ -5,10 +5,15 @@ are recomputed on the lineage cells only, and every gene of the excluded program
 IFN-I and LPO) is removed before PCA, the kNN graph and the diffusion map (Haghverdi et al.
 2016, Nat Methods, diffusion pseudotime; scanpy ``tl.diffmap`` + ``tl.dpt``).
 
+The lineage is the set of cells the states stage calls Tpex, Tex_int or Tex_term one by one
+(``obs["cell_state"]``, kNN-smoothed; the cluster label ``obs["state"]`` only for data labelled
+before per-cell states existed), whatever their cluster: human tumour Tpex seldom form a
+cluster of their own.
+
 The root is chosen from the data, never by hand: among the diffusion components, the one that
 best separates Tpex from Tex_term cells (largest |AUC - 0.5|) is oriented so that Tpex is low,
-and the root is the cell with the lowest value of that component inside the most confident Tpex
-cluster. This is the "extreme cell" rule of Haghverdi et al. 2016 (tips of a diffusion map are
+and the root is the cell with the lowest value of that component among the Tpex cells of the
+cluster whose Tpex cells are the most confident. This is the "extreme cell" rule of Haghverdi et al. 2016 (tips of a diffusion map are
 the extremes of its leading components) restricted to the cluster the states stage trusts most.
 A root-sensitivity check reruns DPT from other cells of that cluster.
 """
@@ -52,10 +57,23 @@ def _texflow_uns(adata: ad.AnnData) -> dict:
     return uns
 
 
+#: The states stage's per-cell call, and the cluster label it is kept beside.
+CELL_STATE_KEY, CLUSTER_STATE_KEY = "cell_state", "state"
+CONFIDENCE_KEYS = {CELL_STATE_KEY: "cell_state_confidence", CLUSTER_STATE_KEY: "state_confidence"}
+
+
+def lineage_state_key(obs: pd.DataFrame) -> str:
+    """The obs column that defines the lineage: the per-cell call where the states stage wrote
+    one (human tumour Tpex seldom form a cluster of their own), else the cluster label (data
+    labelled before per-cell states existed). The choice is logged and recorded."""
+    return CELL_STATE_KEY if CELL_STATE_KEY in obs else CLUSTER_STATE_KEY
+
+
 def lineage_mask(
-    adata: ad.AnnData, *, state_key: str = "state", states: Sequence[str] = EXHAUSTED_STATES
+    adata: ad.AnnData, *, state_key: str | None = None, states: Sequence[str] = EXHAUSTED_STATES
 ) -> np.ndarray:
     """Boolean mask of the cells whose state is one of `states` (the exhausted lineage)."""
+    state_key = state_key or lineage_state_key(adata.obs)
     if state_key not in adata.obs:
         return np.zeros(adata.n_obs, dtype=bool)
     return adata.obs[state_key].astype(str).isin(list(states)).to_numpy()
@@ -64,7 +82,7 @@ def lineage_mask(
 def skip_reason(
     adata: ad.AnnData,
     *,
-    state_key: str = "state",
+    state_key: str | None = None,
     states: Sequence[str] = EXHAUSTED_STATES,
     min_cells: int = 20,
 ) -> str:
@@ -73,14 +91,18 @@ def skip_reason(
     A trajectory from Tpex to Tex_term needs both ends: without a Tpex cell there is no root,
     without a Tex_term cell there is no end to orient it by.
     """
+    state_key = state_key or lineage_state_key(adata.obs)
     if state_key not in adata.obs:
         return f"no obs[{state_key!r}] column: the states stage did not label cells"
     labels = adata.obs[state_key].astype(str)
     missing = [s for s in (EARLY_STATE, LATE_STATE) if not (labels == s).any()]
     if missing:
+        unit = "cell" if state_key == CELL_STATE_KEY else "cluster"
+        counts = ", ".join(f"{int((labels == s).sum())} {s}" for s in states)
         return (
-            f"no {' and no '.join(missing)} cluster in this dataset, so there is no "
-            f"{EARLY_STATE} -> {LATE_STATE} trajectory to follow"
+            f"no {' and no '.join(missing)} {unit} in this dataset ({unit} calls in the "
+            f"lineage: {counts}), so there is no {EARLY_STATE} -> {LATE_STATE} trajectory "
+            "to follow"
         )
     n_lineage = int(labels.isin(list(states)).sum())
     if n_lineage < min_cells:
@@ -204,9 +226,9 @@ def diffusion_pseudotime(
     lineage_x=None,
     exclude_genes: Collection[str] = (),
     states: Sequence[str] = EXHAUSTED_STATES,
-    state_key: str = "state",
+    state_key: str | None = None,
     cluster_key: str = "cluster",
-    confidence_key: str = "state_confidence",
+    confidence_key: str | None = None,
     n_top_genes: int = 1000,
     n_pcs: int = 20,
     n_neighbors: int = 15,
@@ -242,8 +264,12 @@ def diffusion_pseudotime(
     pseudotime, n cells); an explanatory single row when skipped.
     """
     uns = _texflow_uns(adata)
+    state_key = state_key or lineage_state_key(adata.obs)
+    confidence_key = confidence_key or CONFIDENCE_KEYS.get(state_key, "state_confidence")
+    logger.info("trajectory: lineage and root from obs[%r]", state_key)
     params = dict(
         states=list(states),
+        state_key=state_key,
         n_top_genes=n_top_genes,
         n_pcs=n_pcs,
         n_neighbors=n_neighbors,
@@ -338,6 +364,7 @@ def diffusion_pseudotime(
     adata.obsm["X_diffmap_lineage"] = full_dcs
     n_unreachable = int(np.isnan(pseudotime).sum())
     uns["trajectory"] = dict(
+        state_key=state_key,
         root_cell=str(work.obs_names[iroot]),
         root_cluster=str(cluster) if cluster is not None else "",
         root_rule=(
