@@ -189,7 +189,7 @@ def test_summary_side_by_side(built):
         headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
         report_links={d: results / d / "report.html" for d in ("full", "bare")},
     )  # fmt: skip
-    assert len(table) == 2 * 2 * 3  # datasets x programs x comparisons
+    assert len(table) == 2 * 2 * len(report.COMPARISONS)  # datasets x programs x comparisons
     back = pd.read_csv(results / "summary.tsv", sep="\t")
     up = back[(back["dataset"] == "full") & (back["program"] == "ifn_i_core") & (back["comparison"] == "trajectory")]
     assert up["verdict"].item() == "up" and up["effect"].item() == pytest.approx(0.62)

@@ -115,3 +115,34 @@ def test_bh_keeps_nan():
     adjusted = stats.bh_adjust([0.01, np.nan, 0.04])
     assert np.isnan(adjusted[1])
     assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.04)
+
+
+def test_response_comparison_has_all_cd8_rows_over_every_state():
+    obs = cells(n_patients=8)
+    obs["state"] = obs["state"].astype(str)
+    obs.loc[obs.index[::4], "state"] = "naive_like"  # not in the lineage, still CD8
+    obs["ifn"] = np.where(obs["response"] == "non_responder", 1.0, 0.0)
+    table, _ = stats.compare_response(obs, obs[["ifn"]])
+    row = table[table["state"] == stats.ALL_CD8].iloc[0]
+    assert row["n_cells"] == len(obs)  # every cell, naive_like included
+    assert row["n_responders"] == 4 and row["n_non_responders"] == 4
+    assert row["effect"] == pytest.approx(1.0)
+
+
+def test_a_patient_with_both_response_labels_is_left_out_and_named():
+    """GSE120575 labels response per biopsy: a patient labelled both ways is never given the
+    label of its first cell."""
+    obs = cells(n_patients=6)
+    patient = obs["patient"].astype(str)
+    first = sorted(patient.unique())[0]
+    rows = obs.index[patient == first]
+    obs["response"] = obs["response"].astype(str)
+    obs.loc[rows[:12], "response"] = "responder"
+    obs.loc[rows[12:], "response"] = "non_responder"
+    per_patient, note = stats.patient_response(obs)
+    assert first not in per_patient.index and len(per_patient) == 5
+    assert first in note and "both response labels" in note
+    table, _ = stats.compare_response(obs, obs[["rise"]])
+    row = table[table["state"] == stats.ALL_CD8].iloc[0]
+    assert row["n_responders"] + row["n_non_responders"] == 5
+    assert first in row["note"]

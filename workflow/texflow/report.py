@@ -46,6 +46,7 @@ COMPARISONS = {
     "trajectory": ("associations.tsv", "along the Tpex → Tex-term pseudotime", "rises along the trajectory", "falls along the trajectory", "no clear trend along the trajectory"),
     "state": ("state_comparison.tsv", "Tex-term vs Tpex", "higher in Tex-term than in Tpex", "lower in Tex-term than in Tpex", "no clear difference between Tex-term and Tpex"),
     "response": ("response_comparison.tsv", "non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
+    "response_all": ("response_comparison.tsv", "non-responders vs responders, all CD8 cells", "higher in non-responders' CD8 cells", "lower in non-responders' CD8 cells", "no clear difference between non-responders' and responders' CD8 cells"),
 }
 
 # Column names of the programs stage tables (texflow.stats): `effect`, `effect_type`, `p_value`,
@@ -64,6 +65,8 @@ GROUP_N_COLUMNS = {"responder": ["n_responders", "n_responder"], "non_responder"
 RESPONSE_MEAN_COLUMNS = (["mean_non_responders", "mean_non_responder"], ["mean_responders", "mean_responder"])
 #: Row of the response table used for the headline: all exhausted-lineage cells of a patient.
 RESPONSE_HEADLINE_STATE = "exhausted_lineage"
+#: Row of the response table each response comparison of the headline reads.
+HEADLINE_STATES = {"response": RESPONSE_HEADLINE_STATE, "response_all": "all_cd8"}
 #: Programs whose findings are spelled out at the top of the page (the others are in the table
 #: under them): the core ISG score is the primary IFN-I readout in T cells, because Hallmark
 #: IFN-alpha carries T-cell-state genes (SELL, IL7, TXNIP...; gene_programs.md), and the signed
@@ -410,8 +413,12 @@ def findings(
                 finding.reason = _why_missing(comparison, frame, skipped)
                 result.append(finding)
                 continue
-            if comparison == "response" and "state" in rows and (rows["state"].astype(str) == RESPONSE_HEADLINE_STATE).any():
-                rows = rows[rows["state"].astype(str) == RESPONSE_HEADLINE_STATE]
+            if comparison in HEADLINE_STATES and "state" in rows and (rows["state"].astype(str) == HEADLINE_STATES[comparison]).any():
+                rows = rows[rows["state"].astype(str) == HEADLINE_STATES[comparison]]
+            elif comparison == "response_all":
+                finding.reason = "no all-CD8 row in response_comparison.tsv"
+                result.append(finding)
+                continue
             _fill(finding, rows.iloc[0].to_dict(), alpha=alpha)
             result.append(finding)
     return result
@@ -428,7 +435,7 @@ def _table_skip_reason(frame: pd.DataFrame | None) -> str:
 def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[str, str]) -> str:
     if reason := _table_skip_reason(frame):
         return reason
-    related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",)}
+    related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",), "response_all": ("response",)}
     for step, reason in skipped.items():
         if any(word in step.lower() for word in related[comparison]):
             return reason
@@ -454,7 +461,7 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
         if first_named and plots.find_state([first_named], "tpex") is not None:
             finding.effect = -finding.effect
         finding.effect_name += " (Tex-term − Tpex)"
-    if comparison == "response":
+    if comparison in HEADLINE_STATES:
         (_, high), (_, low) = _first(row, RESPONSE_MEAN_COLUMNS[0]), _first(row, RESPONSE_MEAN_COLUMNS[1])
         if np.isfinite(high) and np.isfinite(low):
             finding.effect_name, finding.effect = "difference of patient means", high - low
@@ -465,7 +472,7 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
     _, finding.q = _first(row, Q_COLUMNS)
     _, finding.n_patients = _first(row, N_COLUMNS)
     _, finding.n_concordant = _first(row, CONCORDANT_COLUMNS)
-    if comparison == "response":
+    if comparison in HEADLINE_STATES:
         (_, n_r), (_, n_nr) = _first(row, GROUP_N_COLUMNS["responder"]), _first(row, GROUP_N_COLUMNS["non_responder"])
         if np.isfinite(n_r) and np.isfinite(n_nr) and n_r + n_nr > 0:
             finding.n_groups = f"{int(n_nr)} non-responder vs {int(n_r)} responder patients"

@@ -347,6 +347,32 @@ def response_skip_reason(obs: pd.DataFrame, *, response_key: str = "response") -
     return ""
 
 
+#: Row of the response table over every CD8 T cell of a patient, whatever its state.
+ALL_CD8 = "all_cd8"
+
+
+def patient_response(
+    obs: pd.DataFrame, *, patient_key: str = "patient", response_key: str = "response"
+) -> tuple[pd.Series, str]:
+    """Each patient's response label, and a note naming the patients left out.
+
+    Response is a patient-level label, but public series give it per biopsy (GSE120575: P1, P4,
+    P5 and P28 have biopsies labelled both ways). A patient whose cells carry more than one
+    label is left out of the comparison, never given the label of its first cell; the note
+    (empty when none) names them and is logged as a warning.
+    """
+    frame = pd.DataFrame({"p": _labels(obs, patient_key), "r": _labels(obs, response_key)}).dropna()
+    labels = frame.groupby("p")["r"].unique()
+    conflicting = sorted(str(p) for p, values in labels.items() if len(values) > 1)
+    per_patient = labels[labels.map(len) == 1].map(lambda values: values[0])
+    note = ""
+    if conflicting:
+        note = (f"{len(conflicting)} patient(s) left out, their samples carry both response "
+                f"labels: {', '.join(conflicting)}")
+        logger.warning("responder comparison: %s", note)
+    return per_patient, note
+
+
 def compare_response(
     obs: pd.DataFrame,
     scores: pd.DataFrame,
@@ -357,7 +383,8 @@ def compare_response(
     response_key: str = "response",
     min_cells: int = 3,
 ) -> tuple[pd.DataFrame, str]:
-    """Responders vs non-responders within each state (and the whole lineage), per program.
+    """Responders vs non-responders in all CD8 cells, within each state and in the whole
+    lineage, per program.
 
     Effect = mean(non-responders) - mean(responders) on per-patient means (Cliff's delta and
     Hedges' g alongside, same direction: positive = higher in non-responders, the direction of
@@ -381,8 +408,15 @@ def compare_response(
     state = _labels(obs, state_key)
     response = _labels(obs, response_key)
     tables = []
-    for name in [*states, "exhausted_lineage"]:
-        in_state = state.isin(list(states)) if name == "exhausted_lineage" else state == name
+    per_patient, conflict_note = patient_response(obs, patient_key=patient_key,
+                                                  response_key=response_key)
+    for name in [ALL_CD8, *states, "exhausted_lineage"]:
+        if name == ALL_CD8:
+            in_state = pd.Series(True, index=obs.index)
+        elif name == "exhausted_lineage":
+            in_state = state.isin(list(states))
+        else:
+            in_state = state == name
         sub_obs = obs.loc[in_state.to_numpy()].copy()
         sub_obs["_lineage"] = name
         sub_scores = scores.loc[in_state.to_numpy()]
@@ -391,11 +425,6 @@ def compare_response(
             means = patient_means(sub_obs, sub_scores, group_key="_lineage",
                                   patient_key=patient_key, min_cells=min_cells)
             means = means.reset_index()
-            # response is a patient-level label: take each patient's (unique) label
-            per_patient = (
-                pd.DataFrame({"p": _labels(obs, patient_key), "r": response}).dropna()
-                .drop_duplicates("p").set_index("p")["r"]
-            )
             means["_response"] = means["_patient"].map(per_patient)
             groups = {r: means[means["_response"] == r] for r in (RESPONDER, NON_RESPONDER)}
             for program in scores.columns:
@@ -415,8 +444,9 @@ def compare_response(
                     n_cells=int(groups[RESPONDER]["n_cells"].sum()
                                 + groups[NON_RESPONDER]["n_cells"].sum()),
                     p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
-                    note="" if ok else (
+                    note="; ".join(filter(None, ["" if ok else (
                         f"too few patients with >= {min_cells} {name} cells in each group"),
+                        conflict_note])),
                 ))
         else:
             sub_resp = response.loc[in_state.to_numpy()]
