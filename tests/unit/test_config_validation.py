@@ -86,3 +86,63 @@ def test_gate_schema_accepts_both_of_its_thresholds():
     validate({"min_cells_clustering": 10, "min_frac_cd8b_nk_like": 0.4}, str(schema), set_default=False)
     with pytest.raises(Exception):
         validate({"min_frac_cd8b_nk_like": 30}, str(schema), set_default=False)
+
+
+SCHEMAS = ROOT / "workflow/schemas"
+
+
+def validated_config(config: dict) -> dict:
+    """`config` validated against the run schema (as common.smk does), stage schemas by $ref."""
+    from snakemake.utils import validate
+
+    validate(config, str(SCHEMAS / "config.schema.yaml"))
+    return config
+
+
+def test_gate_min_cells_clustering_and_cd8b_nk_like_reach_gate_params():
+    from texflow.gating import GateParams
+
+    gate = {"min_cells_clustering": 10, "min_frac_cd8b_nk_like": 0.4}
+    config = validated_config({"datasets": [], "gate": gate})
+    params = GateParams.from_config(config["gate"])
+    assert params.min_cells_clustering == 10
+    assert params.min_frac_cd8b_nk_like == 0.4
+
+
+@pytest.mark.parametrize(
+    "gate",
+    [{"min_cells_clustering": 2}, {"min_cells_clustering": 10.5}, {"min_frac_cd8b_nk_like": 1.5}],
+)
+def test_gate_bad_values_rejected(gate):
+    from snakemake.exceptions import WorkflowError
+
+    with pytest.raises(WorkflowError):
+        validated_config({"datasets": [], "gate": gate})
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that raises on a mapping key given twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+@pytest.mark.parametrize(
+    "schema", sorted((SCHEMAS / "config").glob("*.schema.yaml")), ids=lambda path: path.name
+)
+def test_stage_schema_has_no_duplicate_key(schema):
+    yaml.load(schema.read_text(), Loader=UniqueKeyLoader)
+
+
+def test_unique_key_loader_catches_duplicates():
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
+        text = "properties:\n  a: {type: number}\n  a: {type: integer}\n"
+        yaml.load(text, Loader=UniqueKeyLoader)
