@@ -127,6 +127,23 @@ def test_page_is_self_contained_and_answers_first(built):
     assert (html_path.parent / "tables/associations.tsv").is_file()
 
 
+def _style_text(html_text: str) -> str:
+    styles = re.findall(r"<style[^>]*>(.*?)</style>", html_text, flags=re.S)
+    assert styles, "no <style> element"
+    return "".join(styles)
+
+
+def test_stylesheet_inserted_unescaped(built):
+    """Autoescape turned the CSS's quotes ("Segoe UI") into &#34; inside <style>: rule void."""
+    root, _ = built
+    css = (report.TEMPLATES / "report.css").read_text()
+    style = _style_text((root / "results/full/report.html").read_text(encoding="utf-8"))
+    for entity in ("&#", "&quot;", "&amp;", "&lt;", "&gt;"):
+        assert entity not in style, entity
+    assert css.strip() in style
+    assert '"Segoe UI"' in style
+
+
 def test_stage_figures_embedded_and_own_figures_drawn(built):
     root, pages = built
     figures = {f.path.name: f for f in pages["full"].figures if f.path is not None}

@@ -786,6 +786,13 @@ def _environment():
     return environment
 
 
+def _stylesheet() -> Any:
+    """report.css as Markup: autoescape turned its quotes ("Segoe UI") into &#34; in <style>."""
+    from markupsafe import Markup
+
+    return Markup((TEMPLATES / "report.css").read_text())
+
+
 def table_html(frame: pd.DataFrame) -> Any:
     """A table as HTML: numbers formatted, p/q columns as p-values, cells escaped."""
     from markupsafe import Markup
@@ -840,7 +847,7 @@ def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None
         finding_map={(f.program, f.comparison): f for f in report.findings},
         params=_flatten_params(report.params),
         link=link,
-        css=(TEMPLATES / "report.css").read_text(),
+        css=_stylesheet(),
     )
 
 
@@ -921,7 +928,7 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
         finding_map={(r.dataset, f.program, f.comparison): f for r in reports for f in r.findings},
         links={d: os.path.relpath(p, base) for d, p in report_links.items()},
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        css=(TEMPLATES / "report.css").read_text(),
+        css=_stylesheet(),
     )
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
