@@ -77,17 +77,6 @@ def test_duplicate_dataset_id():
     assert "appears twice" in result.stdout
 
 
-def test_gate_schema_accepts_both_of_its_thresholds():
-    """gate.schema.yaml had lost the key line of min_cells_clustering, whose body then replaced
-    min_frac_cd8b_nk_like's: neither could be set."""
-    from snakemake.utils import validate
-
-    schema = Path(__file__).resolve().parents[2] / "workflow/schemas/config/gate.schema.yaml"
-    validate({"min_cells_clustering": 10, "min_frac_cd8b_nk_like": 0.4}, str(schema), set_default=False)
-    with pytest.raises(Exception):
-        validate({"min_frac_cd8b_nk_like": 30}, str(schema), set_default=False)
-
-
 SCHEMAS = ROOT / "workflow/schemas"
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .plotting import report as plots
+from .stats import ALL_CD8, EXHAUSTED_LINEAGE
 from .utils import atomic_path, write_tsv
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,9 @@ GROUP_N_COLUMNS = {"responder": ["n_responders", "n_responder"], "non_responder"
 #: Group means from which the response effect is computed, so that its sign is certain:
 #: positive = higher in non-responders.
 RESPONSE_MEAN_COLUMNS = (["mean_non_responders", "mean_non_responder"], ["mean_responders", "mean_responder"])
-#: Row of the response table used for the headline: all exhausted-lineage cells of a patient.
-RESPONSE_HEADLINE_STATE = "exhausted_lineage"
-#: Row of the response table each response comparison of the headline reads.
-HEADLINE_STATES = {"response": RESPONSE_HEADLINE_STATE, "response_all": "all_cd8"}
+#: Row of the response table each response comparison of the headline reads: all
+#: exhausted-lineage cells of a patient, and all its CD8 T cells.
+HEADLINE_STATES = {"response": EXHAUSTED_LINEAGE, "response_all": ALL_CD8}
 #: Programs whose findings are spelled out at the top of the page (the others are in the table
 #: under them): the core ISG score is the primary IFN-I readout in T cells, because Hallmark
 #: IFN-alpha carries T-cell-state genes (SELL, IL7, TXNIP...; gene_programs.md), and the signed

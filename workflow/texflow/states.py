@@ -153,34 +153,6 @@ def cluster_summary(adata: ad.AnnData, *, cluster_key: str, programs) -> pd.Data
     return pd.concat(rows, ignore_index=True)
 
 
-def _decide(z_row: pd.Series, params: StatesParams, usable: set[str]) -> dict:
-    """The state of one cluster from its program z-scores."""
-    gate_z = z_row.get(GATE_PROGRAM, np.nan)
-    gate = bool(np.isfinite(gate_z) and gate_z >= params.gate_min_z)
-    candidates = {
-        state: z_row[program]
-        for state, program in STATE_PROGRAMS.items()
-        if program in usable
-        and np.isfinite(z_row[program])
-        and (gate or state not in EXHAUSTED_STATES)
-    }
-    ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=True)
-    if not ranked:
-        return {"state": OTHER_STATE, "best_state": "", "confidence": 0.0, "second_best": "", "gate": gate}
-    best, best_z = ranked[0]
-    # a lone candidate is measured against the minimum a state needs
-    second, second_z = ranked[1] if len(ranked) > 1 else ("", params.min_state_z)
-    confidence = float(best_z - second_z)
-    if best_z < params.min_state_z:
-        state = OTHER_STATE
-        confidence = float(params.min_state_z - best_z)
-    elif confidence < params.min_margin:
-        state = AMBIGUOUS_STATE
-    else:
-        state = best
-    return {"state": state, "best_state": best, "confidence": confidence, "second_best": second, "gate": gate}
-
-
 def knn_neighbours(adata: ad.AnnData, *, k: int) -> np.ndarray:
     """Cells x `k` positions of each cell's nearest neighbours, nearest first.
 
@@ -191,31 +163,29 @@ def knn_neighbours(adata: ad.AnnData, *, k: int) -> np.ndarray:
     """
     if "distances" in adata.obsp:
         graph = sparse.csr_matrix(adata.obsp["distances"])
-        out = np.repeat(np.arange(adata.n_obs)[:, None], k, axis=1)
-        for cell in range(adata.n_obs):
-            start, end = graph.indptr[cell], graph.indptr[cell + 1]
-            columns, values = graph.indices[start:end], graph.data[start:end]
-            keep = columns != cell
-            columns = columns[keep][np.argsort(values[keep], kind="stable")][:k]
-            out[cell, : columns.size] = columns
-        return out
-    from sklearn.neighbors import NearestNeighbors
-
-    if "X_pca" in adata.obsm:
-        basis = np.asarray(adata.obsm["X_pca"])
     else:
-        import scanpy as sc
+        from sklearn.neighbors import NearestNeighbors
 
-        n_comps = int(max(1, min(20, adata.n_obs - 1, adata.n_vars - 1)))
-        basis = sc.pp.pca(adata.X, n_comps=n_comps, random_state=0)
-    logger.info("no obsp['distances'] graph: %d nearest neighbours searched on %d dimensions",
-                k, basis.shape[1])
-    n = int(min(k + 1, adata.n_obs))
-    _, index = NearestNeighbors(n_neighbors=n).fit(basis).kneighbors(basis)
+        if "X_pca" in adata.obsm:
+            basis = np.asarray(adata.obsm["X_pca"])
+        else:
+            import scanpy as sc
+
+            n_comps = int(max(1, min(20, adata.n_obs - 1, adata.n_vars - 1)))
+            basis = sc.pp.pca(adata.X, n_comps=n_comps, random_state=0)
+        logger.info("no obsp['distances'] graph: %d nearest neighbours searched on %d dimensions",
+                    k, basis.shape[1])
+        search = NearestNeighbors(n_neighbors=int(min(k, adata.n_obs - 1))).fit(basis)
+        graph = search.kneighbors_graph(None, mode="distance")  # None: a cell is not its own
+    rows = np.repeat(np.arange(adata.n_obs), np.diff(graph.indptr))
+    keep = graph.indices != rows
+    rows, columns, values = rows[keep], graph.indices[keep], graph.data[keep]
+    order = np.lexsort((values, rows))  # by cell, then nearest first
+    rows, columns = rows[order], columns[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows)
     out = np.repeat(np.arange(adata.n_obs)[:, None], k, axis=1)
-    for cell in range(adata.n_obs):
-        columns = index[cell][index[cell] != cell][:k]
-        out[cell, : columns.size] = columns
+    near = rank < k
+    out[rows[near], rank[near]] = columns[near]
     return out
 
 
@@ -231,42 +201,38 @@ def smooth_scores(scores: pd.DataFrame, neighbours: np.ndarray, *, decay: float)
 
 
 def decide_cells(z: pd.DataFrame, params: StatesParams, usable: set[str]) -> pd.DataFrame:
-    """Per-cell state and confidence from per-cell program z-scores, by `_decide`'s rules.
+    """State and confidence of each row of program z-scores (a cluster or a cell): rules 3-4.
 
     Returns a frame (index of `z`) with ``state``, ``confidence``, ``best_state``,
-    ``second_best``.
+    ``second_best`` and ``gate`` (the exhausted gate passed).
     """
-    states = [s for s, program in STATE_PROGRAMS.items() if program in usable and program in z]
     n = z.shape[0]
-    if not states:
-        return pd.DataFrame({"state": OTHER_STATE, "confidence": 0.0, "best_state": "",
-                             "second_best": ""}, index=z.index)
     gate_z = z[GATE_PROGRAM].to_numpy(float) if GATE_PROGRAM in z else np.full(n, np.nan)
     gate = np.isfinite(gate_z) & (gate_z >= params.gate_min_z)
+    states = [s for s, program in STATE_PROGRAMS.items() if program in usable and program in z]
+    if not states:
+        return pd.DataFrame({"state": OTHER_STATE, "confidence": 0.0, "best_state": "",
+                             "second_best": "", "gate": gate}, index=z.index)
     values = np.column_stack([z[STATE_PROGRAMS[s]].to_numpy(float) for s in states])
     exhausted = np.array([s in EXHAUSTED_STATES for s in states])
-    values = np.where(exhausted[None, :] & ~gate[:, None], -np.inf, values)
-    values = np.where(np.isfinite(values), values, -np.inf)
-    order = np.argsort(-values, axis=1, kind="stable")
-    rows = np.arange(n)
-    best_z = values[rows, order[:, 0]]
-    has_second = values.shape[1] > 1
-    second_z = values[rows, order[:, 1]] if has_second else np.full(n, -np.inf)
-    # a lone candidate is measured against the minimum a state needs
-    second_z = np.where(np.isfinite(second_z), second_z, params.min_state_z)
+    values = np.where(exhausted[None, :] & ~gate[:, None], np.nan, values)
+    values = np.where(np.isfinite(values), values, -np.inf)  # not a candidate
+    order = np.argsort(-values, axis=1, kind="stable")  # ties: STATE_PROGRAMS order
+    ranked = np.take_along_axis(values, order, axis=1)
     names = np.array(states, dtype=object)
+    best_z = ranked[:, 0]
+    second_z = ranked[:, 1] if len(states) > 1 else np.full(n, -np.inf)
     best = np.where(np.isfinite(best_z), names[order[:, 0]], "")
-    second = np.where(
-        has_second & np.isfinite(values[rows, order[:, min(1, values.shape[1] - 1)]]),
-        names[order[:, min(1, values.shape[1] - 1)]], "")
-    confidence = best_z - second_z
+    second = np.where(np.isfinite(second_z), names[order[:, 1]] if len(states) > 1 else "", "")
+    # a lone candidate is measured against the minimum a state needs
+    confidence = best_z - np.where(np.isfinite(second_z), second_z, params.min_state_z)
     state = np.where(confidence < params.min_margin, AMBIGUOUS_STATE, best).astype(object)
-    below = ~np.isfinite(best_z) | (best_z < params.min_state_z)
+    below = best_z < params.min_state_z  # no candidate at all: best_z is -inf
     state[below] = OTHER_STATE
     confidence = np.where(below, np.where(np.isfinite(best_z), params.min_state_z - best_z, 0.0),
                           confidence)
     return pd.DataFrame({"state": state, "confidence": confidence, "best_state": best,
-                         "second_best": second}, index=z.index)
+                         "second_best": second, "gate": gate}, index=z.index)
 
 
 def cell_states(
@@ -422,8 +388,9 @@ def label_states(
     z = cluster_z_scores(adata, cluster_key=key, programs=programs)
     sizes = adata.obs[key].value_counts()
     rows = []
+    decisions = decide_cells(z, params, usable)
     for cluster, z_row in z.iterrows():
-        decision = _decide(z_row, params, usable)
+        decision = decisions.loc[cluster]
         shown = decision["best_state"]
         program = programs.get(STATE_PROGRAMS.get(shown, ""), None)
         evidence_up = evidence_down = ""
@@ -440,10 +407,10 @@ def label_states(
             "cluster": str(cluster),
             "n_cells": int(sizes.get(cluster, 0)),
             "state": decision["state"],
-            "confidence": round(decision["confidence"], 4),
+            "confidence": round(float(decision["confidence"]), 4),
             "second_best": decision["second_best"],
             "best_state": decision["best_state"],
-            "exhausted_gate": decision["gate"],
+            "exhausted_gate": bool(decision["gate"]),
             "isg_high": bool(z_row.get("isg", -np.inf) >= params.flag_min_z),
             "cycling": bool(z_row.get("cycling", -np.inf) >= params.flag_min_z),
         }

@@ -347,8 +347,9 @@ def response_skip_reason(obs: pd.DataFrame, *, response_key: str = "response") -
     return ""
 
 
-#: Row of the response table over every CD8 T cell of a patient, whatever its state.
-ALL_CD8 = "all_cd8"
+#: Rows of the response table over every CD8 T cell of a patient, whatever its state, and over
+#: its exhausted-lineage cells.
+ALL_CD8, EXHAUSTED_LINEAGE = "all_cd8", "exhausted_lineage"
 
 
 def patient_response(
@@ -410,10 +411,10 @@ def compare_response(
     tables = []
     per_patient, conflict_note = patient_response(obs, patient_key=patient_key,
                                                   response_key=response_key)
-    for name in [ALL_CD8, *states, "exhausted_lineage"]:
+    for name in [ALL_CD8, *states, EXHAUSTED_LINEAGE]:
         if name == ALL_CD8:
             in_state = pd.Series(True, index=obs.index)
-        elif name == "exhausted_lineage":
+        elif name == EXHAUSTED_LINEAGE:
             in_state = state.isin(list(states))
         else:
             in_state = state == name
