@@ -36,7 +36,9 @@ def main(snakemake):
     if skipped:
         plots.message_figure(snakemake.output.figure, title="Trajectory skipped", message=skipped)
     else:
-        plots.pseudotime_overview(adata, snakemake.output.figure)
+        # the states that defined the lineage (per-cell calls), not the cluster labels
+        state_key = meta["trajectory"]["state_key"]
+        plots.pseudotime_overview(adata, snakemake.output.figure, state_key=state_key)
     update_h5ad(adata, source=path, path=snakemake.output.h5ad)
 
 
