@@ -50,6 +50,20 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .contract import (
+    AMBIGUOUS_STATE,
+    CELL_STATE_KEY,
+    CONFIDENCE_KEYS,
+    EFFECTOR_MEMORY,
+    EXHAUSTED_STATES,
+    EXHAUSTION_AXIS_KEY,
+    NAIVE_LIKE,
+    OTHER_STATE,
+    STATE_CATEGORIES,
+    TEX_INT,
+    TEX_TERM,
+    TPEX,
+)
 from .errors import InputDataError
 from .scoring import DEFAULT_MAX_RANK, ucell
 from .signatures import GeneProgram, coverage_table, load_programs, resolve_aliases
@@ -58,16 +72,12 @@ logger = logging.getLogger(__name__)
 
 # state label -> the program that defines it
 STATE_PROGRAMS: dict[str, str] = {
-    "Tpex": "tpex",
-    "Tex_int": "tex_int",
-    "Tex_term": "tex_term",
-    "naive_like": "naive_like",
-    "effector_memory": "effector_memory",
+    TPEX: "tpex",
+    TEX_INT: "tex_int",
+    TEX_TERM: "tex_term",
+    NAIVE_LIKE: "naive_like",
+    EFFECTOR_MEMORY: "effector_memory",
 }
-EXHAUSTED_STATES = ("Tpex", "Tex_int", "Tex_term")
-OTHER_STATE = "other_cd8"
-AMBIGUOUS_STATE = "ambiguous"
-STATE_CATEGORIES = [*STATE_PROGRAMS, OTHER_STATE, AMBIGUOUS_STATE]
 GATE_PROGRAM = "exhausted_gate"
 AXIS_PROGRAMS = ("isg", "cycling")
 # Scored for the summary table and the figure, but no state of their own (they end in other_cd8
@@ -258,11 +268,11 @@ def cell_states(
     sd = raw.std(ddof=0).replace(0.0, np.nan)
     z = (smoothed - raw.mean()) / sd
     decision = decide_cells(z, params, usable)
-    adata.obs["cell_state"] = pd.Categorical(decision["state"].to_numpy(),
-                                             categories=STATE_CATEGORIES)
-    adata.obs["cell_state_confidence"] = decision["confidence"].to_numpy(dtype=float)
-    adata.obs["exhaustion_axis"] = (smoothed["tex_term"] - smoothed["tpex"]).to_numpy()
-    counts = adata.obs["cell_state"].value_counts()
+    adata.obs[CELL_STATE_KEY] = pd.Categorical(decision["state"].to_numpy(),
+                                               categories=list(STATE_CATEGORIES))
+    adata.obs[CONFIDENCE_KEYS[CELL_STATE_KEY]] = decision["confidence"].to_numpy(dtype=float)
+    adata.obs[EXHAUSTION_AXIS_KEY] = (smoothed["tex_term"] - smoothed["tpex"]).to_numpy()
+    counts = adata.obs[CELL_STATE_KEY].value_counts()
     logger.info("per-cell states (kNN-smoothed, k=%d): %s", k,
                 ", ".join(f"{name} {int(n)}" for name, n in counts.items() if n))
     return decision
@@ -425,11 +435,11 @@ def label_states(
     by_cluster = table.set_index("cluster")
     cluster_of_cell = adata.obs[key].astype(str)
     adata.obs["state"] = pd.Categorical(
-        cluster_of_cell.map(by_cluster["state"]).to_numpy(), categories=STATE_CATEGORIES
+        cluster_of_cell.map(by_cluster["state"]).to_numpy(), categories=list(STATE_CATEGORIES)
     )
     adata.obs["state_confidence"] = cluster_of_cell.map(by_cluster["confidence"]).astype(float).to_numpy()
     cell_states(adata, programs=programs, params=params, usable=usable)
-    agreement = cluster_agreement(cluster_of_cell, adata.obs["cell_state"], by_cluster["state"])
+    agreement = cluster_agreement(cluster_of_cell, adata.obs[CELL_STATE_KEY], by_cluster["state"])
     table = table.merge(agreement, on="cluster", how="left")
     for row in agreement.itertuples():
         if not row.agrees_with_cells:

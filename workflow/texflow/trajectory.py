@@ -31,14 +31,21 @@ from scipy import stats
 
 from ._numba_cache import cache_umap_kernels
 from .cluster import pca
+from .contract import (
+    CELL_STATE_KEY,
+    CONFIDENCE_KEYS,
+    EXHAUSTED_STATES,
+    EXHAUSTION_AXIS_KEY,
+    TEX_TERM,
+    TPEX,
+    lineage_state_key,
+)
 from .features import cells_detected_per_gene, seurat_highly_variable
 from .utils import knn_transformer
 
 logger = logging.getLogger(__name__)
 
-#: States that form the exhausted lineage, in their expected order along pseudotime.
-EXHAUSTED_STATES: tuple[str, ...] = ("Tpex", "Tex_int", "Tex_term")
-EARLY_STATE, LATE_STATE = "Tpex", "Tex_term"
+EARLY_STATE, LATE_STATE = TPEX, TEX_TERM
 #: Median Spearman rho between the main and the alternative-root pseudotimes below which the
 #: ordering is called root-dependent (a warning and a note next to every association).
 MIN_STABLE_RHO = 0.8
@@ -57,18 +64,6 @@ def _texflow_uns(adata: ad.AnnData) -> dict:
     return uns
 
 
-#: The states stage's per-cell call, and the cluster label it is kept beside.
-CELL_STATE_KEY, CLUSTER_STATE_KEY = "cell_state", "state"
-CONFIDENCE_KEYS = {CELL_STATE_KEY: "cell_state_confidence", CLUSTER_STATE_KEY: "state_confidence"}
-
-
-def lineage_state_key(obs: pd.DataFrame) -> str:
-    """The obs column that defines the lineage: the per-cell call where the states stage wrote
-    one (human tumour Tpex seldom form a cluster of their own), else the cluster label (data
-    labelled before per-cell states existed). The choice is logged and recorded."""
-    return CELL_STATE_KEY if CELL_STATE_KEY in obs else CLUSTER_STATE_KEY
-
-
 def lineage_mask(
     adata: ad.AnnData, *, state_key: str | None = None, states: Sequence[str] = EXHAUSTED_STATES
 ) -> np.ndarray:
@@ -85,28 +80,35 @@ def skip_reason(
     state_key: str | None = None,
     states: Sequence[str] = EXHAUSTED_STATES,
     min_cells: int = 20,
+    min_progenitor_cells: int = 5,
+    min_terminal_cells: int = 5,
 ) -> str:
     """Why no trajectory can be built on `adata` ("" when it can).
 
-    A trajectory from Tpex to Tex_term needs both ends: without a Tpex cell there is no root,
-    without a Tex_term cell there is no end to orient it by.
+    A trajectory from Tpex to Tex_term needs both ends: at least `min_progenitor_cells` Tpex
+    cells (the root and the alternative roots of the sensitivity check are drawn among them)
+    and `min_terminal_cells` Tex_term cells (they orient the axis and test its order), wherever
+    those cells sit, in a cluster of their own or not. The reason gives the counts.
     """
     state_key = state_key or lineage_state_key(adata.obs)
     if state_key not in adata.obs:
         return f"no obs[{state_key!r}] column: the states stage did not label cells"
     labels = adata.obs[state_key].astype(str)
-    missing = [s for s in (EARLY_STATE, LATE_STATE) if not (labels == s).any()]
-    if missing:
-        unit = "cell" if state_key == CELL_STATE_KEY else "cluster"
-        counts = ", ".join(f"{int((labels == s).sum())} {s}" for s in states)
+    unit = "cell" if state_key == CELL_STATE_KEY else "cluster cell"
+    counts = ", ".join(f"{int((labels == s).sum())} {s}" for s in states)
+    short = [
+        f"{int((labels == s).sum())} {s} {unit}s (minimum {minimum})"
+        for s, minimum in ((EARLY_STATE, min_progenitor_cells), (LATE_STATE, min_terminal_cells))
+        if (labels == s).sum() < minimum
+    ]
+    if short:
         return (
-            f"no {' and no '.join(missing)} {unit} in this dataset ({unit} calls in the "
-            f"lineage: {counts}), so there is no {EARLY_STATE} -> {LATE_STATE} trajectory "
-            "to follow"
+            f"too few cells at an end of the lineage: {' and '.join(short)}; {unit} calls in "
+            f"the lineage: {counts}. A {EARLY_STATE} -> {LATE_STATE} trajectory needs both ends"
         )
     n_lineage = int(labels.isin(list(states)).sum())
     if n_lineage < min_cells:
-        return f"only {n_lineage} cells in the exhausted lineage (minimum {min_cells})"
+        return f"only {n_lineage} cells in the exhausted lineage (minimum {min_cells}; {counts})"
     return ""
 
 
@@ -132,7 +134,8 @@ def lineage_features(
 
 #: Keywords of `diffusion_pseudotime` that the config's ``trajectory`` section gives by name.
 CONFIG_OPTIONS = (
-    "n_top_genes", "n_pcs", "n_neighbors", "n_dcs", "n_root_checks", "min_cells", "regress_depth", "seed",
+    "n_top_genes", "n_pcs", "n_neighbors", "n_dcs", "n_root_checks", "min_cells",
+    "min_progenitor_cells", "min_terminal_cells", "regress_depth", "seed",
 )
 
 
@@ -235,6 +238,8 @@ def diffusion_pseudotime(
     n_dcs: int = 10,
     n_root_checks: int = 10,
     min_cells: int = 20,
+    min_progenitor_cells: int = 5,
+    min_terminal_cells: int = 5,
     regress_depth: bool = True,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -276,6 +281,8 @@ def diffusion_pseudotime(
         n_dcs=n_dcs,
         n_root_checks=n_root_checks,
         min_cells=min_cells,
+        min_progenitor_cells=min_progenitor_cells,
+        min_terminal_cells=min_terminal_cells,
         regress_depth=regress_depth,
         seed=seed,
         n_excluded_genes=len(set(exclude_genes)),
@@ -285,7 +292,9 @@ def diffusion_pseudotime(
     adata.obs["in_lineage"] = mask
     adata.obs["pseudotime"] = np.nan
 
-    reason = skip_reason(adata, state_key=state_key, states=states, min_cells=min_cells)
+    reason = skip_reason(adata, state_key=state_key, states=states, min_cells=min_cells,
+                         min_progenitor_cells=min_progenitor_cells,
+                         min_terminal_cells=min_terminal_cells)
     if reason:
         logger.warning("trajectory skipped: %s", reason)
         uns["skipped"]["trajectory"] = reason
@@ -382,6 +391,7 @@ def diffusion_pseudotime(
         root_sensitivity_min_rho=float(sensitivity["spearman_rho"].min()),
         root_sensitivity_median_rho=float(sensitivity["spearman_rho"].median()),
     )
+    uns["trajectory"].update(axis_agreement(lineage.obs, pseudotime))
     order_auc = state_order_auc(pseudotime, is_early=is_early, is_late=is_late)
     uns["trajectory"]["state_order_auc"] = order_auc
     uns["trajectory"]["orders_states"] = bool(order_auc >= MIN_STATE_ORDER_AUC)
@@ -403,6 +413,25 @@ def diffusion_pseudotime(
         )
     uns["skipped"].pop("trajectory", None)
     return sensitivity
+
+
+def axis_agreement(lineage_obs: pd.DataFrame, pseudotime: np.ndarray) -> dict:
+    """Rank agreement of diffusion pseudotime with the states stage's exhaustion axis.
+
+    Two orderings of the same cells built differently: DPT from the lineage's own highly
+    variable genes (IFN-I and LPO genes out), the axis from two identity programs' kNN-smoothed
+    UCell scores (Tex-term minus Tpex). A Spearman rho near 1 says they tell the same story;
+    near 0, that the diffusion map follows something other than the Tpex -> Tex-term programs.
+    Empty when the states stage wrote no axis.
+    """
+    if EXHAUSTION_AXIS_KEY not in lineage_obs:
+        return {}
+    axis = lineage_obs[EXHAUSTION_AXIS_KEY].to_numpy(dtype=float)
+    ok = np.isfinite(axis) & np.isfinite(pseudotime)
+    rho = stats.spearmanr(axis[ok], pseudotime[ok]).statistic if ok.sum() > 2 else np.nan
+    logger.info("trajectory: Spearman rho of pseudotime with the exhaustion axis %.2f (%d cells)",
+                rho, int(ok.sum()))
+    return {"axis_spearman_rho": float(rho), "axis_n_cells": int(ok.sum())}
 
 
 def state_order_auc(pseudotime: np.ndarray, *, is_early: np.ndarray, is_late: np.ndarray) -> float:
