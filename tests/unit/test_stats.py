@@ -146,3 +146,76 @@ def test_a_patient_with_both_response_labels_is_left_out_and_named():
     row = table[table["state"] == stats.ALL_CD8].iloc[0]
     assert row["n_responders"] + row["n_non_responders"] == 5
     assert first in row["note"]
+
+
+def composition_cells(*, tex_term_nr=0.4, tex_term_r=0.15, n_patients=12, n_cells=60, seed=0,
+                      small_patient=False):
+    """CD8 cells whose per-cell calls hold a planted Tex_term share per response group."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        response = "non_responder" if p % 2 else "responder"
+        share = tex_term_nr if p % 2 else tex_term_r
+        n = 5 if (small_patient and p == 0) else n_cells
+        others = ["Tpex", "naive_like", "effector_memory"]
+        for _ in range(n):
+            state = "Tex_term" if rng.random() < share else others[rng.integers(3)]
+            rows.append(dict(patient=f"P{p:02d}", response=response, cell_state=state,
+                             state="ambiguous"))
+    return pd.DataFrame(rows)
+
+
+def test_patient_composition_counts_fractions_and_balance():
+    obs = composition_cells(small_patient=True)
+    table = stats.patient_composition(obs, min_cells=10)
+    assert table["state_key"].eq("cell_state").all()  # per-cell calls, not the cluster label
+    row = table.set_index("patient").loc["P01"]
+    cells_p1 = obs[obs["patient"] == "P01"]
+    assert row["n_cd8_cells"] == len(cells_p1)
+    assert row["n_Tex_term"] == (cells_p1["cell_state"] == "Tex_term").sum()
+    assert row["fraction_Tex_term"] == pytest.approx(row["n_Tex_term"] / len(cells_p1))
+    fractions = table[[c for c in table if c.startswith("fraction_")]].sum(axis=1)
+    np.testing.assert_allclose(fractions, 1.0)
+    assert row["log_ratio_tpex_to_tex_term"] == pytest.approx(
+        np.log((row["n_Tpex"] + 0.5) / (row["n_Tex_term"] + 0.5)))
+    assert not table.set_index("patient").loc["P00", "included"]  # 5 cells < 10
+    assert table.set_index("patient").loc["P01", "response"] == "non_responder"
+
+
+def test_composition_finds_a_planted_shift_and_says_the_caveat():
+    table = stats.compare_composition(stats.patient_composition(composition_cells()),
+                                      min_cells=10)
+    tex_term = table.set_index("state").loc["Tex_term"]
+    assert tex_term["program"] == stats.COMPOSITION_MEASURE
+    assert tex_term["effect"] > 0.15 and tex_term["p_adj"] < 0.05
+    assert (tex_term["n_non_responders"], tex_term["n_responders"]) == (6, 6)
+    balance = table.set_index("state").loc[stats.BALANCE_ROW]
+    assert balance["program"] == stats.BALANCE_MEASURE and balance["effect"] < 0
+    assert stats.COMPOSITION_CAVEAT in tex_term["note"]
+    assert list(table.columns) == stats.RESPONSE_COLUMNS
+
+
+def test_composition_without_a_shift_calls_nothing():
+    calls = 0
+    for seed in range(20):
+        obs = composition_cells(tex_term_nr=0.3, tex_term_r=0.3, seed=seed)
+        table = stats.compare_composition(stats.patient_composition(obs))
+        calls += int((table["p_adj"] < 0.05).any())
+    assert calls <= 2  # 5 % of 20 seeds, with room for one unlucky seed
+
+
+def test_composition_leaves_small_patients_out_and_says_how_many():
+    obs = composition_cells(small_patient=True)
+    table = stats.compare_composition(stats.patient_composition(obs, min_cells=10), min_cells=10)
+    row = table.set_index("state").loc["Tex_term"]
+    assert row["n_patients"] == 11 and "1 patient(s) with < 10 CD8 cells left out" in row["note"]
+
+
+def test_composition_without_patients_describes_samples_and_is_not_tested():
+    obs = composition_cells(n_patients=1)
+    obs["patient"] = np.nan
+    obs["sample"] = np.where(np.arange(len(obs)) % 2, "rep1", "rep2")
+    table = stats.patient_composition(obs)
+    assert set(table["patient"]) == {"rep1", "rep2"} and table["grouped_by"].eq("sample").all()
+    with pytest.raises(ValueError, match="per sample"):
+        stats.compare_composition(table)

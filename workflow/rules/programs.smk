@@ -50,6 +50,12 @@ rule programs:
             category="Programs",
             labels={"dataset": "{dataset}", "table": "response_comparison"},
         ),
+        composition=report(
+            results("{dataset}", "tables/composition.tsv"),
+            caption="../report/composition.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "composition"},
+        ),
         figures=report(
             expand(
                 results("{{dataset}}", "figures/trend_{program}.png"),

@@ -41,6 +41,7 @@ def main(snakemake):
         min_cells_per_patient=stats["min_cells_per_patient"],
         min_cells_per_group=stats["min_cells_per_group"],
         min_paired_patients=stats["min_paired_patients"],
+        min_cells_composition=stats["min_cells_composition"],
         adjust_for=stats["adjust_for"],
         stats_seed=stats["seed"],
         overwrite_counts=True,
@@ -48,7 +49,7 @@ def main(snakemake):
     response_skipped = str(tables.pop("_response_skipped")["reason"].iloc[0])
     outputs = snakemake.output
     for name in ("program_coverage", "trends", "associations", "state_comparison",
-                 "response_comparison", "cells"):
+                 "response_comparison", "composition", "cells"):
         write_tsv(tables[name], getattr(outputs, name))
     figures = Path(outputs.figures[0]).parent
     extra = [name for name in selected if name not in params["programs"]]

@@ -482,6 +482,7 @@ def analyse(
     min_cells_per_patient: int = 10,
     min_cells_per_group: int = 3,
     min_paired_patients: int = 3,
+    min_cells_composition: int = 10,
     adjust_for: str = "none",
     equalise_depth: bool = True,
     depth_quantile: float = 0.1,
@@ -499,7 +500,8 @@ def analyse(
     Returns
     -------
     Tables by output name: program_coverage, trends, associations, state_comparison,
-    response_comparison, cells; plus ``"_response_skipped"`` (a one-cell frame holding the
+    response_comparison (composition rows first, `stats.compare_composition`), composition
+    (`stats.patient_composition`), cells; plus ``"_response_skipped"`` (a one-cell frame holding the
     reason, empty string when the comparison ran).
     """
     from . import stats
@@ -510,7 +512,8 @@ def analyse(
         programs=list(programs), max_rank=max_rank, n_grid=n_grid, n_splines=n_splines,
         n_bootstrap=n_bootstrap, n_permutations=n_permutations,
         min_cells_per_patient=min_cells_per_patient, min_cells_per_group=min_cells_per_group,
-        min_paired_patients=min_paired_patients, adjust_for=adjust_for,
+        min_paired_patients=min_paired_patients, min_cells_composition=min_cells_composition,
+        adjust_for=adjust_for,
         equalise_depth=equalise_depth, depth_quantile=depth_quantile, seed=seed,
     )
     # before scoring, which may downsample the counts in place
@@ -559,14 +562,23 @@ def analyse(
                                             min_paired=min_paired_patients)
     response, response_skipped = stats.compare_response(
         adata.obs, scores, min_cells=min_cells_per_group)
+    composition = stats.patient_composition(adata.obs, min_cells=min_cells_composition)
     if response_skipped:
         uns["skipped"]["response_comparison"] = response_skipped
+    elif stats.choose_unit(adata.obs) == stats.UNIT_PATIENTS:
+        response = pd.concat(
+            [stats.compare_composition(composition, min_cells=min_cells_composition), response],
+            ignore_index=True)
+    else:
+        uns["skipped"]["composition"] = (
+            "no patient labels: one composition per group, nothing to test it against")
     return {
         "program_coverage": coverage,
         "trends": trend_table,
         "associations": associations,
         "state_comparison": state_comparison,
         "response_comparison": response,
+        "composition": composition,
         "cells": cells_table(adata),
         "_response_skipped": pd.DataFrame({"reason": [response_skipped]}),
     }

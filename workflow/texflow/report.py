@@ -33,8 +33,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .contract import CELL_STATE_KEY, CLUSTER_STATE_KEY
 from .plotting import report as plots
-from .stats import ALL_CD8, EXHAUSTED_LINEAGE
+from .stats import ALL_CD8, BALANCE_MEASURE, BALANCE_ROW, COMPOSITION_CAVEAT, COMPOSITION_MEASURE, EXHAUSTED_LINEAGE
 from .utils import atomic_path, write_tsv
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,16 @@ COMPARISONS = {
     "response": ("response_comparison.tsv", "non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
     "response_all": ("response_comparison.tsv", "non-responders vs responders, all CD8 cells", "higher in non-responders' CD8 cells", "lower in non-responders' CD8 cells", "no clear difference between non-responders' and responders' CD8 cells"),
 }
+
+#: The state-composition comparison: one finding per state (its share of a patient's CD8 cells)
+#: and one for the Tpex : Tex_term balance, read from the composition rows of the response table.
+COMPOSITION = "composition"
+ALL_COMPARISONS = {
+    **COMPARISONS,
+    COMPOSITION: ("response_comparison.tsv", "state composition, non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
+}
+RESPONSE_LIKE = (*COMPARISONS.keys() - {"trajectory", "state"}, COMPOSITION)
+COMPOSITION_MEASURES = (COMPOSITION_MEASURE, BALANCE_MEASURE)
 
 # Column names of the programs stage tables (texflow.stats): `effect`, `effect_type`, `p_value`,
 # `p_adj` (BH), `n_patients`, `n_patients_positive`, `unit` ("patients" or "cells"), `note`;
@@ -77,6 +88,8 @@ EFFECT_NAMES = {
     "mean_paired_difference": "mean paired difference",
     "difference_of_patient_means": "difference of patient means",
     "difference_of_cell_means": "difference of cell means",
+    "difference_of_mean_fractions": "difference of mean fractions of CD8 cells",
+    "difference_of_mean_log_ratios": "difference of mean log(Tpex / Tex_term)",
 }
 
 #: Where each stage table goes in the evidence part of the page (file name -> section, title).
@@ -91,6 +104,7 @@ STAGE_TABLES = {
     "associations.tsv": ("programs", "Programs along pseudotime, per patient combined"),
     "state_comparison.tsv": ("programs", "Tex-term vs Tpex per patient"),
     "response_comparison.tsv": ("programs", "Non-responders vs responders per patient"),
+    "composition.tsv": ("states", "State composition per patient"),
     "trends.tsv": ("programs", "Smoothed trends along pseudotime"),
 }
 #: Longer table cells (gene lists, citations) are cut on the page; the full text shows on hover.
@@ -167,14 +181,14 @@ class Finding:
     @property
     def untested_sentence(self) -> str:
         """'<comparison>: not tested (reason).' without the program (said once for all)."""
-        what = COMPARISONS[self.comparison][1]
+        what = ALL_COMPARISONS[self.comparison][1]
         return f"{what[:1].upper()}{what[1:]}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
 
     @property
     def sentence(self) -> str:
         """The finding in words: what it shows, how strongly, in how many patients."""
         label = plots.program_label(self.program)
-        _, what, up, down, neither = COMPARISONS[self.comparison]
+        _, what, up, down, neither = ALL_COMPARISONS[self.comparison]
         if self.verdict == "not tested":
             return f"{label}, {what}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
         words = {"up": up, "down": down}.get(self.verdict, f"shows {neither}")
@@ -245,6 +259,7 @@ class DatasetReport:
     summary: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
     headline_programs: list[str] = field(default_factory=list)
+    composition: list[Finding] = field(default_factory=list)
     alpha: float = 0.05
 
     def answer(self) -> list[tuple[str, list[Finding]]]:
@@ -398,7 +413,7 @@ def findings(
     fallback, programs = list(programs), []
     for frame in tables.values():
         if frame is not None and (column := _program_column(frame)) is not None:
-            programs += [str(p) for p in frame[column].dropna() if str(p).strip() and str(p) not in programs]
+            programs += [str(p) for p in frame[column].dropna() if str(p).strip() and str(p) not in programs and str(p) not in COMPOSITION_MEASURES]
     programs = programs or fallback
     programs = sorted(programs, key=lambda p: (0 if ("ifn" in p.lower() or "isg" in p.lower()) else 1 if "lpo" in p.lower() else 2))
     result = []
@@ -424,6 +439,29 @@ def findings(
     return result
 
 
+def composition_program(state: str) -> str:
+    """The name a composition finding goes by (a column of composition.tsv)."""
+    return "log_ratio_tpex_to_tex_term" if state == BALANCE_ROW else f"fraction_{state}"
+
+
+def composition_findings(frame: pd.DataFrame | None, *, alpha: float, skipped: Mapping[str, str]) -> list[Finding]:
+    """One finding per composition row of `response_comparison.tsv` (each state's share of CD8
+    cells, and the Tpex : Tex_term balance); one untested finding with the reason when there
+    are none."""
+    rows = frame[frame["program"].astype(str).isin(COMPOSITION_MEASURES)] if frame is not None and "program" in frame else None
+    if rows is None or rows.empty:
+        reason = _table_skip_reason(frame) or skipped.get("composition", "") or "no composition rows in response_comparison.tsv"
+        return [Finding(program="all_states", comparison=COMPOSITION, reason=reason)]
+    result = []
+    for row in rows.to_dict("records"):
+        finding = Finding(program=composition_program(str(row["state"])), comparison=COMPOSITION)
+        _fill(finding, row, alpha=alpha)
+        # the caveat is said once under the list, not in every sentence
+        finding.reason = finding.reason.replace(COMPOSITION_CAVEAT, "").strip("; ")
+        result.append(finding)
+    return result
+
+
 def _table_skip_reason(frame: pd.DataFrame | None) -> str:
     """The reason a stage wrote into a table that holds only a 'skipped' row ("" otherwise)."""
     if frame is None or "note" not in frame or "test" not in frame:
@@ -435,7 +473,7 @@ def _table_skip_reason(frame: pd.DataFrame | None) -> str:
 def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[str, str]) -> str:
     if reason := _table_skip_reason(frame):
         return reason
-    related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",), "response_all": ("response",)}
+    related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",), "response_all": ("response",), COMPOSITION: ("response", "composition")}
     for step, reason in skipped.items():
         if any(word in step.lower() for word in related[comparison]):
             return reason
@@ -444,7 +482,7 @@ def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[s
             if "tpex" in reason.lower() or "tex-term" in reason.lower():
                 return reason
     if frame is None:
-        return f"no table {COMPARISONS[comparison][0]}"
+        return f"no table {ALL_COMPARISONS[comparison][0]}"
     return "this program is not in the table"
 
 
@@ -461,10 +499,11 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
         if first_named and plots.find_state([first_named], "tpex") is not None:
             finding.effect = -finding.effect
         finding.effect_name += " (Tex-term − Tpex)"
-    if comparison in HEADLINE_STATES:
+    if comparison in RESPONSE_LIKE:
         (_, high), (_, low) = _first(row, RESPONSE_MEAN_COLUMNS[0]), _first(row, RESPONSE_MEAN_COLUMNS[1])
         if np.isfinite(high) and np.isfinite(low):
-            finding.effect_name, finding.effect = "difference of patient means", high - low
+            finding.effect_name = EFFECT_NAMES.get(effect_type, "difference of patient means")
+            finding.effect = high - low
         elif str(row.get("comparison", "")).split(" vs ")[0].strip().lower() == "responder":
             finding.effect = -finding.effect  # the table's effect is responders - non-responders
         finding.effect_name += " (non-responders − responders)"
@@ -472,7 +511,7 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
     _, finding.q = _first(row, Q_COLUMNS)
     _, finding.n_patients = _first(row, N_COLUMNS)
     _, finding.n_concordant = _first(row, CONCORDANT_COLUMNS)
-    if comparison in HEADLINE_STATES:
+    if comparison in RESPONSE_LIKE:
         (_, n_r), (_, n_nr) = _first(row, GROUP_N_COLUMNS["responder"]), _first(row, GROUP_N_COLUMNS["non_responder"])
         if np.isfinite(n_r) and np.isfinite(n_nr) and n_r + n_nr > 0:
             finding.n_groups = f"{int(n_nr)} non-responder vs {int(n_r)} responder patients"
@@ -598,7 +637,7 @@ def draw_figures(
     figures.append(
         _draw(plots.state_composition, adata, outdir / "state_composition.png", formats, section="states",
               label="State composition per patient and by response",
-              caption="Fraction of each patient's CD8 T cells in each state; the response panel averages per-patient fractions.",
+              caption="Fraction of each patient's CD8 T cells in each state (per-cell calls, as composition.tsv); the response panel averages per-patient fractions; the tests are the composition rows of the response table.",
               skipped=skipped)
     )  # fmt: skip
     figures.append(
@@ -609,9 +648,15 @@ def draw_figures(
     )  # fmt: skip
     figures.append(
         _draw(plots.response_groups, adata, outdir / "response_groups.png", formats, section="programs",
-              label="Responders vs non-responders",
-              caption="Per-patient mean score over its exhausted-lineage cells (the cells of the headline test); bar = group mean; n = patients.",
+              label="Responders vs non-responders, all CD8 T cells",
+              caption="Per-patient mean score over all its CD8 T cells (the all-CD8 rows of the response table); bar = group mean; n = patients.",
               skipped=skipped, scores=scores, min_cells=min_cells)
+    )  # fmt: skip
+    figures.append(
+        _draw(plots.response_groups, adata, outdir / "response_groups_lineage.png", formats, section="programs",
+              label="Responders vs non-responders, exhausted-lineage cells",
+              caption="Per-patient mean score over its cells called Tpex, Tex_int or Tex_term one by one (the exhausted-lineage rows of the response table); bar = group mean; n = patients.",
+              skipped=skipped, scores=scores, min_cells=min_cells, lineage_only=True)
     )  # fmt: skip
     return figures
 
@@ -707,6 +752,7 @@ def collect(
             report.tables.append(Table(title=path.stem.replace("_", " ").capitalize(), frame=_truncate(frame, max_rows), path=path, n_rows=len(frame), section="other"))
     known_programs = _programs(tables.get("program_coverage.tsv"), adata)
     report.findings = findings({key: tables.get(spec[0]) for key, spec in COMPARISONS.items()}, alpha=alpha, skipped=report.skipped, programs=known_programs)
+    report.composition = composition_findings(tables.get("response_comparison.tsv"), alpha=alpha, skipped=report.skipped)
     report.headline_programs = pick_headline(list(dict.fromkeys(f.program for f in report.findings)), headline_programs)
 
     existing = stage_figures(dataset_dir / "figures", exclude=figures_dir)
@@ -758,9 +804,15 @@ def _facts(adata: ad.AnnData | None, meta: Mapping[str, Any], summary: Mapping[s
         facts["patients by response"] = ", ".join(f"{(response == g).sum()} {plots.RESPONSE_LABELS[g]}" for g in plots.RESPONSE_COLOURS)
     else:
         facts["patients by response"] = "no response labels"
-    if "state" in obs:
-        counts = obs["state"].astype("string").value_counts()
-        facts["cells per state"] = ", ".join(f"{s} {n}" for s, n in counts.items())
+    if CELL_STATE_KEY in obs:
+        counts = obs[CELL_STATE_KEY].astype("string").value_counts()
+        facts["cells per state (per-cell calls)"] = ", ".join(f"{s} {n}" for s, n in counts.items())
+    if CLUSTER_STATE_KEY in obs:
+        counts = obs[CLUSTER_STATE_KEY].astype("string").value_counts()
+        facts["cells per state (cluster labels)"] = ", ".join(f"{s} {n}" for s, n in counts.items())
+    trajectory = meta.get("trajectory") or {}
+    if "axis_spearman_rho" in trajectory:
+        facts["pseudotime vs exhaustion axis"] = f"Spearman ρ = {format_number(trajectory['axis_spearman_rho'], 2)} over {trajectory.get('axis_n_cells', '?')} lineage cells"
     return facts
 
 
@@ -843,6 +895,8 @@ def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None
         report=report,
         sections=sections,
         comparisons=COMPARISONS,
+        composition_name=ALL_COMPARISONS[COMPOSITION][1],
+        composition_caveat=COMPOSITION_CAVEAT,
         programs=list(dict.fromkeys([*report.headline_programs, *(f.program for f in report.findings)])),
         finding_map={(f.program, f.comparison): f for f in report.findings},
         params=_flatten_params(report.params),
@@ -867,7 +921,7 @@ def write_dataset_report(report: DatasetReport, path: str | os.PathLike) -> None
 def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
     """The headline numbers of one dataset as rows of `results/summary.tsv` (one per program and comparison)."""
     rows = []
-    for finding in report.findings:
+    for finding in [*report.findings, *report.composition]:
         rows.append({
             "dataset": report.dataset,
             "program": finding.program,
@@ -909,6 +963,7 @@ def headline_only(
     tables = {key: read_table(dataset_dir / "tables" / spec[0]) for key, spec in COMPARISONS.items()}
     known_programs = _programs(read_table(dataset_dir / "tables" / "program_coverage.tsv"), None)
     report.findings = findings(tables, alpha=alpha, skipped=report.skipped, programs=known_programs)
+    report.composition = composition_findings(tables["response"], alpha=alpha, skipped=report.skipped)
     report.headline_programs = pick_headline(list(dict.fromkeys(f.program for f in report.findings)), headline_programs)
     return report
 
@@ -925,6 +980,9 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
         reports=reports,
         programs=programs,
         comparisons=COMPARISONS,
+        composition_name=ALL_COMPARISONS[COMPOSITION][1],
+        composition_programs=list(dict.fromkeys(f.program for r in reports for f in r.composition if f.program != "all_states")),
+        composition_map={(r.dataset, f.program): f for r in reports for f in r.composition},
         finding_map={(r.dataset, f.program, f.comparison): f for r in reports for f in r.findings},
         links={d: os.path.relpath(p, base) for d, p in report_links.items()},
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -29,6 +29,8 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from .contract import EXHAUSTED_STATES, STATE_CATEGORIES, TEX_TERM, TPEX, lineage_state_key
+
 logger = logging.getLogger(__name__)
 
 UNIT_PATIENTS, UNIT_CELLS = "patients", "cells"
@@ -263,10 +265,10 @@ def compare_states(
     obs: pd.DataFrame,
     scores: pd.DataFrame,
     *,
-    state_key: str = "state",
+    state_key: str | None = None,
     patient_key: str = "patient",
-    first: str = "Tpex",
-    second: str = "Tex_term",
+    first: str = TPEX,
+    second: str = TEX_TERM,
     min_cells: int = 3,
     min_paired: int = 3,
 ) -> pd.DataFrame:
@@ -274,8 +276,10 @@ def compare_states(
 
     Paired Wilcoxon signed-rank on per-patient means over patients with both states (at least
     `min_paired` of them); otherwise Mann-Whitney on the per-patient means of each state;
-    without patients, Mann-Whitney on cells.
+    without patients, Mann-Whitney on cells. `state_key` defaults to the per-cell calls
+    (`contract.lineage_state_key`); the table's ``state_key`` column says which was used.
     """
+    state_key = state_key or lineage_state_key(obs)
     programs = list(scores.columns)
     unit = choose_unit(obs, patient_key=patient_key)
     rows = []
@@ -332,6 +336,7 @@ def compare_states(
             ))
     table = pd.DataFrame(rows)
     table["p_adj"] = bh_adjust(table["p_value"])
+    table["state_key"] = state_key
     return table
 
 
@@ -346,6 +351,12 @@ def response_skip_reason(obs: pd.DataFrame, *, response_key: str = "response") -
         return f"response labels lack {', '.join(sorted(missing))}: nothing to compare"
     return ""
 
+
+RESPONSE_COLUMNS = [
+    "state", "program", "comparison", "unit", "test", "effect", "effect_type", "cliffs_delta",
+    "hedges_g", "mean_responders", "mean_non_responders", "n_patients", "n_responders",
+    "n_non_responders", "n_cells", "p_value", "p_adj", "state_key", "note",
+]
 
 #: Rows of the response table over every CD8 T cell of a patient, whatever its state, and over
 #: its exhausted-lineage cells.
@@ -378,8 +389,8 @@ def compare_response(
     obs: pd.DataFrame,
     scores: pd.DataFrame,
     *,
-    states: Sequence[str] = ("Tpex", "Tex_int", "Tex_term"),
-    state_key: str = "state",
+    states: Sequence[str] = EXHAUSTED_STATES,
+    state_key: str | None = None,
     patient_key: str = "patient",
     response_key: str = "response",
     min_cells: int = 3,
@@ -389,7 +400,9 @@ def compare_response(
 
     Effect = mean(non-responders) - mean(responders) on per-patient means (Cliff's delta and
     Hedges' g alongside, same direction: positive = higher in non-responders, the direction of
-    the IFN-I hypothesis of Chen et al. 2022); Mann-Whitney U on patient means. BH across programs within a state.
+    the IFN-I hypothesis of Chen et al. 2022); Mann-Whitney U on patient means. BH across
+    programs within a state. `state_key` defaults to the per-cell calls
+    (`contract.lineage_state_key`); the table's ``state_key`` column says which was used.
 
     Returns
     -------
@@ -397,14 +410,13 @@ def compare_response(
     labels yields one row saying so; labels are never guessed.
     """
     reason = response_skip_reason(obs, response_key=response_key)
-    columns = ["state", "program", "comparison", "unit", "test", "effect", "effect_type", "cliffs_delta",
-               "hedges_g", "mean_responders", "mean_non_responders", "n_patients",
-               "n_responders", "n_non_responders", "n_cells", "p_value", "p_adj", "note"]
+    columns = RESPONSE_COLUMNS
     if reason:
         logger.warning("responder comparison skipped: %s", reason)
         row = {c: np.nan for c in columns}
         row.update(state="", program="", unit="", test="skipped", note=f"skipped: {reason}")
         return pd.DataFrame([row], columns=columns), reason
+    state_key = state_key or lineage_state_key(obs)
     unit = choose_unit(obs, patient_key=patient_key)
     state = _labels(obs, state_key)
     response = _labels(obs, response_key)
@@ -472,4 +484,147 @@ def compare_response(
         table["comparison"] = "non_responder vs responder"
         table["p_adj"] = bh_adjust(table["p_value"])
         tables.append(table)
-    return pd.concat(tables, ignore_index=True)[columns], ""
+    table = pd.concat(tables, ignore_index=True)
+    table["state_key"] = state_key
+    return table[columns], ""
+
+
+# ----------------------------------------------------------------------------------------------
+# state composition by response
+
+#: ``program`` of the composition rows of the response table, and the state of the balance row.
+COMPOSITION_MEASURE = "fraction_of_cd8_cells"
+BALANCE_MEASURE = "log_ratio"
+BALANCE_ROW = f"{TPEX}:{TEX_TERM}"
+#: Added to both counts of the Tpex : Tex_term log ratio, so a patient with no cell of one
+#: state keeps a finite ratio (the Haldane-Anscombe correction of a log odds; Haldane 1956).
+BALANCE_PSEUDOCOUNT = 0.5
+COMPOSITION_CAVEAT = (
+    "compositional data: a patient's state fractions sum to 1, so a rise in one state lowers "
+    "the others; each state is tested on its own (Mann-Whitney on patient fractions, BH across "
+    "the composition rows), with no compositional model; read it beside the Tpex:Tex_term "
+    "log ratio, which does not depend on the other states"
+)
+
+
+def patient_composition(
+    obs: pd.DataFrame,
+    *,
+    state_key: str | None = None,
+    patient_key: str = "patient",
+    response_key: str = "response",
+    states: Sequence[str] = STATE_CATEGORIES,
+    min_cells: int = 10,
+) -> pd.DataFrame:
+    """Per patient: its CD8 cells' count and fraction in each state, and the Tpex : Tex_term
+    balance (the analogue of Sade-Feldman et al. 2018's CD8_G : CD8_B ratio).
+
+    Parameters
+    ----------
+    obs
+        CD8 cells with `state_key` (default: the per-cell calls), `patient_key` and
+        `response_key`.
+    min_cells
+        Patients with fewer CD8 cells keep their row but are flagged ``included = False``: a
+        fraction of fewer than 10 cells moves by 0.1 or more with a single cell.
+
+    Returns
+    -------
+    One row per patient: ``patient``, ``response`` (empty where the patient's samples disagree
+    or are unlabelled; `patient_response`), ``n_cd8_cells``, ``n_<state>`` and
+    ``fraction_<state>`` for every state, ``log_ratio_tpex_to_tex_term`` (natural log of
+    (n_Tpex + 0.5) / (n_Tex_term + 0.5)), ``included``, ``grouped_by`` (``patient``, or
+    ``sample`` where no patients are labelled: then a description, never tested), ``state_key``.
+    """
+    state_key = state_key or lineage_state_key(obs)
+    grouped_by = patient_key
+    if choose_unit(obs, patient_key=patient_key) == UNIT_CELLS and "sample" in obs:
+        grouped_by = "sample"  # no patients (a mouse experiment): describe each sample
+    frame = pd.DataFrame({"patient": _labels(obs, grouped_by).to_numpy(),
+                          "state": _labels(obs, state_key).to_numpy()}).dropna()
+    counts = pd.crosstab(frame["patient"], frame["state"]).reindex(columns=list(states),
+                                                                   fill_value=0)
+    total = counts.sum(axis=1)
+    table = pd.DataFrame({"patient": counts.index.astype(str)}, index=counts.index)
+    per_patient, _ = patient_response(obs, patient_key=grouped_by, response_key=response_key)
+    table["response"] = table["patient"].map(per_patient).fillna("")
+    table["n_cd8_cells"] = total.astype(int)
+    for state in states:
+        table[f"n_{state}"] = counts[state].astype(int)
+    for state in states:
+        table[f"fraction_{state}"] = counts[state] / total.where(total > 0)
+    table["log_ratio_tpex_to_tex_term"] = np.log(
+        (counts[TPEX] + BALANCE_PSEUDOCOUNT) / (counts[TEX_TERM] + BALANCE_PSEUDOCOUNT))
+    table["included"] = total >= min_cells
+    table["grouped_by"] = grouped_by
+    table["state_key"] = state_key
+    return table.reset_index(drop=True)
+
+
+def _patient_group_row(x: np.ndarray, y: np.ndarray, **fields) -> dict:
+    """One response-table row comparing non-responder values `x` with responder values `y`."""
+    ok = x.size >= 2 and y.size >= 2
+    return dict(
+        **fields, unit=UNIT_PATIENTS, test="mann_whitney_patient_values",
+        effect=float(x.mean() - y.mean()) if ok else np.nan,
+        cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
+        hedges_g=hedges_g(x, y) if ok else np.nan,
+        mean_responders=float(y.mean()) if y.size else np.nan,
+        mean_non_responders=float(x.mean()) if x.size else np.nan,
+        n_patients=int(x.size + y.size), n_responders=int(y.size), n_non_responders=int(x.size),
+        p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+    )
+
+
+def compare_composition(
+    composition: pd.DataFrame, *, states: Sequence[str] = STATE_CATEGORIES, min_cells: int = 10,
+) -> pd.DataFrame:
+    """Non-responders vs responders in state composition, patients as units.
+
+    For each state, the patients' fractions of CD8 cells in it (Mann-Whitney U), and the
+    Tpex : Tex_term log ratio; BH across all these rows together. No compositional model
+    (scCODA, sccomp) is used: they are not in texflow's environment, and with the 10-30
+    patients of a public cohort a rank test per state with the caveat beside it
+    (`COMPOSITION_CAVEAT`) and the two-state log ratio, which is free of the closure problem
+    (Aitchison 1986, subcompositional coherence), answer the question without a prior.
+
+    Parameters
+    ----------
+    composition
+        `patient_composition`'s table.
+
+    Returns
+    -------
+    Rows in `RESPONSE_COLUMNS`: ``state`` = the state (or ``Tpex:Tex_term``), ``program`` =
+    `COMPOSITION_MEASURE` (or `BALANCE_MEASURE`); effect = mean(non-responders) -
+    mean(responders).
+    """
+    if len(composition) and (composition["grouped_by"] != "patient").all():
+        raise ValueError("compare_composition: the composition is per sample, not per patient")
+    used = composition[composition["included"] & composition["response"].isin(
+        [RESPONDER, NON_RESPONDER])]
+    non_responders = used[used["response"] == NON_RESPONDER]
+    responders = used[used["response"] == RESPONDER]
+    left_out = int((~composition["included"]).sum())
+    note = COMPOSITION_CAVEAT
+    if left_out:
+        note += f"; {left_out} patient(s) with < {min_cells} CD8 cells left out"
+    rows = []
+    for state, column, measure, effect_type in [
+        *[(s, f"fraction_{s}", COMPOSITION_MEASURE, "difference_of_mean_fractions")
+          for s in states],
+        (BALANCE_ROW, "log_ratio_tpex_to_tex_term", BALANCE_MEASURE,
+         "difference_of_mean_log_ratios"),
+    ]:
+        x = non_responders[column].to_numpy(float)
+        y = responders[column].to_numpy(float)
+        row = _patient_group_row(x, y, state=state, program=measure, effect_type=effect_type)
+        row["n_cells"] = int(used["n_cd8_cells"].sum())
+        row["note"] = note if np.isfinite(row["p_value"]) else (
+            "too few patients in each group (>= 2 needed)")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["comparison"] = "non_responder vs responder"
+    table["p_adj"] = bh_adjust(table["p_value"])
+    table["state_key"] = composition["state_key"].iloc[0] if len(composition) else ""
+    return table[RESPONSE_COLUMNS]

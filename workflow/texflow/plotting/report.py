@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..contract import EXHAUSTED_STATES, lineage_state_key  # noqa: E402
 from ..utils import atomic_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class FigureSkipped(Exception):
 def program_label(name: str) -> str:
     """A readable name for a program or `score_<program>` column (`score_ifn_core` -> `IFN core`)."""
     name = re.sub(r"^score_", "", name)
+    if name == "log_ratio_tpex_to_tex_term":  # composition.tsv's balance column
+        return "log(Tpex / Tex-term)"
+    if name.startswith("fraction_"):  # composition.tsv's share of CD8 cells in a state
+        return f"{name.removeprefix('fraction_').replace('Tex_', 'Tex-').replace('_', '-')} share"
     words = []
     for word in re.split(r"[_\s]+", name):
         lower = word.lower()
@@ -196,25 +201,28 @@ def umap(
 
 
 def state_composition(
-    adata: ad.AnnData, *, path: str | os.PathLike, formats: Sequence[str] = ("png",)
+    adata: ad.AnnData, *, path: str | os.PathLike, formats: Sequence[str] = ("png",),
+    state_key: str | None = None,
 ) -> list[Path]:
     """Stacked bars of the fraction of cells in each state: per patient, and by response group.
 
+    States are the per-cell calls (`contract.lineage_state_key`), as in ``composition.tsv``.
     The response panel averages the per-patient fractions (the patient is the unit), and its
     x labels carry the number of patients. Without response labels only the per-patient panel
     is drawn.
     """
     obs = adata.obs
-    for column in ("state", "patient"):
+    state_key = state_key or lineage_state_key(obs)
+    for column in (state_key, "patient"):
         if column not in obs or not _known(obs[column]).any():
             raise FigureSkipped(f"no '{column}' annotation in the final AnnData")
-    known = _known(obs["state"]) & _known(obs["patient"])
-    cells = obs.loc[known, ["state", "patient"]].astype(str)
+    known = _known(obs[state_key]) & _known(obs["patient"])
+    cells = obs.loc[known, [state_key, "patient"]].astype(str).rename(columns={state_key: "state"})
     fractions = pd.crosstab(cells["patient"], cells["state"], normalize="index")
     counts = cells["patient"].value_counts()
     states = (
-        [s for s in obs["state"].cat.categories if s in fractions.columns]
-        if isinstance(obs["state"].dtype, pd.CategoricalDtype)
+        [s for s in obs[state_key].cat.categories if s in fractions.columns]
+        if isinstance(obs[state_key].dtype, pd.CategoricalDtype)
         else sorted(fractions.columns)
     )
     fractions = fractions[states]
@@ -284,8 +292,9 @@ def patient_means(adata: ad.AnnData, *, scores: Sequence[str], min_cells: int = 
     fewer than `min_cells` cells are dropped: a mean of one or two cells is noise.
     """
     obs = adata.obs
-    known = _known(obs["patient"]) & _known(obs["state"])
-    cells = obs.loc[known, ["patient", "state", *scores]].copy()
+    state_key = lineage_state_key(obs)
+    known = _known(obs["patient"]) & _known(obs[state_key])
+    cells = obs.loc[known, ["patient", state_key, *scores]].copy().rename(columns={state_key: "state"})
     cells["patient"], cells["state"] = cells["patient"].astype(str), cells["state"].astype(str)
     grouped = cells.groupby(["patient", "state"], observed=True)
     means = grouped[list(scores)].mean()
@@ -309,15 +318,16 @@ def paired_states(
     and their number is in each panel title. Lines are coloured by response when known.
     """
     obs = adata.obs
-    if "state" not in obs or "patient" not in obs:
-        raise FigureSkipped("no 'state' or 'patient' annotation in the final AnnData")
+    state_key = lineage_state_key(obs)
+    if state_key not in obs or "patient" not in obs:
+        raise FigureSkipped(f"no '{state_key}' or 'patient' annotation in the final AnnData")
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
-    states = list(obs["state"].astype(str).unique())
+    states = list(obs[state_key].astype(str).unique())
     tpex, texterm = find_state(states, "tpex"), find_state(states, "texterm")
     if tpex is None or texterm is None:
         missing = " and ".join(n for n, s in (("Tpex", tpex), ("Tex-term", texterm)) if s is None)
-        raise FigureSkipped(f"no cluster was labelled {missing} in this dataset (states found: {', '.join(sorted(states))})")
+        raise FigureSkipped(f"no cell was called {missing} in this dataset (states found: {', '.join(sorted(states))})")
     means = patient_means(adata, scores=scores, min_cells=min_cells)
     wide = means[means["state"].isin([tpex, texterm])].pivot(index="patient", columns="state")
     paired = [p for p in wide.index if wide.loc[p, ("n_cells", tpex)] > 0 and wide.loc[p, ("n_cells", texterm)] > 0]
@@ -358,14 +368,15 @@ def response_groups(
     scores: Sequence[str],
     path: str | os.PathLike,
     min_cells: int = 3,
+    lineage_only: bool = False,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
     """Per-patient mean of each score, responders vs non-responders.
 
-    The mean is over the patient's exhausted-lineage cells (Tpex, Tex_int, Tex_term, as the
-    programs stage's headline comparison), or over all its cells when no state is labelled so.
-    One point per patient, a bar at the group mean, n patients in the x labels. Patients with
-    fewer than `min_cells` such cells are left out.
+    The mean is over all the patient's CD8 T cells, or with `lineage_only` over its
+    exhausted-lineage cells (per-cell calls Tpex, Tex_int, Tex_term), the two populations of the
+    programs stage's response rows. One point per patient, a bar at the group mean, n patients in
+    the x labels. Patients with fewer than `min_cells` such cells are left out.
     """
     obs = adata.obs
     response = _patient_response(obs)
@@ -376,9 +387,14 @@ def response_groups(
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
     known = _known(obs["patient"])
-    lineage = lineage_states(obs)
-    if lineage:  # the headline statistic is on the exhausted lineage: draw the same cells
-        known &= obs["state"].astype(str).isin(lineage).to_numpy()
+    lineage: list[str] = []
+    if lineage_only:
+        state_key = lineage_state_key(obs)
+        in_lineage = obs[state_key].astype(str).isin(EXHAUSTED_STATES).to_numpy() if state_key in obs else np.zeros(len(obs), bool)
+        if not in_lineage.any():
+            raise FigureSkipped("no cell of this dataset is called Tpex, Tex_int or Tex_term")
+        lineage = list(EXHAUSTED_STATES)
+        known &= in_lineage
     cells = obs.loc[known, ["patient", *scores]].copy()
     cells["patient"] = cells["patient"].astype(str)
     grouped = cells.groupby("patient", observed=True)
