@@ -26,8 +26,12 @@ layers, in order of precedence:
    populations differ in many genes, more between lineages than within the exhausted lineage.
 4. Effects under test: programs that rise along the trajectory (log2 fold change from
    pseudotime 0 to 1), programs that differ between non-responders and responders (log2 fold
-   change, all cells of non-responder patients), and per-patient batch offsets on a random
-   subset of genes.
+   change, all cells of non-responder patients), populations whose share differs between
+   non-responders and responders (`response_composition`, log2 fold change of the per-patient
+   fractions), and per-patient batch offsets on a random subset of genes.
+
+Presets: `RARE_TPEX` (``simulate(**RARE_TPEX)``) makes Tpex 3 % of CD8 cells, as in human
+tumours, where they seldom form a Leiden cluster of their own.
 
 Exhausted-lineage cells get a true pseudotime in [0, 1]: most Tpex in [0, 0.3], Tex_int in
 [0.4, 0.6], Tex_term in [0.7, 1] (core segments); a `transitional_fraction` in the gaps of
@@ -104,6 +108,41 @@ DEFAULT_POPULATION_FRACTIONS = MappingProxyType(
     }
 )
 DEFAULT_RISING_PROGRAMS = MappingProxyType({"ifn_i_core": 1.0, "lpo_drivers": 1.0})
+
+# Rare-Tpex mode (issue 16): human tumour Tpex are a few percent of CD8 TILs (ProjecTILs'
+# case study of Bassez 2021 breast cancer data finds "very few Tpex"; in Sade-Feldman 2018 the
+# TCF7+ progenitor-like cells sit inside the larger memory-like CD8_G group rather than in a
+# cluster of their own) and seldom form a Leiden cluster of their own. Here Tpex are 3 % of
+# the CD8 cells (2 % of all cells); the other CD8 states keep their default proportions, the
+# CD8 share (0.66) and the non-CD8 populations are unchanged.
+_RARE_TPEX_SHARE_OF_CD8 = 0.03
+# Patients alike enough that a data set's Tpex share stays in 2-5 % of CD8 cells: with the
+# default concentration (100) a population of 2 % varies by 70 % (coefficient of variation)
+# between patients, and six-patient data sets of 3,000 cells held 1.5-6.0 % Tpex among CD8
+# cells (10 runs); with 1,000 they held 2.7-3.5 %.
+_RARE_TPEX_CONCENTRATION = 1000.0
+
+
+def _rare_tpex_fractions(share: float) -> dict[str, float]:
+    cd8 = [p for p in DEFAULT_POPULATION_FRACTIONS if p.startswith("cd8_")]
+    total_cd8 = sum(DEFAULT_POPULATION_FRACTIONS[p] for p in cd8)
+    others = total_cd8 - DEFAULT_POPULATION_FRACTIONS["cd8_tpex"]
+    out = dict(DEFAULT_POPULATION_FRACTIONS)
+    for pop in cd8:
+        out[pop] = round(out[pop] * (1.0 - share) * total_cd8 / others, 4)
+    out["cd8_tpex"] = round(share * total_cd8, 4)
+    return out
+
+
+RARE_TPEX_FRACTIONS = MappingProxyType(_rare_tpex_fractions(_RARE_TPEX_SHARE_OF_CD8))
+#: Keywords of `simulate` for the rare-Tpex mode: ``simulate(..., **RARE_TPEX)``. Whether the
+#: Tpex then form a Leiden cluster of the cluster stage: benchmarks/validate_states.py.
+RARE_TPEX = MappingProxyType(
+    {
+        "population_fractions": RARE_TPEX_FRACTIONS,
+        "composition_concentration": _RARE_TPEX_CONCENTRATION,
+    }
+)
 
 # Pseudotime segments of the exhausted states and the anchor (segment centre) of each profile.
 PSEUDOTIME_SEGMENTS = MappingProxyType(
@@ -268,12 +307,12 @@ _HOUSEKEEPING: dict[str, tuple[str, dict[str, float]]] = {
     "FTH1": ("Fth1", _levels(10.0, myeloid=60.0)),
 }
 
-_MITO_HUMAN = (
+_MITO_HUMAN = (  # noqa: SIM905 (a gene list reads best as one string)
     "MT-ND1 MT-ND2 MT-CO1 MT-CO2 MT-ATP8 MT-ATP6 MT-CO3 MT-ND3 MT-ND4L MT-ND4 MT-ND5 MT-ND6 MT-CYB"
 ).split()
 # Relative share of each mitochondrial transcript in 10x data (MT-CO1/2/3 and MT-ATP6 dominate).
 _MITO_WEIGHTS = np.array([4, 3, 12, 8, 2, 8, 10, 3, 1, 6, 2, 0.5, 5], dtype=float)
-_RIBO_HUMAN = (
+_RIBO_HUMAN = (  # noqa: SIM905
     "RPL3 RPL4 RPL5 RPL6 RPL7 RPL7A RPL8 RPL9 RPL10 RPL10A RPL11 RPL12 RPL13 RPL13A RPL14 "
     "RPL15 RPL17 RPL18 RPL18A RPL19 RPL21 RPL22 RPL23 RPL23A RPL24 RPL26 RPL27 RPL27A RPL28 "
     "RPL29 RPL30 RPL31 RPL32 RPL34 RPL35 RPL35A RPL36 RPL37 RPL37A RPL38 RPL39 RPL41 RPLP0 "
@@ -494,7 +533,7 @@ def _build_gene_table(
     )
     # Splatter-like background differential expression down the lineage tree.
     bg = np.arange(n_fixed, levels.shape[1])
-    for _node, (pops, fraction, sd) in _DE_TREE.items():
+    for pops, fraction, sd in _DE_TREE.values():
         chosen = bg[rng.random(n_background) < fraction]
         log2fc = rng.normal(0.0, sd, chosen.size)
         log2fc += np.sign(log2fc) * 0.5 * sd  # keep DE genes away from zero effect
@@ -553,6 +592,17 @@ def _validate_mapping(
     return {str(k): float(v) for k, v in mapping.items()}
 
 
+def _validate_populations(name: str, mapping: Mapping[str, float]) -> dict[str, float]:
+    unknown = sorted(set(mapping) - set(POPULATIONS))
+    if unknown:
+        raise ValueError(f"{name}: unknown population(s) {unknown}; known: {list(POPULATIONS)}")
+    values = {str(k): float(v) for k, v in mapping.items()}
+    bad = sorted(k for k, v in values.items() if not np.isfinite(v))
+    if bad:
+        raise ValueError(f"{name}: log2 fold changes must be finite, not for {bad}")
+    return values
+
+
 def simulate(
     *,
     n_cells: int = 5000,
@@ -564,6 +614,7 @@ def simulate(
     population_fractions: Mapping[str, float] | None = None,
     rising_programs: Mapping[str, float] = DEFAULT_RISING_PROGRAMS,
     response_effects: Mapping[str, float] = MappingProxyType({}),
+    response_composition: Mapping[str, float] = MappingProxyType({}),
     batch_strength: float = 0.0,
     batch_gene_fraction: float = 0.1,
     doublet_rate: float = 0.05,
@@ -601,6 +652,13 @@ def simulate(
     response_effects
         Program name -> log2 fold change of its genes in non-responders over responders
         (all cells of non-responder patients). Empty: no difference.
+    response_composition
+        Population name (keys of `POPULATIONS`) -> log2 fold change of that population's
+        fraction in non-responder patients over responders. Each non-responder patient's
+        population fractions (after the Dirichlet draw of `composition_concentration`) are
+        multiplied by ``2 ** log2fc`` and renormalised to sum 1, so the other populations'
+        shares shrink or grow in proportion (a compositional effect, as in real cohorts).
+        Doublet parents keep the global fractions. Empty: no planted difference.
     batch_strength
         SD of per-patient log2 offsets on a random `batch_gene_fraction` of genes (0: none).
     batch_gene_fraction
@@ -675,6 +733,7 @@ def simulate(
     program_names = set(genes.program_genes)
     rising = _validate_mapping("rising_programs", rising_programs, program_names)
     response = _validate_mapping("response_effects", response_effects, program_names)
+    composition = _validate_populations("response_composition", response_composition)
     n_genes = len(genes.names)
     log2 = np.log(2.0)
 
@@ -705,9 +764,13 @@ def simulate(
             for _ in range(n_patients)
         ]
     )
+    if composition:  # planted composition difference: non-responders' fractions, renormalised
+        shift = np.array([2.0 ** composition.get(p, 0.0) for p in POPULATIONS])
+        shifted = patient_fractions[non_responder] * shift
+        patient_fractions[non_responder] = shifted / shifted.sum(axis=1, keepdims=True)
 
     # Cells: singlets first, then doublets; each doublet needs two simulated parents.
-    n_doublets = int(round(doublet_rate * n_cells))
+    n_doublets = round(doublet_rate * n_cells)
     n_singlets = n_cells - n_doublets
     cell_patient = rng.integers(0, n_patients, n_singlets)
     cell_pop = np.empty(n_singlets, dtype=np.int64)
@@ -740,7 +803,7 @@ def simulate(
             position < widths[0], t_lo + position, hi + position - widths[0]
         )
     low_quality = np.zeros(n_rows, dtype=bool)
-    n_low = int(round(low_quality_rate * n_cells))
+    n_low = round(low_quality_rate * n_cells)
     low_quality[rng.choice(n_singlets, size=min(n_low, n_singlets), replace=False)] = True
 
     library_factor = np.array([_LIBRARY_FACTOR[p] for p in POPULATIONS])
@@ -807,6 +870,7 @@ def simulate(
         "population_fractions": {k: float(v) for k, v in fractions.items()},
         "rising_programs": rising,
         "response_effects": response,
+        "response_composition": composition,
         "batch_strength": float(batch_strength),
         "batch_gene_fraction": float(batch_gene_fraction),
         "doublet_rate": float(doublet_rate),
@@ -1242,12 +1306,14 @@ def _provenance(*, organism: str, parameters: dict) -> dict:
     }
 
 
-def _parse_effects(values: Sequence[str] | None, option: str) -> dict[str, float]:
+def _parse_effects(
+    values: Sequence[str] | None, option: str, key: str = "PROGRAM"
+) -> dict[str, float]:
     effects = {}
     for item in values or []:
         name, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"{option} expects PROGRAM=LOG2FC, got {item!r}")
+            raise SystemExit(f"{option} expects {key}=LOG2FC, got {item!r}")
         effects[name] = float(value)
     return effects
 
@@ -1271,6 +1337,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="programs rising along pseudotime (default: ifn_i_core=1 lpo_drivers=1; give none for flat)",
     )
     parser.add_argument("--response", nargs="*", metavar="PROGRAM=LOG2FC", default=[])
+    parser.add_argument(
+        "--response-composition",
+        nargs="*",
+        metavar="POPULATION=LOG2FC",
+        default=[],
+        help="log2 fold change of a population's fraction in non-responders over responders",
+    )
+    parser.add_argument(
+        "--rare-tpex",
+        action="store_true",
+        help="rare-Tpex mode (RARE_TPEX): Tpex 3%% of CD8 cells in every data set",
+    )
     parser.add_argument("--batch-strength", type=float, default=0.0)
     parser.add_argument("--doublet-rate", type=float, default=0.05)
     parser.add_argument("--low-quality-rate", type=float, default=0.05)
@@ -1290,6 +1368,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         rising_programs=rising,
         response_effects=_parse_effects(args.response, "--response"),
+        response_composition=_parse_effects(
+            args.response_composition, "--response-composition", "POPULATION"
+        ),
+        **(dict(RARE_TPEX) if args.rare_tpex else {}),
         batch_strength=args.batch_strength,
         doublet_rate=args.doublet_rate,
         low_quality_rate=args.low_quality_rate,
