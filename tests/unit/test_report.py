@@ -164,13 +164,14 @@ def test_stage_figures_embedded_and_own_figures_drawn(built):
 def test_absent_data_replaced_by_a_sentence(built):
     root, pages = built
     missing = {f.title: f.missing for f in pages["bare"].figures if f.missing}
-    assert "response labels" in missing["Responders vs non-responders"]
-    assert "no cluster was labelled Tpex" in missing["Tpex vs Tex-term per patient"]
+    assert "response labels" in missing["Responders vs non-responders, all CD8 T cells"]
+    assert "response labels" in missing["Responders vs non-responders, exhausted-lineage cells"]
+    assert "no cell was called Tpex" in missing["Tpex vs Tex-term per patient"]
     assert "pseudotime" in missing["UMAP by pseudotime"]
     own = root / "results/bare/figures/report"
     assert not (own / "response_groups.png").exists()
     text = (root / "results/bare/report.html").read_text()
-    assert "Responders vs non-responders: not drawn." in text
+    assert "Responders vs non-responders, all CD8 T cells: not drawn." in text
     assert "no response labels in this dataset" in text
 
 
@@ -303,3 +304,42 @@ def test_trend_placeholders_replaced_without_pseudotime(tmp_path):
 def test_long_cells_are_cut():
     html = str(report.table_html(pd.DataFrame({"missing": [",".join(["GENE"] * 40)], "n": [3]})))
     assert "…" in html and 'title="GENE,GENE' in html
+
+
+def test_composition_rows_become_their_own_findings_not_programs():
+    from texflow import stats
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(12):
+        nr = p % 2 == 1
+        share = 0.5 if nr else 0.1
+        for _ in range(40):
+            state = "Tex_term" if rng.random() < share else ("Tpex" if rng.random() < 0.3 else "naive_like")
+            rows.append(dict(patient=f"P{p}", response="non_responder" if nr else "responder", cell_state=state))
+    table = stats.compare_composition(stats.patient_composition(pd.DataFrame(rows)))
+    found = report.composition_findings(table, alpha=0.05, skipped={})
+    by_name = {f.program: f for f in found}
+    tex_term = by_name["fraction_Tex_term"]
+    assert tex_term.verdict == "up" and tex_term.n_groups == "6 non-responder vs 6 responder patients"
+    assert stats.COMPOSITION_CAVEAT not in tex_term.reason  # said once on the page, not per row
+    assert "Tex-term share" in tex_term.sentence and "higher in non-responders" in tex_term.sentence
+    assert by_name["log_ratio_tpex_to_tex_term"].verdict == "down"
+    # the composition measures are not taken for programs of the program x comparison grid
+    programs = {f.program for f in report.findings({"response": table}, alpha=0.05, skipped={})}
+    assert not programs & {stats.COMPOSITION_MEASURE, stats.BALANCE_MEASURE}
+    # without composition rows: one untested finding with the recorded reason
+    none = report.composition_findings(None, alpha=0.05, skipped={"composition": "no patient labels"})
+    assert [(f.verdict, f.reason) for f in none] == [("not tested", "no patient labels")]
+
+
+def test_an_untestable_composition_row_is_not_tested_not_no_difference():
+    from texflow import stats
+
+    rows = [dict(patient=f"P{p}", response="non_responder" if p % 2 else "responder",
+                 cell_state="Tex_term" if c % 3 else "naive_like") for p in range(8) for c in range(30)]
+    table = stats.compare_composition(stats.patient_composition(pd.DataFrame(rows)))
+    by_name = {f.program: f for f in report.composition_findings(table, alpha=0.05, skipped={})}
+    assert by_name["fraction_Tpex"].verdict == "not tested"
+    assert "not testable" in by_name["fraction_Tpex"].reason
+    assert by_name["log_ratio_tpex_to_tex_term"].verdict == "not tested"

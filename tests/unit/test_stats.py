@@ -219,3 +219,20 @@ def test_composition_without_patients_describes_samples_and_is_not_tested():
     assert set(table["patient"]) == {"rep1", "rep2"} and table["grouped_by"].eq("sample").all()
     with pytest.raises(ValueError, match="per sample"):
         stats.compare_composition(table)
+
+
+def test_a_state_absent_from_every_patient_is_not_testable():
+    obs = composition_cells()
+    obs["cell_state"] = obs["cell_state"].replace({"Tpex": "naive_like"})
+    table = stats.compare_composition(stats.patient_composition(obs)).set_index("state")
+    assert np.isnan(table.loc["Tpex", "p_value"]) and "not testable" in table.loc["Tpex", "note"]
+    assert np.isnan(table.loc[stats.BALANCE_ROW, "p_value"])
+    assert "no Tpex cell in any patient" in table.loc[stats.BALANCE_ROW, "note"]
+
+
+def test_state_comparison_without_tpex_cells_says_so():
+    obs = cells()
+    obs["cell_state"] = obs["state"].replace({"Tpex": "Tex_int"})
+    table = stats.compare_states(obs, obs[["rise", "confounded"]])
+    assert table["p_value"].isna().all() and table["state_key"].eq("cell_state").all()
+    assert table["note"].iloc[0].startswith("no Tpex cell in this dataset (cell_state: 0 Tpex")

@@ -122,6 +122,7 @@ def scaled_runtime(base_min, per_input_gb_min=0.0):
 
 # Tables of earlier stages shown on each dataset's page (inputs of the report step).
 REPORT_TABLES = [
+    "composition",
     "qc_summary",
     "gating",
     "cluster_states",

@@ -47,7 +47,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 COMPARISONS = {
     "trajectory": ("associations.tsv", "along the Tpex → Tex-term pseudotime", "rises along the trajectory", "falls along the trajectory", "no clear trend along the trajectory"),
     "state": ("state_comparison.tsv", "Tex-term vs Tpex", "higher in Tex-term than in Tpex", "lower in Tex-term than in Tpex", "no clear difference between Tex-term and Tpex"),
-    "response": ("response_comparison.tsv", "non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
+    "response": ("response_comparison.tsv", "non-responders vs responders, exhausted-lineage cells", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
     "response_all": ("response_comparison.tsv", "non-responders vs responders, all CD8 cells", "higher in non-responders' CD8 cells", "lower in non-responders' CD8 cells", "no clear difference between non-responders' and responders' CD8 cells"),
 }
 
@@ -458,6 +458,8 @@ def composition_findings(frame: pd.DataFrame | None, *, alpha: float, skipped: M
         _fill(finding, row, alpha=alpha)
         # the caveat is said once under the list, not in every sentence
         finding.reason = finding.reason.replace(COMPOSITION_CAVEAT, "").strip("; ")
+        if not np.isfinite(finding.p):  # a share 0 in every patient: no test, not "no difference"
+            finding.verdict, finding.effect = "not tested", math.nan
         result.append(finding)
     return result
 

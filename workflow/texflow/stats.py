@@ -285,6 +285,17 @@ def compare_states(
     rows = []
     state = _labels(obs, state_key)
     comparison = f"{second} vs {first}"
+    absent = [s for s in (first, second) if not (state == s).any()]
+    if absent:  # the true reason, in numbers, rather than "too few patients"
+        note = (f"no {' and no '.join(absent)} cell in this dataset ({state_key}: "
+                f"{int((state == first).sum())} {first}, {int((state == second).sum())} {second})")
+        table = pd.DataFrame({"program": programs, "comparison": comparison, "unit": unit,
+                              "test": "not_testable", "effect": np.nan, "effect_type": "",
+                              "effect_standardised": np.nan, "n_patients": 0,
+                              "n_cells": int((state == first).sum() + (state == second).sum()),
+                              "p_value": np.nan, "p_adj": np.nan, "note": note})
+        table["state_key"] = state_key
+        return table
     if unit == UNIT_PATIENTS:
         means = patient_means(obs, scores, group_key=state_key, patient_key=patient_key,
                               min_cells=min_cells)
@@ -622,6 +633,16 @@ def compare_composition(
         row["n_cells"] = int(used["n_cd8_cells"].sum())
         row["note"] = note if np.isfinite(row["p_value"]) else (
             "too few patients in each group (>= 2 needed)")
+        if measure == COMPOSITION_MEASURE and (x.size + y.size) and not np.any(np.r_[x, y] > 0):
+            # a share that is 0 in every patient is not a result: nothing to compare
+            row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
+                       note=f"no {state} cell in any patient: not testable")
+        absent = [s for s in (TPEX, TEX_TERM) if not (used[f"n_{s}"] > 0).any()]
+        if measure == BALANCE_MEASURE and absent:
+            # with one side 0 everywhere the ratio only counts the other side's cells
+            row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
+                       note=f"no {' or '.join(absent)} cell in any patient: the balance is not "
+                       "testable")
         rows.append(row)
     table = pd.DataFrame(rows)
     table["comparison"] = "non_responder vs responder"

@@ -330,6 +330,8 @@ def paired_states(
         raise FigureSkipped(f"no cell was called {missing} in this dataset (states found: {', '.join(sorted(states))})")
     means = patient_means(adata, scores=scores, min_cells=min_cells)
     wide = means[means["state"].isin([tpex, texterm])].pivot(index="patient", columns="state")
+    if ("n_cells", tpex) not in wide or ("n_cells", texterm) not in wide:
+        raise FigureSkipped(f"no patient has at least {min_cells} cells in both {tpex} and {texterm}")
     paired = [p for p in wide.index if wide.loc[p, ("n_cells", tpex)] > 0 and wide.loc[p, ("n_cells", texterm)] > 0]
     paired = [p for p in paired if np.isfinite(wide.loc[p, ("n_cells", tpex)]) and np.isfinite(wide.loc[p, ("n_cells", texterm)])]
     if not paired:
