@@ -182,7 +182,7 @@ def test_stale_figure_of_an_earlier_run_is_removed(tmp_path):
     (own / "response_groups.png").write_bytes(b"old")
     page = report.collect(out, dataset="again")
     assert not (own / "response_groups.png").exists()
-    assert any(f.title == "Responders vs non-responders" and f.missing for f in page.figures)
+    assert any(f.title == "Responders vs non-responders, all CD8 T cells" and f.missing for f in page.figures)
 
 
 def test_cluster_umap_of_the_stage_is_not_redrawn(tmp_path):
@@ -207,7 +207,10 @@ def test_summary_side_by_side(built):
         headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
         report_links={d: results / d / "report.html" for d in ("full", "bare")},
     )  # fmt: skip
-    assert len(table) == 2 * 2 * len(report.COMPARISONS)  # datasets x programs x comparisons
+    # datasets x programs x comparisons, and each dataset's composition findings
+    n_composition = sum(len(h.composition) for h in headlines)
+    assert len(table) == 2 * 2 * len(report.COMPARISONS) + n_composition
+    assert (table["comparison"] == report.COMPOSITION).sum() == n_composition
     back = pd.read_csv(results / "summary.tsv", sep="\t")
     up = back[(back["dataset"] == "full") & (back["program"] == "ifn_i_core") & (back["comparison"] == "trajectory")]
     assert up["verdict"].item() == "up" and up["effect"].item() == pytest.approx(0.62)

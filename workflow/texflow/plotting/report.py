@@ -425,5 +425,5 @@ def response_groups(
         ax.set_visible(False)
     cells_used = f"{'/'.join(lineage)} cells" if lineage else "all CD8 T cells"
     fig.suptitle(f"Responders vs non-responders: one point per patient (mean over its {cells_used}), bar = group mean; n = patients", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle
     return _save(fig, path, formats)
