@@ -396,6 +396,24 @@ def patient_response(
     return per_patient, note
 
 
+def _patient_group_row(
+    x: np.ndarray, y: np.ndarray, *, test: str = "mann_whitney_patient_values", **fields
+) -> dict:
+    """One response-table row comparing non-responder values `x` with responder values `y`
+    (Mann-Whitney on patients; NaN effect and p with fewer than 2 patients in a group)."""
+    ok = x.size >= 2 and y.size >= 2
+    return dict(
+        **fields, unit=UNIT_PATIENTS, test=test,
+        effect=float(x.mean() - y.mean()) if ok else np.nan,
+        cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
+        hedges_g=hedges_g(x, y) if ok else np.nan,
+        mean_responders=float(y.mean()) if y.size else np.nan,
+        mean_non_responders=float(x.mean()) if x.size else np.nan,
+        n_patients=int(x.size + y.size), n_responders=int(y.size), n_non_responders=int(x.size),
+        p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+    )
+
+
 def compare_response(
     obs: pd.DataFrame,
     scores: pd.DataFrame,
@@ -454,24 +472,16 @@ def compare_response(
             for program in scores.columns:
                 x = groups[NON_RESPONDER][program].to_numpy(float)
                 y = groups[RESPONDER][program].to_numpy(float)
-                ok = x.size >= 2 and y.size >= 2
-                rows.append(dict(
-                    state=name, program=program, unit=unit, test="mann_whitney_patient_means",
-                    effect=float(x.mean() - y.mean()) if ok else np.nan,
-                    effect_type="difference_of_patient_means",
-                    cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
-                    hedges_g=hedges_g(x, y) if ok else np.nan,
-                    mean_responders=float(y.mean()) if y.size else np.nan,
-                    mean_non_responders=float(x.mean()) if x.size else np.nan,
-                    n_patients=int(x.size + y.size), n_responders=int(y.size),
-                    n_non_responders=int(x.size),
-                    n_cells=int(groups[RESPONDER]["n_cells"].sum()
-                                + groups[NON_RESPONDER]["n_cells"].sum()),
-                    p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
-                    note="; ".join(filter(None, ["" if ok else (
+                row = _patient_group_row(
+                    x, y, state=name, program=program, test="mann_whitney_patient_means",
+                    effect_type="difference_of_patient_means")
+                row["n_cells"] = int(groups[RESPONDER]["n_cells"].sum()
+                                     + groups[NON_RESPONDER]["n_cells"].sum())
+                row["note"] = "; ".join(filter(None, [
+                    "" if np.isfinite(row["p_value"]) else (
                         f"too few patients with >= {min_cells} {name} cells in each group"),
-                        conflict_note])),
-                ))
+                    conflict_note]))
+                rows.append(row)
         else:
             sub_resp = response.loc[in_state.to_numpy()]
             for program in scores.columns:
@@ -570,21 +580,6 @@ def patient_composition(
     table["grouped_by"] = grouped_by
     table["state_key"] = state_key
     return table.reset_index(drop=True)
-
-
-def _patient_group_row(x: np.ndarray, y: np.ndarray, **fields) -> dict:
-    """One response-table row comparing non-responder values `x` with responder values `y`."""
-    ok = x.size >= 2 and y.size >= 2
-    return dict(
-        **fields, unit=UNIT_PATIENTS, test="mann_whitney_patient_values",
-        effect=float(x.mean() - y.mean()) if ok else np.nan,
-        cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
-        hedges_g=hedges_g(x, y) if ok else np.nan,
-        mean_responders=float(y.mean()) if y.size else np.nan,
-        mean_non_responders=float(x.mean()) if x.size else np.nan,
-        n_patients=int(x.size + y.size), n_responders=int(y.size), n_non_responders=int(x.size),
-        p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
-    )
 
 
 def compare_composition(
