@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from texflow.states import StatesParams, label_states
 
 from tests.states_data import leiden_clusters, majority_state, oracle_clusters, simulated_cd8
-from texflow.states import StatesParams, label_states
 
 ROOT = Path(__file__).resolve().parents[2]
 SWAPS = ({"Tpex", "Tex_term"},)
@@ -191,3 +191,46 @@ def test_a_cluster_that_disagrees_with_its_cells_says_so():
     out = cluster_agreement(clusters, cells, pd.Series({"0": "Tpex"})).iloc[0]
     assert out["cell_majority_state"] == "Tex_term" and not out["agrees_with_cells"]
     assert "Tex_term 70%" in out["cell_state_note"] and out["cell_majority_fraction"] == 0.7
+
+
+def _scores_frame(rows: dict[str, list[float]]) -> pd.DataFrame:
+    from texflow.states import SCORED_PROGRAMS
+
+    n = len(next(iter(rows.values())))
+    frame = pd.DataFrame({f"score_{p}": np.full(n, 0.1) for p in SCORED_PROGRAMS})
+    for program, values in rows.items():
+        frame[f"score_{program}"] = values
+    frame.index = [f"c{i}" for i in range(n)]
+    return frame
+
+
+def test_a_rare_tpex_cell_among_tex_term_neighbours_keeps_its_own_call():
+    """Smoothing over ten Tex_term neighbours would erase the one Tpex-like cell; with
+    keep_own_call it stays Tpex (and says on which scores), without it it does not."""
+    from texflow.states import SCORED_PROGRAMS, StatesParams, cell_states
+
+    n_term, n_naive = 30, 30
+    tpex = [0.05] * n_term + [0.6] + [0.05] * n_naive
+    term = [0.6] * n_term + [0.05] + [0.05] * n_naive
+    gate = [0.6] * n_term + [0.5] + [0.05] * n_naive
+    naive = [0.05] * n_term + [0.05] + [0.6] * n_naive
+    obs = _scores_frame({"tpex": tpex, "tex_term": term, "exhausted_gate": gate,
+                         "naive_like": naive})
+    # the Tpex-like cell (index n_term) sits in the Tex_term neighbourhood of a 1-D embedding
+    position = np.r_[np.arange(n_term), n_term / 2 + 0.1, 100 + np.arange(n_naive)]
+    programs = list(SCORED_PROGRAMS)
+    calls = {}
+    for keep in ((), ("Tpex",)):
+        adata = ad.AnnData(obs=obs.copy())
+        adata.obsm["X_pca"] = np.c_[position, np.zeros_like(position)]
+        params = StatesParams(keep_own_call=keep)
+        cell_states(adata, programs=programs, params=params, usable=set(programs))
+        calls[keep] = adata.obs
+    lone = f"c{n_term}"
+    assert calls[()].loc[lone, "cell_state"] != "Tpex"  # smoothing erased it
+    assert calls[("Tpex",)].loc[lone, "cell_state"] == "Tpex"
+    assert calls[("Tpex",)].loc[lone, "cell_state_basis"] == "own scores"
+    # every other cell keeps its smoothed call
+    others = calls[()].index != lone
+    assert (calls[()].loc[others, "cell_state"] == calls[("Tpex",)].loc[others, "cell_state"]).all()
+    assert (calls[("Tpex",)].loc[others, "cell_state_basis"] == "kNN-smoothed").all()

@@ -21,6 +21,10 @@ STATE_CATEGORIES: tuple[str, ...] = (
 #: The states stage's per-cell call, and the cluster label it is kept beside.
 CELL_STATE_KEY, CLUSTER_STATE_KEY = "cell_state", "state"
 CONFIDENCE_KEYS = {CELL_STATE_KEY: "cell_state_confidence", CLUSTER_STATE_KEY: "state_confidence"}
+#: Which scores decided a cell's call: its kNN-smoothed scores, or its own (a rare state whose
+#: neighbours are other states; states.cell_states).
+CELL_STATE_BASIS_KEY = "cell_state_basis"
+SMOOTHED_BASIS, OWN_SCORES_BASIS = "kNN-smoothed", "own scores"
 #: Smoothed Tex-term minus Tpex score per cell (the states stage's second ordering).
 EXHAUSTION_AXIS_KEY = "exhaustion_axis"
 

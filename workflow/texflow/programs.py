@@ -41,7 +41,7 @@ TESTED_PROGRAMS: tuple[str, ...] = (
 SIGNED_LPO = "lpo_signed"
 CELL_COLUMNS = (
     "sample", "patient", "response", "cluster", "state", "state_confidence", "cell_state",
-    "cell_state_confidence", "exhaustion_axis", "pseudotime",
+    "cell_state_confidence", "cell_state_basis", "exhaustion_axis", "pseudotime",
 )
 
 

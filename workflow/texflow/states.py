@@ -30,6 +30,11 @@ seldom form a Leiden cluster of their own):
    cluster means (z against the mean and SD of all cells' unsmoothed scores, so a cell inside a
    pure cluster gets about its cluster's z), and decided by the same rules 3-4 with the same
    thresholds: ``obs["cell_state"]`` and ``obs["cell_state_confidence"]``.
+   Smoothing assumes a cell's neighbours share its state, which a rare state's do not: a true
+   Tpex cell has on average 26 % Tpex among its 10 neighbours on the simulator's rare-Tpex mode
+   (benchmarks/README.md), and smoothing erased it. So a cell whose *own* (unsmoothed) scores
+   call it one of `keep_own_call` (default Tpex) keeps that call when its smoothed exhausted
+   gate passes; ``obs["cell_state_basis"]`` says which cells were called on their own scores.
 7. Each cluster's row says which state most of its cells are called and whether that agrees
    with the cluster's own label.
 
@@ -52,6 +57,7 @@ from scipy import sparse
 
 from .contract import (
     AMBIGUOUS_STATE,
+    CELL_STATE_BASIS_KEY,
     CELL_STATE_KEY,
     CONFIDENCE_KEYS,
     EFFECTOR_MEMORY,
@@ -59,6 +65,8 @@ from .contract import (
     EXHAUSTION_AXIS_KEY,
     NAIVE_LIKE,
     OTHER_STATE,
+    OWN_SCORES_BASIS,
+    SMOOTHED_BASIS,
     STATE_CATEGORIES,
     TEX_INT,
     TEX_TERM,
@@ -103,15 +111,21 @@ class StatesParams:
     missing_genes: str = "impute"
     smooth_k: int = 10
     smooth_decay: float = 0.1
+    keep_own_call: tuple[str, ...] = (TPEX,)
 
     @classmethod
     def from_config(cls, config: Mapping | None) -> StatesParams:
         config = dict(config or {})
         known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in config.items() if key in known})
+        values = {key: value for key, value in config.items() if key in known}
+        if "keep_own_call" in values:
+            values["keep_own_call"] = tuple(values["keep_own_call"])
+        return cls(**values)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values["keep_own_call"] = list(self.keep_own_call)
+        return values
 
 
 def state_programs(
@@ -250,14 +264,19 @@ def cell_states(
 ) -> pd.DataFrame:
     """Per-cell states from kNN-smoothed UCell scores (module docstring, steps 6-7).
 
+    Each cell is decided on its smoothed scores; a cell whose unsmoothed scores call it one of
+    ``params.keep_own_call`` keeps that call where its smoothed exhausted gate passes (a rare
+    state's neighbours are mostly other states, so smoothing erases it).
+
     Writes
     ------
     ``obs["cell_state"]`` (categorical), ``obs["cell_state_confidence"]``,
+    ``obs["cell_state_basis"]`` (``kNN-smoothed`` or ``own scores``),
     ``obs["exhaustion_axis"]`` (smoothed score_tex_term - smoothed score_tpex).
 
     Returns
     -------
-    The per-cell decision frame of `decide_cells`.
+    The per-cell decision frame of `decide_cells`, with the kept own calls.
     """
     raw = adata.obs[[f"score_{name}" for name in programs]].astype(float)
     raw.columns = list(programs)
@@ -266,14 +285,24 @@ def cell_states(
         smooth_scores(raw, knn_neighbours(adata, k=k), decay=params.smooth_decay) if k else raw
     )
     sd = raw.std(ddof=0).replace(0.0, np.nan)
-    z = (smoothed - raw.mean()) / sd
-    decision = decide_cells(z, params, usable)
+    decision = decide_cells((smoothed - raw.mean()) / sd, params, usable)
+    own = decide_cells((raw - raw.mean()) / sd, params, usable)
+    keep = own["state"].isin(params.keep_own_call).to_numpy() & decision["gate"].to_numpy()
+    keep &= (own["state"] != decision["state"]).to_numpy()
+    decision.loc[keep, ["state", "confidence", "best_state", "second_best"]] = own.loc[
+        keep, ["state", "confidence", "best_state", "second_best"]
+    ]
     adata.obs[CELL_STATE_KEY] = pd.Categorical(decision["state"].to_numpy(),
                                                categories=list(STATE_CATEGORIES))
     adata.obs[CONFIDENCE_KEYS[CELL_STATE_KEY]] = decision["confidence"].to_numpy(dtype=float)
+    adata.obs[CELL_STATE_BASIS_KEY] = pd.Categorical(
+        np.where(keep, OWN_SCORES_BASIS, SMOOTHED_BASIS),
+        categories=[SMOOTHED_BASIS, OWN_SCORES_BASIS],
+    )
     adata.obs[EXHAUSTION_AXIS_KEY] = (smoothed["tex_term"] - smoothed["tpex"]).to_numpy()
     counts = adata.obs[CELL_STATE_KEY].value_counts()
-    logger.info("per-cell states (kNN-smoothed, k=%d): %s", k,
+    logger.info("per-cell states (kNN-smoothed, k=%d; %d cells kept their own call %s): %s",
+                k, int(keep.sum()), "/".join(params.keep_own_call) or "-",
                 ", ".join(f"{name} {int(n)}" for name, n in counts.items() if n))
     return decision
 
