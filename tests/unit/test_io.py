@@ -181,6 +181,61 @@ def test_counts_get_a_counts_layer_and_unlogged_log_values_stop(tmp_path):
         io.read_dataset(manifest=manifest, config=config)
 
 
+def _tpm(n_cells, n_genes=200, seed=5):
+    X = fx.counts(n_cells, n_genes, seed=seed).astype(np.float64)
+    return X / X.sum(axis=1, keepdims=True) * 1e6
+
+
+def test_log_values_declared_tpm_stop_and_name_the_fix(tmp_path):
+    cells = fx.geo_cell_subset(2)
+    tpm = _tpm(len(cells))
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=tpm, config_changes={"value_type": "tpm"}
+    )
+    assert io.read_dataset(manifest=manifest, config=config).X.max() > 1000  # real TPM passes
+    for name, logged in [
+        ("log2", np.log2(tpm + 1)),
+        ("ln", np.log1p(tpm)),
+        ("log2 of 1e-4", np.log2(tpm / 100 + 1)),
+    ]:
+        manifest, config, *_ = _geo_dataset(
+            tmp_path / name, cells=cells, X=logged, config_changes={"value_type": "tpm"}
+        )
+        with pytest.raises(
+            InputDataError,
+            match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is tpm but the largest value is "
+            r".*already log-transformed.*set value_type: log_tpm",
+        ):
+            io.read_dataset(manifest=manifest, config=config)
+
+
+def test_rounded_tpm_declared_counts_stops_and_names_the_fix(tmp_path):
+    cells = fx.geo_cell_subset(2)
+    rounded = np.round(_tpm(len(cells)))
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=rounded, config_changes={"value_type": "counts"}
+    )
+    with pytest.raises(
+        InputDataError,
+        match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is counts but 100% of the 30 cells "
+        r"have a total within 1% of the median total 1,000,0.*set value_type: tpm",
+    ):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_counts_with_equal_small_totals_only_warn(tmp_path, caplog):
+    # downsampled to equal depth: genuine counts, so not refused (but said)
+    cells = fx.geo_cell_subset(2)
+    X = np.zeros((len(cells), 200), dtype=np.float32)
+    X[:, :50] = 40  # every cell 2,000 counts
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=X, config_changes={"value_type": "counts"}
+    )
+    with caplog.at_level("WARNING", logger="texflow"):
+        io.read_dataset(manifest=manifest, config=config)
+    assert "unless they were downsampled to equal depth" in caplog.text
+
+
 def test_duplicate_symbols_most_expressed_keeps_the_name():
     X = np.array([[1, 5, 0, 2], [0, 7, 1, 2]], dtype=np.float32)
     adata = ad.AnnData(X=X, var=pd.DataFrame(index=["TOX", "TOX", "TOX", "CD8A"]))

@@ -101,10 +101,65 @@ def estimate_ingest_runtime_min(manifest: str | Path, reader: str, *, base_min: 
 
 # -------------------------------------------------------------------------------- value checks
 
+#: Values declared ``tpm`` whose largest value is below this are log-scale, not TPM. log2(TPM+1)
+#: cannot exceed log2(1e6 + 1) = 19.93 (ln and log10 stay lower), while TPM puts hundreds to
+#: thousands on a cell's most expressed genes (MALAT1, B2M, mitochondrial and ribosomal genes):
+#: a cell's values sum to 1e6, so even spread evenly over 50,000 genes its largest is 20.
+LOG_SCALE_MAX = 20.0
+
+#: Values declared ``counts`` are normalised (TPM or CPM rounded to integers) when at least
+#: `CONSTANT_TOTAL_SHARE` of the cells have totals within `CONSTANT_TOTAL_TOLERANCE` of the
+#: median total, that median is at least `CONSTANT_TOTAL_MIN` and there are at least
+#: `CONSTANT_TOTAL_MIN_CELLS` cells. Raw counts differ from cell to cell several-fold (library
+#: size, cell size, capture), even after QC. Rounding each of a cell's TPM values moves its
+#: total by at most 0.5 per detected gene: 5,000 of 1e6 (0.5%) for 10,000 genes, so rounded TPM
+#: stays within 1%. Genuine counts have equal totals only when downsampled to equal depth, which
+#: is done at UMI depths far below 1e5 per cell; below `CONSTANT_TOTAL_MIN` equal totals are
+#: therefore only a warning.
+CONSTANT_TOTAL_TOLERANCE = 0.01
+CONSTANT_TOTAL_SHARE = 0.9
+CONSTANT_TOTAL_MIN = 1e5
+CONSTANT_TOTAL_MIN_CELLS = 10
+
+
+def _check_counts_are_not_normalised(X, *, maximum: float, dataset: str, path: str) -> None:
+    """Stop when integer "counts" have (almost) the same total in every cell: rounded TPM/CPM."""
+    n_cells = X.shape[0]
+    if n_cells < CONSTANT_TOTAL_MIN_CELLS:
+        return
+    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    median = float(np.median(totals))
+    if median <= 0:
+        return
+    share = float(np.mean(np.abs(totals - median) <= CONSTANT_TOTAL_TOLERANCE * median))
+    if share < CONSTANT_TOTAL_SHARE:
+        return
+    evidence = (
+        f"{100 * share:.0f}% of the {n_cells} cells have a total within "
+        f"{100 * CONSTANT_TOTAL_TOLERANCE:.0f}% of the median total {median:,.0f} "
+        f"(range {totals.min():,.0f}-{totals.max():,.0f}; largest value {maximum:,.0f})"
+    )
+    if median < CONSTANT_TOTAL_MIN:
+        logger.warning(
+            "value_type is counts but %s; raw counts differ from cell to cell, so unless they "
+            "were downsampled to equal depth on purpose these are normalised values: set "
+            "value_type to tpm",
+            evidence,
+        )
+        return
+    raise InputDataError(
+        f"value_type is counts but {evidence}: raw counts differ from cell to cell several-fold, "
+        "so these are values normalised to a fixed total per cell (TPM or CPM, here rounded to "
+        "integers); set value_type: tpm in the dataset file, or supply the raw counts",
+        dataset=dataset,
+        path=path,
+    )
+
 
 def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str) -> None:
     """Stop on an empty matrix, non-finite or negative values, or values that contradict the
-    configured `value_type` (non-integer "counts", unlogged "log" values)."""
+    configured `value_type`: non-integer "counts", "counts" with the same total in every cell
+    (rounded TPM), "tpm" already on a log scale, unlogged "log" values."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputDataError(
             f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)", dataset=dataset, path=path
@@ -140,6 +195,17 @@ def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str)
                 dataset=dataset,
                 path=path,
             )
+        _check_counts_are_not_normalised(X, maximum=maximum, dataset=dataset, path=path)
+    elif value_type == "tpm" and maximum < LOG_SCALE_MAX:
+        raise InputDataError(
+            f"value_type is tpm but the largest value is {maximum:.4g}: TPM puts hundreds to "
+            "thousands on a cell's most expressed genes (each cell's values sum to 1e6), while "
+            f"log-scale values stay below {LOG_SCALE_MAX:g} (log2(TPM+1) <= 19.93); these values "
+            "are already log-transformed and would be logged twice: set value_type: log_tpm "
+            "(log of TPM) or lognorm (log of normalised counts) in the dataset file",
+            dataset=dataset,
+            path=path,
+        )
     elif value_type in ("log_tpm", "lognorm") and maximum > 50:
         # log2(TPM+1) cannot exceed log2(1e6+1) ~ 20; ln(x+1) of normalised counts stays < ~15
         raise InputDataError(
