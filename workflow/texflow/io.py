@@ -273,6 +273,90 @@ def make_gene_symbols_unique(adata: ad.AnnData) -> int:
     return renamed
 
 
+# ----------------------------------------------------------------------------- gene identifiers
+
+#: Gene identifiers that are not symbols: Ensembl gene IDs of any species (ENSG..., ENSMUSG...,
+#: with or without a version suffix) and NCBI Gene IDs (``GeneID:1234`` or bare digits).
+_GENE_ID_PATTERNS = {
+    "Ensembl": re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$"),
+    "NCBI Gene": re.compile(r"^(GeneID:)?\d+$"),
+}
+#: Above this share of identifiers among the gene names, the names are identifiers. Symbol
+#: matrices carry a few IDs where a gene has no symbol (the Wu 2020 demo: 135 ``GeneID:`` names
+#: of 30,727, 0.4%; Seurat objects keep the ENSG IDs of unnamed genes); an ID matrix is all IDs.
+#: Half separates them with room either side.
+MAX_ID_SHARE = 0.5
+
+#: Where the symbols come from, by reader: the fix named in the message.
+_SYMBOL_FIX = {
+    "h5ad": "set reader_options.symbol_column to the var column that holds gene symbols",
+    "tenx_mtx": (
+        "the features file (features.tsv / genes.tsv) must hold the gene symbol in its second "
+        "column: use the provider's features file with symbols, or one annotated with them"
+    ),
+    "tenx_h5": "the h5 file's feature names must be gene symbols: use a file annotated with them",
+}
+_SYMBOL_FIX_TABLE = (
+    "the table's gene labels must be gene symbols: use the provider's table with symbols, or map "
+    "the IDs to symbols (e.g. Ensembl BioMart) before ingest"
+)
+
+
+def _id_kind(names: pd.Index) -> tuple[str | None, float, list[str]]:
+    """The kind of gene identifier most of `names` are (None: symbols), its share, examples."""
+    best, best_share, examples = None, 0.0, []
+    for kind, pattern in _GENE_ID_PATTERNS.items():
+        hits = np.asarray(names.str.match(pattern), dtype=bool)
+        share = float(hits.mean()) if len(names) else 0.0
+        if share > best_share:
+            best, best_share, examples = kind, share, list(names[hits][:3])
+    return best, best_share, examples
+
+
+def _symbol_columns(var: pd.DataFrame) -> list[str]:
+    """var columns whose values look like gene symbols: mostly distinct, mostly not IDs."""
+    found = []
+    for column in var.columns:
+        values = var[column]
+        if not (pd.api.types.is_string_dtype(values) or values.dtype == object):
+            continue
+        values = pd.Index(values.astype(str))
+        if values.nunique() < 0.5 * len(values) or not values.str.contains("[A-Za-z]").all():
+            continue
+        if _id_kind(values)[1] <= 0.1:
+            found.append(column)
+    return found
+
+
+def check_gene_identifiers(adata: ad.AnnData, *, reader: str, dataset: str, path: str) -> None:
+    """Stop when the gene names are Ensembl or NCBI Gene IDs instead of symbols.
+
+    texflow's signatures and markers are gene symbols: with IDs no marker is found, and the
+    organism check misreads ``GeneID:`` as mouse capitalisation. The message names the fix for
+    the reader (`_SYMBOL_FIX`); for an h5ad file it names the var columns that hold symbols.
+    """
+    names = pd.Index(adata.var_names.astype(str))
+    kind, share, examples = _id_kind(names)
+    if kind is None or share <= MAX_ID_SHARE:
+        if kind is not None and share > 0:
+            logger.info("%.1f%% of gene names are %s IDs (e.g. %s)", 100 * share, kind, examples[0])
+        return
+    fix = _SYMBOL_FIX.get(reader, _SYMBOL_FIX_TABLE)
+    if reader == "h5ad":
+        candidates = _symbol_columns(adata.var)
+        if candidates:
+            fix += f" (here: reader_options.symbol_column: {candidates[0]})"
+        else:
+            fix += f" (var has no such column: {list(adata.var.columns) or 'no columns'})"
+    raise InputDataError(
+        f"the gene names are {kind} IDs, not gene symbols: {share:.0%} of {len(names):,} "
+        f"(e.g. {', '.join(examples)}); texflow's signatures and markers are symbols, so no "
+        f"marker would be found. Fix: {fix}",
+        dataset=dataset,
+        path=path,
+    )
+
+
 # -------------------------------------------------------------------------------- organism check
 
 _ENSEMBL_HUMAN = re.compile(r"^ENSG\d+")
@@ -670,6 +754,7 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
     adata = reader(matrix_files, dict(config.get("reader_options") or {}), dataset)
     logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
     check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=matrix_label)
+    check_gene_identifiers(adata, reader=config["reader"], dataset=dataset, path=matrix_label)
 
     metadata_label = matrix_label
     if metadata_source is not None:
