@@ -31,7 +31,18 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 
-__all__ = ["ROOT", "SNAKEFILE", "prepare_workdir", "run_workflow"]
+__all__ = ["ROOT", "SNAKEFILE", "not_shared", "prepare_workdir", "run_workflow"]
+
+
+def not_shared(*roots: str | os.PathLike) -> list[str]:
+    """Files under `roots` that group and others cannot read (run under umask 022, every result
+    should be rw-r--r--), as "path mode" strings; symbolic links are not followed."""
+    private = []
+    for root in map(Path, roots):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink() and (path.stat().st_mode & 0o044) != 0o044:
+                private.append(f"{path.relative_to(root)} {oct(path.stat().st_mode & 0o777)}")
+    return private
 
 
 def _merge(base: dict, override: Mapping) -> dict:

@@ -1,6 +1,7 @@
 """fetch + ingest through Snakemake on small files in the layouts of the real datasets, served
 from 127.0.0.1: every shipped GEO dataset file, with its URLs pointed at the local server."""
 
+import os
 from pathlib import Path
 
 import anndata as ad
@@ -11,7 +12,7 @@ import yaml
 
 from tests import ingest_fixtures as fx
 from tests.httpserver import http_server  # noqa: F401  (pytest fixture)
-from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
+from tests.workflow_runner import ROOT, not_shared, prepare_workdir, run_workflow
 from texflow.utils import read_h5ad
 
 pytestmark = pytest.mark.slow
@@ -36,8 +37,14 @@ def _ingest_all(tmp_path: Path, datasets: list[dict]) -> dict[str, ad.AnnData]:
         config["datasets"].append(f"config/datasets/{dataset['id']}.yaml")
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     targets = [f"results/{d['id']}/raw.h5ad" for d in datasets]
-    done = run_workflow(tmp_path, None, *targets, cores=2)
+    umask = os.umask(0o022)  # a shared filesystem's usual umask: results must be group-readable
+    try:
+        done = run_workflow(tmp_path, None, *targets, cores=2)
+    finally:
+        os.umask(umask)
     assert done.returncode == 0, done.stdout[-5000:]
+    written = [tmp_path / "results", tmp_path / "resources/downloads", tmp_path / "logs"]
+    assert not_shared(*written) == [], "files others cannot read under umask 022"
     # texflow.utils.read_h5ad: raw.h5ad holds count data once, in X (the counts layer is X)
     return {d["id"]: read_h5ad(tmp_path / "results" / d["id"] / "raw.h5ad") for d in datasets}
 

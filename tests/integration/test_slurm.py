@@ -34,6 +34,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from tests.workflow_runner import not_shared
+
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = ROOT / "Snakefile"
 OOM_WORKFLOW = ROOT / "tests/data/slurm_oom"
@@ -265,7 +267,12 @@ def demo_runs(slurm, tmp_path_factory):
     """The demo datasets (config/config.yaml, default target), run locally and through SLURM."""
     base = tmp_path_factory.mktemp("slurm_demo")
     local = prepare_demo_workdir(base / "local")
-    run_snakemake(local, ["--profile", str(ROOT / "profiles/local"), "--cores", str(slurm.cpus)])
+    umask = os.umask(0o022)  # `make run` on a shared filesystem: results must be group-readable
+    try:
+        local_profile = ["--profile", str(ROOT / "profiles/local"), "--cores", str(slurm.cpus)]
+        run_snakemake(local, local_profile)
+    finally:
+        os.umask(umask)
     on_slurm = prepare_demo_workdir(base / "slurm")
     output = run_snakemake(on_slurm, slurm.profile_args())
     return local, on_slurm, output
@@ -295,6 +302,14 @@ def test_demo_jobs_ran_as_slurm_jobs(slurm, demo_runs):
     }
     if rules_in_comments:
         assert rules_in_comments == set(remote_rules), jobs.to_string()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_local_demo_run_leaves_every_file_readable_under_umask_022(demo_runs):
+    local, _, _ = demo_runs
+    written = [local / "results", local / "resources/downloads", local / "logs"]
+    assert not_shared(*written) == [], "files others cannot read under umask 022"
 
 
 @pytest.mark.slurm

@@ -1,10 +1,18 @@
 """CD8 gating against the simulated truth; cd8_sorted; no CD8 cells."""
 
+import re
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
+from texflow import gating, qc, utils
+from texflow.errors import InputDataError
 
 from tests.qc_fixtures import simulated
-from texflow import gating, qc
-from texflow.errors import InputDataError
 
 
 @pytest.mark.parametrize("organism,seed", [("human", 0), ("human", 1), ("human", 2), ("mouse", 0), ("mouse", 1), ("mouse", 2)])
@@ -42,3 +50,108 @@ def test_no_cd8_cells_is_a_clear_error():
     adata.obs["is_cd8"] = False
     with pytest.raises(InputDataError, match="no CD8 T cells after gating"):
         gating.cd8_cells(adata)
+
+
+# --- the gate's evidence and advice (issue 17, item 2) -------------------------------------------
+
+
+def _qc_passed(organism="human", seed=0):
+    return qc.passing_cells(
+        qc.run_qc(simulated(organism, seed), params=qc.QCParams(doublets=False))[0]
+    )
+
+
+def _without_cd8(adata):
+    """Only non-CD8 singlets: CD4, Treg, NK, B and myeloid cells."""
+    keep = ~adata.obs["true_is_cd8"].to_numpy(dtype=bool) & ~adata.obs["true_doublet"].to_numpy(
+        dtype=bool
+    )
+    return utils.subset_cells(adata, keep)
+
+
+def test_no_cd8_cells_stop_with_advice_that_fits_the_evidence():
+    adata = _without_cd8(_qc_passed())
+    with pytest.raises(InputDataError) as raised:
+        gating.gate_cd8(adata, dataset="sim")
+    message = str(raised.value)
+    assert message.startswith("[dataset sim] no CD8 T cells after gating")
+    assert re.search(r"\d+\.\d% of the cells have CD8A or CD8B detected", message)
+    assert "Almost no cell expresses CD8A/CD8B" in message and "would be refused" in message
+    assert "set cd8_sorted: true" not in message
+    assert "The gating table is in the log." in message
+
+
+def test_cd8_cells_failing_on_cd3_are_advised_cd8_sorted():
+    adata = _qc_passed()
+    adata = utils.subset_cells(adata, adata.obs["true_is_cd8"].to_numpy(dtype=bool))
+    keep = np.ones(adata.n_vars)
+    keep[adata.var_names.get_indexer(["CD3E", "CD3D"])] = 0  # a platform that misses CD3
+    adata.X = sp.csr_matrix(adata.X @ sp.diags(keep.astype(np.float32)))
+    utils.share_counts(adata)
+    with pytest.raises(InputDataError) as raised:
+        gating.gate_cd8(adata, dataset="sim")
+    message = str(raised.value)
+    assert "too few CD3E/CD3D+ cells" in message and "set cd8_sorted: true" in message
+
+
+def test_cd8_sorted_without_cd8_expression_is_refused_with_numbers():
+    adata = _without_cd8(_qc_passed())
+    with pytest.raises(InputDataError) as raised:
+        gating.gate_cd8(adata, cd8_sorted=True, dataset="sim")
+    message = str(raised.value)
+    positive = re.search(
+        r"only ([\d,]+) of ([\d,]+) QC-passing cells \((\d+\.\d)%\) have CD8A or CD8B", message
+    )
+    assert positive, message
+    assert int(positive[2].replace(",", "")) == adata.n_obs and float(positive[3]) < 20
+    assert message.startswith("[dataset sim] the dataset file says cd8_sorted: true")
+    assert "cd8_sorted: false" in message
+
+
+def test_a_gate_that_passes_removes_old_evidence(tmp_path):
+    evidence = gating.evidence_path(tmp_path / "gate.log")
+    evidence.write_text("stale\n")
+    _, table = gating.gate_cd8(_qc_passed(), cd8_sorted=True, evidence=evidence)
+    assert not evidence.exists()
+    assert 0.5 < table.loc[0, "frac_cd8"] < 0.8  # mixed immune cells: flag believed, numbers kept
+
+
+@pytest.mark.parametrize(
+    "cd8_sorted, problem, decision",
+    [
+        (False, "no CD8 T cells after gating", "not CD8"),
+        (True, "cd8_sorted: true, but only", "refused"),
+    ],
+)
+def test_gate_script_keeps_the_evidence_beside_the_log_and_writes_no_output(
+    tmp_path, monkeypatch, cd8_sorted, problem, decision
+):
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root / "workflow/scripts"))
+    source = tmp_path / "results/sim/qc.h5ad"
+    utils.write_h5ad(_without_cd8(_qc_passed()), source)
+    out = {
+        "h5ad": tmp_path / "results/sim/cd8.h5ad",
+        "table": tmp_path / "results/sim/tables/gating.tsv",
+    }
+    log = tmp_path / "logs/sim/gate.log"
+    snakemake = SimpleNamespace(
+        input=SimpleNamespace(h5ad=str(source)),
+        output=SimpleNamespace(**{k: str(v) for k, v in out.items()}),
+        params=SimpleNamespace(gate={}, cd8_sorted=cd8_sorted),
+        wildcards=SimpleNamespace(dataset="sim"),
+        log=[str(log)],
+        threads=1,
+    )
+    with pytest.raises(SystemExit, match=problem):
+        runpy.run_path(
+            str(root / "workflow/scripts/gate.py"), init_globals={"snakemake": snakemake}
+        )
+    assert not any(path.exists() for path in out.values())  # nothing that looks finished
+    evidence = tmp_path / "logs/sim/gate.gating.tsv"  # not a rule output: survives the failed job
+    table = pd.read_csv(evidence, sep="\t")
+    assert (table["decision"] == decision).all() and table["n_cells"].sum() > 500
+    assert {"cluster", "n_cells", "frac_cd8", "frac_cd3", "reason"} <= set(table)
+    logged = log.read_text()
+    assert f"[dataset sim, file {source}] " in logged and problem in logged
+    assert f"kept in {evidence}" in logged and "gating table:" in logged

@@ -181,6 +181,61 @@ def test_counts_get_a_counts_layer_and_unlogged_log_values_stop(tmp_path):
         io.read_dataset(manifest=manifest, config=config)
 
 
+def _tpm(n_cells, n_genes=200, seed=5):
+    X = fx.counts(n_cells, n_genes, seed=seed).astype(np.float64)
+    return X / X.sum(axis=1, keepdims=True) * 1e6
+
+
+def test_log_values_declared_tpm_stop_and_name_the_fix(tmp_path):
+    cells = fx.geo_cell_subset(2)
+    tpm = _tpm(len(cells))
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=tpm, config_changes={"value_type": "tpm"}
+    )
+    assert io.read_dataset(manifest=manifest, config=config).X.max() > 1000  # real TPM passes
+    for name, logged in [
+        ("log2", np.log2(tpm + 1)),
+        ("ln", np.log1p(tpm)),
+        ("log2 of 1e-4", np.log2(tpm / 100 + 1)),
+    ]:
+        manifest, config, *_ = _geo_dataset(
+            tmp_path / name, cells=cells, X=logged, config_changes={"value_type": "tpm"}
+        )
+        with pytest.raises(
+            InputDataError,
+            match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is tpm but the largest value is "
+            r".*already log-transformed.*set value_type: log_tpm",
+        ):
+            io.read_dataset(manifest=manifest, config=config)
+
+
+def test_rounded_tpm_declared_counts_stops_and_names_the_fix(tmp_path):
+    cells = fx.geo_cell_subset(2)
+    rounded = np.round(_tpm(len(cells)))
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=rounded, config_changes={"value_type": "counts"}
+    )
+    with pytest.raises(
+        InputDataError,
+        match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is counts but 100% of the 30 cells "
+        r"have a total within 1% of the median total 1,000,0.*set value_type: tpm",
+    ):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_counts_with_equal_small_totals_only_warn(tmp_path, caplog):
+    # downsampled to equal depth: genuine counts, so not refused (but said)
+    cells = fx.geo_cell_subset(2)
+    X = np.zeros((len(cells), 200), dtype=np.float32)
+    X[:, :50] = 40  # every cell 2,000 counts
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=X, config_changes={"value_type": "counts"}
+    )
+    with caplog.at_level("WARNING", logger="texflow"):
+        io.read_dataset(manifest=manifest, config=config)
+    assert "unless they were downsampled to equal depth" in caplog.text
+
+
 def test_duplicate_symbols_most_expressed_keeps_the_name():
     X = np.array([[1, 5, 0, 2], [0, 7, 1, 2]], dtype=np.float32)
     adata = ad.AnnData(X=X, var=pd.DataFrame(index=["TOX", "TOX", "TOX", "CD8A"]))
@@ -228,3 +283,71 @@ def test_memory_estimate_grows_with_input_and_reader(tmp_path):
     assert io.estimate_ingest_runtime_min(manifest, "dense_table") == 10
     big = fx.write_sources(tmp_path / "big", {"m": ("m.txt.gz", b"x" * 2**20 * 60)})
     assert io.estimate_ingest_runtime_min(big, "geo_dense_two_header") == 10 + 12
+
+
+# --- gene identifiers instead of symbols (issue 17, item 4) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ids, kind",
+    [
+        ([f"ENSG{i:011d}" for i in range(200)], "Ensembl"),
+        ([f"ENSG{i:011d}.{i % 3 + 1}" for i in range(200)], "Ensembl"),
+        ([f"GeneID:{1000 + i}" for i in range(200)], "NCBI Gene"),
+    ],
+)
+def test_gene_ids_in_a_table_stop_and_name_the_fix(tmp_path, ids, kind):
+    manifest, config, *_ = _geo_dataset(tmp_path, genes=ids)
+    with pytest.raises(
+        InputDataError,
+        match=rf"dataset GSE120575, file .*m\.txt\.gz\] the gene names are {kind} IDs, not gene "
+        r"symbols: 100% of 200 .*Fix: the table's gene labels must be gene symbols",
+    ):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_gene_ids_in_an_h5ad_name_the_symbol_column(tmp_path):
+    genes = fx.human_genes(100)
+    ids = [f"ENSG{i:011d}" for i in range(100)]
+    var = pd.DataFrame({"feature_types": "Gene Expression", "symbol": genes}, index=ids)
+    path = tmp_path / "dl" / "x.h5ad"
+    path.parent.mkdir()
+    ad.AnnData(
+        X=fx.counts(20, 100), obs=pd.DataFrame(index=[f"c{i}" for i in range(20)]), var=var
+    ).write_h5ad(path)
+    manifest = fx.write_sources(tmp_path / "dl", {"matrix": ("x.h5ad", path.read_bytes())})
+    config = {
+        "id": "h", "organism": "human", "value_type": "counts", "reader": "h5ad",
+        "sources": [{"name": "matrix", "url": "x.h5ad"}], "metadata": {},
+    }  # fmt: skip
+    with pytest.raises(
+        InputDataError,
+        match=r"dataset h, file .*x\.h5ad\] the gene names are Ensembl IDs.*"
+        r"reader_options.symbol_column: symbol\)",
+    ):
+        io.read_dataset(manifest=manifest, config=config)
+    config["reader_options"] = {"symbol_column": "symbol"}  # the fix named works
+    adata = io.read_dataset(manifest=manifest, config=config)
+    assert list(adata.var_names) == genes and list(adata.var["gene_ids"]) == ids
+
+
+def test_gene_ids_in_a_10x_features_file_name_its_symbol_column(tmp_path):
+    ids = [f"ENSG{i:011d}" for i in range(60)]
+    files = fx.tenx_triplet(fx.counts(12, 60), fx.barcodes(12), ids)  # IDs in both columns
+    manifest = fx.write_sources(
+        tmp_path / "dl", {name.split(".")[0]: (name, data) for name, data in files.items()}
+    )
+    config = {
+        "id": "m", "organism": "human", "value_type": "counts", "reader": "tenx_mtx",
+        "sources": [{"name": n, "url": n} for n in ("matrix", "barcodes", "features")], "metadata": {},
+    }  # fmt: skip
+    with pytest.raises(
+        InputDataError, match=r"dataset m, file .*\] the gene names are Ensembl IDs.*features file"
+    ):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_a_few_ids_among_symbols_pass():
+    names = fx.human_genes(190) + [f"ENSG{i:011d}" for i in range(10)]
+    adata = ad.AnnData(X=fx.counts(5, 200), var=pd.DataFrame(index=names))
+    io.check_gene_identifiers(adata, reader="h5ad", dataset="d", path="x.h5ad")

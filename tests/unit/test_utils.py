@@ -159,3 +159,49 @@ def test_numba_runs_on_the_rules_threads():
         assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
     finally:
         numba.set_num_threads(before)
+
+
+# --- permissions: atomic_path honours the umask (issue 17, item 5) -------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and put the old one back."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        yield lambda value: os.umask(value)
+    finally:
+        os.umask(old)
+
+
+def _mode(path):
+    import stat
+
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_get_the_mode_the_umask_allows(tmp_path, umask, mask, expected):
+    from matplotlib.figure import Figure
+
+    umask(mask)
+    table, h5ad, figure = tmp_path / "t.tsv", tmp_path / "raw.h5ad", tmp_path / "fig.png"
+    utils.write_tsv(pd.DataFrame({"a": [1, 2]}), table)
+    utils.write_tsv(pd.DataFrame({"a": [1, 2]}), tmp_path / "cells.tsv.gz")
+    utils.write_h5ad(_counts_adata(), h5ad)
+    utils.update_h5ad(utils.read_h5ad(h5ad, layers=False), source=h5ad, path=tmp_path / "u.h5ad")
+    with utils.atomic_path(figure) as tmp:
+        Figure().savefig(tmp, format="png")
+    for path in (table, tmp_path / "cells.tsv.gz", h5ad, tmp_path / "u.h5ad", figure):
+        assert _mode(path) == expected, f"{path.name}: {oct(_mode(path))}"
+    assert utils.current_umask() == mask  # read right, and left as it was
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, umask):
+    umask(0o022)
+    with pytest.raises(RuntimeError), utils.atomic_path(tmp_path / "t.tsv") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []

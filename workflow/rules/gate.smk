@@ -1,5 +1,8 @@
 # Stage gate: qc.h5ad -> cd8.h5ad (CD8 T cells) + tables/gating.tsv. Skipped (every cell kept,
-# recorded) when the dataset config says cd8_sorted: true. Logic: workflow/texflow/gating.py.
+# recorded) when the dataset config says cd8_sorted: true, unless almost no cell has CD8A/CD8B
+# detected. When the gate stops, the gating table is kept in logs/{dataset}/gate.gating.tsv
+# (beside the log, no output: Snakemake deletes a failed job's outputs). Logic:
+# workflow/texflow/gating.py.
 
 
 rule gate:

@@ -9,11 +9,17 @@ def main(snakemake):
     dataset = snakemake.wildcards.dataset
     adata = read_h5ad(snakemake.input.h5ad)
     params = gating.GateParams.from_config(snakemake.params.gate)
+    # when the gate stops (no CD8 T cells, or a refused cd8_sorted dataset), its table goes to a
+    # file beside the log: Snakemake deletes the outputs of a failed job, not that file
     adata, table = gating.gate_cd8(
-        adata, params=params, cd8_sorted=bool(snakemake.params.cd8_sorted), dataset=dataset
+        adata,
+        params=params,
+        cd8_sorted=bool(snakemake.params.cd8_sorted),
+        dataset=dataset,
+        path=snakemake.input.h5ad,
+        evidence=gating.evidence_path(snakemake.log[0] if snakemake.log else None),
     )
     write_tsv(table, snakemake.output.table, float_format="%.4g")
-    # the table is written first: when no cluster passes, it is what explains why
     gating.write_cd8_cells(adata, snakemake.output.h5ad, dataset=dataset)
 
 

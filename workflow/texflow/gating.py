@@ -13,13 +13,20 @@ cluster is CD8 when
 3. at least `min_frac_cd3` of its cells have CD3E (or CD3D) detected -- skipped, and said so,
    when the dataset has no CD3 gene.
 
+When no cluster passes, or a dataset declared ``cd8_sorted`` has almost no CD8A/CD8B+ cell, the
+gate stops; the gating table, the evidence, is then written to a diagnostic file beside the log
+(not a rule output, so Snakemake does not delete it with the failed job's outputs) and the
+message's advice follows from the numbers.
+
 Main entry point: :func:`gate_cd8`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -29,7 +36,7 @@ from scipy import sparse
 from . import cluster as clustering
 from .errors import InputDataError
 from .qc import texflow_uns
-from .utils import subset_cells, write_subset_h5ad
+from .utils import subset_cells, write_subset_h5ad, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class GateParams:
     min_frac_cd8: float = 0.3
     min_frac_cd3: float = 0.3
     min_frac_cd8b_nk_like: float = 0.5
+    min_frac_cd8_sorted: float = 0.2
     min_cells_clustering: int = 30
     veto_foreign_cells: bool = True
     max_rank: int = 1500
@@ -177,12 +185,160 @@ def decide(row: pd.Series, *, params: GateParams, score_columns: list[str], has_
     return ok, "; ".join(reasons)
 
 
+def evidence_path(log_path: str | os.PathLike | None) -> Path | None:
+    """Where a failed gate keeps its gating table: beside the rule's log (``gate.gating.tsv``
+    for ``gate.log``), a file that is no rule output and so survives the failed job."""
+    return None if not log_path else Path(log_path).with_suffix(".gating.tsv")
+
+
+def _keep_evidence(table: pd.DataFrame, evidence: str | os.PathLike | None) -> str:
+    """Log the gating table and write it to `evidence`; return where to find it, in words."""
+    logger.info(
+        "gating table:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    )
+    if evidence is None:
+        return "The gating table is in the log."
+    write_tsv(table, evidence, float_format="%.4g")
+    return f"The gating table (each cluster's scores, marker fractions and reason) is kept in {evidence}."
+
+
+def _marker_row(
+    n_cells: int, fractions: dict[str, float | None], genes: dict[str, list[str]]
+) -> dict[str, object]:
+    """Whole-dataset marker fractions as one gating-table row's columns."""
+    row: dict[str, object] = {"n_cells": n_cells}
+    for key, fraction in fractions.items():
+        row[f"frac_{key}"] = np.nan if fraction is None else fraction
+    row["marker_genes"] = "; ".join(
+        f"{key}: {','.join(found) or 'none'}" for key, found in genes.items()
+    )
+    return row
+
+
+def _percent(fraction: float | None) -> str:
+    return (
+        "not measured (genes absent)"
+        if fraction is None or not np.isfinite(fraction)
+        else f"{fraction:.1%}"
+    )
+
+
+def _check_sorted(
+    adata: ad.AnnData,
+    *,
+    organism: str,
+    params: GateParams,
+    dataset: str | None,
+    path: str | os.PathLike | None,
+    evidence: str | os.PathLike | None,
+    meta: dict,
+) -> pd.DataFrame:
+    """The one-row table of a ``cd8_sorted`` dataset, refused when almost no cell has CD8A/CD8B.
+
+    Whatever the dataset file says, a CD8 T-cell population has CD8A or CD8B detected in most
+    cells (10x: ~60-90%; simulation: 93-97% per CD8 population), non-CD8 populations in few (CD4
+    T, B, myeloid, NK: 2-12% in simulation); fewer than `params.min_frac_cd8_sorted` (0.2) means
+    the cells are not CD8 T cells, and the stage stops with the numbers.
+    """
+    markers = MARKERS[organism]
+    found: dict[str, list[str]] = {}
+    fractions: dict[str, float | None] = {}
+    n_positive = 0
+    for key, genes in [("cd8", markers["cd8"]), ("cd3", markers["cd3"]), ("cd4", [_cd4(organism)])]:
+        positive, present = marker_positive(adata, tuple(genes))
+        found[key] = present
+        fractions[key] = None if positive is None else float(positive.mean())
+        if key == "cd8" and positive is not None:
+            n_positive = int(positive.sum())
+    reason = "dataset is CD8-sorted (cd8_sorted: true in its config): every cell kept"
+    row = {"cluster": "(all)"} | _marker_row(adata.n_obs, fractions, found)
+    frac_cd8 = fractions["cd8"]
+    if frac_cd8 is None:
+        meta["skipped"]["gate.cd8_sorted_check"] = (
+            f"none of {', '.join(markers['cd8'])} in the data: that the cells are CD8 T cells "
+            "(cd8_sorted: true) could not be checked"
+        )
+        logger.warning(meta["skipped"]["gate.cd8_sorted_check"])
+    elif frac_cd8 < params.min_frac_cd8_sorted:
+        table = pd.DataFrame([row | {"decision": "refused", "reason": "too few CD8A/CD8B+ cells"}])
+        where = _keep_evidence(table, evidence)
+        raise InputDataError(
+            f"the dataset file says cd8_sorted: true, but only {n_positive:,} of {adata.n_obs:,} "
+            f"QC-passing cells ({frac_cd8:.1%}) have {' or '.join(found['cd8'])} detected "
+            f"({'/'.join(markers['cd3'])}+ {_percent(fractions['cd3'])}, {_cd4(organism)}+ "
+            f"{_percent(fractions['cd4'])}); a "
+            "CD8 T-cell population has CD8A/CD8B in most cells (10x: 60-90%), so these are not "
+            f"CD8 T cells (refused below gate.min_frac_cd8_sorted = {params.min_frac_cd8_sorted:g}). "
+            "Check that the dataset's files hold the cells you meant; if the cells are mixed, set "
+            f"cd8_sorted: false so that the gate selects the CD8 T cells. {where}",
+            dataset=dataset,
+            path=path,
+        )
+    else:
+        reason += f"; CD8A/CD8B+ {frac_cd8:.0%} of cells"
+    meta["skipped"]["gate"] = reason
+    logger.info(reason)
+    return pd.DataFrame([row | {"decision": "CD8", "reason": reason}])
+
+
+def _cd4(organism: str) -> str:
+    return "CD4" if organism == "human" else "Cd4"
+
+
+def _no_cd8_problem(
+    summary: pd.DataFrame,
+    *,
+    frac_cd8: float,
+    n_cells: int,
+    params: GateParams,
+    cd8_genes: list[str],
+) -> str:
+    """Why no cluster passed, and the advice the numbers support."""
+    genes = " or ".join(cd8_genes)
+    best = float(summary["frac_cd8"].max())
+    head = (
+        f"no CD8 T cells after gating: no first-pass cluster of the {n_cells:,} QC-passing cells "
+        f"passed the CD8 gate; {frac_cd8:.1%} of the cells have {genes} detected (at most "
+        f"{best:.0%} in one cluster; a CD8 cluster needs gate.min_frac_cd8 = {params.min_frac_cd8:g})"
+    )
+    if frac_cd8 < params.min_frac_cd8_sorted:
+        return (
+            f"{head}. Almost no cell expresses CD8A/CD8B: these are not CD8 T cells, and "
+            "cd8_sorted: true would be refused for the same reason (below "
+            f"gate.min_frac_cd8_sorted = {params.min_frac_cd8_sorted:g}). Check that the "
+            "dataset's files hold the cells you meant (a CD4, B or myeloid subset? the wrong "
+            "sample or matrix?)"
+        )
+    enough = summary[summary["frac_cd8"] >= params.min_frac_cd8]
+    failed_on = []
+    if not enough.empty:
+        if enough["reason"].str.contains("not cd8_t", regex=False).any():
+            failed_on.append("another program scoring higher than cd8_t")
+        if (enough["frac_cd3"] < params.min_frac_cd3).any():  # NaN (no CD3 gene) is not less
+            failed_on.append(
+                f"too few CD3E/CD3D+ cells (gate.min_frac_cd3 = {params.min_frac_cd3:g})"
+            )
+    detail = (
+        f"the {len(enough)} cluster{'' if len(enough) == 1 else 's'} with enough CD8A/CD8B+ "
+        "cells failed on " + " and ".join(failed_on or ["the criteria in the table"])
+        if not enough.empty
+        else "no single cluster has enough CD8A/CD8B+ cells"
+    )
+    return (
+        f"{head}: {detail}. If every cell is a CD8 T cell (sorted, or selected by the authors), "
+        "set cd8_sorted: true in the dataset file; otherwise adjust the gate's thresholds named "
+        "above to the data"
+    )
+
+
 def gate_cd8(
     adata: ad.AnnData,
     *,
     params: GateParams | None = None,
     cd8_sorted: bool = False,
     dataset: str | None = None,
+    path: str | os.PathLike | None = None,
+    evidence: str | os.PathLike | None = None,
 ) -> tuple[ad.AnnData, pd.DataFrame]:
     """Score cell types, cluster, and mark CD8 T cells per first-pass cluster.
 
@@ -193,9 +349,23 @@ def gate_cd8(
     params
         Gate parameters.
     cd8_sorted
-        The dataset config says every cell is a CD8 T cell: nothing is gated (recorded).
+        The dataset config says every cell is a CD8 T cell: nothing is gated (recorded), but a
+        dataset with CD8A/CD8B detected in fewer than `params.min_frac_cd8_sorted` of its cells
+        is refused.
     dataset
         Dataset id for messages.
+    path
+        The input file (``qc.h5ad``), for messages.
+    evidence
+        Where the gating table is written when the gate stops (no CD8 T cells, or a refused
+        ``cd8_sorted`` dataset): a file that is no rule output (`evidence_path`). Removed when
+        the gate succeeds, so that it never describes an earlier failure.
+
+    Raises
+    ------
+    InputDataError
+        No first-pass cluster passed the gate, or ``cd8_sorted`` with almost no CD8A/CD8B+
+        cell; the message gives the numbers, the advice they support and where the table is.
 
     Returns
     -------
@@ -210,29 +380,30 @@ def gate_cd8(
     dataset = dataset or meta.get("dataset")
     organism = meta.get("organism")
     meta["params"]["gate"] = params.as_dict() | {"cd8_sorted": bool(cd8_sorted)}
-    if cd8_sorted:
-        reason = "dataset is CD8-sorted (cd8_sorted: true in its config): every cell kept"
-        meta["skipped"]["gate"] = reason
-        logger.info(reason)
-        adata.obs["is_cd8"] = True
-        table = pd.DataFrame(
-            [{"cluster": "(all)", "n_cells": adata.n_obs, "decision": "CD8", "reason": reason}]
-        )
-        return adata, table
     if adata.n_obs == 0:
-        raise InputDataError("no cells to gate", dataset=dataset)
+        raise InputDataError("no cells to gate", dataset=dataset, path=path)
+    if cd8_sorted:
+        table = _check_sorted(
+            adata, organism=organism, params=params, dataset=dataset, path=path, evidence=evidence,
+            meta=meta,
+        )  # fmt: skip
+        adata.obs["is_cd8"] = True
+        _drop_evidence(evidence)
+        return adata, table
 
     score_columns = score_cell_types(adata, organism=organism, max_rank=params.max_rank)
     markers = MARKERS[organism]
     cd8_pos, cd8_genes = marker_positive(adata, markers["cd8"])
     cd3_pos, cd3_genes = marker_positive(adata, markers["cd3"])
     cd8b_pos, _ = marker_positive(adata, markers["cd8b"])
-    cd4_pos, _ = marker_positive(adata, ("CD4",) if organism == "human" else ("Cd4",))
+    cd4_pos, _ = marker_positive(adata, (_cd4(organism),))
     if cd8_pos is None:
         raise InputDataError(
             f"none of the CD8 genes {', '.join(markers['cd8'])} is in the data: CD8 T cells "
-            "cannot be gated (set cd8_sorted: true if every cell is a CD8 T cell)",
+            "cannot be gated (are the gene names symbols of the declared organism? set "
+            "cd8_sorted: true only if every cell is a CD8 T cell)",
             dataset=dataset,
+            path=path,
         )
     if cd3_pos is None:
         meta["skipped"]["gate.cd3"] = (
@@ -286,7 +457,21 @@ def gate_cd8(
         "n_cells": adata.n_obs,
     }
     table = summary.reset_index().rename(columns={"group": "cluster"})
+    if n_cd8 == 0:
+        where = _keep_evidence(table, evidence)
+        problem = _no_cd8_problem(
+            summary, frac_cd8=float(cd8_pos.mean()), n_cells=adata.n_obs, params=params,
+            cd8_genes=cd8_genes,
+        )  # fmt: skip
+        raise InputDataError(f"{problem}. {where}", dataset=dataset, path=path)
+    _drop_evidence(evidence)
     return adata, table
+
+
+def _drop_evidence(evidence: str | os.PathLike | None) -> None:
+    """Remove the diagnostic table of an earlier failed gate: the gate has now passed."""
+    if evidence is not None:
+        Path(evidence).unlink(missing_ok=True)
 
 
 def _cd8_mask(adata: ad.AnnData, *, dataset: str | None) -> np.ndarray:
@@ -294,9 +479,8 @@ def _cd8_mask(adata: ad.AnnData, *, dataset: str | None) -> np.ndarray:
     mask = adata.obs["is_cd8"].to_numpy(dtype=bool)
     if not mask.any():
         raise InputDataError(
-            f"no CD8 T cells after gating ({adata.n_obs} QC-passing cells, no first-pass "
-            "cluster passed the CD8 gate; tables/gating.tsv gives each cluster's scores and "
-            "reason). If every cell is a CD8 T cell, set cd8_sorted: true in the dataset config",
+            f"no CD8 T cells after gating ({adata.n_obs} QC-passing cells have obs is_cd8 "
+            "False; the gate stage's log and its gate.gating.tsv beside it give the evidence)",
             dataset=dataset or texflow_uns(adata).get("dataset"),
         )
     return mask

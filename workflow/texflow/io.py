@@ -101,10 +101,65 @@ def estimate_ingest_runtime_min(manifest: str | Path, reader: str, *, base_min: 
 
 # -------------------------------------------------------------------------------- value checks
 
+#: Values declared ``tpm`` whose largest value is below this are log-scale, not TPM. log2(TPM+1)
+#: cannot exceed log2(1e6 + 1) = 19.93 (ln and log10 stay lower), while TPM puts hundreds to
+#: thousands on a cell's most expressed genes (MALAT1, B2M, mitochondrial and ribosomal genes):
+#: a cell's values sum to 1e6, so even spread evenly over 50,000 genes its largest is 20.
+LOG_SCALE_MAX = 20.0
+
+#: Values declared ``counts`` are normalised (TPM or CPM rounded to integers) when at least
+#: `CONSTANT_TOTAL_SHARE` of the cells have totals within `CONSTANT_TOTAL_TOLERANCE` of the
+#: median total, that median is at least `CONSTANT_TOTAL_MIN` and there are at least
+#: `CONSTANT_TOTAL_MIN_CELLS` cells. Raw counts differ from cell to cell several-fold (library
+#: size, cell size, capture), even after QC. Rounding each of a cell's TPM values moves its
+#: total by at most 0.5 per detected gene: 5,000 of 1e6 (0.5%) for 10,000 genes, so rounded TPM
+#: stays within 1%. Genuine counts have equal totals only when downsampled to equal depth, which
+#: is done at UMI depths far below 1e5 per cell; below `CONSTANT_TOTAL_MIN` equal totals are
+#: therefore only a warning.
+CONSTANT_TOTAL_TOLERANCE = 0.01
+CONSTANT_TOTAL_SHARE = 0.9
+CONSTANT_TOTAL_MIN = 1e5
+CONSTANT_TOTAL_MIN_CELLS = 10
+
+
+def _check_counts_are_not_normalised(X, *, maximum: float, dataset: str, path: str) -> None:
+    """Stop when integer "counts" have (almost) the same total in every cell: rounded TPM/CPM."""
+    n_cells = X.shape[0]
+    if n_cells < CONSTANT_TOTAL_MIN_CELLS:
+        return
+    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    median = float(np.median(totals))
+    if median <= 0:
+        return
+    share = float(np.mean(np.abs(totals - median) <= CONSTANT_TOTAL_TOLERANCE * median))
+    if share < CONSTANT_TOTAL_SHARE:
+        return
+    evidence = (
+        f"{100 * share:.0f}% of the {n_cells} cells have a total within "
+        f"{100 * CONSTANT_TOTAL_TOLERANCE:.0f}% of the median total {median:,.0f} "
+        f"(range {totals.min():,.0f}-{totals.max():,.0f}; largest value {maximum:,.0f})"
+    )
+    if median < CONSTANT_TOTAL_MIN:
+        logger.warning(
+            "value_type is counts but %s; raw counts differ from cell to cell, so unless they "
+            "were downsampled to equal depth on purpose these are normalised values: set "
+            "value_type to tpm",
+            evidence,
+        )
+        return
+    raise InputDataError(
+        f"value_type is counts but {evidence}: raw counts differ from cell to cell several-fold, "
+        "so these are values normalised to a fixed total per cell (TPM or CPM, here rounded to "
+        "integers); set value_type: tpm in the dataset file, or supply the raw counts",
+        dataset=dataset,
+        path=path,
+    )
+
 
 def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str) -> None:
     """Stop on an empty matrix, non-finite or negative values, or values that contradict the
-    configured `value_type` (non-integer "counts", unlogged "log" values)."""
+    configured `value_type`: non-integer "counts", "counts" with the same total in every cell
+    (rounded TPM), "tpm" already on a log scale, unlogged "log" values."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputDataError(
             f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)", dataset=dataset, path=path
@@ -140,6 +195,17 @@ def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str)
                 dataset=dataset,
                 path=path,
             )
+        _check_counts_are_not_normalised(X, maximum=maximum, dataset=dataset, path=path)
+    elif value_type == "tpm" and maximum < LOG_SCALE_MAX:
+        raise InputDataError(
+            f"value_type is tpm but the largest value is {maximum:.4g}: TPM puts hundreds to "
+            "thousands on a cell's most expressed genes (each cell's values sum to 1e6), while "
+            f"log-scale values stay below {LOG_SCALE_MAX:g} (log2(TPM+1) <= 19.93); these values "
+            "are already log-transformed and would be logged twice: set value_type: log_tpm "
+            "(log of TPM) or lognorm (log of normalised counts) in the dataset file",
+            dataset=dataset,
+            path=path,
+        )
     elif value_type in ("log_tpm", "lognorm") and maximum > 50:
         # log2(TPM+1) cannot exceed log2(1e6+1) ~ 20; ln(x+1) of normalised counts stays < ~15
         raise InputDataError(
@@ -205,6 +271,90 @@ def make_gene_symbols_unique(adata: ad.AnnData) -> int:
         renamed,
     )
     return renamed
+
+
+# ----------------------------------------------------------------------------- gene identifiers
+
+#: Gene identifiers that are not symbols: Ensembl gene IDs of any species (ENSG..., ENSMUSG...,
+#: with or without a version suffix) and NCBI Gene IDs (``GeneID:1234`` or bare digits).
+_GENE_ID_PATTERNS = {
+    "Ensembl": re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$"),
+    "NCBI Gene": re.compile(r"^(GeneID:)?\d+$"),
+}
+#: Above this share of identifiers among the gene names, the names are identifiers. Symbol
+#: matrices carry a few IDs where a gene has no symbol (the Wu 2020 demo: 135 ``GeneID:`` names
+#: of 30,727, 0.4%; Seurat objects keep the ENSG IDs of unnamed genes); an ID matrix is all IDs.
+#: Half separates them with room either side.
+MAX_ID_SHARE = 0.5
+
+#: Where the symbols come from, by reader: the fix named in the message.
+_SYMBOL_FIX = {
+    "h5ad": "set reader_options.symbol_column to the var column that holds gene symbols",
+    "tenx_mtx": (
+        "the features file (features.tsv / genes.tsv) must hold the gene symbol in its second "
+        "column: use the provider's features file with symbols, or one annotated with them"
+    ),
+    "tenx_h5": "the h5 file's feature names must be gene symbols: use a file annotated with them",
+}
+_SYMBOL_FIX_TABLE = (
+    "the table's gene labels must be gene symbols: use the provider's table with symbols, or map "
+    "the IDs to symbols (e.g. Ensembl BioMart) before ingest"
+)
+
+
+def _id_kind(names: pd.Index) -> tuple[str | None, float, list[str]]:
+    """The kind of gene identifier most of `names` are (None: symbols), its share, examples."""
+    best, best_share, examples = None, 0.0, []
+    for kind, pattern in _GENE_ID_PATTERNS.items():
+        hits = np.asarray(names.str.match(pattern), dtype=bool)
+        share = float(hits.mean()) if len(names) else 0.0
+        if share > best_share:
+            best, best_share, examples = kind, share, list(names[hits][:3])
+    return best, best_share, examples
+
+
+def _symbol_columns(var: pd.DataFrame) -> list[str]:
+    """var columns whose values look like gene symbols: mostly distinct, mostly not IDs."""
+    found = []
+    for column in var.columns:
+        values = var[column]
+        if not (pd.api.types.is_string_dtype(values) or values.dtype == object):
+            continue
+        values = pd.Index(values.astype(str))
+        if values.nunique() < 0.5 * len(values) or not values.str.contains("[A-Za-z]").all():
+            continue
+        if _id_kind(values)[1] <= 0.1:
+            found.append(column)
+    return found
+
+
+def check_gene_identifiers(adata: ad.AnnData, *, reader: str, dataset: str, path: str) -> None:
+    """Stop when the gene names are Ensembl or NCBI Gene IDs instead of symbols.
+
+    texflow's signatures and markers are gene symbols: with IDs no marker is found, and the
+    organism check misreads ``GeneID:`` as mouse capitalisation. The message names the fix for
+    the reader (`_SYMBOL_FIX`); for an h5ad file it names the var columns that hold symbols.
+    """
+    names = pd.Index(adata.var_names.astype(str))
+    kind, share, examples = _id_kind(names)
+    if kind is None or share <= MAX_ID_SHARE:
+        if kind is not None and share > 0:
+            logger.info("%.1f%% of gene names are %s IDs (e.g. %s)", 100 * share, kind, examples[0])
+        return
+    fix = _SYMBOL_FIX.get(reader, _SYMBOL_FIX_TABLE)
+    if reader == "h5ad":
+        candidates = _symbol_columns(adata.var)
+        if candidates:
+            fix += f" (here: reader_options.symbol_column: {candidates[0]})"
+        else:
+            fix += f" (var has no such column: {list(adata.var.columns) or 'no columns'})"
+    raise InputDataError(
+        f"the gene names are {kind} IDs, not gene symbols: {share:.0%} of {len(names):,} "
+        f"(e.g. {', '.join(examples)}); texflow's signatures and markers are symbols, so no "
+        f"marker would be found. Fix: {fix}",
+        dataset=dataset,
+        path=path,
+    )
 
 
 # -------------------------------------------------------------------------------- organism check
@@ -604,6 +754,7 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
     adata = reader(matrix_files, dict(config.get("reader_options") or {}), dataset)
     logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
     check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=matrix_label)
+    check_gene_identifiers(adata, reader=config["reader"], dataset=dataset, path=matrix_label)
 
     metadata_label = matrix_label
     if metadata_source is not None:

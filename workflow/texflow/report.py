@@ -279,15 +279,6 @@ class DatasetReport:
         return blocks
 
 
-def readable(*paths: str | os.PathLike) -> None:
-    """Give files the permissions the umask allows (rw-r--r-- usually): the temporary files of
-    `atomic_path` are created private (0600), and a report is made to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in paths:
-        os.chmod(path, 0o666 & ~umask)
-
-
 # ----------------------------------------------------------------------------------------------
 # numbers
 
@@ -912,7 +903,6 @@ def write_dataset_report(report: DatasetReport, path: str | os.PathLike) -> None
     text = render_dataset(report, html_path=path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    readable(path)
     logger.info("report %s written (%d figures, %d tables, %.1f MB)", path, sum(f.path is not None for f in report.figures), len(report.tables), len(text) / 1e6)
 
 
@@ -992,6 +982,5 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
     )
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    readable(html_path, tsv)
     logger.info("summary of %d datasets written to %s and %s", len(reports), tsv, html_path)
     return table

@@ -35,11 +35,38 @@ def knn_transformer(n_points: int) -> str | None:
     return "sklearn" if n_points <= EXACT_KNN_MAX_POINTS else None
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it.
+
+    Linux reports it in ``/proc/self/status`` (since 4.7). Elsewhere the only way is to set it
+    and set it back (`os.umask`), which for an instant leaves the umask 0 for every thread of
+    the process; that fallback is taken only when the status file has no ``Umask:`` line.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def shared_mode() -> int:
+    """The mode a newly created file gets from `open` under the current umask (0644 under 022)."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
 
-    An interrupted or failed step thus never leaves a file that looks finished.
+    An interrupted or failed step thus never leaves a file that looks finished. The finished
+    file gets the permissions the umask allows (`shared_mode`, rw-r--r-- under umask 022), as
+    a file written with `open` would: `tempfile.mkstemp` creates it private (0600), and on a
+    shared filesystem collaborators must be able to read the tables and figures.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +75,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # a writer may have renamed or removed it; os.replace then says so
+            os.chmod(tmp, shared_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

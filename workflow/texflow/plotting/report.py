@@ -118,9 +118,6 @@ def _save(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str]) -> l
         target = path.with_suffix(f".{fmt}")
         with atomic_path(target) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(target, 0o666 & ~umask)  # atomic_path's temporary files are private (0600)
         saved.append(target)
     plt.close(fig)
     logger.info("figure %s written (%s)", path.with_suffix(".png"), ", ".join(p.suffix for p in saved))
