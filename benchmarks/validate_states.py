@@ -41,6 +41,7 @@ import pandas as pd
 import yaml
 from scipy.stats import spearmanr
 from texflow import cluster, gating, programs, qc, states, trajectory
+from texflow.contract import SMOOTHED_BASIS
 from texflow.simulate import RARE_TPEX, simulate
 
 TARGETS = {"tpex": 0.8, "tex_term": 0.9, "spearman": 0.8}
@@ -214,8 +215,14 @@ def one_run(
         row["root_stable"] = False
     # Where the per-cell calls miss: the same rule on unsmoothed scores, and the neighbours
     diagnosis = smoothing_diagnosis(adata, truth, states.StatesParams.from_config(config["states"]))
-    assert (diagnosis["smooth_call"] == called.to_numpy()).all()  # the stage's own calls
     is_tpex = truth.to_numpy() == "Tpex"
+    # the stage's own calls, where it decided on the smoothed scores (states.keep_own_call
+    # keeps a rare state's call on the cell's own scores: obs["cell_state_basis"])
+    smoothed_basis = (obs["cell_state_basis"].astype(str) == SMOOTHED_BASIS).to_numpy()
+    same = diagnosis["smooth_call"].to_numpy() == called.to_numpy()
+    assert same[smoothed_basis].all()
+    row["n_kept_own_call"] = int((~smoothed_basis).sum())
+    row["n_true_tpex_kept_own_call"] = int((~smoothed_basis & is_tpex).sum())
     for state, key in (("Tpex", "tpex"), ("Tex_term", "tex_term")):
         precision, recall, _ = precision_recall(diagnosis["raw_call"], truth, state)
         row[f"{key}_precision_unsmoothed"], row[f"{key}_recall_unsmoothed"] = precision, recall
@@ -300,6 +307,8 @@ def main(argv=None) -> None:
         "tpex_precision_unsmoothed",
         "tpex_recall_unsmoothed",
         "tex_term_same_state_neighbours",
+        "n_kept_own_call",
+        "n_true_tpex_kept_own_call",
         "tpex_called_as",
     ]
     ordering = [
