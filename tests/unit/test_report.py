@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.report_fixtures import PATIENTS, RESPONSE, fake_adata, fake_results
-from texflow import report
+from texflow import contract, report, stats
 from texflow.plotting import report as plots
 
 
@@ -103,7 +103,9 @@ def test_missing_comparisons_say_why(built):
     assert {f.verdict for f in page.findings} == {"not tested"}
     assert _finding(page, "ifn_i_core", "response").reason == "no response labels in this dataset"
     assert "trajectory skipped" in _finding(page, "ifn_i_core", "trajectory").reason
-    assert "Tpex" in _finding(page, "lpo_signed", "state").reason
+    # the stage's reason, in numbers; no borrowed skip of another step
+    reason = _finding(page, "lpo_signed", "state").reason
+    assert reason.startswith("no Tpex cell in this dataset (state: 0 Tpex")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,3 +348,92 @@ def test_an_untestable_composition_row_is_not_tested_not_no_difference():
     assert by_name["fraction_Tpex"].verdict == "not tested"
     assert "not testable" in by_name["fraction_Tpex"].reason
     assert by_name["log_ratio_tpex_to_tex_term"].verdict == "not tested"
+
+
+# ----------------------------------------------------------------------------------------------
+# "not tested": the true reason, and no numbers of a test that did not run
+
+
+def _lineage_obs(*, n_patients=6, n_per_patient=60, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_patients * n_per_patient
+    patient = np.repeat([f"P{i}" for i in range(n_patients)], n_per_patient)
+    obs = pd.DataFrame({
+        "patient": patient,
+        "response": ["responder" if int(p[1:]) % 2 else "non_responder" for p in patient],
+        "cell_state": rng.choice(["Tpex", "Tex_int", "Tex_term"], n),
+        "ifn_i_core": rng.normal(0, 1, n),
+        "lpo_signed": rng.normal(0, 1, n),
+    }, index=[f"c{i}" for i in range(n)])
+    return obs
+
+
+def _state_findings(obs):
+    table = stats.compare_states(obs, obs[["ifn_i_core", "lpo_signed"]])
+    found = report.findings({"state": table}, alpha=0.05, skipped={})
+    return [f for f in found if f.comparison == "state"]
+
+
+@pytest.mark.parametrize("absent", ["Tpex", "Tex_term"])
+def test_a_comparison_without_cells_of_a_state_says_so_and_counts_no_patients(absent):
+    obs = _lineage_obs()
+    obs["cell_state"] = obs["cell_state"].replace({absent: "Tex_int"})
+    found = _state_findings(obs)
+    assert {f.verdict for f in found} == {"not tested"}
+    reason = f"no {absent} cell in this dataset (cell_state: "
+    assert all(f.reason.startswith(reason) for f in found)
+    rows = report.summary_rows(report.DatasetReport(dataset="d", findings=found))
+    assert all(math.isnan(row["n_patients"]) and row["groups"] == "" for row in rows)
+
+
+def test_no_patients_and_one_cell_per_state_is_a_cell_count_not_pseudoreplication():
+    """The LCMV demo: no patient labels, 1 Tpex and 1 Tex_term cell."""
+    obs = _lineage_obs(n_patients=1).drop(columns=["patient", "response"])
+    obs["cell_state"] = "Tex_int"
+    obs.iloc[:2, obs.columns.get_loc("cell_state")] = ["Tpex", "Tex_term"]
+    for finding in _state_findings(obs):
+        assert finding.verdict == "not tested"
+        assert finding.reason == (
+            "too few cells to test: 1 Tex_term and 1 Tpex cells, >= 3 of each needed")
+        assert "pseudoreplication" not in finding.untested_sentence + finding.sentence
+
+
+def test_a_response_row_not_tested_gives_no_patient_numbers():
+    row = {"state": "exhausted_lineage", "program": "x", "comparison": "non_responder vs responder",
+           "unit": "patients", "test": contract.NOT_TESTABLE, "effect": np.nan, "n_patients": 0,
+           "n_responders": 0, "n_non_responders": 10, "mean_non_responders": 0.2, "p_value": np.nan,
+           "note": "too few patients to test: 10 non-responder and 0 responder patient(s) with "
+                   ">= 3 exhausted_lineage cells, >= 2 of each needed"}
+    found = report.findings({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
+    (found,) = [f for f in found if f.comparison == "response"]
+    assert found.verdict == "not tested" and found.reason == row["note"]
+    (summary,) = report.summary_rows(report.DatasetReport(dataset="d", findings=[found]))
+    assert math.isnan(summary["n_patients"]) and summary["groups"] == ""
+
+
+def test_a_missing_comparison_never_borrows_an_unrelated_skip():
+    skipped = {"states.mait": "no gene of program mait is in the data: not used"}
+    found = report.findings({"state": None, "trajectory": None}, alpha=0.05, skipped=skipped,
+                            programs=["ifn_i_core"])
+    assert all("mait" not in f.reason for f in found)
+
+
+def test_the_paired_figure_box_quotes_no_unrelated_skip(tmp_path):
+    adata = fake_adata(n_cells=200, with_tpex=False)
+    skipped = {"states.mait": "no gene of program mait is in the data: not used"}
+    figure = report._draw(plots.paired_states, adata, tmp_path / "paired_tpex_texterm.png", ["png"],
+                          label="Tpex vs Tex-term per patient", caption="", section="programs",
+                          skipped=skipped, scores=["score_ifn_i_core"])
+    assert figure.path is None and "Tpex" in figure.missing and "mait" not in figure.missing
+
+
+def test_a_page_with_nothing_tested_is_not_introduced_as_tested():
+    untested = pd.DataFrame({
+        "program": ["ifn_i_core", "lpo_signed", "tpex"], "comparison": "Tex_term vs Tpex",
+        "unit": "patients", "test": contract.NOT_TESTABLE, "effect": np.nan, "p_value": np.nan,
+        "note": "no Tpex cell in this dataset (cell_state: 0 Tpex, 50 Tex_term)"})
+    found = report.findings({"state": untested}, alpha=0.05, skipped={})
+    page = report.render_dataset(report.DatasetReport(
+        dataset="d", findings=found, headline_programs=["ifn_i_core", "lpo_signed"]))
+    assert "All programs tested" not in page
+    assert "No program could be tested in this dataset" in page

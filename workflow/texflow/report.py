@@ -33,7 +33,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .contract import CELL_STATE_KEY, CLUSTER_STATE_KEY
+from .contract import (
+    CELL_STATE_KEY,
+    CLUSTER_STATE_KEY,
+    SKIP_ASSOCIATIONS,
+    SKIP_COMPOSITION,
+    SKIP_RESPONSE,
+    SKIP_TRAJECTORY,
+    SKIPPED,
+)
 from .plotting import report as plots
 from .stats import ALL_CD8, BALANCE_MEASURE, BALANCE_ROW, COMPOSITION_CAVEAT, COMPOSITION_MEASURE, EXHAUSTED_LINEAGE
 from .utils import atomic_path, write_tsv
@@ -450,7 +458,8 @@ def composition_findings(frame: pd.DataFrame | None, *, alpha: float, skipped: M
     are none."""
     rows = frame[frame["program"].astype(str).isin(COMPOSITION_MEASURES)] if frame is not None and "program" in frame else None
     if rows is None or rows.empty:
-        reason = _table_skip_reason(frame) or skipped.get("composition", "") or "no composition rows in response_comparison.tsv"
+        reason = (_table_skip_reason(frame) or skipped.get(SKIP_COMPOSITION, "")
+                  or "no composition rows in response_comparison.tsv")
         return [Finding(program="all_states", comparison=COMPOSITION, reason=reason)]
     result = []
     for row in rows.to_dict("records"):
@@ -468,21 +477,27 @@ def _table_skip_reason(frame: pd.DataFrame | None) -> str:
     """The reason a stage wrote into a table that holds only a 'skipped' row ("" otherwise)."""
     if frame is None or "note" not in frame or "test" not in frame:
         return ""
-    skipped = frame[frame["test"].astype(str) == "skipped"]
+    skipped = frame[frame["test"].astype(str) == SKIPPED]
     return str(skipped["note"].iloc[0]).removeprefix("skipped: ") if len(skipped) else ""
+
+
+#: The skipped steps (`uns["texflow"]["skipped"]` keys, exact) that explain a missing comparison;
+#: the Tex-term vs Tpex table always has its rows, each with its own reason.
+SKIP_STEPS = {
+    "trajectory": (SKIP_ASSOCIATIONS, SKIP_TRAJECTORY),
+    "state": (),
+    "response": (SKIP_RESPONSE,),
+    "response_all": (SKIP_RESPONSE,),
+    COMPOSITION: (SKIP_COMPOSITION, SKIP_RESPONSE),
+}
 
 
 def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[str, str]) -> str:
     if reason := _table_skip_reason(frame):
         return reason
-    related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",), "response_all": ("response",), COMPOSITION: ("response", "composition")}
-    for step, reason in skipped.items():
-        if any(word in step.lower() for word in related[comparison]):
-            return reason
-    if comparison == "state":  # no Tpex (or no Tex-term) cluster: the trajectory skip says so
-        for reason in skipped.values():
-            if "tpex" in reason.lower() or "tex-term" in reason.lower():
-                return reason
+    for step in SKIP_STEPS[comparison]:
+        if skipped.get(step):
+            return skipped[step]
     if frame is None:
         return f"no table {ALL_COMPARISONS[comparison][0]}"
     return "this program is not in the table"
@@ -538,6 +553,9 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
         finding.verdict = "down"
     else:
         finding.verdict = "no clear difference"
+    if finding.verdict == "not tested":  # no test: no patients behind it, nothing about power
+        finding.n_patients = finding.n_concordant = math.nan
+        finding.n_groups = finding.power_note = finding.unit_note = ""
 
 
 def pick_headline(programs: Sequence[str], wanted: Sequence[str] = HEADLINE_PROGRAMS) -> list[str]:
@@ -678,13 +696,20 @@ def _draw(function, adata, path: Path, formats, *, label: str, caption: str, sec
     return Figure(title=label, caption=caption, path=path, section=section)
 
 
+#: The skipped steps (exact `uns["texflow"]["skipped"]` keys) that explain why a report figure
+#: is not drawn; the other figures' own sentence (in numbers) is the whole reason.
+FIGURE_SKIP_STEPS = {
+    "umap_response": (SKIP_RESPONSE,),
+    "response_groups": (SKIP_RESPONSE,),
+    "response_groups_lineage": (SKIP_RESPONSE,),
+    "umap_pseudotime": (SKIP_TRAJECTORY,),
+}
+
+
 def _related_skip(name: str, skipped: Mapping[str, str]) -> str:
-    keys = {"response": ("response",), "pseudotime": ("trajectory", "pseudotime"), "paired": ("state", "tpex"), "state": ("state",)}
-    for fragment, steps in keys.items():
-        if fragment in name:
-            for step, reason in skipped.items():
-                if any(s in step.lower() for s in steps):
-                    return f"{step}: {reason}"
+    for step in FIGURE_SKIP_STEPS.get(name, ()):
+        if skipped.get(step):
+            return f"{step}: {skipped[step]}"
     return ""
 
 
