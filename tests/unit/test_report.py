@@ -437,3 +437,33 @@ def test_a_page_with_nothing_tested_is_not_introduced_as_tested():
         dataset="d", findings=found, headline_programs=["ifn_i_core", "lpo_signed"]))
     assert "All programs tested" not in page
     assert "No program could be tested in this dataset" in page
+
+
+# ----------------------------------------------------------------------------------------------
+# a verdict on a program texflow does not trust carries its coverage
+
+
+def test_every_verdict_on_an_untrusted_program_carries_its_coverage():
+    caveat = ("lpo_drivers: 3 of 16 genes measured, not trusted; "
+              "lpo_suppressors: 5 of 16 genes measured, not trusted")
+    rows = []
+    for program, coverage in [("lpo_signed", caveat), ("ifn_i_core", "")]:
+        rows.append({"state": "exhausted_lineage", "program": program,
+                     "comparison": "non_responder vs responder", "unit": "patients",
+                     "test": "mann_whitney_patient_means", "effect": 0.02,
+                     "effect_type": "difference_of_patient_means", "mean_responders": 0.01,
+                     "mean_non_responders": 0.03, "n_patients": 19, "n_responders": 9,
+                     "n_non_responders": 10, "p_value": 0.044, "p_adj": 0.044, "note": "",
+                     "coverage": coverage})
+    found = report.findings({"response": pd.DataFrame(rows)}, alpha=0.05, skipped={})
+    found = {f.program: f for f in found if f.comparison == "response"}
+    lpo = found["lpo_signed"]
+    assert lpo.verdict == "up" and lpo.coverage == caveat
+    assert lpo.sentence.endswith(f"q = 0.044) — {caveat}.")
+    assert caveat in lpo.short_evidence and lpo.sentence.count(caveat) == 1
+    assert found["ifn_i_core"].coverage == "" and "not trusted" not in found["ifn_i_core"].sentence
+    (summary,) = report.summary_rows(report.DatasetReport(dataset="d", findings=[lpo]))
+    assert summary["coverage"] == caveat
+    page = report.render_dataset(report.DatasetReport(dataset="d", findings=list(found.values()),
+                                                      headline_programs=["lpo_signed"]))
+    assert page.count(caveat) >= 2  # the sentence of the answer and its cell in the table

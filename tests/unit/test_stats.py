@@ -328,3 +328,52 @@ def test_response_rows_say_why_they_were_not_tested():
         "patient(s) with >= 3 Tex_term cells, >= 2 of each needed")
     assert (by_state.loc[["Tpex", "Tex_term"], "test"] == contract.NOT_TESTABLE).all()
     assert (by_state.loc[["Tpex", "Tex_term"], "n_patients"] == 0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# coverage beside every verdict on an untrusted program
+
+#: program_coverage.tsv of the Sade-Feldman demo (Smart-seq2, GSE120575), the columns read.
+SADE_FELDMAN_COVERAGE = pd.DataFrame({
+    "program": ["ifn_i_core", "lpo_drivers", "lpo_suppressors", "tpex", "tex_term"],
+    "n_genes": [28, 16, 16, 19, 18], "n_present": [20, 3, 5, 11, 15],
+    "n_up": [28, 16, 16, 13, 12], "n_up_present": [20, 3, 5, 5, 10],
+    "trusted": [True, False, False, False, True],
+})
+
+
+def test_coverage_caveats_name_each_untrusted_program_with_its_numbers():
+    caveats = stats.coverage_caveats(SADE_FELDMAN_COVERAGE,
+                                     combined={"lpo_signed": ("lpo_drivers", "lpo_suppressors")})
+    assert caveats == {
+        "lpo_drivers": "lpo_drivers: 3 of 16 genes measured, not trusted",
+        "lpo_suppressors": "lpo_suppressors: 5 of 16 genes measured, not trusted",
+        "tpex": "tpex: 5 of 13 up genes measured, not trusted",
+        "lpo_signed": "lpo_drivers: 3 of 16 genes measured, not trusted; "
+                      "lpo_suppressors: 5 of 16 genes measured, not trusted",
+    }
+    # read back from the TSV, trusted is a string column
+    as_read = SADE_FELDMAN_COVERAGE.assign(trusted=SADE_FELDMAN_COVERAGE["trusted"].astype(str))
+    assert stats.coverage_caveats(as_read) == {
+        k: v for k, v in caveats.items() if k != "lpo_signed"}
+
+
+def test_every_row_carries_the_coverage_it_rests_on():
+    obs = cells()
+    scores = pd.DataFrame({"lpo_drivers": obs["rise"], "ifn_i_core": obs["confounded"]})
+    caveats = stats.coverage_caveats(SADE_FELDMAN_COVERAGE)
+    state_caveats = {"Tpex": caveats["tpex"], "Tex_term": ""}
+    state = stats.with_coverage(stats.compare_states(obs, scores), caveats,
+                                state_caveats=state_caveats).set_index("program")
+    assert state.loc["lpo_drivers", "coverage"] == (
+        "lpo_drivers: 3 of 16 genes measured, not trusted; "
+        "tpex: 5 of 13 up genes measured, not trusted")
+    assert state.loc["ifn_i_core", "coverage"] == "tpex: 5 of 13 up genes measured, not trusted"
+    response, _ = stats.compare_response(obs, scores)
+    response = stats.with_coverage(response, caveats, state_caveats=state_caveats)
+    by = response.set_index(["state", "program"])["coverage"]
+    assert by[("all_cd8", "ifn_i_core")] == ""
+    assert by[("all_cd8", "lpo_drivers")] == "lpo_drivers: 3 of 16 genes measured, not trusted"
+    assert by[("Tpex", "ifn_i_core")] == by[("exhausted_lineage", "ifn_i_core")] == (
+        "tpex: 5 of 13 up genes measured, not trusted")
+    assert by[("Tex_term", "ifn_i_core")] == ""

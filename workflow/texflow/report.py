@@ -43,7 +43,15 @@ from .contract import (
     SKIPPED,
 )
 from .plotting import report as plots
-from .stats import ALL_CD8, BALANCE_MEASURE, BALANCE_ROW, COMPOSITION_CAVEAT, COMPOSITION_MEASURE, EXHAUSTED_LINEAGE
+from .stats import (
+    ALL_CD8,
+    BALANCE_MEASURE,
+    BALANCE_ROW,
+    COMPOSITION_CAVEAT,
+    COMPOSITION_MEASURE,
+    COVERAGE_COLUMN,
+    EXHAUSTED_LINEAGE,
+)
 from .utils import atomic_path, write_tsv
 
 logger = logging.getLogger(__name__)
@@ -185,22 +193,27 @@ class Finding:
     reason: str = ""  # why not tested, or the stage's note on the test
     unit_note: str = ""  # set when cells, not patients, were the units
     power_note: str = ""  # set when so few patients that no p below alpha is possible
+    coverage: str = ""  # coverage of each untrusted program the verdict rests on (stats)
 
     @property
     def untested_sentence(self) -> str:
         """'<comparison>: not tested (reason).' without the program (said once for all)."""
         what = ALL_COMPARISONS[self.comparison][1]
-        return f"{what[:1].upper()}{what[1:]}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
+        reason = f" ({self.reason})" if self.reason else ""
+        caveat = f" — {self.coverage}" if self.coverage else ""
+        return f"{what[:1].upper()}{what[1:]}: not tested{reason}{caveat}."
 
     @property
     def sentence(self) -> str:
         """The finding in words: what it shows, how strongly, in how many patients."""
         label = plots.program_label(self.program)
         _, what, up, down, neither = ALL_COMPARISONS[self.comparison]
+        caveat = f" — {self.coverage}" if self.coverage else ""
         if self.verdict == "not tested":
-            return f"{label}, {what}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
+            reason = f" ({self.reason})" if self.reason else ""
+            return f"{label}, {what}: not tested{reason}{caveat}."
         words = {"up": up, "down": down}.get(self.verdict, f"shows {neither}")
-        return f"{label} {words} ({self.evidence})."
+        return f"{label} {words} ({self.evidence}){caveat}."
 
     @property
     def short_evidence(self) -> str:
@@ -223,6 +236,8 @@ class Finding:
             parts.append("cells as units")
         if self.power_note:
             parts.append("too few patients: " + self.power_note.split("(")[-1].rstrip(")"))
+        if self.coverage:
+            parts.append(self.coverage)
         return " · ".join(parts)
 
     @property
@@ -277,7 +292,7 @@ class DatasetReport:
         untested = [
             key for key in COMPARISONS
             if (these := [f for f in headline if f.comparison == key]) and all(f.verdict == "not tested" for f in these)
-            and len({f.reason for f in these}) == 1
+            and len({(f.reason, f.coverage) for f in these}) == 1
         ]  # fmt: skip
         blocks = [("", [next(f for f in headline if f.comparison == key) for key in untested])] if untested else []
         for program in self.headline_programs:
@@ -540,6 +555,8 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
     note = row.get("note")
     if isinstance(note, str) and note.strip() and note.strip().lower() != "nan":
         finding.reason = note.strip()
+    caveat = row.get(COVERAGE_COLUMN)
+    finding.coverage = caveat.strip() if isinstance(caveat, str) else ""
     smallest = smallest_p(str(row.get("test", "")), finding)
     if np.isfinite(smallest) and smallest >= alpha:
         finding.power_note = f"with so few patients this test cannot reach p < {format_number(alpha)} (smallest possible p = {format_p(smallest)})"
@@ -962,6 +979,7 @@ def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
             "n_concordant": finding.n_concordant,
             "groups": finding.n_groups,
             "note": finding.reason,
+            "coverage": finding.coverage,
         })  # fmt: skip
     return rows
 
@@ -998,7 +1016,8 @@ def headline_only(
 def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, html_path: str | os.PathLike, report_links: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Write `results/summary.tsv` (long: dataset, program, comparison, numbers) and `summary.html`
     (the datasets side by side, each linking to its own report). Returns the table."""
-    columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q", "n_patients", "n_concordant", "groups", "note"]
+    columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q",
+               "n_patients", "n_concordant", "groups", "note", "coverage"]
     table = pd.DataFrame([row for report in reports for row in summary_rows(report)], columns=columns)
     write_tsv(table, tsv)
     base = Path(html_path).parent

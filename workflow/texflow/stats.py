@@ -22,7 +22,7 @@ p-value and the Benjamini-Hochberg adjusted p-value across programs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -120,6 +120,38 @@ def constant_score_reason(values: Sequence[float] | np.ndarray) -> str:
     return REASON_CONSTANT_SCORE.format(
         value=f"{uniques[top]:.3g}", percent=f"{100 * share:.0f}", n_cells=values.size,
         threshold=f"{100 * MAX_TIED_FRACTION:.0f}")
+
+
+def coverage_caveats(
+    coverage: pd.DataFrame, *, combined: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, str]:
+    """The coverage of every program texflow does not trust, in words, to go beside each of its
+    verdicts ("lpo_drivers: 3 of 16 genes measured, not trusted").
+
+    Parameters
+    ----------
+    coverage
+        `texflow.signatures.coverage_table` (program_coverage.tsv): ``trusted`` is False when
+        too few of the program's positive genes are measured for its score to mean the program.
+    combined
+        Scores built from other programs (``lpo_signed``: drivers - suppressors) and their parts:
+        such a score carries the caveat of every untrusted part.
+
+    Returns
+    -------
+    Program -> caveat, only for untrusted programs (and scores built on one).
+    """
+    caveats = {}
+    for row in coverage.to_dict("records"):
+        if str(row.get("trusted", True)).lower() not in ("false", "0"):
+            continue
+        genes = "genes" if int(row["n_up"]) == int(row["n_genes"]) else "up genes"
+        caveats[str(row["program"])] = (f"{row['program']}: {int(row['n_up_present'])} of "
+                                        f"{int(row['n_up'])} {genes} measured, not trusted")
+    for name, parts in (combined or {}).items():
+        if text := "; ".join(caveats[p] for p in parts if p in caveats):
+            caveats[name] = text
+    return caveats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -717,3 +749,34 @@ def compare_composition(
     table["p_adj"] = bh_adjust(table["p_value"])
     table["state_key"] = composition["state_key"].iloc[0] if len(composition) else ""
     return table[RESPONSE_COLUMNS]
+
+
+# ----------------------------------------------------------------------------------------------
+# coverage beside every verdict
+
+#: Column of the associations, state and response tables: the coverage of each untrusted program
+#: a row's verdict rests on (`coverage_caveats`), empty when every one is trusted.
+COVERAGE_COLUMN = "coverage"
+
+
+def with_coverage(
+    table: pd.DataFrame, caveats: Mapping[str, str], *, state_caveats: Mapping[str, str]
+) -> pd.DataFrame:
+    """`table` with `COVERAGE_COLUMN`: the caveat of the row's program, and of the state calls
+    the row compares (`state_caveats`, state -> caveat of the signature behind its calls): a
+    Tex-term vs Tpex row rests on both, a row within one state (or its share of CD8 cells) on
+    that state, the exhausted-lineage rows and the Tpex : Tex_term balance on every lineage
+    state. Rows of all CD8 cells, and pseudotime associations, carry their program's only."""
+    lineage = [state_caveats.get(s, "") for s in EXHAUSTED_STATES]
+    rows = []
+    for row in table.to_dict("records"):
+        parts = [caveats.get(str(row.get("program", "")), "")]
+        state = str(row.get("state", "") if pd.notna(row.get("state", "")) else "")
+        if "comparison" in row and " vs " in str(row["comparison"]) and not state:
+            parts += [state_caveats.get(s, "") for s in str(row["comparison"]).split(" vs ")]
+        elif state in (EXHAUSTED_LINEAGE, BALANCE_ROW):
+            parts += lineage
+        elif state:
+            parts.append(state_caveats.get(state, ""))
+        rows.append("; ".join(dict.fromkeys(p for p in parts if p)))
+    return table.assign(**{COVERAGE_COLUMN: rows})
