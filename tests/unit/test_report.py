@@ -467,3 +467,68 @@ def test_every_verdict_on_an_untrusted_program_carries_its_coverage():
     page = report.render_dataset(report.DatasetReport(dataset="d", findings=list(found.values()),
                                                       headline_programs=["lpo_signed"]))
     assert page.count(caveat) >= 2  # the sentence of the answer and its cell in the table
+
+
+# ----------------------------------------------------------------------------------------------
+# colours: one per state on every page, none repeated within a figure
+
+
+def _drawn(monkeypatch, function, *args, **kwargs):
+    """The matplotlib figure `function` draws (kept open instead of saved)."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, formats: figures.append(fig) or [])
+    function(*args, **kwargs)
+    (figure,) = figures
+    return figure
+
+
+def _legend_colours(legend) -> dict[str, str]:
+    from matplotlib.colors import to_hex
+
+    colours = {}
+    for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+        label = re.sub(r" \(\d+\)$", "", text.get_text())
+        colours[label] = to_hex(np.atleast_2d(handle.get_facecolor())[0])  # points or patch
+    return colours
+
+
+def test_state_colours_are_identical_across_datasets(monkeypatch, tmp_path):
+    from texflow.plotting import colours
+
+    with_tpex = fake_adata(n_cells=300, with_tpex=True)  # Tpex, Tex_term, effector
+    without = fake_adata(n_cells=300, with_tpex=False, seed=1)  # Tex_term, effector, ambiguous
+    seen: dict[str, set[str]] = {}
+    for adata in (with_tpex, without):
+        umap = _drawn(monkeypatch, plots.umap, adata, color="state", path=tmp_path / "u.png",
+                      title="t")
+        composition = _drawn(monkeypatch, plots.state_composition, adata, path=tmp_path / "c.png")
+        for legend in (umap.axes[0].get_legend(), composition.legends[0]):
+            for state, colour in _legend_colours(legend).items():
+                seen.setdefault(state, set()).add(colour)
+    assert set(seen) >= {"Tpex", "Tex_term", "effector", "ambiguous"}
+    assert all(len(found) == 1 for found in seen.values()), seen
+    assert seen["Tex_term"] == {colours.STATE_COLOURS["Tex_term"].lower()}
+    assert seen["ambiguous"] == {colours.STATE_COLOURS["ambiguous"].lower()}
+    lineage = {colours.state_colour(s) for s in ("Tpex", "Tex_int", "Tex_term")}
+    assert len(lineage) == 3
+
+
+def test_patient_colours_do_not_repeat_within_a_figure(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from texflow.plotting import clusters
+
+    adata = fake_adata(n_cells=600)
+    patients = [f"P{i + 1}" for i in range(23)]
+    adata.obs["patient"] = pd.Categorical(np.array(patients)[np.arange(adata.n_obs) % 23])
+    umap = _drawn(monkeypatch, plots.umap, adata, color="patient", path=tmp_path / "p.png",
+                  title="t")
+    found = _legend_colours(umap.axes[0].get_legend())
+    assert len(found) == 23 and len(set(found.values())) == 23
+    fig, ax = plt.subplots()
+    clusters._scatter_categories(ax, adata.obsm["X_umap"], adata.obs["patient"], "patients",
+                                 on_data=False, column="patient")
+    drawn = [to_hex(c.get_facecolor()[0]) for c in ax.collections]
+    plt.close(fig)
+    assert len(drawn) == 23 and len(set(drawn)) == 23
