@@ -411,6 +411,19 @@ def test_a_response_row_not_tested_gives_no_patient_numbers():
     assert math.isnan(summary["n_patients"]) and summary["groups"] == ""
 
 
+def test_a_constant_score_is_not_tested_even_with_group_means():
+    """Sade-Feldman, tpex in the exhausted lineage: both group means 0, no test. It was shown as
+    "no clear difference, Δ = 0" (the effect recomputed from the means)."""
+    note = "score (near) constant: 0 in 100% of the 116 cells compared (>= 95%): not testable"
+    row = {"state": "exhausted_lineage", "program": "tpex",
+           "comparison": "non_responder vs responder", "unit": "patients", "test": contract.NOT_TESTABLE, "effect": np.nan, "n_patients": 0,
+           "mean_responders": 0.0, "mean_non_responders": 0.0, "n_responders": 4,
+           "n_non_responders": 9, "p_value": np.nan, "p_adj": np.nan, "note": note}
+    found = report.findings({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
+    (found,) = [f for f in found if f.comparison == "response"]
+    assert found.verdict == "not tested" and found.reason == note and math.isnan(found.effect)
+
+
 def test_a_missing_comparison_never_borrows_an_unrelated_skip():
     skipped = {"states.mait": "no gene of program mait is in the data: not used"}
     found = report.findings({"state": None, "trajectory": None}, alpha=0.05, skipped=skipped,

@@ -36,6 +36,7 @@ import pandas as pd
 from .contract import (
     CELL_STATE_KEY,
     CLUSTER_STATE_KEY,
+    NOT_TESTABLE,
     SKIP_ASSOCIATIONS,
     SKIP_COMPOSITION,
     SKIP_RESPONSE,
@@ -561,7 +562,10 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
     if np.isfinite(smallest) and smallest >= alpha:
         finding.power_note = f"with so few patients this test cannot reach p < {format_number(alpha)} (smallest possible p = {format_p(smallest)})"
     decisive = finding.q if np.isfinite(finding.q) else finding.p
-    if not np.isfinite(finding.effect) or not np.isfinite(decisive):
+    if str(row.get("test", "")) == NOT_TESTABLE:  # the statistics said so, and why (the note)
+        finding.verdict, finding.effect = "not tested", math.nan
+        finding.reason = finding.reason or "not testable"
+    elif not np.isfinite(finding.effect) or not np.isfinite(decisive):
         finding.verdict = "no clear difference" if np.isfinite(finding.effect) else "not tested"
         finding.reason = finding.reason or "the table holds no effect size or p-value for it"
     elif decisive < alpha and finding.effect > 0:
