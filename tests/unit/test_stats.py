@@ -226,6 +226,8 @@ def test_a_state_absent_from_every_patient_is_not_testable():
     obs["cell_state"] = obs["cell_state"].replace({"Tpex": "naive_like"})
     table = stats.compare_composition(stats.patient_composition(obs)).set_index("state")
     assert np.isnan(table.loc["Tpex", "p_value"]) and "not testable" in table.loc["Tpex", "note"]
+    untested = table.loc[["Tpex", stats.BALANCE_ROW]]
+    assert untested["test"].eq(contract.NOT_TESTABLE).all() and untested["n_patients"].eq(0).all()
     assert np.isnan(table.loc[stats.BALANCE_ROW, "p_value"])
     assert "no Tpex cell in any patient" in table.loc[stats.BALANCE_ROW, "note"]
 

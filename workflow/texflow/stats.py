@@ -731,16 +731,22 @@ def compare_composition(
         y = responders[column].to_numpy(float)
         row = _patient_group_row(x, y, state=state, program=measure, effect_type=effect_type)
         row["n_cells"] = int(used["n_cd8_cells"].sum())
-        row["note"] = note if np.isfinite(row["p_value"]) else (
-            "too few patients in each group (>= 2 needed)")
+        row["note"] = note
+        if not np.isfinite(row["p_value"]):
+            row.update(test=NOT_TESTABLE, n_patients=0,
+                       note=REASON_TOO_FEW_PATIENTS_RESPONSE.format(
+                           n_non_responders=x.size, n_responders=y.size, min_cells=min_cells,
+                           state="CD8"))
         if measure == COMPOSITION_MEASURE and (x.size + y.size) and not np.any(np.r_[x, y] > 0):
             # a share that is 0 in every patient is not a result: nothing to compare
             row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
+                       test=NOT_TESTABLE, n_patients=0,
                        note=f"no {state} cell in any patient: not testable")
         absent = [s for s in (TPEX, TEX_TERM) if not (used[f"n_{s}"] > 0).any()]
         if measure == BALANCE_MEASURE and absent:
             # with one side 0 everywhere the ratio only counts the other side's cells
             row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
+                       test=NOT_TESTABLE, n_patients=0,
                        note=f"no {' or '.join(absent)} cell in any patient: the balance is not "
                        "testable")
         rows.append(row)
