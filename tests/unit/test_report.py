@@ -416,7 +416,8 @@ def test_a_constant_score_is_not_tested_even_with_group_means():
     "no clear difference, Δ = 0" (the effect recomputed from the means)."""
     note = "score (near) constant: 0 in 100% of the 116 cells compared (>= 95%): not testable"
     row = {"state": "exhausted_lineage", "program": "tpex",
-           "comparison": "non_responder vs responder", "unit": "patients", "test": contract.NOT_TESTABLE, "effect": np.nan, "n_patients": 0,
+           "comparison": "non_responder vs responder", "unit": "patients",
+           "test": contract.NOT_TESTABLE, "effect": np.nan, "n_patients": 0,
            "mean_responders": 0.0, "mean_non_responders": 0.0, "n_responders": 4,
            "n_non_responders": 9, "p_value": np.nan, "p_adj": np.nan, "note": note}
     found = report.findings({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})

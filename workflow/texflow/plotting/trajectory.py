@@ -115,7 +115,8 @@ def program_trend(
                        label=f"{state} cells", rasterized=True)
     others = cells[~cells["state"].astype(str).isin(list(LINEAGE_COLOURS))]
     if len(others):
-        ax.scatter(others["pseudotime"], others["score"], s=4, alpha=0.25, c=state_colour(OTHER_STATE))
+        ax.scatter(others["pseudotime"], others["score"], s=4, alpha=0.25,
+                   c=state_colour(OTHER_STATE))
     unit = str(trend["unit"].iloc[0]) if len(trend) else ""
     ax.fill_between(trend["pseudotime"], trend["lower"], trend["upper"], color="k", alpha=0.2,
                     label=f"95% bootstrap band (resampling {unit})")
