@@ -441,6 +441,17 @@ def test_the_paired_figure_box_quotes_no_unrelated_skip(tmp_path):
     assert figure.path is None and "Tpex" in figure.missing and "mait" not in figure.missing
 
 
+def test_the_paired_figure_without_patients_says_so_with_the_cell_counts(tmp_path):
+    """LCMV: no patient labels. It said 'no patient has at least 3 cells in both states'."""
+    adata = fake_adata(n_cells=200)
+    adata.obs["patient"] = pd.Categorical([np.nan] * adata.n_obs, categories=["P1"])
+    n = adata.obs["state"].astype(str).value_counts()
+    with pytest.raises(plots.FigureSkipped) as why:
+        plots.paired_states(adata, scores=["score_ifn_i_core"], path=tmp_path / "x.png")
+    assert str(why.value) == (f"no patient labels in this dataset ({n['Tpex']} Tpex and "
+                              f"{n['Tex_term']} Tex_term cells): one line per patient needs them")
+
+
 def test_a_page_with_nothing_tested_is_not_introduced_as_tested():
     untested = pd.DataFrame({
         "program": ["ifn_i_core", "lpo_signed", "tpex"], "comparison": "Tex_term vs Tpex",

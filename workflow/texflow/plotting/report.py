@@ -340,6 +340,10 @@ def paired_states(
     if tpex is None or texterm is None:
         missing = " and ".join(n for n, s in (("Tpex", tpex), ("Tex-term", texterm)) if s is None)
         raise FigureSkipped(f"no cell was called {missing} in this dataset (states found: {', '.join(sorted(states))})")
+    if not _known(obs["patient"]).any():  # a per-patient figure: that blocks first
+        counts = obs[state_key].astype(str).value_counts()
+        raise FigureSkipped(f"no patient labels in this dataset ({counts[tpex]} {tpex} and "
+                            f"{counts[texterm]} {texterm} cells): one line per patient needs them")
     means = patient_means(adata, scores=scores, min_cells=min_cells)
     wide = means[means["state"].isin([tpex, texterm])].pivot(index="patient", columns="state")
     if ("n_cells", tpex) not in wide or ("n_cells", texterm) not in wide:
