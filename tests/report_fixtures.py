@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from texflow.stats import compare_states
 
 PATIENTS = ["P1", "P2", "P3", "P4", "P5", "P6"]
 RESPONSE = {"P1": "responder", "P2": "responder", "P3": "responder", "P4": "non_responder", "P5": "non_responder", "P6": "non_responder"}
@@ -113,6 +114,10 @@ def fake_results(root: str | Path, dataset: str = "fake", *, with_response: bool
         }).to_csv(tables / "state_comparison.tsv", sep="\t", index=False, na_rep="NA")
         _png(out / "figures" / "trend_ifn_i_core.png", "trend IFN-I core")
     else:
+        # as the programs stage writes it: every row not testable, the reason in numbers
+        scores = adata.obs[[f"score_{p}" for p in programs]].rename(columns=lambda c: c[6:])
+        compare_states(adata.obs, scores).to_csv(tables / "state_comparison.tsv", sep="\t",
+                                                 index=False, na_rep="NA")
         pd.DataFrame({
             "program": programs, "unit": "cells", "n_permutations": 2000, "effect": np.nan,
             "effect_type": "spearman_rho_combined", "p_value": np.nan, "p_adj": np.nan, "p_value_random_effects": np.nan,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.lineage_data import labelled_cd8
-from texflow import programs, trajectory
+from texflow import programs, stats, trajectory
 
 FAST = dict(n_bootstrap=20, n_permutations=1000, n_grid=20)
 
@@ -80,6 +80,26 @@ def test_outputs_are_complete(analysed, tmp_path):
     paths = programs.draw_trends(adata, trends, tables["associations"], tmp_path)
     assert (tmp_path / "trend_ifn_i_core.png").stat().st_size > 10_000
     assert len(paths) == 7
+
+
+def test_every_table_carries_the_coverage_of_the_untrusted_programs():
+    adata, selected = staged(5)
+    drivers = [g for g in selected["lpo_drivers"].up if g in adata.var_names]
+    adata = adata[:, ~adata.var_names.isin(drivers[1:])].copy()  # keep one LPO driver
+    tables = programs.analyse(adata, programs=selected,
+                              program_names=programs.DEFAULT_PROGRAMS, seed=0, **FAST)
+    caveats = stats.coverage_caveats(tables["program_coverage"],
+                                     combined={"lpo_signed": programs.LPO_PARTS})
+    n_up = len(selected["lpo_drivers"].up)
+    assert caveats["lpo_drivers"] == f"lpo_drivers: 1 of {n_up} genes measured, not trusted"
+    for name in ("associations", "state_comparison", "response_comparison"):
+        table = tables[name]
+        for program in ("lpo_drivers", "lpo_signed"):
+            rows = table.loc[table["program"] == program, stats.COVERAGE_COLUMN]
+            assert len(rows) and rows.str.contains(caveats["lpo_drivers"], regex=False).all(), (
+                name, program)
+        rows = table.loc[table["program"] == "ifn_i_core", stats.COVERAGE_COLUMN]
+        assert len(rows) and not rows.str.contains("lpo_drivers").any(), name
 
 
 def test_responder_effect_is_found_on_patient_means(analysed):

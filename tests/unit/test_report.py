@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.report_fixtures import PATIENTS, RESPONSE, fake_adata, fake_results
-from texflow import report
+from texflow import contract, report, stats
 from texflow.plotting import report as plots
 
 
@@ -103,7 +103,9 @@ def test_missing_comparisons_say_why(built):
     assert {f.verdict for f in page.findings} == {"not tested"}
     assert _finding(page, "ifn_i_core", "response").reason == "no response labels in this dataset"
     assert "trajectory skipped" in _finding(page, "ifn_i_core", "trajectory").reason
-    assert "Tpex" in _finding(page, "lpo_signed", "state").reason
+    # the stage's reason, in numbers; no borrowed skip of another step
+    reason = _finding(page, "lpo_signed", "state").reason
+    assert reason.startswith("no Tpex cell in this dataset (state: 0 Tpex")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,3 +348,212 @@ def test_an_untestable_composition_row_is_not_tested_not_no_difference():
     assert by_name["fraction_Tpex"].verdict == "not tested"
     assert "not testable" in by_name["fraction_Tpex"].reason
     assert by_name["log_ratio_tpex_to_tex_term"].verdict == "not tested"
+
+
+# ----------------------------------------------------------------------------------------------
+# "not tested": the true reason, and no numbers of a test that did not run
+
+
+def _lineage_obs(*, n_patients=6, n_per_patient=60, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_patients * n_per_patient
+    patient = np.repeat([f"P{i}" for i in range(n_patients)], n_per_patient)
+    obs = pd.DataFrame({
+        "patient": patient,
+        "response": ["responder" if int(p[1:]) % 2 else "non_responder" for p in patient],
+        "cell_state": rng.choice(["Tpex", "Tex_int", "Tex_term"], n),
+        "ifn_i_core": rng.normal(0, 1, n),
+        "lpo_signed": rng.normal(0, 1, n),
+    }, index=[f"c{i}" for i in range(n)])
+    return obs
+
+
+def _state_findings(obs):
+    table = stats.compare_states(obs, obs[["ifn_i_core", "lpo_signed"]])
+    found = report.findings({"state": table}, alpha=0.05, skipped={})
+    return [f for f in found if f.comparison == "state"]
+
+
+@pytest.mark.parametrize("absent", ["Tpex", "Tex_term"])
+def test_a_comparison_without_cells_of_a_state_says_so_and_counts_no_patients(absent):
+    obs = _lineage_obs()
+    obs["cell_state"] = obs["cell_state"].replace({absent: "Tex_int"})
+    found = _state_findings(obs)
+    assert {f.verdict for f in found} == {"not tested"}
+    reason = f"no {absent} cell in this dataset (cell_state: "
+    assert all(f.reason.startswith(reason) for f in found)
+    rows = report.summary_rows(report.DatasetReport(dataset="d", findings=found))
+    assert all(math.isnan(row["n_patients"]) and row["groups"] == "" for row in rows)
+
+
+def test_no_patients_and_one_cell_per_state_is_a_cell_count_not_pseudoreplication():
+    """The LCMV demo: no patient labels, 1 Tpex and 1 Tex_term cell."""
+    obs = _lineage_obs(n_patients=1).drop(columns=["patient", "response"])
+    obs["cell_state"] = "Tex_int"
+    obs.iloc[:2, obs.columns.get_loc("cell_state")] = ["Tpex", "Tex_term"]
+    for finding in _state_findings(obs):
+        assert finding.verdict == "not tested"
+        assert finding.reason == (
+            "too few cells to test: 1 Tex_term and 1 Tpex cells, >= 3 of each needed")
+        assert "pseudoreplication" not in finding.untested_sentence + finding.sentence
+
+
+def test_a_response_row_not_tested_gives_no_patient_numbers():
+    row = {"state": "exhausted_lineage", "program": "x", "comparison": "non_responder vs responder",
+           "unit": "patients", "test": contract.NOT_TESTABLE, "effect": np.nan, "n_patients": 0,
+           "n_responders": 0, "n_non_responders": 10, "mean_non_responders": 0.2, "p_value": np.nan,
+           "note": "too few patients to test: 10 non-responder and 0 responder patient(s) with "
+                   ">= 3 exhausted_lineage cells, >= 2 of each needed"}
+    found = report.findings({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
+    (found,) = [f for f in found if f.comparison == "response"]
+    assert found.verdict == "not tested" and found.reason == row["note"]
+    (summary,) = report.summary_rows(report.DatasetReport(dataset="d", findings=[found]))
+    assert math.isnan(summary["n_patients"]) and summary["groups"] == ""
+
+
+def test_a_constant_score_is_not_tested_even_with_group_means():
+    """Sade-Feldman, tpex in the exhausted lineage: both group means 0, no test. It was shown as
+    "no clear difference, Δ = 0" (the effect recomputed from the means)."""
+    note = "score (near) constant: 0 in 100% of the 116 cells compared (>= 95%): not testable"
+    row = {"state": "exhausted_lineage", "program": "tpex",
+           "comparison": "non_responder vs responder", "unit": "patients",
+           "test": contract.NOT_TESTABLE, "effect": np.nan, "n_patients": 0,
+           "mean_responders": 0.0, "mean_non_responders": 0.0, "n_responders": 4,
+           "n_non_responders": 9, "p_value": np.nan, "p_adj": np.nan, "note": note}
+    found = report.findings({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
+    (found,) = [f for f in found if f.comparison == "response"]
+    assert found.verdict == "not tested" and found.reason == note and math.isnan(found.effect)
+
+
+def test_a_missing_comparison_never_borrows_an_unrelated_skip():
+    skipped = {"states.mait": "no gene of program mait is in the data: not used"}
+    found = report.findings({"state": None, "trajectory": None}, alpha=0.05, skipped=skipped,
+                            programs=["ifn_i_core"])
+    assert all("mait" not in f.reason for f in found)
+
+
+def test_the_paired_figure_box_quotes_no_unrelated_skip(tmp_path):
+    adata = fake_adata(n_cells=200, with_tpex=False)
+    skipped = {"states.mait": "no gene of program mait is in the data: not used"}
+    figure = report._draw(plots.paired_states, adata, tmp_path / "paired_tpex_texterm.png", ["png"],
+                          label="Tpex vs Tex-term per patient", caption="", section="programs",
+                          skipped=skipped, scores=["score_ifn_i_core"])
+    assert figure.path is None and "Tpex" in figure.missing and "mait" not in figure.missing
+
+
+def test_the_paired_figure_without_patients_says_so_with_the_cell_counts(tmp_path):
+    """LCMV: no patient labels. It said 'no patient has at least 3 cells in both states'."""
+    adata = fake_adata(n_cells=200)
+    adata.obs["patient"] = pd.Categorical([np.nan] * adata.n_obs, categories=["P1"])
+    n = adata.obs["state"].astype(str).value_counts()
+    with pytest.raises(plots.FigureSkipped) as why:
+        plots.paired_states(adata, scores=["score_ifn_i_core"], path=tmp_path / "x.png")
+    assert str(why.value) == (f"no patient labels in this dataset ({n['Tpex']} Tpex and "
+                              f"{n['Tex_term']} Tex_term cells): one line per patient needs them")
+
+
+def test_a_page_with_nothing_tested_is_not_introduced_as_tested():
+    untested = pd.DataFrame({
+        "program": ["ifn_i_core", "lpo_signed", "tpex"], "comparison": "Tex_term vs Tpex",
+        "unit": "patients", "test": contract.NOT_TESTABLE, "effect": np.nan, "p_value": np.nan,
+        "note": "no Tpex cell in this dataset (cell_state: 0 Tpex, 50 Tex_term)"})
+    found = report.findings({"state": untested}, alpha=0.05, skipped={})
+    page = report.render_dataset(report.DatasetReport(
+        dataset="d", findings=found, headline_programs=["ifn_i_core", "lpo_signed"]))
+    assert "All programs tested" not in page
+    assert "No program could be tested in this dataset" in page
+
+
+# ----------------------------------------------------------------------------------------------
+# a verdict on a program texflow does not trust carries its coverage
+
+
+def test_every_verdict_on_an_untrusted_program_carries_its_coverage():
+    caveat = ("lpo_drivers: 3 of 16 genes measured, not trusted; "
+              "lpo_suppressors: 5 of 16 genes measured, not trusted")
+    rows = []
+    for program, coverage in [("lpo_signed", caveat), ("ifn_i_core", "")]:
+        rows.append({"state": "exhausted_lineage", "program": program,
+                     "comparison": "non_responder vs responder", "unit": "patients",
+                     "test": "mann_whitney_patient_means", "effect": 0.02,
+                     "effect_type": "difference_of_patient_means", "mean_responders": 0.01,
+                     "mean_non_responders": 0.03, "n_patients": 19, "n_responders": 9,
+                     "n_non_responders": 10, "p_value": 0.044, "p_adj": 0.044, "note": "",
+                     "coverage": coverage})
+    found = report.findings({"response": pd.DataFrame(rows)}, alpha=0.05, skipped={})
+    found = {f.program: f for f in found if f.comparison == "response"}
+    lpo = found["lpo_signed"]
+    assert lpo.verdict == "up" and lpo.coverage == caveat
+    assert lpo.sentence.endswith(f"q = 0.044) — {caveat}.")
+    assert caveat in lpo.short_evidence and lpo.sentence.count(caveat) == 1
+    assert found["ifn_i_core"].coverage == "" and "not trusted" not in found["ifn_i_core"].sentence
+    (summary,) = report.summary_rows(report.DatasetReport(dataset="d", findings=[lpo]))
+    assert summary["coverage"] == caveat
+    page = report.render_dataset(report.DatasetReport(dataset="d", findings=list(found.values()),
+                                                      headline_programs=["lpo_signed"]))
+    assert page.count(caveat) >= 2  # the sentence of the answer and its cell in the table
+
+
+# ----------------------------------------------------------------------------------------------
+# colours: one per state on every page, none repeated within a figure
+
+
+def _drawn(monkeypatch, function, *args, **kwargs):
+    """The matplotlib figure `function` draws (kept open instead of saved)."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, formats: figures.append(fig) or [])
+    function(*args, **kwargs)
+    (figure,) = figures
+    return figure
+
+
+def _legend_colours(legend) -> dict[str, str]:
+    from matplotlib.colors import to_hex
+
+    colours = {}
+    for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+        label = re.sub(r" \(\d+\)$", "", text.get_text())
+        colours[label] = to_hex(np.atleast_2d(handle.get_facecolor())[0])  # points or patch
+    return colours
+
+
+def test_state_colours_are_identical_across_datasets(monkeypatch, tmp_path):
+    from texflow.plotting import colours
+
+    with_tpex = fake_adata(n_cells=300, with_tpex=True)  # Tpex, Tex_term, effector
+    without = fake_adata(n_cells=300, with_tpex=False, seed=1)  # Tex_term, effector, ambiguous
+    seen: dict[str, set[str]] = {}
+    for adata in (with_tpex, without):
+        umap = _drawn(monkeypatch, plots.umap, adata, color="state", path=tmp_path / "u.png",
+                      title="t")
+        composition = _drawn(monkeypatch, plots.state_composition, adata, path=tmp_path / "c.png")
+        for legend in (umap.axes[0].get_legend(), composition.legends[0]):
+            for state, colour in _legend_colours(legend).items():
+                seen.setdefault(state, set()).add(colour)
+    assert set(seen) >= {"Tpex", "Tex_term", "effector", "ambiguous"}
+    assert all(len(found) == 1 for found in seen.values()), seen
+    assert seen["Tex_term"] == {colours.STATE_COLOURS["Tex_term"].lower()}
+    assert seen["ambiguous"] == {colours.STATE_COLOURS["ambiguous"].lower()}
+    lineage = {colours.state_colour(s) for s in ("Tpex", "Tex_int", "Tex_term")}
+    assert len(lineage) == 3
+
+
+def test_patient_colours_do_not_repeat_within_a_figure(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from texflow.plotting import clusters
+
+    adata = fake_adata(n_cells=600)
+    patients = [f"P{i + 1}" for i in range(23)]
+    adata.obs["patient"] = pd.Categorical(np.array(patients)[np.arange(adata.n_obs) % 23])
+    umap = _drawn(monkeypatch, plots.umap, adata, color="patient", path=tmp_path / "p.png",
+                  title="t")
+    found = _legend_colours(umap.axes[0].get_legend())
+    assert len(found) == 23 and len(set(found.values())) == 23
+    fig, ax = plt.subplots()
+    clusters._scatter_categories(ax, adata.obsm["X_umap"], adata.obs["patient"], "patients",
+                                 on_data=False, column="patient")
+    drawn = [to_hex(c.get_facecolor()[0]) for c in ax.collections]
+    plt.close(fig)
+    assert len(drawn) == 23 and len(set(drawn)) == 23

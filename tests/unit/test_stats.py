@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from texflow import stats
+from texflow import contract, stats
 
 
 def cells(*, n_patients=6, n_per_patient=80, seed=0, slope=0.0, patient_shift=0.0,
@@ -226,6 +226,8 @@ def test_a_state_absent_from_every_patient_is_not_testable():
     obs["cell_state"] = obs["cell_state"].replace({"Tpex": "naive_like"})
     table = stats.compare_composition(stats.patient_composition(obs)).set_index("state")
     assert np.isnan(table.loc["Tpex", "p_value"]) and "not testable" in table.loc["Tpex", "note"]
+    untested = table.loc[["Tpex", stats.BALANCE_ROW]]
+    assert untested["test"].eq(contract.NOT_TESTABLE).all() and untested["n_patients"].eq(0).all()
     assert np.isnan(table.loc[stats.BALANCE_ROW, "p_value"])
     assert "no Tpex cell in any patient" in table.loc[stats.BALANCE_ROW, "note"]
 
@@ -236,3 +238,144 @@ def test_state_comparison_without_tpex_cells_says_so():
     table = stats.compare_states(obs, obs[["rise", "confounded"]])
     assert table["p_value"].isna().all() and table["state_key"].eq("cell_state").all()
     assert table["note"].iloc[0].startswith("no Tpex cell in this dataset (cell_state: 0 Tpex")
+
+
+# ----------------------------------------------------------------------------------------------
+# "not tested": the true reason, the first that blocks the test, in numbers
+
+
+def test_state_comparison_without_tex_term_cells_says_so():
+    obs = cells()
+    obs["cell_state"] = obs["state"].replace({"Tex_term": "Tex_int"})
+    table = stats.compare_states(obs, obs[["rise"]])
+    n_tpex = int((obs["cell_state"] == "Tpex").sum())
+    assert table["test"].eq(contract.NOT_TESTABLE).all() and table["n_patients"].eq(0).all()
+    assert table["note"].iloc[0] == (
+        f"no Tex_term cell in this dataset (cell_state: {n_tpex} Tpex, 0 Tex_term)")
+
+
+def test_state_comparison_without_patients_and_too_few_cells_names_the_cell_counts():
+    """The LCMV demo: no patients, 1 Tpex and 1 Tex_term cell. The blocking reason is the cell
+    count, not the pseudoreplication caveat of a test that did not run."""
+    obs = cells(n_patients=1, n_per_patient=40).drop(columns="patient")
+    obs["state"] = "Tex_int"
+    obs.iloc[0, obs.columns.get_loc("state")] = "Tpex"
+    obs.iloc[1, obs.columns.get_loc("state")] = "Tex_term"
+    row = stats.compare_states(obs, obs[["rise"]]).iloc[0]
+    assert row["test"] == contract.NOT_TESTABLE and np.isnan(row["p_value"])
+    assert row["note"] == ("too few cells to test: 1 Tex_term and 1 Tpex cells, >= 3 of each "
+                           "needed")
+    assert "pseudoreplication" not in row["note"]
+
+
+def test_state_comparison_with_too_few_patients_counts_them():
+    obs = cells()
+    # Tpex cells only in patient P0: one patient with >= 3 Tpex cells, all six with Tex_term
+    obs.loc[(obs["state"] == "Tpex") & (obs["patient"] != "P0"), "state"] = "Tex_int"
+    table = stats.compare_states(obs, obs[["rise"]])
+    counts = obs[obs["state"] == "Tex_term"].groupby("patient").size()
+    n_tex_term = int((counts >= 3).sum())
+    assert n_tex_term >= 2
+    assert table["note"].iloc[0] == (
+        f"too few patients to test: {n_tex_term} with >= 3 Tex_term cells, 1 with >= 3 Tpex "
+        "cells, >= 2 of each needed")
+    assert table["test"].iloc[0] == contract.NOT_TESTABLE and table["n_patients"].iloc[0] == 0
+
+
+def _mostly_zero(obs, share_zero=0.98, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.where(rng.uniform(size=len(obs)) < share_zero, 0.0, rng.uniform(0, 0.2, len(obs)))
+
+
+def test_a_near_constant_score_is_not_testable_in_every_comparison():
+    """tpex on Smart-seq2: 0 in 98% of cells. Not "difference 0, q = 1, no difference"."""
+    obs = cells(slope=1.0)
+    obs["zero"] = _mostly_zero(obs)
+    state = stats.compare_states(obs, obs[["rise", "zero"]]).set_index("program")
+    assert state.loc["zero", "test"] == contract.NOT_TESTABLE
+    assert np.isnan(state.loc["zero", "p_value"]) and np.isnan(state.loc["zero", "effect"])
+    assert state.loc["zero", "note"].startswith("score (near) constant: 0 in 9")
+    assert state.loc["rise", "p_value"] < 1  # the other programs are still tested
+    response, _ = stats.compare_response(obs, obs[["rise", "zero"]])
+    zero = response[response["program"] == "zero"]
+    assert zero["test"].eq(contract.NOT_TESTABLE).all() and zero["p_value"].isna().all()
+    assert zero["note"].str.contains("score \\(near\\) constant").all()
+    associations = stats.pseudotime_associations(obs, obs[["rise", "zero"]], n_permutations=99)
+    associations = associations.set_index("program")
+    assert np.isnan(associations.loc["zero", "p_value"])
+    assert "score (near) constant" in associations.loc["zero", "note"]
+    assert associations.loc["zero", "n_patients"] == 0
+    assert associations.loc["rise", "p_value"] < 0.05
+
+
+def test_a_score_with_a_real_spread_is_tested():
+    obs = cells()
+    obs["half_zero"] = _mostly_zero(obs, share_zero=0.9)
+    assert stats.constant_score_reason(obs["half_zero"]) == ""
+    assert stats.compare_states(obs, obs[["half_zero"]])["test"].iloc[0] != contract.NOT_TESTABLE
+
+
+def test_response_rows_say_why_they_were_not_tested():
+    obs = cells()
+    obs["cell_state"] = obs["state"].replace({"Tpex": "Tex_int"})
+    # Tex_term cells only in the responders P0, P2, P4
+    obs.loc[(obs["cell_state"] == "Tex_term") & obs["patient"].isin(["P1", "P3", "P5"]),
+            "cell_state"] = "Tex_int"
+    table, _ = stats.compare_response(obs, obs[["rise"]])
+    by_state = table.set_index("state")
+    assert by_state.loc["Tpex", "note"] == "no Tpex cell in this dataset (cell_state: 0 Tpex)"
+    counts = obs[obs["cell_state"] == "Tex_term"].groupby("patient").size()
+    assert by_state.loc["Tex_term", "note"] == (
+        f"too few patients to test: 0 non-responder and {int((counts >= 3).sum())} responder "
+        "patient(s) with >= 3 Tex_term cells, >= 2 of each needed")
+    assert (by_state.loc[["Tpex", "Tex_term"], "test"] == contract.NOT_TESTABLE).all()
+    assert (by_state.loc[["Tpex", "Tex_term"], "n_patients"] == 0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# coverage beside every verdict on an untrusted program
+
+#: program_coverage.tsv of the Sade-Feldman demo (Smart-seq2, GSE120575), the columns read.
+SADE_FELDMAN_COVERAGE = pd.DataFrame({
+    "program": ["ifn_i_core", "lpo_drivers", "lpo_suppressors", "tpex", "tex_term"],
+    "n_genes": [28, 16, 16, 19, 18], "n_present": [20, 3, 5, 11, 15],
+    "n_up": [28, 16, 16, 13, 12], "n_up_present": [20, 3, 5, 5, 10],
+    "trusted": [True, False, False, False, True],
+})
+
+
+def test_coverage_caveats_name_each_untrusted_program_with_its_numbers():
+    caveats = stats.coverage_caveats(SADE_FELDMAN_COVERAGE,
+                                     combined={"lpo_signed": ("lpo_drivers", "lpo_suppressors")})
+    assert caveats == {
+        "lpo_drivers": "lpo_drivers: 3 of 16 genes measured, not trusted",
+        "lpo_suppressors": "lpo_suppressors: 5 of 16 genes measured, not trusted",
+        "tpex": "tpex: 5 of 13 up genes measured, not trusted",
+        "lpo_signed": "lpo_drivers: 3 of 16 genes measured, not trusted; "
+                      "lpo_suppressors: 5 of 16 genes measured, not trusted",
+    }
+    # read back from the TSV, trusted is a string column
+    as_read = SADE_FELDMAN_COVERAGE.assign(trusted=SADE_FELDMAN_COVERAGE["trusted"].astype(str))
+    assert stats.coverage_caveats(as_read) == {
+        k: v for k, v in caveats.items() if k != "lpo_signed"}
+
+
+def test_every_row_carries_the_coverage_it_rests_on():
+    obs = cells()
+    scores = pd.DataFrame({"lpo_drivers": obs["rise"], "ifn_i_core": obs["confounded"]})
+    caveats = stats.coverage_caveats(SADE_FELDMAN_COVERAGE)
+    state_caveats = {"Tpex": caveats["tpex"], "Tex_term": ""}
+    state = stats.with_coverage(stats.compare_states(obs, scores), caveats,
+                                state_caveats=state_caveats).set_index("program")
+    assert state.loc["lpo_drivers", "coverage"] == (
+        "lpo_drivers: 3 of 16 genes measured, not trusted; "
+        "tpex: 5 of 13 up genes measured, not trusted")
+    assert state.loc["ifn_i_core", "coverage"] == "tpex: 5 of 13 up genes measured, not trusted"
+    response, _ = stats.compare_response(obs, scores)
+    response = stats.with_coverage(response, caveats, state_caveats=state_caveats)
+    by = response.set_index(["state", "program"])["coverage"]
+    assert by[("all_cd8", "ifn_i_core")] == ""
+    assert by[("all_cd8", "lpo_drivers")] == "lpo_drivers: 3 of 16 genes measured, not trusted"
+    assert by[("Tpex", "ifn_i_core")] == by[("exhausted_lineage", "ifn_i_core")] == (
+        "tpex: 5 of 13 up genes measured, not trusted")
+    assert by[("Tex_term", "ifn_i_core")] == ""

@@ -34,3 +34,44 @@ def lineage_state_key(obs: pd.DataFrame) -> str:
     wrote one (human tumour Tpex seldom form a cluster of their own), else the cluster label
     (data labelled before per-cell states existed)."""
     return CELL_STATE_KEY if CELL_STATE_KEY in obs else CLUSTER_STATE_KEY
+
+
+# ----------------------------------------------------------------------------------------------
+# tests that did not run, and why
+
+#: ``test`` of a statistics row that could not be computed (the ``note`` says why, in numbers),
+#: and of the one row a stage writes when it skipped a whole table.
+NOT_TESTABLE, SKIPPED = "not_testable", "skipped"
+#: Keys of ``uns["texflow"]["skipped"]`` (the step that did not run) that the report reads.
+SKIP_TRAJECTORY, SKIP_TRENDS, SKIP_ASSOCIATIONS = "trajectory", "trends", "associations"
+SKIP_RESPONSE, SKIP_COMPOSITION = "response_comparison", "composition"
+
+#: Why a comparison was not tested, filled with the numbers that block it (``str.format``).
+#: One of the two states has no cell at all.
+REASON_STATE_ABSENT = (
+    "no {absent} cell in this dataset ({key}: {n_first} {first}, {n_second} {second})"
+)
+#: A row of one state (the response comparison within a state) whose state has no cell.
+REASON_NO_CELLS = "no {state} cell in this dataset ({key}: 0 {state})"
+#: Cells are the units (no patients) and a state has fewer cells than a test needs.
+REASON_TOO_FEW_CELLS = (
+    "too few cells to test: {n_second} {second} and {n_first} {first} cells, "
+    ">= {min_cells} of each needed"
+)
+#: Patients are the units and too few of them have enough cells of each state.
+REASON_TOO_FEW_PATIENTS_STATES = (
+    "too few patients to test: {n_second} with >= {min_cells} {second} cells, {n_first} with "
+    ">= {min_cells} {first} cells, >= 2 of each needed"
+)
+#: Patients are the units and a response group has too few patients with cells of the state.
+REASON_TOO_FEW_PATIENTS_RESPONSE = (
+    "too few patients to test: {n_non_responders} non-responder and {n_responders} responder "
+    "patient(s) with >= {min_cells} {state} cells, >= 2 of each needed"
+)
+#: One value covers nearly every cell compared (`texflow.stats.MAX_TIED_FRACTION`).
+REASON_CONSTANT_SCORE = (
+    "score (near) constant: {value} in {percent}% of the {n_cells} cells compared "
+    "(>= {threshold}%): not testable"
+)
+#: A caveat on a test that ran: cells were the units.
+NOTE_CELLS_AS_UNITS = "no patient labels: cells are the units (pseudoreplication risk)"

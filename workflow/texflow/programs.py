@@ -39,6 +39,7 @@ TESTED_PROGRAMS: tuple[str, ...] = (
     "ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors",
 )
 SIGNED_LPO = "lpo_signed"
+LPO_PARTS = ("lpo_drivers", "lpo_suppressors")
 CELL_COLUMNS = (
     "sample", "patient", "response", "cluster", "state", "state_confidence", "cell_state",
     "cell_state_confidence", "cell_state_basis", "exhaustion_axis", "pseudotime",
@@ -505,6 +506,7 @@ def analyse(
     reason, empty string when the comparison ran).
     """
     from . import stats
+    from .states import STATE_PROGRAMS
 
     uns = adata.uns.setdefault("texflow", {})
     uns.setdefault("skipped", {})
@@ -572,6 +574,13 @@ def analyse(
     else:
         uns["skipped"]["composition"] = (
             "no patient labels: one composition per group, nothing to test it against")
+    # every verdict carries the coverage of each untrusted program it rests on
+    caveats = stats.coverage_caveats(coverage, combined={SIGNED_LPO: LPO_PARTS})
+    # the state calls rest on the states stage's programs (scored again here: same genes)
+    state_caveats = {state: caveats.get(name, "") for state, name in STATE_PROGRAMS.items()}
+    associations, state_comparison, response = (
+        stats.with_coverage(table, caveats, state_caveats=state_caveats)
+        for table in (associations, state_comparison, response))
     return {
         "program_coverage": coverage,
         "trends": trend_table,

@@ -33,9 +33,26 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .contract import CELL_STATE_KEY, CLUSTER_STATE_KEY
+from .contract import (
+    CELL_STATE_KEY,
+    CLUSTER_STATE_KEY,
+    NOT_TESTABLE,
+    SKIP_ASSOCIATIONS,
+    SKIP_COMPOSITION,
+    SKIP_RESPONSE,
+    SKIP_TRAJECTORY,
+    SKIPPED,
+)
 from .plotting import report as plots
-from .stats import ALL_CD8, BALANCE_MEASURE, BALANCE_ROW, COMPOSITION_CAVEAT, COMPOSITION_MEASURE, EXHAUSTED_LINEAGE
+from .stats import (
+    ALL_CD8,
+    BALANCE_MEASURE,
+    BALANCE_ROW,
+    COMPOSITION_CAVEAT,
+    COMPOSITION_MEASURE,
+    COVERAGE_COLUMN,
+    EXHAUSTED_LINEAGE,
+)
 from .utils import atomic_path, write_tsv
 
 logger = logging.getLogger(__name__)
@@ -177,22 +194,27 @@ class Finding:
     reason: str = ""  # why not tested, or the stage's note on the test
     unit_note: str = ""  # set when cells, not patients, were the units
     power_note: str = ""  # set when so few patients that no p below alpha is possible
+    coverage: str = ""  # coverage of each untrusted program the verdict rests on (stats)
 
     @property
     def untested_sentence(self) -> str:
         """'<comparison>: not tested (reason).' without the program (said once for all)."""
         what = ALL_COMPARISONS[self.comparison][1]
-        return f"{what[:1].upper()}{what[1:]}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
+        reason = f" ({self.reason})" if self.reason else ""
+        caveat = f" — {self.coverage}" if self.coverage else ""
+        return f"{what[:1].upper()}{what[1:]}: not tested{reason}{caveat}."
 
     @property
     def sentence(self) -> str:
         """The finding in words: what it shows, how strongly, in how many patients."""
         label = plots.program_label(self.program)
         _, what, up, down, neither = ALL_COMPARISONS[self.comparison]
+        caveat = f" — {self.coverage}" if self.coverage else ""
         if self.verdict == "not tested":
-            return f"{label}, {what}: not tested" + (f" ({self.reason})" if self.reason else "") + "."
+            reason = f" ({self.reason})" if self.reason else ""
+            return f"{label}, {what}: not tested{reason}{caveat}."
         words = {"up": up, "down": down}.get(self.verdict, f"shows {neither}")
-        return f"{label} {words} ({self.evidence})."
+        return f"{label} {words} ({self.evidence}){caveat}."
 
     @property
     def short_evidence(self) -> str:
@@ -215,6 +237,8 @@ class Finding:
             parts.append("cells as units")
         if self.power_note:
             parts.append("too few patients: " + self.power_note.split("(")[-1].rstrip(")"))
+        if self.coverage:
+            parts.append(self.coverage)
         return " · ".join(parts)
 
     @property
@@ -269,7 +293,7 @@ class DatasetReport:
         untested = [
             key for key in COMPARISONS
             if (these := [f for f in headline if f.comparison == key]) and all(f.verdict == "not tested" for f in these)
-            and len({f.reason for f in these}) == 1
+            and len({(f.reason, f.coverage) for f in these}) == 1
         ]  # fmt: skip
         blocks = [("", [next(f for f in headline if f.comparison == key) for key in untested])] if untested else []
         for program in self.headline_programs:
@@ -441,7 +465,8 @@ def composition_findings(frame: pd.DataFrame | None, *, alpha: float, skipped: M
     are none."""
     rows = frame[frame["program"].astype(str).isin(COMPOSITION_MEASURES)] if frame is not None and "program" in frame else None
     if rows is None or rows.empty:
-        reason = _table_skip_reason(frame) or skipped.get("composition", "") or "no composition rows in response_comparison.tsv"
+        reason = (_table_skip_reason(frame) or skipped.get(SKIP_COMPOSITION, "")
+                  or "no composition rows in response_comparison.tsv")
         return [Finding(program="all_states", comparison=COMPOSITION, reason=reason)]
     result = []
     for row in rows.to_dict("records"):
@@ -459,21 +484,27 @@ def _table_skip_reason(frame: pd.DataFrame | None) -> str:
     """The reason a stage wrote into a table that holds only a 'skipped' row ("" otherwise)."""
     if frame is None or "note" not in frame or "test" not in frame:
         return ""
-    skipped = frame[frame["test"].astype(str) == "skipped"]
+    skipped = frame[frame["test"].astype(str) == SKIPPED]
     return str(skipped["note"].iloc[0]).removeprefix("skipped: ") if len(skipped) else ""
+
+
+#: The skipped steps (`uns["texflow"]["skipped"]` keys, exact) that explain a missing comparison;
+#: the Tex-term vs Tpex table always has its rows, each with its own reason.
+SKIP_STEPS = {
+    "trajectory": (SKIP_ASSOCIATIONS, SKIP_TRAJECTORY),
+    "state": (),
+    "response": (SKIP_RESPONSE,),
+    "response_all": (SKIP_RESPONSE,),
+    COMPOSITION: (SKIP_COMPOSITION, SKIP_RESPONSE),
+}
 
 
 def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[str, str]) -> str:
     if reason := _table_skip_reason(frame):
         return reason
-    related = {"trajectory": ("trajectory", "pseudotime", "association"), "state": ("state",), "response": ("response",), "response_all": ("response",), COMPOSITION: ("response", "composition")}
-    for step, reason in skipped.items():
-        if any(word in step.lower() for word in related[comparison]):
-            return reason
-    if comparison == "state":  # no Tpex (or no Tex-term) cluster: the trajectory skip says so
-        for reason in skipped.values():
-            if "tpex" in reason.lower() or "tex-term" in reason.lower():
-                return reason
+    for step in SKIP_STEPS[comparison]:
+        if skipped.get(step):
+            return skipped[step]
     if frame is None:
         return f"no table {ALL_COMPARISONS[comparison][0]}"
     return "this program is not in the table"
@@ -516,11 +547,16 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
     note = row.get("note")
     if isinstance(note, str) and note.strip() and note.strip().lower() != "nan":
         finding.reason = note.strip()
+    caveat = row.get(COVERAGE_COLUMN)
+    finding.coverage = caveat.strip() if isinstance(caveat, str) else ""
     smallest = smallest_p(str(row.get("test", "")), finding)
     if np.isfinite(smallest) and smallest >= alpha:
         finding.power_note = f"with so few patients this test cannot reach p < {format_number(alpha)} (smallest possible p = {format_p(smallest)})"
     decisive = finding.q if np.isfinite(finding.q) else finding.p
-    if not np.isfinite(finding.effect) or not np.isfinite(decisive):
+    if str(row.get("test", "")) == NOT_TESTABLE:  # the statistics said so, and why (the note)
+        finding.verdict, finding.effect = "not tested", math.nan
+        finding.reason = finding.reason or "not testable"
+    elif not np.isfinite(finding.effect) or not np.isfinite(decisive):
         finding.verdict = "no clear difference" if np.isfinite(finding.effect) else "not tested"
         finding.reason = finding.reason or "the table holds no effect size or p-value for it"
     elif decisive < alpha and finding.effect > 0:
@@ -529,6 +565,9 @@ def _fill(finding: Finding, row: dict[str, Any], *, alpha: float) -> None:
         finding.verdict = "down"
     else:
         finding.verdict = "no clear difference"
+    if finding.verdict == "not tested":  # no test: no patients behind it, nothing about power
+        finding.n_patients = finding.n_concordant = math.nan
+        finding.n_groups = finding.power_note = finding.unit_note = ""
 
 
 def pick_headline(programs: Sequence[str], wanted: Sequence[str] = HEADLINE_PROGRAMS) -> list[str]:
@@ -669,13 +708,20 @@ def _draw(function, adata, path: Path, formats, *, label: str, caption: str, sec
     return Figure(title=label, caption=caption, path=path, section=section)
 
 
+#: The skipped steps (exact `uns["texflow"]["skipped"]` keys) that explain why a report figure
+#: is not drawn; the other figures' own sentence (in numbers) is the whole reason.
+FIGURE_SKIP_STEPS = {
+    "umap_response": (SKIP_RESPONSE,),
+    "response_groups": (SKIP_RESPONSE,),
+    "response_groups_lineage": (SKIP_RESPONSE,),
+    "umap_pseudotime": (SKIP_TRAJECTORY,),
+}
+
+
 def _related_skip(name: str, skipped: Mapping[str, str]) -> str:
-    keys = {"response": ("response",), "pseudotime": ("trajectory", "pseudotime"), "paired": ("state", "tpex"), "state": ("state",)}
-    for fragment, steps in keys.items():
-        if fragment in name:
-            for step, reason in skipped.items():
-                if any(s in step.lower() for s in steps):
-                    return f"{step}: {reason}"
+    for step in FIGURE_SKIP_STEPS.get(name, ()):
+        if skipped.get(step):
+            return f"{step}: {skipped[step]}"
     return ""
 
 
@@ -927,6 +973,7 @@ def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
             "n_concordant": finding.n_concordant,
             "groups": finding.n_groups,
             "note": finding.reason,
+            "coverage": finding.coverage,
         })  # fmt: skip
     return rows
 
@@ -963,7 +1010,8 @@ def headline_only(
 def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, html_path: str | os.PathLike, report_links: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Write `results/summary.tsv` (long: dataset, program, comparison, numbers) and `summary.html`
     (the datasets side by side, each linking to its own report). Returns the table."""
-    columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q", "n_patients", "n_concordant", "groups", "note"]
+    columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q",
+               "n_patients", "n_concordant", "groups", "note", "coverage"]
     table = pd.DataFrame([row for report in reports for row in summary_rows(report)], columns=columns)
     write_tsv(table, tsv)
     base = Path(html_path).parent

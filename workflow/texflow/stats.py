@@ -22,14 +22,28 @@ p-value and the Benjamini-Hochberg adjusted p-value across programs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from .contract import EXHAUSTED_STATES, STATE_CATEGORIES, TEX_TERM, TPEX, lineage_state_key
+from .contract import (
+    EXHAUSTED_STATES,
+    NOT_TESTABLE,
+    NOTE_CELLS_AS_UNITS,
+    REASON_CONSTANT_SCORE,
+    REASON_NO_CELLS,
+    REASON_STATE_ABSENT,
+    REASON_TOO_FEW_CELLS,
+    REASON_TOO_FEW_PATIENTS_RESPONSE,
+    REASON_TOO_FEW_PATIENTS_STATES,
+    STATE_CATEGORIES,
+    TEX_TERM,
+    TPEX,
+    lineage_state_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +95,63 @@ def hedges_g(x: np.ndarray, y: np.ndarray) -> float:
         return np.nan
     correction = 1 - 3 / (4 * (nx + ny) - 9)
     return float((x.mean() - y.mean()) / pooled * correction)
+
+
+#: A score is not testable where a single value covers at least this share of the cells a
+#: comparison uses. UCell gives 0 to every cell none of whose top-ranked genes is in the program:
+#: the Tpex program on Smart-seq2 data (GSE120575) is 0 in 98% of the CD8 cells. Rank tests on
+#: such ties return a difference of 0 and p = 1, which reads as "no difference" where the truth
+#: is that the data do not measure the program; the row says "not testable" and why instead.
+MAX_TIED_FRACTION = 0.95
+
+
+def constant_score_reason(values: Sequence[float] | np.ndarray) -> str:
+    """Why a score cannot be tested on these cells ("" when it can): one value in at least
+    `MAX_TIED_FRACTION` of them (`contract.REASON_CONSTANT_SCORE`, with the numbers)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return ""
+    uniques, counts = np.unique(values, return_counts=True)
+    top = int(np.argmax(counts))
+    share = counts[top] / values.size
+    if share < MAX_TIED_FRACTION:
+        return ""
+    return REASON_CONSTANT_SCORE.format(
+        value=f"{uniques[top]:.3g}", percent=f"{100 * share:.0f}", n_cells=values.size,
+        threshold=f"{100 * MAX_TIED_FRACTION:.0f}")
+
+
+def coverage_caveats(
+    coverage: pd.DataFrame, *, combined: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, str]:
+    """The coverage of every program texflow does not trust, in words, to go beside each of its
+    verdicts ("lpo_drivers: 3 of 16 genes measured, not trusted").
+
+    Parameters
+    ----------
+    coverage
+        `texflow.signatures.coverage_table` (program_coverage.tsv): ``trusted`` is False when
+        too few of the program's positive genes are measured for its score to mean the program.
+    combined
+        Scores built from other programs (``lpo_signed``: drivers - suppressors) and their parts:
+        such a score carries the caveat of every untrusted part.
+
+    Returns
+    -------
+    Program -> caveat, only for untrusted programs (and scores built on one).
+    """
+    caveats = {}
+    for row in coverage.to_dict("records"):
+        if str(row.get("trusted", True)).lower() not in ("false", "0"):
+            continue
+        genes = "genes" if int(row["n_up"]) == int(row["n_genes"]) else "up genes"
+        caveats[str(row["program"])] = (f"{row['program']}: {int(row['n_up_present'])} of "
+                                        f"{int(row['n_up'])} {genes} measured, not trusted")
+    for name, parts in (combined or {}).items():
+        if text := "; ".join(caveats[p] for p in parts if p in caveats):
+            caveats[name] = text
+    return caveats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,6 +273,10 @@ def pseudotime_associations(
         zperm = zsum / np.where(w.sum(0) > 0, w.sum(0), np.nan)
         exceed += np.abs(zperm) >= np.abs(zbar) - 1e-12
     p_perm = (1 + exceed) / (1 + n_permutations)
+    used = np.concatenate([idx for _, idx in blocks])
+    constant = [constant_score_reason(values[used, j]) for j in range(len(programs))]
+    untestable = np.array([bool(reason) for reason in constant])
+    zbar = np.where(untestable, np.nan, zbar)
     p_perm = np.where(np.isfinite(zbar), p_perm, np.nan)
 
     n_valid = np.isfinite(z_obs).sum(axis=0)
@@ -213,7 +288,7 @@ def pseudotime_associations(
                 p_re[j] = stats.ttest_1samp(zj, 0.0).pvalue
     note = ""
     if unit == UNIT_CELLS:
-        note = "no patient labels: cells are the units (pseudoreplication risk; p-values optimistic)"
+        note = f"{NOTE_CELLS_AS_UNITS}; p-values optimistic"
     if dropped:
         note = (note + "; " if note else "") + (
             f"{len(dropped)} patient(s) with < {min_cells_per_patient} lineage cells left out"
@@ -235,6 +310,10 @@ def pseudotime_associations(
         "n_cells": int(sum(idx.size for _, idx in blocks)),
         "note": note,
     })
+    if untestable.any():  # the reason replaces the note: nothing was tested
+        table.loc[untestable, ["p_value_random_effects"]] = np.nan
+        table.loc[untestable, ["n_patients", "n_patients_positive"]] = 0
+        table.loc[untestable, "note"] = [r for r in constant if r]
     return table
 
 
@@ -285,18 +364,22 @@ def compare_states(
     rows = []
     state = _labels(obs, state_key)
     comparison = f"{second} vs {first}"
-    absent = [s for s in (first, second) if not (state == s).any()]
-    if absent:  # the true reason, in numbers, rather than "too few patients"
-        note = (f"no {' and no '.join(absent)} cell in this dataset ({state_key}: "
-                f"{int((state == first).sum())} {first}, {int((state == second).sum())} {second})")
-        table = pd.DataFrame({"program": programs, "comparison": comparison, "unit": unit,
-                              "test": "not_testable", "effect": np.nan, "effect_type": "",
-                              "effect_standardised": np.nan, "n_patients": 0,
-                              "n_cells": int((state == first).sum() + (state == second).sum()),
-                              "p_value": np.nan, "p_adj": np.nan, "note": note})
-        table["state_key"] = state_key
-        return table
-    if unit == UNIT_PATIENTS:
+    n_first, n_second = int((state == first).sum()), int((state == second).sum())
+    in_pair = state.isin([first, second]).to_numpy()
+    numbers = {"first": first, "second": second, "min_cells": min_cells}
+
+    def untested(program: str, note: str, n_cells: int) -> dict:
+        return {"program": program, "comparison": comparison, "unit": unit,
+                "test": NOT_TESTABLE, "effect": np.nan, "effect_type": "",
+                "effect_standardised": np.nan, "n_patients": 0, "n_cells": n_cells,
+                "p_value": np.nan, "note": note}
+
+    absent = [s for s, n in ((first, n_first), (second, n_second)) if n == 0]
+    if absent:  # the first thing that blocks the test, in numbers
+        note = REASON_STATE_ABSENT.format(absent=" and no ".join(absent), key=state_key,
+                                          n_first=n_first, n_second=n_second, **numbers)
+        rows = [untested(program, note, n_first + n_second) for program in programs]
+    elif unit == UNIT_PATIENTS:
         means = patient_means(obs, scores, group_key=state_key, patient_key=patient_key,
                               min_cells=min_cells)
         wide = means.reset_index().pivot(index="_patient", columns="_group")
@@ -308,7 +391,7 @@ def compare_states(
             b = wide[(program, second)] if (program, second) in wide else pd.Series(dtype=float)
             n_cells = int(sum(wide[("n_cells", s)][has[s]].sum() for s in (first, second)
                               if ("n_cells", s) in wide))
-            row = dict(program=program, comparison=comparison, unit=unit)
+            row = {"program": program, "comparison": comparison, "unit": unit}
             if paired.sum() >= min_paired:
                 d = (b - a)[paired].to_numpy(float)
                 p = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
@@ -317,34 +400,40 @@ def compare_states(
                                float(d.mean() / d.std(ddof=1)) if d.std(ddof=1) > 0 else np.nan),
                            n_patients=int(paired.sum()), n_cells=n_cells, p_value=float(p),
                            note="")
-            else:
-                x, y = b[has[second]].to_numpy(float), a[has[first]].to_numpy(float)
-                ok = x.size >= 2 and y.size >= 2
-                p = stats.mannwhitneyu(x, y).pvalue if ok else np.nan
-                row.update(test="mann_whitney_patient_means",
-                           effect=float(x.mean() - y.mean()) if ok else np.nan,
+            elif (x := b[has[second]].to_numpy(float)).size >= 2 and (
+                    y := a[has[first]].to_numpy(float)).size >= 2:
+                row.update(test="mann_whitney_patient_means", effect=float(x.mean() - y.mean()),
                            effect_type="difference_of_patient_means",
                            effect_standardised=cliffs_delta(x, y),
                            n_patients=int((has[first] | has[second]).sum()), n_cells=n_cells,
-                           p_value=float(p) if ok else np.nan,
+                           p_value=float(stats.mannwhitneyu(x, y).pvalue),
                            note=(f"only {int(paired.sum())} patient(s) with both states: "
-                                 "unpaired test on patient means") if ok else
-                           "too few patients with these states to test")
+                                 "unpaired test on patient means"))
+            else:
+                row = untested(program, REASON_TOO_FEW_PATIENTS_STATES.format(
+                    n_first=int(has[first].sum()), n_second=int(has[second].sum()), **numbers),
+                    n_cells)
             rows.append(row)
     else:
         for program in programs:
             x = scores.loc[(state == second).to_numpy(), program].to_numpy(float)
             y = scores.loc[(state == first).to_numpy(), program].to_numpy(float)
-            ok = x.size >= min_cells and y.size >= min_cells
-            rows.append(dict(
-                program=program, comparison=comparison, unit=unit, test="mann_whitney_cells",
-                effect=float(x.mean() - y.mean()) if ok else np.nan,
-                effect_type="difference_of_cell_means",
-                effect_standardised=cliffs_delta(x, y) if ok else np.nan,
-                n_patients=0, n_cells=int(x.size + y.size),
-                p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
-                note="no patient labels: cells are the units (pseudoreplication risk)",
-            ))
+            if x.size < min_cells or y.size < min_cells:
+                rows.append(untested(program, REASON_TOO_FEW_CELLS.format(
+                    n_first=y.size, n_second=x.size, **numbers), int(x.size + y.size)))
+                continue
+            rows.append({
+                "program": program, "comparison": comparison, "unit": unit,
+                "test": "mann_whitney_cells",
+                "effect": float(x.mean() - y.mean()), "effect_type": "difference_of_cell_means",
+                "effect_standardised": cliffs_delta(x, y), "n_patients": 0,
+                "n_cells": int(x.size + y.size), "p_value": float(stats.mannwhitneyu(x, y).pvalue),
+                "note": NOTE_CELLS_AS_UNITS,
+            })
+    for row in rows:  # a score the data do not measure: not testable, not "no difference"
+        if row["test"] != NOT_TESTABLE and (
+                reason := constant_score_reason(scores.loc[in_pair, row["program"]])):
+            row.update(untested(row["program"], reason, row["n_cells"]))
     table = pd.DataFrame(rows)
     table["p_adj"] = bh_adjust(table["p_value"])
     table["state_key"] = state_key
@@ -477,10 +566,13 @@ def compare_response(
                     effect_type="difference_of_patient_means")
                 row["n_cells"] = int(groups[RESPONDER]["n_cells"].sum()
                                      + groups[NON_RESPONDER]["n_cells"].sum())
-                row["note"] = "; ".join(filter(None, [
-                    "" if np.isfinite(row["p_value"]) else (
-                        f"too few patients with >= {min_cells} {name} cells in each group"),
-                    conflict_note]))
+                blocked = "" if np.isfinite(row["p_value"]) else (
+                    REASON_TOO_FEW_PATIENTS_RESPONSE.format(
+                        n_non_responders=x.size, n_responders=y.size, min_cells=min_cells,
+                        state=name))
+                row["note"] = "; ".join(filter(None, [blocked, conflict_note]))
+                if blocked:
+                    row["test"], row["n_patients"] = NOT_TESTABLE, 0
                 rows.append(row)
         else:
             sub_resp = response.loc[in_state.to_numpy()]
@@ -488,19 +580,32 @@ def compare_response(
                 x = sub_scores.loc[(sub_resp == NON_RESPONDER).to_numpy(), program].to_numpy(float)
                 y = sub_scores.loc[(sub_resp == RESPONDER).to_numpy(), program].to_numpy(float)
                 ok = x.size >= min_cells and y.size >= min_cells
-                rows.append(dict(
-                    state=name, program=program, unit=unit, test="mann_whitney_cells",
-                    effect=float(x.mean() - y.mean()) if ok else np.nan,
-                    effect_type="difference_of_cell_means",
-                    cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
-                    hedges_g=hedges_g(x, y) if ok else np.nan,
-                    mean_responders=float(y.mean()) if y.size else np.nan,
-                    mean_non_responders=float(x.mean()) if x.size else np.nan,
-                    n_patients=0, n_responders=0, n_non_responders=0,
-                    n_cells=int(x.size + y.size),
-                    p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
-                    note="no patient labels: cells are the units (pseudoreplication risk)",
-                ))
+                rows.append({
+                    "state": name, "program": program, "unit": unit,
+                    "test": "mann_whitney_cells" if ok else NOT_TESTABLE,
+                    "effect": float(x.mean() - y.mean()) if ok else np.nan,
+                    "effect_type": "difference_of_cell_means",
+                    "cliffs_delta": cliffs_delta(x, y) if ok else np.nan,
+                    "hedges_g": hedges_g(x, y) if ok else np.nan,
+                    "mean_responders": float(y.mean()) if y.size else np.nan,
+                    "mean_non_responders": float(x.mean()) if x.size else np.nan,
+                    "n_patients": 0, "n_responders": 0, "n_non_responders": 0,
+                    "n_cells": int(x.size + y.size),
+                    "p_value": float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+                    "note": NOTE_CELLS_AS_UNITS if ok else REASON_TOO_FEW_CELLS.format(
+                        n_second=x.size, second="non-responder", n_first=y.size,
+                        first="responder", min_cells=min_cells),
+                })
+        if not in_state.any():  # the first thing that blocks every row of this state
+            for row in rows:
+                row.update(test=NOT_TESTABLE, n_patients=0, note="; ".join(filter(None, [
+                    REASON_NO_CELLS.format(state=name, key=state_key), conflict_note])))
+        for row in rows:  # a score the data do not measure: not testable, not "no difference"
+            if row["test"] != NOT_TESTABLE and (
+                    reason := constant_score_reason(sub_scores[row["program"]])):
+                row.update(test=NOT_TESTABLE, effect=np.nan, cliffs_delta=np.nan,
+                           hedges_g=np.nan, p_value=np.nan, n_patients=0,
+                           note="; ".join(filter(None, [reason, conflict_note])))
         table = pd.DataFrame(rows)
         table["comparison"] = "non_responder vs responder"
         table["p_adj"] = bh_adjust(table["p_value"])
@@ -626,16 +731,22 @@ def compare_composition(
         y = responders[column].to_numpy(float)
         row = _patient_group_row(x, y, state=state, program=measure, effect_type=effect_type)
         row["n_cells"] = int(used["n_cd8_cells"].sum())
-        row["note"] = note if np.isfinite(row["p_value"]) else (
-            "too few patients in each group (>= 2 needed)")
+        row["note"] = note
+        if not np.isfinite(row["p_value"]):
+            row.update(test=NOT_TESTABLE, n_patients=0,
+                       note=REASON_TOO_FEW_PATIENTS_RESPONSE.format(
+                           n_non_responders=x.size, n_responders=y.size, min_cells=min_cells,
+                           state="CD8"))
         if measure == COMPOSITION_MEASURE and (x.size + y.size) and not np.any(np.r_[x, y] > 0):
             # a share that is 0 in every patient is not a result: nothing to compare
             row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
+                       test=NOT_TESTABLE, n_patients=0,
                        note=f"no {state} cell in any patient: not testable")
         absent = [s for s in (TPEX, TEX_TERM) if not (used[f"n_{s}"] > 0).any()]
         if measure == BALANCE_MEASURE and absent:
             # with one side 0 everywhere the ratio only counts the other side's cells
             row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
+                       test=NOT_TESTABLE, n_patients=0,
                        note=f"no {' or '.join(absent)} cell in any patient: the balance is not "
                        "testable")
         rows.append(row)
@@ -644,3 +755,34 @@ def compare_composition(
     table["p_adj"] = bh_adjust(table["p_value"])
     table["state_key"] = composition["state_key"].iloc[0] if len(composition) else ""
     return table[RESPONSE_COLUMNS]
+
+
+# ----------------------------------------------------------------------------------------------
+# coverage beside every verdict
+
+#: Column of the associations, state and response tables: the coverage of each untrusted program
+#: a row's verdict rests on (`coverage_caveats`), empty when every one is trusted.
+COVERAGE_COLUMN = "coverage"
+
+
+def with_coverage(
+    table: pd.DataFrame, caveats: Mapping[str, str], *, state_caveats: Mapping[str, str]
+) -> pd.DataFrame:
+    """`table` with `COVERAGE_COLUMN`: the caveat of the row's program, and of the state calls
+    the row compares (`state_caveats`, state -> caveat of the signature behind its calls): a
+    Tex-term vs Tpex row rests on both, a row within one state (or its share of CD8 cells) on
+    that state, the exhausted-lineage rows and the Tpex : Tex_term balance on every lineage
+    state. Rows of all CD8 cells, and pseudotime associations, carry their program's only."""
+    lineage = [state_caveats.get(s, "") for s in EXHAUSTED_STATES]
+    rows = []
+    for row in table.to_dict("records"):
+        parts = [caveats.get(str(row.get("program", "")), "")]
+        state = str(row.get("state", "") if pd.notna(row.get("state", "")) else "")
+        if "comparison" in row and " vs " in str(row["comparison"]) and not state:
+            parts += [state_caveats.get(s, "") for s in str(row["comparison"]).split(" vs ")]
+        elif state in (EXHAUSTED_LINEAGE, BALANCE_ROW):
+            parts += lineage
+        elif state:
+            parts.append(state_caveats.get(state, ""))
+        rows.append("; ".join(dict.fromkeys(p for p in parts if p)))
+    return table.assign(**{COVERAGE_COLUMN: rows})

@@ -13,19 +13,25 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..utils import atomic_path  # noqa: E402
+from .colours import MISSING_COLOUR, RESPONSE_COLOURS, category_colours
 
 #: obs columns drawn next to the clusters when they hold any value
 METADATA_COLUMNS = ("sample", "patient", "response", "tissue", "timepoint")
 
 
-def _scatter_categories(ax, xy: np.ndarray, labels: pd.Series, title: str, *, on_data: bool) -> None:
+def _scatter_categories(
+    ax, xy: np.ndarray, labels: pd.Series, title: str, *, on_data: bool, column: str = ""
+) -> None:
     labels = labels.astype("string").fillna("NA").astype(str)
     categories = sorted(labels.unique(), key=lambda c: (len(c), c))
-    cmap = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
+    # one colour per category, never repeated in the panel (19 patients: 19 colours); the
+    # response groups in their colour of every figure
+    palette = category_colours([c for c in categories if c != "NA"])
+    fixed = RESPONSE_COLOURS if column == "response" else {}
     size = max(2.0, min(30.0, 3000 / max(1, len(labels))))
-    for i, category in enumerate(categories):
+    for category in categories:
         mask = (labels == category).to_numpy()
-        color = "lightgrey" if category == "NA" else cmap(i % cmap.N)
+        color = MISSING_COLOUR if category == "NA" else fixed.get(category, palette[category])
         ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=color, label=category, linewidths=0)
         if on_data:
             cx, cy = np.median(xy[mask], axis=0)
@@ -51,7 +57,8 @@ def umap_panels(adata: ad.AnnData, path: str | os.PathLike, *, key: str = "clust
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
     for ax, column in zip(axes.ravel(), columns):
         title = f"Leiden clusters (n = {adata.n_obs} cells)" if column == key else column
-        _scatter_categories(ax, xy, adata.obs[column], title, on_data=column == key)
+        _scatter_categories(ax, xy, adata.obs[column], title, on_data=column == key,
+                            column=column)
     for ax in axes.ravel()[n:]:
         ax.set_axis_off()
     dataset = adata.uns.get("texflow", {}).get("dataset", "")

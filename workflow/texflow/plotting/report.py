@@ -24,19 +24,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..contract import EXHAUSTED_STATES, lineage_state_key  # noqa: E402
+from ..contract import (
+    CELL_STATE_KEY,
+    CLUSTER_STATE_KEY,
+    EXHAUSTED_STATES,
+    lineage_state_key,
+)
 from ..utils import atomic_path  # noqa: E402
+from .colours import (
+    MISSING_COLOUR,
+    RESPONSE_COLOURS,
+    RESPONSE_LABELS,
+    category_colours,
+    state_colour,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Colours for the response groups, the same on every figure (colour-blind safe, Okabe-Ito).
-RESPONSE_COLOURS = {"responder": "#0072B2", "non_responder": "#D55E00"}
-RESPONSE_LABELS = {"responder": "responder", "non_responder": "non-responder"}
-#: Okabe-Ito + tab10 extension: distinguishable categorical colours for clusters and states.
-CATEGORICAL = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
-    "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#e377c2", "#2ca02c", "#d62728",
-]  # fmt: skip
+#: obs columns of state labels: coloured by `colours.state_colour`, never by their position
+STATE_KEYS = (CELL_STATE_KEY, CLUSTER_STATE_KEY)
 
 
 class FigureSkipped(Exception):
@@ -173,13 +179,19 @@ def umap(
             raise FigureSkipped(f"obs column '{color}' is empty in every cell")
         labels = values.astype("string")
         if (~present).any():
-            ax.scatter(*coords[~present].T, s=size, c="#dddddd", linewidths=0, rasterized=True, label=f"not known ({(~present).sum()})")
+            ax.scatter(*coords[~present].T, s=size, c=MISSING_COLOUR, linewidths=0, rasterized=True, label=f"not known ({(~present).sum()})")
         categories = list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else sorted(labels[present].unique())
         categories = [c for c in categories if (labels[present] == str(c)).any()]
-        for i, category in enumerate(categories):
+        # states and response groups keep their colour on every page; other categories
+        # (patients, clusters) get one each, never repeated within the figure
+        palette = category_colours(categories)
+        for category in categories:
             mask = present & (labels == str(category)).fillna(False).to_numpy()
-            colour = RESPONSE_COLOURS.get(str(category)) if color == "response" else None
-            colour = colour or CATEGORICAL[i % len(CATEGORICAL)]
+            if color in STATE_KEYS:
+                colour = state_colour(str(category))
+            else:
+                colour = RESPONSE_COLOURS.get(str(category)) if color == "response" else None
+                colour = colour or palette[str(category)]
             name = RESPONSE_LABELS.get(str(category), str(category)) if color == "response" else str(category)
             ax.scatter(*coords[mask].T, s=size, c=colour, linewidths=0, rasterized=True, label=f"{name} ({mask.sum()})")
         ncol = 1 if len(categories) <= 18 else 2
@@ -223,7 +235,7 @@ def state_composition(
         else sorted(fractions.columns)
     )
     fractions = fractions[states]
-    colours = {state: CATEGORICAL[i % len(CATEGORICAL)] for i, state in enumerate(states)}
+    colours = {state: state_colour(state) for state in states}
     response = _patient_response(obs)
     has_response = response.isin(RESPONSE_COLOURS).any()
     if has_response:
@@ -325,6 +337,10 @@ def paired_states(
     if tpex is None or texterm is None:
         missing = " and ".join(n for n, s in (("Tpex", tpex), ("Tex-term", texterm)) if s is None)
         raise FigureSkipped(f"no cell was called {missing} in this dataset (states found: {', '.join(sorted(states))})")
+    if not _known(obs["patient"]).any():  # a per-patient figure: that blocks first
+        counts = obs[state_key].astype(str).value_counts()
+        raise FigureSkipped(f"no patient labels in this dataset ({counts[tpex]} {tpex} and "
+                            f"{counts[texterm]} {texterm} cells): one line per patient needs them")
     means = patient_means(adata, scores=scores, min_cells=min_cells)
     wide = means[means["state"].isin([tpex, texterm])].pivot(index="patient", columns="state")
     if ("n_cells", tpex) not in wide or ("n_cells", texterm) not in wide:

@@ -18,13 +18,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..contract import EXHAUSTED_STATES, OTHER_STATE
 from ..utils import atomic_path  # noqa: E402
-from .report import CATEGORICAL, program_label  # noqa: E402
+from .colours import state_colour
+from .report import program_label  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-#: Lineage states in order, with fixed colours (Okabe-Ito) on every figure of these stages.
-STATE_COLOURS = {"Tpex": "#0072B2", "Tex_int": "#E69F00", "Tex_term": "#D55E00"}
+#: Lineage states in order, each in its colour of every figure (`colours.STATE_COLOURS`).
+LINEAGE_COLOURS = {state: state_colour(state) for state in EXHAUSTED_STATES}
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png",)) -> Path:
@@ -71,13 +73,13 @@ def pseudotime_overview(adata: ad.AnnData, path: str | os.PathLike, *, state_key
         ax.set_title("Diffusion pseudotime over the exhausted lineage")
         ax.legend(loc="best", fontsize=8, frameon=False)
     ax = axes[-1]
-    states = [s for s in STATE_COLOURS if (adata.obs[state_key].astype(str) == s).any()]
+    states = [s for s in LINEAGE_COLOURS if (adata.obs[state_key].astype(str) == s).any()]
     data = [pt[(adata.obs[state_key].astype(str) == s).to_numpy() & np.isfinite(pt)]
             for s in states]
     rng = np.random.default_rng(0)
     for i, (state, values) in enumerate(zip(states, data)):
         ax.scatter(i + rng.uniform(-0.25, 0.25, values.size), values, s=4, alpha=0.4,
-                   c=STATE_COLOURS[state], rasterized=True)
+                   c=LINEAGE_COLOURS[state], rasterized=True)
     ax.boxplot(data, positions=range(len(states)), widths=0.6, showfliers=False)
     ax.set_xticks(range(len(states)), [f"{s}\n(n={len(v)})" for s, v in zip(states, data)])
     ax.set_ylabel("pseudotime")
@@ -106,14 +108,15 @@ def program_trend(
         Row of ``tables/associations.tsv`` for this program, quoted in the title.
     """
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for state, colour in STATE_COLOURS.items():
+    for state, colour in LINEAGE_COLOURS.items():
         sub = cells[cells["state"].astype(str) == state]
         if len(sub):
             ax.scatter(sub["pseudotime"], sub["score"], s=4, alpha=0.25, c=colour,
                        label=f"{state} cells", rasterized=True)
-    others = cells[~cells["state"].astype(str).isin(list(STATE_COLOURS))]
+    others = cells[~cells["state"].astype(str).isin(list(LINEAGE_COLOURS))]
     if len(others):
-        ax.scatter(others["pseudotime"], others["score"], s=4, alpha=0.25, c=CATEGORICAL[7])
+        ax.scatter(others["pseudotime"], others["score"], s=4, alpha=0.25,
+                   c=state_colour(OTHER_STATE))
     unit = str(trend["unit"].iloc[0]) if len(trend) else ""
     ax.fill_between(trend["pseudotime"], trend["lower"], trend["upper"], color="k", alpha=0.2,
                     label=f"95% bootstrap band (resampling {unit})")
