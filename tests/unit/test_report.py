@@ -557,3 +557,22 @@ def test_patient_colours_do_not_repeat_within_a_figure(monkeypatch, tmp_path):
     drawn = [to_hex(c.get_facecolor()[0]) for c in ax.collections]
     plt.close(fig)
     assert len(drawn) == 23 and len(set(drawn)) == 23
+
+
+def test_only_a_simulated_dataset_gets_the_banner_and_the_truth_section(built):
+    root, pages = built
+    real = report.render_dataset(pages["full"])
+    assert 'id="truth"' not in real and "Simulated data, not a real cohort" not in real
+    simulated = pages["full"]
+    simulated.simulated = True
+    simulated.tables.append(report.Table(
+        title=report.STAGE_TABLES["truth_recovery.tsv"][1],
+        frame=pd.DataFrame({"check": ["Tpex per cell: recall"], "value": [0.9]}),
+        n_rows=1, section="truth"))
+    text = report.render_dataset(simulated)
+    simulated.simulated = False
+    simulated.tables.pop()
+    assert text.index("Simulated data, not a real cohort") < text.index('id="answer"')
+    assert text.index('id="answer"') < text.index('id="truth"') < text.index('id="qc"')
+    assert "Tpex per cell: recall" in text
+    assert report.summary_rows(pages["full"])[0]["simulated"] is False

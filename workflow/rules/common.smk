@@ -135,6 +135,13 @@ REPORT_TABLES = [
 ]
 
 
+def truth_table(wildcards):
+    """The truth-recovery table of a simulated dataset (dataset file `simulated: true`)."""
+    if DATASETS[wildcards.dataset].get("simulated", False):
+        return [results(wildcards.dataset, "tables/truth_recovery.tsv")]
+    return []
+
+
 def final_outputs():
     """The default target (all): every dataset's report page, which needs every stage before
     it, and the cross-dataset summary when several datasets run."""

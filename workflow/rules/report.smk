@@ -7,6 +7,7 @@ rule report:
         final=results("{dataset}", "final.h5ad"),
         summary=results("{dataset}", "summary.json"),
         tables=expand(results("{{dataset}}", "tables/{table}.tsv"), table=REPORT_TABLES),
+        truth=truth_table,
     output:
         html=report(
             results("{dataset}", "report.html"),

@@ -699,6 +699,7 @@ def provenance(config: Mapping, manifest: pd.DataFrame, *, n_renamed_genes: int)
             "organism": config["organism"],
             "value_type": config["value_type"],
             "cd8_sorted": bool(config.get("cd8_sorted", False)),
+            "simulated": bool(config.get("simulated", False)),
             "sources": sources,
             "versions": _versions(),
             "params": {"ingest": params},

@@ -123,12 +123,14 @@ STAGE_TABLES = {
     "response_comparison.tsv": ("programs", "Non-responders vs responders per patient"),
     "composition.tsv": ("states", "State composition per patient"),
     "trends.tsv": ("programs", "Smoothed trends along pseudotime"),
+    "truth_recovery.tsv": ("truth", "The planted truth beside what texflow found"),
 }
 #: Longer table cells (gene lists, citations) are cut on the page; the full text shows on hover.
 MAX_CELL_CHARS = 60
 #: Tables too long to read on a page (a fitted curve per program): linked, and drawn by the stage.
 LINK_ONLY_TABLES = {"trends.tsv"}
 SECTIONS = {
+    "truth": "Simulated truth",  # simulated datasets only (render_dataset)
     "qc": "Quality control",
     "gate": "CD8 gating",
     "cluster": "Clustering",
@@ -285,6 +287,7 @@ class DatasetReport:
     headline_programs: list[str] = field(default_factory=list)
     composition: list[Finding] = field(default_factory=list)
     alpha: float = 0.05
+    simulated: bool = False  # the dataset file says simulated: true (texflow-simulate data)
 
     def answer(self) -> list[tuple[str, list[Finding]]]:
         """The opening answer: per headline program, its findings; a comparison that no headline
@@ -769,6 +772,7 @@ def collect(
     for step, reason in (summary.get("skipped") or {}).items() if isinstance(summary.get("skipped"), dict) else []:
         report.skipped.setdefault(str(step), str(reason))
     report.title = str(summary.get("title") or meta.get("title") or "")
+    report.simulated = bool(meta.get("simulated", False))
     report.versions = {str(k): str(v) for k, v in (meta.get("versions") or {}).items()}
     report.params = dict(meta.get("params") or {})
     if report_params:
@@ -929,7 +933,8 @@ def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None
             return ""
         return os.path.relpath(path, base) if base is not None else str(path)
 
-    sections = [(key, title) for key, title in SECTIONS.items()]
+    sections = [(key, title) for key, title in SECTIONS.items()
+                if key != "truth" or report.simulated]
     return _environment().get_template("report.html.j2").render(
         report=report,
         sections=sections,
@@ -962,6 +967,7 @@ def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
     for finding in [*report.findings, *report.composition]:
         rows.append({
             "dataset": report.dataset,
+            "simulated": report.simulated,
             "program": finding.program,
             "comparison": finding.comparison,
             "verdict": finding.verdict,
@@ -999,6 +1005,7 @@ def headline_only(
         adata.file.close()
     report.skipped = {str(k): str(v) for k, v in (meta.get("skipped") or {}).items()}
     report.title = str(summary.get("title") or meta.get("title") or "")
+    report.simulated = bool(meta.get("simulated", False))
     tables = {key: read_table(dataset_dir / "tables" / spec[0]) for key, spec in COMPARISONS.items()}
     known_programs = _programs(read_table(dataset_dir / "tables" / "program_coverage.tsv"), None)
     report.findings = findings(tables, alpha=alpha, skipped=report.skipped, programs=known_programs)
@@ -1010,7 +1017,7 @@ def headline_only(
 def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, html_path: str | os.PathLike, report_links: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Write `results/summary.tsv` (long: dataset, program, comparison, numbers) and `summary.html`
     (the datasets side by side, each linking to its own report). Returns the table."""
-    columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q",
+    columns = ["dataset", "simulated", "program", "comparison", "verdict", "effect_name", "effect", "p", "q",
                "n_patients", "n_concordant", "groups", "note", "coverage"]
     table = pd.DataFrame([row for report in reports for row in summary_rows(report)], columns=columns)
     write_tsv(table, tsv)

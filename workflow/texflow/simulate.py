@@ -1320,7 +1320,7 @@ def _parse_effects(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``texflow-simulate --n-cells 5000 --organism mouse --seed 1 --out sim.h5ad``."""
-    from texflow.utils import setup_logging, write_h5ad
+    from texflow.utils import atomic_path, setup_logging, write_h5ad
 
     parser = argparse.ArgumentParser(prog="texflow-simulate", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
@@ -1354,6 +1354,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--low-quality-rate", type=float, default=0.05)
     parser.add_argument("--median-library-size", type=float, default=4000.0)
     parser.add_argument("--separation", type=float, default=1.0)
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="X only (no counts layer copy), gzip-compressed: small enough to ship as a demo",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     rising = (
@@ -1377,8 +1382,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         low_quality_rate=args.low_quality_rate,
         median_library_size=args.median_library_size,
         separation=args.separation,
+        counts_layer=not args.compact,
     )
-    write_h5ad(adata, args.out)
+    if args.compact:
+        with atomic_path(args.out) as tmp:
+            adata.write_h5ad(tmp, compression="gzip")
+    else:
+        write_h5ad(adata, args.out)
     logger.info("wrote %s", args.out)
 
 

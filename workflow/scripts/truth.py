@@ -1,0 +1,42 @@
+"""Rule truth: a simulated dataset's known truth beside the run's answer."""
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import anndata as ad
+import pandas as pd
+from texflow import truth
+from texflow.errors import InputDataError
+from texflow.io import read_manifest
+from texflow.utils import run_step, write_tsv
+
+
+def main(snakemake):
+    dataset = snakemake.wildcards.dataset
+    manifest = read_manifest(snakemake.input.manifest, dataset=dataset)
+    sources = [p for p in manifest["path"] if str(p).endswith(".h5ad")]
+    if len(sources) != 1:
+        raise InputDataError(
+            "a simulated dataset is one .h5ad written by texflow-simulate; the manifest lists "
+            f"{[str(p) for p in manifest['path']]}",
+            dataset=dataset,
+            path=snakemake.input.manifest,
+        )
+    source = ad.read_h5ad(sources[0], backed="r")
+    simulation = dict(source.uns.get("simulation", {}))
+    source_obs = source.obs.copy()
+    source.file.close()
+    final = ad.read_h5ad(snakemake.input.final, backed="r")
+    final_obs = final.obs.copy()
+    final.file.close()
+    table = truth.recovery(
+        source_obs=source_obs,
+        final_obs=final_obs,
+        simulation=simulation,
+        response=pd.read_csv(snakemake.input.response, sep="\t"),
+        associations=pd.read_csv(snakemake.input.associations, sep="\t"),
+        alpha=snakemake.params.alpha,
+        dataset=dataset,
+    )
+    write_tsv(table, snakemake.output.table)
+
+
+run_step(main, snakemake)  # noqa: F821
