@@ -7,10 +7,11 @@ file (programs rising along pseudotime, programs and state shares shifted in non
 `recovery` sets the pipeline's answer beside that truth, one row per check, so the dataset's
 page shows a positive control: what texflow finds when the answer is known.
 
-Rows (``RECOVERY_COLUMNS``): ``check`` (what is compared), ``truth`` (what was planted),
-``found`` (what the run reports), ``value`` (a precision, recall or Spearman rho; the q value
-for planted effects), ``n`` (cells, or patients per group), ``recovered`` (True / False; empty
-where a number is reported without a pass mark), ``note``.
+Rows (``RECOVERY_COLUMNS``, the verdict first so that it shows on a narrow page): ``check``
+(what is compared), ``recovered`` (True / False; empty where a number is reported without a
+pass mark), ``value`` (a precision, recall or Spearman rho; the q value for planted effects),
+``n`` (cells, or patients), ``found`` (what the run reports), ``truth`` (what was planted),
+``note``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .stats import ALL_CD8, COMPOSITION_MEASURE
 
 logger = logging.getLogger(__name__)
 
-RECOVERY_COLUMNS = ["check", "truth", "found", "value", "n", "recovered", "note"]
+RECOVERY_COLUMNS = ["check", "recovered", "value", "n", "found", "truth", "note"]
 TRUTH_OBS = ("true_is_cd8", "true_doublet", "true_low_quality", "true_state", "true_pseudotime")
 #: The direction a planted non-responder effect must be found in (response table effects are
 #: non-responders minus responders).
@@ -280,6 +281,7 @@ def recovery(
         *response_rows(simulation, response, alpha=alpha),
     ]
     table = pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
+    table["value"] = table["value"].astype(float).round(4)
     for row in table.itertuples():
         logger.info("truth: %s: %s (truth: %s)", row.check, row.found, row.truth)
     return table
