@@ -51,8 +51,8 @@ def test_outputs_are_complete(analysed, tmp_path):
     cells = tables["cells"]
     assert len(cells) == adata.n_obs
     expected = ["cell_id", "sample", "patient", "response", "cluster", "state",
-                "state_confidence", "cell_state", "cell_state_confidence", "exhaustion_axis",
-                "pseudotime"]
+                "state_confidence", "cell_state", "cell_state_confidence", "cell_state_basis",
+                "exhaustion_axis", "pseudotime"]
     assert list(cells.columns[: len(expected)]) == expected
     for name in ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors",
                  "lpo_signed", "tpex", "tex_term"]:
@@ -66,7 +66,7 @@ def test_outputs_are_complete(analysed, tmp_path):
     assert (trends["fit"] <= trends["upper"] + 1e-9).all()
     ifn = trends[trends["program"] == "ifn_i_core"]
     assert ifn["fit"].iloc[-1] > ifn["fit"].iloc[0]  # it rises
-    for table in ("associations", "state_comparison", "response_comparison"):
+    for table in ("associations", "axis_associations", "state_comparison", "response_comparison"):
         assert {"program", "effect", "n_patients", "n_cells", "p_value", "p_adj", "unit"} <= set(
             tables[table].columns), table
     coverage = tables["program_coverage"]
@@ -241,3 +241,55 @@ def test_scores_of_the_states_stage_are_reused_not_overwritten():
     assert (adata.obs["score_tpex"] == before).all()
     assert "score_other" in adata.obs
     assert adata.uns["texflow"]["scoring"]["reused_from_states"] == ["tpex"]
+
+
+def test_programs_are_tested_along_the_exhaustion_axis_but_not_the_axis_programs(analysed):
+    """The second ordering: IFN-I, planted to rise along the true pseudotime, rises along the
+    exhaustion axis of the lineage cells; tpex and tex_term (the axis itself) are not tested,
+    and the Hallmark IFN-alpha list, which shares SELL with the Tpex program, says so."""
+    adata, tables = analysed
+    # this fixture was labelled per cluster, before per-cell states: no axis, and it says so
+    axis = tables["axis_associations"].set_index("program")
+    assert "tpex" not in axis.index and "tex_term" not in axis.index
+    assert (axis["ordering"] == "exhaustion_axis").all()
+    assert axis["note"].str.contains("no obs['exhaustion_axis']", regex=False).all()
+    # with the axis the states stage writes (here unsmoothed: Tex-term minus Tpex score)
+    obs = adata.obs.assign(
+        cell_state=adata.obs["state"],
+        exhaustion_axis=adata.obs["score_tex_term"] - adata.obs["score_tpex"],
+    )
+    names = ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "tpex", "tex_term"]
+    scores = obs[[f"score_{n}" for n in names]].set_axis(names, axis=1)
+    selected = programs.load_selected_programs(organism="human")
+    table = stats.axis_associations(
+        obs, scores, shared_genes=programs.axis_shared_genes(selected), n_permutations=500
+    ).set_index("program")
+    assert list(table.index) == ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers"]
+    ifn = table.loc["ifn_i_core"]
+    assert ifn["effect"] > 0 and ifn["p_adj"] < 0.05 and ifn["n_patients"] >= 3
+    assert "SELL" in table.loc["ifn_alpha_hallmark", "note"]
+    assert "axis programs" not in table.loc["ifn_i_core", "note"]
+
+
+def test_axis_associations_run_without_a_trajectory():
+    """A lineage with no Tpex (no root, no pseudotime) still has an exhaustion axis."""
+    from texflow import stats
+
+    rng = np.random.default_rng(0)
+    n = 120
+    obs = pd.DataFrame({
+        "patient": np.repeat(["P1", "P2", "P3", "P4"], n // 4),
+        "cell_state": rng.choice(["Tex_int", "Tex_term", "naive_like"], n),
+        "exhaustion_axis": rng.normal(size=n),
+        "pseudotime": np.nan,
+    })
+    lineage = obs["cell_state"] != "naive_like"
+    rising = np.where(lineage, obs["exhaustion_axis"], 0) + rng.normal(scale=0.3, size=n)
+    scores = pd.DataFrame({"ifn_i_core": rising, "flat": rng.normal(size=n),
+                           "tpex": rng.normal(size=n)})
+    table = stats.axis_associations(obs, scores, min_cells_per_patient=10, n_permutations=500)
+    table = table.set_index("program")
+    assert list(table.index) == ["ifn_i_core", "flat"]
+    assert table.loc["ifn_i_core", "effect"] > 0.5 and table.loc["ifn_i_core", "p_adj"] < 0.05
+    assert table.loc["flat", "p_adj"] > 0.05
+    assert table.loc["ifn_i_core", "n_cells"] == int(lineage.sum())

@@ -129,6 +129,7 @@ REPORT_TABLES = [
     "signature_coverage",
     "program_coverage",
     "associations",
+    "axis_associations",
     "state_comparison",
     "response_comparison",
     "trends",

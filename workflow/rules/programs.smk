@@ -38,6 +38,12 @@ rule programs:
             category="Programs",
             labels={"dataset": "{dataset}", "table": "associations"},
         ),
+        axis_associations=report(
+            results("{dataset}", "tables/axis_associations.tsv"),
+            caption="../report/axis_associations.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "axis_associations"},
+        ),
         state_comparison=report(
             results("{dataset}", "tables/state_comparison.tsv"),
             caption="../report/state_comparison.rst",

@@ -48,8 +48,8 @@ def main(snakemake):
     )
     response_skipped = str(tables.pop("_response_skipped")["reason"].iloc[0])
     outputs = snakemake.output
-    for name in ("program_coverage", "trends", "associations", "state_comparison",
-                 "response_comparison", "composition", "cells"):
+    for name in ("program_coverage", "trends", "associations", "axis_associations",
+                 "state_comparison", "response_comparison", "composition", "cells"):
         write_tsv(tables[name], getattr(outputs, name))
     figures = Path(outputs.figures[0]).parent
     extra = [name for name in selected if name not in params["programs"]]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .contract import AXIS_PROGRAMS
 from .errors import InputDataError
 from .features import downsample_counts
+from .signatures import GeneProgram
 
 logger = logging.getLogger(__name__)
 
@@ -470,6 +472,19 @@ def write_json(data: dict, path: str | PathLike) -> None:
 # the whole stage
 
 
+def axis_shared_genes(programs: Mapping[str, GeneProgram]) -> dict[str, list[str]]:
+    """Program -> its genes that also define the exhaustion axis (`contract.AXIS_PROGRAMS`)."""
+    axis = set()
+    for name in AXIS_PROGRAMS:
+        if name in programs:
+            axis |= set(programs[name].up) | set(programs[name].down)
+    return {
+        name: sorted((set(program.up) | set(program.down)) & axis)
+        for name, program in programs.items()
+        if name not in AXIS_PROGRAMS and (set(program.up) | set(program.down)) & axis
+    }
+
+
 def analyse(
     adata: ad.AnnData,
     *,
@@ -500,7 +515,8 @@ def analyse(
 
     Returns
     -------
-    Tables by output name: program_coverage, trends, associations, state_comparison,
+    Tables by output name: program_coverage, trends, associations, axis_associations
+    (`stats.axis_associations`: along the exhaustion axis of the lineage cells), state_comparison,
     response_comparison (composition rows first, `stats.compare_composition`), composition
     (`stats.patient_composition`), cells; plus ``"_response_skipped"`` (a one-cell frame holding the
     reason, empty string when the comparison ran).
@@ -560,6 +576,12 @@ def analyse(
                                       "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
                                       "n_patients": 0, "n_cells": 0,
                                       "note": f"skipped: {reason}"}])
+    axis = stats.axis_associations(
+        adata.obs, scores, shared_genes=axis_shared_genes(programs),
+        min_cells_per_patient=min_cells_per_patient, n_permutations=n_permutations,
+        seed=seed if stats_seed is None else stats_seed,
+        covariate=None if covariate is None else np.log1p(covariate),
+        covariate_name="log genes detected per cell" if covariate is not None else "")
     state_comparison = stats.compare_states(adata.obs, scores, min_cells=min_cells_per_group,
                                             min_paired=min_paired_patients)
     response, response_skipped = stats.compare_response(
@@ -578,13 +600,14 @@ def analyse(
     caveats = stats.coverage_caveats(coverage, combined={SIGNED_LPO: LPO_PARTS})
     # the state calls rest on the states stage's programs (scored again here: same genes)
     state_caveats = {state: caveats.get(name, "") for state, name in STATE_PROGRAMS.items()}
-    associations, state_comparison, response = (
+    associations, axis, state_comparison, response = (
         stats.with_coverage(table, caveats, state_caveats=state_caveats)
-        for table in (associations, state_comparison, response))
+        for table in (associations, axis, state_comparison, response))
     return {
         "program_coverage": coverage,
         "trends": trend_table,
         "associations": associations,
+        "axis_associations": axis,
         "state_comparison": state_comparison,
         "response_comparison": response,
         "composition": composition,

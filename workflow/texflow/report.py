@@ -63,6 +63,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 #: direction a positive effect means.
 COMPARISONS = {
     "trajectory": ("associations.tsv", "along the Tpex → Tex-term pseudotime", "rises along the trajectory", "falls along the trajectory", "no clear trend along the trajectory"),
+    "axis": ("axis_associations.tsv", "along the exhaustion axis, exhausted cells", "rises with exhaustion", "falls with exhaustion", "no clear trend with exhaustion"),
     "state": ("state_comparison.tsv", "Tex-term vs Tpex", "higher in Tex-term than in Tpex", "lower in Tex-term than in Tpex", "no clear difference between Tex-term and Tpex"),
     "response": ("response_comparison.tsv", "non-responders vs responders, exhausted-lineage cells", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
     "response_all": ("response_comparison.tsv", "non-responders vs responders, all CD8 cells", "higher in non-responders' CD8 cells", "lower in non-responders' CD8 cells", "no clear difference between non-responders' and responders' CD8 cells"),
@@ -75,7 +76,7 @@ ALL_COMPARISONS = {
     **COMPARISONS,
     COMPOSITION: ("response_comparison.tsv", "state composition, non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
 }
-RESPONSE_LIKE = (*COMPARISONS.keys() - {"trajectory", "state"}, COMPOSITION)
+RESPONSE_LIKE = (*COMPARISONS.keys() - {"trajectory", "axis", "state"}, COMPOSITION)
 COMPOSITION_MEASURES = (COMPOSITION_MEASURE, BALANCE_MEASURE)
 
 # Column names of the programs stage tables (texflow.stats): `effect`, `effect_type`, `p_value`,
@@ -119,6 +120,7 @@ STAGE_TABLES = {
     "root_sensitivity.tsv": ("trajectory", "Pseudotime stability when the root moves"),
     "program_coverage.tsv": ("programs", "Coverage of the IFN-I and LPO programs"),
     "associations.tsv": ("programs", "Programs along pseudotime, per patient combined"),
+    "axis_associations.tsv": ("programs", "Programs along the exhaustion axis of the exhausted cells, per patient combined"),
     "state_comparison.tsv": ("programs", "Tex-term vs Tpex per patient"),
     "response_comparison.tsv": ("programs", "Non-responders vs responders per patient"),
     "composition.tsv": ("states", "State composition per patient"),
@@ -495,6 +497,7 @@ def _table_skip_reason(frame: pd.DataFrame | None) -> str:
 #: the Tex-term vs Tpex table always has its rows, each with its own reason.
 SKIP_STEPS = {
     "trajectory": (SKIP_ASSOCIATIONS, SKIP_TRAJECTORY),
+    "axis": (),
     "state": (),
     "response": (SKIP_RESPONSE,),
     "response_all": (SKIP_RESPONSE,),

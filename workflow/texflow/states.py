@@ -57,6 +57,7 @@ from scipy import sparse
 
 from .contract import (
     AMBIGUOUS_STATE,
+    AXIS_PROGRAMS,
     CELL_STATE_BASIS_KEY,
     CELL_STATE_KEY,
     CONFIDENCE_KEYS,
@@ -299,7 +300,8 @@ def cell_states(
         np.where(keep, OWN_SCORES_BASIS, SMOOTHED_BASIS),
         categories=[SMOOTHED_BASIS, OWN_SCORES_BASIS],
     )
-    adata.obs[EXHAUSTION_AXIS_KEY] = (smoothed["tex_term"] - smoothed["tpex"]).to_numpy()
+    low, high = AXIS_PROGRAMS  # the progenitor end, the terminal end
+    adata.obs[EXHAUSTION_AXIS_KEY] = (smoothed[high] - smoothed[low]).to_numpy()
     counts = adata.obs[CELL_STATE_KEY].value_counts()
     logger.info("per-cell states (kNN-smoothed, k=%d; %d cells kept their own call %s): %s",
                 k, int(keep.sum()), "/".join(params.keep_own_call) or "-",

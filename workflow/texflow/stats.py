@@ -30,7 +30,9 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from .contract import (
+    AXIS_PROGRAMS,
     EXHAUSTED_STATES,
+    EXHAUSTION_AXIS_KEY,
     NOT_TESTABLE,
     NOTE_CELLS_AS_UNITS,
     REASON_CONSTANT_SCORE,
@@ -338,6 +340,71 @@ def patient_means(
     means = grouped[list(scores.columns)].mean()
     means["n_cells"] = grouped.size()
     return means[means["n_cells"] >= min_cells]
+
+
+def axis_associations(
+    obs: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    state_key: str | None = None,
+    states: Sequence[str] = EXHAUSTED_STATES,
+    shared_genes: Mapping[str, Sequence[str]] | None = None,
+    **options,
+) -> pd.DataFrame:
+    """Association of each score with the exhaustion axis over the exhausted-lineage cells.
+
+    The second ordering beside diffusion pseudotime (issue 16): every cell the states stage
+    calls Tpex, Tex_int or Tex_term has a place on the kNN-smoothed exhaustion axis
+    (``obs["exhaustion_axis"]``, smoothed Tex-term minus Tpex score), whether or not a
+    trajectory could be built, so a lineage without enough Tpex for a root (most human
+    tumours) still answers "does the program rise with exhaustion?". The test is
+    `pseudotime_associations` on that ordering (patients as units, within-patient permutation).
+
+    Parameters
+    ----------
+    obs
+        Cell annotations with ``exhaustion_axis``, the state calls and the patient labels.
+    scores
+        Cells x programs. The programs the axis is made of (`contract.AXIS_PROGRAMS`) are not
+        tested along it: that would correlate a score with itself.
+    state_key
+        The state calls defining the lineage (default `contract.lineage_state_key`).
+    shared_genes
+        Program -> genes it shares with the axis programs; named in the row's note (a shared
+        gene moves both scores, so part of the association is built in).
+    options
+        Passed to `pseudotime_associations` (min_cells_per_patient, n_permutations, seed,
+        covariate, covariate_name).
+
+    Returns
+    -------
+    `pseudotime_associations`' table with ``ordering`` = ``exhaustion_axis`` and ``state_key``;
+    ``effect`` is the combined per-patient Spearman rho with the axis.
+    """
+    state_key = state_key or lineage_state_key(obs)
+    tested = scores.drop(columns=[p for p in AXIS_PROGRAMS if p in scores])
+    if EXHAUSTION_AXIS_KEY not in obs or state_key not in obs:
+        table = pd.DataFrame({"program": list(tested.columns), "unit": "", "effect": np.nan,
+                              "p_value": np.nan, "p_adj": np.nan, "n_patients": 0,
+                              "n_patients_positive": 0, "n_cells": 0,
+                              "note": f"no obs[{EXHAUSTION_AXIS_KEY!r}] (states stage)"})
+    else:
+        lineage = obs[state_key].astype(str).isin(states).to_numpy()
+        axis = pd.to_numeric(obs[EXHAUSTION_AXIS_KEY], errors="coerce").where(lineage)
+        table = pseudotime_associations(obs.assign(_axis=axis), tested, pseudotime_key="_axis",
+                                        **options)
+        table["note"] = table["note"].fillna("").astype(str).str.replace(
+            "with pseudotime", "on the exhaustion axis", regex=False)
+    notes = []
+    for row in table.itertuples():
+        shared = list((shared_genes or {}).get(str(row.program), ()))
+        extra = f"shares {', '.join(shared)} with the axis programs" if shared else ""
+        notes.append("; ".join(n for n in (str(row.note) if pd.notna(row.note) else "", extra)
+                               if n))
+    table["note"] = notes
+    table.insert(1, "ordering", EXHAUSTION_AXIS_KEY)
+    table["state_key"] = state_key
+    return table
 
 
 def compare_states(
