@@ -1,12 +1,12 @@
 """Responders vs non-responders on simulated cohorts: power and false-positive rate (issue 16).
 
 For each seed: simulate a cohort (`--n-patients` patients, half of them non-responders, the
-patient is the unit), once with planted differences and once without (the same seed: the same
-patients, response labels and cells; only the planted effects differ), then run the pipeline's
-own stage functions in the order and with the arguments the workflow scripts use
-(workflow/scripts/{qc,gate,cluster,states,programs}.py), every parameter from config/config.yaml
-validated against the run schema (which fills the schema defaults, as workflow/rules/common.smk
-does):
+patient is the unit), once with planted differences and once without (condition
+`no_difference`; the same seed: the same patients, response labels and cells; only the planted
+effects differ), then run the pipeline's own stage functions in the order and with the
+arguments the workflow scripts use (workflow/scripts/{qc,gate,cluster,states,programs}.py),
+every parameter from config/config.yaml validated against the run schema (which fills the
+schema defaults, as workflow/rules/common.smk does):
 
     qc.run_qc -> qc.passing_cells -> gating.gate_cd8 -> gating.cd8_cells
     -> cluster.run_clustering -> states.label_states -> programs.analyse
@@ -19,12 +19,23 @@ the composition rows): the rows of response_comparison.tsv. The trajectory stage
 the response and composition rows do not read the pseudotime (without one, `analyse` skips the
 trends and the pseudotime associations, which are not measured here).
 
-Planted (defaults; see benchmarks/README.md for why these sizes):
+Cohort (defaults; see benchmarks/README.md for why these numbers): 16 patients, 8
+non-responders and 8 responders (a typical public ICB cohort), 3,200 cells (~200 per patient,
+~125 CD8 T cells after QC and gating), the default populations and doublets, and patients as
+different from one another as in the bundled Sade-Feldman subset:
 
-- composition: `response_composition = {"cd8_tex_term": 1.0}`: each non-responder patient's
-  Tex_term share doubled before renormalising (its share of CD8 cells ~0.27 -> ~0.43);
-- IFN-I: `response_effects = {"ifn_i_core": 0.5}`: the ifn_i_core genes 1.41-fold in every cell
-  of a non-responder patient.
+- `composition_concentration = 10` (Dirichlet): between-patient SD of the Tex_term share of CD8
+  cells ~0.14 (Sade-Feldman subset: 0.13 responders, 0.24 non-responders, sampling noise
+  removed); the simulator's default 100 gives ~0.05;
+- `patient_programs = {"ifn_i_core": 0.3}`: each patient's ifn_i_core genes offset by
+  N(0, 0.3) log2, which gives a between-patient SD of the all-CD8 IFN-I score ~0.035 (subset:
+  ~0.04); without it the simulator's patients differ by ~0.01.
+
+Planted: `response_composition = {"cd8_tex_term": 1.0}` (each non-responder's Tex_term share
+doubled before renormalising; subset: non-responders 0.31, responders 0.16 of CD8 cells) and
+`response_effects = {"ifn_i_core": 0.25}` (the ifn_i_core genes 1.19-fold in every cell of a
+non-responder), which gives an all-CD8 IFN-I score difference of ~0.04, the subset's 0.040.
+`--concentration 100 --patient-ifn-sd 0` gives the simulator's own (smaller) patient spread.
 
 Recorded per seed and condition: q (p_adj) of the Tex_term composition row
 (``state == "Tex_term"``, ``program == "fraction_of_cd8_cells"``) and of the IFN-I all-CD8 row
@@ -35,6 +46,8 @@ sign), planted IFN-I found (all-CD8 ifn_i_core q < 0.05, planted sign); null: se
 at q < 0.05 on either of those two rows (and, stricter, on any composition or all-CD8 IFN-I row).
 
     PYTHONPATH=workflow .venv/bin/python benchmarks/validate_cohort.py [--seeds 20] [--out per_seed.tsv]
+        [--conditions planted no_difference] [--concentration 10] [--patient-ifn-sd 0.3]
+        [--composition-log2fc 1.0] [--ifn-log2fc 0.25] [--n-patients 16] [--n-cells 3200]
 """
 
 from __future__ import annotations
@@ -212,7 +225,7 @@ def rates(table: pd.DataFrame) -> list[tuple[str, int, int, bool]]:
     """(name, hits, runs, meets target) for the issue's three rates."""
     out = []
     planted = table[table["condition"] == "planted"]
-    null = table[table["condition"] == "null"]
+    null = table[table["condition"] == "no_difference"]
     if len(planted):
         for key, name in (("composition", "planted composition found (Tex_term row, q < 0.05)"),
                           ("ifn", "planted IFN-I found (all-CD8 ifn_i_core row, q < 0.05)")):
@@ -223,19 +236,20 @@ def rates(table: pd.DataFrame) -> list[tuple[str, int, int, bool]]:
         hits = int(called.sum())
         out.append(("null: a call on either row (q < 0.05)", hits, len(null),
                     hits <= TARGETS["false_positive"] * len(null)))
-        wider = (null["min_q_any_composition_row"] < ALPHA) | (null["min_q_all_cd8_ifn_rows"] < ALPHA)
+        wider = (null["min_q_any_composition_row"] < ALPHA) | (
+            null["min_q_all_cd8_ifn_rows"] < ALPHA)
         hits = int(wider.sum())
         out.append(("null: any composition or all-CD8 IFN-I row", hits, len(null),
                     hits <= TARGETS["false_positive"] * len(null)))
     return out
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--conditions", nargs="+", default=["planted", "null"],
-                        choices=["planted", "null"])
+    parser.add_argument("--conditions", nargs="+", default=["planted", "no_difference"],
+                        choices=["planted", "no_difference"])
     parser.add_argument("--n-patients", type=int, default=16, help="half are non-responders")
     parser.add_argument("--n-cells", type=int, default=3200, help="all cells, ~200 per patient")
     parser.add_argument("--organism", default="human", choices=["human", "mouse"])
@@ -248,7 +262,11 @@ def main(argv=None) -> None:
     parser.add_argument("--patient-ifn-sd", type=float, default=0.3,
                         help="SD of each patient's log2 offset of the ifn_i_core genes")
     parser.add_argument("--out", help="per-seed table (TSV)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
     config = pipeline_config()
@@ -265,7 +283,8 @@ def main(argv=None) -> None:
     shown = ["seed", "condition", "n_cd8_cells", "true_tex_term_share_nr", "true_tex_term_share_r",
              "composition_mean_nr", "composition_mean_r", "composition_cliffs_delta",
              "composition_q", "ifn_mean_nr", "ifn_mean_r", "ifn_cliffs_delta", "ifn_hedges_g",
-             "ifn_q", "composition_patient_sd", "ifn_patient_sd", "min_q_any_composition_row", "min_q_all_cd8_ifn_rows", "seconds"]
+             "ifn_q", "composition_patient_sd", "ifn_patient_sd", "min_q_any_composition_row",
+             "min_q_all_cd8_ifn_rows", "seconds"]
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"\nplanted: Tex_term composition log2FC {args.composition_log2fc}, ifn_i_core log2FC "
