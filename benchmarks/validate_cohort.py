@@ -46,8 +46,9 @@ sign), planted IFN-I found (all-CD8 ifn_i_core q < 0.05, planted sign); null: se
 at q < 0.05 on either of those two rows (and, stricter, on any composition or all-CD8 IFN-I row).
 
     PYTHONPATH=workflow .venv/bin/python benchmarks/validate_cohort.py [--seeds 20]
-        [--out per_seed.tsv] [--conditions planted no_difference] [--concentration 10] [--patient-ifn-sd 0.3]
-        [--composition-log2fc 1.0] [--ifn-log2fc 0.25] [--n-patients 16] [--n-cells 3200]
+        [--out per_seed.tsv] [--conditions planted no_difference] [--concentration 10]
+        [--patient-ifn-sd 0.3] [--composition-log2fc 1.0] [--ifn-log2fc 0.25]
+        [--n-patients 16] [--n-cells 3200]
 """
 
 from __future__ import annotations
