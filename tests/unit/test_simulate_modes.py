@@ -94,3 +94,35 @@ def test_command_line_rare_tpex_and_response_composition(tmp_path):
     )
     with pytest.raises(SystemExit, match="POPULATION=LOG2FC"):
         simulate_module.main(["--out", str(out), "--response-composition", "cd8_tpex"])
+
+
+def test_no_patient_programs_is_the_default_data():
+    kwargs = {"n_cells": 300, "n_genes": 600, "seed": 3}
+    a = simulate(patient_programs={}, **kwargs)
+    b = simulate(**kwargs)
+    assert (a.X != b.X).nnz == 0 and a.obs.equals(b.obs)
+    assert "patient_programs" not in b.uns["simulation"]
+
+
+def test_patient_programs_offset_a_program_per_patient_and_keep_the_cells():
+    kwargs = {"n_cells": 2000, "n_genes": 600, "n_patients": 8, "seed": 5, "doublet_rate": 0.0}
+    plain = simulate(**kwargs)
+    varied = simulate(patient_programs={"ifn_i_core": 1.0}, **kwargs)
+    # the same cells, populations, patients and libraries: only the program's rates move
+    assert varied.obs.equals(plain.obs)
+    offsets = varied.uns["simulation"]["patient_program_log2_offsets"]["ifn_i_core"]
+    assert varied.uns["simulation"]["patient_programs"] == {"ifn_i_core": 1.0}
+    assert len(offsets) == 8 and np.std(list(offsets.values())) > 0.3
+    program = simulate_module._load_programs("human")["ifn_i_core"]
+    ifn = [g for g in program.up if g in set(plain.var_names)]
+    assert ifn
+    patient = plain.obs["patient"].astype(str).to_numpy()
+    totals = {}
+    for name, data in (("plain", plain), ("varied", varied)):
+        x = np.asarray(data[:, ifn].X.sum(axis=1)).ravel()
+        totals[name] = pd.Series(x).groupby(patient).mean()
+    log2_ratio = np.log2(totals["varied"] / totals["plain"])
+    expected = pd.Series(offsets)[log2_ratio.index]
+    assert np.corrcoef(log2_ratio, expected)[0, 1] > 0.95
+    with pytest.raises(ValueError, match=">= 0"):
+        simulate(n_cells=100, n_genes=600, patient_programs={"ifn_i_core": -1.0})

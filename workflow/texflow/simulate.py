@@ -615,6 +615,7 @@ def simulate(
     rising_programs: Mapping[str, float] = DEFAULT_RISING_PROGRAMS,
     response_effects: Mapping[str, float] = MappingProxyType({}),
     response_composition: Mapping[str, float] = MappingProxyType({}),
+    patient_programs: Mapping[str, float] = MappingProxyType({}),
     batch_strength: float = 0.0,
     batch_gene_fraction: float = 0.1,
     doublet_rate: float = 0.05,
@@ -659,6 +660,12 @@ def simulate(
         multiplied by ``2 ** log2fc`` and renormalised to sum 1, so the other populations'
         shares shrink or grow in proportion (a compositional effect, as in real cohorts).
         Doublet parents keep the global fractions. Empty: no planted difference.
+    patient_programs
+        Program name -> SD of a per-patient log2 offset shared by all of that program's genes
+        (patients differ in how much of a program they express, e.g. how much type I
+        interferon their tumour sees). One normal draw per patient and program, from a random
+        stream of its own, so the cells, their populations, patients and libraries are those
+        of the same seed without it. Empty: none (the default data, unchanged).
     batch_strength
         SD of per-patient log2 offsets on a random `batch_gene_fraction` of genes (0: none).
     batch_gene_fraction
@@ -734,6 +741,9 @@ def simulate(
     rising = _validate_mapping("rising_programs", rising_programs, program_names)
     response = _validate_mapping("response_effects", response_effects, program_names)
     composition = _validate_populations("response_composition", response_composition)
+    patient_sd = _validate_mapping("patient_programs", patient_programs, program_names)
+    if not all(np.isfinite(v) and v >= 0 for v in patient_sd.values()):
+        raise ValueError("patient_programs: SDs must be finite and >= 0")
     n_genes = len(genes.names)
     log2 = np.log(2.0)
 
@@ -753,6 +763,12 @@ def simulate(
         for p in range(n_patients):
             hit = rng.random(n_genes) < batch_gene_fraction
             batch_log[p, hit] = log2 * rng.normal(0.0, batch_strength, hit.sum())
+    patient_offsets = {}
+    if patient_sd:  # own stream: the main generator's draws stay those of the default data
+        offset_rng = np.random.default_rng([int(seed), 16])
+        for name, sd in patient_sd.items():
+            patient_offsets[name] = offset_rng.normal(0.0, sd, n_patients)
+            batch_log[:, genes.program_genes[name]] += log2 * patient_offsets[name][:, None]
     base_fractions = np.array([fractions[p] for p in POPULATIONS])
     patient_fractions = np.vstack(
         [
@@ -888,6 +904,12 @@ def simulate(
         "transitional_fraction": float(transitional_fraction),
         "non_responder_patients": [p for p, nr in zip(patients, non_responder, strict=True) if nr],
     }
+    if patient_sd:  # only when asked for: the default data's uns stays as it was
+        parameters["patient_programs"] = patient_sd
+        parameters["patient_program_log2_offsets"] = {
+            name: dict(zip(patients, map(float, offsets), strict=True))
+            for name, offsets in patient_offsets.items()
+        }
     adata.uns["simulation"] = parameters
     adata.uns["texflow"] = _provenance(organism=organism, parameters=parameters)
     logger.info(
