@@ -255,3 +255,15 @@ def test_config_file_with_duplicate_key_stops_the_run(tmp_path):
     result = dry_run("--configfile", str(path))
     assert result.returncode != 0
     assert str(path) in result.stdout and "duplicate key 'gate'" in result.stdout, result.stdout
+
+
+def test_program_file_with_duplicate_program_fails(tmp_path):
+    """programs.extra_file (YAML): a program named twice would replace the first silently."""
+    from texflow.errors import InputDataError
+    from texflow.signatures import load_programs
+
+    path = tmp_path / "extra.yaml"
+    path.write_text("my_program: [CD8A, GZMB]\nmy_program: [PDCD1]\n")
+    with pytest.raises(InputDataError, match="duplicate key 'my_program'") as error:
+        load_programs("human", extra=str(path))
+    assert str(path) in str(error.value)
