@@ -33,6 +33,6 @@ rule cluster:
         mem_mb=scaled_mem_mb(2000, 3.0),
         runtime=scaled_runtime(10, 30),
     params:
-        cluster=config.get("cluster", {}),
+        cluster=config["cluster"],
     script:
         "../scripts/cluster.py"

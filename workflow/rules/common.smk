@@ -3,34 +3,37 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # The texflow package lives next to the rules; the scripts import it the same way.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-DATASET_SCHEMA = "../schemas/dataset.schema.yaml"
-CONFIG_SCHEMA = "../schemas/config.schema.yaml"
-DATASET_KEYS = set(
-    yaml.safe_load(
-        (Path(workflow.basedir) / "workflow/schemas/dataset.schema.yaml").read_text()
-    )["properties"]
-)
+from texflow import configuration
+
+SCHEMAS = Path(workflow.basedir) / "workflow/schemas"
+# Schemas resolved into one document each (stage schemas inlined), read by the loader that
+# refuses a duplicate key; validating against them fills every default of every stage.
+DATASET_SCHEMA = configuration.load_schema(SCHEMAS / "dataset.schema.yaml")
+CONFIG_SCHEMA = configuration.load_schema(SCHEMAS / "config.schema.yaml")
+DATASET_KEYS = set(DATASET_SCHEMA["properties"])
 
 
 def _validated(data, schema, *, what):
-    """Validate `data` against `schema` (filling defaults); name `what` and the key in the error."""
+    """Validate `data` against `schema`, filling its defaults; name `what` and the key in the error."""
     try:
-        validate(data, schema)
-    except WorkflowError as error:
-        # jsonschema's report repeats the whole schema; keep the problem and where it is
-        text = str(error)
-        problem = re.search(r"ValidationError: (.*)", text)
-        where = re.search(r"On instance(\[.*?\])?:", text)
-        key = (where.group(1) or "(top level)") if where else "?"
-        detail = problem.group(1) if problem else text
-        raise WorkflowError(f"{what} is not valid: at key {key}: {detail}") from None
+        configuration.validate(data, schema, what=what)
+    except configuration.ConfigError as error:
+        raise WorkflowError(str(error)) from None
+
+
+def _check_config_files():
+    """Snakemake reads the config files itself (a key given twice: the last one silently wins);
+    read each again with the loader that refuses a duplicate key."""
+    for path in workflow.configfiles:
+        try:
+            configuration.load_yaml(path)
+        except configuration.ConfigError as error:
+            raise WorkflowError(f"config file {error}") from None
 
 
 def _load_dataset_file(path):
@@ -39,13 +42,10 @@ def _load_dataset_file(path):
         raise WorkflowError(
             f"dataset file {path} (listed in config 'datasets') does not exist"
         )
-    with open(path) as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise WorkflowError(
-                f"dataset file {path} is not valid YAML: {error}"
-            ) from None
+    try:
+        data = configuration.load_yaml(path)
+    except configuration.ConfigError as error:
+        raise WorkflowError(f"dataset file {error}") from None
     if not isinstance(data, dict):
         raise WorkflowError(
             f"dataset file {path} must hold a mapping of keys, not {type(data).__name__}"
@@ -82,6 +82,7 @@ def _load_datasets(config):
     return datasets, files
 
 
+_check_config_files()
 DATASETS, DATASET_FILES = _load_datasets(config)
 _validated(
     config,

@@ -29,7 +29,7 @@ rule gate:
         mem_mb=scaled_mem_mb(2000, 2.0),
         runtime=scaled_runtime(10, 20),
     params:
-        gate=config.get("gate", {}),
+        gate=config["gate"],
         cd8_sorted=lambda wildcards: dataset_config(wildcards).get("cd8_sorted", False),
     script:
         "../scripts/gate.py"

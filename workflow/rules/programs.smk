@@ -3,15 +3,6 @@
 # Logic: workflow/texflow/programs.py, workflow/texflow/stats.py.
 from texflow.programs import trend_programs
 
-DEFAULT_PROGRAMS = [
-    "ifn_i_core",
-    "ifn_alpha_hallmark",
-    "lpo_drivers",
-    "lpo_suppressors",
-    "tpex",
-    "tex_term",
-]
-
 
 rule programs:
     input:
@@ -65,9 +56,7 @@ rule programs:
         figures=report(
             expand(
                 results("{{dataset}}", "figures/trend_{program}.png"),
-                program=trend_programs(
-                    config.get("programs", {}).get("programs", DEFAULT_PROGRAMS)
-                ),
+                program=trend_programs(config["programs"]["programs"]),
             ),
             caption="../report/trend_figures.rst",
             category="Programs",
@@ -86,7 +75,7 @@ rule programs:
         mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(20, 30),
     params:
-        programs=config.get("programs", {}),
-        stats=config.get("stats", {}),
+        programs=config["programs"],
+        stats=config["stats"],
     script:
         "../scripts/programs.py"

@@ -40,6 +40,6 @@ rule qc:
         mem_mb=scaled_mem_mb(2000, 2.0),
         runtime=scaled_runtime(10, 20),
     params:
-        qc=config.get("qc", {}),
+        qc=config["qc"],
     script:
         "../scripts/qc.py"

@@ -35,7 +35,7 @@ rule report:
         runtime=scaled_runtime(10, 5),
     params:
         manifest=lambda wildcards: f"{DOWNLOADS}/{wildcards.dataset}/manifest.tsv",
-        report=config.get("report", {}),
+        report=config["report"],
     script:
         "../scripts/report.py"
 
@@ -68,6 +68,6 @@ rule summary:
         runtime=scaled_runtime(5, 1),
     params:
         datasets=list(DATASETS),
-        report=config.get("report", {}),
+        report=config["report"],
     script:
         "../scripts/report_summary.py"

@@ -40,7 +40,7 @@ rule states:
         mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(10, 10),
     params:
-        states=config.get("states", {}),
-        extra_file=config.get("programs", {}).get("extra_file", ""),
+        states=config["states"],
+        extra_file=config["programs"]["extra_file"],
     script:
         "../scripts/states.py"

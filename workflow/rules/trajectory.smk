@@ -32,7 +32,7 @@ rule trajectory:
         mem_mb=scaled_mem_mb(2000, 1.2),
         runtime=scaled_runtime(15, 20),
     params:
-        trajectory=config.get("trajectory", {}),
-        extra_file=config.get("programs", {}).get("extra_file", ""),
+        trajectory=config["trajectory"],
+        extra_file=config["programs"]["extra_file"],
     script:
         "../scripts/trajectory.py"

@@ -173,10 +173,13 @@ def _read_tsv(path: Path, organism: str) -> dict[str, GeneProgram]:
 def _read_yaml(path: Path) -> dict[str, GeneProgram]:
     import yaml
 
+    from .configuration import UniqueKeyLoader
+
     if not path.is_file():
         raise InputDataError("gene program file does not exist", path=path)
     try:
-        data = yaml.safe_load(path.read_text())
+        # a program named twice would silently replace the first: refused
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise InputDataError(f"not valid YAML: {error}", path=path) from None
     if not isinstance(data, dict):
