@@ -576,3 +576,12 @@ def test_only_a_simulated_dataset_gets_the_banner_and_the_truth_section(built):
     assert text.index('id="answer"') < text.index('id="truth"') < text.index('id="qc"')
     assert "Tpex per cell: recall" in text
     assert report.summary_rows(pages["full"])[0]["simulated"] is False
+
+
+def test_the_pooled_response_caveat_is_said_once_where_a_response_row_was_tested(built):
+    root, pages = built
+    caveat = stats.POOLED_RESPONSE_CAVEAT
+    full = (root / "results/full/report.html").read_text()
+    bare = (root / "results/bare/report.html").read_text()
+    assert full.count(caveat) == 1
+    assert caveat not in bare  # no response labels: nothing pooled was tested

@@ -52,6 +52,7 @@ from .stats import (
     COMPOSITION_MEASURE,
     COVERAGE_COLUMN,
     EXHAUSTED_LINEAGE,
+    POOLED_RESPONSE_CAVEAT,
 )
 from .utils import atomic_path, write_tsv
 
@@ -944,6 +945,7 @@ def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None
         comparisons=COMPARISONS,
         composition_name=ALL_COMPARISONS[COMPOSITION][1],
         composition_caveat=COMPOSITION_CAVEAT,
+        pooled_caveat=POOLED_RESPONSE_CAVEAT,
         programs=list(dict.fromkeys([*report.headline_programs, *(f.program for f in report.findings)])),
         finding_map={(f.program, f.comparison): f for f in report.findings},
         params=_flatten_params(report.params),
