@@ -56,8 +56,8 @@ def reading(
             else ""
         )
         raise InputDataError(
-            f"is not {error.encoding} text (byte {error.object[error.start:error.end]!r} at "
-            f"position {error.start} while {what}){fix}",
+            f"is not {error.encoding} text (byte {error.object[error.start:error.end]!r} while "
+            f"{what}){fix}",
             dataset=dataset,
             path=path,
         ) from None
