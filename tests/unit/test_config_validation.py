@@ -151,7 +151,8 @@ def test_misspelled_key_in_a_configfile_dataset_file_names_that_file(tmp_path):
 @pytest.mark.parametrize("how", ["listed", "configfile"])
 def test_a_misspelled_required_key_gets_a_did_you_mean_hint(tmp_path, how):
     path = write_dataset(tmp_path, organism=None, organsim="human")
-    args = ("--configfile", str(path)) if how == "configfile" else ("--config", f"datasets=['{path}']")
+    listed = ("--config", f"datasets=['{path}']")
+    args = ("--configfile", str(path)) if how == "configfile" else listed
     result = dry_run(*args)
     assert result.returncode != 0
     assert str(path) in result.stdout and "did you mean 'organism'" in result.stdout, result.stdout
@@ -165,7 +166,8 @@ def test_an_all_digit_sha256_read_as_a_number_is_refused_with_the_fix(tmp_path, 
     text = path.read_text().replace("DIGITS", digits)  # unquoted, as a user writes it
     path.write_text(text)
     assert yaml.safe_load(text)["sources"][0]["sha256"] == int(digits)  # the trap itself
-    args = ("--configfile", str(path)) if how == "configfile" else ("--config", f"datasets=['{path}']")
+    listed = ("--config", f"datasets=['{path}']")
+    args = ("--configfile", str(path)) if how == "configfile" else listed
     result = dry_run(*args)
     assert result.returncode != 0
     assert str(path) in result.stdout and "sha256" in result.stdout, result.stdout

@@ -142,6 +142,7 @@ def test_duplicate_barcodes_are_blamed_on_the_barcodes_file(tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
         sources[name.split(".")[0]] = tmp_path / name
-    with pytest.raises(InputDataError, match=r"file \S*barcodes\.tsv\.gz\b.*occur more than once") as error:
+    expected = r"file \S*barcodes\.tsv\.gz\b.*occur more than once"
+    with pytest.raises(InputDataError, match=expected) as error:
         READERS["tenx_mtx"](sources, {}, "mini")
     assert "matrix.mtx" not in str(error.value)
