@@ -267,3 +267,58 @@ def test_program_file_with_duplicate_program_fails(tmp_path):
     with pytest.raises(InputDataError, match="duplicate key 'my_program'") as error:
         load_programs("human", extra=str(path))
     assert str(path) in str(error.value)
+
+
+# --- issue 17 item 6: traps of dataset files given with --configfile, typos, --config values
+
+
+def test_misspelled_key_in_a_configfile_dataset_file_names_that_file(tmp_path):
+    path = write_dataset(tmp_path, reeder_options={"source": "matrix"})
+    result = dry_run("--configfile", str(path))
+    assert result.returncode != 0
+    assert f"dataset file {path}" in result.stdout and "reeder_options" in result.stdout
+    assert "the run configuration" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("how", ["listed", "configfile"])
+def test_a_misspelled_required_key_gets_a_did_you_mean_hint(tmp_path, how):
+    path = write_dataset(tmp_path, organism=None, organsim="human")
+    listed = ("--config", f"datasets=['{path}']")
+    args = ("--configfile", str(path)) if how == "configfile" else listed
+    result = dry_run(*args)
+    assert result.returncode != 0
+    assert str(path) in result.stdout and "did you mean 'organism'" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("how", ["listed", "configfile"])
+def test_an_all_digit_sha256_read_as_a_number_is_refused_with_the_fix(tmp_path, how):
+    digits = "1234567890" * 6 + "1234"
+    sources = [{**GOOD["sources"][0], "sha256": "DIGITS"}, *GOOD["sources"][1:]]
+    path = write_dataset(tmp_path, sources=sources)
+    text = path.read_text().replace("DIGITS", digits)  # unquoted, as a user writes it
+    path.write_text(text)
+    assert yaml.safe_load(text)["sources"][0]["sha256"] == int(digits)  # the trap itself
+    listed = ("--config", f"datasets=['{path}']")
+    args = ("--configfile", str(path)) if how == "configfile" else listed
+    result = dry_run(*args)
+    assert result.returncode != 0
+    assert str(path) in result.stdout and "sha256" in result.stdout, result.stdout
+    assert f'sha256: "{digits}"' in result.stdout and "quote" in result.stdout, result.stdout
+
+
+def test_two_dataset_files_in_one_configfile_flag_are_refused(tmp_path):
+    first = write_dataset(tmp_path)
+    second = tmp_path / "other.yaml"
+    second.write_text(yaml.safe_dump({**GOOD, "id": "other"}))
+    result = dry_run("--configfile", str(first), str(second))
+    assert result.returncode != 0
+    assert str(first) in result.stdout and str(second) in result.stdout, result.stdout
+    assert "datasets=" in result.stdout
+
+
+def test_nested_values_given_with_config_are_typed_as_in_a_file():
+    # Snakemake reads the values under a top-level key as strings ("4"); texflow types them
+    done = dry_run("--config", "qc={nmads: 4, doublets: false}", "cluster={resolutions: [0.5, 1]}")
+    assert done.returncode == 0, done.stdout[-3000:]
+    wrong = dry_run("--config", "qc={nmads: four}")
+    assert wrong.returncode != 0 and "nmads" in wrong.stdout and "four" in wrong.stdout

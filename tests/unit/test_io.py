@@ -351,3 +351,33 @@ def test_a_few_ids_among_symbols_pass():
     names = fx.human_genes(190) + [f"ENSG{i:011d}" for i in range(10)]
     adata = ad.AnnData(X=fx.counts(5, 200), var=pd.DataFrame(index=names))
     io.check_gene_identifiers(adata, reader="h5ad", dataset="d", path="x.h5ad")
+
+
+def _raw_tar_dataset(tmp_path, metadata):
+    genes, cells = fx.human_genes(120), fx.barcodes(15, seed=3)  # barcodes repeat between runs
+    runs = {
+        "GSM5001_tumour1": fx.tenx_triplet(fx.counts(15, 120, seed=1), cells, genes),
+        "GSM5002_tumour2": fx.tenx_triplet(fx.counts(15, 120, seed=2), cells, genes),
+    }
+    manifest = fx.write_sources(tmp_path / "dl", {"raw": ("GSE5000_RAW.tar", fx.raw_tar(runs))})
+    config = {
+        "id": "GSE5000", "organism": "human", "value_type": "counts", "reader": "tenx_mtx",
+        "sources": [{"name": "raw", "url": "GSE5000_RAW.tar"}], "metadata": metadata,
+    }  # fmt: skip
+    return manifest, config
+
+
+def test_raw_tar_samples_default_to_their_gsm_accession_and_the_log_says_so(tmp_path, caplog):
+    # without it every cell's sample was NA and Scrublet/QC pooled the two 10x runs
+    manifest, config = _raw_tar_dataset(tmp_path, {})
+    with caplog.at_level("INFO", logger="texflow"):
+        adata = io.read_dataset(manifest=manifest, config=config)
+    assert adata.obs["sample"].tolist() == ["GSM5001"] * 15 + ["GSM5002"] * 15
+    assert adata.obs["patient"].isna().all()
+    assert "GSM accession" in caplog.text and "metadata.columns.sample" in caplog.text
+    # a mapping given by hand wins
+    manifest, config = _raw_tar_dataset(tmp_path / "mapped", {"columns": {"sample": "sample"}})
+    adata = io.read_dataset(manifest=manifest, config=config)
+    assert adata.obs["sample"].tolist() == ["tumour1"] * 15 + ["tumour2"] * 15
+    manifest, config = _raw_tar_dataset(tmp_path / "const", {"constants": {"sample": "s1"}})
+    assert io.read_dataset(manifest=manifest, config=config).obs["sample"].eq("s1").all()

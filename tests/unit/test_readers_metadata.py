@@ -43,3 +43,16 @@ def test_table_reader(tmp_path, name, content):
     assert table.iloc[:, 0].tolist() == ["AAAC-1", "AAAG-1"]
     assert table["patient"].tolist() == ["su001", "su002"]
     assert table["treatment"].tolist() == ["pre", "post"]
+
+
+@pytest.mark.parametrize("reader", ["table", "geo_template"])
+def test_wrong_encoding_names_the_option_that_fixes_it(tmp_path, reader):
+    path = tmp_path / "meta.tsv"
+    text = "Sample name\tcell\tpatient\nS1\tA\tSão Paulo\n"
+    path.write_bytes(text.encode("latin-1"))  # "ã" in latin-1 is not valid utf-8
+    encoding = "utf-8"
+    with pytest.raises(InputDataError, match=r"(?s)meta\.tsv.*metadata\.options\.encoding"):
+        METADATA_READERS[reader](path, {"encoding": encoding}, "x")
+    # the named fix reads it
+    table = METADATA_READERS[reader](path, {"encoding": "latin-1"}, "x")
+    assert table["patient"].tolist() == ["São Paulo"]

@@ -132,3 +132,17 @@ def test_tenx_h5_two_samples(tmp_path):
         part = adata[adata.obs["sample"] == sample]
         assert list(part.obs["barcode"]) == cells
         np.testing.assert_array_equal(part.X.toarray(), X)
+
+
+def test_duplicate_barcodes_are_blamed_on_the_barcodes_file(tmp_path):
+    cells = fx.barcodes(10)
+    cells[3] = cells[0]
+    files = fx.tenx_triplet(fx.counts(10, 30), cells, fx.human_genes(30))
+    sources = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        sources[name.split(".")[0]] = tmp_path / name
+    expected = r"file \S*barcodes\.tsv\.gz\b.*occur more than once"
+    with pytest.raises(InputDataError, match=expected) as error:
+        READERS["tenx_mtx"](sources, {}, "mini")
+    assert "matrix.mtx" not in str(error.value)

@@ -86,3 +86,29 @@ def test_cluster_rule_scales_memory_with_the_attempt(file, name, block):
         f"rule {name} ({file}): mem_mb={value} is fixed; use scaled_mem_mb(base, per_input) so a "
         "retry after an out-of-memory kill asks for more"
     )
+
+
+#: rules that run on the machine that started Snakemake, never as cluster jobs: fetch (compute
+#: nodes often have no internet), report and summary (10-20 s jobs that would wait in the queue)
+LOCAL_RULES = {"fetch", "report", "summary"}
+
+
+def test_short_and_network_rules_are_local_and_keep_their_settings():
+    rules = {name: (block, local) for _, name, block, local in _rules()}
+    assert LOCAL_RULES <= set(rules)
+    not_local = sorted(name for name in LOCAL_RULES if not rules[name][1])
+    assert not not_local, f"{not_local} would be submitted to the cluster; add them to localrules:"
+    for name in LOCAL_RULES:  # still declared, for a local run's --resources and the benchmark
+        block = rules[name][0]
+        for directive in ("threads:", "mem_mb=", "runtime=", "log:", "benchmark:", "conda:"):
+            assert directive in block, f"rule {name} lost {directive}"
+
+
+def test_slurm_readme_command_shares_the_numba_cache():
+    # without it every job compiles numba kernels from scratch (LCMV gate: 66 s instead of 6 s)
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run on a SLURM cluster", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert commands and all("NUMBA_CACHE_DIR=" in command for command in commands), commands
+    assert "OUT_OF_MEMORY" in section and "sacct" in section
+    assert re.search(r"--set-resources '?\w+:mem_mb=[^ ]*\*attempt", section), section

@@ -205,3 +205,18 @@ def test_a_failed_write_leaves_no_file(tmp_path, umask):
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tsv_gz_bytes_are_the_same_from_run_to_run(tmp_path):
+    """The gzip header stores a file name: it must not be the temporary file's random name."""
+    import gzip
+
+    table = pd.DataFrame({"cell_id": ["a", "b", "c"], "score": [0.1, 0.25, np.nan]})
+    first, second = tmp_path / "one" / "cells.tsv.gz", tmp_path / "two" / "cells.tsv.gz"
+    utils.write_tsv(table, first)
+    utils.write_tsv(table, second)
+    data = first.read_bytes()
+    assert data == second.read_bytes()
+    flags, mtime = data[3], int.from_bytes(data[4:8], "little")
+    assert not flags & 0x08 and mtime == 0, "gzip header carries a file name or a time"
+    assert gzip.decompress(data).decode() == "cell_id\tscore\na\t0.1\nb\t0.25\nc\tNA\n"

@@ -2,6 +2,13 @@
 # summary (results/summary.html + results/summary.tsv). Logic: workflow/texflow/report.py.
 
 
+# Both take 10-20 s: on a cluster they run where Snakemake was started instead of waiting in the
+# queue (their threads, mem_mb and runtime still count against --local-cores / --resources).
+localrules:
+    report,
+    summary,
+
+
 rule report:
     input:
         final=results("{dataset}", "final.h5ad"),

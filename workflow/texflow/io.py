@@ -534,6 +534,19 @@ def _list(values: pd.Series, limit: int = 10) -> str:
     return ", ".join(repr(v) for v in unique[:limit]) + more
 
 
+#: obs column of the 10x readers holding each cell's GEO sample accession (GSM123 of
+#: ``GSM123_tumour1_matrix.mtx.gz``): the default sample when the dataset file maps none
+GSM_COLUMN = "gsm"
+
+
+def _has_gsm(obs: pd.DataFrame) -> bool:
+    """True when every cell carries a GSM accession from its file name (10x readers)."""
+    if GSM_COLUMN not in obs:
+        return False
+    values = _strings(obs[GSM_COLUMN])
+    return bool(values.notna().all() and values.str.fullmatch(r"GSM\d+").all())
+
+
 def harmonise_metadata(obs: pd.DataFrame, mapping: Mapping, *, dataset: str, path: str) -> pd.DataFrame:
     """Contract ``obs`` columns from the raw per-cell columns, as the dataset config says.
 
@@ -543,7 +556,8 @@ def harmonise_metadata(obs: pd.DataFrame, mapping: Mapping, *, dataset: str, pat
     ``metadata.values[field]`` maps raw values to harmonised ones (null -> NA). With a values
     map, every raw value must be in it: an unmapped value stops with its name, never a guess.
     ``metadata.constants[field]`` sets one value for every cell. ``response`` must end as
-    ``responder`` / ``non_responder`` / NA. Fields without a source are NA.
+    ``responder`` / ``non_responder`` / NA. Fields without a source are NA, except ``sample``
+    of cells read from GSM-prefixed 10x files (a ``GSE*_RAW.tar``): their GSM accession (logged).
 
     Returns the new obs: contract columns first, then the raw columns (those named like a
     contract or later-stage column are renamed ``<name>_orig``), as strings/categories.
@@ -612,6 +626,17 @@ def harmonise_metadata(obs: pd.DataFrame, mapping: Mapping, *, dataset: str, pat
             harmonised[field] = raw
         elif field in constants:
             harmonised[field] = pd.Series(str(constants[field]), index=obs.index, dtype="string")
+        elif field == "sample" and _has_gsm(obs):
+            harmonised[field] = _strings(obs[GSM_COLUMN])
+            logger.info(
+                "obs sample: not mapped in the dataset file, so each cell's sample is the GSM "
+                "accession of its file-name prefix (obs %s: %s), one per 10x run: QC thresholds "
+                "and Scrublet doublets are computed per run, not pooled. Set "
+                "metadata.columns.sample (e.g. to the column sample, the prefix without the "
+                "accession) or metadata.constants.sample to choose otherwise",
+                GSM_COLUMN,
+                _list(harmonised[field].drop_duplicates()),
+            )
         else:
             harmonised[field] = pd.Series(pd.NA, index=obs.index, dtype="string")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import logging
 import os
 import tempfile
@@ -24,10 +26,11 @@ logger = logging.getLogger("texflow")
 EXACT_KNN_MAX_POINTS = 150_000
 
 
-#: pandas ``compression`` of texflow's .tsv.gz tables: zlib's default level 6 (also gzip's)
-#: wrote the 60k-cell table of the 100k benchmark in 1.8 s, pandas' default level 9 in 4.5 s,
-#: for a file 4% smaller (measured); mtime 0 gives the same bytes from run to run.
-GZIP_TSV = {"method": "gzip", "compresslevel": 6, "mtime": 0}
+#: gzip settings of texflow's .tsv.gz tables: zlib's default level 6 (also gzip's) wrote the
+#: 60k-cell table of the 100k benchmark in 1.8 s, pandas' default level 9 in 4.5 s, for a file
+#: 4% smaller (measured). mtime 0 and an empty file name in the header (`write_tsv`; pandas
+#: would store the temporary file's random name there) give the same bytes from run to run.
+GZIP_TSV = {"compresslevel": 6, "mtime": 0}
 
 
 def knn_transformer(n_points: int) -> str | None:
@@ -83,10 +86,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_tsv(table: pd.DataFrame, path: str | os.PathLike, *, na_rep: str = "NA", float_format: str | None = None) -> None:
-    """Write `table` as TSV (no index) atomically; gzip-compressed (`GZIP_TSV`) when `path` ends in .gz."""
-    compression = GZIP_TSV if str(path).endswith(".gz") else None
+    """Write `table` as TSV (no index) atomically; gzip-compressed (`GZIP_TSV`) when `path` ends
+    in .gz, with neither a time nor a file name in the gzip header, so that identical tables give
+    identical bytes."""
+    options = {"sep": "\t", "index": False, "na_rep": na_rep, "float_format": float_format}
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep=na_rep, float_format=float_format, compression=compression)
+        if not str(path).endswith(".gz"):
+            table.to_csv(tmp, **options)
+            return
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, **GZIP_TSV) as compressed,
+            io.TextIOWrapper(compressed, encoding="utf-8", newline="") as text,
+        ):
+            table.to_csv(text, lineterminator="\n", **options)
 
 
 #: ``uns["texflow"]["counts_layer"]`` value of a file whose X *is* the raw counts: the

@@ -36,12 +36,31 @@ LOW_LEVEL_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @contextlib.contextmanager
-def reading(path: str | Path, dataset: str, what: str = "reading") -> Iterator[None]:
-    """Turn a low-level error raised while `what`-ing `path` into an InputDataError naming both."""
+def reading(
+    path: str | Path, dataset: str, what: str = "reading", *, encoding_option: str | None = None
+) -> Iterator[None]:
+    """Turn a low-level error raised while `what`-ing `path` into an InputDataError naming both.
+
+    A text that is not in the expected encoding names `encoding_option`, the dataset-file key
+    that sets it (e.g. ``metadata.options.encoding``), as the fix.
+    """
     try:
         yield
     except InputDataError:
         raise
+    except UnicodeDecodeError as error:
+        fix = (
+            f"; set {encoding_option} in the dataset file to the file's encoding (latin-1 for "
+            "most files that are not utf-8)"
+            if encoding_option
+            else ""
+        )
+        raise InputDataError(
+            f"is not {error.encoding} text (byte {error.object[error.start:error.end]!r} while "
+            f"{what}){fix}",
+            dataset=dataset,
+            path=path,
+        ) from None
     except gzip.BadGzipFile as error:
         raise InputDataError(f"corrupt gzip data while {what}: {error}", dataset=dataset, path=path) from None
     except (EOFError, zlib.error) as error:

@@ -88,6 +88,8 @@ class SamplePart:
     X: sp.csr_matrix  # cells x genes
     origin: str
     extra_obs: dict[str, list] = field(default_factory=dict)
+    #: the file the barcodes come from, when not `origin` (10x: barcodes.tsv.gz, not the matrix)
+    barcodes_origin: str = ""
 
 
 def combine_samples(parts: list[SamplePart], *, dataset: str) -> ad.AnnData:
@@ -106,7 +108,7 @@ def combine_samples(parts: list[SamplePart], *, dataset: str) -> ad.AnnData:
             dataset=dataset,
         )
     for part in parts:
-        check_unique_cells(part.barcodes, dataset=dataset, path=part.origin)
+        check_unique_cells(part.barcodes, dataset=dataset, path=part.barcodes_origin or part.origin)
 
     union: dict[str, int] = {}
     symbols: list[str] = []
@@ -370,6 +372,7 @@ def _read_triplet(key: tuple[str, str], group: dict[str, _Member], dataset: str)
         symbols=symbols,
         X=X,
         origin=matrix.origin,
+        barcodes_origin=group["barcodes.tsv"].origin,
     )
 
 

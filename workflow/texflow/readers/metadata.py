@@ -36,7 +36,9 @@ def read_geo_template(path: Path, options: dict, dataset: str) -> pd.DataFrame:
     marker = marker_text.lower()
     encoding = options.get("encoding", "latin-1")
     header, rows = None, []
-    with reading(path, dataset, "reading the GEO template"), open_text(path, dataset, encoding=encoding) as handle:
+    with reading(
+        path, dataset, "reading the GEO template", encoding_option="metadata.options.encoding"
+    ), open_text(path, dataset, encoding=encoding) as handle:
         for line in handle:
             fields = [f.strip().strip('"').strip() for f in split_fields(line, "\t")]
             if header is None:
@@ -70,7 +72,9 @@ def read_table(path: Path, options: dict, dataset: str) -> pd.DataFrame:
     """
     sep = options.get("sep") or _guess_sep_name(path.name)
     encoding = options.get("encoding", "utf-8")
-    with reading(path, dataset, "reading the metadata table"), open_text(path, dataset, encoding=encoding) as handle:
+    with reading(
+        path, dataset, "reading the metadata table", encoding_option="metadata.options.encoding"
+    ), open_text(path, dataset, encoding=encoding) as handle:
         frame = pd.read_csv(
             handle,
             sep=sep,

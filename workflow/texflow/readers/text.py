@@ -48,6 +48,10 @@ def _header_labels(fields: list[str], n_data_fields: int, *, line_no: int, path:
     )
 
 
+#: the dataset-file key that sets a table reader's encoding, named when a file does not decode
+ENCODING_OPTION = "reader_options.encoding"
+
+
 def read_dense_text(
     path: Path,
     *,
@@ -68,7 +72,10 @@ def read_dense_text(
             dataset=dataset,
             path=path,
         )
-    with reading(path, dataset, "reading the table header"), open_text(path, dataset, encoding=encoding) as handle:
+    with (
+        reading(path, dataset, "reading the table header", encoding_option=ENCODING_OPTION),
+        open_text(path, dataset, encoding=encoding) as handle,
+    ):
         first = handle.readline()
         if not first.strip():
             raise InputDataError("the table is empty (no header line)", dataset=dataset, path=path)
@@ -112,7 +119,10 @@ def read_dense_text(
     rows_per_chunk = max(1, CHUNK_VALUES // max(n_values, 1))
     dtypes = {0: str, **{i: np.float32 for i in range(1, n_fields)}}
     blocks, labels = [], []
-    with reading(path, dataset, "parsing the table values"), open_text(path, dataset, encoding=encoding) as handle:
+    with (
+        reading(path, dataset, "parsing the table values", encoding_option=ENCODING_OPTION),
+        open_text(path, dataset, encoding=encoding) as handle,
+    ):
         chunks = pd.read_csv(
             handle,
             sep=sep,
