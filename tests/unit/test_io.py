@@ -306,24 +306,45 @@ def test_gene_ids_in_a_table_stop_and_name_the_fix(tmp_path, ids, kind):
         io.read_dataset(manifest=manifest, config=config)
 
 
-def test_gene_ids_in_an_h5ad_name_the_symbol_column(tmp_path):
-    genes = fx.human_genes(100)
-    ids = [f"ENSG{i:011d}" for i in range(100)]
-    var = pd.DataFrame({"feature_types": "Gene Expression", "symbol": genes}, index=ids)
+def _ids_h5ad(tmp_path, var):
     path = tmp_path / "dl" / "x.h5ad"
-    path.parent.mkdir()
+    path.parent.mkdir(exist_ok=True)
     ad.AnnData(
-        X=fx.counts(20, 100), obs=pd.DataFrame(index=[f"c{i}" for i in range(20)]), var=var
+        X=fx.counts(20, len(var)), obs=pd.DataFrame(index=[f"c{i}" for i in range(20)]), var=var
     ).write_h5ad(path)
     manifest = fx.write_sources(tmp_path / "dl", {"matrix": ("x.h5ad", path.read_bytes())})
     config = {
         "id": "h", "organism": "human", "value_type": "counts", "reader": "h5ad",
         "sources": [{"name": "matrix", "url": "x.h5ad"}], "metadata": {},
     }  # fmt: skip
+    return manifest, config
+
+
+def test_gene_ids_in_an_h5ad_with_one_symbol_column_are_mapped_and_the_log_says_so(
+    tmp_path, caplog
+):
+    genes = fx.human_genes(100)
+    ids = [f"ENSG{i:011d}" for i in range(100)]
+    var = pd.DataFrame({"feature_types": "Gene Expression", "symbol": genes}, index=ids)
+    manifest, config = _ids_h5ad(tmp_path, var)
+    with caplog.at_level("WARNING", logger="texflow.io"):
+        adata = io.read_dataset(manifest=manifest, config=config)
+    assert list(adata.var_names) == genes and list(adata.var["gene_ids"]) == ids
+    assert "taken from var column 'symbol'" in caplog.text and "dataset h" in caplog.text
+    assert adata.uns["texflow"]["params"]["ingest"]["gene_symbols_from_var_column"] == "symbol"
+    config["reader_options"] = {"symbol_column": "symbol"}  # the explicit form gives the same
+    assert list(io.read_dataset(manifest=manifest, config=config).var_names) == genes
+
+
+def test_gene_ids_in_an_h5ad_with_two_symbol_columns_stop_and_name_both(tmp_path):
+    genes = fx.human_genes(100)
+    ids = [f"ENSG{i:011d}" for i in range(100)]
+    var = pd.DataFrame({"symbol": genes, "gene_name": [g.lower() for g in genes]}, index=ids)
+    manifest, config = _ids_h5ad(tmp_path, var)
     with pytest.raises(
         InputDataError,
         match=r"dataset h, file .*x\.h5ad\] the gene names are Ensembl IDs.*"
-        r"reader_options.symbol_column: symbol\)",
+        r"symbol, gene_name; texflow does not choose",
     ):
         io.read_dataset(manifest=manifest, config=config)
     config["reader_options"] = {"symbol_column": "symbol"}  # the fix named works

@@ -328,24 +328,44 @@ def _symbol_columns(var: pd.DataFrame) -> list[str]:
     return found
 
 
-def check_gene_identifiers(adata: ad.AnnData, *, reader: str, dataset: str, path: str) -> None:
-    """Stop when the gene names are Ensembl or NCBI Gene IDs instead of symbols.
+def check_gene_identifiers(adata: ad.AnnData, *, reader: str, dataset: str, path: str) -> str:
+    """Stop when the gene names are Ensembl or NCBI Gene IDs instead of symbols, or map them.
 
     texflow's signatures and markers are gene symbols: with IDs no marker is found, and the
-    organism check misreads ``GeneID:`` as mouse capitalisation. The message names the fix for
-    the reader (`_SYMBOL_FIX`); for an h5ad file it names the var columns that hold symbols.
+    organism check misreads ``GeneID:`` as mouse capitalisation. An h5ad file that carries the
+    symbols too, in exactly one var column, is mapped: the symbols become the gene names, the
+    IDs go to ``var["gene_ids"]``, and the log says which column was used (a warning, so the
+    choice is never silent). Otherwise the message names the fix for the reader (`_SYMBOL_FIX`;
+    for an h5ad file with several symbol-like columns, each of them).
+
+    Returns
+    -------
+    The var column the symbols were taken from ("" when the names were symbols already).
     """
     names = pd.Index(adata.var_names.astype(str))
     kind, share, examples = _id_kind(names)
     if kind is None or share <= MAX_ID_SHARE:
         if kind is not None and share > 0:
             logger.info("%.1f%% of gene names are %s IDs (e.g. %s)", 100 * share, kind, examples[0])
-        return
+        return ""
     fix = _SYMBOL_FIX.get(reader, _SYMBOL_FIX_TABLE)
     if reader == "h5ad":
         candidates = _symbol_columns(adata.var)
+        if len(candidates) == 1:
+            column = candidates[0]
+            if "gene_ids" not in adata.var:
+                adata.var["gene_ids"] = names.to_numpy()
+            adata.var_names = pd.Index(adata.var[column].astype(str).to_numpy())
+            logger.warning(
+                "dataset %s, file %s: the gene names are %s IDs (%.0f%% of %d); the gene symbols "
+                "are taken from var column %r, the only column of symbols in the file (the IDs "
+                "are kept in var['gene_ids']; reader_options.symbol_column names a column "
+                "explicitly)", dataset, path, kind, 100 * share, len(names), column,
+            )
+            return column
         if candidates:
-            fix += f" (here: reader_options.symbol_column: {candidates[0]})"
+            fix += (f" (here one of the var columns that hold symbols: "
+                    f"{', '.join(candidates)}; texflow does not choose between them)")
         else:
             fix += f" (var has no such column: {list(adata.var.columns) or 'no columns'})"
     raise InputDataError(
@@ -780,7 +800,9 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
     adata = reader(matrix_files, dict(config.get("reader_options") or {}), dataset)
     logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
     check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=matrix_label)
-    check_gene_identifiers(adata, reader=config["reader"], dataset=dataset, path=matrix_label)
+    symbols_from = check_gene_identifiers(
+        adata, reader=config["reader"], dataset=dataset, path=matrix_label
+    )
 
     metadata_label = matrix_label
     if metadata_source is not None:
@@ -805,5 +827,7 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
         share_counts(adata)  # one matrix until the cluster stage normalises X
     adata.obs_names = adata.obs_names.astype(str)
     adata.uns["texflow"] = provenance(config, table, n_renamed_genes=n_renamed)
+    if symbols_from:
+        adata.uns["texflow"]["params"]["ingest"]["gene_symbols_from_var_column"] = symbols_from
     logger.info("ingested %s: %d cells x %d genes", dataset, adata.n_obs, adata.n_vars)
     return adata
