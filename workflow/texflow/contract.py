@@ -26,7 +26,7 @@ CONFIDENCE_KEYS = {CELL_STATE_KEY: "cell_state_confidence", CLUSTER_STATE_KEY: "
 CELL_STATE_BASIS_KEY = "cell_state_basis"
 SMOOTHED_BASIS, OWN_SCORES_BASIS = "kNN-smoothed", "own scores"
 #: The programs the exhaustion axis is made of: never tested along it (a score against itself).
-AXIS_PROGRAMS: tuple[str, ...] = ("tpex", "tex_term")
+EXHAUSTION_AXIS_PROGRAMS: tuple[str, ...] = ("tpex", "tex_term")
 #: Smoothed Tex-term minus Tpex score per cell (the states stage's second ordering).
 EXHAUSTION_AXIS_KEY = "exhaustion_axis"
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .contract import AXIS_PROGRAMS
+from .contract import EXHAUSTION_AXIS_PROGRAMS
 from .errors import InputDataError
 from .features import downsample_counts
 from .signatures import GeneProgram
@@ -473,15 +473,15 @@ def write_json(data: dict, path: str | PathLike) -> None:
 
 
 def axis_shared_genes(programs: Mapping[str, GeneProgram]) -> dict[str, list[str]]:
-    """Program -> its genes that also define the exhaustion axis (`contract.AXIS_PROGRAMS`)."""
+    """Program -> its genes that also define the exhaustion axis (`contract.EXHAUSTION_AXIS_PROGRAMS`)."""
     axis = set()
-    for name in AXIS_PROGRAMS:
+    for name in EXHAUSTION_AXIS_PROGRAMS:
         if name in programs:
             axis |= set(programs[name].up) | set(programs[name].down)
     return {
         name: sorted((set(program.up) | set(program.down)) & axis)
         for name, program in programs.items()
-        if name not in AXIS_PROGRAMS and (set(program.up) | set(program.down)) & axis
+        if name not in EXHAUSTION_AXIS_PROGRAMS and (set(program.up) | set(program.down)) & axis
     }
 
 

@@ -57,7 +57,7 @@ from scipy import sparse
 
 from .contract import (
     AMBIGUOUS_STATE,
-    AXIS_PROGRAMS,
+    EXHAUSTION_AXIS_PROGRAMS,
     CELL_STATE_BASIS_KEY,
     CELL_STATE_KEY,
     CONFIDENCE_KEYS,
@@ -88,13 +88,13 @@ STATE_PROGRAMS: dict[str, str] = {
     EFFECTOR_MEMORY: "effector_memory",
 }
 GATE_PROGRAM = "exhausted_gate"
-AXIS_PROGRAMS = ("isg", "cycling")
+FLAG_PROGRAMS = ("isg", "cycling")  # the isg_high / cycling flags, never a state
 # Scored for the summary table and the figure, but no state of their own (they end in other_cd8
 # when nothing else fits): TRM markers overlap Tex-term in tumours, cytotoxic genes overlap
 # Tex_int and effector cells.
 CONTEXT_PROGRAMS = ("cytotoxic", "trm", "mait")
 SCORED_PROGRAMS = (
-    GATE_PROGRAM, *STATE_PROGRAMS.values(), *CONTEXT_PROGRAMS, *AXIS_PROGRAMS,
+    GATE_PROGRAM, *STATE_PROGRAMS.values(), *CONTEXT_PROGRAMS, *FLAG_PROGRAMS,
 )
 
 
@@ -300,7 +300,7 @@ def cell_states(
         np.where(keep, OWN_SCORES_BASIS, SMOOTHED_BASIS),
         categories=[SMOOTHED_BASIS, OWN_SCORES_BASIS],
     )
-    low, high = AXIS_PROGRAMS  # the progenitor end, the terminal end
+    low, high = EXHAUSTION_AXIS_PROGRAMS  # the progenitor end, the terminal end
     adata.obs[EXHAUSTION_AXIS_KEY] = (smoothed[high] - smoothed[low]).to_numpy()
     counts = adata.obs[CELL_STATE_KEY].value_counts()
     logger.info("per-cell states (kNN-smoothed, k=%d; %d cells kept their own call %s): %s",

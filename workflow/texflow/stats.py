@@ -30,7 +30,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from .contract import (
-    AXIS_PROGRAMS,
+    EXHAUSTION_AXIS_PROGRAMS,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
     NOT_TESTABLE,
@@ -365,7 +365,7 @@ def axis_associations(
     obs
         Cell annotations with ``exhaustion_axis``, the state calls and the patient labels.
     scores
-        Cells x programs. The programs the axis is made of (`contract.AXIS_PROGRAMS`) are not
+        Cells x programs. The programs the axis is made of (`contract.EXHAUSTION_AXIS_PROGRAMS`) are not
         tested along it: that would correlate a score with itself.
     state_key
         The state calls defining the lineage (default `contract.lineage_state_key`).
@@ -382,7 +382,7 @@ def axis_associations(
     ``effect`` is the combined per-patient Spearman rho with the axis.
     """
     state_key = state_key or lineage_state_key(obs)
-    tested = scores.drop(columns=[p for p in AXIS_PROGRAMS if p in scores])
+    tested = scores.drop(columns=[p for p in EXHAUSTION_AXIS_PROGRAMS if p in scores])
     if EXHAUSTION_AXIS_KEY not in obs or state_key not in obs:
         table = pd.DataFrame({"program": list(tested.columns), "unit": "", "effect": np.nan,
                               "p_value": np.nan, "p_adj": np.nan, "n_patients": 0,
