@@ -44,7 +44,7 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
     run get no panel, only their names under the figure (the QC table's notes say why)."""
     samples = table.loc[table["sample"] != "(all)", "sample"].tolist()
     sample_of = adata.obs["sample"].astype("string").fillna("(no sample)").astype(str)
-    width = max(11.0, 0.35 * len(samples) + 3)  # >= 1200 px: shown across the page
+    width = max(12.0, 0.35 * len(samples) + 3)  # >= 1200 px: the report shows it page-wide
     thresholds = table.set_index("sample")
     run = _criteria_run(adata, thresholds)
     panels = [panel for panel, ran in zip(PANELS, run) if ran]
