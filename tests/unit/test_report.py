@@ -706,3 +706,27 @@ def test_constant_and_untested_programs_get_no_score_umap_and_no_panel(tmp_path)
     width = mpimg.imread(tmp_path / "response_groups.png").shape[1]
     assert width < 1600  # 3 panels in a row, not 4 columns of 6 scores
     assert not list(tmp_path.glob("umap_score_nk.*"))
+
+
+def test_snakemake_report_captions_say_what_a_placeholder_is():
+    """`snakemake --report` captions are static: they must not describe a placeholder image as
+    a fit, nor promise panels for QC criteria that may not run; each renders as Snakemake does."""
+    import jinja2
+    from docutils.core import publish_parts
+
+    folder = report.TEMPLATES.parents[1] / "report"
+    captions = {path.stem: path.read_text() for path in folder.glob("*.rst")}
+    for stem in ("trend_figures", "pseudotime"):
+        assert "placeholder" in captions[stem], stem
+    assert "Only where the trajectory ran" in captions["trend_figures"]
+    assert "one panel per criterion that ran" in captions["qc_metrics"]
+    assert "Panels of criteria that were not run" not in captions["qc_metrics"]
+    assert "is then one line of text" in captions["qc_doublets"]
+    assert "not drawn" in captions["report_figures"]
+
+    class Snakemake:
+        wildcards = {"dataset": "demo"}
+
+    for stem, text in captions.items():
+        rendered = jinja2.Environment().from_string(text).render(snakemake=Snakemake())
+        assert publish_parts(rendered, writer_name="html")["body"].strip(), stem
