@@ -724,9 +724,7 @@ def test_snakemake_report_captions_say_what_a_placeholder_is():
     assert "is then one line of text" in captions["qc_doublets"]
     assert "not drawn" in captions["report_figures"]
 
-    class Snakemake:
-        wildcards = {"dataset": "demo"}
-
+    snakemake = {"wildcards": {"dataset": "demo"}}  # what the captions read of it
     for stem, text in captions.items():
-        rendered = jinja2.Environment().from_string(text).render(snakemake=Snakemake())
+        rendered = jinja2.Environment().from_string(text).render(snakemake=snakemake)
         assert publish_parts(rendered, writer_name="html")["body"].strip(), stem
