@@ -728,3 +728,28 @@ def test_snakemake_report_captions_say_what_a_placeholder_is():
     for stem, text in captions.items():
         rendered = jinja2.Environment().from_string(text).render(snakemake=snakemake)
         assert publish_parts(rendered, writer_name="html")["body"].strip(), stem
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(path).encode()).hexdigest()
+
+
+def test_links_carry_where_snakemake_report_zip_stores_the_file(built):
+    """`snakemake --report x.zip` stores each report item in data/raw/<sha256 of its path>/; the
+    links of the pages carry that id (a script follows it inside the zip), and links to files the
+    zip does not hold are marked so."""
+    root, _ = built
+    results = root / "results"
+    page = (results / "full/report.html").read_text(encoding="utf-8")
+    gating = results / "full/tables/gating.tsv"
+    assert f'<a href="tables/gating.tsv" data-report-id="{_sha(gating)}">' in page
+    assert re.search(r'<a href="[^"]*manifest.tsv" data-local="1">', page)
+    assert "data/raw" in page and "data-report-id" in page  # the script
+    headlines = [report.headline_only(d, dataset_dir=results / d) for d in ("full", "bare")]
+    report.write_summary(headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
+                         report_links={d: results / d / "report.html" for d in ("full", "bare")})
+    text = (results / "summary.html").read_text(encoding="utf-8")
+    assert f'<a href="full/report.html" data-report-id="{_sha(results / "full/report.html")}">' in text
+    assert f'<a href="summary.tsv" data-report-id="{_sha(results / "summary.tsv")}">' in text

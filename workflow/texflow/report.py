@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import html
 import json
 import logging
@@ -640,6 +641,10 @@ def _stage_figure_text(stem: str) -> tuple[str, str]:
         return f"{label} along pseudotime", "Smoothed trend (GAM) of the score along pseudotime; the band is a bootstrap over patients."
     if stem.startswith("qc_"):
         return "QC: " + re.sub(r"[_\-]+", " ", stem.removeprefix("qc_")), ""
+    if stem == "umap_clusters":
+        return "CD8 T cells by Leiden cluster and by metadata", (
+            "UMAP of the QC-passing CD8 T cells: clusters, then sample, patient, response, tissue "
+            "and timepoint where the dataset has them.")
     if stem == "state_markers_dotplot":
         return "State markers per cluster", "Mean expression and fraction of cells expressing the state markers, per cluster."
     title = re.sub(r"[_\-]+", " ", stem).strip()
@@ -1019,6 +1024,18 @@ def _flatten_params(params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def report_id(path: str | os.PathLike) -> str:
+    """The folder `snakemake --report x.zip` stores a report item in (data/raw/<id>/<name>): the
+    sha256 of its path as the rule names it (Snakemake keeps a prefix; the page's script cuts it
+    to the length of its own folder's name). Links carry it, so they also work inside the zip."""
+    return hashlib.sha256(str(path).encode()).hexdigest()
+
+
+#: Files the workflow marks for `snakemake --report` (the stage tables): links to others (the
+#: download manifest, other tables) cannot work inside its zip, and say so there.
+IN_SNAKEMAKE_REPORT = set(STAGE_TABLES)
+
+
 def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None = None) -> str:
     """The dataset page as one HTML string (images inline). Links to tables are relative to `html_path`."""
     base = Path(html_path).parent if html_path else None
@@ -1040,6 +1057,7 @@ def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None
         finding_map={(f.program, f.comparison): f for f in report.findings},
         params=_flatten_params(report.params),
         link=link,
+        report_id=lambda path: report_id(path) if Path(path).name in IN_SNAKEMAKE_REPORT else "",
         css=_stylesheet(),
         wide_columns=WIDE_COLUMNS,
     )
@@ -1128,6 +1146,8 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
         composition_map={(r.dataset, f.program): f for r in reports for f in r.composition},
         finding_map={(r.dataset, f.program, f.comparison): f for r in reports for f in r.findings},
         links={d: os.path.relpath(p, base) for d, p in report_links.items()},
+        report_ids={d: report_id(p) for d, p in report_links.items()},
+        tsv_id=report_id(tsv),
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         css=_stylesheet(),
     )
