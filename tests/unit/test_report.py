@@ -751,5 +751,6 @@ def test_links_carry_where_snakemake_report_zip_stores_the_file(built):
     report.write_summary(headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
                          report_links={d: results / d / "report.html" for d in ("full", "bare")})
     text = (results / "summary.html").read_text(encoding="utf-8")
-    assert f'<a href="full/report.html" data-report-id="{_sha(results / "full/report.html")}">' in text
+    page_id = _sha(results / "full/report.html")
+    assert f'<a href="full/report.html" data-report-id="{page_id}">' in text
     assert f'<a href="summary.tsv" data-report-id="{_sha(results / "summary.tsv")}">' in text
