@@ -754,3 +754,16 @@ def test_links_carry_where_snakemake_report_zip_stores_the_file(built):
     page_id = _sha(results / "full/report.html")
     assert f'<a href="full/report.html" data-report-id="{page_id}">' in text
     assert f'<a href="summary.tsv" data-report-id="{_sha(results / "summary.tsv")}">' in text
+
+
+def test_cluster_umap_panels_are_drawn_page_wide(tmp_path):
+    """The stage's cluster UMAPs (clusters + metadata) are drawn >= 1200 px, so the page shows
+    them across its width with legible legends, and not in a ~470 px grid column."""
+    from PIL import Image
+    from texflow.plotting import clusters as cluster_plots
+
+    adata = fake_adata()
+    cluster_plots.umap_panels(adata[:, :0].copy(), tmp_path / "umap_clusters.png")
+    with Image.open(tmp_path / "umap_clusters.png") as image:
+        assert image.width >= report.WIDE_FIGURE_PIXELS
+    assert report.Figure(title="x", path=tmp_path / "umap_clusters.png").wide
