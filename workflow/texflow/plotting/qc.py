@@ -49,10 +49,15 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
     run = _criteria_run(adata, thresholds)
     panels = [panel for panel, ran in zip(PANELS, run) if ran]
     not_run = [label for (_, _, label), ran in zip(PANELS, run) if not ran]
-    height = 2.6 * len(panels) + 0.9 if panels else 1.2
-    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(width, height), squeeze=False)
+    # few samples: the panels side by side, two per row, rather than four page-wide strips
+    ncols = 2 if len(samples) <= 8 and len(panels) > 1 else 1
+    nrows = max(-(-len(panels) // ncols), 1)
+    height = 2.6 * nrows + 0.9 if panels else 1.2
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    for ax in axes.flat[len(panels):] if panels else []:
+        ax.set_axis_off()
     rng = np.random.default_rng(0)
-    for ax, (column, criterion, label) in zip(axes[:, 0], panels):
+    for ax, (column, criterion, label) in zip(axes.flat, panels):
         for i, sample in enumerate(samples):
             mask = (sample_of == sample).to_numpy()
             values = adata.obs.loc[mask, column].to_numpy(dtype=float)
@@ -77,7 +82,7 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
         fig.tight_layout()
         _save(fig, path)
         return
-    axes[0, 0].set_title(
+    fig.suptitle(
         f"{dataset} QC per sample: black bars = thresholds, red = cells failing that criterion"
     )
     fig.tight_layout()
