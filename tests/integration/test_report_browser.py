@@ -163,3 +163,54 @@ def test_rules_write_pages_summary_and_snakemake_report(tmp_path):
     for page in [tmp_path / "results/summary.html", *(tmp_path / f"results/{d}/report.html" for d in datasets)]:
         expected = page.read_text(encoding="utf-8").count("<img ")
         assert image_counts(browser, page, tmp_path / "profile") == {"total": expected, "loaded": expected, "broken": 0}
+
+    # inside the zip, links go where the zip holds the file (issue 19, 9): the summary's to the
+    # pages and summary.tsv; here the stages did not run, so their tables are not in the zip
+    unpacked = tmp_path / "unzipped"
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        archive.extractall(unpacked)
+    inside = list(unpacked.rglob("data/raw/*/*.html"))
+    assert len(inside) == 3  # the summary and the two pages
+    packed = {p.name for p in unpacked.rglob("data/raw/*/*")}
+    for page in inside:
+        dom = _run(browser, tmp_path / "profile", "--dump-dom", page.resolve().as_uri()).stdout
+        hrefs = re.findall(r'<a href="([^"#]+)"[^>]*data-report-id', dom)
+        assert hrefs and all(h.startswith("../") for h in hrefs), page
+        held = [h for h in hrefs if h.split("/")[-1] in packed]
+        assert [h for h in held if not (page.parent / h).is_file()] == [], page
+        if page.name == "summary.html":
+            assert len(held) == len(hrefs) >= 3, hrefs  # pages and summary.tsv, every link
+
+
+
+def test_decisive_columns_visible_at_1400_px(tmp_path):
+    """Wide stage tables in Chromium at 1400 px: the columns a reader decides by (gating's
+    decision, n_vetoed and reason; a test's p, q and note) sit inside the visible table box."""
+    browser = _browser()
+    out = fake_results(tmp_path, "wide")
+    cell_types = ("cd8_t", "cd4_t", "treg", "nk", "myeloid", "b_cell")
+    many = {f"mean_score_{c}": [0.1, 0.2] for c in cell_types}
+    fractions = {f"frac_{c}": [0.9, 0.1] for c in ("cd8", "cd8b", "cd3", "cd4")}
+    pd.DataFrame({"cluster": ["0", "1"], "n_cells": [79, 43], **many, **fractions,
+                  "decision": ["CD8", "not CD8"],
+                  "reason": ["cd8_t highest (0.63; next cd4_t 0.04)"] * 2,
+                  "n_vetoed": [6, 0]}).to_csv(out / "tables/gating.tsv", sep="\t", index=False)
+    page = out / "report.html"
+    report.write_dataset_report(report.collect(out, dataset="wide"), page)
+    probe = """<script>window.addEventListener("load", function () {
+      var hidden = [];
+      document.querySelectorAll(".scroll").forEach(function (box) {
+        var edge = box.getBoundingClientRect().right;
+        box.querySelectorAll("th").forEach(function (th) {
+          var name = th.textContent.trim();
+          if (["decision", "n_vetoed", "reason", "p_value", "p_adj", "note"].indexOf(name) >= 0
+              && th.getBoundingClientRect().right > edge + 1) { hidden.push(name); }
+        });
+      });
+      document.body.setAttribute("data-hidden", hidden.join(",") || "none");
+    });</script></body>"""
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8")
+    dom = _run(browser, tmp_path / "profile", "--window-size=1400,3000",
+               "--virtual-time-budget=10000", "--dump-dom", probed.resolve().as_uri()).stdout
+    assert re.search(r'data-hidden="none"', dom), re.search(r'data-hidden="[^"]*"', dom)

@@ -105,3 +105,26 @@ def test_metrics_match_scanpy():
         np.testing.assert_allclose(ours.obs[column].to_numpy(float),
                                    np.nan_to_num(theirs.obs[column].to_numpy(float)),
                                    rtol=1e-5, err_msg=column)
+
+
+def test_figures_draw_only_what_ran(tmp_path):
+    """Log data: one QC panel (genes detected), the criteria not run named under it, not drawn
+    as empty panels; no doublet histogram, one line of text (issue 19, 5); counts: four panels
+    in two rows."""
+    from PIL import Image
+    from texflow.plotting import qc as qc_plots
+
+    adata = simulated("human", 0)
+    adata.uns["texflow"]["value_type"] = "log_tpm"
+    adata, table = qc.run_qc(adata)
+    qc_plots.qc_metrics(adata, table, tmp_path / "log.png")
+    qc_plots.doublet_scores(adata, tmp_path / "doublets.png", note="value_type is log_tpm")
+    full, full_table = qc.run_qc(simulated("human", 0))
+    qc_plots.qc_metrics(full, full_table, tmp_path / "counts.png")
+    with Image.open(tmp_path / "log.png") as one, Image.open(tmp_path / "counts.png") as four:
+        # one row of one panel (3.5 in at 110 dpi), not four rows of which three empty; the
+        # counts' four panels two by two (few samples)
+        assert one.height < 450 < 600 < four.height
+        assert one.width >= 1200 and four.width >= 1200  # the report shows it page-wide
+    with Image.open(tmp_path / "doublets.png") as doublets:
+        assert doublets.height < 150

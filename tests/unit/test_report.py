@@ -160,7 +160,9 @@ def test_stage_figures_embedded_and_own_figures_drawn(built):
     for name in ["umap_state", "umap_response", "umap_pseudotime", "umap_score_ifn_i_core", "state_composition", "paired_tpex_texterm", "response_groups"]:
         assert (own / f"{name}.png").stat().st_size > 5000, name
         assert (own / f"{name}.svg").is_file(), name
-    assert not [f for f in pages["full"].figures if f.missing]
+    # every figure drawn; the one sentence: the score not compared between groups has no UMAP
+    missing = [f.title for f in pages["full"].figures if f.missing]
+    assert missing == ["Score UMAPs of the other programs"]
 
 
 def test_absent_data_replaced_by_a_sentence(built):
@@ -585,3 +587,191 @@ def test_the_pooled_response_caveat_is_said_once_where_a_response_row_was_tested
     bare = (root / "results/bare/report.html").read_text()
     assert full.count(caveat) == 1
     assert caveat not in bare  # no response labels: nothing pooled was tested
+
+# ----------------------------------------------------------------------------------------------
+# layout: tables readable at 1400 px, figures legible where shown, no noise (issue 19, 4/5/7)
+
+
+def test_wide_tables_show_their_decisive_columns_first():
+    from texflow.report_tables import arrange
+
+    gating = pd.DataFrame({"cluster": ["2"], "n_cells": [79],
+                           **{f"mean_score_{c}": [0.1] for c in "abcdefg"}, "frac_cd8": [0.9],
+                           "decision": ["CD8"], "reason": ["cd8_t highest"], "n_vetoed": [6]})
+    html = str(report.table_html(arrange("gating.tsv", gating)))
+    header = re.findall(r"<th>([^<]+)</th>", html)
+    assert header[:5] == ["cluster", "n_cells", "decision", "n_vetoed", "reason"]
+    assert header[5:] == [c for c in gating.columns if c not in header[:5]]  # the rest as written
+    assert '<table class="wide">' in html  # many columns: the smaller font
+    states = pd.DataFrame({"cluster": ["0"], "n_cells": [91], "state": ["Tex_term"],
+                           "confidence": [0.6], **{f"z_{c}": [0.1] for c in "abcdefgh"},
+                           "markers_up": ["HAVCR2 2.5 vs 1.1"]})
+    html = str(report.table_html(arrange("cluster_states.tsv", states)))
+    header = re.findall(r"<th>([^<]+)</th>", html)
+    assert header.index("markers_up") == 4
+    # p, q and the note of a test before its bookkeeping columns
+    tests = pd.DataFrame({"state": ["all_cd8"], "program": ["ifn_i_core"],
+                          "comparison": ["nr vs r"], "unit": ["patients"],
+                          "test": ["mann_whitney"], "effect": [0.1],
+                          "effect_type": ["d"], "p_value": [0.2], "p_adj": [0.4], "note": ["fine"]})
+    first = list(arrange("response_comparison.tsv", tests).columns[:6])
+    assert first == ["state", "program", "effect", "p_value", "p_adj", "note"]
+
+
+def test_a_test_table_opens_with_the_rows_that_have_results():
+    from texflow.report_tables import arrange
+
+    table = pd.DataFrame({"state": ["Tpex", "Tex_int", "Tex_term", "all_cd8"],
+                          "program": "ifn_i_core",
+                          "test": ["not_testable", "not_testable", "mann_whitney", "mann_whitney"],
+                          "p_value": [np.nan, np.nan, 0.03, 0.5],
+                          "note": ["no Tpex cell", "no Tex_int cell", "", ""]})
+    shown = list(arrange("response_comparison.tsv", table)["state"])
+    assert shown == ["Tex_term", "all_cd8", "Tpex", "Tex_int"]
+    # not a table of tests: the stage's order
+    assert list(arrange("gating.tsv", table)["state"]) == list(table["state"])
+
+
+def test_table_cells_wrap_long_text_and_keep_short_text_on_one_line():
+    frame = pd.DataFrame({"comparison": ["Tex_term vs Tpex"],
+                          "note": ["no Tpex cell in this dataset " * 3],
+                          "missing": [",".join(f"GENE{i}" for i in range(60))]})
+    html = str(report.table_html(frame))
+    assert '<td class="t s">Tex_term vs Tpex</td>' in html  # nowrap: rows no taller than their note
+    assert '<td class="t">no Tpex cell' in html  # wraps
+    assert 'title="GENE0,GENE1' in html and "…</td>" in html  # a gene list cut, all of it on hover
+    assert "<table>" in html  # three columns: the page's font
+    css = (report.TEMPLATES / "report.css").read_text()
+    assert "td.t.s { white-space: nowrap" in css and "position: sticky; left: 0" in css
+
+
+def test_row_counts_are_worded_for_one_row_and_a_link_only_table():
+    one = report._link_only_caption(pd.DataFrame({"program": ["a"], "fit": [1.0]}))
+    assert one == "1 row: the curves drawn in the trend figures."
+    skipped = pd.DataFrame({"program": [np.nan], "pseudotime": [np.nan],
+                            "note": ["skipped: too few Tpex cells"]})
+    assert report._link_only_caption(skipped) == "No curves: too few Tpex cells."
+
+
+def test_page_wording_and_not_run_figures(tmp_path):
+    out = fake_results(tmp_path, "noqc", with_tpex=False)
+    notes = ("not run: qc.mito: no MT- genes; "
+             "not run: qc.doublets: value_type is log_tpm, not counts")
+    pd.DataFrame({"sample": ["S1", "S2", "(all)"], "cells_in": [40, 30, 70],
+                  "doublets_scored": [np.nan, np.nan, np.nan], "notes": ["", "", notes]},
+                 ).to_csv(out / "tables/qc_summary.tsv", sep="\t", index=False, na_rep="NA")
+    pd.DataFrame({"program": [np.nan], "fit": [np.nan], "note": ["skipped: no pseudotime"]}).to_csv(
+        out / "tables/trends.tsv", sep="\t", index=False, na_rep="NA")
+    for stem in ("qc_doublets", "pseudotime"):  # the stage's placeholder images
+        placeholder = (out / "figures/qc_total_counts.png").read_bytes()
+        (out / "figures" / f"{stem}.png").write_bytes(placeholder)
+    page = report.collect(out, dataset="noqc")
+    missing = {f.title: f.missing for f in page.figures if f.missing}
+    why = "doublet detection did not run: value_type is log_tpm, not counts"
+    assert missing["QC: doublet scores"] == why
+    assert missing["Pseudotime"].startswith(
+        "the trajectory was not run: no cluster was labelled Tpex")
+    stems = {f.path.stem for f in page.figures if f.path is not None}
+    assert not stems & {"qc_doublets", "pseudotime"}
+    text = report.render_dataset(page)
+    assert "First 0 of" not in text and "1 rows" not in text
+    assert "No curves: no pseudotime." in text
+
+
+def test_a_wide_png_spans_the_page(tmp_path):
+    import matplotlib.pyplot as plt
+
+    for name, width in (("narrow", 6), ("umap_clusters", 15)):
+        fig = plt.figure(figsize=(width, 3))
+        fig.savefig(tmp_path / f"{name}.png", dpi=100)
+        plt.close(fig)
+    assert not report.Figure(title="UMAP by state", path=tmp_path / "narrow.png").wide
+    assert report.Figure(title="Umap clusters", path=tmp_path / "umap_clusters.png").wide
+    assert report.Figure(title="State composition per patient", path=tmp_path / "narrow.png").wide
+    assert not report.Figure(title="State composition per patient", missing="no patients").wide
+
+
+def test_constant_and_untested_programs_get_no_score_umap_and_no_panel(tmp_path):
+    adata = fake_adata()
+    adata.obs["score_mait"] = 0.0  # no gene of the program measured: 0 in every cell
+    adata.obs["score_nk"] = np.linspace(0, 1, adata.n_obs)  # a gating signature, never compared
+    adata.obs["score_lpo_drivers"] = 0.0  # a compared program, constant
+    figures = report.draw_figures(adata, outdir=tmp_path, tested=["ifn_i_core"],
+                                  programs=["ifn_i_core", "lpo_signed", "lpo_drivers", "tpex"])
+    drawn = {f.path.stem: f for f in figures if f.path is not None}
+    assert {"umap_score_ifn_i_core", "umap_score_lpo_signed", "umap_score_tpex"} <= set(drawn)
+    assert not {"umap_score_mait", "umap_score_nk", "umap_score_lpo_drivers"} & set(drawn)
+    # said once
+    (said,) = [f.missing for f in figures if f.title == "Score UMAPs of the other programs"]
+    assert "the same value in every cell, nothing to colour by: LPO drivers" in said
+    assert "2 gating and state signatures" in said and said.endswith(": mait, nk")
+    # the caption says "tests" only for a program that was tested
+    assert "the tests use per-patient summaries" in drawn["umap_score_ifn_i_core"].caption
+    assert "not tested in this dataset" in drawn["umap_score_lpo_signed"].caption
+    # the per-patient grids: one panel per drawn program (3), not per score column (6)
+    import matplotlib.image as mpimg
+
+    width = mpimg.imread(tmp_path / "response_groups.png").shape[1]
+    assert width < 1600  # 3 panels in a row, not 4 columns of 6 scores
+    assert not list(tmp_path.glob("umap_score_nk.*"))
+
+
+def test_snakemake_report_captions_say_what_a_placeholder_is():
+    """`snakemake --report` captions are static: they must not describe a placeholder image as
+    a fit, nor promise panels for QC criteria that may not run; each renders as Snakemake does."""
+    import jinja2
+    from docutils.core import publish_parts
+
+    folder = report.TEMPLATES.parents[1] / "report"
+    captions = {path.stem: path.read_text() for path in folder.glob("*.rst")}
+    for stem in ("trend_figures", "pseudotime"):
+        assert "placeholder" in captions[stem], stem
+    assert "Only where the trajectory ran" in captions["trend_figures"]
+    assert "one panel per criterion that ran" in captions["qc_metrics"]
+    assert "Panels of criteria that were not run" not in captions["qc_metrics"]
+    assert "is then one line of text" in captions["qc_doublets"]
+    assert "not drawn" in captions["report_figures"]
+
+    snakemake = {"wildcards": {"dataset": "demo"}}  # what the captions read of it
+    for stem, text in captions.items():
+        rendered = jinja2.Environment().from_string(text).render(snakemake=snakemake)
+        assert publish_parts(rendered, writer_name="html")["body"].strip(), stem
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(path).encode()).hexdigest()
+
+
+def test_links_carry_where_snakemake_report_zip_stores_the_file(built):
+    """`snakemake --report x.zip` stores each report item in data/raw/<sha256 of its path>/; the
+    links of the pages carry that id (a script follows it inside the zip), and links to files the
+    zip does not hold are marked so."""
+    root, _ = built
+    results = root / "results"
+    page = (results / "full/report.html").read_text(encoding="utf-8")
+    gating = results / "full/tables/gating.tsv"
+    assert f'<a href="tables/gating.tsv" data-report-id="{_sha(gating)}">' in page
+    assert re.search(r'<a href="[^"]*manifest.tsv" data-local="1">', page)
+    assert "data/raw" in page and "data-report-id" in page  # the script
+    headlines = [report.headline_only(d, dataset_dir=results / d) for d in ("full", "bare")]
+    report.write_summary(headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
+                         report_links={d: results / d / "report.html" for d in ("full", "bare")})
+    text = (results / "summary.html").read_text(encoding="utf-8")
+    page_id = _sha(results / "full/report.html")
+    assert f'<a href="full/report.html" data-report-id="{page_id}">' in text
+    assert f'<a href="summary.tsv" data-report-id="{_sha(results / "summary.tsv")}">' in text
+
+
+def test_cluster_umap_panels_are_drawn_page_wide(tmp_path):
+    """The stage's cluster UMAPs (clusters + metadata) are drawn >= 1200 px, so the page shows
+    them across its width with legible legends, and not in a ~470 px grid column."""
+    from PIL import Image
+    from texflow.plotting import clusters as cluster_plots
+
+    adata = fake_adata()
+    cluster_plots.umap_panels(adata[:, :0].copy(), tmp_path / "umap_clusters.png")
+    with Image.open(tmp_path / "umap_clusters.png") as image:
+        assert image.width >= report.WIDE_FIGURE_PIXELS
+    assert report.Figure(title="x", path=tmp_path / "umap_clusters.png").wide

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import html
 import json
 import logging
@@ -44,6 +45,7 @@ from .contract import (
     SKIPPED,
 )
 from .plotting import report as plots
+from .report_tables import WIDE_COLUMNS, arrange, rows_phrase
 from .stats import (
     ALL_CD8,
     BALANCE_MEASURE,
@@ -129,7 +131,9 @@ STAGE_TABLES = {
     "truth_recovery.tsv": ("truth", "The planted truth beside what texflow found"),
 }
 #: Longer table cells (gene lists, citations) are cut on the page; the full text shows on hover.
-MAX_CELL_CHARS = 60
+#: Shorter text wraps (a reason, a note), and text up to SHORT_CELL_CHARS stays on one line.
+MAX_CELL_CHARS = 120
+SHORT_CELL_CHARS = 45
 #: Tables too long to read on a page (a fitted curve per program): linked, and drawn by the stage.
 LINK_ONLY_TABLES = {"trends.tsv"}
 SECTIONS = {
@@ -154,6 +158,10 @@ STAGE_FIGURE_PATTERNS = [
 ]
 
 
+#: A PNG at least this wide (pixels) is shown across the page, not in a grid column (~470 px).
+WIDE_FIGURE_PIXELS = 1200
+
+
 @dataclass
 class Figure:
     """A figure for the page: an image file, or the sentence that replaces a missing one."""
@@ -163,6 +171,17 @@ class Figure:
     path: Path | None = None
     missing: str = ""  # why there is no figure (empty when there is one)
     section: str = "programs"
+
+    @property
+    def wide(self) -> bool:
+        """Spans the page: a multi-panel figure drawn wider than a grid column shows it legibly
+        (the cluster UMAPs, the dot plot, the per-patient panels), by title or PNG width."""
+        if self.path is None:
+            return False
+        if self.title.startswith(("Tpex vs", "Responders", "State composition")):
+            return True
+        head = self.path.read_bytes()[:24] if self.path.suffix.lower() == ".png" else b""
+        return len(head) == 24 and int.from_bytes(head[16:20], "big") >= WIDE_FIGURE_PIXELS
 
     def data_uri(self) -> str:
         """The image as a base64 data URI, so the page carries it inside itself."""
@@ -626,6 +645,10 @@ def _stage_figure_text(stem: str) -> tuple[str, str]:
         return f"{label} along pseudotime", "Smoothed trend (GAM) of the score along pseudotime; the band is a bootstrap over patients."
     if stem.startswith("qc_"):
         return "QC: " + re.sub(r"[_\-]+", " ", stem.removeprefix("qc_")), ""
+    if stem == "umap_clusters":
+        return "CD8 T cells by Leiden cluster and by metadata", (
+            "UMAP of the QC-passing CD8 T cells: clusters, then sample, patient, response, tissue "
+            "and timepoint where the dataset has them.")
     if stem == "state_markers_dotplot":
         return "State markers per cluster", "Mean expression and fraction of cells expressing the state markers, per cluster."
     title = re.sub(r"[_\-]+", " ", stem).strip()
@@ -640,16 +663,22 @@ def draw_figures(
     min_cells: int = 3,
     draw_cluster_umap: bool = True,
     skipped: Mapping[str, str] | None = None,
+    programs: Sequence[str] | None = None,
+    tested: Sequence[str] = (),
 ) -> list[Figure]:
     """Draw the report's own figures into `outdir` (PNG plus `formats`); one `Figure` per figure.
 
     A figure whose data are absent becomes a `Figure` with `missing` set to the reason (read
     from the exception, and from `skipped` when the pipeline recorded why a step did not run).
+    Program scores are drawn (one UMAP each, one panel each in the per-patient figures) for the
+    `programs` the comparisons are about (all scores when None), and not for a score that is
+    the same in every cell; what is left out is said once. `tested`: the programs tested in at
+    least one comparison, whose captions say how.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     skipped = dict(skipped or {})
-    scores = plots.score_columns(adata.obs)
+    scores, left_out = _scores_to_draw(adata.obs, programs)
     specs: list[tuple[str, str, str, Any]] = []
     if draw_cluster_umap:
         specs.append(("umap_cluster", "cluster", "UMAP by Leiden cluster", dict(color="cluster", title="CD8 T cells by Leiden cluster")))
@@ -662,6 +691,9 @@ def draw_figures(
     for score in scores:
         label = plots.program_label(score)
         specs.append((f"umap_{score}", "programs", f"UMAP by {label} score", dict(color=score, title=f"{label} score", colorbar_label=f"{label} score (a.u.)")))
+    for stale in outdir.glob("umap_score_*.*"):  # a score not drawn this time: no old image
+        if stale.stem not in {f"umap_{s}" for s in scores}:
+            stale.unlink()
     captions = {
         "umap_cluster": "Each point is a QC-passing CD8 T cell; colours are Leiden clusters (cells per cluster in the legend).",
         "umap_state": "Cluster-level state labels; clusters below the confidence margin are 'ambiguous'.",
@@ -671,8 +703,15 @@ def draw_figures(
     }
     figures = []
     for name, section, label, kwargs in specs:
-        caption = captions.get(name, "Per-cell program score (rank-based); the tests use per-patient summaries, not cells.")
+        default = "Per-cell program score (rank-based); " + (
+            "the tests use per-patient summaries, not cells."
+            if name.removeprefix("umap_score_") in set(tested)
+            else "not tested in this dataset (the answer table says why).")
+        caption = captions.get(name, default)
         figures.append(_draw(plots.umap, adata, outdir / f"{name}.png", formats, label=label, caption=caption, section=section, skipped=skipped, **kwargs))
+    if left_out:
+        figures.append(Figure(title="Score UMAPs of the other programs", missing=left_out,
+                              section="programs"))
     figures.append(
         _draw(plots.state_composition, adata, outdir / "state_composition.png", formats, section="states",
               label="State composition per patient and by response",
@@ -698,6 +737,28 @@ def draw_figures(
               skipped=skipped, scores=scores, min_cells=min_cells, lineage_only=True)
     )  # fmt: skip
     return figures
+
+
+def _scores_to_draw(obs: pd.DataFrame, programs: Sequence[str] | None) -> tuple[list[str], str]:
+    """The score columns to draw (of `programs`, when given, and not constant), and a sentence
+    naming the ones left out and why ("" when none is)."""
+    scores = plots.score_columns(obs)
+    constant = [s for s in scores if pd.to_numeric(obs[s], errors="coerce").dropna().nunique() <= 1]
+    wanted = None if programs is None else {f"score_{p}" for p in programs}
+    other = [s for s in scores if wanted is not None and s not in wanted]
+    parts = []
+    if drop := [s for s in constant if s not in other]:
+        parts.append(f"the same value in every cell, nothing to colour by: {_names(drop)}")
+    if other:
+        what = "gating or state signature" if len(other) == 1 else "gating and state signatures"
+        parts.append(f"{len(other)} {what}, not compared between groups (they gate the CD8 cells "
+                     f"and call the states: see the dot plot and the state tables): "
+                     f"{_names(other)}")
+    return [s for s in scores if s not in constant and s not in other], "; ".join(parts)
+
+
+def _names(scores: Sequence[str]) -> str:
+    return ", ".join(plots.program_label(s) for s in scores)
 
 
 def _draw(function, adata, path: Path, formats, *, label: str, caption: str, section: str, skipped: Mapping[str, str], **kwargs) -> Figure:
@@ -791,8 +852,9 @@ def collect(
         frame = read_table(dataset_dir / "tables" / name)
         tables[name] = frame
         if frame is not None:
-            shown = frame.iloc[:0, :0] if name in LINK_ONLY_TABLES else _truncate(frame, max_rows)
-            caption = f"{len(frame)} rows: the curves drawn in the trend figures." if name in LINK_ONLY_TABLES else ""
+            shown = (frame.iloc[:0, :0] if name in LINK_ONLY_TABLES
+                     else _truncate(arrange(name, frame), max_rows))
+            caption = _link_only_caption(frame) if name in LINK_ONLY_TABLES else ""
             report.tables.append(Table(title=title, frame=shown, path=dataset_dir / "tables" / name, n_rows=len(frame), section=section, caption=caption))
     for path in sorted((dataset_dir / "tables").glob("*.tsv")) if (dataset_dir / "tables").is_dir() else []:
         if path.name not in STAGE_TABLES and (frame := read_table(path)) is not None:
@@ -803,9 +865,16 @@ def collect(
     report.headline_programs = pick_headline(list(dict.fromkeys(f.program for f in report.findings)), headline_programs)
 
     existing = stage_figures(dataset_dir / "figures", exclude=figures_dir)
+    if why := _doublets_not_run(tables.get("qc_summary.tsv")):  # the stage's figure is only that
+        existing = [f for f in existing if f.path is None or f.path.stem != "qc_doublets"]
+        existing.append(Figure(title="QC: doublet scores", missing=why, section="qc"))
     has_cluster_umap = any(f.section == "cluster" and "umap" in f.path.stem.lower() for f in existing)
     if adata is not None:
-        drawn = draw_figures(adata, outdir=figures_dir, formats=formats, min_cells=min_cells, draw_cluster_umap=not has_cluster_umap, skipped=report.skipped)
+        drawn = draw_figures(
+            adata, outdir=figures_dir, formats=formats, min_cells=min_cells,
+            draw_cluster_umap=not has_cluster_umap, skipped=report.skipped,
+            programs=[f.program for f in report.findings] or None,
+            tested=[f.program for f in report.findings if f.verdict != "not tested"])
         adata.file.close()
     else:
         drawn = [Figure(title="Figures of the cells", missing=f"no final AnnData ({final_h5ad}) to draw them from", section="programs")]
@@ -816,12 +885,40 @@ def collect(
         reason = next((f.reason for f in report.findings if f.comparison == "trajectory" and f.reason), "no pseudotime")
         existing = [f for f in existing if f not in trends]
         existing.append(Figure(title="Trends along pseudotime", missing=f"no pseudotime to draw them along ({reason})", section="programs"))
+    if why := report.skipped.get(SKIP_TRAJECTORY):  # the stage's figure is then that sentence only
+        existing = [f for f in existing if f.path is None or f.path.stem != "pseudotime"]
+        existing.append(Figure(title="Pseudotime", missing=f"the trajectory was not run: {why}",
+                               section="trajectory"))
     report.figures = existing + drawn
     # the trend of each headline program answers the question at a glance: shown with the answer
     for figure in report.figures:
         if figure.path is not None and figure.path.stem in {f"trend_{p}" for p in report.headline_programs}:
             figure.section = "answer"
     return report
+
+
+def _doublets_not_run(qc_summary: pd.DataFrame | None) -> str:
+    """Why no cell got a doublet score, from the QC table ("" when some were scored): the
+    stage's figure is then an empty panel holding this sentence, so the page says it instead."""
+    if qc_summary is None or not {"sample", "doublets_scored"} <= set(qc_summary.columns):
+        return ""
+    scored = pd.to_numeric(qc_summary["doublets_scored"], errors="coerce").fillna(0)
+    if (scored > 0).any():
+        return ""
+    notes = "; ".join(qc_summary.get("notes", pd.Series(dtype=object)).dropna().astype(str))
+    reason = next((part.split("qc.doublets:", 1)[1].strip() for part in notes.split("; not run: ")
+                   if "qc.doublets:" in part), "")
+    if len(reason) > 200:  # one line per sample: the first few, the rest in the table
+        reason = reason[:200].rsplit(";", 1)[0] + "; … (every sample in tables/qc_summary.tsv)"
+    return "doublet detection did not run" + (f": {reason}" if reason else "")
+
+
+def _link_only_caption(frame: pd.DataFrame) -> str:
+    """What a table shown only as a link holds: its curves, or the stage's reason for none."""
+    program = frame["program"] if "program" in frame else pd.Series(dtype=object)
+    if not program.notna().any() and "note" in frame and frame["note"].notna().any():
+        return f"No curves: {str(frame['note'].dropna().iloc[0]).removeprefix('skipped: ')}."
+    return f"{rows_phrase(len(frame))}: the curves drawn in the trend figures."
 
 
 def _programs(coverage: pd.DataFrame | None, adata: ad.AnnData | None) -> list[str]:
@@ -912,9 +1009,12 @@ def table_html(frame: pd.DataFrame) -> Any:
             if len(text) > MAX_CELL_CHARS:  # long gene lists and sources: cut, full text on hover
                 cells.append(f'<td class="t" title="{html.escape(text)}">{html.escape(text[:MAX_CELL_CHARS - 1])}…</td>')
                 continue
-            cells.append(f'<td class="{"n" if numeric else "t"}">{html.escape(text)}</td>')
+            kind = "n" if numeric else "t s" if len(text) <= SHORT_CELL_CHARS else "t"
+            cells.append(f'<td class="{kind}">{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return Markup(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    wide = ' class="wide"' if frame.shape[1] > WIDE_COLUMNS else ""
+    body = "".join(rows)
+    return Markup(f"<table{wide}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def _flatten_params(params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -926,6 +1026,18 @@ def _flatten_params(params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         else:
             rows.append((str(stage), "", json.dumps(plain(values), default=str)))
     return rows
+
+
+def report_id(path: str | os.PathLike) -> str:
+    """The folder `snakemake --report x.zip` stores a report item in (data/raw/<id>/<name>): the
+    sha256 of its path as the rule names it (Snakemake keeps a prefix; the page's script cuts it
+    to the length of its own folder's name). Links carry it, so they also work inside the zip."""
+    return hashlib.sha256(str(path).encode()).hexdigest()
+
+
+#: Files the workflow marks for `snakemake --report` (the stage tables): links to others (the
+#: download manifest, other tables) cannot work inside its zip, and say so there.
+IN_SNAKEMAKE_REPORT = set(STAGE_TABLES)
 
 
 def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None = None) -> str:
@@ -950,7 +1062,9 @@ def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None
         finding_map={(f.program, f.comparison): f for f in report.findings},
         params=_flatten_params(report.params),
         link=link,
+        report_id=lambda path: report_id(path) if Path(path).name in IN_SNAKEMAKE_REPORT else "",
         css=_stylesheet(),
+        wide_columns=WIDE_COLUMNS,
     )
 
 
@@ -1037,6 +1151,8 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
         composition_map={(r.dataset, f.program): f for r in reports for f in r.composition},
         finding_map={(r.dataset, f.program, f.comparison): f for r in reports for f in r.findings},
         links={d: os.path.relpath(p, base) for d, p in report_links.items()},
+        report_ids={d: report_id(p) for d, p in report_links.items()},
+        tsv_id=report_id(tsv),
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         css=_stylesheet(),
     )

@@ -35,14 +35,17 @@ def _scatter_categories(
         ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=color, label=category, linewidths=0)
         if on_data:
             cx, cy = np.median(xy[mask], axis=0)
-            ax.text(cx, cy, category, fontsize=9, weight="bold", ha="center", va="center")
-    ax.set_title(title)
+            ax.text(cx, cy, category, fontsize=11, weight="bold", ha="center", va="center")
+    ax.set_title(title, fontsize=13)
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.set_xticks([])
     ax.set_yticks([])
     if not on_data and len(categories) <= 30:
-        ax.legend(frameon=False, fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+        # 9 pt: the figure is shown across the page (~1300 px of its ~1700), so ~10 px on screen
+        ax.legend(frameon=False, fontsize=9, markerscale=2, loc="center left",
+                  bbox_to_anchor=(1, 0.5), ncol=1 if len(categories) <= 16 else 2,
+                  columnspacing=0.8, handletextpad=0.3)
 
 
 def umap_panels(adata: ad.AnnData, path: str | os.PathLike, *, key: str = "cluster") -> None:
@@ -54,7 +57,10 @@ def umap_panels(adata: ad.AnnData, path: str | os.PathLike, *, key: str = "clust
     n = len(columns)
     ncols = min(3, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    # at least 12 in (> 1200 px): the report shows it across the page, legends legible
+    width = max(5.2 * ncols, 12.0 if ncols > 1 else 0.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.2 * nrows),
+                             squeeze=False)
     for ax, column in zip(axes.ravel(), columns):
         title = f"Leiden clusters (n = {adata.n_obs} cells)" if column == key else column
         _scatter_categories(ax, xy, adata.obs[column], title, on_data=column == key,

@@ -29,26 +29,35 @@ def _save(fig, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def _criteria_run(adata: ad.AnnData, thresholds: pd.DataFrame) -> list[bool]:
+    """Per panel of `PANELS`: whether its criterion ran (a column, a failure flag, thresholds)."""
+    return [
+        column in adata.obs and adata.obs.get(f"qc_fail_{criterion}") is not None
+        and not thresholds[f"{criterion}_upper"].isna().all()
+        for column, criterion, _ in PANELS
+    ]
+
+
 def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """One panel per QC metric: cells per sample (jittered; red = failing that criterion) with
-    the per-sample lower/upper thresholds as black bars; panels of criteria not run say why."""
+    """One panel per QC metric that ran: cells per sample (jittered; red = failing that
+    criterion) with the per-sample lower/upper thresholds as black bars. Criteria that did not
+    run get no panel, only their names under the figure (the QC table's notes say why)."""
     samples = table.loc[table["sample"] != "(all)", "sample"].tolist()
     sample_of = adata.obs["sample"].astype("string").fillna("(no sample)").astype(str)
-    width = max(7.0, 0.35 * len(samples) + 3)
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(width, 2.6 * len(PANELS)), squeeze=False)
-    rng = np.random.default_rng(0)
+    width = max(12.0, 0.35 * len(samples) + 3)  # >= 1200 px: the report shows it page-wide
     thresholds = table.set_index("sample")
-    for ax, (column, criterion, label) in zip(axes[:, 0], PANELS):
-        run = column in adata.obs and adata.obs.get(f"qc_fail_{criterion}") is not None and not (
-            thresholds[f"{criterion}_upper"].isna().all()
-        )
-        if not run:
-            why = thresholds.loc["(all)", "notes"] if "(all)" in thresholds.index else ""
-            reason = next((p for p in str(why).split("; not run: ") if f"qc.{criterion}" in p), "not run")
-            ax.text(0.5, 0.5, f"{label}: not run\n{reason.removeprefix('not run: ')[:160]}",
-                    ha="center", va="center", wrap=True, fontsize=8, transform=ax.transAxes)
-            ax.set_axis_off()
-            continue
+    run = _criteria_run(adata, thresholds)
+    panels = [panel for panel, ran in zip(PANELS, run) if ran]
+    not_run = [label for (_, _, label), ran in zip(PANELS, run) if not ran]
+    # few samples: the panels side by side, two per row, rather than four page-wide strips
+    ncols = 2 if len(samples) <= 8 and len(panels) > 1 else 1
+    nrows = max(-(-len(panels) // ncols), 1)
+    height = 2.6 * nrows + 0.9 if panels else 1.2
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    for ax in axes.flat[len(panels):] if panels else []:
+        ax.set_axis_off()
+    rng = np.random.default_rng(0)
+    for ax, (column, criterion, label) in zip(axes.flat, panels):
         for i, sample in enumerate(samples):
             mask = (sample_of == sample).to_numpy()
             values = adata.obs.loc[mask, column].to_numpy(dtype=float)
@@ -64,19 +73,31 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
         ax.set_xticks(range(len(samples)))
         ax.set_xticklabels(samples, rotation=90, fontsize=7)
         ax.set_xlim(-0.6, len(samples) - 0.4)
-    axes[0, 0].set_title(
-        f"{adata.uns.get('texflow', {}).get('dataset', '')} QC per sample: black bars = thresholds, "
-        "red = cells failing that criterion"
+    dataset = adata.uns.get("texflow", {}).get("dataset", "")
+    footnote = f"Not run: {', '.join(not_run)} (why: notes of the QC table)" if not_run else ""
+    if not panels:
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, f"{dataset}: no QC criterion ran. {footnote}", ha="center",
+                        va="center", wrap=True, fontsize=9, transform=axes[0, 0].transAxes)
+        fig.tight_layout()
+        _save(fig, path)
+        return
+    fig.suptitle(
+        f"{dataset} QC per sample: black bars = thresholds, red = cells failing that criterion"
     )
     fig.tight_layout()
+    if footnote:
+        fig.text(0.01, 0.0, footnote, ha="left", va="top", fontsize=9, color="0.3")
     _save(fig, path)
 
 
 def doublet_scores(adata: ad.AnnData, path: str | os.PathLike, *, note: str = "") -> None:
     """Histogram of scrublet doublet scores (predicted doublets in red), or why none were run."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
     scores = adata.obs.get("doublet_score")
-    if scores is None or scores.notna().sum() == 0:
+    scored = scores is not None and scores.notna().sum() > 0
+    # not run: one line of text, not an empty panel (the report shows the sentence instead)
+    fig, ax = plt.subplots(figsize=(6, 3.5) if scored else (6, 1.0))
+    if not scored:
         ax.text(0.5, 0.5, f"doublet detection not run\n{note[:300]}", ha="center", va="center",
                 wrap=True, fontsize=8, transform=ax.transAxes)
         ax.set_axis_off()

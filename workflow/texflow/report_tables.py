@@ -1,0 +1,65 @@
+"""How the report page lays out a stage table: the columns a reader decides by first, rows with
+a result before rows without one.
+
+A table wider than the page scrolls sideways; what sits off-screen on the right is what a
+reader does not see. So each stage table names its decisive columns (the decision and its
+reason, the state and its markers, p, q and the note of a test), and they come right after the
+row's name; the other columns follow in the stage's order. The file linked from the page is
+the stage's file, unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Per stage table: the columns shown first, in this order (absent ones are passed over).
+LEAD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "qc_summary.tsv": ("sample", "cells_in", "cells_out", "cells_removed", "notes"),
+    "gating.tsv": ("cluster", "n_cells", "decision", "n_vetoed", "reason"),
+    "cluster_states.tsv": (
+        "cluster", "n_cells", "state", "confidence", "second_best", "markers_up", "markers_down",
+        "agrees_with_cells", "cell_state_note", "untrusted_programs",
+    ),
+    "signature_coverage.tsv": (
+        "program", "trusted", "n_up_present", "n_up", "fraction_up", "missing",
+    ),
+    "program_coverage.tsv": (
+        "program", "trusted", "n_up_present", "n_up", "fraction_up", "missing",
+    ),
+    "associations.tsv": ("program", "effect", "p_value", "p_adj", "n_patients", "note", "coverage"),
+    "state_comparison.tsv": (
+        "program", "comparison", "effect", "p_value", "p_adj", "n_patients", "note", "coverage",
+    ),
+    "response_comparison.tsv": (
+        "state", "program", "effect", "p_value", "p_adj", "n_non_responders", "n_responders",
+        "note", "coverage",
+    ),
+    "root_sensitivity.tsv": ("root_cell", "is_main_root", "spearman_rho", "n_cells", "note"),
+    "composition.tsv": ("patient", "response", "n_cd8_cells", "log_ratio_tpex_to_tex_term"),
+}  # fmt: skip
+
+#: Tables of tests: rows with a p-value come first (in the stage's order), then the rows that
+#: were not tested, so a table does not open with a screenful of empty rows.
+TEST_TABLES = {"associations.tsv", "state_comparison.tsv", "response_comparison.tsv"}
+
+#: A table with more columns than this is drawn in a smaller font (class "wide").
+WIDE_COLUMNS = 9
+
+
+def arrange(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` of stage table `name` with its decisive columns first and, for a table of tests,
+    the rows with a result before those without; other tables come back unchanged."""
+    lead = [c for c in LEAD_COLUMNS.get(name, ()) if c in frame.columns]
+    if name == "composition.tsv":  # each state's share of the patient's CD8 cells, then counts
+        lead += [c for c in frame.columns if str(c).startswith("fraction_")]
+    frame = frame[lead + [c for c in frame.columns if c not in lead]]
+    if name in TEST_TABLES and "p_value" in frame.columns:
+        tested = np.isfinite(pd.to_numeric(frame["p_value"], errors="coerce").to_numpy(dtype=float))
+        frame = pd.concat([frame[tested], frame[~tested]])
+    return frame
+
+
+def rows_phrase(n: int) -> str:
+    """'1 row', '43 rows'."""
+    return f"{n} row" if n == 1 else f"{n} rows"
