@@ -134,6 +134,9 @@ REPORT_TABLES = [
     "state_comparison",
     "response_comparison",
     "trends",
+    "pseudobulk_samples",
+    "resistance_de",
+    "resistance_programs",
 ]
 
 
