@@ -147,3 +147,14 @@ def test_a_state_with_too_few_patients_is_not_testable_and_says_why(cohort):
     programs = signatures.load_programs("human", names=["ifn_i_core"])
     scores = resistance.score_programs(de, programs)
     assert not scores["testable"].any() and scores["reason"].str.contains("not testable").all()
+
+
+def test_without_response_labels_every_state_says_so(cohort):
+    unlabelled = cohort.copy()
+    unlabelled.obs["response"] = np.nan
+    programs = signatures.load_programs("human", names=["ifn_i_core"])
+    tables = resistance.analyse(unlabelled, value_type="counts", programs=programs)
+    de = tables["resistance_de"]
+    assert not de["testable"].any()
+    assert de["reason"].str.contains("no response labels").all()
+    assert not tables["resistance_programs"]["testable"].any()

@@ -39,6 +39,7 @@ from .stats import (
     RESPONDER,
     bh_adjust,
     patient_response,
+    response_skip_reason,
 )
 
 logger = logging.getLogger(__name__)
@@ -254,6 +255,7 @@ def differential_expression(
     min_gene_total_count: int = 15,
     log_method: str = "welch",
     n_cpus: int = 1,
+    skip_reason: str = "",
 ) -> pd.DataFrame:
     """Non-responders vs responders per state, patients as the unit.
 
@@ -272,6 +274,9 @@ def differential_expression(
         ``welch`` or ``mann_whitney``.
     n_cpus
         Threads of pydeseq2.
+    skip_reason
+        Why responders cannot be compared at all (`texflow.stats.response_skip_reason`, e.g. no
+        response labels): every state's row says so.
 
     Returns
     -------
@@ -284,6 +289,10 @@ def differential_expression(
     for state, matrix in matrices.items():
         response = list(matrix.attrs.get("response", []))
         n_nr, n_r = response.count(NON_RESPONDER), response.count(RESPONDER)
+        if skip_reason:
+            parts.append(_not_testable(state, f"not testable: {skip_reason}", n_nr=n_nr, n_r=n_r,
+                                       method=method))
+            continue
         if min(n_nr, n_r) < min_patients_per_group:
             reason = (f"not testable: {n_nr} non-responder and {n_r} responder patient(s) with a "
                       f"kept {state} pseudobulk sample, >= {min_patients_per_group} of each needed")
@@ -421,6 +430,7 @@ def analyse(
         matrices, value_type=value_type, min_patients_per_group=min_patients_per_group,
         min_gene_count=min_gene_count, min_gene_total_count=min_gene_total_count,
         log_method=log_method, n_cpus=n_cpus,
+        skip_reason=response_skip_reason(adata.obs),
     )
     scores = score_programs(de, programs, combined=combined, min_genes=min_program_genes)
     return {"pseudobulk_samples": samples, "resistance_de": de, "resistance_programs": scores}
