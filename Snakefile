@@ -23,6 +23,7 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/states.smk"
 include: "workflow/rules/trajectory.smk"
 include: "workflow/rules/programs.smk"
+include: "workflow/rules/resistance.smk"
 include: "workflow/rules/truth.smk"
 include: "workflow/rules/report.smk"
 

@@ -234,6 +234,9 @@ REPORT_TABLES = [
     "state_comparison",
     "response_comparison",
     "trends",
+    "pseudobulk_samples",
+    "resistance_de",
+    "resistance_programs",
 ]
 
 

@@ -128,6 +128,7 @@ STAGE_TABLES = {
     "response_comparison.tsv": ("programs", "Non-responders vs responders per patient"),
     "composition.tsv": ("states", "State composition per patient"),
     "trends.tsv": ("programs", "Smoothed trends along pseudotime"),
+    **{f"{n}.tsv": ("programs", t) for n, t in (("pseudobulk_samples", "Pseudobulk samples per patient and state"), ("resistance_de", "Genes, non-responders vs responders (pseudobulk DE)"), ("resistance_programs", "Programs on the DE statistics (ulm)"))},
     "truth_recovery.tsv": ("truth", "The planted truth beside what texflow found"),
 }
 #: Longer table cells (gene lists, citations) are cut on the page; the full text shows on hover.

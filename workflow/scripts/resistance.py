@@ -1,0 +1,42 @@
+"""Rule resistance: pseudobulk per patient and state, non-responders vs responders, programs on
+the gene statistics (texflow.resistance)."""
+
+import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+from texflow import resistance, signatures
+from texflow.errors import InputDataError
+from texflow.programs import LPO_PARTS, SIGNED_LPO
+from texflow.utils import read_h5ad, run_step, write_tsv
+
+
+def main(snakemake):
+    path = snakemake.input.h5ad
+    adata = read_h5ad(path, layers=["counts"])
+    meta = adata.uns.get("texflow", {})
+    dataset = meta.get("dataset", snakemake.wildcards.dataset)
+    value_type = meta.get("value_type")
+    if value_type == "counts" and "counts" not in adata.layers:
+        raise InputDataError("count data without layers['counts'] (raw counts)", dataset=dataset,
+                             path=path)
+    params = snakemake.params.resistance
+    programs = signatures.load_programs(
+        meta.get("organism"), extra=snakemake.params.extra_file or None
+    )
+    tables = resistance.analyse(
+        adata,
+        value_type=value_type,
+        programs=programs,
+        combined={SIGNED_LPO: LPO_PARTS},
+        min_cells=params["min_cells"],
+        min_counts=params["min_counts"],
+        min_patients_per_group=params["min_patients_per_group"],
+        min_gene_count=params["min_gene_count"],
+        min_gene_total_count=params["min_gene_total_count"],
+        log_method=params["log_method"],
+        min_program_genes=params["min_program_genes"],
+        n_cpus=snakemake.threads,
+    )
+    for name, table in tables.items():
+        write_tsv(table, getattr(snakemake.output, name))
+
+
+run_step(main, snakemake)  # noqa: F821
