@@ -250,9 +250,12 @@ def test_programs_are_tested_along_the_exhaustion_axis_but_not_the_axis_programs
     adata, tables = analysed
     # this fixture was labelled per cluster, before per-cell states: no axis, and it says so
     axis = tables["axis_associations"].set_index("program")
-    assert "tpex" not in axis.index and "tex_term" not in axis.index
+    for circular in ("tpex", "tex_term"):  # the axis itself: said, not tested
+        assert axis.loc[circular, "test"] == "not_testable"
+        assert "a score would be correlated with itself" in axis.loc[circular, "note"]
     assert (axis["ordering"] == "exhaustion_axis").all()
-    assert axis["note"].str.contains("no obs['exhaustion_axis']", regex=False).all()
+    tested = axis.drop(index=["tpex", "tex_term"])
+    assert tested["note"].str.contains("no obs['exhaustion_axis']", regex=False).all()
     # with the axis the states stage writes (here unsmoothed: Tex-term minus Tpex score)
     obs = adata.obs.assign(
         cell_state=adata.obs["state"],
@@ -264,7 +267,9 @@ def test_programs_are_tested_along_the_exhaustion_axis_but_not_the_axis_programs
     table = stats.axis_associations(
         obs, scores, shared_genes=programs.axis_shared_genes(selected), n_permutations=500
     ).set_index("program")
-    assert list(table.index) == ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers"]
+    assert list(table.index) == ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "tpex",
+                                 "tex_term"]
+    assert table.loc[["tpex", "tex_term"], "effect"].isna().all()
     ifn = table.loc["ifn_i_core"]
     assert ifn["effect"] > 0 and ifn["p_adj"] < 0.05 and ifn["n_patients"] >= 3
     assert "SELL" in table.loc["ifn_alpha_hallmark", "note"]
@@ -289,7 +294,8 @@ def test_axis_associations_run_without_a_trajectory():
                            "tpex": rng.normal(size=n)})
     table = stats.axis_associations(obs, scores, min_cells_per_patient=10, n_permutations=500)
     table = table.set_index("program")
-    assert list(table.index) == ["ifn_i_core", "flat"]
+    assert list(table.index) == ["ifn_i_core", "flat", "tpex"]
+    assert table.loc["tpex", "test"] == "not_testable"
     assert table.loc["ifn_i_core", "effect"] > 0.5 and table.loc["ifn_i_core", "p_adj"] < 0.05
     assert table.loc["flat", "p_adj"] > 0.05
     assert table.loc["ifn_i_core", "n_cells"] == int(lineage.sum())

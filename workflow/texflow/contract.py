@@ -27,6 +27,10 @@ CELL_STATE_BASIS_KEY = "cell_state_basis"
 SMOOTHED_BASIS, OWN_SCORES_BASIS = "kNN-smoothed", "own scores"
 #: The programs the exhaustion axis is made of: never tested along it (a score against itself).
 EXHAUSTION_AXIS_PROGRAMS: tuple[str, ...] = ("tpex", "tex_term")
+REASON_AXIS_PROGRAM = (
+    "the exhaustion axis is made of this program (smoothed Tex-term minus Tpex score): "
+    "tested along it, a score would be correlated with itself"
+)
 #: Smoothed Tex-term minus Tpex score per cell (the states stage's second ordering).
 EXHAUSTION_AXIS_KEY = "exhaustion_axis"
 

@@ -35,6 +35,7 @@ from .contract import (
     EXHAUSTION_AXIS_KEY,
     NOT_TESTABLE,
     NOTE_CELLS_AS_UNITS,
+    REASON_AXIS_PROGRAM,
     REASON_CONSTANT_SCORE,
     REASON_NO_CELLS,
     REASON_STATE_ABSENT,
@@ -365,8 +366,9 @@ def axis_associations(
     obs
         Cell annotations with ``exhaustion_axis``, the state calls and the patient labels.
     scores
-        Cells x programs. The programs the axis is made of (`contract.EXHAUSTION_AXIS_PROGRAMS`) are not
-        tested along it: that would correlate a score with itself.
+        Cells x programs. The programs the axis is made of (`contract.EXHAUSTION_AXIS_PROGRAMS`)
+        are not tested along it (a score against itself): their rows are ``not_testable`` with
+        `contract.REASON_AXIS_PROGRAM`.
     state_key
         The state calls defining the lineage (default `contract.lineage_state_key`).
     shared_genes
@@ -402,6 +404,14 @@ def axis_associations(
         notes.append("; ".join(n for n in (str(row.note) if pd.notna(row.note) else "", extra)
                                if n))
     table["note"] = notes
+    circular = [p for p in EXHAUSTION_AXIS_PROGRAMS if p in scores]
+    if circular:
+        table = pd.concat([table, pd.DataFrame({
+            "program": circular, "unit": table["unit"].iloc[0] if len(table) else "",
+            "test": NOT_TESTABLE, "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
+            "n_patients": 0, "n_patients_positive": 0, "n_cells": 0,
+            "note": REASON_AXIS_PROGRAM,
+        })], ignore_index=True)
     table.insert(1, "ordering", EXHAUSTION_AXIS_KEY)
     table["state_key"] = state_key
     return table
