@@ -61,13 +61,13 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "workflow"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "workflow"), str(ROOT / "benchmarks"), str(ROOT)]
 
 import numpy as np
 import pandas as pd
-import yaml
-from texflow import cluster, gating, programs, qc, states, stats
+from texflow import programs, stats
 from texflow.simulate import simulate
+from validate_states import pipeline_config, run_to_states
 
 ALPHA = 0.05
 TARGETS = {"power": 0.9, "false_positive": 0.05}
@@ -76,46 +76,13 @@ IFN_PROGRAM = "ifn_i_core"
 IFN_ROWS = ("ifn_i_core", "ifn_alpha_hallmark")
 
 
-def pipeline_config() -> dict:
-    """config/config.yaml validated against the run schema, defaults filled (as common.smk)."""
-    from snakemake.utils import validate
-
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    return config
-
-
 def run_pipeline(adata, config: dict, *, dataset: str) -> dict[str, pd.DataFrame]:
-    """qc -> gate -> cluster -> states -> programs, as the workflow scripts call them.
-    Returns the programs stage's tables (response_comparison, composition, ...)."""
+    """qc -> gate -> cluster -> states (`validate_states.run_to_states`) -> programs, as the
+    workflow scripts call them; the trajectory stage is skipped: nothing below reads the
+    pseudotime. Returns the programs stage's tables (response_comparison, composition, ...)."""
     organism = adata.uns["texflow"]["organism"]
-    # qc.py
-    params = qc.QCParams.from_config(config["qc"])
-    adata, _ = qc.run_qc(adata, params=params, dataset=dataset)
-    adata = qc.passing_cells(adata, min_cells=params.min_cells_out, dataset=dataset)
-    # gate.py (simulated data hold every cell type: not cd8_sorted)
-    adata, _ = gating.gate_cd8(
-        adata,
-        params=gating.GateParams.from_config(config["gate"]),
-        cd8_sorted=False,
-        dataset=dataset,
-    )
-    adata = gating.cd8_cells(adata, dataset=dataset)
-    # cluster.py
-    adata, _ = cluster.run_clustering(
-        adata, params=cluster.ClusterParams.from_config(config["cluster"]), dataset=dataset
-    )
-    # states.py
-    extra = config["programs"].get("extra_file") or None
-    states.label_states(
-        adata,
-        organism=organism,
-        params=states.StatesParams.from_config(config["states"]),
-        extra_programs=extra,
-        dataset=dataset,
-    )
-    # programs.py (the trajectory stage is skipped: nothing below reads the pseudotime)
-    params, stats_params = config["programs"], config["stats"]
+    adata, _ = run_to_states(adata, config, dataset=dataset)
+    params = config["programs"]
     selected = programs.load_selected_programs(
         organism=organism, names=params["programs"], extra_file=params["extra_file"]
     )
@@ -123,20 +90,7 @@ def run_pipeline(adata, config: dict, *, dataset: str) -> dict[str, pd.DataFrame
         adata,
         programs=selected,
         program_names=params["programs"],
-        max_rank=params["max_rank"],
-        equalise_depth=params["equalise_depth"],
-        depth_quantile=params["depth_quantile"],
-        n_grid=params["trend_grid"],
-        n_splines=params["trend_splines"],
-        n_bootstrap=params["n_bootstrap"],
-        seed=params["seed"],
-        n_permutations=stats_params["n_permutations"],
-        min_cells_per_patient=stats_params["min_cells_per_patient"],
-        min_cells_per_group=stats_params["min_cells_per_group"],
-        min_paired_patients=stats_params["min_paired_patients"],
-        min_cells_composition=stats_params["min_cells_composition"],
-        adjust_for=stats_params["adjust_for"],
-        stats_seed=stats_params["seed"],
+        **programs.options_from_config(params, config["stats"]),
         overwrite_counts=True,
     )
     tables["_n_cd8_cells"] = pd.DataFrame({"n": [adata.n_obs]})

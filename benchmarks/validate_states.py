@@ -38,7 +38,6 @@ sys.path[:0] = [str(ROOT / "workflow"), str(ROOT / "tests"), str(ROOT)]
 import anndata as ad
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.stats import spearmanr
 from texflow import cluster, gating, programs, qc, states, trajectory
 from texflow.contract import SMOOTHED_BASIS
@@ -49,17 +48,18 @@ TRUTH_COLUMNS = ["true_state", "true_population", "true_pseudotime", "true_doubl
 
 
 def pipeline_config() -> dict:
-    """config/config.yaml validated against the run schema, defaults filled (as common.smk)."""
-    from snakemake.utils import validate
+    """config/config.yaml validated against the run schema with every default filled, as
+    workflow/rules/common.smk does (texflow.configuration)."""
+    from texflow import configuration
 
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    return config
+    config = configuration.load_yaml(ROOT / "config" / "config.yaml")
+    schema = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+    return configuration.validate(config, schema, what="config/config.yaml")
 
 
-def run_pipeline(adata, config: dict, *, dataset: str):
-    """The stages qc -> gate -> cluster -> states -> trajectory, as the workflow scripts call
-    them. Returns the CD8 cells after the trajectory stage and the cluster-state table."""
+def run_to_states(adata, config: dict, *, dataset: str):
+    """The stages qc -> gate -> cluster -> states, as the workflow scripts call them. Returns
+    the CD8 cells after the states stage and the cluster-state table."""
     organism = adata.uns["texflow"]["organism"]
     # qc.py
     params = qc.QCParams.from_config(config["qc"])
@@ -78,14 +78,22 @@ def run_pipeline(adata, config: dict, *, dataset: str):
         adata, params=cluster.ClusterParams.from_config(config["cluster"]), dataset=dataset
     )
     # states.py (reads X and annotations only)
-    extra = config["programs"].get("extra_file") or None
     table, _, _ = states.label_states(
         adata,
         organism=organism,
         params=states.StatesParams.from_config(config["states"]),
-        extra_programs=extra,
+        extra_programs=config["programs"].get("extra_file") or None,
         dataset=dataset,
     )
+    return adata, table
+
+
+def run_pipeline(adata, config: dict, *, dataset: str):
+    """The stages qc -> gate -> cluster -> states -> trajectory, as the workflow scripts call
+    them. Returns the CD8 cells after the trajectory stage and the cluster-state table."""
+    organism = adata.uns["texflow"]["organism"]
+    extra = config["programs"].get("extra_file") or None
+    adata, table = run_to_states(adata, config, dataset=dataset)
     # trajectory.py: reads the annotations without X and layers, then the lineage rows of X
     x = adata.X
     adata = ad.AnnData(

@@ -92,19 +92,16 @@ def test_trajectory_options_equal_schema():
     assert signature["states"] == expected["lineage_states"]
 
 
-#: programs.analyse keyword of each programs / stats key the script passes (others: same name).
-ANALYSE_KEYWORDS = {
-    ("programs", "trend_grid"): "n_grid",
-    ("programs", "trend_splines"): "n_splines",
-    ("stats", "seed"): "stats_seed",
-}
-
-
 def test_programs_and_stats_keys_equal_schema():
     from texflow import programs
 
-    assert subscripted_keys("programs.py", "params") == set(properties("programs"))
-    assert subscripted_keys("programs.py", "stats") == set(properties("stats"))
+    mapped = programs.ANALYSE_OPTIONS
+    read = {stage: {key for (s, key) in mapped if s == stage} for stage in ("programs", "stats")}
+    read["programs"] |= subscripted_keys("programs.py", "params")
+    read["stats"] |= subscripted_keys("programs.py", "stats")
+    assert read["programs"] == set(properties("programs"))
+    assert read["stats"] == set(properties("stats"))
+    assert {keyword for keyword in mapped.values()} <= set(keyword_defaults(programs.analyse))
     signature = keyword_defaults(programs.analyse)
     # stats_seed None = the programs seed; both schema defaults are 0
     signature["stats_seed"] = signature["seed"] if signature["stats_seed"] is None else None
@@ -115,7 +112,7 @@ def test_programs_and_stats_keys_equal_schema():
             if (stage, key) == ("programs", "programs"):
                 assert list(programs.DEFAULT_PROGRAMS) == default
                 continue
-            keyword = ANALYSE_KEYWORDS.get((stage, key), key)
+            keyword = programs.ANALYSE_OPTIONS[(stage, key)]
             assert signature[keyword] == default, f"{stage}.{key}"
 
 

@@ -472,6 +472,32 @@ def write_json(data: dict, path: str | PathLike) -> None:
 # the whole stage
 
 
+#: Config key of the ``programs`` / ``stats`` section -> keyword of `analyse` (the schema,
+#: workflow/schemas/config/{programs,stats}.schema.yaml, holds each key's default and reason).
+ANALYSE_OPTIONS: dict[tuple[str, str], str] = {
+    ("programs", "max_rank"): "max_rank",
+    ("programs", "equalise_depth"): "equalise_depth",
+    ("programs", "depth_quantile"): "depth_quantile",
+    ("programs", "trend_grid"): "n_grid",
+    ("programs", "trend_splines"): "n_splines",
+    ("programs", "n_bootstrap"): "n_bootstrap",
+    ("programs", "seed"): "seed",
+    ("stats", "n_permutations"): "n_permutations",
+    ("stats", "min_cells_per_patient"): "min_cells_per_patient",
+    ("stats", "min_cells_per_group"): "min_cells_per_group",
+    ("stats", "min_paired_patients"): "min_paired_patients",
+    ("stats", "min_cells_composition"): "min_cells_composition",
+    ("stats", "adjust_for"): "adjust_for",
+    ("stats", "seed"): "stats_seed",
+}
+
+
+def options_from_config(programs_section: Mapping, stats_section: Mapping) -> dict:
+    """`analyse` keywords from the config's ``programs`` and ``stats`` sections."""
+    sections = {"programs": programs_section, "stats": stats_section}
+    return {keyword: sections[stage][key] for (stage, key), keyword in ANALYSE_OPTIONS.items()}
+
+
 def axis_shared_genes(programs: Mapping[str, GeneProgram]) -> dict[str, list[str]]:
     """Program -> its genes that also define the exhaustion axis (`contract.EXHAUSTION_AXIS_PROGRAMS`)."""
     axis = set()
