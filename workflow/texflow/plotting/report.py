@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..contract import (
     EXHAUSTED_STATES,
     lineage_state_key,
 )
+from ..stats import ALL_CD8, EXHAUSTED_LINEAGE
 from ..utils import atomic_path  # noqa: E402
 from .colours import (
     MISSING_COLOUR,
@@ -384,9 +386,14 @@ def response_groups(
     path: str | os.PathLike,
     min_cells: int = 3,
     lineage_only: bool = False,
+    table: pd.DataFrame | None = None,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
     """Per-patient mean of each score, responders vs non-responders.
+
+    With `table` (response_comparison.tsv) each panel carries the test's q (or p) and patients
+    per group from its row (`all_cd8`, or `exhausted_lineage` with `lineage_only`), as the
+    table has them: nothing is recomputed.
 
     The mean is over all the patient's CD8 T cells, or with `lineage_only` over its
     exhausted-lineage cells (per-cell calls Tpex, Tex_int, Tex_term), the two populations of the
@@ -432,7 +439,12 @@ def response_groups(
         ax.set_xticklabels(labels, fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylabel(f"{program_label(score)} score\n(per-patient mean, a.u.)")
-        ax.set_title(program_label(score), fontsize=9)
+        title = program_label(score)
+        if table is not None:
+            row = EXHAUSTED_LINEAGE if lineage_only else ALL_CD8
+            text = response_test_text(table, state=row, program=score.removeprefix("score_"))
+            title += "\n" + "\n".join(textwrap.wrap(text, 34)[:3])
+        ax.set_title(title, fontsize=8.5)
         ax.spines[["top", "right"]].set_visible(False)
     for ax in list(axes.flat)[len(scores):]:
         ax.set_visible(False)
@@ -440,3 +452,235 @@ def response_groups(
     fig.suptitle(f"Responders vs non-responders: one point per patient (mean over its {cells_used}), bar = group mean; n = patients", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle
     return _save(fig, path, formats)
+
+
+# ----------------------------------------------------------------------------------------------
+# score distributions per state, composition per sample and per tissue
+
+#: The x position of every CD8 T cell, whatever its state, in `score_distributions`.
+ALL_CD8_LABEL = "all CD8"
+
+
+def score_distributions(
+    adata: ad.AnnData,
+    *,
+    scores: Sequence[str],
+    path: str | os.PathLike,
+    min_cells: int = 3,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Per state (Tpex, Tex_int, Tex_term, then all CD8 T cells), a box of the cells' scores with
+    one point per patient (its mean, coloured by response where there are labels) on top.
+
+    A patient with fewer than `min_cells` cells in a state has no point there; how many were left
+    out is written under the state. Without patient labels only the boxes are drawn, and the
+    title says so. One panel per score.
+    """
+    obs = adata.obs
+    if not scores:
+        raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
+    state_key = lineage_state_key(obs)
+    states = obs[state_key].astype(str) if state_key in obs else pd.Series("", index=obs.index)
+    groups = [(s, (states == s).to_numpy()) for s in EXHAUSTED_STATES if (states == s).any()]
+    groups.append((ALL_CD8_LABEL, np.ones(len(obs), bool)))
+    has_patients = "patient" in obs and _known(obs["patient"]).any()
+    patient = obs["patient"].astype(str).where(_known(obs["patient"])) if has_patients else None
+    response = _patient_response(obs)
+    rng = np.random.default_rng(0)  # jitter only
+    ncols = min(len(scores), 2)
+    nrows = int(np.ceil(len(scores) / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.5 * len(groups) * ncols + 2.5, 4.2 * nrows), squeeze=False
+    )
+    for ax, score in zip(axes.flat, scores, strict=False):
+        values = pd.to_numeric(obs[score], errors="coerce").to_numpy(dtype=float)
+        labels = []
+        for x, (name, mask) in enumerate(groups):
+            cells = values[mask & np.isfinite(values)]
+            colour = state_colour(name) if name != ALL_CD8_LABEL else "#999999"
+            box = ax.boxplot(
+                [cells],
+                positions=[x],
+                widths=0.6,
+                showfliers=False,
+                patch_artist=True,
+                medianprops={"color": "black"},
+                whiskerprops={"color": "#777777"},
+                capprops={"color": "#777777"},
+                boxprops={"edgecolor": "#777777"},
+            )
+            box["boxes"][0].set_facecolor(colour)
+            box["boxes"][0].set_alpha(0.35)
+            label = f"{name.replace('Tex_', 'Tex-')}\n{len(cells)} cells"
+            if patient is not None:
+                per_patient = pd.DataFrame(
+                    {"patient": patient[mask], "score": values[mask]}
+                ).dropna()
+                grouped = per_patient.groupby("patient")["score"]
+                n_cells = grouped.size()
+                means = grouped.mean()[n_cells >= min_cells]
+                colours = [
+                    RESPONSE_COLOURS.get(str(response.get(p, "")), "#333333") for p in means.index
+                ]
+                ax.scatter(
+                    x + rng.uniform(-0.15, 0.15, len(means)),
+                    means.to_numpy(),
+                    c=colours,
+                    s=20,
+                    edgecolors="white",
+                    linewidths=0.5,
+                    zorder=3,
+                )
+                label += f"\n{len(means)} patients"
+                if few := int((n_cells < min_cells).sum()):
+                    label += f"\n({few} with <{min_cells} cells\nnot drawn)"
+            labels.append(label)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_ylabel(f"{program_label(score)} score (a.u.)")
+        ax.set_title(program_label(score), fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in list(axes.flat)[len(scores) :]:
+        ax.set_visible(False)
+    if patient is not None:
+        handles = [
+            plt.Line2D([], [], color=c, marker="o", linestyle="", label=RESPONSE_LABELS[g])
+            for g, c in RESPONSE_COLOURS.items()
+            if (response == g).any()
+        ]
+        if (
+            not handles
+            or not response.reindex(patient.dropna().unique()).isin(RESPONSE_COLOURS).all()
+        ):
+            handles.append(
+                plt.Line2D(
+                    [], [], color="#333333", marker="o", linestyle="", label="response not known"
+                )
+            )
+        fig.legend(
+            handles=handles,
+            title="patient mean",
+            loc="upper left",
+            bbox_to_anchor=(1.0, 0.9),
+            frameon=False,
+            fontsize=8,
+        )
+        title = (
+            "Scores per state: box = cells (quartiles, whiskers 1.5 IQR), "
+            "point = one patient's mean "
+            f"(at least {min_cells} cells in the state)"
+        )
+    else:
+        title = (
+            "Scores per state: box = cells (quartiles, whiskers 1.5 IQR); "
+            "no patient labels, so no per-patient points"
+        )
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return _save(fig, path, formats)
+
+
+def composition_by(
+    adata: ad.AnnData,
+    *,
+    by: str,
+    path: str | os.PathLike,
+    title: str,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Stacked bars of the fraction of cells in each state per value of `obs[by]` (a sample, a
+    tissue), the number of cells (and of patients, where known) under each bar.
+
+    For datasets without patients (composition per sample) and datasets that mix tissues
+    (composition per tissue). Needs at least two values of `by`.
+    """
+    obs = adata.obs
+    state_key = lineage_state_key(obs)
+    if state_key not in obs or not _known(obs[state_key]).any():
+        raise FigureSkipped(f"no '{state_key}' annotation in the final AnnData")
+    if by not in obs or not _known(obs[by]).any():
+        raise FigureSkipped(f"no '{by}' annotation in the final AnnData")
+    known = _known(obs[state_key]) & _known(obs[by])
+    cells = obs.loc[known, [state_key, by]].astype(str).set_axis(["state", by], axis=1)
+    values = cells[by].unique()
+    if len(values) < 2:
+        raise FigureSkipped(f"one {by} only ({values[0]}): nothing to compare")
+    fractions = pd.crosstab(cells[by], cells["state"], normalize="index")
+    counts = cells[by].value_counts()
+    categories = (
+        obs[state_key].cat.categories
+        if isinstance(obs[state_key].dtype, pd.CategoricalDtype)
+        else sorted(fractions.columns)
+    )
+    states = [s for s in categories if s in fractions.columns]
+    fractions = fractions[states]
+    patients = None
+    if "patient" in obs and _known(obs["patient"]).any():
+        with_patient = obs.loc[known & _known(obs["patient"]), [by, "patient"]].astype(str)
+        patients = with_patient.groupby(by)["patient"].nunique()
+    colours = {state: state_colour(state) for state in states}
+    fig, ax = plt.subplots(figsize=(min(2.5 + 0.6 * len(fractions), 14), 4.6))
+    _stacked(ax, fractions, colours)
+    ax.set_xticks(range(len(fractions)))
+    ticks = [
+        f"{v}\n{counts[v]} cells"
+        + (f"\n{patients.get(v, 0)} patients" if patients is not None else "")
+        for v in fractions.index
+    ]
+    rotate = len(fractions) > 6
+    ax.set_xticklabels(
+        ticks, rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=8
+    )
+    ax.set_xlabel(by)
+    ax.set_ylabel(f"fraction of the {by}'s CD8 T cells")
+    ax.set_title(title, fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in states]
+    ax.legend(
+        handles,
+        states,
+        title="state",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1),
+        frameon=False,
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return _save(fig, path, formats)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tests' numbers on the response panels
+
+
+def _p_text(value: float) -> str:
+    return (
+        "NA"
+        if not np.isfinite(value)
+        else f"{value:.1e}"
+        if value < 0.001
+        else f"{value:.3f}".rstrip("0").rstrip(".")
+    )
+
+
+def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) -> str:
+    """What the response table says about `program` in its `state` row, for a panel: q (p when
+    there is no q) and the patients per group, or why it was not tested. Read, never recomputed."""
+    if table is None or not {"state", "program"} <= set(table.columns):
+        return "no response table"
+    rows = table[(table["state"].astype(str) == state) & (table["program"].astype(str) == program)]
+    if rows.empty:
+        return "no row in the response table"
+    row = rows.iloc[0]
+
+    def number(name: str) -> float:
+        return pd.to_numeric(pd.Series([row.get(name)]), errors="coerce").iloc[0]
+
+    q, p = number("p_adj"), number("p_value")
+    n_r, n_nr = number("n_responders"), number("n_non_responders")
+    groups = f"n = {int(n_nr)} NR vs {int(n_r)} R" if np.isfinite(n_r) and np.isfinite(n_nr) else ""
+    if not np.isfinite(p):
+        note = str(row.get("note") or "").strip()
+        note = "" if note.lower() == "nan" else note
+        return "not tested" + (f": {note[:60]}…" if len(note) > 60 else f": {note}" if note else "")
+    stat = f"q = {_p_text(q)}" if np.isfinite(q) else f"p = {_p_text(p)}"
+    return f"{stat}; {groups}" if groups else stat
