@@ -483,9 +483,10 @@ def score_distributions(
     states = obs[state_key].astype(str) if state_key in obs else pd.Series("", index=obs.index)
     groups = [(s, (states == s).to_numpy()) for s in EXHAUSTED_STATES if (states == s).any()]
     groups.append((ALL_CD8_LABEL, np.ones(len(obs), bool)))
-    has_patients = "patient" in obs and _known(obs["patient"]).any()
-    patient = obs["patient"].astype(str).where(_known(obs["patient"])) if has_patients else None
-    response = _patient_response(obs)
+    # the unit of the points: the patient, else (LCMV) the sample, which is not independent
+    unit = next((k for k in ("patient", "sample") if k in obs and _known(obs[k]).any()), None)
+    patient = obs[unit].astype(str).where(_known(obs[unit])) if unit else None
+    response = _patient_response(obs) if unit == "patient" else pd.Series(dtype=object)
     rng = np.random.default_rng(0)  # jitter only
     ncols = min(len(scores), 2)
     nrows = int(np.ceil(len(scores) / ncols))
@@ -511,7 +512,7 @@ def score_distributions(
             )
             box["boxes"][0].set_facecolor(colour)
             box["boxes"][0].set_alpha(0.35)
-            label = f"{name.replace('Tex_', 'Tex-')}\n{len(cells)} cells"
+            label = f"{name.replace('Tex_', 'Tex-')}\n{_count(len(cells), 'cell')}"
             if patient is not None:
                 per_patient = pd.DataFrame(
                     {"patient": patient[mask], "score": values[mask]}
@@ -531,7 +532,7 @@ def score_distributions(
                     linewidths=0.5,
                     zorder=3,
                 )
-                label += f"\n{len(means)} patients"
+                label += f"\n{_count(len(means), unit)}"
                 if few := int((n_cells < min_cells).sum()):
                     label += f"\n({few} with <{min_cells} cells\nnot drawn)"
             labels.append(label)
@@ -548,7 +549,7 @@ def score_distributions(
             for g, c in RESPONSE_COLOURS.items()
             if (response == g).any()
         ]
-        if (
+        if unit == "patient" and (
             not handles
             or not response.reindex(patient.dropna().unique()).isin(RESPONSE_COLOURS).all()
         ):
@@ -558,8 +559,9 @@ def score_distributions(
                 )
             )
         fig.legend(
-            handles=handles,
-            title="patient mean",
+            handles=handles
+            or [plt.Line2D([], [], color="#333333", marker="o", linestyle="", label="one sample")],
+            title=f"{unit} mean",
             loc="upper left",
             bbox_to_anchor=(1.0, 0.9),
             frameon=False,
@@ -567,8 +569,8 @@ def score_distributions(
         )
         title = (
             "Scores per state: box = cells (quartiles, whiskers 1.5 IQR), "
-            "point = one patient's mean "
-            f"(at least {min_cells} cells in the state)"
+            f"point = one {unit}'s mean (at least {min_cells} cells in the state)"
+            + ("" if unit == "patient" else "; no patient labels: samples are not patients")
         )
     else:
         title = (
@@ -578,6 +580,10 @@ def score_distributions(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return _save(fig, path, formats)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def composition_by(
@@ -619,12 +625,13 @@ def composition_by(
         with_patient = obs.loc[known & _known(obs["patient"]), [by, "patient"]].astype(str)
         patients = with_patient.groupby(by)["patient"].nunique()
     colours = {state: state_colour(state) for state in states}
-    fig, ax = plt.subplots(figsize=(min(2.5 + 0.6 * len(fractions), 14), 4.6))
+    fig, ax = plt.subplots(figsize=(min(3.5 + 0.8 * len(fractions), 14), 4.6))
     _stacked(ax, fractions, colours)
     ax.set_xticks(range(len(fractions)))
     ticks = [
-        f"{v}\n{counts[v]} cells"
-        + (f"\n{patients.get(v, 0)} patients" if patients is not None else "")
+        "\n".join(textwrap.wrap(str(v).replace("_", " "), 12))
+        + f"\n{_count(counts[v], 'cell')}"
+        + (f"\n{_count(patients.get(v, 0), 'patient')}" if patients is not None else "")
         for v in fractions.index
     ]
     rotate = len(fractions) > 6
@@ -681,6 +688,8 @@ def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) 
     if not np.isfinite(p):
         note = str(row.get("note") or "").strip()
         note = "" if note.lower() == "nan" else note
-        return "not tested" + (f": {note[:60]}…" if len(note) > 60 else f": {note}" if note else "")
+        note = note.split(" (")[0].split("; ")[0]  # the reason; its numbers are in the table
+        short = textwrap.shorten(note, 70, placeholder="…")
+        return "not tested" + (f": {short}" if short else "")
     stat = f"q = {_p_text(q)}" if np.isfinite(q) else f"p = {_p_text(p)}"
     return f"{stat}; {groups}" if groups else stat
