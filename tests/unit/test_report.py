@@ -875,18 +875,18 @@ def test_the_clustering_section_warns_when_clusters_follow_samples(tmp_path):
     clustering = html[html.index('<section id="cluster">') : html.index('<section id="states">')]
     assert '<p class="warning">Warning: the clusters follow the samples' in clustering
     # no patients: the composition figure per sample stands in for the per-patient one
-    figure = next(f for f in page.figures if f.title == "State composition per sample")
+    figure = next(f for f in page.figures if f.title == "States per sample (composition)")
     assert figure.path is not None and figure.path.is_file() and figure.section == "states"
 
 
 def test_composition_per_tissue_only_where_tissues_are_mixed(monkeypatch, tmp_path):
     adata = fake_adata(n_cells=300)
     drawn = {f.title for f in report.draw_figures(adata, outdir=tmp_path / "one")}
-    assert "State composition per tissue" not in drawn
-    assert "State composition per sample" not in drawn  # patients are known
+    assert "States per tissue (composition)" not in drawn
+    assert "States per sample (composition)" not in drawn  # patients are known
     adata.obs["tissue"] = np.where(np.arange(adata.n_obs) % 3 == 0, "blood", "tumour")
     drawn = report.draw_figures(adata, outdir=tmp_path / "two")
-    figure = next(f for f in drawn if f.title == "State composition per tissue")
+    figure = next(f for f in drawn if f.title == "States per tissue (composition)")
     assert figure.path is not None and figure.path.is_file()
     fig = _drawn(
         monkeypatch, plots.composition_by, adata, by="tissue", path="unused.png", title="t"

@@ -724,17 +724,20 @@ def draw_figures(
     if left_out:
         figures.append(Figure(title="Score UMAPs of the other programs", missing=left_out,
                               section="programs"))
-    figures.append(
-        _draw(plots.state_composition, adata, outdir / "state_composition.png", formats, section="states",
-              label="State composition per patient and by response",
-              caption="Fraction of each patient's CD8 T cells in each state (per-cell calls, as composition.tsv); the response panel averages per-patient fractions; the tests are the composition rows of the response table.",
-              skipped=skipped)
-    )  # fmt: skip
+    has_patients = "patient" in adata.obs and bool(plots._known(adata.obs["patient"]).any())
+    if has_patients:  # else the composition per sample stands in for it (below)
+        figures.append(_draw(
+            plots.state_composition, adata, outdir / "state_composition.png", formats,
+            section="states", label="State composition per patient and by response",
+            caption="Fraction of each patient's CD8 T cells in each state (per-cell calls, as composition.tsv); the response panel averages per-patient fractions; the tests are the composition rows of the response table.",
+            skipped=skipped))  # fmt: skip
     obs = adata.obs
-    if not ("patient" in obs and plots._known(obs["patient"]).any()):
+    if not has_patients:
+        for stale in outdir.glob("state_composition.*"):  # an earlier run's, with patients
+            stale.unlink()
         figures.append(_draw(
             plots.composition_by, adata, outdir / "state_composition_sample.png", formats,
-            section="states", label="State composition per sample", skipped=skipped, by="sample",
+            section="states", label="States per sample (composition)", skipped=skipped, by="sample",
             title="State composition per sample (no patient labels)",
             caption="No patient labels in this dataset: the fraction of each sample's CD8 T cells "
                     "in each state (per-cell calls) stands in for the per-patient composition. "
@@ -743,8 +746,8 @@ def draw_figures(
     if tissues.astype(str).nunique() >= 2:
         figures.append(_draw(
             plots.composition_by, adata, outdir / "state_composition_tissue.png", formats,
-            section="states", label="State composition per tissue", skipped=skipped, by="tissue",
-            title="State composition per tissue",
+            section="states", label="States per tissue (composition)", skipped=skipped, by="tissue",
+            title="States per tissue (composition)",
             caption="Fraction of each tissue's CD8 T cells in each state (per-cell calls), the "
                     "cells of all patients pooled; the composition tests and the per-patient "
                     "figure take all tissues together."))
