@@ -937,8 +937,8 @@ def test_response_panels_carry_q_and_n_read_from_the_table(monkeypatch):
         table=table,
     )
     titles = [ax.get_title().replace("\n", " ") for ax in fig.axes if ax.get_visible()]
-    # the table's numbers, not a recomputation (the 2 NR is the table's, the figure has 3)
-    assert "q = 0.012; n = 2 NR vs 3 R" in titles[0]
+    # the table's numbers, not a recomputation (the 2 NR are the table's, the figure has 3)
+    assert "q = 0.012; n = 3 R vs 2 NR" in titles[0]
     assert "not tested: too few patients to test: 1 responder" in titles[1]
     fig = _drawn(
         monkeypatch,
@@ -949,4 +949,4 @@ def test_response_panels_carry_q_and_n_read_from_the_table(monkeypatch):
         table=table,
         lineage_only=True,
     )
-    assert "q = 0.4; n = 3 NR vs 3 R" in fig.axes[0].get_title()
+    assert "q = 0.4; n = 3 R vs 3 NR" in fig.axes[0].get_title()

@@ -161,8 +161,8 @@ STAGE_FIGURE_PATTERNS = [
 
 
 #: What the response panels carry above each panel, read from response_comparison.tsv.
-RESPONSE_PANEL_NOTE = (" Above each panel: q (BH) and patients per group (NR = non-responders, "
-                       "R = responders) from the table's row.")
+RESPONSE_PANEL_NOTE = (" Above each panel: q (BH) and patients per group (R = responders, "
+                       "NR = non-responders) from the table's row.")
 
 #: A PNG at least this wide (pixels) is shown across the page, not in a grid column (~470 px).
 WIDE_FIGURE_PIXELS = 1200

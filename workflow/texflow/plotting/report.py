@@ -671,7 +671,8 @@ def _p_text(value: float) -> str:
 
 def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) -> str:
     """What the response table says about `program` in its `state` row, for a panel: q (p when
-    there is no q) and the patients per group, or why it was not tested. Read, never recomputed."""
+    there is no q) and the patients per group (responders first, as on the x axis), or why it
+    was not tested. Read, never recomputed."""
     if table is None or not {"state", "program"} <= set(table.columns):
         return "no response table"
     rows = table[(table["state"].astype(str) == state) & (table["program"].astype(str) == program)]
@@ -684,12 +685,11 @@ def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) 
 
     q, p = number("p_adj"), number("p_value")
     n_r, n_nr = number("n_responders"), number("n_non_responders")
-    groups = f"n = {int(n_nr)} NR vs {int(n_r)} R" if np.isfinite(n_r) and np.isfinite(n_nr) else ""
+    groups = f"n = {int(n_r)} R vs {int(n_nr)} NR" if np.isfinite(n_r) and np.isfinite(n_nr) else ""
     if not np.isfinite(p):
         note = str(row.get("note") or "").strip()
         note = "" if note.lower() == "nan" else note
-        note = note.split(" (")[0].split("; ")[0]  # the reason; its numbers are in the table
-        short = textwrap.shorten(note, 70, placeholder="…")
+        short = textwrap.shorten(note.split("; ")[0], 70, placeholder=" …")  # the table has it all
         return "not tested" + (f": {short}" if short else "")
     stat = f"q = {_p_text(q)}" if np.isfinite(q) else f"p = {_p_text(p)}"
     return f"{stat}; {groups}" if groups else stat
