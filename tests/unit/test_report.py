@@ -950,3 +950,21 @@ def test_response_panels_carry_q_and_n_read_from_the_table(monkeypatch):
         lineage_only=True,
     )
     assert "q = 0.4; n = 3 R vs 3 NR" in fig.axes[0].get_title()
+
+
+def test_program_gene_heatmap_reads_the_matrix_in_chunks_and_means_per_state(monkeypatch):
+    adata = fake_adata(n_cells=300)
+    genes = ["G1", "G2", "G3"]
+    means, counts = plots.state_gene_means(adata, genes=genes, chunk=7)  # chunks cut states
+    dense = pd.DataFrame(adata[:, genes].X.toarray(), columns=genes, index=adata.obs_names)
+    expected = dense.groupby(adata.obs["state"].astype(str)).mean().T
+    assert means[expected.columns].to_numpy() == pytest.approx(expected.to_numpy())
+    assert counts.sum() == adata.n_obs
+    fig = _drawn(monkeypatch, plots.program_gene_heatmap, adata, path="unused.png",
+                 programs={"ifn_i_core": ["G1", "G2", "NOT_A_GENE"], "lpo_drivers": ["G3"]})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == sorted(
+        ["G1", "G2"], key=lambda g: -means.loc[g].std()) + ["G3"]
+    states = [t.get_text().split(" (")[0] for t in ax.get_yticklabels()]
+    assert states == ["Tpex", "Tex_term", "effector"]
+    assert "2 of 2 genes" in " ".join(t.get_text() for t in ax.texts)  # the absent gene left out

@@ -34,7 +34,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import batch_check
+from . import batch_check, signatures
 from .contract import (
     CELL_STATE_KEY,
     CLUSTER_STATE_KEY,
@@ -45,6 +45,7 @@ from .contract import (
     SKIP_TRAJECTORY,
     SKIPPED,
 )
+from .errors import TexflowError
 from .plotting import report as plots
 from .report_tables import WIDE_COLUMNS, arrange, rows_phrase
 from .stats import (
@@ -184,7 +185,7 @@ class Figure:
         (the cluster UMAPs, the dot plot, the per-patient panels), by title or PNG width."""
         if self.path is None:
             return False
-        if self.title.startswith(("Tpex vs", "Responders", "State composition")):
+        if self.title.startswith(("Tpex vs", "Responders", "State composition", "Program genes")):
             return True
         head = self.path.read_bytes()[:24] if self.path.suffix.lower() == ".png" else b""
         return len(head) == 24 and int.from_bytes(head[16:20], "big") >= WIDE_FIGURE_PIXELS
@@ -675,6 +676,7 @@ def draw_figures(
     tested: Sequence[str] = (),
     headline: Sequence[str] = HEADLINE_PROGRAMS,
     response_table: pd.DataFrame | None = None,
+    gene_programs: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Figure]:
     """Draw the report's own figures into `outdir` (PNG plus `formats`); one `Figure` per figure.
 
@@ -685,7 +687,8 @@ def draw_figures(
     the same in every cell; what is left out is said once. `tested`: the programs tested in at
     least one comparison, whose captions say how. `headline`: the programs whose distributions
     per state are drawn. `response_table` (response_comparison.tsv): its q and n per group are
-    written on the response panels.
+    written on the response panels. `gene_programs`: program -> genes of the heatmap across
+    states (none drawn when empty).
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -760,6 +763,14 @@ def draw_figures(
                 "patient's mean over its cells in the state, colour = response. A patient with "
                 f"fewer than {min_cells} cells in a state has no point there (the count under "
                 "the state says how many)."))
+    if gene_programs:
+        figures.append(_draw(
+            plots.program_gene_heatmap, adata, outdir / "program_genes_states.png", formats,
+            section="programs", label="Program genes across states", skipped=skipped,
+            programs=gene_programs,
+            caption="Mean expression of each program's genes per state (per-cell calls), z-scored "
+                    "per gene across the states; per program the genes that vary most between "
+                    "the states. The signed LPO score is its drivers minus its suppressors."))
     figures.append(
         _draw(plots.paired_states, adata, outdir / "paired_tpex_texterm.png", formats, section="programs",
               label="Tpex vs Tex-term per patient",
@@ -921,7 +932,8 @@ def collect(
             programs=[f.program for f in report.findings] or None,
             tested=[f.program for f in report.findings if f.verdict != "not tested"],
             headline=report.headline_programs,
-            response_table=tables.get("response_comparison.tsv"))
+            response_table=tables.get("response_comparison.tsv"),
+            gene_programs=_heatmap_programs(adata, meta))
         sweep = tables.get("resolution_sweep.tsv")
         if note := _cluster_sample_note(adata.obs, report.params, sweep):
             report.notes.setdefault("cluster", []).append(note)
@@ -945,6 +957,25 @@ def collect(
         if figure.path is not None and figure.path.stem in {f"trend_{p}" for p in report.headline_programs}:
             figure.section = "answer"
     return report
+
+
+#: Programs whose genes the heatmap across states shows: the headline IFN-I program and the
+#: two halves of the signed LPO score.
+HEATMAP_PROGRAMS = ("ifn_i_core", "lpo_drivers", "lpo_suppressors")
+
+
+def _heatmap_programs(adata: ad.AnnData, meta: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The up genes of `HEATMAP_PROGRAMS` in the data, under its symbols ({} when none is)."""
+    try:
+        organism = str(meta.get("organism") or "human")
+        programs = signatures.load_programs(organism, names=HEATMAP_PROGRAMS)
+        programs = signatures.resolve_aliases(programs, adata.var_names, organism=organism)
+    except (TexflowError, OSError, ValueError) as error:  # optional: the page is silent
+        logger.info("no program gene heatmap: %s", error)
+        return {}
+    present = set(adata.var_names)
+    genes = {name: [g for g in program.up if g in present] for name, program in programs.items()}
+    return {name: found for name, found in genes.items() if found}
 
 
 def _cluster_sample_note(

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -693,3 +693,93 @@ def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) 
         return "not tested" + (f": {short}" if short else "")
     stat = f"q = {_p_text(q)}" if np.isfinite(q) else f"p = {_p_text(p)}"
     return f"{stat}; {groups}" if groups else stat
+
+
+# ----------------------------------------------------------------------------------------------
+# program genes across states
+
+
+def state_gene_means(
+    adata: ad.AnnData, *, genes: Sequence[str], chunk: int = 2000
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Mean expression (the matrix as stored, log-normalised) of `genes` per cell state, read in
+    chunks of `chunk` cells so that a backed AnnData is never loaded whole. Returns the means
+    (genes x states, in the states' order) and the number of cells per state."""
+    obs = adata.obs
+    state_key = lineage_state_key(obs)
+    states = obs[state_key].astype(str).where(_known(obs[state_key]))
+    categorical = isinstance(obs[state_key].dtype, pd.CategoricalDtype)
+    order = list(obs[state_key].cat.categories) if categorical else sorted(states.dropna().unique())
+    order = [s for s in order if (states == s).any()]
+    columns = [adata.var_names.get_loc(g) for g in genes]
+    index = np.array([order.index(s) if s in order else -1 for s in states.fillna("")])
+    sums = np.zeros((len(order), len(genes)))
+    for start in range(0, adata.n_obs, chunk):
+        block = adata.X[start:start + chunk]
+        block = block[:, columns]
+        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+        rows = index[start:start + chunk]
+        for i in range(len(order)):
+            sums[i] += block[rows == i].sum(axis=0)
+    counts = pd.Series([(index == i).sum() for i in range(len(order))], index=order)
+    means = pd.DataFrame((sums / counts.to_numpy()[:, None]).T, index=list(genes), columns=order)
+    return means, counts
+
+
+def program_gene_heatmap(
+    adata: ad.AnnData,
+    *,
+    programs: Mapping[str, Sequence[str]],
+    path: str | os.PathLike,
+    max_genes: int = 15,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """The genes of each program (rows, grouped by program) across the cell states (columns):
+    mean expression per state, z-scored per gene across the states. Per program, the
+    `max_genes` genes that vary most between the states; a gene absent from the data is left out."""
+    obs = adata.obs
+    state_key = lineage_state_key(obs)
+    if state_key not in obs or not _known(obs[state_key]).any():
+        raise FigureSkipped(f"no '{state_key}' annotation in the final AnnData")
+    known = set(adata.var_names)
+    present = {p: [g for g in dict.fromkeys(genes) if g in known] for p, genes in programs.items()}
+    present = {p: genes for p, genes in present.items() if genes}
+    if not present:
+        raise FigureSkipped("no gene of the programs is in the data")
+    all_genes = list(dict.fromkeys(g for genes in present.values() for g in genes))
+    means, counts = state_gene_means(adata, genes=all_genes)
+    if means.shape[1] < 2:
+        raise FigureSkipped(f"one state only ({', '.join(means.columns)}): nothing to compare")
+    rows, labels, bounds = [], [], []
+    for program, genes in present.items():
+        spread = means.loc[genes].std(axis=1).sort_values(ascending=False)
+        chosen = [g for g in spread.index[:max_genes] if spread[g] > 0]
+        if not chosen:
+            continue
+        rows += chosen
+        labels.append((program, len(chosen), len(genes)))
+        bounds.append(len(rows))
+    if not rows:
+        raise FigureSkipped("the program genes have the same mean in every state")
+    block = means.loc[rows]
+    z = block.sub(block.mean(axis=1), axis=0).div(block.std(axis=1).replace(0, np.nan), axis=0)
+    z = z.fillna(0).T  # states as rows, genes as columns: a wide, short figure
+    fig, ax = plt.subplots(figsize=(3.0 + 0.22 * len(rows), 1.6 + 0.32 * z.shape[0]))
+    image = ax.imshow(z.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-2, vmax=2)
+    ax.set_yticks(range(z.shape[0]))
+    ax.set_yticklabels([f"{s} ({counts[s]})" for s in z.index], fontsize=8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(rows, rotation=90, fontsize=7)
+    start = 0
+    for (program, shown, total), end in zip(labels, bounds, strict=True):
+        if start:
+            ax.axvline(start - 0.5, color="black", linewidth=1)
+        ax.text((start + end - 1) / 2, -0.7, f"{program_label(program)}\n{shown} of {total} genes",
+                va="bottom", ha="center", fontsize=8)
+        start = end
+    fig.colorbar(image, ax=ax, label="z-score across states", fraction=0.02, pad=0.01)
+    ax.set_ylabel("state (cells)")
+    ax.set_title("Program genes across states: mean expression per state, z-scored per gene",
+                 fontsize=10, pad=30)
+    fig.tight_layout()
+    return _save(fig, path, formats)
