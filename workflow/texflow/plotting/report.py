@@ -491,7 +491,7 @@ def score_distributions(
     ncols = min(len(scores), 2)
     nrows = int(np.ceil(len(scores) / ncols))
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(1.5 * len(groups) * ncols + 2.5, 4.2 * nrows), squeeze=False
+        nrows, ncols, figsize=(1.1 * len(groups) * ncols + 2.0, 4.2 * nrows), squeeze=False
     )
     for ax, score in zip(axes.flat, scores, strict=False):
         values = pd.to_numeric(obs[score], errors="coerce").to_numpy(dtype=float)
@@ -537,7 +537,7 @@ def score_distributions(
                     label += f"\n({few} with <{min_cells} cells\nnot drawn)"
             labels.append(label)
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_xticklabels(labels, fontsize=9)
         ax.set_ylabel(f"{program_label(score)} score (a.u.)")
         ax.set_title(program_label(score), fontsize=10)
         ax.spines[["top", "right"]].set_visible(False)
