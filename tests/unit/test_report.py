@@ -775,3 +775,196 @@ def test_cluster_umap_panels_are_drawn_page_wide(tmp_path):
     with Image.open(tmp_path / "umap_clusters.png") as image:
         assert image.width >= report.WIDE_FIGURE_PIXELS
     assert report.Figure(title="x", path=tmp_path / "umap_clusters.png").wide
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 19 item 8: what a computational immunologist expects on the page
+
+
+def test_score_distributions_one_point_per_patient_and_the_left_out_counted(monkeypatch):
+    from matplotlib.colors import to_hex
+
+    adata = fake_adata(n_cells=600)
+    # P6 keeps 2 Tpex cells: below min_cells, no point there, and the figure says so
+    tpex_p6 = np.flatnonzero(
+        (adata.obs["patient"] == "P6").to_numpy() & (adata.obs["state"] == "Tpex").to_numpy()
+    )
+    adata.obs.loc[adata.obs_names[tpex_p6[2:]], "state"] = "effector"
+    fig = _drawn(
+        monkeypatch,
+        plots.score_distributions,
+        adata,
+        scores=["score_ifn_i_core", "score_lpo_signed"],
+        path="unused.png",
+        min_cells=3,
+    )
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert (
+        labels[0].startswith("Tpex")
+        and "5 patients" in labels[0]
+        and "(1 with <3 cells" in labels[0]
+    )
+    assert (
+        labels[-1].startswith("all CD8")
+        and "600 cells" in labels[-1]
+        and "6 patients" in labels[-1]
+    )
+    points = [c for c in ax.collections if len(c.get_offsets())]
+    assert [len(c.get_offsets()) for c in points] == [5, 6, 6]  # Tpex, Tex_term, all CD8
+    # each point is that patient's mean, coloured by its response
+    means = (
+        adata.obs[adata.obs["state"] == "Tex_term"]
+        .groupby("patient", observed=True)["score_ifn_i_core"]
+        .mean()
+    )
+    assert sorted(points[1].get_offsets()[:, 1]) == pytest.approx(sorted(means))
+    colours = {to_hex(c) for c in points[1].get_facecolors()}
+    assert colours == {"#0072b2", "#d55e00"}
+
+
+def test_score_distributions_without_patients_use_the_sample_and_say_so(monkeypatch):
+    adata = fake_adata(n_cells=300, with_response=False)
+    adata.obs["patient"] = np.nan
+    fig = _drawn(
+        monkeypatch,
+        plots.score_distributions,
+        adata,
+        scores=["score_ifn_i_core"],
+        path="unused.png",
+    )
+    assert "samples are not patients" in fig._suptitle.get_text()
+    assert "6 samples" in fig.axes[0].get_xticklabels()[-1].get_text()
+
+
+def test_clusters_that_are_the_samples_are_flagged_and_mixed_ones_are_not():
+    from texflow import batch_check
+
+    rng = np.random.default_rng(0)
+    sample = np.repeat(["rep1", "rep2"], 50)
+    follows = pd.DataFrame({"sample": sample, "cluster": np.where(sample == "rep1", "0", "1")})
+    result = batch_check.cluster_sample_association(follows)
+    assert result["warn"] and result["ami"] == pytest.approx(1.0) and result["max_share"] == 1.0
+    assert result["n_dominated"] == 2 and result["cramers_v"] > 0.9
+    mixed = pd.DataFrame({"sample": sample, "cluster": rng.choice(["0", "1", "2"], 100)})
+    assert not batch_check.cluster_sample_association(mixed)["warn"]
+    assert batch_check.cluster_sample_association(follows.assign(sample="rep1")) is None
+    sentence = batch_check.cluster_sample_sentence(
+        result, batch_correction=False, has_patients=False, silhouette=0.30
+    )
+    assert sentence.startswith("Warning: the clusters follow the samples")
+    assert "silhouette 0.30, batch correction off" in sentence
+    assert "cluster.batch_correction: true" in sentence and "here sample" in sentence
+
+
+def test_the_clustering_section_warns_when_clusters_follow_samples(tmp_path):
+    out = fake_results(tmp_path, "reps", with_response=False)
+    adata = report.ad.read_h5ad(out / "final.h5ad")
+    adata.obs["patient"] = np.nan
+    adata.obs["sample"] = np.where(adata.obs["cluster"].astype(int) < 3, "LCMV1", "LCMV2")
+    adata.uns["texflow"]["params"]["cluster"]["batch_correction"] = False
+    adata.write_h5ad(out / "final.h5ad")
+    pd.DataFrame(
+        {"resolution": [1.0], "n_clusters": [6], "silhouette": [0.3], "chosen": [True]}
+    ).to_csv(out / "tables" / "resolution_sweep.tsv", sep="\t", index=False)
+    page = report.collect(out, dataset="reps")
+    ((text, warning),) = page.notes["cluster"]
+    assert warning and "silhouette 0.30" in text and "batch correction off" in text
+    report.write_dataset_report(page, out / "report.html")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    clustering = html[html.index('<section id="cluster">') : html.index('<section id="states">')]
+    assert '<p class="warning">Warning: the clusters follow the samples' in clustering
+    # no patients: the composition figure per sample stands in for the per-patient one
+    figure = next(f for f in page.figures if f.title == "States per sample (composition)")
+    assert figure.path is not None and figure.path.is_file() and figure.section == "states"
+
+
+def test_composition_per_tissue_only_where_tissues_are_mixed(monkeypatch, tmp_path):
+    adata = fake_adata(n_cells=300)
+    drawn = {f.title for f in report.draw_figures(adata, outdir=tmp_path / "one")}
+    assert "States per tissue (composition)" not in drawn
+    assert "States per sample (composition)" not in drawn  # patients are known
+    adata.obs["tissue"] = np.where(np.arange(adata.n_obs) % 3 == 0, "blood", "tumour")
+    drawn = report.draw_figures(adata, outdir=tmp_path / "two")
+    figure = next(f for f in drawn if f.title == "States per tissue (composition)")
+    assert figure.path is not None and figure.path.is_file()
+    fig = _drawn(
+        monkeypatch, plots.composition_by, adata, by="tissue", path="unused.png", title="t"
+    )
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[0].startswith("blood\n100 cells\n") and ticks[1].startswith("tumour\n200 cells\n")
+
+
+def test_response_panels_carry_q_and_n_read_from_the_table(monkeypatch):
+    adata = fake_adata(n_cells=300)
+    table = pd.DataFrame(
+        [
+            {
+                "state": "all_cd8",
+                "program": "ifn_i_core",
+                "p_value": 0.004,
+                "p_adj": 0.0123,
+                "n_responders": 3,
+                "n_non_responders": 2,
+                "note": "",
+            },
+            {
+                "state": "exhausted_lineage",
+                "program": "ifn_i_core",
+                "p_value": 0.2,
+                "p_adj": 0.4,
+                "n_responders": 3,
+                "n_non_responders": 3,
+                "note": "",
+            },
+            {
+                "state": "all_cd8",
+                "program": "lpo_signed",
+                "p_value": np.nan,
+                "p_adj": np.nan,
+                "n_responders": 1,
+                "n_non_responders": 3,
+                "note": "too few patients to test: 1 responder (needs 2)",
+            },
+        ]
+    )
+    fig = _drawn(
+        monkeypatch,
+        plots.response_groups,
+        adata,
+        scores=["score_ifn_i_core", "score_lpo_signed"],
+        path="unused.png",
+        table=table,
+    )
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes if ax.get_visible()]
+    # the table's numbers, not a recomputation (the 2 NR are the table's, the figure has 3)
+    assert "q = 0.012; n = 3 R vs 2 NR" in titles[0]
+    assert "not tested: too few patients to test: 1 responder" in titles[1]
+    fig = _drawn(
+        monkeypatch,
+        plots.response_groups,
+        adata,
+        scores=["score_ifn_i_core"],
+        path="unused.png",
+        table=table,
+        lineage_only=True,
+    )
+    assert "q = 0.4; n = 3 R vs 3 NR" in fig.axes[0].get_title()
+
+
+def test_program_gene_heatmap_reads_the_matrix_in_chunks_and_means_per_state(monkeypatch):
+    adata = fake_adata(n_cells=300)
+    genes = ["G1", "G2", "G3"]
+    means, counts = plots.state_gene_means(adata, genes=genes, chunk=7)  # chunks cut states
+    dense = pd.DataFrame(adata[:, genes].X.toarray(), columns=genes, index=adata.obs_names)
+    expected = dense.groupby(adata.obs["state"].astype(str)).mean().T
+    assert means[expected.columns].to_numpy() == pytest.approx(expected.to_numpy())
+    assert counts.sum() == adata.n_obs
+    fig = _drawn(monkeypatch, plots.program_gene_heatmap, adata, path="unused.png",
+                 programs={"ifn_i_core": ["G1", "G2", "NOT_A_GENE"], "lpo_drivers": ["G3"]})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == sorted(
+        ["G1", "G2"], key=lambda g: -means.loc[g].std()) + ["G3"]
+    states = [t.get_text().split(" (")[0] for t in ax.get_yticklabels()]
+    assert states == ["Tpex", "Tex_term", "effector"]
+    assert "2 of 2 genes" in " ".join(t.get_text() for t in ax.texts)  # the absent gene left out

@@ -34,6 +34,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from . import batch_check, signatures
 from .contract import (
     CELL_STATE_KEY,
     CLUSTER_STATE_KEY,
@@ -44,6 +45,7 @@ from .contract import (
     SKIP_TRAJECTORY,
     SKIPPED,
 )
+from .errors import TexflowError
 from .plotting import report as plots
 from .report_tables import WIDE_COLUMNS, arrange, rows_phrase
 from .stats import (
@@ -159,6 +161,10 @@ STAGE_FIGURE_PATTERNS = [
 ]
 
 
+#: What the response panels carry above each panel, read from response_comparison.tsv.
+RESPONSE_PANEL_NOTE = (" Above each panel: q (BH) and patients per group (R = responders, "
+                       "NR = non-responders) from the table's row.")
+
 #: A PNG at least this wide (pixels) is shown across the page, not in a grid column (~470 px).
 WIDE_FIGURE_PIXELS = 1200
 
@@ -179,7 +185,7 @@ class Figure:
         (the cluster UMAPs, the dot plot, the per-patient panels), by title or PNG width."""
         if self.path is None:
             return False
-        if self.title.startswith(("Tpex vs", "Responders", "State composition")):
+        if self.title.startswith(("Tpex vs", "Responders", "State composition", "Program genes")):
             return True
         head = self.path.read_bytes()[:24] if self.path.suffix.lower() == ".png" else b""
         return len(head) == 24 and int.from_bytes(head[16:20], "big") >= WIDE_FIGURE_PIXELS
@@ -311,6 +317,8 @@ class DatasetReport:
     composition: list[Finding] = field(default_factory=list)
     alpha: float = 0.05
     simulated: bool = False  # the dataset file says simulated: true (texflow-simulate data)
+    #: per section, sentences shown under its heading: (text, is_warning)
+    notes: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
 
     def answer(self) -> list[tuple[str, list[Finding]]]:
         """The opening answer: per headline program, its findings; a comparison that no headline
@@ -666,6 +674,9 @@ def draw_figures(
     skipped: Mapping[str, str] | None = None,
     programs: Sequence[str] | None = None,
     tested: Sequence[str] = (),
+    headline: Sequence[str] = HEADLINE_PROGRAMS,
+    response_table: pd.DataFrame | None = None,
+    gene_programs: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Figure]:
     """Draw the report's own figures into `outdir` (PNG plus `formats`); one `Figure` per figure.
 
@@ -674,7 +685,10 @@ def draw_figures(
     Program scores are drawn (one UMAP each, one panel each in the per-patient figures) for the
     `programs` the comparisons are about (all scores when None), and not for a score that is
     the same in every cell; what is left out is said once. `tested`: the programs tested in at
-    least one comparison, whose captions say how.
+    least one comparison, whose captions say how. `headline`: the programs whose distributions
+    per state are drawn. `response_table` (response_comparison.tsv): its q and n per group are
+    written on the response panels. `gene_programs`: program -> genes of the heatmap across
+    states (none drawn when empty).
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -713,12 +727,50 @@ def draw_figures(
     if left_out:
         figures.append(Figure(title="Score UMAPs of the other programs", missing=left_out,
                               section="programs"))
-    figures.append(
-        _draw(plots.state_composition, adata, outdir / "state_composition.png", formats, section="states",
-              label="State composition per patient and by response",
-              caption="Fraction of each patient's CD8 T cells in each state (per-cell calls, as composition.tsv); the response panel averages per-patient fractions; the tests are the composition rows of the response table.",
-              skipped=skipped)
-    )  # fmt: skip
+    has_patients = "patient" in adata.obs and bool(plots._known(adata.obs["patient"]).any())
+    if has_patients:  # else the composition per sample stands in for it (below)
+        figures.append(_draw(
+            plots.state_composition, adata, outdir / "state_composition.png", formats,
+            section="states", label="State composition per patient and by response",
+            caption="Fraction of each patient's CD8 T cells in each state (per-cell calls, as composition.tsv); the response panel averages per-patient fractions; the tests are the composition rows of the response table.",
+            skipped=skipped))  # fmt: skip
+    obs = adata.obs
+    if not has_patients:
+        for stale in outdir.glob("state_composition.*"):  # an earlier run's, with patients
+            stale.unlink()
+        figures.append(_draw(
+            plots.composition_by, adata, outdir / "state_composition_sample.png", formats,
+            section="states", label="States per sample (composition)", skipped=skipped, by="sample",
+            title="State composition per sample (no patient labels)",
+            caption="No patient labels in this dataset: the fraction of each sample's CD8 T cells "
+                    "in each state (per-cell calls) stands in for the per-patient composition. "
+                    "Samples are not independent patients: nothing is tested on them."))
+    tissues = obs["tissue"][plots._known(obs["tissue"])] if "tissue" in obs else pd.Series()
+    if tissues.astype(str).nunique() >= 2:
+        figures.append(_draw(
+            plots.composition_by, adata, outdir / "state_composition_tissue.png", formats,
+            section="states", label="States per tissue (composition)", skipped=skipped, by="tissue",
+            title="States per tissue (composition)",
+            caption="Fraction of each tissue's CD8 T cells in each state (per-cell calls), the "
+                    "cells of all patients pooled; the composition tests and the per-patient "
+                    "figure take all tissues together."))
+    distributions = [s for s in scores if s.removeprefix("score_") in set(headline)] or scores[:2]
+    figures.append(_draw(
+        plots.score_distributions, adata, outdir / "score_distributions.png", formats,
+        section="programs", label="Scores per state, one point per patient", skipped=skipped,
+        scores=distributions, min_cells=min_cells,
+        caption="Box: the cells of each state (per-cell calls) and of all CD8 T cells; point: one "
+                "patient's mean over its cells in the state, colour = response. A patient with "
+                f"fewer than {min_cells} cells in a state has no point there (the count under "
+                "the state says how many)."))
+    if gene_programs:
+        figures.append(_draw(
+            plots.program_gene_heatmap, adata, outdir / "program_genes_states.png", formats,
+            section="programs", label="Program genes across states", skipped=skipped,
+            programs=gene_programs,
+            caption="Mean expression of each program's genes per state (per-cell calls), z-scored "
+                    "per gene across the states; per program the genes that vary most between "
+                    "the states. The signed LPO score is its drivers minus its suppressors."))
     figures.append(
         _draw(plots.paired_states, adata, outdir / "paired_tpex_texterm.png", formats, section="programs",
               label="Tpex vs Tex-term per patient",
@@ -728,14 +780,17 @@ def draw_figures(
     figures.append(
         _draw(plots.response_groups, adata, outdir / "response_groups.png", formats, section="programs",
               label="Responders vs non-responders, all CD8 T cells",
-              caption="Per-patient mean score over all its CD8 T cells (the all-CD8 rows of the response table); bar = group mean; n = patients.",
-              skipped=skipped, scores=scores, min_cells=min_cells)
+              caption="Per-patient mean score over all its CD8 T cells (the all-CD8 rows of the response table); bar = group mean; n = patients."
+                      + RESPONSE_PANEL_NOTE,
+              skipped=skipped, scores=scores, min_cells=min_cells, table=response_table)
     )  # fmt: skip
     figures.append(
         _draw(plots.response_groups, adata, outdir / "response_groups_lineage.png", formats, section="programs",
               label="Responders vs non-responders, exhausted-lineage cells",
-              caption="Per-patient mean score over its cells called Tpex, Tex_int or Tex_term one by one (the exhausted-lineage rows of the response table); bar = group mean; n = patients.",
-              skipped=skipped, scores=scores, min_cells=min_cells, lineage_only=True)
+              caption="Per-patient mean score over its cells called Tpex, Tex_int or Tex_term one by one (the exhausted-lineage rows of the response table); bar = group mean; n = patients."
+                      + RESPONSE_PANEL_NOTE,
+              skipped=skipped, scores=scores, min_cells=min_cells, lineage_only=True,
+              table=response_table)
     )  # fmt: skip
     return figures
 
@@ -875,7 +930,13 @@ def collect(
             adata, outdir=figures_dir, formats=formats, min_cells=min_cells,
             draw_cluster_umap=not has_cluster_umap, skipped=report.skipped,
             programs=[f.program for f in report.findings] or None,
-            tested=[f.program for f in report.findings if f.verdict != "not tested"])
+            tested=[f.program for f in report.findings if f.verdict != "not tested"],
+            headline=report.headline_programs,
+            response_table=tables.get("response_comparison.tsv"),
+            gene_programs=_heatmap_programs(adata, meta))
+        sweep = tables.get("resolution_sweep.tsv")
+        if note := _cluster_sample_note(adata.obs, report.params, sweep):
+            report.notes.setdefault("cluster", []).append(note)
         adata.file.close()
     else:
         drawn = [Figure(title="Figures of the cells", missing=f"no final AnnData ({final_h5ad}) to draw them from", section="programs")]
@@ -896,6 +957,47 @@ def collect(
         if figure.path is not None and figure.path.stem in {f"trend_{p}" for p in report.headline_programs}:
             figure.section = "answer"
     return report
+
+
+#: Programs whose genes the heatmap across states shows: the headline IFN-I program and the
+#: two halves of the signed LPO score.
+HEATMAP_PROGRAMS = ("ifn_i_core", "lpo_drivers", "lpo_suppressors")
+
+
+def _heatmap_programs(adata: ad.AnnData, meta: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The up genes of `HEATMAP_PROGRAMS` in the data, under its symbols ({} when none is)."""
+    try:
+        organism = str(meta.get("organism") or "human")
+        programs = signatures.load_programs(organism, names=HEATMAP_PROGRAMS)
+        programs = signatures.resolve_aliases(programs, adata.var_names, organism=organism)
+    except (TexflowError, OSError, ValueError) as error:  # optional: the page is silent
+        logger.info("no program gene heatmap: %s", error)
+        return {}
+    present = set(adata.var_names)
+    genes = {name: [g for g in program.up if g in present] for name, program in programs.items()}
+    return {name: found for name, found in genes.items() if found}
+
+
+def _cluster_sample_note(
+    obs: pd.DataFrame, params: Mapping[str, Any], sweep: pd.DataFrame | None
+) -> tuple[str, bool] | None:
+    """The clustering section's sentence on whether the clusters follow the samples
+    (`batch_check`), with the chosen resolution's silhouette and the batch-correction setting."""
+    result = batch_check.cluster_sample_association(obs)
+    if result is None:
+        return None
+    cluster = params.get("cluster") if isinstance(params.get("cluster"), Mapping) else {}
+    correction = cluster.get("batch_correction")
+    silhouette = math.nan
+    if sweep is not None and {"silhouette", "chosen"} <= set(sweep.columns):
+        chosen = sweep[sweep["chosen"].astype(str).str.lower() == "true"]
+        silhouette = _number(chosen["silhouette"].iloc[0]) if len(chosen) else math.nan
+    has_patients = "patient" in obs and bool(plots._known(obs["patient"]).any())
+    sentence = batch_check.cluster_sample_sentence(
+        result, batch_correction=None if correction is None else bool(correction),
+        batch_key=str(cluster.get("batch_key") or "patient"), has_patients=has_patients,
+        silhouette=silhouette)
+    return sentence, result["warn"]
 
 
 def _doublets_not_run(qc_summary: pd.DataFrame | None) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -30,6 +31,7 @@ from ..contract import (
     EXHAUSTED_STATES,
     lineage_state_key,
 )
+from ..stats import ALL_CD8, EXHAUSTED_LINEAGE
 from ..utils import atomic_path  # noqa: E402
 from .colours import (
     MISSING_COLOUR,
@@ -384,9 +386,14 @@ def response_groups(
     path: str | os.PathLike,
     min_cells: int = 3,
     lineage_only: bool = False,
+    table: pd.DataFrame | None = None,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
     """Per-patient mean of each score, responders vs non-responders.
+
+    With `table` (response_comparison.tsv) each panel carries the test's q (or p) and patients
+    per group from its row (`all_cd8`, or `exhausted_lineage` with `lineage_only`), as the
+    table has them: nothing is recomputed.
 
     The mean is over all the patient's CD8 T cells, or with `lineage_only` over its
     exhausted-lineage cells (per-cell calls Tpex, Tex_int, Tex_term), the two populations of the
@@ -432,11 +439,347 @@ def response_groups(
         ax.set_xticklabels(labels, fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylabel(f"{program_label(score)} score\n(per-patient mean, a.u.)")
-        ax.set_title(program_label(score), fontsize=9)
+        title = program_label(score)
+        if table is not None:
+            row = EXHAUSTED_LINEAGE if lineage_only else ALL_CD8
+            text = response_test_text(table, state=row, program=score.removeprefix("score_"))
+            title += "\n" + "\n".join(textwrap.wrap(text, 34)[:3])
+        ax.set_title(title, fontsize=8.5)
         ax.spines[["top", "right"]].set_visible(False)
     for ax in list(axes.flat)[len(scores):]:
         ax.set_visible(False)
     cells_used = f"{'/'.join(lineage)} cells" if lineage else "all CD8 T cells"
     fig.suptitle(f"Responders vs non-responders: one point per patient (mean over its {cells_used}), bar = group mean; n = patients", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle
+    return _save(fig, path, formats)
+
+
+# ----------------------------------------------------------------------------------------------
+# score distributions per state, composition per sample and per tissue
+
+#: The x position of every CD8 T cell, whatever its state, in `score_distributions`.
+ALL_CD8_LABEL = "all CD8"
+
+
+def score_distributions(
+    adata: ad.AnnData,
+    *,
+    scores: Sequence[str],
+    path: str | os.PathLike,
+    min_cells: int = 3,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Per state (Tpex, Tex_int, Tex_term, then all CD8 T cells), a box of the cells' scores with
+    one point per patient (its mean, coloured by response where there are labels) on top.
+
+    A patient with fewer than `min_cells` cells in a state has no point there; how many were left
+    out is written under the state. Without patient labels only the boxes are drawn, and the
+    title says so. One panel per score.
+    """
+    obs = adata.obs
+    if not scores:
+        raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
+    state_key = lineage_state_key(obs)
+    states = obs[state_key].astype(str) if state_key in obs else pd.Series("", index=obs.index)
+    groups = [(s, (states == s).to_numpy()) for s in EXHAUSTED_STATES if (states == s).any()]
+    groups.append((ALL_CD8_LABEL, np.ones(len(obs), bool)))
+    # the unit of the points: the patient, else (LCMV) the sample, which is not independent
+    unit = next((k for k in ("patient", "sample") if k in obs and _known(obs[k]).any()), None)
+    patient = obs[unit].astype(str).where(_known(obs[unit])) if unit else None
+    response = _patient_response(obs) if unit == "patient" else pd.Series(dtype=object)
+    rng = np.random.default_rng(0)  # jitter only
+    ncols = min(len(scores), 2)
+    nrows = int(np.ceil(len(scores) / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.1 * len(groups) * ncols + 2.0, 4.2 * nrows), squeeze=False
+    )
+    for ax, score in zip(axes.flat, scores, strict=False):
+        values = pd.to_numeric(obs[score], errors="coerce").to_numpy(dtype=float)
+        labels = []
+        for x, (name, mask) in enumerate(groups):
+            cells = values[mask & np.isfinite(values)]
+            colour = state_colour(name) if name != ALL_CD8_LABEL else "#999999"
+            box = ax.boxplot(
+                [cells],
+                positions=[x],
+                widths=0.6,
+                showfliers=False,
+                patch_artist=True,
+                medianprops={"color": "black"},
+                whiskerprops={"color": "#777777"},
+                capprops={"color": "#777777"},
+                boxprops={"edgecolor": "#777777"},
+            )
+            box["boxes"][0].set_facecolor(colour)
+            box["boxes"][0].set_alpha(0.35)
+            label = f"{name.replace('Tex_', 'Tex-')}\n{_count(len(cells), 'cell')}"
+            if patient is not None:
+                per_patient = pd.DataFrame(
+                    {"patient": patient[mask], "score": values[mask]}
+                ).dropna()
+                grouped = per_patient.groupby("patient")["score"]
+                n_cells = grouped.size()
+                means = grouped.mean()[n_cells >= min_cells]
+                colours = [
+                    RESPONSE_COLOURS.get(str(response.get(p, "")), "#333333") for p in means.index
+                ]
+                ax.scatter(
+                    x + rng.uniform(-0.15, 0.15, len(means)),
+                    means.to_numpy(),
+                    c=colours,
+                    s=20,
+                    edgecolors="white",
+                    linewidths=0.5,
+                    zorder=3,
+                )
+                label += f"\n{_count(len(means), unit)}"
+                if few := int((n_cells < min_cells).sum()):
+                    label += f"\n({few} with <{min_cells} cells\nnot drawn)"
+            labels.append(label)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(labels, fontsize=9)
+        ax.set_ylabel(f"{program_label(score)} score (a.u.)")
+        ax.set_title(program_label(score), fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in list(axes.flat)[len(scores) :]:
+        ax.set_visible(False)
+    if patient is not None:
+        handles = [
+            plt.Line2D([], [], color=c, marker="o", linestyle="", label=RESPONSE_LABELS[g])
+            for g, c in RESPONSE_COLOURS.items()
+            if (response == g).any()
+        ]
+        if unit == "patient" and (
+            not handles
+            or not response.reindex(patient.dropna().unique()).isin(RESPONSE_COLOURS).all()
+        ):
+            handles.append(
+                plt.Line2D(
+                    [], [], color="#333333", marker="o", linestyle="", label="response not known"
+                )
+            )
+        fig.legend(
+            handles=handles
+            or [plt.Line2D([], [], color="#333333", marker="o", linestyle="", label="one sample")],
+            title=f"{unit} mean",
+            loc="upper left",
+            bbox_to_anchor=(1.0, 0.9),
+            frameon=False,
+            fontsize=8,
+        )
+        title = (
+            "Scores per state: box = cells (quartiles, whiskers 1.5 IQR), "
+            f"point = one {unit}'s mean (at least {min_cells} cells in the state)"
+            + ("" if unit == "patient" else "; no patient labels: samples are not patients")
+        )
+    else:
+        title = (
+            "Scores per state: box = cells (quartiles, whiskers 1.5 IQR); "
+            "no patient labels, so no per-patient points"
+        )
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return _save(fig, path, formats)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def composition_by(
+    adata: ad.AnnData,
+    *,
+    by: str,
+    path: str | os.PathLike,
+    title: str,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Stacked bars of the fraction of cells in each state per value of `obs[by]` (a sample, a
+    tissue), the number of cells (and of patients, where known) under each bar.
+
+    For datasets without patients (composition per sample) and datasets that mix tissues
+    (composition per tissue). Needs at least two values of `by`.
+    """
+    obs = adata.obs
+    state_key = lineage_state_key(obs)
+    if state_key not in obs or not _known(obs[state_key]).any():
+        raise FigureSkipped(f"no '{state_key}' annotation in the final AnnData")
+    if by not in obs or not _known(obs[by]).any():
+        raise FigureSkipped(f"no '{by}' annotation in the final AnnData")
+    known = _known(obs[state_key]) & _known(obs[by])
+    cells = obs.loc[known, [state_key, by]].astype(str).set_axis(["state", by], axis=1)
+    values = cells[by].unique()
+    if len(values) < 2:
+        raise FigureSkipped(f"one {by} only ({values[0]}): nothing to compare")
+    fractions = pd.crosstab(cells[by], cells["state"], normalize="index")
+    counts = cells[by].value_counts()
+    categories = (
+        obs[state_key].cat.categories
+        if isinstance(obs[state_key].dtype, pd.CategoricalDtype)
+        else sorted(fractions.columns)
+    )
+    states = [s for s in categories if s in fractions.columns]
+    fractions = fractions[states]
+    patients = None
+    if "patient" in obs and _known(obs["patient"]).any():
+        with_patient = obs.loc[known & _known(obs["patient"]), [by, "patient"]].astype(str)
+        patients = with_patient.groupby(by)["patient"].nunique()
+    colours = {state: state_colour(state) for state in states}
+    fig, ax = plt.subplots(figsize=(min(3.5 + 0.8 * len(fractions), 14), 4.6))
+    _stacked(ax, fractions, colours)
+    ax.set_xticks(range(len(fractions)))
+    ticks = [
+        "\n".join(textwrap.wrap(str(v).replace("_", " "), 12))
+        + f"\n{_count(counts[v], 'cell')}"
+        + (f"\n{_count(patients.get(v, 0), 'patient')}" if patients is not None else "")
+        for v in fractions.index
+    ]
+    rotate = len(fractions) > 6
+    ax.set_xticklabels(
+        ticks, rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=8
+    )
+    ax.set_xlabel(by)
+    ax.set_ylabel(f"fraction of the {by}'s CD8 T cells")
+    ax.set_title(title, fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in states]
+    ax.legend(
+        handles,
+        states,
+        title="state",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1),
+        frameon=False,
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return _save(fig, path, formats)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tests' numbers on the response panels
+
+
+def _p_text(value: float) -> str:
+    return (
+        "NA"
+        if not np.isfinite(value)
+        else f"{value:.1e}"
+        if value < 0.001
+        else f"{value:.3f}".rstrip("0").rstrip(".")
+    )
+
+
+def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) -> str:
+    """What the response table says about `program` in its `state` row, for a panel: q (p when
+    there is no q) and the patients per group (responders first, as on the x axis), or why it
+    was not tested. Read, never recomputed."""
+    if table is None or not {"state", "program"} <= set(table.columns):
+        return "no response table"
+    rows = table[(table["state"].astype(str) == state) & (table["program"].astype(str) == program)]
+    if rows.empty:
+        return "no row in the response table"
+    row = rows.iloc[0]
+
+    def number(name: str) -> float:
+        return pd.to_numeric(pd.Series([row.get(name)]), errors="coerce").iloc[0]
+
+    q, p = number("p_adj"), number("p_value")
+    n_r, n_nr = number("n_responders"), number("n_non_responders")
+    groups = f"n = {int(n_r)} R vs {int(n_nr)} NR" if np.isfinite(n_r) and np.isfinite(n_nr) else ""
+    if not np.isfinite(p):
+        note = str(row.get("note") or "").strip()
+        note = "" if note.lower() == "nan" else note
+        short = textwrap.shorten(note.split("; ")[0], 70, placeholder=" …")  # the table has it all
+        return "not tested" + (f": {short}" if short else "")
+    stat = f"q = {_p_text(q)}" if np.isfinite(q) else f"p = {_p_text(p)}"
+    return f"{stat}; {groups}" if groups else stat
+
+
+# ----------------------------------------------------------------------------------------------
+# program genes across states
+
+
+def state_gene_means(
+    adata: ad.AnnData, *, genes: Sequence[str], chunk: int = 2000
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Mean expression (the matrix as stored, log-normalised) of `genes` per cell state, read in
+    chunks of `chunk` cells so that a backed AnnData is never loaded whole. Returns the means
+    (genes x states, in the states' order) and the number of cells per state."""
+    obs = adata.obs
+    state_key = lineage_state_key(obs)
+    states = obs[state_key].astype(str).where(_known(obs[state_key]))
+    categorical = isinstance(obs[state_key].dtype, pd.CategoricalDtype)
+    order = list(obs[state_key].cat.categories) if categorical else sorted(states.dropna().unique())
+    order = [s for s in order if (states == s).any()]
+    columns = [adata.var_names.get_loc(g) for g in genes]
+    index = np.array([order.index(s) if s in order else -1 for s in states.fillna("")])
+    sums = np.zeros((len(order), len(genes)))
+    for start in range(0, adata.n_obs, chunk):
+        block = adata.X[start:start + chunk]
+        block = block[:, columns]
+        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+        rows = index[start:start + chunk]
+        for i in range(len(order)):
+            sums[i] += block[rows == i].sum(axis=0)
+    counts = pd.Series([(index == i).sum() for i in range(len(order))], index=order)
+    means = pd.DataFrame((sums / counts.to_numpy()[:, None]).T, index=list(genes), columns=order)
+    return means, counts
+
+
+def program_gene_heatmap(
+    adata: ad.AnnData,
+    *,
+    programs: Mapping[str, Sequence[str]],
+    path: str | os.PathLike,
+    max_genes: int = 15,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """The genes of each program (rows, grouped by program) across the cell states (columns):
+    mean expression per state, z-scored per gene across the states. Per program, the
+    `max_genes` genes that vary most between the states; a gene absent from the data is left out."""
+    obs = adata.obs
+    state_key = lineage_state_key(obs)
+    if state_key not in obs or not _known(obs[state_key]).any():
+        raise FigureSkipped(f"no '{state_key}' annotation in the final AnnData")
+    known = set(adata.var_names)
+    present = {p: [g for g in dict.fromkeys(genes) if g in known] for p, genes in programs.items()}
+    present = {p: genes for p, genes in present.items() if genes}
+    if not present:
+        raise FigureSkipped("no gene of the programs is in the data")
+    all_genes = list(dict.fromkeys(g for genes in present.values() for g in genes))
+    means, counts = state_gene_means(adata, genes=all_genes)
+    if means.shape[1] < 2:
+        raise FigureSkipped(f"one state only ({', '.join(means.columns)}): nothing to compare")
+    rows, labels, bounds = [], [], []
+    for program, genes in present.items():
+        spread = means.loc[genes].std(axis=1).sort_values(ascending=False)
+        chosen = [g for g in spread.index[:max_genes] if spread[g] > 0]
+        if not chosen:
+            continue
+        rows += chosen
+        labels.append((program, len(chosen), len(genes)))
+        bounds.append(len(rows))
+    if not rows:
+        raise FigureSkipped("the program genes have the same mean in every state")
+    block = means.loc[rows]
+    z = block.sub(block.mean(axis=1), axis=0).div(block.std(axis=1).replace(0, np.nan), axis=0)
+    z = z.fillna(0).T  # states as rows, genes as columns: a wide, short figure
+    fig, ax = plt.subplots(figsize=(3.0 + 0.22 * len(rows), 1.6 + 0.32 * z.shape[0]))
+    image = ax.imshow(z.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-2, vmax=2)
+    ax.set_yticks(range(z.shape[0]))
+    ax.set_yticklabels([f"{s} ({counts[s]})" for s in z.index], fontsize=8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(rows, rotation=90, fontsize=7)
+    start = 0
+    for (program, shown, total), end in zip(labels, bounds, strict=True):
+        if start:
+            ax.axvline(start - 0.5, color="black", linewidth=1)
+        ax.text((start + end - 1) / 2, -0.7, f"{program_label(program)}\n{shown} of {total} genes",
+                va="bottom", ha="center", fontsize=8)
+        start = end
+    fig.colorbar(image, ax=ax, label="z-score across states", fraction=0.02, pad=0.01)
+    ax.set_ylabel("state (cells)")
+    ax.set_title("Program genes across states: mean expression per state, z-scored per gene",
+                 fontsize=10, pad=30)
+    fig.tight_layout()
     return _save(fig, path, formats)
