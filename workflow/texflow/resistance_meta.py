@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from statsmodels.stats.meta_analysis import combine_effects
 
 from .resistance import STATES
 from .stats import bh_adjust
+from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -307,3 +309,95 @@ def state_notes(table: pd.DataFrame, *, alpha: float = 0.05) -> dict[str, str]:
         else:
             notes[state] = str(rows["note"].dropna().iloc[0]) if rows["note"].notna().any() else ""
     return notes
+
+
+#: Colours of the datasets on the forest plot (Okabe-Ito, colour-blind safe); pooled is black.
+DATASET_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+
+
+def forest_plot(
+    table: pd.DataFrame,
+    tables: Mapping[str, pd.DataFrame],
+    path: str | Path,
+    *,
+    n_genes: int = 10,
+) -> Path:
+    """Draw a forest plot of the top genes of each pooled state.
+
+    Parameters
+    ----------
+    table
+        A `meta_analyse` table.
+    tables
+        Dataset id -> its ``resistance_de.tsv``, for the per-dataset estimates.
+    path
+        The PNG to write.
+    n_genes
+        Top-ranked genes drawn per state.
+
+    Returns
+    -------
+    `path`. Per state pooled over two or more datasets (or, when none is, the single-dataset
+    ranking, titled so): each gene's per-dataset log2 fold change with its 95 % interval, and
+    the pooled effect (black diamond). A gene flagged heterogeneous or resting on one dataset is
+    marked with a dagger.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    top = top_genes(table, n=n_genes)
+    pooled = cross_dataset(table)
+    if pooled:
+        top = top.loc[top["method"] == METHOD_META]
+    states = list(dict.fromkeys(top["state"]))
+    datasets = list(tables)
+    colours = {d: DATASET_COLOURS[i % len(DATASET_COLOURS)] for i, d in enumerate(datasets)}
+    if not states:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no dataset has tested genes: nothing to rank", ha="center", va="center")
+    else:
+        fig, axes = plt.subplots(1, len(states), figsize=(4.6 * len(states), 0.55 * n_genes + 1.6),
+                                 squeeze=False)
+        for ax, state in zip(axes[0], states, strict=True):
+            rows = top.loc[top["state"] == state].sort_values("rank")
+            offsets = np.linspace(-0.25, 0.25, len(datasets)) if len(datasets) > 1 else [0.0]
+            for y, (_, row) in enumerate(rows.iterrows()):
+                for offset, dataset in zip(offsets, datasets, strict=True):
+                    de = tested_rows(tables[dataset])
+                    hit = de.loc[(de["state"].astype(str) == state) & (de["gene"].astype(str) == row["gene"])]
+                    if hit.empty:
+                        continue
+                    lfc, se = float(hit["log2_fold_change"].iloc[0]), float(hit["lfc_se"].iloc[0])
+                    ax.errorbar(lfc, y + offset, xerr=Z_CRIT * se, fmt="o", ms=3.5, lw=1,
+                                color=colours[dataset], label=dataset if y == 0 else None)
+                if pooled:
+                    ax.errorbar(row["pooled_log2_fold_change"], y, xerr=[[row["pooled_log2_fold_change"] - row["ci_low"]],
+                                [row["ci_high"] - row["pooled_log2_fold_change"]]],
+                                fmt="D", ms=6, color="black", lw=1.8, label="pooled (DL)" if y == 0 else None)
+            labels = []
+            for _, row in rows.iterrows():
+                flagged = {str(row[c]).lower() for c in ("heterogeneous", "rests_on_one_dataset")}
+                flag = " †" if "true" in flagged else ""
+                agree = f" ({int(row['n_same_sign'])}/{int(row['n_datasets'])})" if pooled else ""
+                labels.append(f"{row['gene']}{agree}{flag}")
+            ax.set_yticks(range(len(rows)), labels)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.axvline(0, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel("log2 fold change, non-responders / responders (95% CI)")
+            ax.set_title(state if pooled else f"{state}: single-dataset ranking")
+            ax.legend(fontsize=7, loc="best", frameon=False)
+        title = ("Top genes per state, random-effects meta-analysis (DerSimonian-Laird); "
+                 "(k/n): datasets agreeing in sign; †: heterogeneous or rests on one dataset")
+        if not pooled:
+            title = "Fewer than two datasets with tested genes: no cross-dataset ranking"
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
