@@ -133,7 +133,8 @@ def test_rules_write_pages_summary_and_snakemake_report(tmp_path):
     for dataset, kwargs in datasets.items():
         files.append(prepare_workdir(tmp_path, {**base, "id": dataset}))
         out = fake_results(tmp_path, dataset, **kwargs)
-        for table in ("signature_coverage", "trends", "state_comparison", "composition"):  # the rule's inputs
+        for table in ("signature_coverage", "trends", "state_comparison", "composition",
+                      "pseudobulk_samples", "resistance_de", "resistance_programs"):  # the rule's inputs
             if not (out / f"tables/{table}.tsv").exists():
                 (out / f"tables/{table}.tsv").write_text("program\tnote\nifn_i_core\tnot run\n")
     config = yaml.safe_load((tmp_path / "config/config.yaml").read_text())
@@ -141,7 +142,7 @@ def test_rules_write_pages_summary_and_snakemake_report(tmp_path):
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     # the stages' outputs are hand-made, with no upstream files: only the report's rules may run
-    only_report = ["--allowed-rules", "report", "summary"]
+    only_report = ["--allowed-rules", "report", "summary", "resistance_meta"]
     done = run_workflow(tmp_path, None, "results/summary.html", "results/summary.tsv", cores=2, args=only_report)
     assert done.returncode == 0, done.stdout[-4000:]
     assert "rule programs" not in done.stdout  # only the report's own rules ran

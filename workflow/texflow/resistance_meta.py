@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
-from .resistance import STATES
+from .resistance import DE_COLUMNS, STATES
 from .stats import bh_adjust
 from .utils import atomic_path
 
@@ -61,10 +61,11 @@ def tested_rows(table: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     The rows that are ``testable``, with a gene, a finite log2 fold change and a positive finite
-    standard error.
+    standard error (none when a column is missing).
     """
-    if table is None or table.empty:
-        return pd.DataFrame(columns=list(getattr(table, "columns", [])))
+    needed = {"gene", "state", "log2_fold_change", "lfc_se", "testable"}
+    if table is None or table.empty or not needed <= set(table.columns):
+        return pd.DataFrame(columns=DE_COLUMNS)
     testable = table["testable"].astype(str).str.lower().isin(["true", "1"])
     lfc = pd.to_numeric(table["log2_fold_change"], errors="coerce")
     se = pd.to_numeric(table["lfc_se"], errors="coerce")
