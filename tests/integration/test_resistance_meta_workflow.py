@@ -5,11 +5,11 @@ results/resistance_genes.tsv, the forest plot and the summary page."""
 import pandas as pd
 import pytest
 import yaml
-
-from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
 from texflow.resistance_meta import METHOD_META
 from texflow.simulate import simulate
 from texflow.stats import ALL_CD8
+
+from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
 
 pytestmark = pytest.mark.slow
 
