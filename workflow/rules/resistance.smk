@@ -37,7 +37,12 @@ rule resistance:
         mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(20, 30),
     params:
-        resistance=config["resistance"],
+        # the meta_* keys belong to rule resistance_meta: changing them reruns only that rule
+        resistance={
+            key: value
+            for key, value in config["resistance"].items()
+            if not key.startswith("meta_")
+        },
         extra_file=config["programs"]["extra_file"],
     script:
         "../scripts/resistance.py"
