@@ -133,6 +133,7 @@ def _single(state: str, dataset: str, rows: pd.DataFrame, *, alpha: float, other
         "ci_low": lfc - Z_CRIT * se, "ci_high": lfc + Z_CRIT * se, "z": lfc / se,
         "p_value": pd.to_numeric(rows["p_value"], errors="coerce").to_numpy(), "q_value": q,
         "n_same_sign": 1, "heterogeneous": False, "rests_on_one_dataset": q < alpha,
+        "loo_critical_datasets": np.where(q < alpha, dataset, ""),
         "consistent": False, "method": f"{METHOD_SINGLE} ({method})", "note": note,
     })
     return _rank(out)
@@ -390,7 +391,8 @@ def forest_plot(
             ax.axvline(0, color="grey", lw=0.8, ls="--")
             ax.set_xlabel("log2 fold change, non-responders / responders (95% CI)")
             ax.set_title(state if pooled else f"{state}: single-dataset ranking")
-            ax.legend(fontsize=7, loc="best", frameon=False)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
+                      frameon=False)
         title = ("Top genes per state, random-effects meta-analysis (DerSimonian-Laird); "
                  "(k/n): datasets agreeing in sign; †: heterogeneous or rests on one dataset")
         if not pooled:
