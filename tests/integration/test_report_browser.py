@@ -133,7 +133,7 @@ def test_rules_write_pages_summary_and_snakemake_report(tmp_path):
     for dataset, kwargs in datasets.items():
         files.append(prepare_workdir(tmp_path, {**base, "id": dataset}))
         out = fake_results(tmp_path, dataset, **kwargs)
-        for table in ("signature_coverage", "trends", "state_comparison", "composition",
+        for table in ("signature_coverage", "trends", "state_comparison", "composition", "axis_associations",
                       "pseudobulk_samples", "resistance_de", "resistance_programs"):  # the rule's inputs
             if not (out / f"tables/{table}.tsv").exists():
                 (out / f"tables/{table}.tsv").write_text("program\tnote\nifn_i_core\tnot run\n")
