@@ -249,8 +249,13 @@ def truth_table(wildcards):
 
 def final_outputs():
     """The default target (all): every dataset's report page, which needs every stage before
-    it, and the cross-dataset summary when several datasets run."""
+    it, and the cross-dataset summary and gene meta-analysis with several datasets."""
     outputs = [results(dataset, "report.html") for dataset in DATASETS]
     if len(DATASETS) > 1:
-        outputs += [f"{RESULTS}/summary.html", f"{RESULTS}/summary.tsv"]
+        outputs += [
+            f"{RESULTS}/summary.html",
+            f"{RESULTS}/summary.tsv",
+            f"{RESULTS}/resistance_genes.tsv",
+            f"{RESULTS}/figures/resistance_forest.png",
+        ]
     return outputs

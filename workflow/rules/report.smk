@@ -52,6 +52,8 @@ rule summary:
         reports=expand(results("{dataset}", "report.html"), dataset=DATASETS),
         finals=expand(results("{dataset}", "final.h5ad"), dataset=DATASETS),
         summaries=expand(results("{dataset}", "summary.json"), dataset=DATASETS),
+        resistance_genes=f"{RESULTS}/resistance_genes.tsv",
+        resistance_forest=f"{RESULTS}/figures/resistance_forest.png",
     output:
         html=report(
             f"{RESULTS}/summary.html",
@@ -76,5 +78,6 @@ rule summary:
     params:
         datasets=list(DATASETS),
         report=config["report"],
+        resistance=config["resistance"],
     script:
         "../scripts/report_summary.py"

@@ -37,7 +37,47 @@ rule resistance:
         mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(20, 30),
     params:
-        resistance=config["resistance"],
+        # the meta_* keys belong to rule resistance_meta: changing them reruns only that rule
+        resistance={
+            key: value
+            for key, value in config["resistance"].items()
+            if not key.startswith("meta_")
+        },
         extra_file=config["programs"]["extra_file"],
     script:
         "../scripts/resistance.py"
+
+
+# Across datasets: each gene's log2 fold change per state pooled by a random-effects
+# meta-analysis (DerSimonian-Laird, statsmodels), leave-one-dataset-out, forest plot of the top
+# genes. Runs when several datasets run (final_outputs); the summary page shows it.
+# Logic: workflow/texflow/resistance_meta.py.
+rule resistance_meta:
+    input:
+        de=expand(results("{dataset}", "tables/resistance_de.tsv"), dataset=DATASETS),
+    output:
+        tsv=report(
+            f"{RESULTS}/resistance_genes.tsv",
+            caption="../report/resistance_genes.rst",
+            category="Cross-dataset summary",
+        ),
+        forest=report(
+            f"{RESULTS}/figures/resistance_forest.png",
+            caption="../report/resistance_forest.rst",
+            category="Cross-dataset summary",
+        ),
+    log:
+        "logs/resistance_meta.log",
+    benchmark:
+        "logs/resistance_meta.benchmark.tsv"
+    conda:
+        "../../envs/texflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1000, 2.0),
+        runtime=scaled_runtime(10, 10),
+    params:
+        datasets=list(DATASETS),
+        resistance=config["resistance"],
+    script:
+        "../scripts/resistance_meta.py"

@@ -15,8 +15,16 @@ def main(snakemake):
         report.headline_only(dataset, dataset_dir=page.parent, **{k: options[k] for k in ("alpha", "headline_programs") if k in options})
         for dataset, page in zip(datasets, pages, strict=True)
     ]
+    meta = snakemake.params.resistance
+    resistance = report.resistance_context(
+        snakemake.input.get("resistance_genes"),
+        snakemake.input.get("resistance_forest"),
+        top_n=meta["meta_top_genes"],
+        alpha=meta["meta_alpha"],
+    )
     report.write_summary(
         headlines,
+        resistance=resistance,
         tsv=snakemake.output.tsv,
         html_path=snakemake.output.html,
         report_links=dict(zip(datasets, pages, strict=True)),

@@ -1236,9 +1236,43 @@ def headline_only(
     return report
 
 
-def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, html_path: str | os.PathLike, report_links: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
+def resistance_context(genes_tsv: str | os.PathLike | None, forest_png: str | os.PathLike | None, *, top_n: int = 10, alpha: float = 0.05) -> dict[str, Any]:
+    """What the summary page shows of `results/resistance_genes.tsv` (`texflow.resistance_meta`).
+
+    Parameters
+    ----------
+    genes_tsv
+        The cross-dataset gene table (None or missing: the section says so).
+    forest_png
+        Its forest plot (inlined as a data URI).
+    top_n
+        Top-ranked genes shown per state.
+    alpha
+        q below which a gene counts as significant.
+
+    Returns
+    -------
+    ``cross`` (any state pooled over two or more datasets), ``notes`` (state -> sentence),
+    ``rows`` (state -> the top genes as dicts), ``forest`` (data URI or ""), ``missing`` (why
+    there is no table) and ``tsv`` (its path, for the link).
+    """
+    from . import resistance_meta
+
+    empty = {"cross": False, "notes": {}, "rows": {}, "forest": "", "tsv": "", "missing": ""}
+    table = read_table(genes_tsv) if genes_tsv else None
+    if table is None:
+        return {**empty, "missing": "no cross-dataset gene table (results/resistance_genes.tsv) was made in this run"}
+    top = resistance_meta.top_genes(table, n=top_n)
+    rows = {state: [{k: plain(v) for k, v in row.items()} for _, row in part.iterrows()] for state, part in top.groupby("state", sort=False)}
+    forest = Figure(title="forest", path=Path(forest_png)).data_uri() if forest_png and Path(forest_png).is_file() else ""
+    return {"cross": resistance_meta.cross_dataset(table), "notes": resistance_meta.state_notes(table, alpha=alpha),
+            "rows": rows, "forest": forest, "tsv": str(genes_tsv), "missing": ""}
+
+
+def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, html_path: str | os.PathLike, report_links: Mapping[str, str | os.PathLike], resistance: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Write `results/summary.tsv` (long: dataset, program, comparison, numbers) and `summary.html`
-    (the datasets side by side, each linking to its own report). Returns the table."""
+    (the datasets side by side, each linking to its own report; `resistance`, from
+    `resistance_context`, adds the cross-dataset gene ranking). Returns the table."""
     columns = ["dataset", "simulated", "program", "comparison", "verdict", "effect_name", "effect", "p", "q",
                "n_patients", "n_concordant", "groups", "note", "coverage"]
     table = pd.DataFrame([row for report in reports for row in summary_rows(report)], columns=columns)
@@ -1256,6 +1290,9 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
         links={d: os.path.relpath(p, base) for d, p in report_links.items()},
         report_ids={d: report_id(p) for d, p in report_links.items()},
         tsv_id=report_id(tsv),
+        resistance=resistance,
+        resistance_link=os.path.relpath(resistance["tsv"], base) if resistance and resistance.get("tsv") else "",
+        resistance_id=report_id(resistance["tsv"]) if resistance and resistance.get("tsv") else "",
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         css=_stylesheet(),
     )

@@ -1,0 +1,53 @@
+"""The cross-dataset path of issue 21 item 4 through the workflow: two small simulated cohorts
+(IFN-I core planted higher in non-responders in both) run from their h5ad files to
+results/resistance_genes.tsv, the forest plot and the summary page."""
+
+import pandas as pd
+import pytest
+import yaml
+from texflow.resistance_meta import METHOD_META
+from texflow.simulate import simulate
+from texflow.stats import ALL_CD8
+
+from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_simulated_cohorts_are_pooled_and_shown_on_the_summary(tmp_path):
+    base = yaml.safe_load((ROOT / "config/datasets/demo_simulated_cohort.yaml").read_text())
+    files = []
+    for i, seed in enumerate((11, 12)):
+        adata = simulate(n_cells=900, n_genes=600, n_patients=8, seed=seed, doublet_rate=0.0,
+                         low_quality_rate=0.0, response_effects={"ifn_i_core": 1.0},
+                         counts_layer=False)
+        (tmp_path / "sim").mkdir(exist_ok=True)
+        adata.write_h5ad(tmp_path / f"sim/cohort_{i}.h5ad")
+        dataset = {**base, "id": f"sim_cohort_{i}", "title": f"SIMULATED cohort {i}",
+                   "simulated": False,
+                   "sources": [{"name": "matrix", "url": f"sim/cohort_{i}.h5ad"}]}
+        files.append(str(prepare_workdir(tmp_path, dataset)))
+    config_path = tmp_path / "config/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["datasets"] = files
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    done = run_workflow(tmp_path, None, "results/summary.html", cores=2, timeout=600)
+    assert done.returncode == 0, done.stdout[-5000:]
+
+    genes = pd.read_csv(tmp_path / "results/resistance_genes.tsv", sep="\t")
+    pooled = genes.loc[(genes["state"] == ALL_CD8) & (genes["method"] == METHOD_META)]
+    assert len(pooled) > 50 and (pooled["n_datasets"] == 2).all()
+    assert set(pooled["datasets"]) == {"sim_cohort_0,sim_cohort_1"}
+    assert pooled["rank"].tolist() == sorted(pooled["rank"])
+    # the planted genes lead: most of the top 10 are IFN-I core genes, higher in non-responders
+    from texflow import signatures
+
+    ifn = {g.upper() for g in signatures.load_programs("human")["ifn_i_core"].up}
+    top = pooled.head(10)
+    assert top["gene"].str.upper().isin(ifn).sum() >= 5, top[["gene", "q_value"]]
+    assert (top.loc[top["gene"].str.upper().isin(ifn), "pooled_log2_fold_change"] > 0).all()
+    assert (tmp_path / "results/figures/resistance_forest.png").read_bytes()[:4] == b"\x89PNG"
+    html = (tmp_path / "results/summary.html").read_text()
+    assert "Genes behind resistance across datasets" in html
+    assert "genes pooled over 2 datasets" in html and "data:image/png;base64," in html

@@ -1,0 +1,406 @@
+"""Genes behind checkpoint resistance across datasets: random-effects meta-analysis (issue 21).
+
+Each dataset's ``tables/resistance_de.tsv`` (`texflow.resistance`) gives, per state and gene, a
+log2 fold change (non-responders over responders) and its standard error. Per state and gene, the
+datasets with a tested row are pooled by a random-effects model with the DerSimonian-Laird
+between-dataset variance, computed by statsmodels (``stats.meta_analysis.combine_effects``,
+``method_re="dl"``). statsmodels 0.15 does not truncate the DerSimonian-Laird tau² at zero: a
+negative estimate (the datasets agree more than their standard errors say) is set to 0, as in
+DerSimonian & Laird (1986) and R metafor, and the pooled effect is then the fixed-effect
+(inverse-variance) mean, which is the random-effects mean with tau² = 0. I² = max(0, (Q - df) / Q)
+(Higgins & Thompson 2002). Confidence interval and p use the normal distribution (scale 1).
+
+Leave-one-dataset-out: the gene is pooled again without each dataset (one dataset left: its own
+estimate); the largest change of the pooled effect, whether the sign holds, and whether the gene
+stays significant (BH across the state's genes of that leave-one-out fit) are reported. A gene
+whose significance rests on one dataset (it flips sign or loses significance without it) is
+flagged, as is a heterogeneous gene (Cochran's Q test, p < alpha).
+
+With fewer than two datasets with tested rows for a state, the table says so for that state and
+carries the single dataset's own ranking (its log2 fold change, standard error, p and q).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.meta_analysis import combine_effects
+
+from .resistance import DE_COLUMNS, STATES
+from .stats import bh_adjust
+from .utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+METHOD_META = "random_effects_dersimonian_laird (statsmodels combine_effects)"
+METHOD_SINGLE = "single_dataset"
+META_COLUMNS = [
+    "state", "rank", "gene", "n_datasets", "datasets", "pooled_log2_fold_change", "pooled_se",
+    "ci_low", "ci_high", "z", "p_value", "q_value", "tau2", "i2", "cochran_q",
+    "heterogeneity_p", "n_same_sign", "loo_max_change", "loo_sign_stable",
+    "loo_significance_stable", "loo_critical_datasets", "heterogeneous", "rests_on_one_dataset",
+    "consistent", "method", "note",
+]
+#: 95 % normal quantile of the confidence interval.
+Z_CRIT = float(stats.norm.isf(0.025))
+
+
+def tested_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a ``resistance_de.tsv`` with a usable estimate.
+
+    Parameters
+    ----------
+    table
+        One dataset's DE table (`texflow.resistance.DE_COLUMNS`).
+
+    Returns
+    -------
+    The rows that are ``testable``, with a gene, a finite log2 fold change and a positive finite
+    standard error (none when a column is missing).
+    """
+    needed = {"gene", "state", "log2_fold_change", "lfc_se", "testable"}
+    if table is None or table.empty or not needed <= set(table.columns):
+        return pd.DataFrame(columns=DE_COLUMNS)
+    testable = table["testable"].astype(str).str.lower().isin(["true", "1"])
+    lfc = pd.to_numeric(table["log2_fold_change"], errors="coerce")
+    se = pd.to_numeric(table["lfc_se"], errors="coerce")
+    ok = testable & table["gene"].notna() & np.isfinite(lfc) & np.isfinite(se) & (se > 0)
+    return table.loc[ok]
+
+
+def dersimonian_laird(effect: np.ndarray, variance: np.ndarray) -> dict[str, float]:
+    """Pool one gene's per-dataset estimates by random effects (DerSimonian-Laird).
+
+    Parameters
+    ----------
+    effect
+        The per-dataset log2 fold changes (at least one).
+    variance
+        Their variances (squared standard errors).
+
+    Returns
+    -------
+    ``effect``, ``se``, ``tau2`` (truncated at 0), ``i2``, ``q`` (Cochran's Q) and
+    ``heterogeneity_p``; one dataset: its own estimate, the heterogeneity terms NaN.
+    """
+    effect, variance = np.asarray(effect, float), np.asarray(variance, float)
+    if effect.size == 1:
+        return {"effect": float(effect[0]), "se": float(np.sqrt(variance[0])), "tau2": np.nan,
+                "i2": np.nan, "q": np.nan, "heterogeneity_p": np.nan}
+    with np.errstate(divide="ignore", invalid="ignore"):  # its own I² divides by Q, which may be 0
+        res = combine_effects(effect, variance, method_re="dl")
+    df = effect.size - 1
+    q = float(res.q)
+    if res.tau2 > 0:
+        pooled, se, tau2 = float(res.mean_effect_re), float(res.sd_eff_w_re), float(res.tau2)
+    else:  # statsmodels leaves a negative DL estimate; tau2 = 0 is the fixed-effect fit
+        pooled, se, tau2 = float(res.mean_effect_fe), float(res.sd_eff_w_fe), 0.0
+    i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
+    return {"effect": pooled, "se": se, "tau2": tau2, "i2": i2, "q": q,
+            "heterogeneity_p": float(stats.chi2.sf(q, df))}
+
+
+def _p(effect: float, se: float) -> float:
+    return float(2 * stats.norm.sf(abs(effect / se))) if se > 0 else np.nan
+
+
+def _rank(frame: pd.DataFrame) -> pd.DataFrame:
+    """Order by q, then p, then |effect| (largest first), and number the rows from 1."""
+    order = frame.assign(_abs=-frame["pooled_log2_fold_change"].abs()).sort_values(
+        ["q_value", "p_value", "_abs", "gene"], na_position="last", kind="mergesort"
+    )
+    order = order.drop(columns="_abs")
+    order["rank"] = np.arange(1, len(order) + 1)
+    return order
+
+
+def _single(state: str, dataset: str, rows: pd.DataFrame, *, alpha: float, others: str) -> pd.DataFrame:
+    lfc = pd.to_numeric(rows["log2_fold_change"]).to_numpy()
+    se = pd.to_numeric(rows["lfc_se"]).to_numpy()
+    q = pd.to_numeric(rows["q_value"], errors="coerce").to_numpy()
+    method = str(rows["method"].iloc[0]) if "method" in rows else ""
+    note = (f"only {dataset} has tested genes for {state}: no cross-dataset meta-analysis (it needs "
+            f"two or more datasets with response labels and enough patients){others}; "
+            f"the single-dataset ranking of {dataset}")
+    out = pd.DataFrame({
+        "state": state, "gene": rows["gene"].astype(str).to_numpy(), "n_datasets": 1,
+        "datasets": dataset, "pooled_log2_fold_change": lfc, "pooled_se": se,
+        "ci_low": lfc - Z_CRIT * se, "ci_high": lfc + Z_CRIT * se, "z": lfc / se,
+        "p_value": pd.to_numeric(rows["p_value"], errors="coerce").to_numpy(), "q_value": q,
+        "n_same_sign": 1, "heterogeneous": False, "rests_on_one_dataset": q < alpha,
+        "loo_critical_datasets": np.where(q < alpha, dataset, ""),
+        "consistent": False, "method": f"{METHOD_SINGLE} ({method})", "note": note,
+    })
+    return _rank(out)
+
+
+def _meta(state: str, rows: Mapping[str, pd.DataFrame], *, alpha: float, min_datasets: int) -> pd.DataFrame:
+    names = list(rows)
+    effect = pd.DataFrame({d: r.set_index("gene")["log2_fold_change"].astype(float) for d, r in rows.items()})
+    se = pd.DataFrame({d: r.set_index("gene")["lfc_se"].astype(float) for d, r in rows.items()})
+    effect, se = effect[names], se.reindex(index=effect.index)[names]
+    n = effect.notna().sum(axis=1)
+    pooled_genes = n.index[n >= min_datasets]
+    if len(pooled_genes) < len(n):
+        logger.info("%s: %d of %d genes tested in fewer than %d datasets, not pooled", state,
+                    len(n) - len(pooled_genes), len(n), min_datasets)
+    records, loo_effect, loo_p = [], {d: {} for d in names}, {d: {} for d in names}
+    for gene in pooled_genes:
+        have = effect.loc[gene].notna().to_numpy()
+        eff, var = effect.loc[gene].to_numpy()[have], se.loc[gene].to_numpy()[have] ** 2
+        fit = dersimonian_laird(eff, var)
+        records.append({"gene": str(gene), "n_datasets": int(have.sum()),
+                        "datasets": ",".join(np.asarray(names)[have]),
+                        "pooled_log2_fold_change": fit["effect"], "pooled_se": fit["se"],
+                        "tau2": fit["tau2"], "i2": fit["i2"], "cochran_q": fit["q"],
+                        "heterogeneity_p": fit["heterogeneity_p"],
+                        "n_same_sign": int((np.sign(eff) == np.sign(fit["effect"])).sum())})
+        for i, dataset in enumerate(np.asarray(names)[have]):
+            keep = np.arange(eff.size) != i
+            left = dersimonian_laird(eff[keep], var[keep])
+            loo_effect[dataset][gene], loo_p[dataset][gene] = left["effect"], _p(left["effect"], left["se"])
+    out = pd.DataFrame(records)
+    if out.empty:
+        return out
+    out["state"] = state
+    out["ci_low"] = out["pooled_log2_fold_change"] - Z_CRIT * out["pooled_se"]
+    out["ci_high"] = out["pooled_log2_fold_change"] + Z_CRIT * out["pooled_se"]
+    out["z"] = out["pooled_log2_fold_change"] / out["pooled_se"]
+    out["p_value"] = 2 * stats.norm.sf(out["z"].abs())
+    out["q_value"] = bh_adjust(out["p_value"])
+    significant = (out["q_value"] < alpha).to_numpy()
+    genes = out["gene"].to_numpy()
+    max_change = np.zeros(len(out))
+    sign_stable = np.ones(len(out), dtype=bool)
+    sig_stable = np.ones(len(out), dtype=bool)
+    critical = [[] for _ in range(len(out))]
+    for dataset in names:
+        # genes without this dataset keep their full fit when it is left out
+        e = pd.Series(loo_effect[dataset], dtype=float).reindex(genes)
+        p = pd.Series(loo_p[dataset], dtype=float).reindex(genes)
+        without = e.notna().to_numpy()
+        e = e.fillna(out.set_index("gene")["pooled_log2_fold_change"]).to_numpy()
+        p = p.fillna(out.set_index("gene")["p_value"]).to_numpy()
+        q = bh_adjust(p)
+        max_change = np.maximum(max_change, np.abs(e - out["pooled_log2_fold_change"].to_numpy()))
+        flips = without & (np.sign(e) != np.sign(out["pooled_log2_fold_change"].to_numpy()))
+        lost = without & significant & ~(q < alpha)
+        sign_stable &= ~flips
+        sig_stable &= ~lost
+        for i in np.flatnonzero(flips | lost):
+            critical[i].append(dataset)
+    out["loo_max_change"] = max_change
+    out["loo_sign_stable"] = sign_stable
+    # only a significant gene can lose its significance: empty (NA) for the others
+    out["loo_significance_stable"] = pd.Series(sig_stable, dtype="boolean").where(significant)
+    out["loo_critical_datasets"] = [",".join(c) for c in critical]
+    out["heterogeneous"] = (out["heterogeneity_p"] < alpha).to_numpy()
+    out["rests_on_one_dataset"] = significant & ~(sign_stable & sig_stable)
+    out["consistent"] = (significant & ~out["heterogeneous"].to_numpy()
+                         & ~out["rests_on_one_dataset"].to_numpy()
+                         & (out["n_same_sign"] == out["n_datasets"]).to_numpy())
+    out["method"] = METHOD_META
+    out["note"] = ""
+    return _rank(out)
+
+
+def meta_analyse(
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    alpha: float = 0.05,
+    min_datasets: int = 2,
+    states: Sequence[str] = STATES,
+) -> pd.DataFrame:
+    """Random-effects meta-analysis of each gene's log2 fold change per state across datasets.
+
+    Parameters
+    ----------
+    tables
+        Dataset id -> its ``resistance_de.tsv`` (`texflow.resistance.DE_COLUMNS`).
+    alpha
+        q below which a pooled gene is significant; also the level of the heterogeneity test and
+        of the leave-one-dataset-out significance.
+    min_datasets
+        Datasets with a tested row a gene needs to be pooled (at least 2); genes tested in fewer
+        are left out of a pooled state (the log says how many).
+    states
+        States in the order written; a state found in the tables but not listed follows.
+
+    Returns
+    -------
+    `META_COLUMNS`, per state ranked by q, then p, then |pooled effect|. A state with tested
+    genes in one dataset only carries that dataset's ranking with a ``note`` saying so; a state
+    with none gets one row (no gene) whose note says why.
+    """
+    if min_datasets < 2:
+        raise ValueError("min_datasets: a meta-analysis needs at least 2 datasets")
+    tested = {d: tested_rows(t) for d, t in tables.items()}
+    seen = [s for d, t in tables.items() if t is not None and "state" in t for s in t["state"].dropna().astype(str)]
+    all_states = list(dict.fromkeys([*states, *seen]))
+    parts = []
+    for state in all_states:
+        rows = {d: t.loc[t["state"].astype(str) == state] for d, t in tested.items()}
+        rows = {d: r for d, r in rows.items() if not r.empty}
+        why_not = {}
+        for d, t in tables.items():
+            if d in rows or t is None or "state" not in t:
+                continue
+            reasons = t.loc[t["state"].astype(str) == state, "reason"].dropna().astype(str)
+            why_not[d] = reasons.iloc[0] if len(reasons) else f"no {state} row"
+        others = "".join(f"; {d}: {r}" for d, r in why_not.items())
+        if len(rows) >= 2:
+            part = _meta(state, rows, alpha=alpha, min_datasets=min_datasets)
+            if part.empty:
+                part = pd.DataFrame([{"state": state, "n_datasets": 0, "method": METHOD_META,
+                                      "note": f"no gene was tested in {min_datasets} or more of the "
+                                      f"datasets {', '.join(rows)} for {state}"}])
+            logger.info("%s: %d genes pooled over %d datasets (%s)", state, len(part), len(rows), ", ".join(rows))
+        elif len(rows) == 1:
+            (dataset, r), = rows.items()
+            part = _single(state, dataset, r, alpha=alpha, others=others)
+            logger.info("%s: only %s has tested genes, its own ranking carried", state, dataset)
+        else:
+            if state not in states and not why_not:
+                continue
+            part = pd.DataFrame([{"state": state, "n_datasets": 0, "method": METHOD_SINGLE,
+                                  "note": f"no dataset has tested genes for {state}{others}"}])
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True).reindex(columns=META_COLUMNS)
+
+
+def cross_dataset(table: pd.DataFrame) -> bool:
+    """Whether any state of a `meta_analyse` table was pooled over two or more datasets."""
+    return bool((table["method"] == METHOD_META).any() and (pd.to_numeric(table["n_datasets"]) >= 2).any())
+
+
+def top_genes(table: pd.DataFrame, *, n: int = 10) -> pd.DataFrame:
+    """The first `n` ranked genes of each state (rows without a gene dropped)."""
+    ranked = table.loc[table["gene"].notna() & pd.to_numeric(table["rank"], errors="coerce").le(n)]
+    return ranked.reset_index(drop=True)
+
+
+def state_notes(table: pd.DataFrame, *, alpha: float = 0.05) -> dict[str, str]:
+    """Per state, what the table says about it: pooled over which datasets, or why not.
+
+    Parameters
+    ----------
+    table
+        A `meta_analyse` table.
+    alpha
+        q below which a gene is counted as significant.
+
+    Returns
+    -------
+    State -> one sentence.
+    """
+    notes = {}
+    for state, rows in table.groupby("state", sort=False):
+        if (rows["method"] == METHOD_META).any() and rows["gene"].notna().any():
+            counts = pd.to_numeric(rows["n_datasets"])
+            datasets = sorted({d for ds in rows["datasets"].dropna() for d in str(ds).split(",")})
+            notes[state] = (f"{len(rows)} genes pooled over {int(counts.min())}-{int(counts.max())} "
+                            f"of {len(datasets)} datasets ({', '.join(datasets)}); "
+                            f"{int((pd.to_numeric(rows['q_value']) < alpha).sum())} at q < 0.05")
+            if counts.min() == counts.max():
+                notes[state] = notes[state].replace(f"{int(counts.min())}-{int(counts.max())} of ", "")
+        else:
+            notes[state] = str(rows["note"].dropna().iloc[0]) if rows["note"].notna().any() else ""
+    return notes
+
+
+#: Colours of the datasets on the forest plot (Okabe-Ito, colour-blind safe); pooled is black.
+DATASET_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+
+
+def forest_plot(
+    table: pd.DataFrame,
+    tables: Mapping[str, pd.DataFrame],
+    path: str | Path,
+    *,
+    n_genes: int = 10,
+) -> Path:
+    """Draw a forest plot of the top genes of each pooled state.
+
+    Parameters
+    ----------
+    table
+        A `meta_analyse` table.
+    tables
+        Dataset id -> its ``resistance_de.tsv``, for the per-dataset estimates.
+    path
+        The PNG to write.
+    n_genes
+        Top-ranked genes drawn per state.
+
+    Returns
+    -------
+    `path`. Per state pooled over two or more datasets (or, when none is, the single-dataset
+    ranking, titled so): each gene's per-dataset log2 fold change with its 95 % interval, and
+    the pooled effect (black diamond). A gene flagged heterogeneous or resting on one dataset is
+    marked with a dagger.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    top = top_genes(table, n=n_genes)
+    pooled = cross_dataset(table)
+    if pooled:
+        top = top.loc[top["method"] == METHOD_META]
+    states = list(dict.fromkeys(top["state"]))
+    datasets = list(tables)
+    colours = {d: DATASET_COLOURS[i % len(DATASET_COLOURS)] for i, d in enumerate(datasets)}
+    if not states:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no dataset has tested genes: nothing to rank", ha="center", va="center")
+    else:
+        fig, axes = plt.subplots(1, len(states), figsize=(4.6 * len(states), 0.55 * n_genes + 1.6),
+                                 squeeze=False)
+        for ax, state in zip(axes[0], states, strict=True):
+            rows = top.loc[top["state"] == state].sort_values("rank")
+            offsets = np.linspace(-0.25, 0.25, len(datasets)) if len(datasets) > 1 else [0.0]
+            for y, (_, row) in enumerate(rows.iterrows()):
+                for offset, dataset in zip(offsets, datasets, strict=True):
+                    de = tested_rows(tables[dataset])
+                    hit = de.loc[(de["state"].astype(str) == state) & (de["gene"].astype(str) == row["gene"])]
+                    if hit.empty:
+                        continue
+                    lfc, se = float(hit["log2_fold_change"].iloc[0]), float(hit["lfc_se"].iloc[0])
+                    ax.errorbar(lfc, y + offset, xerr=Z_CRIT * se, fmt="o", ms=3.5, lw=1,
+                                color=colours[dataset], label=dataset if y == 0 else None)
+                if pooled:
+                    ax.errorbar(row["pooled_log2_fold_change"], y, xerr=[[row["pooled_log2_fold_change"] - row["ci_low"]],
+                                [row["ci_high"] - row["pooled_log2_fold_change"]]],
+                                fmt="D", ms=6, color="black", lw=1.8, label="pooled (DL)" if y == 0 else None)
+            labels = []
+            for _, row in rows.iterrows():
+                flagged = {str(row[c]).lower() for c in ("heterogeneous", "rests_on_one_dataset")}
+                flag = " †" if "true" in flagged else ""
+                agree = f" ({int(row['n_same_sign'])}/{int(row['n_datasets'])})" if pooled else ""
+                labels.append(f"{row['gene']}{agree}{flag}")
+            ax.set_yticks(range(len(rows)), labels)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.axvline(0, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel("log2 fold change, non-responders / responders (95% CI)")
+            ax.set_title(state if pooled else f"{state}: single-dataset ranking")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
+                      frameon=False)
+        title = ("Top genes per state, random-effects meta-analysis (DerSimonian-Laird); "
+                 "(k/n): datasets agreeing in sign; †: heterogeneous or rests on one dataset")
+        if not pooled:
+            title = "Fewer than two datasets with tested genes: no cross-dataset ranking"
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
