@@ -322,3 +322,12 @@ def test_nested_values_given_with_config_are_typed_as_in_a_file():
     assert done.returncode == 0, done.stdout[-3000:]
     wrong = dry_run("--config", "qc={nmads: four}")
     assert wrong.returncode != 0 and "nmads" in wrong.stdout and "four" in wrong.stdout
+
+
+def test_the_cross_dataset_meta_analysis_pools_real_datasets_only():
+    """The default run holds a simulated cohort beside three real subsets: the simulated one (a
+    positive control) is not an input of rule resistance_meta."""
+    done = dry_run("--forcerun", "resistance_meta", "--", "results/resistance_genes.tsv")
+    block = done.stdout.split("rule resistance_meta:")[-1].split("output:")[0]
+    assert "demo_sade_feldman_2018/tables/resistance_de.tsv" in block, done.stdout[-3000:]
+    assert "demo_simulated_cohort" not in block

@@ -247,6 +247,14 @@ def truth_table(wildcards):
     return []
 
 
+def meta_datasets():
+    """Datasets the cross-dataset meta-analysis pools: the real ones. A simulated dataset is a
+    positive control, not a cohort, so it is never pooled with real data; a run of simulated
+    datasets only (a validation) pools those."""
+    real = [d for d in DATASETS if not DATASETS[d].get("simulated", False)]
+    return real or list(DATASETS)
+
+
 def final_outputs():
     """The default target (all): every dataset's report page, which needs every stage before
     it, and the cross-dataset summary and gene meta-analysis with several datasets."""

@@ -54,7 +54,10 @@ rule resistance:
 # Logic: workflow/texflow/resistance_meta.py.
 rule resistance_meta:
     input:
-        de=expand(results("{dataset}", "tables/resistance_de.tsv"), dataset=DATASETS),
+        # real datasets only, when there are any (common.smk meta_datasets)
+        de=expand(
+            results("{dataset}", "tables/resistance_de.tsv"), dataset=meta_datasets()
+        ),
     output:
         tsv=report(
             f"{RESULTS}/resistance_genes.tsv",
@@ -77,7 +80,7 @@ rule resistance_meta:
         mem_mb=scaled_mem_mb(1000, 2.0),
         runtime=scaled_runtime(10, 10),
     params:
-        datasets=list(DATASETS),
+        datasets=meta_datasets(),
         resistance=config["resistance"],
     script:
         "../scripts/resistance_meta.py"
