@@ -273,12 +273,13 @@ def recovery(
             "(texflow.simulate writes them): remove 'simulated: true' for real data",
             dataset=dataset,
         )
+    # the planted effects first: the answer a reader checks (the page shows the first rows)
     rows = [
-        *gate_rows(source_obs, final_obs),
-        *state_rows(final_obs),
-        *ordering_rows(final_obs),
         *trend_rows(simulation, associations, alpha=alpha),
         *response_rows(simulation, response, alpha=alpha),
+        *ordering_rows(final_obs),
+        *gate_rows(source_obs, final_obs),
+        *state_rows(final_obs),
     ]
     table = pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
     table["value"] = table["value"].astype(float).round(4)
