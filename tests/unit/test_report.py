@@ -968,3 +968,9 @@ def test_program_gene_heatmap_reads_the_matrix_in_chunks_and_means_per_state(mon
     states = [t.get_text().split(" (")[0] for t in ax.get_yticklabels()]
     assert states == ["Tpex", "Tex_term", "effector"]
     assert "2 of 2 genes" in " ".join(t.get_text() for t in ax.texts)  # the absent gene left out
+
+
+def test_an_axis_finding_shows_rho_not_a_difference():
+    finding = report.Finding(program="ifn_i_core", comparison="axis")
+    finding.effect, finding.n_patients, finding.n_concordant = 0.55, 12, 12
+    assert finding.short_evidence.startswith("ρ = 0.55")

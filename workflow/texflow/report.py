@@ -252,7 +252,7 @@ class Finding:
         """The evidence in a few symbols, for the table cells: effect, patients, q (or p)."""
         parts = []
         if np.isfinite(self.effect):
-            parts.append(f"{'ρ' if self.comparison == 'trajectory' else 'Δ'} = {format_number(self.effect)}")
+            parts.append(f"{'ρ' if self.comparison in ('trajectory', 'axis') else 'Δ'} = {format_number(self.effect)}")
         if np.isfinite(self.n_concordant) and np.isfinite(self.n_patients):
             parts.append(f"{int(self.n_concordant)}/{int(self.n_patients)} patients positive")
         elif self.n_groups:
