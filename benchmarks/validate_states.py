@@ -42,6 +42,7 @@ from scipy.stats import spearmanr
 from texflow import cluster, gating, programs, qc, states, trajectory
 from texflow.contract import SMOOTHED_BASIS
 from texflow.simulate import RARE_TPEX, simulate
+from texflow.truth import cell_truth, precision_recall
 
 TARGETS = {"tpex": 0.8, "tex_term": 0.9, "spearman": 0.8}
 TRUTH_COLUMNS = ["true_state", "true_population", "true_pseudotime", "true_doublet"]
@@ -114,14 +115,6 @@ def run_pipeline(adata, config: dict, *, dataset: str):
     return adata, table
 
 
-def precision_recall(called: pd.Series, truth: pd.Series, state: str) -> tuple[float, float, int]:
-    hit = (called == state) & (truth == state)
-    n_called, n_true = int((called == state).sum()), int((truth == state).sum())
-    precision = hit.sum() / n_called if n_called else np.nan
-    recall = hit.sum() / n_true if n_true else np.nan
-    return float(precision), float(recall), n_true
-
-
 def smoothing_diagnosis(adata, truth: pd.Series, params: states.StatesParams) -> pd.DataFrame:
     """Per cell: the calls the states stage would make from the unsmoothed UCell scores, each
     program's z before and after the kNN smoothing, and the share of the cell's `smooth_k`
@@ -165,7 +158,7 @@ def one_run(
     raw_obs = raw.obs[TRUTH_COLUMNS].copy()
     adata, table = run_pipeline(raw, config, dataset=f"sim_{organism}_{seed}")
     obs = adata.obs
-    truth = obs["true_state"].astype(str).where(~obs["true_doublet"].to_numpy(), "doublet")
+    truth = cell_truth(obs)
     called = obs["cell_state"].astype(str)
     row = {"organism": organism, "seed": seed, "n_cells_sim": raw.n_obs, "n_cd8_cells": adata.n_obs}
     singlet_cd8 = (
@@ -176,8 +169,8 @@ def one_run(
         ((raw_obs["true_state"] == "Tpex") & ~raw_obs["true_doublet"]).sum()
     )
     for state, key in (("Tpex", "tpex"), ("Tex_term", "tex_term")):
-        precision, recall, n_true = precision_recall(called, truth, state)
-        row[f"n_true_{key}"] = n_true
+        precision, recall = precision_recall(called, truth, state)
+        row[f"n_true_{key}"] = int((truth == state).sum())
         row[f"n_called_{key}"] = int((called == state).sum())
         row[f"{key}_precision"], row[f"{key}_recall"] = precision, recall
     # Did the true Tpex form a cluster of their own?
@@ -232,7 +225,7 @@ def one_run(
     row["n_kept_own_call"] = int((~smoothed_basis).sum())
     row["n_true_tpex_kept_own_call"] = int((~smoothed_basis & is_tpex).sum())
     for state, key in (("Tpex", "tpex"), ("Tex_term", "tex_term")):
-        precision, recall, _ = precision_recall(diagnosis["raw_call"], truth, state)
+        precision, recall = precision_recall(diagnosis["raw_call"], truth, state)
         row[f"{key}_precision_unsmoothed"], row[f"{key}_recall_unsmoothed"] = precision, recall
         mine = truth.to_numpy() == state
         row[f"{key}_same_state_neighbours"] = float(

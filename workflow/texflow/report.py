@@ -1189,7 +1189,6 @@ def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
     for finding in [*report.findings, *report.composition]:
         rows.append({
             "dataset": report.dataset,
-            "simulated": report.simulated,
             "program": finding.program,
             "comparison": finding.comparison,
             "verdict": finding.verdict,
@@ -1202,6 +1201,7 @@ def summary_rows(report: DatasetReport) -> list[dict[str, Any]]:
             "groups": finding.n_groups,
             "note": finding.reason,
             "coverage": finding.coverage,
+            "simulated": report.simulated,
         })  # fmt: skip
     return rows
 
@@ -1273,8 +1273,8 @@ def write_summary(reports: Sequence[DatasetReport], *, tsv: str | os.PathLike, h
     """Write `results/summary.tsv` (long: dataset, program, comparison, numbers) and `summary.html`
     (the datasets side by side, each linking to its own report; `resistance`, from
     `resistance_context`, adds the cross-dataset gene ranking). Returns the table."""
-    columns = ["dataset", "simulated", "program", "comparison", "verdict", "effect_name", "effect", "p", "q",
-               "n_patients", "n_concordant", "groups", "note", "coverage"]
+    columns = ["dataset", "program", "comparison", "verdict", "effect_name", "effect", "p", "q",
+               "n_patients", "n_concordant", "groups", "note", "coverage", "simulated"]
     table = pd.DataFrame([row for report in reports for row in summary_rows(report)], columns=columns)
     write_tsv(table, tsv)
     base = Path(html_path).parent

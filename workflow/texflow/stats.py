@@ -30,9 +30,9 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from .contract import (
-    EXHAUSTION_AXIS_PROGRAMS,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
+    EXHAUSTION_AXIS_PROGRAMS,
     NOT_TESTABLE,
     NOTE_CELLS_AS_UNITS,
     REASON_AXIS_PROGRAM,
@@ -189,6 +189,7 @@ def pseudotime_associations(
     seed: int = 0,
     covariate: np.ndarray | None = None,
     covariate_name: str = "",
+    ordering: str = "with pseudotime",
 ) -> pd.DataFrame:
     """Association of each score with pseudotime, patients as units.
 
@@ -209,6 +210,9 @@ def pseudotime_associations(
         often detected in a deeper cell), and depth often drifts along a trajectory: measured on
         simulated data with flat programs, UCell IFN-I score vs library size rho = 0.64 and an
         unadjusted "rise" along pseudotime called in 2 of 2 seeds; adjusted, rho = -0.03.
+    ordering
+        How the notes name the ordering the cells need ("with pseudotime"; `axis_associations`:
+        "on the exhaustion axis").
 
     Returns
     -------
@@ -242,7 +246,7 @@ def pseudotime_associations(
     }
     if not blocks:
         note = (
-            f"no {unit[:-1]} group has >= {min_cells_per_patient} lineage cells with pseudotime"
+            f"no {unit[:-1]} group has >= {min_cells_per_patient} lineage cells {ordering}"
         )
         return pd.DataFrame({**base, "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
                              "p_value_random_effects": np.nan, "n_patients": 0,
@@ -394,9 +398,7 @@ def axis_associations(
         lineage = obs[state_key].astype(str).isin(states).to_numpy()
         axis = pd.to_numeric(obs[EXHAUSTION_AXIS_KEY], errors="coerce").where(lineage)
         table = pseudotime_associations(obs.assign(_axis=axis), tested, pseudotime_key="_axis",
-                                        **options)
-        table["note"] = table["note"].fillna("").astype(str).str.replace(
-            "with pseudotime", "on the exhaustion axis", regex=False)
+                                        ordering="on the exhaustion axis", **options)
     notes = []
     for row in table.itertuples():
         shared = list((shared_genes or {}).get(str(row.program), ()))

@@ -49,10 +49,17 @@ def _row(check, truth, found, value=np.nan, n=0, recovered=None, note="") -> dic
     }
 
 
-def _truth_of_cells(obs: pd.DataFrame) -> pd.Series:
+def cell_truth(obs: pd.DataFrame) -> pd.Series:
     """Each cell's true state, with doublets as 'doublet' (a doublet called Tpex is wrong)."""
     truth = obs["true_state"].astype(str)
     return truth.where(~obs["true_doublet"].astype(bool).to_numpy(), "doublet")
+
+
+def precision_recall(called: pd.Series, truth: pd.Series, state: str) -> tuple[float, float]:
+    """Precision and recall of the cells `called` `state` against `truth` (NaN without any)."""
+    hit = int(((called == state) & (truth == state)).sum())
+    n_called, n_true = int((called == state).sum()), int((truth == state).sum())
+    return (hit / n_called if n_called else np.nan, hit / n_true if n_true else np.nan)
 
 
 def gate_rows(source_obs: pd.DataFrame, final_obs: pd.DataFrame) -> list[dict]:
@@ -76,7 +83,7 @@ def gate_rows(source_obs: pd.DataFrame, final_obs: pd.DataFrame) -> list[dict]:
 
 def state_rows(final_obs: pd.DataFrame) -> list[dict]:
     """Per-cell precision and recall of each state the simulator plants."""
-    truth = _truth_of_cells(final_obs)
+    truth = cell_truth(final_obs)
     called = final_obs[CELL_STATE_KEY].astype(str)
     rows = []
     for state in (s for s in STATE_CATEGORIES if s in set(STATE_OF_POPULATION.values())):
@@ -84,8 +91,7 @@ def state_rows(final_obs: pd.DataFrame) -> list[dict]:
         hit = int((is_true & is_called).sum())
         found = f"{int(is_called.sum())} cells called {state}, {hit} truly {state}"
         truth_text = f"{int(is_true.sum())} {state} cells among the CD8 cells kept"
-        precision = hit / is_called.sum() if is_called.sum() else np.nan
-        recall = hit / is_true.sum() if is_true.sum() else np.nan
+        precision, recall = precision_recall(called, truth, state)
         rows.append(
             _row(f"{state} per cell: precision", truth_text, found, precision, is_called.sum())
         )
