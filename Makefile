@@ -36,12 +36,19 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/uv pip compile --quiet requirements.in -o requirements.lock --python-version 3.12
 	$(PY) scripts/sync_conda_env.py
 
+# the Python files ruff looks at: pyproject.toml's [tool.ruff] (rule set and its reasons)
+PY_SOURCES := workflow benchmarks tests scripts/sync_conda_env.py resources/signatures
+
 lint: $(VENV)/.installed
 	$(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	$(VENV)/bin/ruff check $(PY_SOURCES)
 
 format: $(VENV)/.installed
 	$(VENV)/bin/snakefmt Snakefile workflow/rules
+	$(VENV)/bin/ruff format $(PY_SOURCES)
+	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 
 clean:
 	rm -rf results .snakemake
