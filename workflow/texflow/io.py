@@ -9,6 +9,7 @@ unique, checks values and organism, and records provenance in ``uns["texflow"]``
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 import re
@@ -65,7 +66,9 @@ def read_manifest(manifest: str | Path, *, dataset: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise InputDataError(f"cannot read the download manifest: {error}", dataset=dataset, path=manifest) from None
+        raise InputDataError(
+            f"cannot read the download manifest: {error}", dataset=dataset, path=manifest
+        ) from None
     missing = [c for c in ("name", "filename") if c not in table]
     if missing:
         raise InputDataError(f"manifest lacks columns {missing}", dataset=dataset, path=manifest)
@@ -94,7 +97,9 @@ def estimate_ingest_mem_mb(manifest: str | Path, reader: str, *, base_mb: float 
     return int(base_mb + MEMORY_MB_PER_INPUT_MB.get(reader, 25.0) * _downloaded_mb(manifest))
 
 
-def estimate_ingest_runtime_min(manifest: str | Path, reader: str, *, base_min: float = 10.0) -> int:
+def estimate_ingest_runtime_min(
+    manifest: str | Path, reader: str, *, base_min: float = 10.0
+) -> int:
     """Runtime (minutes) to request for ingesting the files in `manifest` with `reader`."""
     return int(base_min + MINUTES_PER_INPUT_MB.get(reader, 0.02) * _downloaded_mb(manifest))
 
@@ -162,7 +167,9 @@ def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str)
     (rounded TPM), "tpm" already on a log scale, unlogged "log" values."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputDataError(
-            f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)", dataset=dataset, path=path
+            f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)",
+            dataset=dataset,
+            path=path,
         )
     X = adata.X
     data = X.data if sp.issparse(X) else np.asarray(X).ravel()
@@ -174,7 +181,9 @@ def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str)
         )
     bad = ~np.isfinite(data)
     if bad.any():
-        raise InputDataError(f"{int(bad.sum())} values are NaN or infinite", dataset=dataset, path=path)
+        raise InputDataError(
+            f"{int(bad.sum())} values are NaN or infinite", dataset=dataset, path=path
+        )
     negative = data < 0
     if negative.any():
         raise InputDataError(
@@ -251,7 +260,9 @@ def make_gene_symbols_unique(adata: ad.AnnData) -> int:
     new = names.to_numpy(dtype=object).copy()
     taken = set(names)
     renamed = 0
-    for symbol, positions in pd.Series(np.arange(len(names))).groupby(names.to_numpy()).groups.items():
+    for symbol, positions in (
+        pd.Series(np.arange(len(names))).groupby(names.to_numpy()).groups.items()
+    ):
         if len(positions) < 2:
             continue
         order = sorted(positions, key=lambda i: (-totals[i], i))
@@ -360,12 +371,20 @@ def check_gene_identifiers(adata: ad.AnnData, *, reader: str, dataset: str, path
                 "dataset %s, file %s: the gene names are %s IDs (%.0f%% of %d); the gene symbols "
                 "are taken from var column %r, the only column of symbols in the file (the IDs "
                 "are kept in var['gene_ids']; reader_options.symbol_column names a column "
-                "explicitly)", dataset, path, kind, 100 * share, len(names), column,
+                "explicitly)",
+                dataset,
+                path,
+                kind,
+                100 * share,
+                len(names),
+                column,
             )
             return column
         if candidates:
-            fix += (f" (here one of the var columns that hold symbols: "
-                    f"{', '.join(candidates)}; texflow does not choose between them)")
+            fix += (
+                f" (here one of the var columns that hold symbols: "
+                f"{', '.join(candidates)}; texflow does not choose between them)"
+            )
         else:
             fix += f" (var has no such column: {list(adata.var.columns) or 'no columns'})"
     raise InputDataError(
@@ -461,49 +480,31 @@ def join_metadata(
     row_filter: Mapping[str, object] | None,
     dataset: str,
     path: str,
+    ignore_case: bool = False,
 ) -> ad.AnnData:
     """Attach the rows of a per-cell metadata `table` to the cells of `adata` by cell ID.
 
     Every cell must find its row: a join that matches no cell, or only some (``on_unmatched:
     error``, the default), stops with how many matched; ``on_unmatched: drop`` keeps only the
     annotated cells and says how many were dropped. Metadata rows without a cell are fine (a
-    metadata file often covers several matrices). Returns the (possibly subset) AnnData with
-    the metadata columns added to ``obs`` (a matrix column of the same name becomes
-    ``<name>_matrix``).
+    metadata file often covers several matrices). With `ignore_case` (``metadata.ignore_case``)
+    IDs are compared without regard to letter case (``P18_pre-Tx`` in a file name,
+    ``P18_Pre-Tx`` in the metadata); the cells keep the matrix's IDs. Returns the (possibly
+    subset) AnnData with the metadata columns added to ``obs`` (a matrix column of the same
+    name becomes ``<name>_matrix``).
     """
-    for column, allowed in (row_filter or {}).items():
-        if column not in table:
-            raise InputDataError(
-                f"metadata.filter names column {column!r}, not in the metadata ({list(table.columns)})",
-                dataset=dataset,
-                path=path,
-            )
-        allowed = [allowed] if isinstance(allowed, str | int | float) else list(allowed)
-        before = len(table)
-        table = table[table[column].isin([str(a) for a in allowed])]
-        logger.info("metadata.filter %s in %s: %d of %d rows kept", column, allowed, len(table), before)
     key = join_on or table.columns[0]
-    if key not in table:
-        raise InputDataError(
-            f"metadata.join_on {key!r} is not a column of the metadata (columns: {list(table.columns)})",
-            dataset=dataset,
-            path=path,
-        )
-    ids = table[key].astype("string")
-    if ids.isna().any():
-        table, ids = table[ids.notna()], ids[ids.notna()]
-    duplicated = ids[ids.duplicated()].unique()
-    if len(duplicated):
-        raise InputDataError(
-            f"{len(duplicated)} cell IDs occur more than once in metadata column {key!r} (e.g. "
-            f"{', '.join(map(str, duplicated[:5]))}); the join would be ambiguous (use "
-            "metadata.filter to keep the rows of this matrix only)",
-            dataset=dataset,
-            path=path,
-        )
-    table = table.set_index(pd.Index(ids.astype(str), name=None))
+    table = metadata_rows(
+        table,
+        join_on=join_on,
+        row_filter=row_filter,
+        ignore_case=ignore_case,
+        dataset=dataset,
+        path=path,
+    )
     cells = adata.obs_names
-    matched = cells.isin(table.index)
+    lookup = cells.str.casefold() if ignore_case else cells
+    matched = lookup.isin(table.index)
     n_matched, n_cells = int(matched.sum()), len(cells)
     examples = (
         f"matrix cell IDs look like {', '.join(map(str, cells[:3]))}; metadata {key!r} values look "
@@ -530,15 +531,65 @@ def join_metadata(
             )
         logger.warning("%s: dropping them (metadata.on_unmatched: drop)", problem)
         adata = adata[matched].copy()
+        lookup = lookup[matched]
     unused = len(table) - n_matched
     if unused:
         logger.info("%d metadata rows describe cells that are not in this matrix (ignored)", unused)
     logger.info("metadata joined on %r for %d of %d cells", key, int(matched.sum()), n_cells)
-    rows = table.loc[adata.obs_names]
+    rows = table.loc[lookup]
     obs = adata.obs.copy()
     obs.columns = [f"{c}_matrix" if c in rows.columns else c for c in obs.columns]
     adata.obs = pd.concat([obs, rows.set_index(adata.obs_names)], axis=1)
     return adata
+
+
+def metadata_rows(
+    table: pd.DataFrame,
+    *,
+    join_on: str | None,
+    row_filter: Mapping[str, object] | None,
+    ignore_case: bool,
+    dataset: str,
+    path: str,
+) -> pd.DataFrame:
+    """The metadata rows kept by `row_filter`, indexed by their cell ID (the `join_on` column,
+    default the first; case-folded when `ignore_case`). Duplicate IDs stop: the join would be
+    ambiguous."""
+    for column, allowed in (row_filter or {}).items():
+        if column not in table:
+            raise InputDataError(
+                f"metadata.filter names column {column!r}, not in the metadata ({list(table.columns)})",
+                dataset=dataset,
+                path=path,
+            )
+        allowed = [allowed] if isinstance(allowed, str | int | float) else list(allowed)
+        before = len(table)
+        table = table[table[column].isin([str(a) for a in allowed])]
+        logger.info(
+            "metadata.filter %s in %s: %d of %d rows kept", column, allowed, len(table), before
+        )
+    key = join_on or table.columns[0]
+    if key not in table:
+        raise InputDataError(
+            f"metadata.join_on {key!r} is not a column of the metadata (columns: {list(table.columns)})",
+            dataset=dataset,
+            path=path,
+        )
+    ids = table[key].astype("string")
+    if ids.isna().any():
+        table, ids = table[ids.notna()], ids[ids.notna()]
+    if ignore_case:
+        ids = ids.str.casefold()
+    duplicated = ids[ids.duplicated()].unique()
+    if len(duplicated):
+        raise InputDataError(
+            f"{len(duplicated)} cell IDs occur more than once in metadata column {key!r} (e.g. "
+            f"{', '.join(map(str, duplicated[:5]))}); the join would be ambiguous (use "
+            "metadata.filter to keep the rows of this matrix only)",
+            dataset=dataset,
+            path=path,
+        )
+    return table.set_index(pd.Index(ids.astype(str), name=None))
 
 
 def _strings(column: pd.Series) -> pd.Series:
@@ -567,7 +618,9 @@ def _has_gsm(obs: pd.DataFrame) -> bool:
     return bool(values.notna().all() and values.str.fullmatch(r"GSM\d+").all())
 
 
-def harmonise_metadata(obs: pd.DataFrame, mapping: Mapping, *, dataset: str, path: str) -> pd.DataFrame:
+def harmonise_metadata(
+    obs: pd.DataFrame, mapping: Mapping, *, dataset: str, path: str
+) -> pd.DataFrame:
     """Contract ``obs`` columns from the raw per-cell columns, as the dataset config says.
 
     For each of ``sample``, ``patient``, ``response``, ``timepoint``, ``tissue``:
@@ -723,7 +776,11 @@ def provenance(config: Mapping, manifest: pd.DataFrame, *, n_renamed_genes: int)
     sources = {}
     for row in manifest.itertuples(index=False):
         row = row._asdict()
-        entry = {"url": row.get("url", ""), "filename": row.get("filename", ""), "sha256": row.get("sha256", "")}
+        entry = {
+            "url": row.get("url", ""),
+            "filename": row.get("filename", ""),
+            "sha256": row.get("sha256", ""),
+        }
         size = pd.to_numeric(pd.Series([row.get("bytes", "")]), errors="coerce").iloc[0]
         if pd.notna(size):
             entry["bytes"] = int(size)
@@ -795,29 +852,48 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
     matrix_files = {name: Path(path) for name, path in files.items() if name != metadata_source}
     matrix_label = ", ".join(str(p) for p in matrix_files.values())
 
+    metadata_label, metadata = matrix_label, None
+    if metadata_source is not None:
+        metadata_path = Path(files[metadata_source])
+        metadata_label = str(metadata_path)
+        read_metadata = get_metadata_reader(mapping.get("format", "table"), dataset=dataset)
+        metadata = read_metadata(metadata_path, dict(mapping.get("options") or {}), dataset)
+    join = {
+        "join_on": mapping.get("join_on"),
+        "row_filter": mapping.get("filter"),
+        "ignore_case": bool(mapping.get("ignore_case", False)),
+        "dataset": dataset,
+        "path": metadata_label,
+    }
+
     reader = get_reader(config["reader"], dataset=dataset)
+    reader_kwargs = {}
+    if (
+        metadata is not None
+        and mapping.get("on_unmatched", "error") == "drop"
+        and "keep_cells" in inspect.signature(reader).parameters
+    ):
+        # unannotated cells would be dropped by the join anyway: a reader of raw matrices
+        # (every droplet) skips them sample by sample instead of stacking them all first
+        annotated = frozenset(metadata_rows(metadata, **join).index)
+        fold = str.casefold if join["ignore_case"] else str
+        reader_kwargs["keep_cells"] = lambda cell: fold(cell) in annotated
+        logger.info(
+            "reading only the %d cells of %s (metadata.on_unmatched: drop)",
+            len(annotated),
+            metadata_label,
+        )
     logger.info("reading %s with reader %s", matrix_label, config["reader"])
-    adata = reader(matrix_files, dict(config.get("reader_options") or {}), dataset)
+    adata = reader(matrix_files, dict(config.get("reader_options") or {}), dataset, **reader_kwargs)
     logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
     check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=matrix_label)
     symbols_from = check_gene_identifiers(
         adata, reader=config["reader"], dataset=dataset, path=matrix_label
     )
 
-    metadata_label = matrix_label
-    if metadata_source is not None:
-        metadata_path = Path(files[metadata_source])
-        metadata_label = str(metadata_path)
-        read_metadata = get_metadata_reader(mapping.get("format", "table"), dataset=dataset)
-        metadata = read_metadata(metadata_path, dict(mapping.get("options") or {}), dataset)
+    if metadata is not None:
         adata = join_metadata(
-            adata,
-            metadata,
-            join_on=mapping.get("join_on"),
-            on_unmatched=mapping.get("on_unmatched", "error"),
-            row_filter=mapping.get("filter"),
-            dataset=dataset,
-            path=metadata_label,
+            adata, metadata, on_unmatched=mapping.get("on_unmatched", "error"), **join
         )
     adata.obs = harmonise_metadata(adata.obs, mapping, dataset=dataset, path=metadata_label)
 

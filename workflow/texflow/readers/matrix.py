@@ -92,11 +92,14 @@ class SamplePart:
     barcodes_origin: str = ""
 
 
-def combine_samples(parts: list[SamplePart], *, dataset: str) -> ad.AnnData:
+def combine_samples(
+    parts: list[SamplePart], *, dataset: str, cell_id: str | None = None
+) -> ad.AnnData:
     """Stack samples into one AnnData; genes are matched by ID (union, zero where absent).
 
     With several samples the cell IDs become ``<sample>_<barcode>``, because 10x barcodes
-    repeat between samples; the original barcode stays in ``obs['barcode']``.
+    repeat between samples; the original barcode stays in ``obs['barcode']``. A `cell_id`
+    template (see :func:`format_cell_id`) names every cell instead.
     """
     if not parts:
         raise InputDataError("no matrix found among the files", dataset=dataset)
@@ -139,7 +142,12 @@ def combine_samples(parts: list[SamplePart], *, dataset: str) -> ad.AnnData:
     extra_keys = sorted({key for part in parts for key in part.extra_obs})
     extra = {key: [] for key in extra_keys}
     for part in parts:
-        obs_names += [f"{part.sample}_{b}" if several else b for b in part.barcodes]
+        if cell_id:
+            obs_names += [
+                format_cell_id(cell_id, sample=part.sample, barcode=b) for b in part.barcodes
+            ]
+        else:
+            obs_names += [f"{part.sample}_{b}" if several else b for b in part.barcodes]
         obs["sample"] += [part.sample] * len(part.barcodes)
         obs["barcode"] += list(part.barcodes)
         obs["gsm"] += [part.gsm] * len(part.barcodes)
@@ -176,7 +184,9 @@ def read_h5ad_source(files: dict[str, Path], options: dict, dataset: str) -> ad.
         adata = ad.read_h5ad(path)
     if options.get("use_raw"):
         if adata.raw is None:
-            raise InputDataError("reader_options.use_raw is set but the file has no .raw", dataset=dataset, path=path)
+            raise InputDataError(
+                "reader_options.use_raw is set but the file has no .raw", dataset=dataset, path=path
+            )
         adata = adata.raw.to_adata()
     layer = options.get("layer")
     if layer:
@@ -215,33 +225,216 @@ def _strip_h5_name(filename: str) -> str:
     return stem
 
 
+#: The GEM-well suffix Cell Ranger appends to a barcode (``AAACCTGAGAAACCAT-1``).
+_GEM_WELL = re.compile(r"-\d+$")
+#: Placeholders of ``reader_options.cell_id``.
+CELL_ID_FIELDS = ("sample", "barcode", "barcode_core")
+
+
+def format_cell_id(template: str, *, sample: str, barcode: str) -> str:
+    """A cell ID from a ``reader_options.cell_id`` template.
+
+    ``{sample}`` is the sample name, ``{barcode}`` the barcode as in the file and
+    ``{barcode_core}`` the barcode without its GEM-well suffix (``AAACCTGAGAAACCAT-1`` ->
+    ``AAACCTGAGAAACCAT``), e.g. ``"{barcode_core}_{sample}"`` for metadata that name cells
+    ``AAACCTGAGAAACCAT_P18_Pre-Tx``.
+    """
+    return template.format(sample=sample, barcode=barcode, barcode_core=_GEM_WELL.sub("", barcode))
+
+
+def check_cell_id_template(template: str, *, dataset: str) -> None:
+    """Stop on a ``reader_options.cell_id`` with unknown placeholders or without a barcode."""
+    import string
+
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise InputDataError(
+            f"reader_options.cell_id {template!r} is not a valid template ({error})",
+            dataset=dataset,
+        ) from None
+    unknown = fields - set(CELL_ID_FIELDS)
+    if unknown or not fields & {"barcode", "barcode_core"}:
+        raise InputDataError(
+            f"reader_options.cell_id {template!r} must name the barcode ({{barcode}} or "
+            f"{{barcode_core}}) and may use only {', '.join('{' + f + '}' for f in CELL_ID_FIELDS)}"
+            + (f"; unknown: {sorted(unknown)}" if unknown else ""),
+            dataset=dataset,
+        )
+
+
+@dataclass
+class _H5File:
+    """One 10x h5 file, loose or a member of a tar archive."""
+
+    filename: str  # the file name, without folders
+    origin: str  # what to name in messages
+    source: str  # the dataset's source name
+    materialise: Callable[[Path], Path]  # a path h5py can open (a tar member is copied out)
+
+
+def _h5_files(name: str, path: Path, stack: contextlib.ExitStack, dataset: str) -> list[_H5File]:
+    if not path.exists():
+        raise InputDataError("file is missing (was it downloaded?)", dataset=dataset, path=path)
+    with reading(path, dataset, "opening the file"):
+        is_tar = tarfile.is_tarfile(path)
+    if not is_tar:
+        return [_H5File(path.name, str(path), name, lambda _tmp, path=path: path)]
+    with reading(path, dataset, "listing the tar archive"):
+        archive = stack.enter_context(tarfile.open(path))  # noqa: SIM115 (closed by the stack)
+        members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(".h5")]
+    if not members:
+        raise InputDataError(
+            "the tar archive holds no .h5 file (for 10x matrix.mtx triplets use reader: tenx_mtx)",
+            dataset=dataset,
+            path=path,
+        )
+
+    def copy_out(tmp: Path, member: tarfile.TarInfo) -> Path:
+        target = tmp / PurePosixPath(member.name).name
+        with (
+            reading(f"{path}:{member.name}", dataset, "copying the h5 member out of the tar"),
+            archive.extractfile(member) as source,
+            open(target, "wb") as sink,
+        ):
+            while chunk := source.read(1 << 24):
+                sink.write(chunk)
+        return target
+
+    return [
+        _H5File(
+            PurePosixPath(m.name).name, f"{path}:{m.name}", name, lambda tmp, m=m: copy_out(tmp, m)
+        )
+        for m in members
+    ]
+
+
+def _h5_sample(item: _H5File, regex: re.Pattern | None) -> tuple[str, str] | None:
+    """(sample, GSM accession) of an h5 file, or None when `regex` does not match its name."""
+    gsm_match = _GSM.match(item.filename)
+    gsm = gsm_match.group(1) if gsm_match else ""
+    if regex is not None:
+        match = regex.search(item.filename)
+        return (match.group(1), gsm) if match else None
+    sample, gsm = sample_from_prefix(_strip_h5_name(item.filename))
+    return (sample or item.source), gsm
+
+
 @register_reader("tenx_h5")
-def read_tenx_h5(files: dict[str, Path], options: dict, dataset: str) -> ad.AnnData:
+def read_tenx_h5(
+    files: dict[str, Path],
+    options: dict,
+    dataset: str,
+    *,
+    keep_cells: Callable[[str], bool] | None = None,
+) -> ad.AnnData:
     """10x Cell Ranger ``.h5`` matrices (one per sample), read with :func:`scanpy.read_10x_h5`.
 
-    Gene expression features only. With several files, the sample name comes from the file
-    name (``GSM123_tumour1_filtered_feature_bc_matrix.h5`` -> ``tumour1``).
-    Options: ``source``, ``genome`` (for multi-genome files).
+    The files are loose sources or members of a tar archive (``GSE*_RAW.tar``; each member is
+    copied to a temporary file, read, and deleted). Gene expression features only. The sample
+    name comes from the file name: ``GSM123_tumour1_filtered_feature_bc_matrix.h5`` ->
+    ``tumour1``, or the one group of ``member_pattern``.
+
+    Options: ``source``, ``genome`` (for multi-genome files), ``member_pattern`` (a regular
+    expression with one group, searched in each h5 file name: the group is the sample name;
+    files it does not match are skipped and counted in the log), ``cell_id`` (a template of
+    the cell IDs, :func:`format_cell_id`; default ``<sample>_<barcode>`` with several samples,
+    the barcode with one).
+
+    `keep_cells` (given by ingest when unannotated cells are dropped anyway,
+    ``metadata.on_unmatched: drop``) keeps, sample by sample, only the cells whose ID it
+    accepts, so that raw matrices (every droplet) are never stacked whole.
     """
+    import tempfile
+
     import scanpy as sc
 
-    parts = []
-    for name, path in select_sources(files, options, dataset).items():
-        with reading(path, dataset, "reading the 10x h5 file"):
-            adata = sc.read_10x_h5(path, genome=options.get("genome"), gex_only=True)
-        sample, gsm = sample_from_prefix(_strip_h5_name(path.name))
-        parts.append(
-            SamplePart(
-                sample=sample or name,
-                gsm=gsm,
-                barcodes=list(map(str, adata.obs_names)),
-                gene_ids=list(map(str, adata.var.get("gene_ids", adata.var_names))),
-                symbols=list(map(str, adata.var_names)),
-                X=to_csr32(adata.X),
-                origin=str(path),
+    pattern = options.get("member_pattern")
+    regex = None
+    if pattern:
+        regex = re.compile(pattern)
+        if regex.groups != 1:
+            raise InputDataError(
+                f"reader_options.member_pattern {pattern!r} must have exactly one group (the sample)",
+                dataset=dataset,
             )
+    template = options.get("cell_id")
+    if template:
+        check_cell_id_template(template, dataset=dataset)
+
+    parts = []
+    with contextlib.ExitStack() as stack:
+        items = [
+            item
+            for name, path in select_sources(files, options, dataset).items()
+            for item in _h5_files(name, path, stack, dataset)
+        ]
+        chosen = [(item, _h5_sample(item, regex)) for item in items]
+        skipped = [item.filename for item, sample in chosen if sample is None]
+        chosen = [(item, sample) for item, sample in chosen if sample is not None]
+        if regex is not None:
+            if not chosen:
+                raise InputDataError(
+                    f"reader_options.member_pattern {pattern!r} matches none of the {len(items)} "
+                    f"h5 files (e.g. {', '.join(i.filename for i in items[:3])})",
+                    dataset=dataset,
+                )
+            logger.info(
+                "member_pattern %r: reading %d of %d h5 files (skipped e.g. %s)",
+                pattern,
+                len(chosen),
+                len(items),
+                ", ".join(skipped[:3]) or "none",
+            )
+        several = len(chosen) > 1
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="texflow-h5-")))
+        for item, (sample, gsm) in chosen:
+            path = item.materialise(tmp)
+            with reading(item.origin, dataset, "reading the 10x h5 file"):
+                adata = sc.read_10x_h5(path, genome=options.get("genome"), gex_only=True)
+            if path.parent == tmp:
+                path.unlink()
+            barcodes = list(map(str, adata.obs_names))
+            X = to_csr32(adata.X)
+            if keep_cells is not None:
+                ids = [
+                    format_cell_id(template, sample=sample, barcode=b)
+                    if template
+                    else (f"{sample}_{b}" if several else b)
+                    for b in barcodes
+                ]
+                keep = np.fromiter((keep_cells(i) for i in ids), dtype=bool, count=len(ids))
+                logger.info(
+                    "%s: %d of %d barcodes are cells of the metadata (kept)",
+                    item.origin,
+                    keep.sum(),
+                    len(ids),
+                )
+                if not keep.any():
+                    continue
+                X = X[np.flatnonzero(keep)]
+                barcodes = [b for b, k in zip(barcodes, keep) if k]
+            parts.append(
+                SamplePart(
+                    sample=sample,
+                    gsm=gsm,
+                    barcodes=barcodes,
+                    gene_ids=list(map(str, adata.var.get("gene_ids", adata.var_names))),
+                    symbols=list(map(str, adata.var_names)),
+                    X=X,
+                    origin=item.origin,
+                )
+            )
+    if keep_cells is not None and not parts:
+        raise InputDataError(
+            f"none of the barcodes of the {len(chosen)} h5 file(s) is a cell of the metadata: "
+            "compare the matrix cell IDs (reader_options.cell_id, member_pattern) with the "
+            "metadata's join column (metadata.join_on, metadata.ignore_case)",
+            dataset=dataset,
         )
-    return combine_samples(parts, dataset=dataset)
+    if template and several and "{sample}" not in template:
+        logger.warning("reader_options.cell_id %r has no {sample}: barcodes may repeat", template)
+    return combine_samples(parts, dataset=dataset, cell_id=template)
 
 
 # ----------------------------------------------------------------------------------- tenx_mtx
