@@ -402,3 +402,64 @@ def test_raw_tar_samples_default_to_their_gsm_accession_and_the_log_says_so(tmp_
     assert adata.obs["sample"].tolist() == ["tumour1"] * 15 + ["tumour2"] * 15
     manifest, config = _raw_tar_dataset(tmp_path / "const", {"constants": {"sample": "s1"}})
     assert io.read_dataset(manifest=manifest, config=config).obs["sample"].eq("s1").all()
+
+
+def _luoma_dataset(tmp_path, **layout):
+    import yaml
+
+    raw, metadata, truth = fx.luoma_2022_layout(tmp_path, **layout)
+    manifest = fx.write_sources(
+        tmp_path / "downloads",
+        {
+            "matrix": ("GSE200996_RAW.tar", raw),
+            "cells": ("GSE200996_CD45.tumor.single.cell.meta.data.txt.gz", metadata),
+        },
+    )
+    config = yaml.safe_load((fx.ROOT / "config/datasets/GSE200996.yaml").read_text())
+    return manifest, config, truth
+
+
+@pytest.mark.parametrize("quoted", [True, False], ids=["R-quoted", "plain"])
+def test_gse200996_raw_h5_tar_reads_only_the_metadata_cells(tmp_path, caplog, quoted):
+    """The shipped GSE200996 file on its layout: tumour .h5 members of the tar, raw droplets
+    skipped while reading, IDs matched across pre-Tx / Pre-Tx, Path_response mapped."""
+    manifest, config, truth = _luoma_dataset(tmp_path, quoted=quoted)
+    with caplog.at_level("INFO", logger="texflow"):
+        adata = io.read_dataset(manifest=manifest, config=config)
+    assert adata.n_obs == len(truth) == 48
+    # cells keep the matrix's IDs, built like the metadata's (which write Pre-Tx for pre-Tx)
+    by_id = truth.set_index(truth["cell_id"].str.casefold())
+    assert sorted(adata.obs_names.str.casefold()) == sorted(by_id.index)
+    assert adata.obs_names.str.endswith(("_pre-Tx", "_post-Tx")).all()
+    rows = by_id.loc[adata.obs_names.str.casefold()]
+    assert list(adata.obs["barcode"]) == list(rows["barcode"])
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), np.vstack(rows["X"]))
+    assert list(adata.obs["patient"]) == list(rows["Patient_ID"])
+    assert list(adata.obs["sample"]) == [i.split("_", 1)[1] for i in adata.obs_names]
+    expected = rows["Path_response"].map(
+        {"High": "responder", "Low": "non_responder", "Medium": "NA"}
+    )
+    assert adata.obs["response"].astype(object).fillna("NA").tolist() == expected.tolist()
+    assert set(expected) == {"responder", "non_responder", "NA"}  # Medium (P18) stays NA
+    timepoint = rows["Stage"].map({"Pre-Tx": "pre_treatment", "Post-Tx": "on_treatment"})
+    assert adata.obs["timepoint"].tolist() == timepoint.tolist()
+    assert set(adata.obs["tissue"]) == {"tumour"}
+    assert set(adata.obs["gsm"]) == {"GSM6048142", "GSM6048150", "GSM6048143", "GSM6048144"}
+    assert set(adata.obs["Cohort"]) == {"Mono", "Combo"}  # raw columns kept
+    # the blood library and the TCR file are not read; empty droplets never reach the join
+    assert "reading 4 of 5 h5 files" in caplog.text
+    assert caplog.text.count("12 of 37 barcodes are cells of the metadata") == 4
+    assert "have no metadata" not in caplog.text
+
+
+def test_gse200996_ids_that_differ_beyond_case_stop_naming_both_forms(tmp_path):
+    manifest, config, _ = _luoma_dataset(tmp_path)
+    config["reader_options"]["cell_id"] = "{sample}_{barcode}"  # not how the metadata name cells
+    with pytest.raises(
+        InputDataError, match=r"none of the barcodes .*metadata\.join_on, metadata\.ignore_case"
+    ):
+        io.read_dataset(manifest=manifest, config=config)
+    config["reader_options"]["cell_id"] = "{barcode_core}_{sample}"
+    config["metadata"]["ignore_case"] = False  # file names say pre-Tx, the metadata Pre-Tx
+    with pytest.raises(InputDataError, match=r"none of the barcodes"):
+        io.read_dataset(manifest=manifest, config=config)

@@ -146,3 +146,54 @@ def test_duplicate_barcodes_are_blamed_on_the_barcodes_file(tmp_path):
     with pytest.raises(InputDataError, match=expected) as error:
         READERS["tenx_mtx"](sources, {}, "mini")
     assert "matrix.mtx" not in str(error.value)
+
+
+def test_tenx_h5_in_a_tar_member_pattern_and_cell_id(tmp_path):
+    genes = fx.human_genes(20)
+    members, truth = {}, {}
+    stem = "raw_feature_bc_matrix_P1_{}-Tx_GEX_sc_tumor.h5"
+    names = [f"GSM7_{stem.format('pre')}", f"GSM8_{stem.format('post')}"]
+    for i, name in enumerate(names):
+        X, cells = fx.counts(6, 20, seed=i), fx.barcodes(6, seed=3)  # barcodes repeat between runs
+        members[name] = fx.tenx_h5(tmp_path / name, X, cells, genes).read_bytes()
+        truth[name.split("_")[5] + "_" + name.split("_")[6]] = (X, cells)
+    members["GSM9_raw_feature_bc_matrix_P1_pre-Tx_GEX_sc_PBMC.h5"] = members[next(iter(members))]
+    members["GSM7_contigs.csv.gz"] = fx.gz("barcode\n")
+    (tmp_path / "GSE9_RAW.tar").write_bytes(fx.tar(members))
+    options = {
+        "member_pattern": r"_(P\d+_(?:pre|post)-Tx)_GEX_sc_tumor\.h5$",
+        "cell_id": "{barcode_core}_{sample}",
+    }
+    adata = READERS["tenx_h5"]({"matrix": tmp_path / "GSE9_RAW.tar"}, options, "mini")
+    assert adata.shape == (12, 20) and set(adata.obs["sample"]) == set(truth)
+    for sample, (X, cells) in truth.items():
+        part = adata[adata.obs["sample"] == sample]
+        assert list(part.obs_names) == [f"{c.removesuffix('-1')}_{sample}" for c in cells]
+        np.testing.assert_array_equal(part.X.toarray(), X)
+    # keep_cells: only the cells it accepts, sample by sample
+    keep = {f"{truth['P1_pre-Tx'][1][0].removesuffix('-1')}_P1_pre-Tx"}
+    sources = {"matrix": tmp_path / "GSE9_RAW.tar"}
+    kept = READERS["tenx_h5"](sources, options, "mini", keep_cells=keep.__contains__)
+    assert list(kept.obs_names) == sorted(keep)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"member_pattern": r"_(P\d+)_tumour\.h5$"}, r"matches none of the 1 h5 files"),
+        ({"member_pattern": r"_P\d+_"}, "exactly one group"),
+        ({"cell_id": "{sample}"}, r"must name the barcode"),
+        ({"cell_id": "{barcode}_{patient}"}, r"unknown: \['patient'\]"),
+    ],
+)
+def test_tenx_h5_options_that_cannot_work_stop(tmp_path, options, message):
+    path = tmp_path / "GSM7_a_filtered_feature_bc_matrix.h5"
+    fx.tenx_h5(path, fx.counts(4, 10), fx.barcodes(4), fx.human_genes(10))
+    with pytest.raises(InputDataError, match=message):
+        READERS["tenx_h5"]({"matrix": path}, options, "mini")
+
+
+def test_tar_without_h5_names_the_other_reader(tmp_path):
+    (tmp_path / "GSE9_RAW.tar").write_bytes(fx.tar({"GSM1_matrix.mtx.gz": fx.gz("x")}))
+    with pytest.raises(InputDataError, match=r"GSE9_RAW\.tar.*no \.h5 file.*tenx_mtx"):
+        READERS["tenx_h5"]({"matrix": tmp_path / "GSE9_RAW.tar"}, {}, "mini")

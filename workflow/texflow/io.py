@@ -519,8 +519,8 @@ def join_metadata(
         )
     if n_matched < n_cells:
         problem = (
-            f"only {n_matched} of {n_cells} cells ({n_matched / n_cells:.1%}) are found in metadata "
-            f"column {key!r}; {n_cells - n_matched} have no metadata (e.g. "
+            f"only {n_matched} of {n_cells} cells ({n_matched / n_cells:.1%}) are found in "
+            f"metadata column {key!r}; {n_cells - n_matched} have no metadata (e.g. "
             f"{', '.join(map(str, cells[~matched][:3]))})"
         )
         if on_unmatched != "drop":
@@ -558,7 +558,8 @@ def metadata_rows(
     for column, allowed in (row_filter or {}).items():
         if column not in table:
             raise InputDataError(
-                f"metadata.filter names column {column!r}, not in the metadata ({list(table.columns)})",
+                f"metadata.filter names column {column!r}, not in the metadata "
+                f"({list(table.columns)})",
                 dataset=dataset,
                 path=path,
             )
@@ -571,7 +572,8 @@ def metadata_rows(
     key = join_on or table.columns[0]
     if key not in table:
         raise InputDataError(
-            f"metadata.join_on {key!r} is not a column of the metadata (columns: {list(table.columns)})",
+            f"metadata.join_on {key!r} is not a column of the metadata (columns: "
+            f"{list(table.columns)})",
             dataset=dataset,
             path=path,
         )
@@ -854,10 +856,7 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
 
     metadata_label, metadata = matrix_label, None
     if metadata_source is not None:
-        metadata_path = Path(files[metadata_source])
-        metadata_label = str(metadata_path)
-        read_metadata = get_metadata_reader(mapping.get("format", "table"), dataset=dataset)
-        metadata = read_metadata(metadata_path, dict(mapping.get("options") or {}), dataset)
+        metadata_label = str(Path(files[metadata_source]))
     join = {
         "join_on": mapping.get("join_on"),
         "row_filter": mapping.get("filter"),
@@ -866,15 +865,20 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
         "path": metadata_label,
     }
 
+    def read_metadata() -> pd.DataFrame:
+        read = get_metadata_reader(mapping.get("format", "table"), dataset=dataset)
+        return read(Path(metadata_label), dict(mapping.get("options") or {}), dataset)
+
     reader = get_reader(config["reader"], dataset=dataset)
     reader_kwargs = {}
     if (
-        metadata is not None
+        metadata_source is not None
         and mapping.get("on_unmatched", "error") == "drop"
         and "keep_cells" in inspect.signature(reader).parameters
     ):
         # unannotated cells would be dropped by the join anyway: a reader of raw matrices
         # (every droplet) skips them sample by sample instead of stacking them all first
+        metadata = read_metadata()
         annotated = frozenset(metadata_rows(metadata, **join).index)
         fold = str.casefold if join["ignore_case"] else str
         reader_kwargs["keep_cells"] = lambda cell: fold(cell) in annotated
@@ -891,7 +895,9 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
         adata, reader=config["reader"], dataset=dataset, path=matrix_label
     )
 
-    if metadata is not None:
+    if metadata_source is not None:
+        if metadata is None:
+            metadata = read_metadata()
         adata = join_metadata(
             adata, metadata, on_unmatched=mapping.get("on_unmatched", "error"), **join
         )

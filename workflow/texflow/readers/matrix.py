@@ -355,7 +355,8 @@ def read_tenx_h5(
         regex = re.compile(pattern)
         if regex.groups != 1:
             raise InputDataError(
-                f"reader_options.member_pattern {pattern!r} must have exactly one group (the sample)",
+                f"reader_options.member_pattern {pattern!r} must have exactly one group (the "
+                "sample)",
                 dataset=dataset,
             )
     template = options.get("cell_id")
@@ -413,7 +414,7 @@ def read_tenx_h5(
                 if not keep.any():
                     continue
                 X = X[np.flatnonzero(keep)]
-                barcodes = [b for b, k in zip(barcodes, keep) if k]
+                barcodes = [b for b, k in zip(barcodes, keep, strict=True) if k]
             parts.append(
                 SamplePart(
                     sample=sample,
