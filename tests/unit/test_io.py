@@ -463,3 +463,35 @@ def test_gse200996_ids_that_differ_beyond_case_stop_naming_both_forms(tmp_path):
     config["metadata"]["ignore_case"] = False  # file names say pre-Tx, the metadata Pre-Tx
     with pytest.raises(InputDataError, match=r"none of the barcodes"):
         io.read_dataset(manifest=manifest, config=config)
+
+
+def test_gse169246_single_triplet_samples_from_the_barcode_suffix(tmp_path):
+    """The shipped GSE169246 file on its layout: one counts.mtx / barcode.tsv / feature.tsv
+    triplet for all libraries, each barcode ending in .<timepoint>_<patient>_<compartment>."""
+    import yaml
+
+    titles = ["Pre_P002_t", "Post_P002_t", "Pre_P002_b", "Prog_P019_t"]
+    cells = [f"{b}.{titles[i % 4]}" for i, b in enumerate(fx.barcodes(24, seed=2))]
+    X = fx.counts(24, 80, seed=9)
+    triplet = fx.tenx_triplet(X, cells, fx.human_genes(80))
+    manifest = fx.write_sources(
+        tmp_path / "downloads",
+        {
+            "matrix": ("GSE169246_TNBC_RNA.counts.mtx.gz", triplet["matrix.mtx.gz"]),
+            "barcodes": ("GSE169246_TNBC_RNA.barcode.tsv.gz", triplet["barcodes.tsv.gz"]),
+            "features": ("GSE169246_TNBC_RNA.feature.tsv.gz", triplet["features.tsv.gz"]),
+        },
+    )
+    config = yaml.safe_load((fx.ROOT / "config/datasets/GSE169246.yaml").read_text())
+    adata = io.read_dataset(manifest=manifest, config=config)
+    assert list(adata.obs_names) == cells
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
+    assert list(adata.obs["sample"]) == [titles[i % 4] for i in range(24)]
+    assert list(adata.obs["patient"]) == [t.split("_")[1] for t in adata.obs["sample"]]
+    assert set(zip(adata.obs["sample"], adata.obs["timepoint"], adata.obs["tissue"])) == {
+        ("Pre_P002_t", "pre_treatment", "tumour"),
+        ("Post_P002_t", "on_treatment", "tumour"),
+        ("Pre_P002_b", "pre_treatment", "blood"),
+        ("Prog_P019_t", "progression", "tumour"),
+    }
+    assert adata.obs["response"].isna().all()  # not in GEO: never guessed
