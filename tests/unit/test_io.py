@@ -488,7 +488,8 @@ def test_gse169246_single_triplet_samples_from_the_barcode_suffix(tmp_path):
     np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
     assert list(adata.obs["sample"]) == [titles[i % 4] for i in range(24)]
     assert list(adata.obs["patient"]) == [t.split("_")[1] for t in adata.obs["sample"]]
-    assert set(zip(adata.obs["sample"], adata.obs["timepoint"], adata.obs["tissue"], strict=True)) == {
+    obs = adata.obs
+    assert set(zip(obs["sample"], obs["timepoint"], obs["tissue"], strict=True)) == {
         ("Pre_P002_t", "pre_treatment", "tumour"),
         ("Post_P002_t", "on_treatment", "tumour"),
         ("Pre_P002_b", "pre_treatment", "blood"),
