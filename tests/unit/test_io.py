@@ -496,3 +496,20 @@ def test_gse169246_single_triplet_samples_from_the_barcode_suffix(tmp_path):
         ("Prog_P019_t", "progression", "tumour"),
     }
     assert adata.obs["response"].isna().all()  # not in GEO: never guessed
+
+
+def test_ignore_case_refuses_matrix_ids_that_differ_only_in_case():
+    adata = ad.AnnData(X=np.ones((3, 2), dtype=np.float32))
+    adata.obs_names = ["AAC_P1_pre", "AAC_P1_Pre", "GGT_P1_pre"]
+    table = pd.DataFrame({"cell": ["AAC_P1_Pre", "GGT_P1_Pre"], "Patient_ID": ["P1", "P1"]})
+    with pytest.raises(InputDataError, match=r"2 matrix cell IDs differ only in letter case"):
+        io.join_metadata(adata, table, join_on="cell", on_unmatched="error", row_filter=None,
+                         dataset="d", path="m.tsv", ignore_case=True)  # fmt: skip
+    table = pd.DataFrame({"cell": ["AAC_P1_Pre", "aac_p1_pre"], "Patient_ID": ["P1", "P1"]})
+    with pytest.raises(InputDataError, match=r"occur more than once in metadata column 'cell'"):
+        io.join_metadata(adata[[2]], table, join_on="cell", on_unmatched="error", row_filter=None,
+                         dataset="d", path="m.tsv", ignore_case=True)  # fmt: skip
+    one_row = table.iloc[[0]].assign(cell="aac_P1_PRE")
+    joined = io.join_metadata(adata[[0, 2]], one_row, join_on="cell", on_unmatched="drop",
+                              row_filter=None, dataset="d", path="m.tsv", ignore_case=True)  # fmt: skip
+    assert list(joined.obs_names) == ["AAC_P1_pre"] and list(joined.obs["Patient_ID"]) == ["P1"]

@@ -504,6 +504,15 @@ def join_metadata(
     )
     cells = adata.obs_names
     lookup = cells.str.casefold() if ignore_case else cells
+    if ignore_case and lookup.has_duplicates:
+        twins = cells[lookup.duplicated(keep=False)]
+        raise InputDataError(
+            f"metadata.ignore_case: {len(twins)} matrix cell IDs differ only in letter case (e.g. "
+            f"{', '.join(map(str, twins[:4]))}), so they cannot be told apart; set "
+            "metadata.ignore_case: false",
+            dataset=dataset,
+            path=path,
+        )
     matched = lookup.isin(table.index)
     n_matched, n_cells = int(matched.sum()), len(cells)
     examples = (
