@@ -511,5 +511,6 @@ def test_ignore_case_refuses_matrix_ids_that_differ_only_in_case():
                          dataset="d", path="m.tsv", ignore_case=True)  # fmt: skip
     one_row = table.iloc[[0]].assign(cell="aac_P1_PRE")
     joined = io.join_metadata(adata[[0, 2]], one_row, join_on="cell", on_unmatched="drop",
-                              row_filter=None, dataset="d", path="m.tsv", ignore_case=True)  # fmt: skip
+                              row_filter=None, dataset="d", path="m.tsv",
+                              ignore_case=True)  # fmt: skip
     assert list(joined.obs_names) == ["AAC_P1_pre"] and list(joined.obs["Patient_ID"]) == ["P1"]
