@@ -184,6 +184,43 @@ def luoma_2022_layout(
     return tar(members), gz(text), truth
 
 
+#: GSE243013 pathological_response values (as spelled in the GEO file, "unknowm" included)
+GSE243013_RESPONSES = ("MPR", "pCR", "non-MPR", "unknowm")
+
+
+def gse243013_layout(
+    n_cells: int = 40, n_genes: int = 150, *, seed: int = 4
+) -> tuple[dict[str, bytes], pd.DataFrame, np.ndarray]:
+    """GSE243013's layout: ``GSE243013_NSCLC_immune_scRNA_counts.mtx.gz`` written cells x genes,
+    ``GSE243013_barcodes.csv.gz`` (header ``barcode``), ``GSE243013_genes.csv.gz`` (header
+    ``geneSymbol``) and ``GSE243013_NSCLC_immune_scRNA_metadata.csv.gz`` (cellID, sampleID,
+    pathological_response, major_cell_type, sub_cell_type, ... in the barcodes' order).
+
+    Returns (files by source name, the metadata, X cells x genes).
+    """
+    X = counts(n_cells, n_genes, seed=seed)
+    codes = barcodes(n_cells, seed=seed)
+    cells = [f"{b.removesuffix('-1')}-{i // 10}" for i, b in enumerate(codes)]
+    genes = human_genes(n_genes)
+    buffer = io.BytesIO()
+    scipy.io.mmwrite(buffer, sp.coo_matrix(X), field="integer")  # cells x genes, as GEO's
+    samples = [f"P{i // 10:03d}" for i in range(n_cells)]
+    metadata = pd.DataFrame({
+        "cellID": cells, "sampleID": samples,
+        "pathological_response": [GSE243013_RESPONSES[i // 10 % 4] for i in range(n_cells)],
+        "major_cell_type": ["T/NK cell" if i % 3 else "Myeloid cell" for i in range(n_cells)],
+        "sub_cell_type": ["CD8T_Tex_CXCL13" if i % 3 else "Mono_CD14" for i in range(n_cells)],
+        "cancer_type": "LUSC", "anti-PD1_therapy": "Pembrolizumab",
+    })  # fmt: skip
+    files = {
+        "matrix": gz(buffer.getvalue()),
+        "barcodes": gz("barcode\n" + "".join(f"{c}\n" for c in cells)),
+        "features": gz("geneSymbol\n" + "".join(f"{g}\n" for g in genes)),
+        "cells": gz(metadata.to_csv(index=False)),
+    }
+    return files, metadata, X
+
+
 # ---------------------------------------------------------------------------------- text tables
 
 

@@ -1,4 +1,7 @@
-"""10x readers: loose triplets, GSM-prefixed samples (loose and in a GSE*_RAW.tar), .h5."""
+"""10x readers: loose triplets, GSM-prefixed samples (loose and in a GSE*_RAW.tar), .h5, and
+Matrix Market files with their label tables (matrix_market)."""
+
+import gzip
 
 import numpy as np
 import pytest
@@ -197,3 +200,67 @@ def test_tar_without_h5_names_the_other_reader(tmp_path):
     (tmp_path / "GSE9_RAW.tar").write_bytes(fx.tar({"GSM1_matrix.mtx.gz": fx.gz("x")}))
     with pytest.raises(InputDataError, match=r"GSE9_RAW\.tar.*no \.h5 file.*tenx_mtx"):
         READERS["tenx_h5"]({"matrix": tmp_path / "GSE9_RAW.tar"}, {}, "mini")
+
+
+def _write_sources(tmp_path, files, names):
+    paths = {}
+    for role, data in files.items():
+        if role in names:
+            paths[role] = tmp_path / names[role]
+            paths[role].write_bytes(data)
+    return paths
+
+
+GSE243013_NAMES = {
+    "matrix": "GSE243013_NSCLC_immune_scRNA_counts.mtx.gz",
+    "barcodes": "GSE243013_barcodes.csv.gz",
+    "features": "GSE243013_genes.csv.gz",
+}
+
+
+@pytest.mark.parametrize("chunk", [7, 50_000_000], ids=["many-chunks", "one-chunk"])
+def test_matrix_market_cells_x_genes_with_csv_labels_streams_only_kept_cells(
+    tmp_path, monkeypatch, chunk
+):
+    from texflow.readers import matrix
+
+    monkeypatch.setattr(matrix, "MTX_CHUNK_ENTRIES", chunk)
+    files, metadata, X = fx.gse243013_layout()
+    sources = _write_sources(tmp_path, files, GSE243013_NAMES)
+    options = {"barcodes_column": "barcode", "features_column": "geneSymbol"}
+    adata = READERS["matrix_market"](sources, options, "mini")  # orientation auto: cells x genes
+    assert list(adata.obs_names) == list(metadata["cellID"]) and adata.var_names[0] == "CD8A"
+    np.testing.assert_array_equal(adata.X.toarray(), X)
+    wanted = set(metadata["cellID"][1::3])
+    kept = READERS["matrix_market"](sources, options, "mini", keep_cells=wanted.__contains__)
+    assert list(kept.obs_names) == list(metadata["cellID"][1::3])
+    np.testing.assert_array_equal(kept.X.toarray(), X[1::3])
+
+
+def test_matrix_market_reads_a_10x_triplet_the_10x_way(tmp_path):
+    X, cells, genes = fx.counts(12, 30), fx.barcodes(12), fx.human_genes(30)
+    triplet = fx.tenx_triplet(X, cells, genes)
+    names = {"matrix": "m.mtx.gz", "barcodes": "b.tsv.gz", "features": "f.tsv.gz"}
+    files = dict(zip(names, triplet.values(), strict=True))
+    adata = READERS["matrix_market"](_write_sources(tmp_path, files, names), {}, "mini")
+    assert list(adata.obs_names) == cells and list(adata.var_names) == genes
+    np.testing.assert_array_equal(adata.X.toarray(), X)
+
+
+def test_matrix_market_bad_input_stops_naming_the_file_and_the_fix(tmp_path):
+    files, _, _ = fx.gse243013_layout()
+    sources = _write_sources(tmp_path, files, GSE243013_NAMES)
+    with pytest.raises(InputDataError, match=r"barcodes_column 'cellID' is not a column"):
+        READERS["matrix_market"](sources, {"barcodes_column": "cellID"}, "mini")
+    # without the header options the header lines are read as a barcode and a gene
+    with pytest.raises(InputDataError, match=r"counts\.mtx\.gz.*40 x 150 but there are 41 barcodes"):
+        READERS["matrix_market"](sources, {}, "mini")
+    options = {"barcodes_column": "barcode", "features_column": "geneSymbol"}
+    with pytest.raises(InputDataError, match=r"orientation: genes_x_cells"):
+        READERS["matrix_market"](sources, {**options, "orientation": "genes_x_cells"}, "mini")
+    text = gzip.decompress(files["matrix"]).decode()
+    sources["matrix"].write_bytes(fx.gz(text[: text.rindex("\n", 0, len(text) - 1) + 1]))
+    with pytest.raises(InputDataError, match=r"announces \d+ entries but the file holds"):
+        READERS["matrix_market"](sources, options, "mini")
+    with pytest.raises(InputDataError, match="needs sources named matrix, barcodes, features"):
+        READERS["matrix_market"]({"matrix": sources["matrix"]}, options, "mini")

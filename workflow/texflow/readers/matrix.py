@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from ..errors import InputDataError
 from . import register_reader
-from ._common import check_unique_cells, reading, to_csr32, wrap_member
+from ._common import check_unique_cells, open_text, reading, to_csr32, wrap_member
 
 logger = logging.getLogger(__name__)
 
@@ -606,3 +606,182 @@ def read_tenx_mtx(files: dict[str, Path], options: dict, dataset: str) -> ad.Ann
             )
         parts = [p for p in parts if p.sample in wanted]
     return combine_samples(parts, dataset=dataset)
+
+
+# ------------------------------------------------------------------------------ matrix_market
+
+#: Matrix Market entries parsed at once (about 1.2 GB of int64/float32 arrays at most).
+MTX_CHUNK_ENTRIES = 50_000_000
+_MTX_ROLES = ("matrix", "barcodes", "features")
+
+
+def _label_table(path: Path, column: str | None, dataset: str, what: str) -> list[str]:
+    """The labels of a barcodes / features table: `column` of a table with a header line, or
+    the first column (features: the second when there are two or more, as in 10x) without one."""
+    sep = "," if path.name.removesuffix(".gz").endswith(".csv") else "\t"
+    with reading(path, dataset, f"reading the {what} table"):
+        frame = pd.read_csv(
+            path, sep=sep, header=0 if column else None, dtype=str, keep_default_na=False
+        )
+    if column:
+        if column not in frame:
+            raise InputDataError(
+                f"reader_options.{what}_column {column!r} is not a column of the {what} table "
+                f"(header: {list(frame.columns)})",
+                dataset=dataset,
+                path=path,
+            )
+        return frame[column].tolist()
+    index = 1 if what == "features" and frame.shape[1] > 1 else 0
+    return frame.iloc[:, index].tolist()
+
+
+def _mtx_header(handle: IO[str], path: Path, dataset: str) -> tuple[int, int, int]:
+    banner = handle.readline().split()
+    if (
+        len(banner) < 5
+        or banner[0].lower() != "%%matrixmarket"
+        or banner[1:3] != ["matrix", "coordinate"]
+        or banner[3] not in ("integer", "real")
+        or banner[4] != "general"
+    ):
+        raise InputDataError(
+            f"is not a Matrix Market 'matrix coordinate integer|real general' file (first line "
+            f"{' '.join(banner)!r})",
+            dataset=dataset,
+            path=path,
+        )
+    line = handle.readline()
+    while line.startswith("%"):
+        line = handle.readline()
+    try:
+        n_rows, n_cols, n_entries = (int(x) for x in line.split())
+    except ValueError:
+        raise InputDataError(
+            f"the size line of the Matrix Market file is {line.strip()!r}, not 'rows columns "
+            "entries'",
+            dataset=dataset,
+            path=path,
+        ) from None
+    return n_rows, n_cols, n_entries
+
+
+@register_reader("matrix_market")
+def read_matrix_market(
+    files: dict[str, Path],
+    options: dict,
+    dataset: str,
+    *,
+    keep_cells: Callable[[str], bool] | None = None,
+) -> ad.AnnData:
+    """One Matrix Market ``.mtx[.gz]`` with cell and gene label tables (tsv or csv, gzip or not).
+
+    Sources named ``matrix``, ``barcodes`` and ``features``. The matrix is streamed in chunks of
+    `MTX_CHUNK_ENTRIES` entries; with `keep_cells` (ingest gives it when unannotated cells are
+    dropped anyway, ``metadata.on_unmatched: drop``) only the entries of those cells are kept,
+    so a matrix far larger than memory can be read for the cells the metadata keep.
+
+    Options: ``orientation`` (``auto``: from the matrix's size and the numbers of barcodes and
+    features; ``genes_x_cells`` as 10x writes it; ``cells_x_genes``), ``barcodes_column`` /
+    ``features_column`` (the column to read from a label table with a header line; without,
+    the table has no header and its first column is read -- for features the second when
+    there are two or more, as in 10x).
+    """
+    missing = [role for role in _MTX_ROLES if role not in files]
+    if missing:
+        raise InputDataError(
+            f"reader matrix_market needs sources named {', '.join(_MTX_ROLES)}; missing "
+            f"{', '.join(missing)} (sources: {', '.join(files)})",
+            dataset=dataset,
+        )
+    path = files["matrix"]
+    cells = _label_table(files["barcodes"], options.get("barcodes_column"), dataset, "barcodes")
+    genes = _label_table(files["features"], options.get("features_column"), dataset, "features")
+    check_unique_cells(cells, dataset=dataset, path=files["barcodes"])
+    orientation = options.get("orientation", "auto")
+    with reading(path, dataset, "reading the Matrix Market file"):
+        with open_text(path, dataset) as handle:
+            n_rows, n_cols, n_entries = _mtx_header(handle, path, dataset)
+            shapes = {
+                "genes_x_cells": (len(genes), len(cells)),
+                "cells_x_genes": (len(cells), len(genes)),
+            }
+            if orientation == "auto":
+                fits = [name for name, shape in shapes.items() if shape == (n_rows, n_cols)]
+                orientation = fits[0] if len(fits) == 1 else None
+                if orientation is None and len(fits) == 2:
+                    raise InputDataError(
+                        "as many barcodes as features: set reader_options.orientation",
+                        dataset=dataset,
+                        path=path,
+                    )
+            if orientation not in shapes or shapes[orientation] != (n_rows, n_cols):
+                raise InputDataError(
+                    f"the matrix is {n_rows} x {n_cols} but there are {len(cells)} barcodes and "
+                    f"{len(genes)} features"
+                    + (f" (reader_options.orientation: {orientation})" if orientation else ""),
+                    dataset=dataset,
+                    path=path,
+                )
+            cell_axis = 0 if orientation == "cells_x_genes" else 1
+            keep = (
+                np.fromiter((keep_cells(c) for c in cells), dtype=bool, count=len(cells))
+                if keep_cells is not None
+                else np.ones(len(cells), dtype=bool)
+            )
+            new_index = (np.cumsum(keep) - 1).astype(np.int32)
+            parts, n_read = [], 0
+            chunks = pd.read_csv(
+                handle,
+                sep=r"\s+",
+                header=None,
+                names=["row", "col", "value"],
+                dtype={"row": np.int64, "col": np.int64, "value": np.float32},
+                chunksize=MTX_CHUNK_ENTRIES,
+            )
+            for chunk in chunks:
+                n_read += len(chunk)
+                rows, cols = chunk["row"].to_numpy() - 1, chunk["col"].to_numpy() - 1
+                if (
+                    (rows < 0).any()
+                    or (rows >= n_rows).any()
+                    or (cols < 0).any()
+                    or (cols >= n_cols).any()
+                ):
+                    raise InputDataError(
+                        "an entry's row or column lies outside the size line's "
+                        f"{n_rows} x {n_cols}",
+                        dataset=dataset,
+                        path=path,
+                    )
+                cell, gene = (rows, cols) if cell_axis == 0 else (cols, rows)
+                chosen = keep[cell]
+                values = chunk["value"].to_numpy()[chosen]
+                del chunk, rows, cols
+                # int32 indices: 12 bytes per kept entry until the CSR is built
+                parts.append((new_index[cell[chosen]], gene[chosen].astype(np.int32), values))
+    if n_read != n_entries:
+        raise InputDataError(
+            f"the size line announces {n_entries} entries but the file holds {n_read} "
+            "(truncated download?)",
+            dataset=dataset,
+            path=path,
+        )
+    n_kept = int(keep.sum())
+    if parts:
+        cell_idx, gene_idx, values = (np.concatenate(x) for x in zip(*parts, strict=True))
+        parts.clear()
+    else:
+        cell_idx = gene_idx = np.zeros(0, dtype=np.int64)
+        values = np.zeros(0, dtype=np.float32)
+    X = sp.csr_matrix(
+        sp.coo_matrix((values, (cell_idx, gene_idx)), shape=(n_kept, len(genes))), dtype=np.float32
+    )
+    del cell_idx, gene_idx, values
+    if keep_cells is not None:
+        logger.info("%s: %d of %d cells are cells of the metadata (kept)", path, n_kept, len(cells))
+    obs = pd.DataFrame(
+        index=pd.Index([c for c, k in zip(cells, keep, strict=True) if k], dtype=str)
+    )
+    var = pd.DataFrame({"gene_ids": genes}, index=pd.Index(genes, dtype=str))
+    return ad.AnnData(X=to_csr32(X), obs=obs, var=var)
