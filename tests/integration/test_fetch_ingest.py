@@ -59,6 +59,7 @@ def test_every_real_dataset_layout(tmp_path, http_server):  # noqa: F811
         miller_2019_tenx_layout(http_server, "GSE122712"),
         luoma_2022_raw_h5_tar_layout(http_server),
         zhang_2021_single_triplet_layout(http_server),
+        gse243013_matrix_market_layout(http_server),
     ]
     shipped = {p.stem for p in (ROOT / "config/datasets").glob("GSE*.yaml")}
     assert {dataset["id"] for dataset, _ in cases} == shipped, "every shipped GEO dataset file is tested"
@@ -217,6 +218,25 @@ def zhang_2021_single_triplet_layout(http_server):  # noqa: F811
         assert set(adata.obs["patient"]) == {"P002", "P019"}
         assert set(adata.obs["tissue"]) == {"tumour", "blood"}
         assert adata.obs["response"].isna().all()  # not in GEO: never guessed
+
+    return dataset, check
+
+
+def gse243013_matrix_market_layout(http_server):  # noqa: F811
+    """GSE243013: a cells x genes .mtx.gz, csv barcodes / genes with header lines, and the
+    per-cell metadata with pathological_response; only the T/NK cells are read."""
+    files, metadata, X = fx.gse243013_layout()
+    dataset = _dataset("GSE243013", http_server, files)
+    for source in dataset["sources"]:
+        source.pop("bytes", None)  # the real files' sizes, pinned in the shipped file
+    tnk = metadata[metadata["major_cell_type"] == "T/NK cell"]
+
+    def check(adata):
+        assert list(adata.obs_names) == list(tnk["cellID"])
+        np.testing.assert_array_equal(adata.X.toarray(), X[tnk.index])
+        assert list(adata.obs["patient"]) == list(tnk["sampleID"])
+        assert set(adata.obs["response"].dropna()) == {"responder", "non_responder"}
+        assert adata.obs["response"].isna().sum() == (tnk["pathological_response"] == "unknowm").sum()
 
     return dataset, check
 

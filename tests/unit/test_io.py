@@ -514,3 +514,27 @@ def test_ignore_case_refuses_matrix_ids_that_differ_only_in_case():
                               row_filter=None, dataset="d", path="m.tsv",
                               ignore_case=True)  # fmt: skip
     assert list(joined.obs_names) == ["AAC_P1_pre"] and list(joined.obs["Patient_ID"]) == ["P1"]
+
+
+def test_gse243013_cells_x_genes_matrix_market_with_per_cell_response(tmp_path, caplog):
+    """The shipped GSE243013 file on its layout: a cells x genes .mtx with csv label tables,
+    only the T/NK cells of the metadata read, pathological_response mapped."""
+    import yaml
+
+    files, metadata, X = fx.gse243013_layout()
+    names = {"matrix": "GSE243013_NSCLC_immune_scRNA_counts.mtx.gz", "barcodes": "GSE243013_barcodes.csv.gz",
+             "features": "GSE243013_genes.csv.gz", "cells": "GSE243013_NSCLC_immune_scRNA_metadata.csv.gz"}  # fmt: skip
+    manifest = fx.write_sources(tmp_path, {role: (names[role], data) for role, data in files.items()})
+    config = yaml.safe_load((fx.ROOT / "config/datasets/GSE243013.yaml").read_text())
+    with caplog.at_level("INFO", logger="texflow"):
+        adata = io.read_dataset(manifest=manifest, config=config)
+    tnk = metadata[metadata["major_cell_type"] == "T/NK cell"]
+    assert list(adata.obs_names) == list(tnk["cellID"])
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X[tnk.index])
+    assert list(adata.obs["patient"]) == list(tnk["sampleID"]) == list(adata.obs["sample"])
+    expected = tnk["pathological_response"].map(
+        {"MPR": "responder", "pCR": "responder", "non-MPR": "non_responder", "unknowm": "NA"}
+    )
+    assert adata.obs["response"].astype(object).fillna("NA").tolist() == expected.tolist()
+    assert set(expected) == {"responder", "non_responder", "NA"}
+    assert "26 of 40 cells are cells of the metadata (kept)" in caplog.text
