@@ -39,7 +39,6 @@ RESERVED_OBS = set(CONTRACT_FIELDS) | {
     "exhaustion_axis",
     "pseudotime",
 }
-MANIFEST_COLUMNS = ("name", "url", "filename", "bytes", "sha256", "downloaded_at")
 
 # Peak memory of ingest per MB of downloaded input, by reader, on top of a 1000 MB base. Dense
 # text expands most: the parsed CSR (8 bytes per non-zero) is held up to three times while chunks
