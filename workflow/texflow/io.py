@@ -10,6 +10,7 @@ manifest's format is :mod:`texflow.manifest`'s, shared with the fetch stage.
 
 from __future__ import annotations
 
+import errno
 import logging
 import platform
 import re
@@ -67,9 +68,10 @@ MINUTES_PER_INPUT_MB = {"dense_table": 0.2, "geo_dense_two_header": 0.2}
 
 
 def _downloaded_mb(manifest: str | Path) -> float:
-    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
-    sizes = pd.to_numeric(table.get("bytes", pd.Series(dtype=str)), errors="coerce").fillna(0)
-    return float(sizes.sum()) / 2**20
+    manifest = Path(manifest)
+    if not manifest.is_file():  # Snakemake evaluates the resource again once fetch has run
+        raise FileNotFoundError(errno.ENOENT, "download manifest not written yet", str(manifest))
+    return sum(row.bytes for row in read_manifest(manifest)) / 2**20
 
 
 def estimate_ingest_mem_mb(manifest: str | Path, reader: str, *, base_mb: float = 1000.0) -> int:
