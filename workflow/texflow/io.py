@@ -476,7 +476,26 @@ def join_metadata(
     the metadata columns added to ``obs`` (a matrix column of the same name becomes
     ``<name>_matrix``).
     """
-    for column, allowed in (row_filter or {}).items():
+    table = _filter_rows(table, row_filter or {}, dataset=dataset, path=path)
+    key = join_on or table.columns[0]
+    table = _index_by_cell_id(table, key, dataset=dataset, path=path)
+    matched = _cells_with_metadata(
+        adata.obs_names, table, key, on_unmatched=on_unmatched, dataset=dataset, path=path
+    )
+    if not matched.all():
+        adata = adata[matched].copy()
+    rows = table.loc[adata.obs_names]
+    obs = adata.obs.copy()
+    obs.columns = [f"{c}_matrix" if c in rows.columns else c for c in obs.columns]
+    adata.obs = pd.concat([obs, rows.set_index(adata.obs_names)], axis=1)
+    return adata
+
+
+def _filter_rows(
+    table: pd.DataFrame, row_filter: Mapping[str, object], *, dataset: str, path: str
+) -> pd.DataFrame:
+    """The rows of `table` whose value in each column of `row_filter` is one it allows."""
+    for column, allowed in row_filter.items():
         if column not in table:
             raise InputDataError(
                 f"metadata.filter names column {column!r}, not in the metadata ({list(table.columns)})",
@@ -489,7 +508,12 @@ def join_metadata(
         logger.info(
             "metadata.filter %s in %s: %d of %d rows kept", column, allowed, len(table), before
         )
-    key = join_on or table.columns[0]
+    return table
+
+
+def _index_by_cell_id(table: pd.DataFrame, key: str, *, dataset: str, path: str) -> pd.DataFrame:
+    """`table` indexed by its cell-ID column `key` (rows without an ID dropped); an ID that
+    occurs twice stops (the join would be ambiguous)."""
     if key not in table:
         raise InputDataError(
             f"metadata.join_on {key!r} is not a column of the metadata (columns: {list(table.columns)})",
@@ -508,8 +532,14 @@ def join_metadata(
             dataset=dataset,
             path=path,
         )
-    table = table.set_index(pd.Index(ids.astype(str), name=None))
-    cells = adata.obs_names
+    return table.set_index(pd.Index(ids.astype(str), name=None))
+
+
+def _cells_with_metadata(
+    cells: pd.Index, table: pd.DataFrame, key: str, *, on_unmatched: str, dataset: str, path: str
+) -> np.ndarray:
+    """Which `cells` have a row in `table`; none, or only some unless ``on_unmatched: drop``,
+    stops."""
     matched = cells.isin(table.index)
     n_matched, n_cells = int(matched.sum()), len(cells)
     examples = (
@@ -536,16 +566,11 @@ def join_metadata(
                 path=path,
             )
         logger.warning("%s: dropping them (metadata.on_unmatched: drop)", problem)
-        adata = adata[matched].copy()
     unused = len(table) - n_matched
     if unused:
         logger.info("%d metadata rows describe cells that are not in this matrix (ignored)", unused)
-    logger.info("metadata joined on %r for %d of %d cells", key, int(matched.sum()), n_cells)
-    rows = table.loc[adata.obs_names]
-    obs = adata.obs.copy()
-    obs.columns = [f"{c}_matrix" if c in rows.columns else c for c in obs.columns]
-    adata.obs = pd.concat([obs, rows.set_index(adata.obs_names)], axis=1)
-    return adata
+    logger.info("metadata joined on %r for %d of %d cells", key, n_matched, n_cells)
+    return matched
 
 
 def _strings(column: pd.Series) -> pd.Series:
