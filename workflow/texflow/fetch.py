@@ -357,7 +357,10 @@ def _fetch_unless_kept(
         sha256=digest,
         downloaded_at=_utc_now(),
     )
-    note = f"{source['name']}: {destination.name} fetched from {source['url']} ({size:,} bytes, sha256 {digest})"
+    note = (
+        f"{source['name']}: {destination.name} fetched from {source['url']} "
+        f"({size:,} bytes, sha256 {digest})"
+    )
     return record, note
 
 
@@ -762,7 +765,8 @@ def _refuse_html_body(part: Path, *, url: str, filename: str, dataset: str | Non
         head = handle.read(512).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.lower().startswith((b"<!doctype html", b"<html")):
         raise DownloadError(
-            f"server sent an HTML page (the file starts with {head[:15].decode(errors='replace')!r}), "
+            "server sent an HTML page (the file starts with "
+            f"{head[:15].decode(errors='replace')!r}), "
             f"not data: an error or login page in place of {filename}? Check the URL in a browser",
             dataset=dataset,
             path=url,
@@ -831,7 +835,8 @@ def _check_filenames(sources: Sequence[Mapping], *, dataset: str, reserved: set[
             )
         if filename in names:
             raise DownloadError(
-                f"sources {names[filename]!r} and {source['name']!r} would both be saved as {filename!r}: "
+                f"sources {names[filename]!r} and {source['name']!r} would both be saved as "
+                f"{filename!r}: "
                 "give one of them a different 'filename'",
                 dataset=dataset,
                 path=source["url"],
@@ -877,7 +882,7 @@ def _resumable(part: Path) -> bool:
 
 
 def _reason(error: BaseException) -> str:
-    """A short reason for a network error (requests' messages nest urllib3's several levels deep)."""
+    """A short reason for a network error (requests' messages nest urllib3's several deep)."""
     while isinstance(error, requests.RequestException) and error.__context__ is not None:
         error = error.__context__
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:

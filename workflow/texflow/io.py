@@ -395,7 +395,7 @@ ORGANISM_AGREEMENT = 0.8
 
 
 def infer_organism(symbols: list[str], gene_ids: list[str] | None = None) -> tuple[str | None, str]:
-    """Guess human or mouse from gene symbol case (and Ensembl prefixes); returns (guess, evidence)."""
+    """Guess human or mouse from gene symbol case (and Ensembl prefixes): (guess, evidence)."""
     upper, capital, examples = 0, 0, {"human": [], "mouse": []}
     for symbol in symbols:
         letters = [c for c in symbol if c.isalpha()]
@@ -498,7 +498,8 @@ def _filter_rows(
     for column, allowed in row_filter.items():
         if column not in table:
             raise InputDataError(
-                f"metadata.filter names column {column!r}, not in the metadata ({list(table.columns)})",
+                f"metadata.filter names column {column!r}, not in the metadata "
+                f"({list(table.columns)})",
                 dataset=dataset,
                 path=path,
             )
@@ -516,7 +517,8 @@ def _index_by_cell_id(table: pd.DataFrame, key: str, *, dataset: str, path: str)
     occurs twice stops (the join would be ambiguous)."""
     if key not in table:
         raise InputDataError(
-            f"metadata.join_on {key!r} is not a column of the metadata (columns: {list(table.columns)})",
+            f"metadata.join_on {key!r} is not a column of the metadata (columns: "
+            f"{list(table.columns)})",
             dataset=dataset,
             path=path,
         )
@@ -555,8 +557,8 @@ def _cells_with_metadata(
         )
     if n_matched < n_cells:
         problem = (
-            f"only {n_matched} of {n_cells} cells ({n_matched / n_cells:.1%}) are found in metadata "
-            f"column {key!r}; {n_cells - n_matched} have no metadata (e.g. "
+            f"only {n_matched} of {n_cells} cells ({n_matched / n_cells:.1%}) are found in "
+            f"metadata column {key!r}; {n_cells - n_matched} have no metadata (e.g. "
             f"{', '.join(map(str, cells[~matched][:3]))})"
         )
         if on_unmatched != "drop":
