@@ -77,6 +77,15 @@ def _downloaded_mb(manifest: str | Path) -> float:
 def estimate_ingest_mem_mb(manifest: str | Path, reader: str, *, base_mb: float = 1000.0) -> int:
     """Memory (MB) to request for ingesting the files in `manifest` with `reader`.
 
+    Parameters
+    ----------
+    manifest
+        The fetch stage's ``manifest.tsv``; its ``bytes`` are summed.
+    reader
+        The dataset's reader: its factor in `MEMORY_MB_PER_INPUT_MB` (25 when not listed).
+    base_mb
+        Memory of the imports and of a small dataset.
+
     Raises FileNotFoundError while the manifest does not exist yet (Snakemake then evaluates
     the resource again once fetch has run).
     """
@@ -86,7 +95,11 @@ def estimate_ingest_mem_mb(manifest: str | Path, reader: str, *, base_mb: float 
 def estimate_ingest_runtime_min(
     manifest: str | Path, reader: str, *, base_min: float = 10.0
 ) -> int:
-    """Runtime (minutes) to request for ingesting the files in `manifest` with `reader`."""
+    """Runtime (minutes) to request for ingesting the files in `manifest` with `reader`.
+
+    As :func:`estimate_ingest_mem_mb`, with `MINUTES_PER_INPUT_MB` (0.02 when not listed) on top
+    of `base_min`.
+    """
     return int(base_min + MINUTES_PER_INPUT_MB.get(reader, 0.02) * _downloaded_mb(manifest))
 
 
@@ -150,7 +163,17 @@ def _check_counts_are_not_normalised(X, *, maximum: float, dataset: str, path: s
 def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str) -> None:
     """Stop on an empty matrix, non-finite or negative values, or values that contradict the
     configured `value_type`: non-integer "counts", "counts" with the same total in every cell
-    (rounded TPM), "tpm" already on a log scale, unlogged "log" values."""
+    (rounded TPM), "tpm" already on a log scale, unlogged "log" values.
+
+    Parameters
+    ----------
+    adata
+        The matrix as read (cells x genes); not changed.
+    value_type
+        The dataset file's ``value_type``: counts, tpm, log_tpm or lognorm.
+    dataset, path
+        Dataset id and the matrix file(s), for error messages.
+    """
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputDataError(
             f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)",
@@ -233,6 +256,14 @@ def make_gene_symbols_unique(adata: ad.AnnData) -> int:
     expressed under the plain name means signature scores use the copy that carries the signal
     rather than whichever came first in the file. The original symbol stays in
     ``var['gene_symbol']``.
+
+    Parameters
+    ----------
+    adata
+        The matrix; a blank or ``nan`` name takes its ``var['gene_ids']`` when there is one.
+
+    Writes ``var_names`` and, when genes shared a symbol, ``var['gene_symbol']`` (the names
+    before suffixing).
     """
     names = pd.Index(adata.var_names.astype(str))
     if "gene_ids" in adata.var:
@@ -334,6 +365,15 @@ def check_gene_identifiers(adata: ad.AnnData, *, reader: str, dataset: str, path
     IDs go to ``var["gene_ids"]``, and the log says which column was used (a warning, so the
     choice is never silent). Otherwise the message names the fix for the reader (`_SYMBOL_FIX`;
     for an h5ad file with several symbol-like columns, each of them).
+
+    Parameters
+    ----------
+    adata
+        The matrix as read. Writes ``var_names`` and ``var['gene_ids']`` when symbols are mapped.
+    reader
+        The dataset's reader, which decides the fix the message names.
+    dataset, path
+        Dataset id and the matrix file(s), for error and log messages.
 
     Returns
     -------
@@ -437,7 +477,18 @@ def infer_organism(symbols: list[str], gene_ids: list[str] | None = None) -> tup
 
 
 def check_organism(adata: ad.AnnData, *, organism: str, dataset: str, path: str) -> None:
-    """Stop when the genes say another organism than the dataset config does."""
+    """Stop when the genes say another organism than the dataset config does.
+
+    Parameters
+    ----------
+    adata
+        The matrix, its symbols unique (``var['gene_symbol']`` is used where present) and
+        ``var['gene_ids']`` when known; not changed.
+    organism
+        The dataset file's ``organism``: human or mouse.
+    dataset, path
+        Dataset id and the matrix file(s), for the error message.
+    """
     symbols = list(adata.var.get("gene_symbol", adata.var_names).astype(str))
     gene_ids = list(adata.var["gene_ids"].astype(str)) if "gene_ids" in adata.var else None
     guess, evidence = infer_organism(symbols, gene_ids)
@@ -475,6 +526,21 @@ def join_metadata(
     metadata file often covers several matrices). Returns the (possibly subset) AnnData with
     the metadata columns added to ``obs`` (a matrix column of the same name becomes
     ``<name>_matrix``).
+
+    Parameters
+    ----------
+    adata
+        The matrix, its cell IDs as ``obs_names``.
+    table
+        The per-cell metadata as a metadata reader returns it.
+    join_on
+        ``metadata.join_on``: the column of cell IDs; None: the first column.
+    on_unmatched
+        ``metadata.on_unmatched``: ``error`` or ``drop`` (cells without metadata).
+    row_filter
+        ``metadata.filter``: column -> value(s) a row must have to be used.
+    dataset, path
+        Dataset id and the metadata file, for error messages.
     """
     table = _filter_rows(table, row_filter or {}, dataset=dataset, path=path)
     key = join_on or table.columns[0]
