@@ -1,6 +1,6 @@
 """Rule truth: a simulated dataset's known truth beside the run's answer."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 import anndata as ad
 import pandas as pd
 from texflow import truth
