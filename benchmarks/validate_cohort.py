@@ -63,6 +63,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "workflow"), str(ROOT / "benchmarks"), str(ROOT)]
 
+import texflow
+
+texflow.enable_numba_cache()  # before scanpy is imported: sparse kernels loaded from the cache
+
 import numpy as np
 import pandas as pd
 from texflow import programs, stats

@@ -13,8 +13,9 @@ import pytest
 
 from tests.httpserver import http_server  # noqa: F401
 from texflow import fetch
-from texflow.errors import DownloadError
-from texflow.fetch import fetch_dataset, fetch_source, read_manifest
+from texflow.errors import DownloadError, InputDataError
+from texflow.fetch import fetch_dataset, fetch_source
+from texflow.manifest import read_manifest
 
 FAST = dict(retries=3, backoff_seconds=0.01, timeout_seconds=5)
 
@@ -159,9 +160,9 @@ def test_progress_is_logged(http_server, tmp_path, caplog, monkeypatch):
         fetch_source(url=http_server.url("/m.bin"), destination=tmp_path / "m.bin", **FAST)
     lines = [r.getMessage() for r in caplog.records if "downloading" in r.getMessage()]
     shares = [int(line.split("(")[1].split(" %")[0]) for line in lines]
-    assert (
-        8 <= len(shares) <= 9 and shares == sorted(shares) and shares[-1] < 100
-    ), lines  # ~ every 10 %
+    assert 8 <= len(shares) <= 9 and shares == sorted(shares) and shares[-1] < 100, (
+        lines
+    )  # ~ every 10 %
     assert all("of 100,000 bytes" in line and "/s" in line for line in lines)
     assert any(
         "received 100,000 of 100,000 bytes (100 %)" in r.getMessage() for r in caplog.records
@@ -339,7 +340,7 @@ def two_sources(http_server, tmp_path):
 def test_manifest_lists_every_checked_file(http_server, tmp_path):
     dataset, matrix, cells = two_sources(http_server, tmp_path)
     out = tmp_path / "downloads/GSE1"
-    rows = fetch_dataset(dataset, directory=out, **FAST)
+    rows = fetch_dataset(dataset, directory=out, **FAST).files
     assert rows == read_manifest(out / "manifest.tsv")
     text = (out / "manifest.tsv").read_text().splitlines()
     assert text[0] == "name\turl\tfilename\tbytes\tsha256\tdownloaded_at"
@@ -364,9 +365,9 @@ def test_manifest_lists_every_checked_file(http_server, tmp_path):
 def test_rerun_does_not_download_again(http_server, tmp_path):
     dataset, matrix, _ = two_sources(http_server, tmp_path)
     out = tmp_path / "downloads/GSE1"
-    first = fetch_dataset(dataset, directory=out, **FAST)
+    first = fetch_dataset(dataset, directory=out, **FAST).files
     (out / "manifest.tsv").unlink()  # as Snakemake does before it reruns a job
-    second = fetch_dataset(dataset, directory=out, **FAST)
+    second = fetch_dataset(dataset, directory=out, **FAST).files
     assert second == first  # same rows, same download times
     assert len(http_server.requests_for("/geo/GSE1_matrix.txt.gz")) == 1
 
@@ -374,6 +375,46 @@ def test_rerun_does_not_download_again(http_server, tmp_path):
     fetch_dataset(dataset, directory=out, **FAST)
     assert len(http_server.requests_for("/geo/GSE1_matrix.txt.gz")) == 2
     assert (out / "GSE1_matrix.txt.gz").read_bytes() == matrix
+
+
+def test_result_notes_say_what_was_fetched_and_what_kept(http_server, tmp_path):
+    dataset, matrix, cells = two_sources(http_server, tmp_path)
+    out = tmp_path / "downloads/GSE1"
+    first = fetch_dataset(dataset, directory=out, **FAST)
+    assert (first.dataset, first.manifest) == ("GSE1", out / "manifest.tsv")
+    assert first.notes == [
+        (
+            f"matrix: GSE1_matrix.txt.gz fetched from {http_server.url('/geo/GSE1_matrix.txt.gz')} "
+            f"({len(matrix):,} bytes, sha256 {sha(matrix)})"
+        ),
+        (
+            f"cells: GSE1_cells.tsv fetched from {tmp_path / 'cells.tsv'} "
+            f"({len(cells):,} bytes, sha256 {sha(cells)})"
+        ),
+    ]
+    second = fetch_dataset(dataset, directory=out, **FAST)
+    assert second.files == first.files
+    assert second.notes[0] == (
+        f"matrix: GSE1_matrix.txt.gz kept from the fetch at {first.files[0].downloaded_at} "
+        f"({len(matrix):,} bytes, sha256 {sha(matrix)} as recorded then)"
+    )
+
+
+def test_manifest_that_is_not_one_stops_naming_file_and_dataset(tmp_path):
+    path = tmp_path / "manifest.tsv"
+    path.write_text("name\tfile\nm\tm.gz\n")
+    with pytest.raises(InputDataError, match=r"\[dataset D, file .*manifest.tsv\] not a texflow"):
+        read_manifest(path, dataset="D")
+    path.write_text(
+        "name\turl\tfilename\tbytes\tsha256\tdownloaded_at\nm\thttp://h/m\tm\tten\tab\tT\n"
+    )
+    with pytest.raises(InputDataError, match="line 2 .*bytes must be an integer"):
+        read_manifest(path, dataset="D")
+    path.write_text("name\turl\tfilename\tbytes\tsha256\tdownloaded_at\nm\thttp://h/m\n")
+    with pytest.raises(InputDataError, match="line 2 has fewer than 6 fields"):
+        read_manifest(path, dataset="D")
+    with pytest.raises(InputDataError, match="cannot read the download manifest"):
+        read_manifest(tmp_path / "missing.tsv", dataset="D")
 
 
 def test_failed_source_writes_no_manifest(http_server, tmp_path):

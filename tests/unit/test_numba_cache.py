@@ -19,6 +19,10 @@ sc.pp.normalize_total(sc.AnnData(x))
 """
 
 
+# what a rule script does first (workflow/scripts/_texflow_path.py); importing texflow alone does not
+ENABLE = "import texflow\ntexflow.enable_numba_cache()"
+
+
 def run_python(code: str, cache: Path) -> str:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1",
            "PYTHONPATH": str(WORKFLOW)}
@@ -32,7 +36,7 @@ def kernel_lines(output: str, name: str = "_normalize_csr") -> list[str]:
 
 
 def test_sparse_kernel_is_loaded_from_cache_by_the_next_process(tmp_path):
-    code = NORMALISE.format(imports="import texflow")
+    code = NORMALISE.format(imports=ENABLE)
     first = kernel_lines(run_python(code, tmp_path))
     second = kernel_lines(run_python(code, tmp_path))
     assert any("data saved" in line for line in first), first
@@ -44,14 +48,14 @@ def test_sparse_kernel_is_loaded_from_cache_by_the_next_process(tmp_path):
 
 
 def test_plain_scanpy_process_still_works_beside_texflow(tmp_path):
-    run_python(NORMALISE.format(imports="import texflow"), tmp_path)
+    run_python(NORMALISE.format(imports=ENABLE), tmp_path)
     plain = run_python(NORMALISE.format(imports=""), tmp_path)  # would crash on a patched index
     assert kernel_lines(plain)
     assert [p for p in tmp_path.rglob("*.nbi") if "texflow-numba" not in p.parts]
 
 
 def test_no_fix_when_scanpy_came_first(tmp_path):
-    code = NORMALISE.format(imports="import scanpy\nimport texflow\nimport os\n"
+    code = NORMALISE.format(imports="import scanpy\n" + ENABLE + "\nimport os\n"
                                     "print('CACHE', os.environ['NUMBA_CACHE_DIR'])")
     output = run_python(code, tmp_path)
     assert f"CACHE {tmp_path}\n" in output
@@ -61,6 +65,7 @@ def test_no_fix_when_scanpy_came_first(tmp_path):
 NEIGHBOURS = """
 import numpy as np
 import texflow
+texflow.enable_numba_cache()
 from texflow import cluster
 import scanpy as sc
 adata = sc.AnnData(np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32))
@@ -86,3 +91,43 @@ def test_pynndescent_kernels_compiled_at_import_are_loaded_from_cache(tmp_path):
     assert not any("data saved" in line for line in kernel_lines(second, "rp_trees"))
     # after the import, numba's decorator factory is numba's own again
     assert "JIT _jit\n" in second
+
+
+def test_importing_texflow_does_not_switch_the_cache_on(tmp_path):
+    output = run_python(NORMALISE.format(imports="import texflow"), tmp_path)
+    assert kernel_lines(output)
+    assert not (tmp_path / "texflow-numba").exists()
+
+
+def test_no_fix_with_another_version_than_the_tested_one(tmp_path):
+    code = ("import os\nfrom texflow import _numba_cache\n"
+            "_numba_cache.TESTED_VERSIONS['numba'] = '0.0.1'\n"
+            "print('ENABLED', _numba_cache.enable(), os.environ['NUMBA_CACHE_DIR'])\n"
+            "import sys\nprint('PATCHED', 'fast_array_utils._plugins.numba_sparse' in sys.modules)")
+    output = run_python(code, tmp_path)
+    assert f"ENABLED False {tmp_path}\n" in output
+    assert "PATCHED False" in output
+    assert "numba==0.0.1" in output  # the warning names the package and the tested version
+
+
+def _locked_versions() -> dict[str, str]:
+    lock = (WORKFLOW.parent / "requirements.lock").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lock if "==" in line and not line.startswith("#"))
+
+
+def test_adapter_is_pinned_to_the_locked_versions():
+    """texflow._numba_cache reaches into these packages' internals: a new version in the lock must
+    fail here until someone has checked those internals (listed at TESTED_VERSIONS) against it."""
+    from importlib.metadata import version
+
+    from texflow import _numba_cache
+
+    locked = _locked_versions()
+    for name, tested in _numba_cache.TESTED_VERSIONS.items():
+        assert locked.get(name) == tested, (
+            f"requirements.lock pins {name}=={locked.get(name)}, but texflow/_numba_cache.py was "
+            f"written against {name}=={tested}: check the internals it uses (TESTED_VERSIONS' "
+            "comment) in the new version, run this file, then update TESTED_VERSIONS"
+        )
+        assert version(name) == tested, f"{name} {version(name)} installed, {tested} locked"
+    assert not _numba_cache.untested_versions()

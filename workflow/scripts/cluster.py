@@ -1,6 +1,6 @@
 """Cluster: results/{dataset}/cd8.h5ad -> clustered.h5ad, resolution sweep table, UMAP figures."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import cluster
 from texflow.plotting import clusters as cluster_plots
 from texflow.utils import read_h5ad, run_step, write_h5ad, write_tsv

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow.fetch import fetch_dataset
 from texflow.utils import run_step
 

@@ -1,6 +1,6 @@
 """Gate: results/{dataset}/qc.h5ad -> cd8.h5ad (CD8 T cells) and tables/gating.tsv."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import gating
 from texflow.utils import read_h5ad, run_step, write_tsv
 

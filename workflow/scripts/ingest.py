@@ -1,6 +1,6 @@
 """Ingest: the downloaded files of one dataset -> results/{dataset}/raw.h5ad (texflow contract)."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import io
 from texflow.utils import run_step, write_h5ad
 

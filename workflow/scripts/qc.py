@@ -1,6 +1,6 @@
 """QC: results/{dataset}/raw.h5ad -> qc.h5ad (passing cells only), QC tables and figures."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import qc
 from texflow.plotting import qc as qc_plots
 from texflow.utils import read_h5ad, run_step, write_tsv

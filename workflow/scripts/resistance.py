@@ -1,7 +1,7 @@
 """Rule resistance: pseudobulk per patient and state, non-responders vs responders, programs on
 the gene statistics (texflow.resistance)."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import resistance, signatures
 from texflow.errors import InputDataError
 from texflow.programs import LPO_PARTS, SIGNED_LPO

@@ -3,7 +3,7 @@ random-effects meta-analysis, and a forest plot of the top genes (texflow.resist
 
 import logging
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 import pandas as pd
 from texflow import resistance_meta
 from texflow.utils import run_step, write_tsv

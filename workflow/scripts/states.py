@@ -1,6 +1,6 @@
 """States stage: per-cell program scores and one state label per cluster (texflow.states)."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import states
 from texflow.errors import InputDataError
 from texflow.plotting import states as plots

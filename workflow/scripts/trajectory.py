@@ -1,6 +1,6 @@
 """Trajectory stage: diffusion pseudotime over the exhausted lineage (texflow.trajectory)."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import programs, trajectory
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots

@@ -1,22 +1,25 @@
 """Rule truth: a simulated dataset's known truth beside the run's answer."""
 
-import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
+from pathlib import Path
+
+import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 import anndata as ad
 import pandas as pd
 from texflow import truth
 from texflow.errors import InputDataError
-from texflow.io import read_manifest
+from texflow.manifest import read_manifest
 from texflow.utils import run_step, write_tsv
 
 
 def main(snakemake):
     dataset = snakemake.wildcards.dataset
-    manifest = read_manifest(snakemake.input.manifest, dataset=dataset)
-    sources = [p for p in manifest["path"] if str(p).endswith(".h5ad")]
+    manifest = Path(snakemake.input.manifest)
+    files = [manifest.parent / row.filename for row in read_manifest(manifest, dataset=dataset)]
+    sources = [p for p in files if str(p).endswith(".h5ad")]
     if len(sources) != 1:
         raise InputDataError(
             "a simulated dataset is one .h5ad written by texflow-simulate; the manifest lists "
-            f"{[str(p) for p in manifest['path']]}",
+            f"{[str(p) for p in files]}",
             dataset=dataset,
             path=snakemake.input.manifest,
         )

@@ -2,14 +2,17 @@
 
 All logic of the workflow lives in this package, one module per family of functions;
 `workflow/scripts/` only adapts Snakemake's inputs and outputs to it.
+
+Importing texflow changes nothing outside it (numba, fast_array_utils, matplotlib and the
+environment are left as they were). A process that runs texflow's stages (a rule script, a
+benchmark) calls :func:`enable_numba_cache` first, before scanpy is imported.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import _numba_cache
+from ._numba_cache import enable as enable_numba_cache
 
-# before scanpy is imported: its cached numba kernels bind to a cache directory at import time
-_numba_cache.enable()
+__all__ = ["enable_numba_cache"]
 
 try:
     __version__ = version("texflow")

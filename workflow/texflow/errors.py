@@ -18,7 +18,9 @@ class TexflowError(Exception):
         The file the problem is in, when there is one.
     """
 
-    def __init__(self, problem: str, *, dataset: str | None = None, path: str | PathLike | None = None):
+    def __init__(
+        self, problem: str, *, dataset: str | None = None, path: str | PathLike | None = None
+    ):
         self.problem, self.dataset, self.path = problem, dataset, path
         where = []
         if dataset is not None:
@@ -34,7 +36,3 @@ class InputDataError(TexflowError):
 
 class DownloadError(TexflowError):
     """A download that failed or did not pass its checks."""
-
-
-class StageSkipped(TexflowError):
-    """A stage that cannot run on this dataset for a scientific reason (recorded, not fatal)."""

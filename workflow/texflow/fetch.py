@@ -15,13 +15,14 @@ Retries on connection errors and on 408/429/5xx answers are urllib3's ``Retry`` 
 back-off, honours ``Retry-After``); resuming a body cut short is done here, because urllib3
 retries requests, not the reading of a response body.
 
-:func:`fetch_dataset` writes ``manifest.tsv`` (name, url, filename, bytes, sha256,
-downloaded_at) last, atomically: its presence means every file beside it passed the checks.
+:func:`fetch_dataset` writes ``manifest.tsv`` (:mod:`texflow.manifest`: name, url, filename,
+bytes, sha256, downloaded_at) last, atomically: its presence means every file beside it passed
+the checks. It returns a :class:`FetchResult`: the manifest's rows and a note per source.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -29,8 +30,8 @@ import os
 import shutil
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -42,22 +43,19 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .errors import DownloadError
+from .manifest import FetchedFile, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "MANIFEST_COLUMNS",
-    "FetchedFile",
+    "FetchResult",
     "fetch_dataset",
     "fetch_source",
     "local_source_paths",
     "make_session",
-    "read_manifest",
     "source_filename",
 ]
 
-#: columns of manifest.tsv, in order
-MANIFEST_COLUMNS = ("name", "url", "filename", "bytes", "sha256", "downloaded_at")
 #: per-source records of finished downloads, updated after each one: lets a rerun (whose
 #: manifest Snakemake has removed) or an interrupted multi-file fetch skip what is already here
 STATE_FILE = ".fetched.tsv"
@@ -75,19 +73,6 @@ PROGRESS_MAX_SECONDS = 15.0
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-@dataclass(frozen=True)
-class FetchedFile:
-    """One row of manifest.tsv: a source file that passed every check."""
-
-    name: str
-    url: str
-    filename: str
-    bytes: int
-    sha256: str
-    #: ISO-8601 UTC time the file was downloaded (kept when a rerun skips the download)
-    downloaded_at: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +136,19 @@ def local_source_paths(sources: Iterable[Mapping]) -> list[str]:
     return paths
 
 
+@dataclass(frozen=True)
+class FetchResult:
+    """What :func:`fetch_dataset` did for one dataset: its manifest's rows and a note per source."""
+
+    dataset: str
+    #: where the manifest was written
+    manifest: Path
+    #: the manifest's rows, one per source, in the config's order
+    files: list[FetchedFile]
+    #: one line per source: fetched now (url, bytes, sha256), or kept from an earlier run (when)
+    notes: list[str]
+
+
 def fetch_source(
     *,
     url: str,
@@ -202,60 +200,29 @@ def fetch_source(
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
-    scheme = _scheme(url)
-    checks = dict(
+    checks = _Checks(
         url=url,
         filename=destination.name,
         sha256=sha256,
         expected_bytes=expected_bytes,
         dataset=dataset,
     )
+    scheme = _scheme(url)
     try:
         if scheme in ("http", "https"):
-            own_session = session is None
-            session = session or make_session(retries=retries, backoff_seconds=backoff_seconds)
-            try:
-                resumed_stale = part.exists() and part.stat().st_size > 0
-                _download(
-                    session,
-                    url,
-                    part,
+            with _session_for(session, retries=retries, backoff_seconds=backoff_seconds) as used:
+                transfer = _Transfer(
+                    session=used,
                     retries=retries,
                     backoff_seconds=backoff_seconds,
                     timeout_seconds=timeout_seconds,
                     dataset=dataset,
                     filename=destination.name,
                 )
-                try:
-                    size, digest = _verify(part, **checks)
-                except DownloadError as error:
-                    if not resumed_stale:
-                        raise
-                    # the .part left by an earlier job may belong to an older version of the file
-                    logger.warning(
-                        "%s; the transfer resumed a .part left by an earlier run: "
-                        "downloading %s again from the start",
-                        error.problem,
-                        url,
-                    )
-                    part.unlink(missing_ok=True)
-                    _download(
-                        session,
-                        url,
-                        part,
-                        retries=retries,
-                        backoff_seconds=backoff_seconds,
-                        timeout_seconds=timeout_seconds,
-                        dataset=dataset,
-                        filename=destination.name,
-                    )
-                    size, digest = _verify(part, **checks)
-            finally:
-                if own_session:
-                    session.close()
+                size, digest = _fetch_http(url, part, transfer=transfer, checks=checks)
         elif scheme in ("file", ""):
             _copy_local(_local_path(url, dataset=dataset), part, dataset=dataset, url=url)
-            size, digest = _verify(part, **checks)
+            size, digest = _verify(part, checks)
         else:
             raise DownloadError(
                 f"unsupported URL scheme {scheme!r}: use http(s)://, file:// or a local path",
@@ -281,7 +248,7 @@ def fetch_dataset(
     retries: int = 5,
     backoff_seconds: float = 2.0,
     timeout_seconds: float = 60.0,
-) -> list[FetchedFile]:
+) -> FetchResult:
     """Fetch every source of a dataset into `directory` and write its manifest last.
 
     A source already in `directory` whose content still has the checksum recorded when it was
@@ -300,7 +267,12 @@ def fetch_dataset(
 
     Returns
     -------
-    The manifest rows, one per source, in the config's order.
+    The manifest's rows (one per source, in the config's order) and a note per source.
+
+    Writes
+    ------
+    The source files, ``<directory>/.fetched.tsv`` (updated after each source) and, last, the
+    manifest.
     """
     dataset = str(dataset_cfg["id"])
     sources = list(dataset_cfg["sources"])
@@ -310,194 +282,315 @@ def fetch_dataset(
     directory.mkdir(parents=True, exist_ok=True)
 
     state_path = directory / STATE_FILE
-    known = {row.filename: row for row in _read_rows(state_path)}
-    done: list[FetchedFile] = []
+    known = {row.filename: row for row in _read_state(state_path, dataset=dataset)}
+    files: list[FetchedFile] = []
+    notes: list[str] = []
     with make_session(retries=retries, backoff_seconds=backoff_seconds) as session:
         for source, filename in zip(sources, filenames):
-            destination = directory / filename
-            record = _still_valid(known.get(filename), source, destination)
-            if record is not None:
-                logger.info(
-                    "%s: already fetched (%s bytes, checksum as recorded at %s): not fetched again",
-                    destination,
-                    f"{record.bytes:,}",
-                    record.downloaded_at,
-                )
-                record = FetchedFile(**{**asdict(record), "name": source["name"]})
-            else:
-                logger.info("fetching %s (%s) -> %s", source["name"], source["url"], destination)
-                size, digest = fetch_source(
-                    url=str(source["url"]),
-                    destination=destination,
-                    sha256=source.get("sha256"),
-                    expected_bytes=source.get("bytes"),
-                    retries=retries,
-                    backoff_seconds=backoff_seconds,
-                    timeout_seconds=timeout_seconds,
-                    dataset=dataset,
-                    session=session,
-                )
-                record = FetchedFile(
-                    name=str(source["name"]),
-                    url=str(source["url"]),
-                    filename=filename,
-                    bytes=size,
-                    sha256=digest,
-                    downloaded_at=_utc_now(),
-                )
-            done.append(record)
+            record, note = _fetch_unless_kept(
+                source,
+                directory / filename,
+                known.get(filename),
+                dataset=dataset,
+                session=session,
+                retries=retries,
+                backoff_seconds=backoff_seconds,
+                timeout_seconds=timeout_seconds,
+            )
+            files.append(record)
+            notes.append(note)
             known[filename] = record
-            _write_rows(state_path, known.values())
-    _write_rows(manifest, done)
+            write_manifest(state_path, known.values())
+    write_manifest(manifest, files)
     logger.info(
         "dataset %s: %d source file(s) fetched and checked; manifest %s",
         dataset,
-        len(done),
+        len(files),
         manifest,
     )
-    return done
+    return FetchResult(dataset=dataset, manifest=manifest, files=files, notes=notes)
 
 
-def read_manifest(path: str | os.PathLike) -> list[FetchedFile]:
-    """The rows of a manifest.tsv written by :func:`fetch_dataset`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DownloadError("manifest not found: run the fetch rule first", path=path)
-    rows = _read_rows(path)
-    return rows
+def _fetch_unless_kept(
+    source: Mapping,
+    destination: Path,
+    record: FetchedFile | None,
+    *,
+    dataset: str,
+    session: requests.Session,
+    retries: int,
+    backoff_seconds: float,
+    timeout_seconds: float,
+) -> tuple[FetchedFile, str]:
+    """The manifest row of one source and a note: `record` kept when `destination` is still
+    the file it describes (and what the config asks for), else the source fetched now."""
+    kept = _still_valid(record, source, destination)
+    if kept is not None:
+        logger.info(
+            "%s: already fetched (%s bytes, checksum as recorded at %s): not fetched again",
+            destination,
+            f"{kept.bytes:,}",
+            kept.downloaded_at,
+        )
+        note = (
+            f"{source['name']}: {destination.name} kept from the fetch at {kept.downloaded_at} "
+            f"({kept.bytes:,} bytes, sha256 {kept.sha256} as recorded then)"
+        )
+        return replace(kept, name=source["name"]), note
+    logger.info("fetching %s (%s) -> %s", source["name"], source["url"], destination)
+    size, digest = fetch_source(
+        url=str(source["url"]),
+        destination=destination,
+        sha256=source.get("sha256"),
+        expected_bytes=source.get("bytes"),
+        retries=retries,
+        backoff_seconds=backoff_seconds,
+        timeout_seconds=timeout_seconds,
+        dataset=dataset,
+        session=session,
+    )
+    record = FetchedFile(
+        name=str(source["name"]),
+        url=str(source["url"]),
+        filename=destination.name,
+        bytes=size,
+        sha256=digest,
+        downloaded_at=_utc_now(),
+    )
+    note = (
+        f"{source['name']}: {destination.name} fetched from {source['url']} "
+        f"({size:,} bytes, sha256 {digest})"
+    )
+    return record, note
 
 
 # --------------------------------------------------------------------------------------------
 # HTTP
 # --------------------------------------------------------------------------------------------
-def _download(
-    session: requests.Session,
-    url: str,
-    part: Path,
-    *,
-    retries: int,
-    backoff_seconds: float,
-    timeout_seconds: float,
-    dataset: str | None,
-    filename: str,
-) -> None:
+@dataclass(frozen=True)
+class _Transfer:
+    """How one source is downloaded: the session, the retry budget, and what errors name."""
+
+    session: requests.Session
+    retries: int
+    backoff_seconds: float
+    timeout_seconds: float
+    dataset: str | None
+    filename: str
+
+
+#: What :func:`_body_plan` asks of :func:`_download` when an answer carries nothing to write:
+#: stop, the ``.part`` holds the whole file; or ask again, the ``.part`` was discarded.
+_WHOLE, _ASK_AGAIN = "whole", "ask again"
+
+
+@contextlib.contextmanager
+def _session_for(
+    session: requests.Session | None, *, retries: int, backoff_seconds: float
+) -> Iterator[requests.Session]:
+    """`session` as it is, or a new one from :func:`make_session`, closed after use."""
+    if session is not None:
+        yield session
+        return
+    with make_session(retries=retries, backoff_seconds=backoff_seconds) as own:
+        yield own
+
+
+def _fetch_http(url: str, part: Path, *, transfer: _Transfer, checks: _Checks) -> tuple[int, str]:
+    """Download `url` into `part` and check it; return (bytes, sha256).
+
+    A check that fails on a transfer that resumed a ``.part`` left by an earlier run downloads
+    the file once more from the start: that ``.part`` may belong to an older version of it.
+    """
+    resumed_stale = part.exists() and part.stat().st_size > 0
+    _download(url, part, transfer)
+    try:
+        return _verify(part, checks)
+    except DownloadError as error:
+        if not resumed_stale:
+            raise
+        logger.warning(
+            "%s; the transfer resumed a .part left by an earlier run: "
+            "downloading %s again from the start",
+            error.problem,
+            url,
+        )
+    part.unlink(missing_ok=True)
+    _download(url, part, transfer)
+    return _verify(part, checks)
+
+
+def _download(url: str, part: Path, transfer: _Transfer) -> None:
     """Stream `url` into `part`, resuming with Range after a transfer cut short."""
     attempt = 0
     validator = None  # ETag / Last-Modified of the first answer: resume only the same file
     while True:
         attempt += 1
         have = part.stat().st_size if part.exists() else 0
-        headers = {"Accept-Encoding": "identity"}  # the bytes as stored, never re-encoded
-        if have:
-            headers["Range"] = f"bytes={have}-"
-            if validator:
-                headers["If-Range"] = validator
-        try:
-            response = session.get(
-                url, headers=headers, stream=True, timeout=(timeout_seconds, timeout_seconds)
-            )
-        except requests.RequestException as error:
-            raise DownloadError(
-                f"could not download after {retries + 1} attempts: {_reason(error)}",
-                dataset=dataset,
-                path=url,
-            ) from None
-        with response:
-            status = response.status_code
-            if status == 416 and have:
-                total = _total_from_content_range(response.headers.get("Content-Range", ""))
-                if total == have:
-                    return  # the .part already holds the whole file
-                logger.info(
-                    "%s: the server cannot resume at byte %s; starting again", url, f"{have:,}"
-                )
-                part.unlink()
+        with _request(url, have=have, validator=validator, transfer=transfer) as response:
+            plan = _body_plan(response, url, part, have=have, attempt=attempt, transfer=transfer)
+            if plan == _WHOLE:
+                return
+            if plan == _ASK_AGAIN:
                 continue
-            if status >= 400:
-                raise DownloadError(
-                    f"the server answered HTTP {status} {response.reason}"
-                    + (f" after {retries + 1} attempts" if status in RETRY_STATUSES else ""),
-                    dataset=dataset,
-                    path=url,
-                )
-            _refuse_html_type(response, url=url, filename=filename, dataset=dataset)
-            if status == 206:
-                start, total = _parse_content_range(response.headers.get("Content-Range", ""))
-                if start != have:
-                    logger.info(
-                        "%s: the server resumed at byte %s, not %s; starting again",
-                        url,
-                        start,
-                        have,
-                    )
-                    part.unlink(missing_ok=True)
-                    continue
-                mode = "ab"
-                if attempt > 1 or have:
-                    logger.info(
-                        "%s: resuming at byte %s of %s", url, f"{have:,}", _fmt_total(total)
-                    )
-            else:
-                if have:
-                    logger.info(
-                        "%s: the server sent the whole file again (HTTP %d): restarting",
-                        url,
-                        status,
-                    )
-                have, mode = 0, "wb"
-                total = _int_or_none(response.headers.get("Content-Length"))
+            mode, have, total = plan
             if validator is None:
                 validator = _strong_validator(response.headers)
-            encoding = response.headers.get("Content-Encoding", "identity").lower()
-            if encoding not in ("identity", ""):
-                logger.warning(
-                    "%s: the server sent Content-Encoding %s although asked not to; "
-                    "the file is stored as sent",
-                    url,
-                    encoding,
-                )
-
+            _warn_if_encoded(response, url)
             progress = _Progress(url, start=have, total=total)
-            interruption = None
-            with open(part, mode) as handle:
-                try:
-                    # raw bytes exactly as sent (no transparent decompression); read1 returns
-                    # what has arrived, so a timeout loses nothing already received
-                    while chunk := response.raw.read1(CHUNK_BYTES, decode_content=False):
-                        handle.write(chunk)
-                        progress.update(len(chunk))
-                except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
-                    interruption = error
-        have = part.stat().st_size
-        if total is not None and have > total:
-            part.unlink()
-            raise DownloadError(
-                f"the server sent {have:,} bytes, more than the {total:,} it announced",
-                dataset=dataset,
-                path=url,
-            )
+            interruption = _receive(response, part, mode=mode, progress=progress)
+        have = _received(part, total=total, url=url, dataset=transfer.dataset)
         if interruption is None and (total is None or have == total):
             progress.finish()
             return
-        why = _reason(interruption) if interruption else "connection closed early"
-        if attempt > retries:
-            raise DownloadError(
-                f"download cut short: {have:,} of {_fmt_total(total)} bytes after {attempt} attempts ({why})",
-                dataset=dataset,
-                path=url,
-            )
-        wait = min(backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-        logger.warning(
-            "%s: transfer cut short at %s of %s bytes (%s); resuming in %.1f s (attempt %d of %d)",
+        _wait_before_resuming(
             url,
-            f"{have:,}",
-            _fmt_total(total),
-            why,
-            wait,
-            attempt + 1,
-            retries + 1,
+            have=have,
+            total=total,
+            interruption=interruption,
+            attempt=attempt,
+            transfer=transfer,
         )
-        time.sleep(wait)
+
+
+def _request(
+    url: str, *, have: int, validator: str | None, transfer: _Transfer
+) -> requests.Response:
+    """GET `url` as a stream, from byte `have` on when the ``.part`` holds some already."""
+    headers = {"Accept-Encoding": "identity"}  # the bytes as stored, never re-encoded
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        if validator:
+            headers["If-Range"] = validator
+    timeout = transfer.timeout_seconds
+    try:
+        return transfer.session.get(url, headers=headers, stream=True, timeout=(timeout, timeout))
+    except requests.RequestException as error:
+        raise DownloadError(
+            f"could not download after {transfer.retries + 1} attempts: {_reason(error)}",
+            dataset=transfer.dataset,
+            path=url,
+        ) from None
+
+
+def _body_plan(
+    response: requests.Response,
+    url: str,
+    part: Path,
+    *,
+    have: int,
+    attempt: int,
+    transfer: _Transfer,
+) -> tuple[str, int, int | None] | str:
+    """How to write the body of `response` into `part`, from the answer's status.
+
+    Returns ``(mode, start, total)``: append (``"ab"``, a 206 at byte `have`) or write from
+    byte 0 (``"wb"``, a 200), and the file's size when announced. Or `_WHOLE`: the ``.part``
+    already holds the whole file (416 with its size); or `_ASK_AGAIN`: the ``.part`` was
+    discarded because the server cannot resume where it ends.
+    """
+    status = response.status_code
+    if status == 416 and have:
+        total = _total_from_content_range(response.headers.get("Content-Range", ""))
+        if total == have:
+            return _WHOLE
+        logger.info("%s: the server cannot resume at byte %s; starting again", url, f"{have:,}")
+        part.unlink()
+        return _ASK_AGAIN
+    if status >= 400:
+        raise DownloadError(
+            f"the server answered HTTP {status} {response.reason}"
+            + (f" after {transfer.retries + 1} attempts" if status in RETRY_STATUSES else ""),
+            dataset=transfer.dataset,
+            path=url,
+        )
+    _refuse_html_type(response, url=url, filename=transfer.filename, dataset=transfer.dataset)
+    if status == 206:
+        start, total = _parse_content_range(response.headers.get("Content-Range", ""))
+        if start != have:
+            logger.info(
+                "%s: the server resumed at byte %s, not %s; starting again", url, start, have
+            )
+            part.unlink(missing_ok=True)
+            return _ASK_AGAIN
+        if attempt > 1 or have:
+            logger.info("%s: resuming at byte %s of %s", url, f"{have:,}", _fmt_total(total))
+        return "ab", have, total
+    if have:
+        logger.info("%s: the server sent the whole file again (HTTP %d): restarting", url, status)
+    return "wb", 0, _int_or_none(response.headers.get("Content-Length"))
+
+
+def _warn_if_encoded(response: requests.Response, url: str) -> None:
+    encoding = response.headers.get("Content-Encoding", "identity").lower()
+    if encoding not in ("identity", ""):
+        logger.warning(
+            "%s: the server sent Content-Encoding %s although asked not to; "
+            "the file is stored as sent",
+            url,
+            encoding,
+        )
+
+
+def _receive(
+    response: requests.Response, part: Path, *, mode: str, progress: _Progress
+) -> BaseException | None:
+    """Write the body of `response` into `part`; return the error that cut it short, if any."""
+    with open(part, mode) as handle:
+        try:
+            # raw bytes exactly as sent (no transparent decompression); read1 returns what has
+            # arrived, so a timeout loses nothing already received
+            while chunk := response.raw.read1(CHUNK_BYTES, decode_content=False):
+                handle.write(chunk)
+                progress.update(len(chunk))
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
+            return error
+    return None
+
+
+def _received(part: Path, *, total: int | None, url: str, dataset: str | None) -> int:
+    """Bytes now in `part`; more than the server announced stops (and removes `part`)."""
+    have = part.stat().st_size
+    if total is not None and have > total:
+        part.unlink()
+        raise DownloadError(
+            f"the server sent {have:,} bytes, more than the {total:,} it announced",
+            dataset=dataset,
+            path=url,
+        )
+    return have
+
+
+def _wait_before_resuming(
+    url: str,
+    *,
+    have: int,
+    total: int | None,
+    interruption: BaseException | None,
+    attempt: int,
+    transfer: _Transfer,
+) -> None:
+    """Sleep before the next attempt at a transfer cut short; stop when none is left."""
+    why = _reason(interruption) if interruption else "connection closed early"
+    if attempt > transfer.retries:
+        raise DownloadError(
+            f"download cut short: {have:,} of {_fmt_total(total)} bytes after {attempt} "
+            f"attempts ({why})",
+            dataset=transfer.dataset,
+            path=url,
+        )
+    wait = min(transfer.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    logger.warning(
+        "%s: transfer cut short at %s of %s bytes (%s); resuming in %.1f s (attempt %d of %d)",
+        url,
+        f"{have:,}",
+        _fmt_total(total),
+        why,
+        wait,
+        attempt + 1,
+        transfer.retries + 1,
+    )
+    time.sleep(wait)
 
 
 def _refuse_html_type(
@@ -524,7 +617,7 @@ def _strong_validator(headers: Mapping[str, str]) -> str | None:
 def _parse_content_range(value: str) -> tuple[int, int | None]:
     """``bytes 100-199/200`` -> (100, 200); the total is None when given as ``*``."""
     try:
-        unit, spec = value.split(" ", 1)
+        _unit, spec = value.split(" ", 1)
         span, total = spec.split("/", 1)
         start = int(span.split("-", 1)[0])
         return start, (None if total.strip() == "*" else int(total))
@@ -627,33 +720,37 @@ def _copy_local(path: Path, part: Path, *, dataset: str | None, url: str) -> Non
 # --------------------------------------------------------------------------------------------
 # checks
 # --------------------------------------------------------------------------------------------
-def _verify(
-    part: Path,
-    *,
-    url: str,
-    filename: str,
-    sha256: str | None,
-    expected_bytes: int | None,
-    dataset: str | None,
-) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Checks:
+    """What a complete transfer is checked against, and what an error names."""
+
+    url: str
+    filename: str
+    sha256: str | None
+    expected_bytes: int | None
+    dataset: str | None
+
+
+def _verify(part: Path, checks: _Checks) -> tuple[int, str]:
     """Check a complete transfer; return (bytes, sha256). On failure, remove `part` and raise."""
+    url, dataset = checks.url, checks.dataset
     try:
-        _refuse_html_body(part, url=url, filename=filename, dataset=dataset)
+        _refuse_html_body(part, url=url, filename=checks.filename, dataset=dataset)
         size = part.stat().st_size
-        if expected_bytes is not None and size != expected_bytes:
+        if checks.expected_bytes is not None and size != checks.expected_bytes:
             raise DownloadError(
-                f"size mismatch: the config says {expected_bytes:,} bytes, got {size:,}",
+                f"size mismatch: the config says {checks.expected_bytes:,} bytes, got {size:,}",
                 dataset=dataset,
                 path=url,
             )
         digest = _sha256(part)
-        if sha256 is not None and digest != sha256.lower():
+        if checks.sha256 is not None and digest != checks.sha256.lower():
             raise DownloadError(
-                f"checksum mismatch: expected sha256 {sha256.lower()}, got {digest}",
+                f"checksum mismatch: expected sha256 {checks.sha256.lower()}, got {digest}",
                 dataset=dataset,
                 path=url,
             )
-        if filename.lower().endswith((".gz", ".tgz")):
+        if checks.filename.lower().endswith((".gz", ".tgz")):
             _check_gzip(part, url=url, dataset=dataset)
     except DownloadError:
         part.unlink(missing_ok=True)
@@ -668,7 +765,8 @@ def _refuse_html_body(part: Path, *, url: str, filename: str, dataset: str | Non
         head = handle.read(512).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.lower().startswith((b"<!doctype html", b"<html")):
         raise DownloadError(
-            f"server sent an HTML page (the file starts with {head[:15].decode(errors='replace')!r}), "
+            "server sent an HTML page (the file starts with "
+            f"{head[:15].decode(errors='replace')!r}), "
             f"not data: an error or login page in place of {filename}? Check the URL in a browser",
             dataset=dataset,
             path=url,
@@ -737,7 +835,8 @@ def _check_filenames(sources: Sequence[Mapping], *, dataset: str, reserved: set[
             )
         if filename in names:
             raise DownloadError(
-                f"sources {names[filename]!r} and {source['name']!r} would both be saved as {filename!r}: "
+                f"sources {names[filename]!r} and {source['name']!r} would both be saved as "
+                f"{filename!r}: "
                 "give one of them a different 'filename'",
                 dataset=dataset,
                 path=source["url"],
@@ -763,40 +862,9 @@ def _still_valid(
     return record
 
 
-def _write_rows(path: Path, rows: Iterable[FetchedFile]) -> None:
-    # imported here: texflow.utils imports anndata, which the Snakefile (importing this module
-    # for local_source_paths) and the fetch job need not pay for
-    from .utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(MANIFEST_COLUMNS)
-            for row in rows:
-                writer.writerow([getattr(row, column) for column in MANIFEST_COLUMNS])
-
-
-def _read_rows(path: Path) -> list[FetchedFile]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise DownloadError(
-                f"not a texflow manifest: columns {reader.fieldnames}, expected "
-                f"{list(MANIFEST_COLUMNS)}",
-                path=path,
-            )
-        types = {field.name: field.type for field in fields(FetchedFile)}
-        return [
-            FetchedFile(
-                **{
-                    key: int(value) if types[key] in ("int", int) else value
-                    for key, value in row.items()
-                }
-            )
-            for row in reader
-        ]
+def _read_state(path: Path, *, dataset: str) -> list[FetchedFile]:
+    """The rows of `STATE_FILE`: sources fetched by earlier runs (none before the first)."""
+    return read_manifest(path, dataset=dataset) if path.is_file() else []
 
 
 # --------------------------------------------------------------------------------------------
@@ -814,7 +882,7 @@ def _resumable(part: Path) -> bool:
 
 
 def _reason(error: BaseException) -> str:
-    """A short reason for a network error (requests' messages nest urllib3's several levels deep)."""
+    """A short reason for a network error (requests' messages nest urllib3's several deep)."""
     while isinstance(error, requests.RequestException) and error.__context__ is not None:
         error = error.__context__
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:

@@ -4,16 +4,19 @@
 manifest, reads the matrix with the registered reader named in the dataset config
 (:mod:`texflow.readers`), joins per-cell metadata, maps it onto the contract's ``obs`` fields
 (``sample``, ``patient``, ``response``, ``timepoint``, ``tissue``), makes gene symbols
-unique, checks values and organism, and records provenance in ``uns["texflow"]``.
+unique, checks values and organism, and records provenance in ``uns["texflow"]``. The
+manifest's format is :mod:`texflow.manifest`'s, shared with the fetch stage.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -22,6 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import InputDataError, TexflowError
+from .manifest import FetchedFile, read_manifest
 from .readers import get_metadata_reader, get_reader
 from .utils import share_counts
 
@@ -40,7 +44,6 @@ RESERVED_OBS = set(CONTRACT_FIELDS) | {
     "exhaustion_axis",
     "pseudotime",
 }
-MANIFEST_COLUMNS = ("name", "url", "filename", "bytes", "sha256", "downloaded_at")
 
 # Peak memory of ingest per MB of downloaded input, by reader, on top of a 1000 MB base. Dense
 # text expands most: the parsed CSR (8 bytes per non-zero) is held up to three times while chunks
@@ -52,33 +55,16 @@ MEMORY_MB_PER_INPUT_MB = {
     "dense_table": 25.0,
     "geo_dense_two_header": 25.0,
     "tenx_mtx": 12.0,
+    "tenx_h5": 8.0,
     # streamed in chunks of 50M entries (only the metadata's cells kept with on_unmatched: drop);
     # measured: a 51.6 MB gzipped 100,000 x 2,000 matrix of 10M entries peaks at 592 MB with
     # every cell kept, 190 MB of it the interpreter, and reads in 9 s
     "matrix_market": 8.0,
-    "tenx_h5": 8.0,
     "h5ad": 6.0,
 }
 
 
-# ------------------------------------------------------------------------------------ manifest
-
-
-def read_manifest(manifest: str | Path, *, dataset: str) -> pd.DataFrame:
-    """The fetch stage's ``manifest.tsv`` (one row per source), with a ``path`` column added."""
-    manifest = Path(manifest)
-    try:
-        table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise InputDataError(
-            f"cannot read the download manifest: {error}", dataset=dataset, path=manifest
-        ) from None
-    missing = [c for c in ("name", "filename") if c not in table]
-    if missing:
-        raise InputDataError(f"manifest lacks columns {missing}", dataset=dataset, path=manifest)
-    table["path"] = [manifest.parent / filename for filename in table["filename"]]
-    return table
-
+# ------------------------------------------------------------------------- job resources
 
 # Minutes of ingest per MB of downloaded input: parsing gzipped text runs at a few MB of
 # compressed input per minute on one core (the C parser handles ~50 MB/s of decompressed text,
@@ -87,13 +73,23 @@ MINUTES_PER_INPUT_MB = {"dense_table": 0.2, "geo_dense_two_header": 0.2}
 
 
 def _downloaded_mb(manifest: str | Path) -> float:
-    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
-    sizes = pd.to_numeric(table.get("bytes", pd.Series(dtype=str)), errors="coerce").fillna(0)
-    return float(sizes.sum()) / 2**20
+    manifest = Path(manifest)
+    if not manifest.is_file():  # Snakemake evaluates the resource again once fetch has run
+        raise FileNotFoundError(errno.ENOENT, "download manifest not written yet", str(manifest))
+    return sum(row.bytes for row in read_manifest(manifest)) / 2**20
 
 
 def estimate_ingest_mem_mb(manifest: str | Path, reader: str, *, base_mb: float = 1000.0) -> int:
     """Memory (MB) to request for ingesting the files in `manifest` with `reader`.
+
+    Parameters
+    ----------
+    manifest
+        The fetch stage's ``manifest.tsv``; its ``bytes`` are summed.
+    reader
+        The dataset's reader: its factor in `MEMORY_MB_PER_INPUT_MB` (25 when not listed).
+    base_mb
+        Memory of the imports and of a small dataset.
 
     Raises FileNotFoundError while the manifest does not exist yet (Snakemake then evaluates
     the resource again once fetch has run).
@@ -104,7 +100,11 @@ def estimate_ingest_mem_mb(manifest: str | Path, reader: str, *, base_mb: float 
 def estimate_ingest_runtime_min(
     manifest: str | Path, reader: str, *, base_min: float = 10.0
 ) -> int:
-    """Runtime (minutes) to request for ingesting the files in `manifest` with `reader`."""
+    """Runtime (minutes) to request for ingesting the files in `manifest` with `reader`.
+
+    As :func:`estimate_ingest_mem_mb`, with `MINUTES_PER_INPUT_MB` (0.02 when not listed) on top
+    of `base_min`.
+    """
     return int(base_min + MINUTES_PER_INPUT_MB.get(reader, 0.02) * _downloaded_mb(manifest))
 
 
@@ -168,7 +168,17 @@ def _check_counts_are_not_normalised(X, *, maximum: float, dataset: str, path: s
 def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str) -> None:
     """Stop on an empty matrix, non-finite or negative values, or values that contradict the
     configured `value_type`: non-integer "counts", "counts" with the same total in every cell
-    (rounded TPM), "tpm" already on a log scale, unlogged "log" values."""
+    (rounded TPM), "tpm" already on a log scale, unlogged "log" values.
+
+    Parameters
+    ----------
+    adata
+        The matrix as read (cells x genes); not changed.
+    value_type
+        The dataset file's ``value_type``: counts, tpm, log_tpm or lognorm.
+    dataset, path
+        Dataset id and the matrix file(s), for error messages.
+    """
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputDataError(
             f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)",
@@ -251,6 +261,14 @@ def make_gene_symbols_unique(adata: ad.AnnData) -> int:
     expressed under the plain name means signature scores use the copy that carries the signal
     rather than whichever came first in the file. The original symbol stays in
     ``var['gene_symbol']``.
+
+    Parameters
+    ----------
+    adata
+        The matrix; a blank or ``nan`` name takes its ``var['gene_ids']`` when there is one.
+
+    Writes ``var_names`` and, when genes shared a symbol, ``var['gene_symbol']`` (the names
+    before suffixing).
     """
     names = pd.Index(adata.var_names.astype(str))
     if "gene_ids" in adata.var:
@@ -353,6 +371,15 @@ def check_gene_identifiers(adata: ad.AnnData, *, reader: str, dataset: str, path
     choice is never silent). Otherwise the message names the fix for the reader (`_SYMBOL_FIX`;
     for an h5ad file with several symbol-like columns, each of them).
 
+    Parameters
+    ----------
+    adata
+        The matrix as read. Writes ``var_names`` and ``var['gene_ids']`` when symbols are mapped.
+    reader
+        The dataset's reader, which decides the fix the message names.
+    dataset, path
+        Dataset id and the matrix file(s), for error and log messages.
+
     Returns
     -------
     The var column the symbols were taken from ("" when the names were symbols already).
@@ -413,7 +440,7 @@ ORGANISM_AGREEMENT = 0.8
 
 
 def infer_organism(symbols: list[str], gene_ids: list[str] | None = None) -> tuple[str | None, str]:
-    """Guess human or mouse from gene symbol case (and Ensembl prefixes); returns (guess, evidence)."""
+    """Guess human or mouse from gene symbol case (and Ensembl prefixes): (guess, evidence)."""
     upper, capital, examples = 0, 0, {"human": [], "mouse": []}
     for symbol in symbols:
         letters = [c for c in symbol if c.isalpha()]
@@ -455,7 +482,18 @@ def infer_organism(symbols: list[str], gene_ids: list[str] | None = None) -> tup
 
 
 def check_organism(adata: ad.AnnData, *, organism: str, dataset: str, path: str) -> None:
-    """Stop when the genes say another organism than the dataset config does."""
+    """Stop when the genes say another organism than the dataset config does.
+
+    Parameters
+    ----------
+    adata
+        The matrix, its symbols unique (``var['gene_symbol']`` is used where present) and
+        ``var['gene_ids']`` when known; not changed.
+    organism
+        The dataset file's ``organism``: human or mouse.
+    dataset, path
+        Dataset id and the matrix file(s), for the error message.
+    """
     symbols = list(adata.var.get("gene_symbol", adata.var_names).astype(str))
     gene_ids = list(adata.var["gene_ids"].astype(str)) if "gene_ids" in adata.var else None
     guess, evidence = infer_organism(symbols, gene_ids)
@@ -491,25 +529,69 @@ def join_metadata(
     Every cell must find its row: a join that matches no cell, or only some (``on_unmatched:
     error``, the default), stops with how many matched; ``on_unmatched: drop`` keeps only the
     annotated cells and says how many were dropped. Metadata rows without a cell are fine (a
-    metadata file often covers several matrices). With `ignore_case` (``metadata.ignore_case``)
-    IDs are compared without regard to letter case (``P18_pre-Tx`` in a file name,
-    ``P18_Pre-Tx`` in the metadata); the cells keep the matrix's IDs. Returns the (possibly
-    subset) AnnData with the metadata columns added to ``obs`` (a matrix column of the same
-    name becomes ``<name>_matrix``).
+    metadata file often covers several matrices). Returns the (possibly subset) AnnData with
+    the metadata columns added to ``obs`` (a matrix column of the same name becomes
+    ``<name>_matrix``).
+
+    Parameters
+    ----------
+    adata
+        The matrix, its cell IDs as ``obs_names``.
+    table
+        The per-cell metadata as a metadata reader returns it.
+    join_on
+        ``metadata.join_on``: the column of cell IDs; None: the first column.
+    on_unmatched
+        ``metadata.on_unmatched``: ``error`` or ``drop`` (cells without metadata).
+    row_filter
+        ``metadata.filter``: column -> value(s) a row must have to be used.
+    dataset, path
+        Dataset id and the metadata file, for error messages.
+    ignore_case
+        ``metadata.ignore_case``: compare cell IDs without regard to letter case
+        (``P18_pre-Tx`` in a file name, ``P18_Pre-Tx`` in the metadata); the cells keep the
+        matrix's IDs, and matrix IDs that differ only in case stop.
     """
     key = join_on or table.columns[0]
-    table = metadata_rows(
-        table,
-        join_on=join_on,
-        row_filter=row_filter,
-        ignore_case=ignore_case,
-        dataset=dataset,
+    table = metadata_by_cell_id(
+        table, join_on=join_on, row_filter=row_filter, ignore_case=ignore_case, dataset=dataset,
         path=path,
-    )
-    cells = adata.obs_names
-    lookup = cells.str.casefold() if ignore_case else cells
-    if ignore_case and lookup.has_duplicates:
-        twins = cells[lookup.duplicated(keep=False)]
+    )  # fmt: skip
+    lookup = _fold_case(adata.obs_names, dataset=dataset, path=path) if ignore_case else None
+    matched = _cells_with_metadata(
+        adata.obs_names, table, key, on_unmatched=on_unmatched, dataset=dataset, path=path,
+        lookup=lookup,
+    )  # fmt: skip
+    if not matched.all():
+        adata = adata[matched].copy()
+    rows = table.loc[adata.obs_names if lookup is None else lookup[matched]]
+    obs = adata.obs.copy()
+    obs.columns = [f"{c}_matrix" if c in rows.columns else c for c in obs.columns]
+    adata.obs = pd.concat([obs, rows.set_index(adata.obs_names)], axis=1)
+    return adata
+
+
+def metadata_by_cell_id(
+    table: pd.DataFrame,
+    *,
+    join_on: str | None,
+    row_filter: Mapping[str, object] | None,
+    ignore_case: bool,
+    dataset: str,
+    path: str,
+) -> pd.DataFrame:
+    """The rows of the metadata `table` that ``metadata.filter`` keeps, indexed by cell ID (the
+    `join_on` column, default the first; case-folded with `ignore_case`). Duplicate IDs stop."""
+    table = _filter_rows(table, row_filter or {}, dataset=dataset, path=path)
+    key = join_on or table.columns[0]
+    return _index_by_cell_id(table, key, ignore_case=ignore_case, dataset=dataset, path=path)
+
+
+def _fold_case(cells: pd.Index, *, dataset: str, path: str) -> pd.Index:
+    """`cells` case-folded; two IDs that differ only in case stop (they would share a row)."""
+    folded = cells.str.casefold()
+    if folded.has_duplicates:
+        twins = cells[folded.duplicated(keep=False)]
         raise InputDataError(
             f"metadata.ignore_case: {len(twins)} matrix cell IDs differ only in letter case (e.g. "
             f"{', '.join(map(str, twins[:4]))}), so they cannot be told apart; set "
@@ -517,7 +599,72 @@ def join_metadata(
             dataset=dataset,
             path=path,
         )
-    matched = lookup.isin(table.index)
+    return folded
+
+
+def _filter_rows(
+    table: pd.DataFrame, row_filter: Mapping[str, object], *, dataset: str, path: str
+) -> pd.DataFrame:
+    """The rows of `table` whose value in each column of `row_filter` is one it allows."""
+    for column, allowed in row_filter.items():
+        if column not in table:
+            raise InputDataError(
+                f"metadata.filter names column {column!r}, not in the metadata "
+                f"({list(table.columns)})",
+                dataset=dataset,
+                path=path,
+            )
+        allowed = [allowed] if isinstance(allowed, str | int | float) else list(allowed)
+        before = len(table)
+        table = table[table[column].isin([str(a) for a in allowed])]
+        logger.info(
+            "metadata.filter %s in %s: %d of %d rows kept", column, allowed, len(table), before
+        )
+    return table
+
+
+def _index_by_cell_id(
+    table: pd.DataFrame, key: str, *, ignore_case: bool = False, dataset: str, path: str
+) -> pd.DataFrame:
+    """`table` indexed by its cell-ID column `key` (rows without an ID dropped; case-folded with
+    `ignore_case`); an ID that occurs twice stops (the join would be ambiguous)."""
+    if key not in table:
+        raise InputDataError(
+            f"metadata.join_on {key!r} is not a column of the metadata (columns: "
+            f"{list(table.columns)})",
+            dataset=dataset,
+            path=path,
+        )
+    ids = table[key].astype("string")
+    if ids.isna().any():
+        table, ids = table[ids.notna()], ids[ids.notna()]
+    if ignore_case:
+        ids = ids.str.casefold()
+    duplicated = ids[ids.duplicated()].unique()
+    if len(duplicated):
+        raise InputDataError(
+            f"{len(duplicated)} cell IDs occur more than once in metadata column {key!r} (e.g. "
+            f"{', '.join(map(str, duplicated[:5]))}); the join would be ambiguous (use "
+            "metadata.filter to keep the rows of this matrix only)",
+            dataset=dataset,
+            path=path,
+        )
+    return table.set_index(pd.Index(ids.astype(str), name=None))
+
+
+def _cells_with_metadata(
+    cells: pd.Index,
+    table: pd.DataFrame,
+    key: str,
+    *,
+    on_unmatched: str,
+    dataset: str,
+    path: str,
+    lookup: pd.Index | None = None,
+) -> np.ndarray:
+    """Which `cells` have a row in `table` (looked up as `lookup`, e.g. case-folded, when
+    given); none, or only some unless ``on_unmatched: drop``, stops."""
+    matched = (cells if lookup is None else lookup).isin(table.index)
     n_matched, n_cells = int(matched.sum()), len(cells)
     examples = (
         f"matrix cell IDs look like {', '.join(map(str, cells[:3]))}; metadata {key!r} values look "
@@ -543,68 +690,11 @@ def join_metadata(
                 path=path,
             )
         logger.warning("%s: dropping them (metadata.on_unmatched: drop)", problem)
-        adata = adata[matched].copy()
-        lookup = lookup[matched]
     unused = len(table) - n_matched
     if unused:
         logger.info("%d metadata rows describe cells that are not in this matrix (ignored)", unused)
-    logger.info("metadata joined on %r for %d of %d cells", key, int(matched.sum()), n_cells)
-    rows = table.loc[lookup]
-    obs = adata.obs.copy()
-    obs.columns = [f"{c}_matrix" if c in rows.columns else c for c in obs.columns]
-    adata.obs = pd.concat([obs, rows.set_index(adata.obs_names)], axis=1)
-    return adata
-
-
-def metadata_rows(
-    table: pd.DataFrame,
-    *,
-    join_on: str | None,
-    row_filter: Mapping[str, object] | None,
-    ignore_case: bool,
-    dataset: str,
-    path: str,
-) -> pd.DataFrame:
-    """The metadata rows kept by `row_filter`, indexed by their cell ID (the `join_on` column,
-    default the first; case-folded when `ignore_case`). Duplicate IDs stop: the join would be
-    ambiguous."""
-    for column, allowed in (row_filter or {}).items():
-        if column not in table:
-            raise InputDataError(
-                f"metadata.filter names column {column!r}, not in the metadata "
-                f"({list(table.columns)})",
-                dataset=dataset,
-                path=path,
-            )
-        allowed = [allowed] if isinstance(allowed, str | int | float) else list(allowed)
-        before = len(table)
-        table = table[table[column].isin([str(a) for a in allowed])]
-        logger.info(
-            "metadata.filter %s in %s: %d of %d rows kept", column, allowed, len(table), before
-        )
-    key = join_on or table.columns[0]
-    if key not in table:
-        raise InputDataError(
-            f"metadata.join_on {key!r} is not a column of the metadata (columns: "
-            f"{list(table.columns)})",
-            dataset=dataset,
-            path=path,
-        )
-    ids = table[key].astype("string")
-    if ids.isna().any():
-        table, ids = table[ids.notna()], ids[ids.notna()]
-    if ignore_case:
-        ids = ids.str.casefold()
-    duplicated = ids[ids.duplicated()].unique()
-    if len(duplicated):
-        raise InputDataError(
-            f"{len(duplicated)} cell IDs occur more than once in metadata column {key!r} (e.g. "
-            f"{', '.join(map(str, duplicated[:5]))}); the join would be ambiguous (use "
-            "metadata.filter to keep the rows of this matrix only)",
-            dataset=dataset,
-            path=path,
-        )
-    return table.set_index(pd.Index(ids.astype(str), name=None))
+    logger.info("metadata joined on %r for %d of %d cells", key, n_matched, n_cells)
+    return matched
 
 
 def _strings(column: pd.Series) -> pd.Series:
@@ -633,6 +723,45 @@ def _has_gsm(obs: pd.DataFrame) -> bool:
     return bool(values.notna().all() and values.str.fullmatch(r"GSM\d+").all())
 
 
+@dataclass(frozen=True)
+class _FieldRules:
+    """How the dataset file's ``metadata`` section makes the contract fields (checked)."""
+
+    #: field -> the raw column it comes from
+    columns: dict[str, str]
+    #: field -> a regular expression with one group, applied to the raw value
+    patterns: dict[str, str]
+    #: field -> {raw value: harmonised value or None}
+    values: dict[str, Mapping]
+    #: field -> one value for every cell
+    constants: dict[str, object]
+
+
+def _field_rules(mapping: Mapping, *, dataset: str) -> _FieldRules:
+    """The rules of `mapping`; patterns or values without a column, or a field given both a
+    column and a constant, stop."""
+    rules = _FieldRules(
+        columns=dict(mapping.get("columns") or {}),
+        patterns=dict(mapping.get("patterns") or {}),
+        values=dict(mapping.get("values") or {}),
+        constants=dict(mapping.get("constants") or {}),
+    )
+    for field in set(rules.patterns) | set(rules.values):
+        if field not in rules.columns:
+            raise TexflowError(
+                f"metadata.patterns/values give {field!r} but metadata.columns does not say which "
+                "column it comes from",
+                dataset=dataset,
+            )
+    both = set(rules.columns) & set(rules.constants)
+    if both:
+        raise TexflowError(
+            f"{sorted(both)} given both as metadata.columns and metadata.constants; choose one",
+            dataset=dataset,
+        )
+    return rules
+
+
 def harmonise_metadata(
     obs: pd.DataFrame, mapping: Mapping, *, dataset: str, path: str
 ) -> pd.DataFrame:
@@ -647,88 +776,124 @@ def harmonise_metadata(
     ``responder`` / ``non_responder`` / NA. Fields without a source are NA, except ``sample``
     of cells read from GSM-prefixed 10x files (a ``GSE*_RAW.tar``): their GSM accession (logged).
 
-    Returns the new obs: contract columns first, then the raw columns (those named like a
-    contract or later-stage column are renamed ``<name>_orig``), as strings/categories.
+    Parameters
+    ----------
+    obs
+        The raw per-cell columns (the matrix's, joined with the metadata file's).
+    mapping
+        The dataset config's ``metadata`` section.
+    dataset, path
+        Dataset id and the metadata file, for error messages.
+
+    Returns
+    -------
+    The new obs: contract columns first, then the raw columns (those named like a contract or
+    later-stage column are renamed ``<name>_orig``), as strings/categories.
     """
-    columns = dict(mapping.get("columns") or {})
-    patterns = dict(mapping.get("patterns") or {})
-    values = dict(mapping.get("values") or {})
-    constants = dict(mapping.get("constants") or {})
-    for field in set(patterns) | set(values):
-        if field not in columns:
-            raise TexflowError(
-                f"metadata.patterns/values give {field!r} but metadata.columns does not say which "
-                "column it comes from",
-                dataset=dataset,
-            )
-    both = set(columns) & set(constants)
-    if both:
+    rules = _field_rules(mapping, dataset=dataset)
+    harmonised = {
+        field: _contract_field(obs, field, rules, dataset=dataset, path=path)
+        for field in CONTRACT_FIELDS
+    }
+    _check_response(harmonised["response"], dataset=dataset, path=path)
+    result = _with_raw_columns(harmonised, obs)
+    _log_contract_fields(result)
+    return result
+
+
+def _contract_field(
+    obs: pd.DataFrame, field: str, rules: _FieldRules, *, dataset: str, path: str
+) -> pd.Series:
+    """One contract field: from its raw column, its constant, the GSM accession (``sample``
+    only), or NA."""
+    if field in rules.columns:
+        return _field_from_column(obs, field, rules, dataset=dataset, path=path)
+    if field in rules.constants:
+        return pd.Series(str(rules.constants[field]), index=obs.index, dtype="string")
+    if field == "sample" and _has_gsm(obs):
+        return _samples_from_gsm(obs)
+    return pd.Series(pd.NA, index=obs.index, dtype="string")
+
+
+def _field_from_column(
+    obs: pd.DataFrame, field: str, rules: _FieldRules, *, dataset: str, path: str
+) -> pd.Series:
+    """The raw column of `field`, its pattern's group extracted, its values mapped."""
+    column = rules.columns[field]
+    if column not in obs:
+        raise InputDataError(
+            f"metadata.columns.{field} names column {column!r}, which is not in the cell "
+            f"metadata (columns: {list(obs.columns)})",
+            dataset=dataset,
+            path=path,
+        )
+    raw = _strings(obs[column])
+    if field in rules.patterns:
+        raw = _extract(raw, field, rules.patterns[field], column=column, dataset=dataset, path=path)
+    if field in rules.values:
+        raw = _map_values(
+            raw, field, rules.values[field], column=column, dataset=dataset, path=path
+        )
+    return raw
+
+
+def _extract(
+    raw: pd.Series, field: str, pattern: str, *, column: str, dataset: str, path: str
+) -> pd.Series:
+    """The group of `pattern` in each value; a value it does not match stops."""
+    regex = re.compile(pattern)
+    if regex.groups != 1:
         raise TexflowError(
-            f"{sorted(both)} given both as metadata.columns and metadata.constants; choose one",
+            f"metadata.patterns.{field} {pattern!r} must have exactly one group",
             dataset=dataset,
         )
+    extracted = raw.str.extract(regex, expand=False).astype("string")
+    unmatched = raw.notna() & extracted.isna()
+    if unmatched.any():
+        raise InputDataError(
+            f"metadata.patterns.{field} {pattern!r} does not match "
+            f"{int(unmatched.sum())} values of column {column!r}: "
+            f"{_list(raw[unmatched])}",
+            dataset=dataset,
+            path=path,
+        )
+    return extracted
 
-    harmonised = {}
-    for field in CONTRACT_FIELDS:
-        if field in columns:
-            column = columns[field]
-            if column not in obs:
-                raise InputDataError(
-                    f"metadata.columns.{field} names column {column!r}, which is not in the cell "
-                    f"metadata (columns: {list(obs.columns)})",
-                    dataset=dataset,
-                    path=path,
-                )
-            raw = _strings(obs[column])
-            if field in patterns:
-                regex = re.compile(patterns[field])
-                if regex.groups != 1:
-                    raise TexflowError(
-                        f"metadata.patterns.{field} {patterns[field]!r} must have exactly one group",
-                        dataset=dataset,
-                    )
-                extracted = raw.str.extract(regex, expand=False).astype("string")
-                unmatched = raw.notna() & extracted.isna()
-                if unmatched.any():
-                    raise InputDataError(
-                        f"metadata.patterns.{field} {patterns[field]!r} does not match "
-                        f"{int(unmatched.sum())} values of column {column!r}: "
-                        f"{_list(raw[unmatched])}",
-                        dataset=dataset,
-                        path=path,
-                    )
-                raw = extracted
-            if field in values:
-                table = {str(k): v for k, v in values[field].items()}
-                unmapped = raw.notna() & ~raw.isin(list(table))
-                if unmapped.any():
-                    raise InputDataError(
-                        f"{field}: raw values {_list(raw[unmapped])} of column {column!r} "
-                        f"({int(unmapped.sum())} cells) are not in metadata.values.{field} "
-                        f"(which maps {_list(pd.Series(list(table)))}); add them -- texflow never "
-                        "guesses a label",
-                        dataset=dataset,
-                        path=path,
-                    )
-                raw = raw.map(lambda v: table.get(v) if v is not pd.NA else pd.NA).astype("string")
-            harmonised[field] = raw
-        elif field in constants:
-            harmonised[field] = pd.Series(str(constants[field]), index=obs.index, dtype="string")
-        elif field == "sample" and _has_gsm(obs):
-            harmonised[field] = _strings(obs[GSM_COLUMN])
-            logger.info(
-                "obs sample: not mapped in the dataset file, so each cell's sample is the GSM "
-                "accession of its file-name prefix (obs %s: %s), one per 10x run: QC thresholds "
-                "and Scrublet doublets are computed per run, not pooled. Set "
-                "metadata.columns.sample (e.g. to the column sample, the prefix without the "
-                "accession) or metadata.constants.sample to choose otherwise",
-                GSM_COLUMN,
-                _list(harmonised[field].drop_duplicates()),
-            )
-        else:
-            harmonised[field] = pd.Series(pd.NA, index=obs.index, dtype="string")
 
-    response = harmonised["response"]
+def _map_values(
+    raw: pd.Series, field: str, mapping: Mapping, *, column: str, dataset: str, path: str
+) -> pd.Series:
+    """Each value mapped by the dataset file's `mapping`; a value it does not name stops."""
+    table = {str(k): v for k, v in mapping.items()}
+    unmapped = raw.notna() & ~raw.isin(list(table))
+    if unmapped.any():
+        raise InputDataError(
+            f"{field}: raw values {_list(raw[unmapped])} of column {column!r} "
+            f"({int(unmapped.sum())} cells) are not in metadata.values.{field} "
+            f"(which maps {_list(pd.Series(list(table)))}); add them -- texflow never "
+            "guesses a label",
+            dataset=dataset,
+            path=path,
+        )
+    return raw.map(lambda v: table.get(v) if v is not pd.NA else pd.NA).astype("string")
+
+
+def _samples_from_gsm(obs: pd.DataFrame) -> pd.Series:
+    """Each cell's GSM accession as its sample (cells read from GSM-prefixed 10x files)."""
+    samples = _strings(obs[GSM_COLUMN])
+    logger.info(
+        "obs sample: not mapped in the dataset file, so each cell's sample is the GSM "
+        "accession of its file-name prefix (obs %s: %s), one per 10x run: QC thresholds "
+        "and Scrublet doublets are computed per run, not pooled. Set "
+        "metadata.columns.sample (e.g. to the column sample, the prefix without the "
+        "accession) or metadata.constants.sample to choose otherwise",
+        GSM_COLUMN,
+        _list(samples.drop_duplicates()),
+    )
+    return samples
+
+
+def _check_response(response: pd.Series, *, dataset: str, path: str) -> None:
     wrong = response.notna() & ~response.isin(RESPONSE_VALUES)
     if wrong.any():
         raise InputDataError(
@@ -738,19 +903,28 @@ def harmonise_metadata(
             path=path,
         )
 
-    result = pd.DataFrame({f: s.astype("category") for f, s in harmonised.items()}, index=obs.index)
+
+def _with_raw_columns(harmonised: Mapping[str, pd.Series], obs: pd.DataFrame) -> pd.DataFrame:
+    """The contract fields as categories, then `obs`'s columns (``<name>_orig`` when a stage
+    writes that name)."""
+    result = pd.DataFrame(
+        {field: values.astype("category") for field, values in harmonised.items()}, index=obs.index
+    )
     for column in obs.columns:
         name = f"{column}_orig" if column in RESERVED_OBS or column.startswith("score_") else column
         result[name] = _serialisable(obs[column])
+    return result
+
+
+def _log_contract_fields(obs: pd.DataFrame) -> None:
     for field in CONTRACT_FIELDS:
-        counts = result[field].value_counts(dropna=False)
+        counts = obs[field].value_counts(dropna=False)
         logger.info(
             "obs %s: %s",
             field,
             ", ".join(f"{k if pd.notna(k) else 'NA'}={v}" for k, v in counts.head(12).items())
             + (f" (+{len(counts) - 12} more)" if len(counts) > 12 else ""),
         )
-    return result
 
 
 def _serialisable(column: pd.Series) -> pd.Series:
@@ -786,22 +960,24 @@ def _without_none(value):
     return value
 
 
-def provenance(config: Mapping, manifest: pd.DataFrame, *, n_renamed_genes: int) -> dict:
-    """``uns["texflow"]`` for raw.h5ad: dataset, organism, value type, sources, versions, params."""
+def provenance(config: Mapping, manifest: list[FetchedFile], *, n_renamed_genes: int) -> dict:
+    """``uns["texflow"]`` for raw.h5ad: dataset, organism, value type, sources, versions, params.
+
+    Parameters
+    ----------
+    config
+        The validated dataset config.
+    manifest
+        The download manifest's rows (:func:`texflow.manifest.read_manifest`).
+    n_renamed_genes
+        How many genes :func:`make_gene_symbols_unique` renamed.
+    """
     sources = {}
-    for row in manifest.itertuples(index=False):
-        row = row._asdict()
-        entry = {
-            "url": row.get("url", ""),
-            "filename": row.get("filename", ""),
-            "sha256": row.get("sha256", ""),
-        }
-        size = pd.to_numeric(pd.Series([row.get("bytes", "")]), errors="coerce").iloc[0]
-        if pd.notna(size):
-            entry["bytes"] = int(size)
-        if row.get("downloaded_at"):
-            entry["downloaded_at"] = row["downloaded_at"]
-        sources[row["name"]] = entry
+    for row in manifest:
+        entry = {"url": row.url, "filename": row.filename, "sha256": row.sha256, "bytes": row.bytes}
+        if row.downloaded_at:
+            entry["downloaded_at"] = row.downloaded_at
+        sources[row.name] = entry
     params = {
         "reader": config["reader"],
         "reader_options": config.get("reader_options") or {},
@@ -848,71 +1024,29 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
     value_type, sources with sha256/bytes, versions, params, skipped).
     """
     dataset = config["id"]
-    table = read_manifest(manifest, dataset=dataset)
-    files = dict(zip(table["name"], table["path"]))
-    missing = [s["name"] for s in config["sources"] if s["name"] not in files]
-    if missing:
-        raise InputDataError(
-            f"sources {missing} of the dataset file are not in the download manifest (rerun fetch)",
-            dataset=dataset,
-            path=manifest,
-        )
+    rows = read_manifest(manifest, dataset=dataset)
     mapping = dict(config.get("metadata") or {})
+    files = _downloaded_files(rows, manifest=Path(manifest), config=config, mapping=mapping)
     metadata_source = mapping.get("source")
-    if metadata_source is not None and metadata_source not in files:
-        raise TexflowError(
-            f"metadata.source {metadata_source!r} is not one of the sources ({', '.join(files)})",
-            dataset=dataset,
-        )
-    matrix_files = {name: Path(path) for name, path in files.items() if name != metadata_source}
+    matrix_files = {name: path for name, path in files.items() if name != metadata_source}
     matrix_label = ", ".join(str(p) for p in matrix_files.values())
 
-    metadata_label, metadata = matrix_label, None
+    metadata_label, metadata, keep_cells = matrix_label, None, None
     if metadata_source is not None:
-        metadata_label = str(Path(files[metadata_source]))
-    join = {
-        "join_on": mapping.get("join_on"),
-        "row_filter": mapping.get("filter"),
-        "ignore_case": bool(mapping.get("ignore_case", False)),
-        "dataset": dataset,
-        "path": metadata_label,
-    }
-
-    def read_metadata() -> pd.DataFrame:
-        read = get_metadata_reader(mapping.get("format", "table"), dataset=dataset)
-        return read(Path(metadata_label), dict(mapping.get("options") or {}), dataset)
-
-    reader = get_reader(config["reader"], dataset=dataset)
-    reader_kwargs = {}
-    if (
-        metadata_source is not None
-        and mapping.get("on_unmatched", "error") == "drop"
-        and "keep_cells" in inspect.signature(reader).parameters
-    ):
-        # unannotated cells would be dropped by the join anyway: a reader of raw matrices
-        # (every droplet) skips them sample by sample instead of stacking them all first
-        metadata = read_metadata()
-        annotated = frozenset(metadata_rows(metadata, **join).index)
-        fold = str.casefold if join["ignore_case"] else str
-        reader_kwargs["keep_cells"] = lambda cell: fold(cell) in annotated
-        logger.info(
-            "reading only the %d cells of %s (metadata.on_unmatched: drop)",
-            len(annotated),
-            metadata_label,
-        )
-    logger.info("reading %s with reader %s", matrix_label, config["reader"])
-    adata = reader(matrix_files, dict(config.get("reader_options") or {}), dataset, **reader_kwargs)
-    logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
-    check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=matrix_label)
-    symbols_from = check_gene_identifiers(
-        adata, reader=config["reader"], dataset=dataset, path=matrix_label
+        metadata_label = str(files[metadata_source])
+        if _reads_only_annotated_cells(config, mapping):
+            metadata = _read_metadata_file(files[metadata_source], mapping=mapping, dataset=dataset)
+            keep_cells = _annotated_cells(
+                metadata, mapping=mapping, dataset=dataset, path=metadata_label
+            )
+    adata, symbols_from = _read_matrix(
+        matrix_files, config=config, path=matrix_label, keep_cells=keep_cells
     )
-
     if metadata_source is not None:
         if metadata is None:
-            metadata = read_metadata()
-        adata = join_metadata(
-            adata, metadata, on_unmatched=mapping.get("on_unmatched", "error"), **join
+            metadata = _read_metadata_file(files[metadata_source], mapping=mapping, dataset=dataset)
+        adata = _join_metadata(
+            adata, metadata, mapping=mapping, dataset=dataset, path=metadata_label
         )
     adata.obs = harmonise_metadata(adata.obs, mapping, dataset=dataset, path=metadata_label)
 
@@ -921,8 +1055,105 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
     if config["value_type"] == "counts":
         share_counts(adata)  # one matrix until the cluster stage normalises X
     adata.obs_names = adata.obs_names.astype(str)
-    adata.uns["texflow"] = provenance(config, table, n_renamed_genes=n_renamed)
+    adata.uns["texflow"] = provenance(config, rows, n_renamed_genes=n_renamed)
     if symbols_from:
         adata.uns["texflow"]["params"]["ingest"]["gene_symbols_from_var_column"] = symbols_from
     logger.info("ingested %s: %d cells x %d genes", dataset, adata.n_obs, adata.n_vars)
     return adata
+
+
+def _downloaded_files(
+    rows: list[FetchedFile], *, manifest: Path, config: Mapping, mapping: Mapping
+) -> dict[str, Path]:
+    """Source name -> downloaded file, for every row of the manifest; a source of the dataset
+    file that is not in the manifest, or a ``metadata.source`` that is no source, stops."""
+    dataset = config["id"]
+    files = {row.name: manifest.parent / row.filename for row in rows}
+    missing = [s["name"] for s in config["sources"] if s["name"] not in files]
+    if missing:
+        raise InputDataError(
+            f"sources {missing} of the dataset file are not in the download manifest (rerun fetch)",
+            dataset=dataset,
+            path=manifest,
+        )
+    metadata_source = mapping.get("source")
+    if metadata_source is not None and metadata_source not in files:
+        raise TexflowError(
+            f"metadata.source {metadata_source!r} is not one of the sources ({', '.join(files)})",
+            dataset=dataset,
+        )
+    return files
+
+
+def _reads_only_annotated_cells(config: Mapping, mapping: Mapping) -> bool:
+    """Whether the reader can skip the cells the join would drop anyway (``on_unmatched: drop``
+    and a reader that takes `keep_cells`: raw droplet matrices, matrices larger than memory)."""
+    reader = get_reader(config["reader"], dataset=config["id"])
+    return (
+        mapping.get("on_unmatched", "error") == "drop"
+        and "keep_cells" in inspect.signature(reader).parameters
+    )
+
+
+def _annotated_cells(
+    metadata: pd.DataFrame, *, mapping: Mapping, dataset: str, path: str
+) -> Callable[[str], bool]:
+    """Whether a matrix cell ID has a row in the metadata (after ``metadata.filter``)."""
+    ignore_case = bool(mapping.get("ignore_case", False))
+    annotated = frozenset(
+        metadata_by_cell_id(
+            metadata, join_on=mapping.get("join_on"), row_filter=mapping.get("filter"),
+            ignore_case=ignore_case, dataset=dataset, path=path,
+        ).index
+    )  # fmt: skip
+    logger.info(
+        "reading only the %d cells of %s (metadata.on_unmatched: drop)", len(annotated), path
+    )
+    if ignore_case:
+        return lambda cell: cell.casefold() in annotated
+    return annotated.__contains__
+
+
+def _read_matrix(
+    files: dict[str, Path],
+    *,
+    config: Mapping,
+    path: str,
+    keep_cells: Callable[[str], bool] | None = None,
+) -> tuple[ad.AnnData, str]:
+    """The matrix read by the dataset's reader (only the cells `keep_cells` accepts, when
+    given), its values and gene names checked; and the var column gene symbols were taken from
+    ("" when the names were symbols already)."""
+    dataset = config["id"]
+    reader = get_reader(config["reader"], dataset=dataset)
+    logger.info("reading %s with reader %s", path, config["reader"])
+    extra = {} if keep_cells is None else {"keep_cells": keep_cells}
+    adata = reader(files, dict(config.get("reader_options") or {}), dataset, **extra)
+    logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
+    check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=path)
+    symbols_from = check_gene_identifiers(
+        adata, reader=config["reader"], dataset=dataset, path=path
+    )
+    return adata, symbols_from
+
+
+def _read_metadata_file(file: Path, *, mapping: Mapping, dataset: str) -> pd.DataFrame:
+    """The per-cell metadata `file`, read by the ``metadata.format`` reader."""
+    read_metadata = get_metadata_reader(mapping.get("format", "table"), dataset=dataset)
+    return read_metadata(file, dict(mapping.get("options") or {}), dataset)
+
+
+def _join_metadata(
+    adata: ad.AnnData, metadata: pd.DataFrame, *, mapping: Mapping, dataset: str, path: str
+) -> ad.AnnData:
+    """`adata` with the per-cell rows of `metadata` joined (``metadata.*`` options)."""
+    return join_metadata(
+        adata,
+        metadata,
+        join_on=mapping.get("join_on"),
+        on_unmatched=mapping.get("on_unmatched", "error"),
+        row_filter=mapping.get("filter"),
+        dataset=dataset,
+        path=path,
+        ignore_case=bool(mapping.get("ignore_case", False)),
+    )

@@ -216,9 +216,17 @@ def _gam(n_splines: int):
     return LinearGAM(s(0, n_splines=n_splines))
 
 
+def _basis(gam, x: np.ndarray):
+    """The fitted GAM's spline basis (sparse CSC model matrix) at `x` (n x 1), its fitted knots.
+
+    ``gam.terms.build_columns``, the public method pygam's own ``predict`` evaluates.
+    """
+    return gam.terms.build_columns(np.asarray(x, dtype=float))
+
+
 def _penalty(gam) -> np.ndarray:
     """The fitted GAM's lam-weighted penalty, with pygam's conditioning ridge on the diagonal."""
-    penalty = gam._P().toarray()
+    penalty = gam.terms.build_penalties().toarray()
     penalty[np.diag_indices_from(penalty)] += np.sqrt(np.finfo(float).eps)
     return penalty
 
@@ -230,9 +238,9 @@ def penalised_refit(gam, x: np.ndarray, y: np.ndarray, *, grid: np.ndarray) -> n
     ``(B'B + P + sqrt(eps) I)^-1 B'y`` with B the GAM's spline basis (its knots, from the data
     it was first fitted to) and P its lam-weighted penalty.
     """
-    basis = gam._modelmat(x)
+    basis = _basis(gam, x)
     coef = np.linalg.solve((basis.T @ basis).toarray() + _penalty(gam), basis.T @ y)
-    return gam._modelmat(grid[:, None]) @ coef
+    return _basis(gam, grid[:, None]) @ coef
 
 
 def trend(
@@ -260,9 +268,9 @@ def trend(
     n_splines = int(max(4, min(n_splines, np.unique(pseudotime).size // 3)))
     gam = _gam(n_splines).gridsearch(x, y, progress=False, lam=np.logspace(-2, 4, 9))
     lam = float(np.ravel(gam.lam)[0])
-    grid_basis = gam._modelmat(grid[:, None])
+    grid_basis = _basis(gam, grid[:, None])
     fit = gam.predict(grid[:, None])
-    basis, penalty = gam._modelmat(x).tocsr(), _penalty(gam)
+    basis, penalty = _basis(gam, x).tocsr(), _penalty(gam)
     unique = pd.unique(groups)
     index = {g: np.flatnonzero(groups == g) for g in unique}
     gram = {g: (basis[rows].T @ basis[rows]).toarray() for g, rows in index.items()}

@@ -344,9 +344,6 @@ def forest_plot(
     the pooled effect (black diamond). A gene flagged heterogeneous or resting on one dataset is
     marked with a dagger.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)

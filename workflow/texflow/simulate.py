@@ -970,21 +970,6 @@ class _CellRates:
         return log_mu
 
 
-def _logseries(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Logarithmic-series draws for an array of p, vectorised (Kemp 1981, as numpy's sampler)."""
-    out = np.ones(p.size, dtype=np.int64)
-    v = rng.random(p.size)
-    hit = np.flatnonzero(v < p)  # otherwise the draw is 1: the common case for small p
-    if hit.size:
-        ph, vh = p[hit], v[hit]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q = -np.expm1(np.log1p(-ph) * rng.random(hit.size))
-            many = np.floor(1.0 + np.log(vh) / np.log(q))
-        values = np.where(vh <= q * q, many, np.where(vh >= q, 1.0, 2.0))
-        out[hit] = np.maximum(np.nan_to_num(values, nan=1.0, posinf=1.0), 1.0).astype(np.int64)
-    return out
-
-
 @numba.njit(cache=True)
 def _counts_kernel(
     seed,

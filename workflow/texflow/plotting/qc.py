@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 
 import anndata as ad
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..utils import atomic_path  # noqa: E402
+from ..utils import atomic_path
 
 #: (obs column, criterion in the QC table, axis label)
 PANELS = (

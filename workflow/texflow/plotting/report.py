@@ -18,12 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anndata as ad
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 from ..contract import (
     CELL_STATE_KEY,
@@ -32,7 +29,7 @@ from ..contract import (
     lineage_state_key,
 )
 from ..stats import ALL_CD8, EXHAUSTED_LINEAGE
-from ..utils import atomic_path  # noqa: E402
+from ..utils import atomic_path
 from .colours import (
     MISSING_COLOUR,
     RESPONSE_COLOURS,

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import scanpy as sc
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import scanpy as sc  # noqa: E402
-
-from ..utils import atomic_path  # noqa: E402
+from ..utils import atomic_path
 
 logger = logging.getLogger(__name__)
 

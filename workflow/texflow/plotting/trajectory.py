@@ -11,17 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 from ..contract import EXHAUSTED_STATES, OTHER_STATE
-from ..utils import atomic_path  # noqa: E402
+from ..utils import atomic_path
 from .colours import state_colour
-from .report import program_label  # noqa: E402
+from .report import program_label
 
 logger = logging.getLogger(__name__)
 
