@@ -116,7 +116,7 @@ def combine_samples(
     union: dict[str, int] = {}
     symbols: list[str] = []
     for part in parts:
-        for gene_id, symbol in zip(part.gene_ids, part.symbols):
+        for gene_id, symbol in zip(part.gene_ids, part.symbols, strict=True):
             if gene_id not in union:
                 union[gene_id] = len(union)
                 symbols.append(symbol)
@@ -553,8 +553,8 @@ def _read_triplet(key: tuple[str, str], group: dict[str, _Member], dataset: str)
             ", ".join(sorted(set(types) - {"Gene Expression"})),
         )
         X = X[:, np.flatnonzero(keep)]
-        gene_ids = [g for g, k in zip(gene_ids, keep) if k]
-        symbols = [s for s, k in zip(symbols, keep) if k]
+        gene_ids = [g for g, k in zip(gene_ids, keep, strict=True) if k]
+        symbols = [s for s, k in zip(symbols, keep, strict=True) if k]
     sample, gsm = sample_from_prefix(prefix)
     if not sample:
         sample, gsm = sample_from_prefix(folder.split("/")[-1] if folder else "")
