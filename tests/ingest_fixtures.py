@@ -119,6 +119,108 @@ def tenx_h5(path: Path, X: np.ndarray, cells: list[str], genes: list[str]) -> Pa
     return path
 
 
+def tar(members: dict[str, bytes]) -> bytes:
+    """An uncompressed tar (GEO's ``GSE*_RAW.tar``) holding `members` (name -> bytes)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+#: GSE200996 (Luoma 2022) tumour libraries: the member name and the metadata's sample tag
+LUOMA_LIBRARIES = {
+    "GSM6048142_raw_feature_bc_matrix_P18_pre-Tx_GEX_sc_tumor.h5": "P18_Pre-Tx",
+    "GSM6048150_raw_feature_bc_matrix_P18_post-Tx_GEX_sc_tumor.h5": "P18_Post-Tx",
+    "GSM6048143_raw_feature_bc_matrix_P23_pre-Tx_GEX_sc_tumor.h5": "P23_Pre-Tx",
+    "GSM6048144_raw_feature_bc_matrix_P24_pre-Tx_GEX_sc_tumor.h5": "P24_Pre-Tx",
+}
+LUOMA_RESPONSE = {"P18": "Medium", "P23": "High", "P24": "Low"}
+
+
+def luoma_2022_layout(
+    tmp: Path, *, n_cells: int = 12, n_empty: int = 25, n_genes: int = 120, quoted: bool = True
+) -> tuple[bytes, bytes, pd.DataFrame]:
+    """GSE200996's layout: a ``GSE200996_RAW.tar`` of Cell Ranger raw_feature_bc_matrix .h5
+    files (annotated cells plus empty droplets, which repeat barcodes between libraries), a
+    blood library and TCR files beside them, and the gzipped CD45 tumour metadata (first
+    column unnamed: ``<barcode without -1>_<P18>_<Pre-Tx|Post-Tx>``; Patient_ID, Stage, Cohort,
+    Path_response, CellType_ID, UMAP_1, UMAP_2).
+
+    Returns (tar bytes, metadata bytes, truth: one row per annotated cell with ``cell_id``
+    (the metadata ID), ``member``, ``barcode`` and its counts in ``X``).
+    """
+    genes = human_genes(n_genes)
+    shared_empty = barcodes(n_empty, seed=99)  # empty droplets: same barcodes in every library
+    members, rows = {}, []
+    for i, (member, tag) in enumerate(LUOMA_LIBRARIES.items()):
+        cells = barcodes(n_cells, seed=10 + i)
+        X = counts(n_cells, n_genes, seed=20 + i)
+        empty = np.zeros((n_empty, n_genes), dtype=np.float32)
+        empty[np.arange(n_empty), np.arange(n_empty) % n_genes] = 1
+        path = tenx_h5(tmp / member, np.vstack([X, empty]), cells + shared_empty, genes)
+        members[member] = path.read_bytes()
+        patient, stage = tag.split("_")
+        for j, barcode in enumerate(cells):
+            rows.append({
+                "cell_id": f"{barcode.removesuffix('-1')}_{tag}", "member": member,
+                "barcode": barcode, "X": X[j], "Patient_ID": patient, "Stage": stage,
+                "Cohort": "Mono" if i % 2 else "Combo",
+                "Path_response": LUOMA_RESPONSE[patient], "CellType_ID": "T cell",
+                "UMAP_1": 0.5 * j, "UMAP_2": -0.5 * j,
+            })  # fmt: skip
+    blood = tenx_h5(tmp / "blood.h5", counts(5, n_genes, seed=3), barcodes(5, seed=4), genes)
+    members["GSM6048200_raw_feature_bc_matrix_P18_pre-Tx_GEX_sc_PBMC.h5"] = blood.read_bytes()
+    members["GSM6048142_filtered_contig_annotations_P18_pre-Tx_TCR_sc_tumor.csv.gz"] = gz(
+        "barcode\n"
+    )
+    truth = pd.DataFrame(rows)
+    table = truth.drop(columns=["member", "barcode", "X"]).rename(columns={"cell_id": ""})
+    text = table.to_csv(
+        sep="\t", index=False, quoting=2 if quoted else 0
+    )  # 2: csv.QUOTE_NONNUMERIC, as R
+    return tar(members), gz(text), truth
+
+
+#: GSE243013 pathological_response values (as spelled in the GEO file, "unknowm" included)
+GSE243013_RESPONSES = ("MPR", "pCR", "non-MPR", "unknowm")
+
+
+def gse243013_layout(
+    n_cells: int = 40, n_genes: int = 150, *, seed: int = 4
+) -> tuple[dict[str, bytes], pd.DataFrame, np.ndarray]:
+    """GSE243013's layout: ``GSE243013_NSCLC_immune_scRNA_counts.mtx.gz`` written cells x genes,
+    ``GSE243013_barcodes.csv.gz`` (header ``barcode``), ``GSE243013_genes.csv.gz`` (header
+    ``geneSymbol``) and ``GSE243013_NSCLC_immune_scRNA_metadata.csv.gz`` (cellID, sampleID,
+    pathological_response, major_cell_type, sub_cell_type, ... in the barcodes' order).
+
+    Returns (files by source name, the metadata, X cells x genes).
+    """
+    X = counts(n_cells, n_genes, seed=seed)
+    codes = barcodes(n_cells, seed=seed)
+    cells = [f"{b.removesuffix('-1')}-{i // 10}" for i, b in enumerate(codes)]
+    genes = human_genes(n_genes)
+    buffer = io.BytesIO()
+    scipy.io.mmwrite(buffer, sp.coo_matrix(X), field="integer")  # cells x genes, as GEO's
+    samples = [f"P{i // 10:03d}" for i in range(n_cells)]
+    metadata = pd.DataFrame({
+        "cellID": cells, "sampleID": samples,
+        "pathological_response": [GSE243013_RESPONSES[i // 10 % 4] for i in range(n_cells)],
+        "major_cell_type": ["T/NK cell" if i % 3 else "Myeloid cell" for i in range(n_cells)],
+        "sub_cell_type": ["CD8T_Tex_CXCL13" if i % 3 else "Mono_CD14" for i in range(n_cells)],
+        "cancer_type": "LUSC", "anti-PD1_therapy": "Pembrolizumab",
+    })  # fmt: skip
+    files = {
+        "matrix": gz(buffer.getvalue()),
+        "barcodes": gz("barcode\n" + "".join(f"{c}\n" for c in cells)),
+        "features": gz("geneSymbol\n" + "".join(f"{g}\n" for g in genes)),
+        "cells": gz(metadata.to_csv(index=False)),
+    }
+    return files, metadata, X
+
+
 # ---------------------------------------------------------------------------------- text tables
 
 

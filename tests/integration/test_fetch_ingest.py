@@ -57,6 +57,9 @@ def test_every_real_dataset_layout(tmp_path, http_server):  # noqa: F811
         gse156728_layout_with_pan_cancer_metadata(http_server),
         miller_2019_tenx_layout(http_server, "GSE122675"),
         miller_2019_tenx_layout(http_server, "GSE122712"),
+        luoma_2022_raw_h5_tar_layout(http_server),
+        zhang_2021_single_triplet_layout(http_server),
+        gse243013_matrix_market_layout(http_server),
     ]
     shipped = {p.stem for p in (ROOT / "config/datasets").glob("GSE*.yaml")}
     assert {dataset["id"] for dataset, _ in cases} == shipped, "every shipped GEO dataset file is tested"
@@ -169,6 +172,73 @@ def miller_2019_tenx_layout(http_server, name):  # noqa: F811
         assert adata.var["gene_ids"].str.startswith("ENSMUSG").all()
 
     return _dataset(name, http_server, files), check
+
+
+def luoma_2022_raw_h5_tar_layout(http_server):  # noqa: F811
+    """GSE200996: tumour raw_feature_bc_matrix .h5 files in GSE200996_RAW.tar (with a blood
+    library, TCR files and empty droplets) + the CD45 tumour metadata with Path_response."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, metadata, truth = fx.luoma_2022_layout(Path(tmp))
+    dataset = _dataset("GSE200996", http_server, {"matrix": raw, "cells": metadata})
+
+    def check(adata):
+        assert adata.n_obs == len(truth) == 48  # the empty droplets never reach the join
+        by_id = truth.set_index(truth["cell_id"].str.casefold())
+        rows = by_id.loc[adata.obs_names.str.casefold()]
+        np.testing.assert_array_equal(adata.X.toarray(), np.vstack(rows["X"]))
+        assert list(adata.obs["patient"]) == list(rows["Patient_ID"])
+        response = rows["Path_response"].map({"High": "responder", "Low": "non_responder"})
+        observed = adata.obs["response"].astype(object).fillna("NA")
+        assert observed.tolist() == response.fillna("NA").tolist()
+        assert set(adata.obs["timepoint"]) == {"pre_treatment", "on_treatment"}
+        assert adata.obs["sample"].nunique() == 4 and set(adata.obs["tissue"]) == {"tumour"}
+
+    return dataset, check
+
+
+def zhang_2021_single_triplet_layout(http_server):  # noqa: F811
+    """GSE169246: one counts.mtx / barcode.tsv / feature.tsv triplet, samples in the barcodes."""
+    titles = ["Pre_P002_t", "Post_P002_t", "Pre_P002_b", "Prog_P019_t"]
+    cells = [f"{b}.{titles[i % 4]}" for i, b in enumerate(fx.barcodes(24, seed=2))]
+    X = fx.counts(24, 150, seed=9)
+    triplet = fx.tenx_triplet(X, cells, fx.human_genes(150))
+    files = {
+        "matrix": triplet["matrix.mtx.gz"],
+        "barcodes": triplet["barcodes.tsv.gz"],
+        "features": triplet["features.tsv.gz"],
+    }
+    dataset = _dataset("GSE169246", http_server, files)
+
+    def check(adata):
+        assert list(adata.obs_names) == cells
+        np.testing.assert_array_equal(adata.X.toarray(), X)
+        assert list(adata.obs["sample"]) == [titles[i % 4] for i in range(24)]
+        assert set(adata.obs["patient"]) == {"P002", "P019"}
+        assert set(adata.obs["tissue"]) == {"tumour", "blood"}
+        assert adata.obs["response"].isna().all()  # not in GEO: never guessed
+
+    return dataset, check
+
+
+def gse243013_matrix_market_layout(http_server):  # noqa: F811
+    """GSE243013: a cells x genes .mtx.gz, csv barcodes / genes with header lines, and the
+    per-cell metadata with pathological_response; only the T/NK cells are read."""
+    files, metadata, X = fx.gse243013_layout()
+    dataset = _dataset("GSE243013", http_server, files)
+    for source in dataset["sources"]:
+        source.pop("bytes", None)  # the real files' sizes, pinned in the shipped file
+    tnk = metadata[metadata["major_cell_type"] == "T/NK cell"]
+
+    def check(adata):
+        assert list(adata.obs_names) == list(tnk["cellID"])
+        np.testing.assert_array_equal(adata.X.toarray(), X[tnk.index])
+        assert list(adata.obs["patient"]) == list(tnk["sampleID"])
+        assert set(adata.obs["response"].dropna()) == {"responder", "non_responder"}
+        assert adata.obs["response"].isna().sum() == (tnk["pathological_response"] == "unknowm").sum()
+
+    return dataset, check
 
 
 def test_wrong_organism_stops_ingest_and_leaves_no_output(tmp_path, http_server):  # noqa: F811

@@ -47,3 +47,21 @@ def test_schema_rejects_a_response_value_that_is_not_harmonised():
     dataset["metadata"]["values"]["response"]["Responder"] = "yes"
     with pytest.raises(Exception, match="yes"):
         validate(dataset, str(SCHEMA))
+
+
+def test_gse120575_patients_with_both_labels_are_the_four_its_notes_name():
+    """GEO labels response per biopsy: the patients texflow leaves out (both labels) are the
+    four GSE120575.yaml names, counted on the real GEO template (copy in tests/data)."""
+    from texflow.io import harmonise_metadata
+    from texflow.readers.metadata import read_geo_template
+    from texflow.stats import patient_response
+
+    dataset = yaml.safe_load((ROOT / "config/datasets/GSE120575.yaml").read_text())
+    template = ROOT / "tests/data/GSE120575_patient_ID_single_cells.txt.gz"
+    table = read_geo_template(template, {}, "GSE120575")
+    obs = harmonise_metadata(table, dataset["metadata"], dataset="GSE120575", path=str(template))
+    labels, note = patient_response(obs)
+    assert obs["patient"].nunique() == 32
+    assert note.endswith("P1, P28, P4, P5") and "4 patient(s) left out" in note
+    assert labels.value_counts().to_dict() == {"non_responder": 18, "responder": 10}
+    assert "4 of the 32 (P1, P4, P5, P28" in " ".join(dataset["notes"].split())

@@ -402,3 +402,139 @@ def test_raw_tar_samples_default_to_their_gsm_accession_and_the_log_says_so(tmp_
     assert adata.obs["sample"].tolist() == ["tumour1"] * 15 + ["tumour2"] * 15
     manifest, config = _raw_tar_dataset(tmp_path / "const", {"constants": {"sample": "s1"}})
     assert io.read_dataset(manifest=manifest, config=config).obs["sample"].eq("s1").all()
+
+
+def _luoma_dataset(tmp_path, **layout):
+    import yaml
+
+    raw, metadata, truth = fx.luoma_2022_layout(tmp_path, **layout)
+    manifest = fx.write_sources(
+        tmp_path / "downloads",
+        {
+            "matrix": ("GSE200996_RAW.tar", raw),
+            "cells": ("GSE200996_CD45.tumor.single.cell.meta.data.txt.gz", metadata),
+        },
+    )
+    config = yaml.safe_load((fx.ROOT / "config/datasets/GSE200996.yaml").read_text())
+    return manifest, config, truth
+
+
+@pytest.mark.parametrize("quoted", [True, False], ids=["R-quoted", "plain"])
+def test_gse200996_raw_h5_tar_reads_only_the_metadata_cells(tmp_path, caplog, quoted):
+    """The shipped GSE200996 file on its layout: tumour .h5 members of the tar, raw droplets
+    skipped while reading, IDs matched across pre-Tx / Pre-Tx, Path_response mapped."""
+    manifest, config, truth = _luoma_dataset(tmp_path, quoted=quoted)
+    with caplog.at_level("INFO", logger="texflow"):
+        adata = io.read_dataset(manifest=manifest, config=config)
+    assert adata.n_obs == len(truth) == 48
+    # cells keep the matrix's IDs, built like the metadata's (which write Pre-Tx for pre-Tx)
+    by_id = truth.set_index(truth["cell_id"].str.casefold())
+    assert sorted(adata.obs_names.str.casefold()) == sorted(by_id.index)
+    assert adata.obs_names.str.endswith(("_pre-Tx", "_post-Tx")).all()
+    rows = by_id.loc[adata.obs_names.str.casefold()]
+    assert list(adata.obs["barcode"]) == list(rows["barcode"])
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), np.vstack(rows["X"]))
+    assert list(adata.obs["patient"]) == list(rows["Patient_ID"])
+    assert list(adata.obs["sample"]) == [i.split("_", 1)[1] for i in adata.obs_names]
+    expected = rows["Path_response"].map(
+        {"High": "responder", "Low": "non_responder", "Medium": "NA"}
+    )
+    assert adata.obs["response"].astype(object).fillna("NA").tolist() == expected.tolist()
+    assert set(expected) == {"responder", "non_responder", "NA"}  # Medium (P18) stays NA
+    timepoint = rows["Stage"].map({"Pre-Tx": "pre_treatment", "Post-Tx": "on_treatment"})
+    assert adata.obs["timepoint"].tolist() == timepoint.tolist()
+    assert set(adata.obs["tissue"]) == {"tumour"}
+    assert set(adata.obs["gsm"]) == {"GSM6048142", "GSM6048150", "GSM6048143", "GSM6048144"}
+    assert set(adata.obs["Cohort"]) == {"Mono", "Combo"}  # raw columns kept
+    # the blood library and the TCR file are not read; empty droplets never reach the join
+    assert "reading 4 of 5 h5 files" in caplog.text
+    assert caplog.text.count("12 of 37 barcodes are cells of the metadata") == 4
+    assert "have no metadata" not in caplog.text
+
+
+def test_gse200996_ids_that_differ_beyond_case_stop_naming_both_forms(tmp_path):
+    manifest, config, _ = _luoma_dataset(tmp_path)
+    config["reader_options"]["cell_id"] = "{sample}_{barcode}"  # not how the metadata name cells
+    with pytest.raises(
+        InputDataError, match=r"none of the barcodes .*metadata\.join_on, metadata\.ignore_case"
+    ):
+        io.read_dataset(manifest=manifest, config=config)
+    config["reader_options"]["cell_id"] = "{barcode_core}_{sample}"
+    config["metadata"]["ignore_case"] = False  # file names say pre-Tx, the metadata Pre-Tx
+    with pytest.raises(InputDataError, match=r"none of the barcodes"):
+        io.read_dataset(manifest=manifest, config=config)
+
+
+def test_gse169246_single_triplet_samples_from_the_barcode_suffix(tmp_path):
+    """The shipped GSE169246 file on its layout: one counts.mtx / barcode.tsv / feature.tsv
+    triplet for all libraries, each barcode ending in .<timepoint>_<patient>_<compartment>."""
+    import yaml
+
+    titles = ["Pre_P002_t", "Post_P002_t", "Pre_P002_b", "Prog_P019_t"]
+    cells = [f"{b}.{titles[i % 4]}" for i, b in enumerate(fx.barcodes(24, seed=2))]
+    X = fx.counts(24, 80, seed=9)
+    triplet = fx.tenx_triplet(X, cells, fx.human_genes(80))
+    manifest = fx.write_sources(
+        tmp_path / "downloads",
+        {
+            "matrix": ("GSE169246_TNBC_RNA.counts.mtx.gz", triplet["matrix.mtx.gz"]),
+            "barcodes": ("GSE169246_TNBC_RNA.barcode.tsv.gz", triplet["barcodes.tsv.gz"]),
+            "features": ("GSE169246_TNBC_RNA.feature.tsv.gz", triplet["features.tsv.gz"]),
+        },
+    )
+    config = yaml.safe_load((fx.ROOT / "config/datasets/GSE169246.yaml").read_text())
+    adata = io.read_dataset(manifest=manifest, config=config)
+    assert list(adata.obs_names) == cells
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
+    assert list(adata.obs["sample"]) == [titles[i % 4] for i in range(24)]
+    assert list(adata.obs["patient"]) == [t.split("_")[1] for t in adata.obs["sample"]]
+    obs = adata.obs
+    assert set(zip(obs["sample"], obs["timepoint"], obs["tissue"], strict=True)) == {
+        ("Pre_P002_t", "pre_treatment", "tumour"),
+        ("Post_P002_t", "on_treatment", "tumour"),
+        ("Pre_P002_b", "pre_treatment", "blood"),
+        ("Prog_P019_t", "progression", "tumour"),
+    }
+    assert adata.obs["response"].isna().all()  # not in GEO: never guessed
+
+
+def test_ignore_case_refuses_matrix_ids_that_differ_only_in_case():
+    adata = ad.AnnData(X=np.ones((3, 2), dtype=np.float32))
+    adata.obs_names = ["AAC_P1_pre", "AAC_P1_Pre", "GGT_P1_pre"]
+    table = pd.DataFrame({"cell": ["AAC_P1_Pre", "GGT_P1_Pre"], "Patient_ID": ["P1", "P1"]})
+    with pytest.raises(InputDataError, match=r"2 matrix cell IDs differ only in letter case"):
+        io.join_metadata(adata, table, join_on="cell", on_unmatched="error", row_filter=None,
+                         dataset="d", path="m.tsv", ignore_case=True)  # fmt: skip
+    table = pd.DataFrame({"cell": ["AAC_P1_Pre", "aac_p1_pre"], "Patient_ID": ["P1", "P1"]})
+    with pytest.raises(InputDataError, match=r"occur more than once in metadata column 'cell'"):
+        io.join_metadata(adata[[2]], table, join_on="cell", on_unmatched="error", row_filter=None,
+                         dataset="d", path="m.tsv", ignore_case=True)  # fmt: skip
+    one_row = table.iloc[[0]].assign(cell="aac_P1_PRE")
+    joined = io.join_metadata(adata[[0, 2]], one_row, join_on="cell", on_unmatched="drop",
+                              row_filter=None, dataset="d", path="m.tsv",
+                              ignore_case=True)  # fmt: skip
+    assert list(joined.obs_names) == ["AAC_P1_pre"] and list(joined.obs["Patient_ID"]) == ["P1"]
+
+
+def test_gse243013_cells_x_genes_matrix_market_with_per_cell_response(tmp_path, caplog):
+    """The shipped GSE243013 file on its layout: a cells x genes .mtx with csv label tables,
+    only the T/NK cells of the metadata read, pathological_response mapped."""
+    import yaml
+
+    files, metadata, X = fx.gse243013_layout()
+    names = {"matrix": "GSE243013_NSCLC_immune_scRNA_counts.mtx.gz", "barcodes": "GSE243013_barcodes.csv.gz",
+             "features": "GSE243013_genes.csv.gz", "cells": "GSE243013_NSCLC_immune_scRNA_metadata.csv.gz"}  # fmt: skip
+    manifest = fx.write_sources(tmp_path, {role: (names[role], data) for role, data in files.items()})
+    config = yaml.safe_load((fx.ROOT / "config/datasets/GSE243013.yaml").read_text())
+    with caplog.at_level("INFO", logger="texflow"):
+        adata = io.read_dataset(manifest=manifest, config=config)
+    tnk = metadata[metadata["major_cell_type"] == "T/NK cell"]
+    assert list(adata.obs_names) == list(tnk["cellID"])
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X[tnk.index])
+    assert list(adata.obs["patient"]) == list(tnk["sampleID"]) == list(adata.obs["sample"])
+    expected = tnk["pathological_response"].map(
+        {"MPR": "responder", "pCR": "responder", "non-MPR": "non_responder", "unknowm": "NA"}
+    )
+    assert adata.obs["response"].astype(object).fillna("NA").tolist() == expected.tolist()
+    assert set(expected) == {"responder", "non_responder", "NA"}
+    assert "26 of 40 cells are cells of the metadata (kept)" in caplog.text
