@@ -222,8 +222,8 @@ def pseudobulk(
             response = labels.get(patient, np.nan)
             value = np.nan
             if covariate is not None:
-                values = covariate.iloc[positions].dropna().unique()
-                value = values[0] if len(values) else np.nan
+                seen = covariate.iloc[positions].dropna().unique()
+                value = seen[0] if len(seen) else np.nan
             why = []
             if n_cells < min_cells:
                 why.append(f"{n_cells} cells < {min_cells}")
