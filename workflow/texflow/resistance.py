@@ -72,17 +72,46 @@ METHOD_OLS = "ols_t_patient_mean_log2"
 DESIGN_RESPONSE = "~ response"
 
 SAMPLE_COLUMNS = [
-    "patient", "timepoint", "state", "response", "n_cells", "total_counts", "kept", "why_not",
+    "patient",
+    "timepoint",
+    "state",
+    "response",
+    "n_cells",
+    "total_counts",
+    "kept",
+    "why_not",
     "covariate",
 ]
 DE_COLUMNS = [
-    "gene", "state", "log2_fold_change", "lfc_se", "statistic", "p_value", "q_value",
-    "n_non_responders", "n_responders", "mean_expression", "method", "testable", "reason",
+    "gene",
+    "state",
+    "log2_fold_change",
+    "lfc_se",
+    "statistic",
+    "p_value",
+    "q_value",
+    "n_non_responders",
+    "n_responders",
+    "mean_expression",
+    "method",
+    "testable",
+    "reason",
     "design",
 ]
 PROGRAM_COLUMNS = [
-    "state", "program", "n_genes", "n_genes_tested", "slope", "t", "p_value", "q_value",
-    "method", "de_method", "testable", "reason", "note",
+    "state",
+    "program",
+    "n_genes",
+    "n_genes_tested",
+    "slope",
+    "t",
+    "p_value",
+    "q_value",
+    "method",
+    "de_method",
+    "testable",
+    "reason",
+    "note",
 ]
 
 
@@ -126,22 +155,29 @@ def covariate_problem(
         return f"design covariate {covariate!r} is what the design compares or pools over"
     if covariate not in obs:
         return f"design covariate {covariate!r} is not a column of the cells' obs"
-    frame = pd.DataFrame({
-        "patient": _text(obs[patient_key]) if patient_key in obs else np.nan,
-        "timepoint": (_text(obs[timepoint_key]) if timepoint_key in obs
-                      else pd.Series(np.nan, index=obs.index)).fillna("NA"),
-        "value": _text(obs[covariate]),
-    }).dropna(subset=["patient", "value"])
+    frame = pd.DataFrame(
+        {
+            "patient": _text(obs[patient_key]) if patient_key in obs else np.nan,
+            "timepoint": (
+                _text(obs[timepoint_key])
+                if timepoint_key in obs
+                else pd.Series(np.nan, index=obs.index)
+            ).fillna("NA"),
+            "value": _text(obs[covariate]),
+        }
+    ).dropna(subset=["patient", "value"])
     counts = frame.groupby(["patient", "timepoint"])["value"].nunique()
     mixed = counts[counts > 1]
     if mixed.empty:
         return ""
     (patient, timepoint) = mixed.index[0]
     values = frame.loc[(frame["patient"] == patient) & (frame["timepoint"] == timepoint), "value"]
-    return (f"design covariate {covariate!r} takes {int(mixed.iloc[0])} values "
-            f"({', '.join(sorted(values.unique())[:4])}) among the cells of patient {patient}, "
-            f"timepoint {timepoint} ({len(mixed)} such sample(s)): a pseudobulk sample pools "
-            "them and needs one value; name a covariate constant per patient and timepoint")
+    return (
+        f"design covariate {covariate!r} takes {int(mixed.iloc[0])} values "
+        f"({', '.join(sorted(values.unique())[:4])}) among the cells of patient {patient}, "
+        f"timepoint {timepoint} ({len(mixed)} such sample(s)): a pseudobulk sample pools "
+        "them and needs one value; name a covariate constant per patient and timepoint"
+    )
 
 
 def pseudobulk(
@@ -196,17 +232,21 @@ def pseudobulk(
     if counts and "counts" not in adata.layers:
         raise ValueError("pseudobulk of count data needs layers['counts'] (raw counts)")
     if not counts and value_type not in LOG2_FACTOR:
-        raise ValueError(f"value_type {value_type!r} is not one of counts, {', '.join(LOG2_FACTOR)}")
+        raise ValueError(
+            f"value_type {value_type!r} is not one of counts, {', '.join(LOG2_FACTOR)}"
+        )
     matrix = adata.layers["counts"] if counts else adata.X
     matrix = sparse.csr_matrix(matrix, dtype=np.float64)
     obs = adata.obs
     patients = _text(obs[patient_key]) if patient_key in obs else pd.Series(np.nan, index=obs.index)
-    timepoints = (_text(obs[timepoint_key]) if timepoint_key in obs
-                  else pd.Series(np.nan, index=obs.index)).fillna("NA")
+    timepoints = (
+        _text(obs[timepoint_key]) if timepoint_key in obs else pd.Series(np.nan, index=obs.index)
+    ).fillna("NA")
     labels, _ = patient_response(obs, patient_key=patient_key, response_key=response_key)
     if covariate_key is not None:
-        problem = covariate_problem(obs, covariate=covariate_key, patient_key=patient_key,
-                                    timepoint_key=timepoint_key)
+        problem = covariate_problem(
+            obs, covariate=covariate_key, patient_key=patient_key, timepoint_key=timepoint_key
+        )
         if problem:
             raise ValueError(problem)
     covariate = _text(obs[covariate_key]) if covariate_key is not None else None
@@ -233,13 +273,23 @@ def pseudobulk(
                 why.append("no single response label for this patient")
             if covariate is not None and pd.isna(value):
                 why.append(f"no {covariate_key} value (the design covariate)")
-            row = {"patient": patient, "timepoint": timepoint, "state": state, "response": response,
-                       "n_cells": n_cells, "total_counts": total, "kept": not why, "why_not": "; ".join(why),
-                       "covariate": value}
+            row = {
+                "patient": patient,
+                "timepoint": timepoint,
+                "state": state,
+                "response": response,
+                "n_cells": n_cells,
+                "total_counts": total,
+                "kept": not why,
+                "why_not": "; ".join(why),
+                "covariate": value,
+            }
             rows.append(row)
             if not why:
                 kept_rows.append(len(rows) - 1)
-                sums[len(rows) - 1] = values if counts else values / n_cells * LOG2_FACTOR[value_type]
+                sums[len(rows) - 1] = (
+                    values if counts else values / n_cells * LOG2_FACTOR[value_type]
+                )
         # one sample per patient: the timepoint with most cells
         best: dict[str, int] = {}
         for i in kept_rows:
@@ -249,8 +299,10 @@ def pseudobulk(
         for i in kept_rows:
             if best[rows[i]["patient"]] != i:
                 rows[i]["kept"] = False
-                rows[i]["why_not"] = ("another timepoint of this patient has more cells "
-                                      "(one sample per patient: patients are the unit)")
+                rows[i]["why_not"] = (
+                    "another timepoint of this patient has more cells "
+                    "(one sample per patient: patients are the unit)"
+                )
         chosen = sorted(best.values(), key=lambda i: rows[i]["patient"])
         matrices[state] = pd.DataFrame(
             np.vstack([sums[i] for i in chosen]) if chosen else np.empty((0, adata.n_vars)),
@@ -268,13 +320,25 @@ def _not_testable(
     state: str, reason: str, *, n_nr: int, n_r: int, method: str, design: str = DESIGN_RESPONSE
 ) -> pd.DataFrame:
     row = {column: np.nan for column in DE_COLUMNS}
-    row.update(state=state, n_non_responders=n_nr, n_responders=n_r, method=method,
-               testable=False, reason=reason, gene="", design=design)
+    row.update(
+        state=state,
+        n_non_responders=n_nr,
+        n_responders=n_r,
+        method=method,
+        testable=False,
+        reason=reason,
+        gene="",
+        design=design,
+    )
     return pd.DataFrame([row], columns=DE_COLUMNS)
 
 
 def expressed_genes(
-    matrix: pd.DataFrame, response: Sequence[str], *, counts: bool, min_count: int = 10,
+    matrix: pd.DataFrame,
+    response: Sequence[str],
+    *,
+    counts: bool,
+    min_count: int = 10,
     min_total_count: int = 15,
 ) -> np.ndarray:
     """Genes expressed in enough pseudobulk samples (edgeR's filterByExpr, simplified).
@@ -287,12 +351,17 @@ def expressed_genes(
     n_min = int(min((response == NON_RESPONDER).sum(), (response == RESPONDER).sum()))
     values = matrix.to_numpy()
     if counts:
-        return ((values >= min_count).sum(axis=0) >= n_min) & (values.sum(axis=0) >= min_total_count)
+        return ((values >= min_count).sum(axis=0) >= n_min) & (
+            values.sum(axis=0) >= min_total_count
+        )
     return (values > 0).sum(axis=0) >= n_min
 
 
 def _deseq2(
-    matrix: pd.DataFrame, response: Sequence[str], *, n_cpus: int,
+    matrix: pd.DataFrame,
+    response: Sequence[str],
+    *,
+    n_cpus: int,
     covariate: tuple[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """pydeseq2 on pseudobulk counts, design ~ response (or ~ covariate + response when
@@ -310,20 +379,34 @@ def _deseq2(
         design = f"~{name} + response"
     # C order, as a DataFrame built row by row: pydeseq2's iterative fits end ~1% apart in the
     # standard errors on the same counts held column-major (measured; tests/unit/test_resistance)
-    counts = pd.DataFrame(np.ascontiguousarray(matrix.round().to_numpy(dtype=np.int64)),
-                          index=matrix.index, columns=matrix.columns)
-    dds = DeseqDataSet(counts=counts, metadata=metadata, design=design,
-                       inference=inference, quiet=True)
+    counts = pd.DataFrame(
+        np.ascontiguousarray(matrix.round().to_numpy(dtype=np.int64)),
+        index=matrix.index,
+        columns=matrix.columns,
+    )
+    dds = DeseqDataSet(
+        counts=counts, metadata=metadata, design=design, inference=inference, quiet=True
+    )
     dds.deseq2()
-    result = DeseqStats(dds, contrast=["response", NON_RESPONDER, RESPONDER], inference=inference,
-                        independent_filter=False, quiet=True)
+    result = DeseqStats(
+        dds,
+        contrast=["response", NON_RESPONDER, RESPONDER],
+        inference=inference,
+        independent_filter=False,
+        quiet=True,
+    )
     result.summary()
     frame = result.results_df
-    return pd.DataFrame({
-        "gene": frame.index.astype(str), "log2_fold_change": frame["log2FoldChange"].to_numpy(),
-        "lfc_se": frame["lfcSE"].to_numpy(), "statistic": frame["stat"].to_numpy(),
-        "p_value": frame["pvalue"].to_numpy(), "mean_expression": frame["baseMean"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "gene": frame.index.astype(str),
+            "log2_fold_change": frame["log2FoldChange"].to_numpy(),
+            "lfc_se": frame["lfcSE"].to_numpy(),
+            "statistic": frame["stat"].to_numpy(),
+            "p_value": frame["pvalue"].to_numpy(),
+            "mean_expression": frame["baseMean"].to_numpy(),
+        }
+    )
 
 
 def _log_test(matrix: pd.DataFrame, response: Sequence[str], *, method: str) -> pd.DataFrame:
@@ -340,13 +423,21 @@ def _log_test(matrix: pd.DataFrame, response: Sequence[str], *, method: str) -> 
     else:
         test = stats.mannwhitneyu(x, y, axis=0, alternative="two-sided")
         statistic, p = test.statistic, test.pvalue
-    return pd.DataFrame({
-        "gene": matrix.columns.astype(str), "log2_fold_change": diff, "lfc_se": se,
-        "statistic": statistic, "p_value": p, "mean_expression": matrix.to_numpy().mean(axis=0),
-    })
+    return pd.DataFrame(
+        {
+            "gene": matrix.columns.astype(str),
+            "log2_fold_change": diff,
+            "lfc_se": se,
+            "statistic": statistic,
+            "p_value": p,
+            "mean_expression": matrix.to_numpy().mean(axis=0),
+        }
+    )
 
 
-def _ols_test(matrix: pd.DataFrame, response: Sequence[str], covariate: Sequence[str]) -> pd.DataFrame:
+def _ols_test(
+    matrix: pd.DataFrame, response: Sequence[str], covariate: Sequence[str]
+) -> pd.DataFrame:
     """Per gene, least squares of per-patient mean log2 on ~ covariate + response (treatment
     coding, responders and the covariate's first level as reference); the response
     coefficient, its standard error, t and two-sided p on n - p degrees of freedom."""
@@ -355,16 +446,22 @@ def _ols_test(matrix: pd.DataFrame, response: Sequence[str], covariate: Sequence
     coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
     dof = design.shape[0] - rank
     residual = y - design @ coef
-    sigma2 = (residual ** 2).sum(axis=0) / dof
+    sigma2 = (residual**2).sum(axis=0) / dof
     unscaled = np.linalg.inv(design.T @ design)[-1, -1]
     se = np.sqrt(sigma2 * unscaled)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = coef[-1] / se
     p = 2 * stats.t.sf(np.abs(t), dof)
-    return pd.DataFrame({
-        "gene": matrix.columns.astype(str), "log2_fold_change": coef[-1], "lfc_se": se,
-        "statistic": t, "p_value": p, "mean_expression": y.mean(axis=0),
-    })
+    return pd.DataFrame(
+        {
+            "gene": matrix.columns.astype(str),
+            "log2_fold_change": coef[-1],
+            "lfc_se": se,
+            "statistic": t,
+            "p_value": p,
+            "mean_expression": y.mean(axis=0),
+        }
+    )
 
 
 def _design_matrix(response: Sequence[str], covariate: Sequence[str]) -> np.ndarray:
@@ -377,9 +474,7 @@ def _design_matrix(response: Sequence[str], covariate: Sequence[str]) -> np.ndar
     return np.column_stack(columns)
 
 
-def design_problem(
-    response: Sequence[str], covariate: Sequence[str], *, name: str
-) -> str:
+def design_problem(response: Sequence[str], covariate: Sequence[str], *, name: str) -> str:
     """Why ``~ covariate + response`` cannot estimate the response effect ("" when it can).
 
     Parameters
@@ -401,11 +496,15 @@ def design_problem(
     if rank < design.shape[1]:
         groups = pd.Series(list(response)).groupby(pd.Series([str(v) for v in covariate]))
         layout = "; ".join(f"{level}: {', '.join(sorted(set(g)))}" for level, g in groups)
-        return (f"design covariate {name!r} is confounded with response (each value holds one "
-                f"response group: {layout}), so the response effect cannot be told from it")
+        return (
+            f"design covariate {name!r} is confounded with response (each value holds one "
+            f"response group: {layout}), so the response effect cannot be told from it"
+        )
     if design.shape[0] <= rank:
-        return (f"{design.shape[0]} samples for {rank} coefficients of ~ {name} + response: no "
-                "residual degree of freedom")
+        return (
+            f"{design.shape[0]} samples for {rank} coefficients of ~ {name} + response: no "
+            "residual degree of freedom"
+        )
     return ""
 
 
@@ -483,43 +582,75 @@ def differential_expression(
             values = list(matrix.attrs.get("covariate", []))
             design = f"~ {covariate} + response"
             if len(values) != len(response):
-                raise ValueError(f"the {state} matrix carries no {covariate!r} values: "
-                                 "pseudobulk(covariate_key=...) records them")
+                raise ValueError(
+                    f"the {state} matrix carries no {covariate!r} values: "
+                    "pseudobulk(covariate_key=...) records them"
+                )
             if len(set(map(str, values))) == 1:
                 design = f"{DESIGN_RESPONSE} ({covariate} is {values[0]} in every {state} sample)"
                 values = None
         state_method = METHOD_WELCH if method == METHOD_OLS and values is None else method
         if skip_reason:
-            parts.append(_not_testable(state, f"not testable: {skip_reason}", n_nr=n_nr, n_r=n_r,
-                                       method=state_method, design=design))
+            parts.append(
+                _not_testable(
+                    state,
+                    f"not testable: {skip_reason}",
+                    n_nr=n_nr,
+                    n_r=n_r,
+                    method=state_method,
+                    design=design,
+                )
+            )
             continue
         if min(n_nr, n_r) < min_patients_per_group:
-            reason = (f"not testable: {n_nr} non-responder and {n_r} responder patient(s) with a "
-                      f"kept {state} pseudobulk sample, >= {min_patients_per_group} of each needed")
-            parts.append(_not_testable(state, reason, n_nr=n_nr, n_r=n_r, method=state_method,
-                                       design=design))
+            reason = (
+                f"not testable: {n_nr} non-responder and {n_r} responder patient(s) with a "
+                f"kept {state} pseudobulk sample, >= {min_patients_per_group} of each needed"
+            )
+            parts.append(
+                _not_testable(state, reason, n_nr=n_nr, n_r=n_r, method=state_method, design=design)
+            )
             continue
         problem = design_problem(response, values, name=covariate) if values is not None else ""
         if problem:
-            reason = (f"not testable: {problem} in {state} of dataset {dataset or '?'}; remove "
-                      f"design_covariate from the dataset config (config/datasets/"
-                      f"{dataset or '<dataset>'}.yaml) or name a covariate that varies within "
-                      "the response groups")
-            parts.append(_not_testable(state, reason, n_nr=n_nr, n_r=n_r, method=state_method,
-                                       design=design))
+            reason = (
+                f"not testable: {problem} in {state} of dataset {dataset or '?'}; remove "
+                f"design_covariate from the dataset config (config/datasets/"
+                f"{dataset or '<dataset>'}.yaml) or name a covariate that varies within "
+                "the response groups"
+            )
+            parts.append(
+                _not_testable(state, reason, n_nr=n_nr, n_r=n_r, method=state_method, design=design)
+            )
             logger.warning("%s", reason)
             continue
-        keep = expressed_genes(matrix, response, counts=counts, min_count=min_gene_count,
-                               min_total_count=min_gene_total_count)
+        keep = expressed_genes(
+            matrix,
+            response,
+            counts=counts,
+            min_count=min_gene_count,
+            min_total_count=min_gene_total_count,
+        )
         if keep.sum() < 2:
-            parts.append(_not_testable(state, f"not testable: {int(keep.sum())} gene(s) pass the "
-                                       "expression filter", n_nr=n_nr, n_r=n_r,
-                                       method=state_method, design=design))
+            parts.append(
+                _not_testable(
+                    state,
+                    f"not testable: {int(keep.sum())} gene(s) pass the expression filter",
+                    n_nr=n_nr,
+                    n_r=n_r,
+                    method=state_method,
+                    design=design,
+                )
+            )
             continue
         sub = matrix.loc[:, keep]
         if counts:
-            table = _deseq2(sub, response, n_cpus=n_cpus,
-                            covariate=(covariate, values) if values is not None else None)
+            table = _deseq2(
+                sub,
+                response,
+                n_cpus=n_cpus,
+                covariate=(covariate, values) if values is not None else None,
+            )
         elif values is not None:
             table = _ols_test(sub, response, values)
         else:
@@ -529,8 +660,15 @@ def differential_expression(
         table["n_non_responders"], table["n_responders"] = n_nr, n_r
         table["testable"], table["reason"] = True, ""
         parts.append(table.sort_values("p_value", na_position="last")[DE_COLUMNS])
-        logger.info("%s: %d genes tested by %s, %s (%d non-responders, %d responders)", state,
-                    len(table), state_method, design, n_nr, n_r)
+        logger.info(
+            "%s: %d genes tested by %s, %s (%d non-responders, %d responders)",
+            state,
+            len(table),
+            state_method,
+            design,
+            n_nr,
+            n_r,
+        )
     return pd.concat(parts, ignore_index=True)[DE_COLUMNS]
 
 
@@ -576,8 +714,12 @@ def score_programs(
         nets[name] = pd.Series({**{g: -1.0 for g in program.down}, **{g: 1.0 for g in program.up}})
     for name, (plus, minus) in (combined or {}).items():
         if plus in programs and minus in programs:
-            nets[name] = pd.Series({**{g: -1.0 for g in programs[minus].genes},
-                                    **{g: 1.0 for g in programs[plus].genes}})
+            nets[name] = pd.Series(
+                {
+                    **{g: -1.0 for g in programs[minus].genes},
+                    **{g: 1.0 for g in programs[plus].genes},
+                }
+            )
     rows = []
     for state, table in de.groupby("state", sort=False):
         tested = table[table["testable"].astype(bool)].dropna(subset=["statistic"])
@@ -586,10 +728,20 @@ def score_programs(
         part = []
         for name, net in nets.items():
             n_in = int(net.index.isin(statistic.index).sum())
-            row = {"state": state, "program": name, "n_genes": len(net), "n_genes_tested": n_in,
-                       "slope": np.nan, "t": np.nan, "p_value": np.nan, "method": "ulm", "de_method": de_method,
-                       "testable": False, "reason": "",
-                       "note": POOLED_RESPONSE_CAVEAT if state == ALL_CD8 else ""}
+            row = {
+                "state": state,
+                "program": name,
+                "n_genes": len(net),
+                "n_genes_tested": n_in,
+                "slope": np.nan,
+                "t": np.nan,
+                "p_value": np.nan,
+                "method": "ulm",
+                "de_method": de_method,
+                "testable": False,
+                "reason": "",
+                "note": POOLED_RESPONSE_CAVEAT if state == ALL_CD8 else "",
+            }
             if tested.empty:
                 row["reason"] = str(table["reason"].iloc[0]) or "no gene tested in this state"
             elif n_in < min_genes:
@@ -601,7 +753,11 @@ def score_programs(
         part = pd.DataFrame(part)
         part["q_value"] = bh_adjust(part["p_value"])
         rows.append(part)
-    return pd.concat(rows, ignore_index=True)[PROGRAM_COLUMNS] if rows else pd.DataFrame(columns=PROGRAM_COLUMNS)
+    return (
+        pd.concat(rows, ignore_index=True)[PROGRAM_COLUMNS]
+        if rows
+        else pd.DataFrame(columns=PROGRAM_COLUMNS)
+    )
 
 
 def analyse(
@@ -648,13 +804,24 @@ def analyse(
     -------
     Tables ``pseudobulk_samples``, ``resistance_de`` and ``resistance_programs``.
     """
-    samples, matrices = pseudobulk(adata, value_type=value_type, min_cells=min_cells,
-                                   min_counts=min_counts, covariate_key=covariate)
+    samples, matrices = pseudobulk(
+        adata,
+        value_type=value_type,
+        min_cells=min_cells,
+        min_counts=min_counts,
+        covariate_key=covariate,
+    )
     de = differential_expression(
-        matrices, value_type=value_type, min_patients_per_group=min_patients_per_group,
-        min_gene_count=min_gene_count, min_gene_total_count=min_gene_total_count,
-        log_method=log_method, n_cpus=n_cpus,
-        skip_reason=response_skip_reason(adata.obs), covariate=covariate, dataset=dataset,
+        matrices,
+        value_type=value_type,
+        min_patients_per_group=min_patients_per_group,
+        min_gene_count=min_gene_count,
+        min_gene_total_count=min_gene_total_count,
+        log_method=log_method,
+        n_cpus=n_cpus,
+        skip_reason=response_skip_reason(adata.obs),
+        covariate=covariate,
+        dataset=dataset,
     )
     scores = score_programs(de, programs, combined=combined, min_genes=min_program_genes)
     return {"pseudobulk_samples": samples, "resistance_de": de, "resistance_programs": scores}
