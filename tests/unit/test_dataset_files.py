@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import yaml
 from snakemake.utils import validate
-
 from texflow.readers import METADATA_READERS, READERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +38,9 @@ def test_dataset_file_is_valid(path):
         stem = accession[:-3] + "nnn"
         for source in dataset["sources"]:
             # GEO layout: .../GSE<first digits>nnn/<GSE>/suppl/<GSE>_<file>
-            assert source["url"].startswith(f"{GEO_URL}{stem}/{accession}/suppl/{accession}_"), source["url"]
+            assert source["url"].startswith(f"{GEO_URL}{stem}/{accession}/suppl/{accession}_"), (
+                source["url"]
+            )
 
 
 def test_schema_rejects_a_response_value_that_is_not_harmonised():
@@ -47,3 +48,11 @@ def test_schema_rejects_a_response_value_that_is_not_harmonised():
     dataset["metadata"]["values"]["response"]["Responder"] = "yes"
     with pytest.raises(Exception, match="yes"):
         validate(dataset, str(SCHEMA))
+
+
+def test_design_covariate_is_an_obs_column_name_other_than_patient_or_response():
+    dataset = yaml.safe_load((ROOT / "config/datasets/GSE120575.yaml").read_text())
+    validate({**dataset, "design_covariate": "timepoint"}, str(SCHEMA))
+    for bad in ("patient", "response", "batch id"):
+        with pytest.raises(Exception, match="design_covariate|patient|response|batch id"):
+            validate({**dataset, "design_covariate": bad}, str(SCHEMA))
