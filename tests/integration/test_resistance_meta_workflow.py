@@ -18,14 +18,27 @@ def test_two_simulated_cohorts_are_pooled_and_shown_on_the_summary(tmp_path):
     base = yaml.safe_load((ROOT / "config/datasets/demo_simulated_cohort.yaml").read_text())
     files = []
     for i, seed in enumerate((11, 12)):
-        adata = simulate(n_cells=900, n_genes=600, n_patients=8, seed=seed, doublet_rate=0.0,
-                         low_quality_rate=0.0, response_effects={"ifn_i_core": 1.0},
-                         counts_layer=False)
+        adata = simulate(
+            n_cells=900,
+            n_genes=600,
+            n_patients=8,
+            seed=seed,
+            doublet_rate=0.0,
+            low_quality_rate=0.0,
+            response_effects={"ifn_i_core": 1.0},
+            counts_layer=False,
+        )
         (tmp_path / "sim").mkdir(exist_ok=True)
         adata.write_h5ad(tmp_path / f"sim/cohort_{i}.h5ad")
-        dataset = {**base, "id": f"sim_cohort_{i}", "title": f"SIMULATED cohort {i}",
-                   "simulated": False,
-                   "sources": [{"name": "matrix", "url": f"sim/cohort_{i}.h5ad"}]}
+        dataset = {
+            **base,
+            "id": f"sim_cohort_{i}",
+            "title": f"SIMULATED cohort {i}",
+            "simulated": False,
+            "sources": [{"name": "matrix", "url": f"sim/cohort_{i}.h5ad"}],
+        }
+        if i == 0:  # the dataset's design covariate reaches the rule (one timepoint: drops out)
+            dataset["design_covariate"] = "timepoint"
         files.append(str(prepare_workdir(tmp_path, dataset)))
     config_path = tmp_path / "config/config.yaml"
     config = yaml.safe_load(config_path.read_text())
@@ -35,6 +48,16 @@ def test_two_simulated_cohorts_are_pooled_and_shown_on_the_summary(tmp_path):
     done = run_workflow(tmp_path, None, "results/summary.html", cores=2, timeout=600)
     assert done.returncode == 0, done.stdout[-5000:]
 
+    designs = {
+        i: set(
+            pd.read_csv(tmp_path / f"results/sim_cohort_{i}/tables/resistance_de.tsv", sep="\t")[
+                "design"
+            ]
+        )
+        for i in (0, 1)
+    }
+    assert designs[1] == {"~ response"}
+    assert all(d.startswith("~ response (timepoint is ") for d in designs[0]), designs[0]
     genes = pd.read_csv(tmp_path / "results/resistance_genes.tsv", sep="\t")
     pooled = genes.loc[(genes["state"] == ALL_CD8) & (genes["method"] == METHOD_META)]
     assert len(pooled) > 50 and (pooled["n_datasets"] == 2).all()

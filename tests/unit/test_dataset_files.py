@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import yaml
 from snakemake.utils import validate
-
 from texflow.readers import METADATA_READERS, READERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +38,9 @@ def test_dataset_file_is_valid(path):
         stem = accession[:-3] + "nnn"
         for source in dataset["sources"]:
             # GEO layout: .../GSE<first digits>nnn/<GSE>/suppl/<GSE>_<file>
-            assert source["url"].startswith(f"{GEO_URL}{stem}/{accession}/suppl/{accession}_"), source["url"]
+            assert source["url"].startswith(f"{GEO_URL}{stem}/{accession}/suppl/{accession}_"), (
+                source["url"]
+            )
 
 
 def test_schema_rejects_a_response_value_that_is_not_harmonised():
@@ -65,3 +66,11 @@ def test_gse120575_patients_with_both_labels_are_the_four_its_notes_name():
     assert note.endswith("P1, P28, P4, P5") and "4 patient(s) left out" in note
     assert labels.value_counts().to_dict() == {"non_responder": 18, "responder": 10}
     assert "4 of the 32 (P1, P4, P5, P28" in " ".join(dataset["notes"].split())
+
+
+def test_design_covariate_is_an_obs_column_name_other_than_patient_or_response():
+    dataset = yaml.safe_load((ROOT / "config/datasets/GSE120575.yaml").read_text())
+    validate({**dataset, "design_covariate": "timepoint"}, str(SCHEMA))
+    for bad in ("patient", "response", "batch id"):
+        with pytest.raises(Exception, match="design_covariate|patient|response|batch id"):
+            validate({**dataset, "design_covariate": bad}, str(SCHEMA))

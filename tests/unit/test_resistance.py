@@ -14,8 +14,15 @@ from texflow.stats import ALL_CD8, NON_RESPONDER, RESPONDER
 def cohort():
     """8 patients (4 non-responders), IFN-I core planted 1 log2 higher in non-responders;
     CD8 cells only, the per-cell state calls taken from the truth."""
-    adata = simulate(n_cells=1200, n_genes=500, n_patients=8, seed=1, doublet_rate=0.0,
-                     low_quality_rate=0.0, response_effects={"ifn_i_core": 1.0})
+    adata = simulate(
+        n_cells=1200,
+        n_genes=500,
+        n_patients=8,
+        seed=1,
+        doublet_rate=0.0,
+        low_quality_rate=0.0,
+        response_effects={"ifn_i_core": 1.0},
+    )
     adata = adata[adata.obs["true_is_cd8"].astype(bool)].copy()
     adata.obs["cell_state"] = adata.obs["true_state"].astype(str)
     return adata
@@ -51,23 +58,37 @@ def test_counts_de_matches_pydeseq2_run_by_hand(cohort):
     assert (de["n_non_responders"] == 4).all() and (de["n_responders"] == 4).all()
 
     # by hand: sum the raw counts per patient, the same expression filter, pydeseq2
-    counts = pd.DataFrame(sparse.csr_matrix(cohort.layers["counts"]).toarray(),
-                          index=cohort.obs_names, columns=cohort.var_names)
+    counts = pd.DataFrame(
+        sparse.csr_matrix(cohort.layers["counts"]).toarray(),
+        index=cohort.obs_names,
+        columns=cohort.var_names,
+    )
     bulk = counts.groupby(cohort.obs["patient"].astype(str).to_numpy()).sum()
     # pydeseq2's iterative fits end ~1% of a standard error apart on the same counts stored
     # differently (a groupby's frame vs a fresh C-ordered array, measured): both sides hand it
     # a fresh C-ordered frame
-    bulk = pd.DataFrame(np.ascontiguousarray(bulk.to_numpy()), index=bulk.index,
-                        columns=bulk.columns)
+    bulk = pd.DataFrame(
+        np.ascontiguousarray(bulk.to_numpy()), index=bulk.index, columns=bulk.columns
+    )
     response = cohort.obs.groupby("patient", observed=True)["response"].first().astype(str)
     metadata = pd.DataFrame({"response": response.loc[bulk.index].to_numpy()}, index=bulk.index)
     keep = ((bulk >= 10).sum() >= 4) & (bulk.sum() >= 15)
     inference = DefaultInference(n_cpus=1)
-    dds = DeseqDataSet(counts=bulk.loc[:, keep].round().astype(int), metadata=metadata,
-                       design="~response", inference=inference, quiet=True)
+    dds = DeseqDataSet(
+        counts=bulk.loc[:, keep].round().astype(int),
+        metadata=metadata,
+        design="~response",
+        inference=inference,
+        quiet=True,
+    )
     dds.deseq2()
-    result = DeseqStats(dds, contrast=["response", NON_RESPONDER, RESPONDER],
-                        inference=inference, independent_filter=False, quiet=True)
+    result = DeseqStats(
+        dds,
+        contrast=["response", NON_RESPONDER, RESPONDER],
+        inference=inference,
+        independent_filter=False,
+        quiet=True,
+    )
     result.summary()
     hand = result.results_df
     ours = de.set_index("gene").loc[hand.index]
@@ -128,16 +149,19 @@ def test_log_data_use_welch_on_patient_means_and_say_so(cohort):
     ifn = signatures.load_programs("human", names=["ifn_i_core"])
     scores = resistance.score_programs(de, ifn).set_index("program")
     assert scores.loc["ifn_i_core", "t"] > 0
-    ranks = resistance.differential_expression(only(matrices), value_type="log_tpm",
-                                               log_method="mann_whitney")
+    ranks = resistance.differential_expression(
+        only(matrices), value_type="log_tpm", log_method="mann_whitney"
+    )
     assert (ranks["method"] == resistance.METHOD_MANN_WHITNEY).all()
 
 
 def test_a_state_with_too_few_patients_is_not_testable_and_says_why(cohort):
     one_responder = cohort[
         (cohort.obs["response"] == NON_RESPONDER).to_numpy()
-        | (cohort.obs["patient"] == cohort.obs.loc[cohort.obs["response"] == RESPONDER,
-                                                   "patient"].iloc[0]).to_numpy()
+        | (
+            cohort.obs["patient"]
+            == cohort.obs.loc[cohort.obs["response"] == RESPONDER, "patient"].iloc[0]
+        ).to_numpy()
     ].copy()
     _samples, matrices = resistance.pseudobulk(one_responder, value_type="counts")
     de = resistance.differential_expression(matrices, value_type="counts")
@@ -158,3 +182,177 @@ def test_without_response_labels_every_state_says_so(cohort):
     assert not de["testable"].any()
     assert de["reason"].str.contains("no response labels").all()
     assert not tables["resistance_programs"]["testable"].any()
+
+
+def with_batch(adata, batch_of):
+    """A copy with obs["batch"] from patient -> batch."""
+    out = adata.copy()
+    out.obs["batch"] = out.obs["patient"].astype(str).map(batch_of).astype(object)
+    return out
+
+
+@pytest.fixture(scope="module")
+def balanced_batches(cohort):
+    """Two batches, each with two non-responders and two responders."""
+    response = cohort.obs.groupby("patient", observed=True)["response"].first().astype(str)
+    batch_of = {}
+    for group in (NON_RESPONDER, RESPONDER):
+        for i, patient in enumerate(sorted(response.index[response == group])):
+            batch_of[patient] = "b1" if i < 2 else "b2"
+    return batch_of
+
+
+def test_counts_with_a_covariate_match_pydeseq2_run_by_hand(cohort, balanced_batches):
+    from pydeseq2.dds import DeseqDataSet
+    from pydeseq2.default_inference import DefaultInference
+    from pydeseq2.ds import DeseqStats
+
+    adata = with_batch(cohort, balanced_batches)
+    samples, matrices = resistance.pseudobulk(adata, value_type="counts", covariate_key="batch")
+    assert (samples.loc[samples["kept"], "covariate"].isin(["b1", "b2"])).all()
+    de = resistance.differential_expression(only(matrices), value_type="counts", covariate="batch")
+    assert (de["design"] == "~ batch + response").all() and de["testable"].all()
+
+    counts = pd.DataFrame(
+        sparse.csr_matrix(adata.layers["counts"]).toarray(),
+        index=adata.obs_names,
+        columns=adata.var_names,
+    )
+    bulk = counts.groupby(adata.obs["patient"].astype(str).to_numpy()).sum()
+    bulk = pd.DataFrame(
+        np.ascontiguousarray(bulk.to_numpy()), index=bulk.index, columns=bulk.columns
+    )
+    response = adata.obs.groupby("patient", observed=True)["response"].first().astype(str)
+    metadata = pd.DataFrame(
+        {
+            "batch": [balanced_batches[p] for p in bulk.index],
+            "response": response.loc[bulk.index].to_numpy(),
+        },
+        index=bulk.index,
+    )
+    keep = ((bulk >= 10).sum() >= 4) & (bulk.sum() >= 15)
+    inference = DefaultInference(n_cpus=1)
+    dds = DeseqDataSet(
+        counts=bulk.loc[:, keep].round().astype(int),
+        metadata=metadata,
+        design="~batch + response",
+        inference=inference,
+        quiet=True,
+    )
+    dds.deseq2()
+    result = DeseqStats(
+        dds,
+        contrast=["response", NON_RESPONDER, RESPONDER],
+        inference=inference,
+        independent_filter=False,
+        quiet=True,
+    )
+    result.summary()
+    hand = result.results_df
+    ours = de.set_index("gene").loc[hand.index]
+    np.testing.assert_allclose(ours["log2_fold_change"], hand["log2FoldChange"], rtol=1e-6)
+    np.testing.assert_allclose(ours["lfc_se"], hand["lfcSE"], rtol=1e-6)
+    np.testing.assert_allclose(ours["p_value"], hand["pvalue"], rtol=1e-6)
+    # the covariate is in the model: the fit differs from ~ response
+    plain = resistance.differential_expression(only(matrices), value_type="counts")
+    assert (plain["design"] == "~ response").all()
+    merged = plain.set_index("gene").loc[hand.index]
+    assert not np.allclose(merged["lfc_se"], ours["lfc_se"], rtol=1e-3)
+
+
+def test_a_covariate_absorbs_a_batch_shift_the_plain_design_calls(cohort):
+    # three of the four non-responders in batch b2, where 40 unplanted genes have 4x the
+    # counts: ~ response calls the batch a response effect, ~ batch + response does not
+    response = cohort.obs.groupby("patient", observed=True)["response"].first().astype(str)
+    nr = sorted(response.index[response == NON_RESPONDER])
+    batch_of = {p: "b2" if p in nr[:3] else "b1" for p in response.index}
+    adata = with_batch(cohort, batch_of)
+    counts = sparse.csr_matrix(adata.layers["counts"]).toarray()
+    rng = np.random.default_rng(0)
+    unplanted = (adata.var["true_response_log2fc"] == 0).to_numpy() & (counts.sum(0) > 500)
+    shifted = rng.choice(np.flatnonzero(unplanted), 40, replace=False)
+    in_b2 = (adata.obs["batch"] == "b2").to_numpy()
+    counts[np.ix_(in_b2, shifted)] = rng.poisson(counts[np.ix_(in_b2, shifted)] * 4.0)
+    adata.layers["counts"] = sparse.csr_matrix(counts)
+    _, matrices = resistance.pseudobulk(adata, value_type="counts", covariate_key="batch")
+    genes = set(adata.var_names[shifted])
+    plain = resistance.differential_expression(only(matrices), value_type="counts")
+    adjusted = resistance.differential_expression(
+        only(matrices), value_type="counts", covariate="batch"
+    )
+    called = {
+        name: set(t.loc[(t["q_value"] < 0.05) & t["gene"].isin(genes), "gene"])
+        for name, t in (("plain", plain), ("adjusted", adjusted))
+    }
+    assert len(called["plain"]) >= 20 and len(called["adjusted"]) <= 2, called
+
+
+def test_log_data_with_a_covariate_use_least_squares_as_statsmodels(cohort, balanced_batches):
+    import statsmodels.formula.api as smf
+
+    log = with_batch(cohort, balanced_batches)
+    counts = sparse.csr_matrix(log.layers["counts"]).toarray()
+    log.X = sparse.csr_matrix(np.log2(counts / counts.sum(1, keepdims=True) * 1e6 + 1))
+    del log.layers["counts"]
+    _, matrices = resistance.pseudobulk(log, value_type="log_tpm", covariate_key="batch")
+    de = resistance.differential_expression(only(matrices), value_type="log_tpm", covariate="batch")
+    assert (de["method"] == resistance.METHOD_OLS).all()
+    assert (de["design"] == "~ batch + response").all()
+    matrix = matrices[ALL_CD8]
+    frame = pd.DataFrame(
+        {
+            "batch": matrix.attrs["covariate"],
+            "nr": [r == NON_RESPONDER for r in matrix.attrs["response"]],
+        }
+    )
+    for gene in de["gene"].iloc[[0, 5, 50]]:
+        frame["y"] = matrix[gene].to_numpy()
+        fit = smf.ols("y ~ C(batch) + nr", data=frame).fit()
+        row = de.set_index("gene").loc[gene]
+        assert row["log2_fold_change"] == pytest.approx(fit.params["nr[T.True]"], rel=1e-9)
+        assert row["lfc_se"] == pytest.approx(fit.bse["nr[T.True]"], rel=1e-9)
+        assert row["p_value"] == pytest.approx(fit.pvalues["nr[T.True]"], rel=1e-9)
+    with pytest.raises(ValueError, match="rank test.*cannot carry"):
+        resistance.differential_expression(
+            only(matrices),
+            value_type="log_tpm",
+            covariate="batch",
+            log_method="mann_whitney",
+            dataset="GSE_X",
+        )
+
+
+def test_a_covariate_confounded_with_response_leaves_the_state_untested(cohort):
+    response = cohort.obs.groupby("patient", observed=True)["response"].first().astype(str)
+    adata = with_batch(
+        cohort, {p: "pre" if r == NON_RESPONDER else "post" for p, r in response.items()}
+    )
+    _, matrices = resistance.pseudobulk(adata, value_type="counts", covariate_key="batch")
+    de = resistance.differential_expression(
+        only(matrices), value_type="counts", covariate="batch", dataset="GSE_X"
+    )
+    assert len(de) == 1 and not de["testable"].iloc[0]
+    reason = de["reason"].iloc[0]
+    assert "confounded with response" in reason and "GSE_X" in reason
+    assert "config/datasets/GSE_X.yaml" in reason and "remove design_covariate" in reason
+    assert de["design"].iloc[0] == "~ batch + response"
+
+
+def test_a_constant_covariate_drops_out_and_says_so(cohort):
+    adata = with_batch(cohort, {p: "b1" for p in cohort.obs["patient"].astype(str).unique()})
+    _, matrices = resistance.pseudobulk(adata, value_type="counts", covariate_key="batch")
+    de = resistance.differential_expression(only(matrices), value_type="counts", covariate="batch")
+    assert de["design"].str.startswith("~ response (batch is b1").all()
+    plain = resistance.differential_expression(only(matrices), value_type="counts")
+    np.testing.assert_allclose(de["p_value"], plain["p_value"])
+
+
+def test_a_covariate_that_varies_inside_a_pooled_sample_is_refused(cohort):
+    adata = cohort.copy()
+    adata.obs["batch"] = np.where(np.arange(adata.n_obs) % 2 == 0, "b1", "b2")
+    problem = resistance.covariate_problem(adata.obs, covariate="batch")
+    assert "takes 2 values" in problem and "constant per patient and timepoint" in problem
+    with pytest.raises(ValueError, match="takes 2 values"):
+        resistance.pseudobulk(adata, value_type="counts", covariate_key="batch")
+    assert "not a column" in resistance.covariate_problem(adata.obs, covariate="nope")
+    assert resistance.covariate_problem(adata.obs, covariate="timepoint") == ""

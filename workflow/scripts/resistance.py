@@ -15,9 +15,27 @@ def main(snakemake):
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     value_type = meta.get("value_type")
     if value_type == "counts" and "counts" not in adata.layers:
-        raise InputDataError("count data without layers['counts'] (raw counts)", dataset=dataset,
-                             path=path)
+        raise InputDataError(
+            "count data without layers['counts'] (raw counts)", dataset=dataset, path=path
+        )
     params = snakemake.params.resistance
+    covariate = snakemake.params.design_covariate or None
+    fix = (
+        f"name an obs column of the cells (e.g. timepoint, tissue, or a batch column the "
+        f"reader kept) as design_covariate in config/datasets/{dataset}.yaml, or remove it"
+    )
+    problem = resistance.covariate_problem(adata.obs, covariate=covariate) if covariate else ""
+    if problem:
+        raise InputDataError(f"{problem}; {fix}", dataset=dataset, path=path)
+    if covariate is not None and params["log_method"] != "welch" and value_type != "counts":
+        raise InputDataError(
+            f"log_method {params['log_method']!r} (a rank test) cannot carry "
+            f"design_covariate {covariate!r}; set resistance.log_method: welch "
+            "(least squares with the covariate then runs) or remove "
+            "design_covariate from the dataset config",
+            dataset=dataset,
+            path=path,
+        )
     programs = signatures.load_programs(
         meta.get("organism"), extra=snakemake.params.extra_file or None
     )
@@ -34,6 +52,8 @@ def main(snakemake):
         log_method=params["log_method"],
         min_program_genes=params["min_program_genes"],
         n_cpus=snakemake.threads,
+        covariate=covariate,
+        dataset=dataset,
     )
     for name, table in tables.items():
         write_tsv(table, getattr(snakemake.output, name))

@@ -5,11 +5,25 @@ timepoint in one state (all CD8 cells, Tpex, Tex_int, Tex_term by the per-cell c
 ``obs["cell_state"]``) are pooled into one pseudobulk sample,
 
 - count data (``layers["counts"]``): the raw counts summed, then a negative-binomial GLM,
-  design ``~ response``, from pydeseq2 (DESeq2's Wald test; log2 fold change non-responders over
+  design ``~ response`` (``~ covariate + response`` where the dataset config names a
+  ``design_covariate``), from pydeseq2 (DESeq2's Wald test; log2 fold change non-responders over
   responders, its standard error, BH across the genes tested);
 - TPM or log data (``value_type`` tpm / log_tpm / lognorm), which cannot go into a count model:
   the per-patient mean of log2 expression, compared by Welch's t (or Mann-Whitney) across
-  patients, BH across genes; the log2 fold change is the difference of the group means.
+  patients, BH across genes; the log2 fold change is the difference of the group means. With a
+  design covariate: ordinary least squares per gene on the same patient means, design
+  ``~ covariate + response``, the t of the response coefficient (n - p degrees of freedom).
+  Welch's t and a rank test cannot carry a covariate; limma-trend's moderated t (Smyth 2004)
+  could, but needs limma's empirical-Bayes prior, which no maintained Python library of this
+  environment provides, so the unmoderated linear model runs and the table says so.
+
+The design covariate is categorical (timepoint, batch, tissue: an ``obs`` column) and must be
+constant within a pseudobulk sample. Each patient keeps one sample per state (the timepoint
+with most cells), so a ``timepoint`` covariate is the timepoint of each patient's kept sample:
+it adjusts for patients sampled before vs on treatment, it is not a paired (within-patient)
+comparison. A covariate constant over a state's samples drops out (the table's ``design`` says
+so); one confounded with response (each value holding one response group) leaves the response
+effect inestimable: that state is not tested and its row says why and how to fix it.
 
 Minimums follow decoupler's pseudobulk guidance (``get_pseudobulk`` min_cells 10, min_counts
 1000; ``filter_by_expr``, edgeR's filterByExpr: a gene needs >= 10 counts in as many samples as
@@ -54,17 +68,50 @@ LOG2_FACTOR = {"log_tpm": 1.0, "tpm": 1.0 / np.log(2.0), "lognorm": 1.0 / np.log
 METHOD_DESEQ2 = "pydeseq2_wald_nb_glm"
 METHOD_WELCH = "welch_t_patient_mean_log2"
 METHOD_MANN_WHITNEY = "mann_whitney_patient_mean_log2"
+METHOD_OLS = "ols_t_patient_mean_log2"
+DESIGN_RESPONSE = "~ response"
 
 SAMPLE_COLUMNS = [
-    "patient", "timepoint", "state", "response", "n_cells", "total_counts", "kept", "why_not",
+    "patient",
+    "timepoint",
+    "state",
+    "response",
+    "n_cells",
+    "total_counts",
+    "kept",
+    "why_not",
+    "covariate",
 ]
 DE_COLUMNS = [
-    "gene", "state", "log2_fold_change", "lfc_se", "statistic", "p_value", "q_value",
-    "n_non_responders", "n_responders", "mean_expression", "method", "testable", "reason",
+    "gene",
+    "state",
+    "log2_fold_change",
+    "lfc_se",
+    "statistic",
+    "p_value",
+    "q_value",
+    "n_non_responders",
+    "n_responders",
+    "mean_expression",
+    "method",
+    "testable",
+    "reason",
+    "design",
 ]
 PROGRAM_COLUMNS = [
-    "state", "program", "n_genes", "n_genes_tested", "slope", "t", "p_value", "q_value",
-    "method", "de_method", "testable", "reason", "note",
+    "state",
+    "program",
+    "n_genes",
+    "n_genes_tested",
+    "slope",
+    "t",
+    "p_value",
+    "q_value",
+    "method",
+    "de_method",
+    "testable",
+    "reason",
+    "note",
 ]
 
 
@@ -81,6 +128,58 @@ def _state_masks(obs: pd.DataFrame, *, state_key: str) -> dict[str, np.ndarray]:
     return masks
 
 
+def covariate_problem(
+    obs: pd.DataFrame,
+    *,
+    covariate: str,
+    patient_key: str = "patient",
+    timepoint_key: str = "timepoint",
+) -> str:
+    """Why `covariate` cannot be a design covariate of the pseudobulk samples ("" if it can).
+
+    Parameters
+    ----------
+    obs
+        The cells' annotations.
+    covariate
+        The ``obs`` column named as design covariate.
+    patient_key, timepoint_key
+        The columns a pseudobulk sample pools over (one patient, one timepoint).
+
+    Returns
+    -------
+    "" when `covariate` is a column with one value among the cells of each patient and
+    timepoint; else the problem (not a column; several values inside a pooled sample).
+    """
+    if covariate in (patient_key, "response"):
+        return f"design covariate {covariate!r} is what the design compares or pools over"
+    if covariate not in obs:
+        return f"design covariate {covariate!r} is not a column of the cells' obs"
+    frame = pd.DataFrame(
+        {
+            "patient": _text(obs[patient_key]) if patient_key in obs else np.nan,
+            "timepoint": (
+                _text(obs[timepoint_key])
+                if timepoint_key in obs
+                else pd.Series(np.nan, index=obs.index)
+            ).fillna("NA"),
+            "value": _text(obs[covariate]),
+        }
+    ).dropna(subset=["patient", "value"])
+    counts = frame.groupby(["patient", "timepoint"])["value"].nunique()
+    mixed = counts[counts > 1]
+    if mixed.empty:
+        return ""
+    (patient, timepoint) = mixed.index[0]
+    values = frame.loc[(frame["patient"] == patient) & (frame["timepoint"] == timepoint), "value"]
+    return (
+        f"design covariate {covariate!r} takes {int(mixed.iloc[0])} values "
+        f"({', '.join(sorted(values.unique())[:4])}) among the cells of patient {patient}, "
+        f"timepoint {timepoint} ({len(mixed)} such sample(s)): a pseudobulk sample pools "
+        "them and needs one value; name a covariate constant per patient and timepoint"
+    )
+
+
 def pseudobulk(
     adata: ad.AnnData,
     *,
@@ -91,6 +190,7 @@ def pseudobulk(
     timepoint_key: str = "timepoint",
     min_cells: int = 10,
     min_counts: int = 1000,
+    covariate_key: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Pool the cells of each patient, timepoint and state into pseudobulk samples.
 
@@ -110,6 +210,10 @@ def pseudobulk(
         Cells a pseudobulk sample needs to be kept.
     min_counts
         Total counts a pseudobulk sample of count data needs to be kept (not used for log data).
+    covariate_key
+        A categorical ``obs`` column of the design (the dataset's ``design_covariate``): its
+        value per sample is recorded (``covariate``; ``attrs["covariate"]`` of the matrices); a
+        sample without one is not kept. None: no covariate.
 
     Returns
     -------
@@ -117,19 +221,35 @@ def pseudobulk(
     why not) and, per state, the kept samples' matrix (rows ``patient|timepoint``, genes as
     columns). A patient keeps one sample per state: when several timepoints pass, the one with
     most cells (the patient is the unit; the others say so).
+
+    Raises
+    ------
+    ValueError
+        `covariate_key` is not a column of ``obs``, or takes several values among the cells
+        of one patient and timepoint (a pooled sample has one value).
     """
     counts = value_type in COUNT_VALUE_TYPES
     if counts and "counts" not in adata.layers:
         raise ValueError("pseudobulk of count data needs layers['counts'] (raw counts)")
     if not counts and value_type not in LOG2_FACTOR:
-        raise ValueError(f"value_type {value_type!r} is not one of counts, {', '.join(LOG2_FACTOR)}")
+        raise ValueError(
+            f"value_type {value_type!r} is not one of counts, {', '.join(LOG2_FACTOR)}"
+        )
     matrix = adata.layers["counts"] if counts else adata.X
     matrix = sparse.csr_matrix(matrix, dtype=np.float64)
     obs = adata.obs
     patients = _text(obs[patient_key]) if patient_key in obs else pd.Series(np.nan, index=obs.index)
-    timepoints = (_text(obs[timepoint_key]) if timepoint_key in obs
-                  else pd.Series(np.nan, index=obs.index)).fillna("NA")
+    timepoints = (
+        _text(obs[timepoint_key]) if timepoint_key in obs else pd.Series(np.nan, index=obs.index)
+    ).fillna("NA")
     labels, _ = patient_response(obs, patient_key=patient_key, response_key=response_key)
+    if covariate_key is not None:
+        problem = covariate_problem(
+            obs, covariate=covariate_key, patient_key=patient_key, timepoint_key=timepoint_key
+        )
+        if problem:
+            raise ValueError(problem)
+    covariate = _text(obs[covariate_key]) if covariate_key is not None else None
     rows, matrices = [], {}
     for state, mask in _state_masks(obs, state_key=state_key).items():
         groups = pd.DataFrame({"patient": patients, "timepoint": timepoints})[mask].dropna()
@@ -140,6 +260,10 @@ def pseudobulk(
             n_cells = len(positions)
             total = float(values.sum()) if counts else np.nan
             response = labels.get(patient, np.nan)
+            value = np.nan
+            if covariate is not None:
+                seen = covariate.iloc[positions].dropna().unique()
+                value = seen[0] if len(seen) else np.nan
             why = []
             if n_cells < min_cells:
                 why.append(f"{n_cells} cells < {min_cells}")
@@ -147,12 +271,25 @@ def pseudobulk(
                 why.append(f"{total:.0f} counts < {min_counts}")
             if response not in (RESPONDER, NON_RESPONDER):
                 why.append("no single response label for this patient")
-            row = {"patient": patient, "timepoint": timepoint, "state": state, "response": response,
-                       "n_cells": n_cells, "total_counts": total, "kept": not why, "why_not": "; ".join(why)}
+            if covariate is not None and pd.isna(value):
+                why.append(f"no {covariate_key} value (the design covariate)")
+            row = {
+                "patient": patient,
+                "timepoint": timepoint,
+                "state": state,
+                "response": response,
+                "n_cells": n_cells,
+                "total_counts": total,
+                "kept": not why,
+                "why_not": "; ".join(why),
+                "covariate": value,
+            }
             rows.append(row)
             if not why:
                 kept_rows.append(len(rows) - 1)
-                sums[len(rows) - 1] = values if counts else values / n_cells * LOG2_FACTOR[value_type]
+                sums[len(rows) - 1] = (
+                    values if counts else values / n_cells * LOG2_FACTOR[value_type]
+                )
         # one sample per patient: the timepoint with most cells
         best: dict[str, int] = {}
         for i in kept_rows:
@@ -162,8 +299,10 @@ def pseudobulk(
         for i in kept_rows:
             if best[rows[i]["patient"]] != i:
                 rows[i]["kept"] = False
-                rows[i]["why_not"] = ("another timepoint of this patient has more cells "
-                                      "(one sample per patient: patients are the unit)")
+                rows[i]["why_not"] = (
+                    "another timepoint of this patient has more cells "
+                    "(one sample per patient: patients are the unit)"
+                )
         chosen = sorted(best.values(), key=lambda i: rows[i]["patient"])
         matrices[state] = pd.DataFrame(
             np.vstack([sums[i] for i in chosen]) if chosen else np.empty((0, adata.n_vars)),
@@ -171,19 +310,35 @@ def pseudobulk(
             columns=adata.var_names.astype(str),
         )
         matrices[state].attrs["response"] = [rows[i]["response"] for i in chosen]
+        if covariate is not None:
+            matrices[state].attrs["covariate"] = [rows[i]["covariate"] for i in chosen]
     table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
     return table, matrices
 
 
-def _not_testable(state: str, reason: str, *, n_nr: int, n_r: int, method: str) -> pd.DataFrame:
+def _not_testable(
+    state: str, reason: str, *, n_nr: int, n_r: int, method: str, design: str = DESIGN_RESPONSE
+) -> pd.DataFrame:
     row = {column: np.nan for column in DE_COLUMNS}
-    row.update(state=state, n_non_responders=n_nr, n_responders=n_r, method=method,
-               testable=False, reason=reason, gene="")
+    row.update(
+        state=state,
+        n_non_responders=n_nr,
+        n_responders=n_r,
+        method=method,
+        testable=False,
+        reason=reason,
+        gene="",
+        design=design,
+    )
     return pd.DataFrame([row], columns=DE_COLUMNS)
 
 
 def expressed_genes(
-    matrix: pd.DataFrame, response: Sequence[str], *, counts: bool, min_count: int = 10,
+    matrix: pd.DataFrame,
+    response: Sequence[str],
+    *,
+    counts: bool,
+    min_count: int = 10,
     min_total_count: int = 15,
 ) -> np.ndarray:
     """Genes expressed in enough pseudobulk samples (edgeR's filterByExpr, simplified).
@@ -196,34 +351,62 @@ def expressed_genes(
     n_min = int(min((response == NON_RESPONDER).sum(), (response == RESPONDER).sum()))
     values = matrix.to_numpy()
     if counts:
-        return ((values >= min_count).sum(axis=0) >= n_min) & (values.sum(axis=0) >= min_total_count)
+        return ((values >= min_count).sum(axis=0) >= n_min) & (
+            values.sum(axis=0) >= min_total_count
+        )
     return (values > 0).sum(axis=0) >= n_min
 
 
-def _deseq2(matrix: pd.DataFrame, response: Sequence[str], *, n_cpus: int) -> pd.DataFrame:
-    """pydeseq2 on pseudobulk counts, design ~ response, non-responders over responders."""
+def _deseq2(
+    matrix: pd.DataFrame,
+    response: Sequence[str],
+    *,
+    n_cpus: int,
+    covariate: tuple[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """pydeseq2 on pseudobulk counts, design ~ response (or ~ covariate + response when
+    `covariate` is (name, values)), non-responders over responders."""
     from pydeseq2.dds import DeseqDataSet
     from pydeseq2.default_inference import DefaultInference
     from pydeseq2.ds import DeseqStats
 
     inference = DefaultInference(n_cpus=n_cpus)
     metadata = pd.DataFrame({"response": list(response)}, index=matrix.index)
+    design = "~response"
+    if covariate is not None:
+        name, values = covariate
+        metadata.insert(0, name, [str(v) for v in values])
+        design = f"~{name} + response"
     # C order, as a DataFrame built row by row: pydeseq2's iterative fits end ~1% apart in the
     # standard errors on the same counts held column-major (measured; tests/unit/test_resistance)
-    counts = pd.DataFrame(np.ascontiguousarray(matrix.round().to_numpy(dtype=np.int64)),
-                          index=matrix.index, columns=matrix.columns)
-    dds = DeseqDataSet(counts=counts, metadata=metadata, design="~response",
-                       inference=inference, quiet=True)
+    counts = pd.DataFrame(
+        np.ascontiguousarray(matrix.round().to_numpy(dtype=np.int64)),
+        index=matrix.index,
+        columns=matrix.columns,
+    )
+    dds = DeseqDataSet(
+        counts=counts, metadata=metadata, design=design, inference=inference, quiet=True
+    )
     dds.deseq2()
-    result = DeseqStats(dds, contrast=["response", NON_RESPONDER, RESPONDER], inference=inference,
-                        independent_filter=False, quiet=True)
+    result = DeseqStats(
+        dds,
+        contrast=["response", NON_RESPONDER, RESPONDER],
+        inference=inference,
+        independent_filter=False,
+        quiet=True,
+    )
     result.summary()
     frame = result.results_df
-    return pd.DataFrame({
-        "gene": frame.index.astype(str), "log2_fold_change": frame["log2FoldChange"].to_numpy(),
-        "lfc_se": frame["lfcSE"].to_numpy(), "statistic": frame["stat"].to_numpy(),
-        "p_value": frame["pvalue"].to_numpy(), "mean_expression": frame["baseMean"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "gene": frame.index.astype(str),
+            "log2_fold_change": frame["log2FoldChange"].to_numpy(),
+            "lfc_se": frame["lfcSE"].to_numpy(),
+            "statistic": frame["stat"].to_numpy(),
+            "p_value": frame["pvalue"].to_numpy(),
+            "mean_expression": frame["baseMean"].to_numpy(),
+        }
+    )
 
 
 def _log_test(matrix: pd.DataFrame, response: Sequence[str], *, method: str) -> pd.DataFrame:
@@ -240,10 +423,89 @@ def _log_test(matrix: pd.DataFrame, response: Sequence[str], *, method: str) -> 
     else:
         test = stats.mannwhitneyu(x, y, axis=0, alternative="two-sided")
         statistic, p = test.statistic, test.pvalue
-    return pd.DataFrame({
-        "gene": matrix.columns.astype(str), "log2_fold_change": diff, "lfc_se": se,
-        "statistic": statistic, "p_value": p, "mean_expression": matrix.to_numpy().mean(axis=0),
-    })
+    return pd.DataFrame(
+        {
+            "gene": matrix.columns.astype(str),
+            "log2_fold_change": diff,
+            "lfc_se": se,
+            "statistic": statistic,
+            "p_value": p,
+            "mean_expression": matrix.to_numpy().mean(axis=0),
+        }
+    )
+
+
+def _ols_test(
+    matrix: pd.DataFrame, response: Sequence[str], covariate: Sequence[str]
+) -> pd.DataFrame:
+    """Per gene, least squares of per-patient mean log2 on ~ covariate + response (treatment
+    coding, responders and the covariate's first level as reference); the response
+    coefficient, its standard error, t and two-sided p on n - p degrees of freedom."""
+    design = _design_matrix(response, covariate)
+    y = matrix.to_numpy(float)
+    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    dof = design.shape[0] - rank
+    residual = y - design @ coef
+    sigma2 = (residual**2).sum(axis=0) / dof
+    unscaled = np.linalg.inv(design.T @ design)[-1, -1]
+    se = np.sqrt(sigma2 * unscaled)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = coef[-1] / se
+    p = 2 * stats.t.sf(np.abs(t), dof)
+    return pd.DataFrame(
+        {
+            "gene": matrix.columns.astype(str),
+            "log2_fold_change": coef[-1],
+            "lfc_se": se,
+            "statistic": t,
+            "p_value": p,
+            "mean_expression": y.mean(axis=0),
+        }
+    )
+
+
+def _design_matrix(response: Sequence[str], covariate: Sequence[str]) -> np.ndarray:
+    """Intercept, the covariate's levels but the first (sorted), non-responder indicator."""
+    covariate = np.asarray([str(v) for v in covariate])
+    levels = sorted(set(covariate))
+    columns = [np.ones(len(covariate))]
+    columns += [(covariate == level).astype(float) for level in levels[1:]]
+    columns.append((np.asarray(response) == NON_RESPONDER).astype(float))
+    return np.column_stack(columns)
+
+
+def design_problem(response: Sequence[str], covariate: Sequence[str], *, name: str) -> str:
+    """Why ``~ covariate + response`` cannot estimate the response effect ("" when it can).
+
+    Parameters
+    ----------
+    response
+        The samples' response labels.
+    covariate
+        The samples' covariate values.
+    name
+        The covariate's name, for the message.
+
+    Returns
+    -------
+    "" when the design has full rank and at least one residual degree of freedom; else what
+    is wrong (the covariate confounded with response, or too few samples for its levels).
+    """
+    design = _design_matrix(response, covariate)
+    rank = np.linalg.matrix_rank(design)
+    if rank < design.shape[1]:
+        groups = pd.Series(list(response)).groupby(pd.Series([str(v) for v in covariate]))
+        layout = "; ".join(f"{level}: {', '.join(sorted(set(g)))}" for level, g in groups)
+        return (
+            f"design covariate {name!r} is confounded with response (each value holds one "
+            f"response group: {layout}), so the response effect cannot be told from it"
+        )
+    if design.shape[0] <= rank:
+        return (
+            f"{design.shape[0]} samples for {rank} coefficients of ~ {name} + response: no "
+            "residual degree of freedom"
+        )
+    return ""
 
 
 def differential_expression(
@@ -256,6 +518,8 @@ def differential_expression(
     log_method: str = "welch",
     n_cpus: int = 1,
     skip_reason: str = "",
+    covariate: str | None = None,
+    dataset: str = "",
 ) -> pd.DataFrame:
     """Non-responders vs responders per state, patients as the unit.
 
@@ -277,42 +541,134 @@ def differential_expression(
     skip_reason
         Why responders cannot be compared at all (`texflow.stats.response_skip_reason`, e.g. no
         response labels): every state's row says so.
+    covariate
+        The design covariate's name (the dataset's ``design_covariate``); the matrices carry its
+        values (``attrs["covariate"]``, `pseudobulk` with ``covariate_key``). Counts: pydeseq2
+        with ``~ covariate + response``; log data: least squares on the same design
+        (`METHOD_OLS`). None: ``~ response``.
+    dataset
+        The dataset's id, named in a reason (a confounded covariate).
 
     Returns
     -------
-    `DE_COLUMNS`, one row per tested gene and state, BH across the genes of a state; a state
-    that cannot be tested gets one row with ``testable`` False and the reason.
+    `DE_COLUMNS`, one row per tested gene and state, BH across the genes of a state, the
+    ``design`` used; a state that cannot be tested gets one row with ``testable`` False and
+    the reason.
+
+    Raises
+    ------
+    ValueError
+        A covariate with ``log_method`` mann_whitney (a rank test cannot carry one).
     """
     counts = value_type in COUNT_VALUE_TYPES
-    method = METHOD_DESEQ2 if counts else (METHOD_WELCH if log_method == "welch" else METHOD_MANN_WHITNEY)
+    if covariate is not None and not counts and log_method != "welch":
+        raise ValueError(
+            f"dataset {dataset or '?'}: log_method {log_method!r} (a rank test) cannot carry the "
+            f"design covariate {covariate!r}; set resistance.log_method to welch (least squares "
+            "with the covariate then runs) or remove design_covariate from the dataset config"
+        )
+    if counts:
+        method = METHOD_DESEQ2
+    elif covariate is not None:
+        method = METHOD_OLS
+    else:
+        method = METHOD_WELCH if log_method == "welch" else METHOD_MANN_WHITNEY
     parts = []
     for state, matrix in matrices.items():
         response = list(matrix.attrs.get("response", []))
         n_nr, n_r = response.count(NON_RESPONDER), response.count(RESPONDER)
+        design, values = DESIGN_RESPONSE, None
+        if covariate is not None:
+            values = list(matrix.attrs.get("covariate", []))
+            design = f"~ {covariate} + response"
+            if len(values) != len(response):
+                raise ValueError(
+                    f"the {state} matrix carries no {covariate!r} values: "
+                    "pseudobulk(covariate_key=...) records them"
+                )
+            if len(set(map(str, values))) == 1:
+                design = f"{DESIGN_RESPONSE} ({covariate} is {values[0]} in every {state} sample)"
+                values = None
+        state_method = METHOD_WELCH if method == METHOD_OLS and values is None else method
         if skip_reason:
-            parts.append(_not_testable(state, f"not testable: {skip_reason}", n_nr=n_nr, n_r=n_r,
-                                       method=method))
+            parts.append(
+                _not_testable(
+                    state,
+                    f"not testable: {skip_reason}",
+                    n_nr=n_nr,
+                    n_r=n_r,
+                    method=state_method,
+                    design=design,
+                )
+            )
             continue
         if min(n_nr, n_r) < min_patients_per_group:
-            reason = (f"not testable: {n_nr} non-responder and {n_r} responder patient(s) with a "
-                      f"kept {state} pseudobulk sample, >= {min_patients_per_group} of each needed")
-            parts.append(_not_testable(state, reason, n_nr=n_nr, n_r=n_r, method=method))
+            reason = (
+                f"not testable: {n_nr} non-responder and {n_r} responder patient(s) with a "
+                f"kept {state} pseudobulk sample, >= {min_patients_per_group} of each needed"
+            )
+            parts.append(
+                _not_testable(state, reason, n_nr=n_nr, n_r=n_r, method=state_method, design=design)
+            )
             continue
-        keep = expressed_genes(matrix, response, counts=counts, min_count=min_gene_count,
-                               min_total_count=min_gene_total_count)
+        problem = design_problem(response, values, name=covariate) if values is not None else ""
+        if problem:
+            reason = (
+                f"not testable: {problem} in {state} of dataset {dataset or '?'}; remove "
+                f"design_covariate from the dataset config (config/datasets/"
+                f"{dataset or '<dataset>'}.yaml) or name a covariate that varies within "
+                "the response groups"
+            )
+            parts.append(
+                _not_testable(state, reason, n_nr=n_nr, n_r=n_r, method=state_method, design=design)
+            )
+            logger.warning("%s", reason)
+            continue
+        keep = expressed_genes(
+            matrix,
+            response,
+            counts=counts,
+            min_count=min_gene_count,
+            min_total_count=min_gene_total_count,
+        )
         if keep.sum() < 2:
-            parts.append(_not_testable(state, f"not testable: {int(keep.sum())} gene(s) pass the "
-                                       "expression filter", n_nr=n_nr, n_r=n_r, method=method))
+            parts.append(
+                _not_testable(
+                    state,
+                    f"not testable: {int(keep.sum())} gene(s) pass the expression filter",
+                    n_nr=n_nr,
+                    n_r=n_r,
+                    method=state_method,
+                    design=design,
+                )
+            )
             continue
         sub = matrix.loc[:, keep]
-        table = _deseq2(sub, response, n_cpus=n_cpus) if counts else _log_test(sub, response, method=log_method)
+        if counts:
+            table = _deseq2(
+                sub,
+                response,
+                n_cpus=n_cpus,
+                covariate=(covariate, values) if values is not None else None,
+            )
+        elif values is not None:
+            table = _ols_test(sub, response, values)
+        else:
+            table = _log_test(sub, response, method=log_method)
         table["q_value"] = bh_adjust(table["p_value"])
-        table["state"], table["method"] = state, method
+        table["state"], table["method"], table["design"] = state, state_method, design
         table["n_non_responders"], table["n_responders"] = n_nr, n_r
         table["testable"], table["reason"] = True, ""
         parts.append(table.sort_values("p_value", na_position="last")[DE_COLUMNS])
-        logger.info("%s: %d genes tested by %s (%d non-responders, %d responders)", state,
-                    len(table), method, n_nr, n_r)
+        logger.info(
+            "%s: %d genes tested by %s, %s (%d non-responders, %d responders)",
+            state,
+            len(table),
+            state_method,
+            design,
+            n_nr,
+            n_r,
+        )
     return pd.concat(parts, ignore_index=True)[DE_COLUMNS]
 
 
@@ -358,8 +714,12 @@ def score_programs(
         nets[name] = pd.Series({**{g: -1.0 for g in program.down}, **{g: 1.0 for g in program.up}})
     for name, (plus, minus) in (combined or {}).items():
         if plus in programs and minus in programs:
-            nets[name] = pd.Series({**{g: -1.0 for g in programs[minus].genes},
-                                    **{g: 1.0 for g in programs[plus].genes}})
+            nets[name] = pd.Series(
+                {
+                    **{g: -1.0 for g in programs[minus].genes},
+                    **{g: 1.0 for g in programs[plus].genes},
+                }
+            )
     rows = []
     for state, table in de.groupby("state", sort=False):
         tested = table[table["testable"].astype(bool)].dropna(subset=["statistic"])
@@ -368,10 +728,20 @@ def score_programs(
         part = []
         for name, net in nets.items():
             n_in = int(net.index.isin(statistic.index).sum())
-            row = {"state": state, "program": name, "n_genes": len(net), "n_genes_tested": n_in,
-                       "slope": np.nan, "t": np.nan, "p_value": np.nan, "method": "ulm", "de_method": de_method,
-                       "testable": False, "reason": "",
-                       "note": POOLED_RESPONSE_CAVEAT if state == ALL_CD8 else ""}
+            row = {
+                "state": state,
+                "program": name,
+                "n_genes": len(net),
+                "n_genes_tested": n_in,
+                "slope": np.nan,
+                "t": np.nan,
+                "p_value": np.nan,
+                "method": "ulm",
+                "de_method": de_method,
+                "testable": False,
+                "reason": "",
+                "note": POOLED_RESPONSE_CAVEAT if state == ALL_CD8 else "",
+            }
             if tested.empty:
                 row["reason"] = str(table["reason"].iloc[0]) or "no gene tested in this state"
             elif n_in < min_genes:
@@ -383,7 +753,11 @@ def score_programs(
         part = pd.DataFrame(part)
         part["q_value"] = bh_adjust(part["p_value"])
         rows.append(part)
-    return pd.concat(rows, ignore_index=True)[PROGRAM_COLUMNS] if rows else pd.DataFrame(columns=PROGRAM_COLUMNS)
+    return (
+        pd.concat(rows, ignore_index=True)[PROGRAM_COLUMNS]
+        if rows
+        else pd.DataFrame(columns=PROGRAM_COLUMNS)
+    )
 
 
 def analyse(
@@ -400,6 +774,8 @@ def analyse(
     log_method: str = "welch",
     min_program_genes: int = 5,
     n_cpus: int = 1,
+    covariate: str | None = None,
+    dataset: str = "",
 ) -> dict[str, pd.DataFrame]:
     """The resistance stage: pseudobulk, differential expression, programs on its statistics.
 
@@ -419,18 +795,33 @@ def analyse(
         Tested genes a program needs for a score.
     n_cpus
         Threads of pydeseq2.
+    covariate
+        The dataset's design covariate (an ``obs`` column) or None (`differential_expression`).
+    dataset
+        The dataset's id, for messages.
 
     Returns
     -------
     Tables ``pseudobulk_samples``, ``resistance_de`` and ``resistance_programs``.
     """
-    samples, matrices = pseudobulk(adata, value_type=value_type, min_cells=min_cells,
-                                   min_counts=min_counts)
+    samples, matrices = pseudobulk(
+        adata,
+        value_type=value_type,
+        min_cells=min_cells,
+        min_counts=min_counts,
+        covariate_key=covariate,
+    )
     de = differential_expression(
-        matrices, value_type=value_type, min_patients_per_group=min_patients_per_group,
-        min_gene_count=min_gene_count, min_gene_total_count=min_gene_total_count,
-        log_method=log_method, n_cpus=n_cpus,
+        matrices,
+        value_type=value_type,
+        min_patients_per_group=min_patients_per_group,
+        min_gene_count=min_gene_count,
+        min_gene_total_count=min_gene_total_count,
+        log_method=log_method,
+        n_cpus=n_cpus,
         skip_reason=response_skip_reason(adata.obs),
+        covariate=covariate,
+        dataset=dataset,
     )
     scores = score_programs(de, programs, combined=combined, min_genes=min_program_genes)
     return {"pseudobulk_samples": samples, "resistance_de": de, "resistance_programs": scores}
