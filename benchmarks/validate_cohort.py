@@ -94,9 +94,9 @@ def run_pipeline(adata, config: dict, *, dataset: str) -> dict[str, pd.DataFrame
         adata,
         programs=selected,
         program_names=params["programs"],
-        **programs.options_from_config(params, config["stats"]),
+        options=programs.options_from_config(params, config["stats"]),
         overwrite_counts=True,
-    )
+    ).tables
     tables["_n_cd8_cells"] = pd.DataFrame({"n": [adata.n_obs]})
     tables["_obs"] = adata.obs
     return tables

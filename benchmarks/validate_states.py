@@ -68,10 +68,10 @@ def run_to_states(adata, config: dict, *, dataset: str):
     organism = adata.uns["texflow"]["organism"]
     # qc.py
     params = qc.QCParams.from_config(config["qc"])
-    adata, _ = qc.run_qc(adata, params=params, dataset=dataset)
+    qc.run_qc(adata, params=params, dataset=dataset)
     adata = qc.passing_cells(adata, min_cells=params.min_cells_out, dataset=dataset)
     # gate.py (simulated data hold every cell type: not cd8_sorted)
-    adata, _ = gating.gate_cd8(
+    gating.gate_cd8(
         adata,
         params=gating.GateParams.from_config(config["gate"]),
         cd8_sorted=False,
@@ -79,17 +79,17 @@ def run_to_states(adata, config: dict, *, dataset: str):
     )
     adata = gating.cd8_cells(adata, dataset=dataset)
     # cluster.py
-    adata, _ = cluster.run_clustering(
+    cluster.run_clustering(
         adata, params=cluster.ClusterParams.from_config(config["cluster"]), dataset=dataset
     )
     # states.py (reads X and annotations only)
-    table, _, _ = states.label_states(
+    table = states.label_states(
         adata,
         organism=organism,
         params=states.StatesParams.from_config(config["states"]),
         extra_programs=config["programs"].get("extra_file") or None,
         dataset=dataset,
-    )
+    ).tables["cluster_states"]
     return adata, table
 
 

@@ -10,14 +10,20 @@ from texflow.errors import InputDataError
 
 
 def _cd8(organism, seed):
-    adata = qc.passing_cells(qc.run_qc(simulated(organism, seed), params=qc.QCParams(doublets=False))[0])
+    adata = simulated(organism, seed)
+    qc.run_qc(adata, params=qc.QCParams(doublets=False))
+    adata = qc.passing_cells(adata)
     keep = (adata.obs["true_is_cd8"] & ~adata.obs["true_doublet"]).to_numpy()
     return adata[keep].copy()
 
 
 @pytest.mark.parametrize("organism,seed", [("human", 0), ("human", 1), ("mouse", 2)])
 def test_clusters_match_true_states(organism, seed):
-    adata, sweep = cluster.run_clustering(_cd8(organism, seed))
+    adata = _cd8(organism, seed)
+    result = cluster.run_clustering(adata)
+    sweep = result.tables["resolution_sweep"]
+    step = "cluster.batch_correction"
+    assert result.notes == {step: adata.uns["texflow"]["skipped"][step]}
     # measured ARI 0.83-0.85 (15 PCs, resolution 1.0); Tex_int is the hard, transitional state
     assert adjusted_rand_score(adata.obs["true_state"], adata.obs["cluster"]) >= 0.8
     assert sweep["chosen"].sum() == 1 and len(sweep) == 6
@@ -29,7 +35,7 @@ def test_clusters_match_true_states(organism, seed):
 
 def test_tiny_dataset_gets_capped_parameters():
     adata = _cd8("mouse", 0)[:40].copy()
-    adata, _ = cluster.run_clustering(adata)
+    cluster.run_clustering(adata)
     used = adata.uns["texflow"]["cluster"]
     assert used["n_neighbors"] <= 8 and used["n_pcs"] <= 15
 

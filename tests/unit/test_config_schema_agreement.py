@@ -101,10 +101,11 @@ def test_programs_and_stats_keys_equal_schema():
     read["stats"] |= subscripted_keys("programs.py", "stats")
     assert read["programs"] == set(properties("programs"))
     assert read["stats"] == set(properties("stats"))
-    assert {keyword for keyword in mapped.values()} <= set(keyword_defaults(programs.analyse))
-    signature = keyword_defaults(programs.analyse)
+    option_defaults = dataclass_defaults(programs.AnalyseOptions)
+    assert set(mapped.values()) == set(option_defaults)
     # stats_seed None = the programs seed; both schema defaults are 0
-    signature["stats_seed"] = signature["seed"] if signature["stats_seed"] is None else None
+    assert option_defaults["stats_seed"] is None
+    option_defaults["stats_seed"] = option_defaults["seed"]
     for stage in ("programs", "stats"):
         for key, default in defaults(stage).items():
             if (stage, key) == ("programs", "extra_file"):
@@ -112,8 +113,11 @@ def test_programs_and_stats_keys_equal_schema():
             if (stage, key) == ("programs", "programs"):
                 assert list(programs.DEFAULT_PROGRAMS) == default
                 continue
-            keyword = programs.ANALYSE_OPTIONS[(stage, key)]
-            assert signature[keyword] == default, f"{stage}.{key}"
+            field = programs.ANALYSE_OPTIONS[(stage, key)]
+            assert option_defaults[field] == default, f"{stage}.{key}"
+    # built from the schema's defaults, the options are the defaults
+    options = programs.options_from_config(defaults("programs"), defaults("stats"))
+    assert options == programs.AnalyseOptions(stats_seed=defaults("stats")["seed"])
 
 
 def test_report_options_equal_schema():

@@ -17,9 +17,10 @@ from tests.qc_fixtures import simulated
 
 @pytest.mark.parametrize("organism,seed", [("human", 0), ("human", 1), ("human", 2), ("mouse", 0), ("mouse", 1), ("mouse", 2)])
 def test_gate_precision_recall(organism, seed):
-    adata, _ = qc.run_qc(simulated(organism, seed))
+    adata = simulated(organism, seed)
+    qc.run_qc(adata)
     adata = qc.passing_cells(adata)
-    adata, table = gating.gate_cd8(adata)
+    table = gating.gate_cd8(adata).tables["gating"]
     obs = adata.obs
     true_positive = (obs["is_cd8"] & obs["true_is_cd8"]).sum()
     # measured precision 0.967-0.979 (misses: doublets with a dominant CD8 parent), recall >= 0.99
@@ -29,17 +30,20 @@ def test_gate_precision_recall(organism, seed):
 
 
 def test_cd8_sorted_skips():
-    adata = qc.passing_cells(qc.run_qc(simulated("human", 0), params=qc.QCParams(doublets=False))[0])
-    adata, table = gating.gate_cd8(adata, cd8_sorted=True)
+    adata = _qc_passed("human", 0)
+    result = gating.gate_cd8(adata, cd8_sorted=True)
+    table = result.tables["gating"]
+    assert result.stage == "gate"
+    assert result.notes == {"gate": adata.uns["texflow"]["skipped"]["gate"]}
     assert adata.obs["is_cd8"].all()
     assert "cd8_sorted" in adata.uns["texflow"]["skipped"]["gate"]
     assert "cd8_sorted" in table["reason"].iloc[0]
 
 
 def test_no_cd8_cells_is_a_clear_error():
-    adata = qc.passing_cells(qc.run_qc(simulated("human", 0), params=qc.QCParams(doublets=False))[0])
+    adata = _qc_passed("human", 0)
     adata = adata[~adata.obs["true_is_cd8"].to_numpy()].copy()
-    adata, table = gating.gate_cd8(adata)
+    table = gating.gate_cd8(adata).tables["gating"]
     # QC ran without doublet removal here, so small clusters of doublets with a CD8 parent may
     # pass the gate (measured, seed 0: 2 clusters, 28 of 1002 cells, 27 with a CD8 parent);
     # no non-CD8 singlet may.
@@ -56,9 +60,9 @@ def test_no_cd8_cells_is_a_clear_error():
 
 
 def _qc_passed(organism="human", seed=0):
-    return qc.passing_cells(
-        qc.run_qc(simulated(organism, seed), params=qc.QCParams(doublets=False))[0]
-    )
+    adata = simulated(organism, seed)
+    qc.run_qc(adata, params=qc.QCParams(doublets=False))
+    return qc.passing_cells(adata)
 
 
 def _without_cd8(adata):
@@ -111,7 +115,7 @@ def test_cd8_sorted_without_cd8_expression_is_refused_with_numbers():
 def test_a_gate_that_passes_removes_old_evidence(tmp_path):
     evidence = gating.evidence_path(tmp_path / "gate.log")
     evidence.write_text("stale\n")
-    _, table = gating.gate_cd8(_qc_passed(), cd8_sorted=True, evidence=evidence)
+    table = gating.gate_cd8(_qc_passed(), cd8_sorted=True, evidence=evidence).tables["gating"]
     assert not evidence.exists()
     assert 0.5 < table.loc[0, "frac_cd8"] < 0.8  # mixed immune cells: flag believed, numbers kept
 

@@ -30,7 +30,8 @@ def staged(seed, **simulation):
 def test_rising_program_is_found_in_every_seed(seed):
     adata, selected = staged(seed, rising_programs={"ifn_i_core": 1.5})
     tables = programs.analyse(adata, programs=selected,
-                              program_names=programs.DEFAULT_PROGRAMS, seed=seed, **FAST)
+                              program_names=programs.DEFAULT_PROGRAMS,
+                              options=programs.AnalyseOptions(seed=seed, **FAST)).tables
     row = tables["associations"].set_index("program").loc["ifn_i_core"]
     assert row["effect"] > 0.2
     assert row["p_adj"] < 0.01
@@ -42,7 +43,8 @@ def analysed():
     adata, selected = staged(5, rising_programs={"ifn_i_core": 1.5},
                              response_effects={"lpo_drivers": 1.5})
     tables = programs.analyse(adata, programs=selected,
-                              program_names=programs.DEFAULT_PROGRAMS, seed=0, **FAST)
+                              program_names=programs.DEFAULT_PROGRAMS,
+                              options=programs.AnalyseOptions(seed=0, **FAST)).tables
     return adata, tables
 
 
@@ -87,7 +89,8 @@ def test_every_table_carries_the_coverage_of_the_untrusted_programs():
     drivers = [g for g in selected["lpo_drivers"].up if g in adata.var_names]
     adata = adata[:, ~adata.var_names.isin(drivers[1:])].copy()  # keep one LPO driver
     tables = programs.analyse(adata, programs=selected,
-                              program_names=programs.DEFAULT_PROGRAMS, seed=0, **FAST)
+                              program_names=programs.DEFAULT_PROGRAMS,
+                              options=programs.AnalyseOptions(seed=0, **FAST)).tables
     caveats = stats.coverage_caveats(tables["program_coverage"],
                                      combined={"lpo_signed": programs.LPO_PARTS})
     n_up = len(selected["lpo_drivers"].up)
@@ -118,9 +121,12 @@ def test_no_trajectory_and_no_response_labels_are_reported(tmp_path):
     adata.obs["response"] = pd.NA
     trajectory.diffusion_pseudotime(adata)
     selected = programs.load_selected_programs(organism="human")
-    tables = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
-                              **FAST)
-    skipped = adata.uns["texflow"]["skipped"]
+    result = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
+                              options=programs.AnalyseOptions(**FAST))
+    tables, skipped = result.tables, adata.uns["texflow"]["skipped"]
+    # the stage's notes: what it did not run itself (the trajectory's note is that stage's)
+    assert result.notes == {step: skipped[step]
+                            for step in ("trends", "associations", "response_comparison")}
     assert "Tpex" in skipped["trajectory"] and "associations" in skipped
     assert tables["associations"]["note"].iloc[0].startswith("skipped")
     assert tables["response_comparison"]["test"].iloc[0] == "skipped"
@@ -144,7 +150,7 @@ def test_pseudotime_that_does_not_order_the_states_is_not_tested():
     assert 0.4 < info["state_order_auc"] < 0.6
     info["orders_states"] = info["state_order_auc"] >= trajectory.MIN_STATE_ORDER_AUC
     tables = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
-                              seed=1, **FAST)
+                              options=programs.AnalyseOptions(seed=1, **FAST)).tables
     skipped = adata.uns["texflow"]["skipped"]
     assert "(Tpex, Tex_term) cell pairs in that order" in skipped["associations"]
     assert tables["associations"]["test"].iloc[0] == "skipped"

@@ -13,7 +13,8 @@ CASES = [("human", 0), ("human", 1), ("human", 2), ("mouse", 0), ("mouse", 1), (
 
 @pytest.mark.parametrize("organism,seed", CASES[:2] + CASES[3:4])
 def test_low_quality_and_doublets_caught(organism, seed):
-    adata, table = qc.run_qc(simulated(organism, seed))
+    adata = simulated(organism, seed)
+    table = qc.run_qc(adata).tables["qc_summary"]
     obs = adata.obs
     low, doublet = obs["true_low_quality"], obs["true_doublet"]
     clean = ~low & ~doublet
@@ -33,10 +34,18 @@ def test_low_quality_and_doublets_caught(organism, seed):
 def test_log_data_only_genes_detected():
     adata = simulated("human", 0)
     adata.uns["texflow"]["value_type"] = "log_tpm"
-    adata, table = qc.run_qc(adata)
+    result = qc.run_qc(adata)
+    table = result.tables["qc_summary"]
     skipped = adata.uns["texflow"]["skipped"]
     for step in ("qc.total_counts", "qc.top20", "qc.mito", "qc.doublets"):
         assert "not counts" in skipped[step]
+    # the result's notes are the stage's entries of uns["texflow"]["skipped"], in their order
+    assert result.stage == "qc"
+    assert result.notes == {step: why for step, why in skipped.items() if step.startswith("qc.")}
+    assert list(result.notes) == ["qc.total_counts", "qc.top20", "qc.mito", "qc.doublets"]
+    cells = result.tables["qc_cells"]
+    assert list(cells["cell_id"]) == list(adata.obs_names)
+    assert {"sample", "qc_pass", "qc_fail_n_genes", "doublet_score"} <= set(cells)
     assert table["fail_mito"].isna().all() and table["predicted_doublets"].isna().all()
     assert table["fail_n_genes"].notna().all()
     assert adata.obs["doublet_score"].isna().all()
@@ -45,7 +54,7 @@ def test_log_data_only_genes_detected():
 def test_no_mito_genes_recorded():
     adata = simulated("human", 0)
     adata = adata[:, ~adata.var_names.str.startswith("MT-")].copy()
-    adata, table = qc.run_qc(adata, params=qc.QCParams(doublets=False))
+    table = qc.run_qc(adata, params=qc.QCParams(doublets=False)).tables["qc_summary"]
     assert "no mitochondrial genes" in adata.uns["texflow"]["skipped"]["qc.mito"]
     assert table["fail_mito"].isna().all()
 
@@ -59,7 +68,7 @@ def test_sample_emptied_and_too_few_cells():
     for i in np.flatnonzero(first.to_numpy()):
         x[i, mito[0]] = 1e5
     adata.X = x.tocsr()
-    adata, table = qc.run_qc(adata, params=qc.QCParams(doublets=False))
+    table = qc.run_qc(adata, params=qc.QCParams(doublets=False)).tables["qc_summary"]
     sample = adata.obs["sample"].astype(str)[first].iloc[0]
     assert table.set_index("sample").loc[sample, "cells_out"] == 0
     assert "sample dropped" in adata.uns["texflow"]["skipped"][f"qc.sample.{sample}"]
@@ -69,7 +78,7 @@ def test_sample_emptied_and_too_few_cells():
 
 def test_tiny_samples_use_pooled_thresholds():
     adata = simulated("mouse", 0)[:60].copy()
-    adata, table = qc.run_qc(adata)
+    table = qc.run_qc(adata).tables["qc_summary"]
     assert table["notes"].str.contains("pooled").any()
     assert "qc.doublets" in adata.uns["texflow"]["skipped"]
 
@@ -116,10 +125,11 @@ def test_figures_draw_only_what_ran(tmp_path):
 
     adata = simulated("human", 0)
     adata.uns["texflow"]["value_type"] = "log_tpm"
-    adata, table = qc.run_qc(adata)
+    table = qc.run_qc(adata).tables["qc_summary"]
     qc_plots.qc_metrics(adata, table, tmp_path / "log.png")
     qc_plots.doublet_scores(adata, tmp_path / "doublets.png", note="value_type is log_tpm")
-    full, full_table = qc.run_qc(simulated("human", 0))
+    full = simulated("human", 0)
+    full_table = qc.run_qc(full).tables["qc_summary"]
     qc_plots.qc_metrics(full, full_table, tmp_path / "counts.png")
     with Image.open(tmp_path / "log.png") as one, Image.open(tmp_path / "counts.png") as four:
         # one row of one panel (3.5 in at 110 dpi), not four rows of which three empty; the

@@ -21,7 +21,8 @@ SWAPS = ({"Tpex", "Tex_term"},)
 def _label(adata, organism, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return label_states(adata, organism=organism, params=StatesParams(**params))
+        tables = label_states(adata, organism=organism, params=StatesParams(**params)).tables
+    return tables["cluster_states"], tables["cluster_program_scores"], tables["signature_coverage"]
 
 
 @pytest.mark.parametrize("organism", ["human", "mouse"])
@@ -107,7 +108,8 @@ def test_missing_markers_reported_and_counts_give_the_same_labels():
     drop = {"Tcf7", "Slamf6", "Cxcr5", "Id3", "Xcl1", "Gng4", "Cd200", "Tnfrsf4"}
     adata = adata[:, [g for g in adata.var_names if g not in drop]].copy()
     with pytest.warns(UserWarning, match="tpex"):
-        table, _, coverage = label_states(adata, organism="mouse")
+        result = label_states(adata, organism="mouse")
+    table, coverage = result.tables["cluster_states"], result.tables["signature_coverage"]
     coverage = coverage.set_index("program")
     assert not coverage.loc["tpex", "trusted"] and "Tcf7" in coverage.loc["tpex", "missing"]
     assert "tpex" in table["untrusted_programs"].iloc[0]
@@ -117,7 +119,7 @@ def test_missing_markers_reported_and_counts_give_the_same_labels():
     counts.X = counts.layers["counts"].copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table_counts = label_states(counts, organism="mouse")[0]
+        table_counts = label_states(counts, organism="mouse").tables["cluster_states"]
     pd.testing.assert_series_equal(table["state"], table_counts["state"])
     np.testing.assert_allclose(table["confidence"], table_counts["confidence"])
 

@@ -11,7 +11,7 @@ def main(snakemake):
     params = gating.GateParams.from_config(snakemake.params.gate)
     # when the gate stops (no CD8 T cells, or a refused cd8_sorted dataset), its table goes to a
     # file beside the log: Snakemake deletes the outputs of a failed job, not that file
-    adata, table = gating.gate_cd8(
+    result = gating.gate_cd8(
         adata,
         params=params,
         cd8_sorted=bool(snakemake.params.cd8_sorted),
@@ -19,7 +19,7 @@ def main(snakemake):
         path=snakemake.input.h5ad,
         evidence=gating.evidence_path(snakemake.log[0] if snakemake.log else None),
     )
-    write_tsv(table, snakemake.output.table, float_format="%.4g")
+    write_tsv(result.tables["gating"], snakemake.output.table, float_format="%.4g")
     gating.write_cd8_cells(adata, snakemake.output.h5ad, dataset=dataset)
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import programs
-from texflow.errors import InputDataError
-from texflow.plotting import trajectory as plots
+from texflow.contract import SKIP_RESPONSE
+from texflow.stage import organism_of
 from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
 
 
@@ -17,27 +17,23 @@ def main(snakemake):
     adata = read_h5ad(path, x=False, layers=["counts"])
     if "counts" not in adata.layers:
         adata.X = read_rows(path)
-    meta = adata.uns.setdefault("texflow", {})
-    dataset = meta.get("dataset", snakemake.wildcards.dataset)
-    organism = meta.get("organism")
-    if organism not in ("human", "mouse"):
-        raise InputDataError(f"uns['texflow']['organism'] is {organism!r}", dataset=dataset, path=path)
+    dataset = adata.uns.get("texflow", {}).get("dataset", snakemake.wildcards.dataset)
+    organism = organism_of(adata, dataset=dataset, path=path)
     params, stats = snakemake.params.programs, snakemake.params.stats
     selected = programs.load_selected_programs(
         organism=organism, names=params["programs"], extra_file=params["extra_file"]
     )
-    tables = programs.analyse(
+    result = programs.analyse(
         adata,
         programs=selected,
         program_names=params["programs"],
-        **programs.options_from_config(params, stats),
+        options=programs.options_from_config(params, stats),
         overwrite_counts=True,
     )
-    response_skipped = str(tables.pop("_response_skipped")["reason"].iloc[0])
+    tables = result.tables
     outputs = snakemake.output
-    for name in ("program_coverage", "trends", "associations", "axis_associations",
-                 "state_comparison", "response_comparison", "composition", "cells"):
-        write_tsv(tables[name], getattr(outputs, name))
+    for name, table in tables.items():
+        write_tsv(table, getattr(outputs, name))
     figures = Path(outputs.figures[0]).parent
     extra = [name for name in selected if name not in params["programs"]]
     tested = programs.trend_programs([*params["programs"], *extra])
@@ -49,7 +45,7 @@ def main(snakemake):
         associations=tables["associations"],
         state_comparison=tables["state_comparison"],
         response_comparison=tables["response_comparison"],
-        response_skipped=response_skipped,
+        response_skipped=result.notes.get(SKIP_RESPONSE, ""),
     )
     summary["dataset"] = summary["dataset"] or dataset
     programs.write_json(summary, outputs.summary)

@@ -5,22 +5,18 @@ from texflow import qc
 from texflow.plotting import qc as qc_plots
 from texflow.utils import read_h5ad, run_step, write_tsv
 
-CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "predicted")
-
 
 def main(snakemake):
     dataset = snakemake.wildcards.dataset
     adata = read_h5ad(snakemake.input.h5ad)
     params = qc.QCParams.from_config(snakemake.params.qc)
-    adata, table = qc.run_qc(adata, params=params, dataset=dataset)
+    result = qc.run_qc(adata, params=params, dataset=dataset)
+    table = result.tables["qc_summary"]
     # tables and figures first: when too few cells pass, they are what explains why
     write_tsv(table, snakemake.output.summary, float_format="%.4g")
-    columns = [c for c in adata.obs.columns if c.startswith(CELL_COLUMNS)]
-    cells = adata.obs[["sample", *columns]].rename_axis("cell_id").reset_index()
-    write_tsv(cells, snakemake.output.cells, float_format="%.4g")
+    write_tsv(result.tables["qc_cells"], snakemake.output.cells, float_format="%.4g")
     qc_plots.qc_metrics(adata, table, snakemake.output.metrics_png)
-    skipped = adata.uns["texflow"]["skipped"]
-    note = "; ".join(f"{k}: {v}" for k, v in skipped.items() if k.startswith("qc.doublets"))
+    note = "; ".join(f"{k}: {v}" for k, v in result.notes.items() if k.startswith("qc.doublets"))
     qc_plots.doublet_scores(adata, snakemake.output.doublets_png, note=note)
     qc.write_passing_cells(
         adata, snakemake.output.h5ad, min_cells=params.min_cells_out, dataset=dataset

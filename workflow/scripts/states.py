@@ -2,8 +2,8 @@
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import states
-from texflow.errors import InputDataError
 from texflow.plotting import states as plots
+from texflow.stage import organism_of
 from texflow.utils import read_h5ad, run_step, update_h5ad, write_tsv
 
 
@@ -11,27 +11,29 @@ def main(snakemake):
     path = snakemake.input.h5ad
     # X and annotations only: the counts layer is carried over on disk by update_h5ad
     adata = read_h5ad(path, layers=False)
-    meta = adata.uns.setdefault("texflow", {})
-    dataset = meta.get("dataset", snakemake.wildcards.dataset)
-    organism = meta.get("organism")
-    if organism not in ("human", "mouse"):
-        raise InputDataError(
-            f"uns['texflow']['organism'] is {organism!r}, expected 'human' or 'mouse'",
-            dataset=dataset, path=path,
-        )
+    dataset = adata.uns.get("texflow", {}).get("dataset", snakemake.wildcards.dataset)
+    organism = organism_of(adata, dataset=dataset, path=path)
     params = states.StatesParams.from_config(snakemake.params.states)
-    table, summary, coverage = states.label_states(
-        adata, organism=organism, params=params, extra_programs=snakemake.params.extra_file or None,
+    result = states.label_states(
+        adata,
+        organism=organism,
+        params=params,
+        extra_programs=snakemake.params.extra_file or None,
         dataset=dataset,
     )
-    write_tsv(table, snakemake.output.cluster_states, na_rep="")
-    write_tsv(coverage, snakemake.output.coverage, na_rep="")
-    write_tsv(summary, snakemake.output.summary, na_rep="")
+    outputs = snakemake.output
+    write_tsv(result.tables["cluster_states"], outputs.cluster_states, na_rep="")
+    write_tsv(result.tables["signature_coverage"], outputs.coverage, na_rep="")
+    write_tsv(result.tables["cluster_program_scores"], outputs.summary, na_rep="")
     plots.state_marker_dotplot(
-        adata, snakemake.output.figure, organism=organism, table=table,
-        cluster_key=params.cluster_key, title=f"{dataset}: state markers per cluster",
+        adata,
+        outputs.figure,
+        organism=organism,
+        table=result.tables["cluster_states"],
+        cluster_key=params.cluster_key,
+        title=f"{dataset}: state markers per cluster",
     )
-    update_h5ad(adata, source=path, path=snakemake.output.h5ad)
+    update_h5ad(adata, source=path, path=outputs.h5ad)
 
 
 run_step(main, snakemake)  # noqa: F821

@@ -11,6 +11,7 @@ Main entry point: :func:`run_clustering`.
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from .features import (
     lognormalise_counts,
     pearson_residual_variances,
 )
-from .qc import texflow_uns
+from .stage import SkipNotes, StageResult, texflow_uns
 from .utils import knn_transformer, share_counts
 
 logger = logging.getLogger(__name__)
@@ -390,8 +391,8 @@ def run_clustering(
     params: ClusterParams | None = None,
     dataset: str | None = None,
     key_added: str = "cluster",
-) -> tuple[ad.AnnData, pd.DataFrame]:
-    """Normalise, HVGs, PCA, (Harmony), kNN, Leiden sweep, chosen clustering, UMAP.
+) -> StageResult:
+    """Normalise, HVGs, PCA, (Harmony), kNN, Leiden sweep, chosen clustering, UMAP; in place.
 
     Parameters
     ----------
@@ -406,11 +407,18 @@ def run_clustering(
 
     Returns
     -------
-    The AnnData (modified in place): X log-normalised float32 CSR, `layers["counts"]` (counts
-    data), var `highly_variable`, obsm `X_pca` (`X_pca_harmony`), `X_umap`, obsp graph,
-    obs `<key_added>` (categorical strings "0", "1", ... by size),
-    `uns["texflow"]["params"]["cluster"]`, `uns["texflow"]["cluster"]` (what was used and why);
-    and the resolution-sweep table (one row per resolution, `chosen` marks the one used).
+    StageResult
+        Table ``resolution_sweep`` (one row per resolution: clusters, smallest cluster,
+        modularity, silhouette; ``chosen`` marks the one used); notes: the ``cluster.*`` steps
+        not run and why.
+
+    Writes
+    ------
+    X log-normalised float32 CSR, ``layers["counts"]`` (count data), var ``highly_variable``,
+    obsm ``X_pca`` (``X_pca_harmony``), ``X_umap``, obsp graph, obs ``<key_added>``
+    (categorical strings "0", "1", ... by size), ``uns["texflow"]["params"]["cluster"]``,
+    ``uns["texflow"]["cluster"]`` (what was used and why),
+    ``uns["texflow"]["skipped"]["cluster.batch_correction"]``.
 
     Raises
     ------
@@ -426,46 +434,19 @@ def run_clustering(
             "kNN graph and clusters worth labelling (cluster.min_cells)",
             dataset=dataset,
         )
+    skipped = SkipNotes(adata)
     value_type = meta.get("value_type")
     how = normalise(adata, value_type=value_type)
     flavor, n_hvg = select_hvgs(
         adata, value_type=value_type, n_top_genes=params.n_top_genes, flavor=params.hvg_flavor
     )
-    batch_key = None
-    if params.batch_correction:
-        column = adata.obs.get(params.batch_key)
-        if column is None or column.isna().all():
-            meta["skipped"]["cluster.batch_correction"] = (
-                f"obs[{params.batch_key!r}] is missing: no batch correction"
-            )
-        else:
-            batch_key = params.batch_key
-            if column.isna().any():
-                adata.obs[batch_key] = column.astype("string").fillna("(unknown)").astype("category")
-    else:
-        meta["skipped"]["cluster.batch_correction"] = (
-            "switched off (cluster.batch_correction: false): correcting by patient would also "
-            "remove real between-patient differences in state composition that the response "
-            "comparison tests"
-        )
+    batch_key = _batch_key(adata, params=params, skipped=skipped)
     used = embed(
         adata, n_pcs=params.n_pcs, n_neighbors=params.n_neighbors, batch_key=batch_key, seed=params.seed
     )
-    sweep = resolution_sweep(
-        adata,
-        resolutions=list(params.resolutions),
-        seed=params.seed,
-        representation=used["representation"],
-        silhouette_max_cells=params.silhouette_max_cells,
+    sweep, resolution, why = _sweep_and_choose(
+        adata, params=params, representation=used["representation"]
     )
-    resolution, why = choose_resolution(sweep, params.resolution)
-    if resolution not in set(sweep["resolution"]):
-        extra = resolution_sweep(
-            adata, resolutions=[resolution], seed=params.seed, representation=used["representation"],
-            silhouette_max_cells=params.silhouette_max_cells,
-        )
-        sweep = pd.concat([sweep, extra], ignore_index=True).sort_values("resolution")
-    sweep["chosen"] = sweep["resolution"] == resolution
     _relabel_by_size(adata, f"leiden_{resolution:g}", key_added)
     for column in [c for c in adata.obs if c.startswith("leiden_")]:
         del adata.obs[column]
@@ -486,7 +467,57 @@ def run_clustering(
         "n_clusters": int(n_clusters),
         "notes": "; ".join(used["notes"]),
     }
-    return adata, sweep
+    return StageResult("cluster", {"resolution_sweep": sweep}, dict(skipped.recorded))
+
+
+def _batch_key(
+    adata: ad.AnnData, *, params: ClusterParams, skipped: MutableMapping[str, str]
+) -> str | None:
+    """The obs column Harmony corrects by, or None (switched off, or the column is missing:
+    the reason goes to `skipped`). Cells without a batch form one batch ``(unknown)``, written
+    to that obs column."""
+    if not params.batch_correction:
+        skipped["cluster.batch_correction"] = (
+            "switched off (cluster.batch_correction: false): correcting by patient would also "
+            "remove real between-patient differences in state composition that the response "
+            "comparison tests"
+        )
+        return None
+    column = adata.obs.get(params.batch_key)
+    if column is None or column.isna().all():
+        skipped["cluster.batch_correction"] = (
+            f"obs[{params.batch_key!r}] is missing: no batch correction"
+        )
+        return None
+    if column.isna().any():
+        adata.obs[params.batch_key] = column.astype("string").fillna("(unknown)").astype("category")
+    return params.batch_key
+
+
+def _sweep_and_choose(
+    adata: ad.AnnData, *, params: ClusterParams, representation: str
+) -> tuple[pd.DataFrame, float, str]:
+    """The resolution sweep (`resolution_sweep`), the resolution chosen from it
+    (`choose_resolution`) and why; a chosen resolution outside the sweep is added to it.
+
+    Writes obs ``leiden_<resolution>`` for every resolution of the table.
+    """
+    sweep = resolution_sweep(
+        adata,
+        resolutions=list(params.resolutions),
+        seed=params.seed,
+        representation=representation,
+        silhouette_max_cells=params.silhouette_max_cells,
+    )
+    resolution, why = choose_resolution(sweep, params.resolution)
+    if resolution not in set(sweep["resolution"]):
+        extra = resolution_sweep(
+            adata, resolutions=[resolution], seed=params.seed, representation=representation,
+            silhouette_max_cells=params.silhouette_max_cells,
+        )  # fmt: skip
+        sweep = pd.concat([sweep, extra], ignore_index=True).sort_values("resolution")
+    sweep["chosen"] = sweep["resolution"] == resolution
+    return sweep, resolution, why
 
 
 def _relabel_by_size(adata: ad.AnnData, source: str, key_added: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from scipy import sparse
 
 from . import cluster as clustering
 from .errors import InputDataError
-from .qc import texflow_uns
+from .stage import SkipNotes, StageResult, texflow_uns
 from .utils import subset_cells, write_subset_h5ad, write_tsv
 
 logger = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def _check_sorted(
     dataset: str | None,
     path: str | os.PathLike | None,
     evidence: str | os.PathLike | None,
-    meta: dict,
+    skipped: MutableMapping[str, str],
 ) -> pd.DataFrame:
     """The one-row table of a ``cd8_sorted`` dataset, refused when almost no cell has CD8A/CD8B.
 
@@ -254,11 +255,11 @@ def _check_sorted(
     row = {"cluster": "(all)"} | _marker_row(adata.n_obs, fractions, found)
     frac_cd8 = fractions["cd8"]
     if frac_cd8 is None:
-        meta["skipped"]["gate.cd8_sorted_check"] = (
+        skipped["gate.cd8_sorted_check"] = (
             f"none of {', '.join(markers['cd8'])} in the data: that the cells are CD8 T cells "
             "(cd8_sorted: true) could not be checked"
         )
-        logger.warning(meta["skipped"]["gate.cd8_sorted_check"])
+        logger.warning(skipped["gate.cd8_sorted_check"])
     elif frac_cd8 < params.min_frac_cd8_sorted:
         table = pd.DataFrame([row | {"decision": "refused", "reason": "too few CD8A/CD8B+ cells"}])
         where = _keep_evidence(table, evidence)
@@ -276,7 +277,7 @@ def _check_sorted(
         )
     else:
         reason += f"; CD8A/CD8B+ {frac_cd8:.0%} of cells"
-    meta["skipped"]["gate"] = reason
+    skipped["gate"] = reason
     logger.info(reason)
     return pd.DataFrame([row | {"decision": "CD8", "reason": reason}])
 
@@ -339,8 +340,8 @@ def gate_cd8(
     dataset: str | None = None,
     path: str | os.PathLike | None = None,
     evidence: str | os.PathLike | None = None,
-) -> tuple[ad.AnnData, pd.DataFrame]:
-    """Score cell types, cluster, and mark CD8 T cells per first-pass cluster.
+) -> StageResult:
+    """Score cell types, cluster, and mark CD8 T cells per first-pass cluster, in place.
 
     Parameters
     ----------
@@ -361,98 +362,67 @@ def gate_cd8(
         ``cd8_sorted`` dataset): a file that is no rule output (`evidence_path`). Removed when
         the gate succeeds, so that it never describes an earlier failure.
 
+    Returns
+    -------
+    StageResult
+        Table ``gating`` (one row per first-pass cluster: n cells, mean scores, fraction
+        CD8A/CD8B+, CD3E/CD3D+ and CD4+ cells, decision, reason, n vetoed; one ``(all)`` row for
+        a ``cd8_sorted`` dataset); notes: the ``gate*`` steps not run and why. Use
+        :func:`cd8_cells` or :func:`write_cd8_cells` for the CD8 subset (they raise when there
+        is none).
+
+    Writes
+    ------
+    obs ``score_<program>`` for `GATING_PROGRAMS` (not for a ``cd8_sorted`` dataset),
+    ``gate_cluster`` (first-pass cluster), ``is_cd8``; ``uns["texflow"]["params"]["gate"]``,
+    ``uns["texflow"]["gate"]``, ``uns["texflow"]["skipped"]["gate*"]``.
+
     Raises
     ------
     InputDataError
         No first-pass cluster passed the gate, or ``cd8_sorted`` with almost no CD8A/CD8B+
         cell; the message gives the numbers, the advice they support and where the table is.
-
-    Returns
-    -------
-    The AnnData, annotated in place: obs `score_<program>` for `GATING_PROGRAMS` (not when
-    skipped), `gate_cluster` (first-pass cluster), `is_cd8`; `uns["texflow"]["params"]["gate"]`,
-    `uns["texflow"]["gate"]`; and the gating table (one row per first-pass cluster: n cells,
-    mean scores, fraction CD8A/CD8B+, CD3E/CD3D+ and CD4+ cells, decision, reason).
-    Use :func:`cd8_cells` for the CD8 subset (it raises when there is none).
     """
     params = params or GateParams()
     meta = texflow_uns(adata)
     dataset = dataset or meta.get("dataset")
     organism = meta.get("organism")
     meta["params"]["gate"] = params.as_dict() | {"cd8_sorted": bool(cd8_sorted)}
+    skipped = SkipNotes(adata)
     if adata.n_obs == 0:
         raise InputDataError("no cells to gate", dataset=dataset, path=path)
     if cd8_sorted:
         table = _check_sorted(
             adata, organism=organism, params=params, dataset=dataset, path=path, evidence=evidence,
-            meta=meta,
+            skipped=skipped,
         )  # fmt: skip
         adata.obs["is_cd8"] = True
         _drop_evidence(evidence)
-        return adata, table
+        return StageResult("gate", {"gating": table}, dict(skipped.recorded))
 
     score_columns = score_cell_types(adata, organism=organism, max_rank=params.max_rank)
-    markers = MARKERS[organism]
-    cd8_pos, cd8_genes = marker_positive(adata, markers["cd8"])
-    cd3_pos, cd3_genes = marker_positive(adata, markers["cd3"])
-    cd8b_pos, _ = marker_positive(adata, markers["cd8b"])
-    cd4_pos, _ = marker_positive(adata, (_cd4(organism),))
-    if cd8_pos is None:
-        raise InputDataError(
-            f"none of the CD8 genes {', '.join(markers['cd8'])} is in the data: CD8 T cells "
-            "cannot be gated (are the gene names symbols of the declared organism? set "
-            "cd8_sorted: true only if every cell is a CD8 T cell)",
-            dataset=dataset,
-            path=path,
+    markers = _markers_per_cell(adata, organism=organism, dataset=dataset, path=path)
+    has_cd3 = markers.positive["cd3"] is not None
+    if not has_cd3:
+        skipped["gate.cd3"] = (
+            f"none of {', '.join(MARKERS[organism]['cd3'])} in the data: the CD3 fraction "
+            "criterion was not applied"
         )
-    if cd3_pos is None:
-        meta["skipped"]["gate.cd3"] = (
-            f"none of {', '.join(markers['cd3'])} in the data: the CD3 fraction criterion was not applied"
-        )
-        logger.warning(meta["skipped"]["gate.cd3"])
-
+        logger.warning(skipped["gate.cd3"])
     labels, how = first_pass_clusters(adata, params=params, value_type=meta.get("value_type"))
     if adata.n_obs < params.min_cells_clustering:
-        meta["skipped"]["gate.first_pass_clustering"] = how
-    frame = adata.obs[score_columns].copy()
-    frame["frac_cd8"] = cd8_pos.astype(float)
-    frame["frac_cd8b"] = cd8b_pos.astype(float) if cd8b_pos is not None else np.nan
-    frame["frac_cd3"] = cd3_pos.astype(float) if cd3_pos is not None else np.nan
-    frame["frac_cd4"] = cd4_pos.astype(float) if cd4_pos is not None else np.nan
-    frame["group"] = labels.to_numpy()
-    summary = frame.groupby("group", sort=False).mean()
-    summary.columns = [f"mean_{c}" if c.startswith("score_") else c for c in summary.columns]
-    summary.insert(0, "n_cells", frame.groupby("group", sort=False).size())
-    decisions = [
-        decide(row, params=params, score_columns=[f"mean_{c}" for c in score_columns], has_cd3=cd3_pos is not None)
-        for _, row in summary.iterrows()
-    ]
-    summary["decision"] = ["CD8" if ok else "not CD8" for ok, _ in decisions]
-    summary["reason"] = [why for _, why in decisions]
-    summary = summary.sort_values("n_cells", ascending=False)
-    is_cd8_group = summary["decision"].eq("CD8")
-    adata.obs["gate_cluster"] = pd.Categorical(labels.to_numpy())
-    in_cd8_cluster = labels.map(is_cd8_group).fillna(False).astype(bool).to_numpy()
-    vetoed = np.zeros(adata.n_obs, dtype=bool)
-    if params.veto_foreign_cells:
-        # a cell of a CD8 cluster whose own strongest program is another cell type (a doublet
-        # with a CD4, NK, myeloid or B cell, or a stray cell the clustering did not split off)
-        scores = adata.obs[score_columns]
-        foreign = scores.idxmax(axis=1).to_numpy()
-        nk_like_cluster = labels.map(summary["reason"].str.contains("NK-receptor")).fillna(False)
-        # in an NK-receptor-expressing CD8 cluster, an nk-top cell is the rule, not a doublet
-        allowed = np.where(nk_like_cluster.to_numpy(), np.isin(foreign, ["score_cd8_t", "score_nk"]), foreign == "score_cd8_t")
-        vetoed = in_cd8_cluster & ~allowed
-    summary["n_vetoed"] = (
-        pd.Series(vetoed, index=labels.to_numpy()).groupby(level=0).sum().reindex(summary.index).fillna(0).astype(int)
+        skipped["gate.first_pass_clustering"] = how
+    summary = _cluster_decisions(
+        adata.obs[score_columns], markers, labels, params=params, has_cd3=has_cd3
     )
-    adata.obs["is_cd8"] = in_cd8_cluster & ~vetoed
-    n_cd8 = int(adata.obs["is_cd8"].sum())
+    n_cd8 = _mark_cd8_cells(
+        adata, labels, summary, score_columns=score_columns, veto=params.veto_foreign_cells
+    )
     logger.info("gate: %s; %d of %d cells are CD8 T cells", how, n_cd8, adata.n_obs)
     meta["gate"] = {
         "first_pass": how,
-        "cd8_genes": ",".join(cd8_genes),
-        "cd3_genes": ",".join(cd3_genes),
+        "cd8_genes": ",".join(markers.genes["cd8"]),
+        "cd3_genes": ",".join(markers.genes["cd3"]),
         "n_cd8": n_cd8,
         "n_cells": adata.n_obs,
     }
@@ -460,12 +430,122 @@ def gate_cd8(
     if n_cd8 == 0:
         where = _keep_evidence(table, evidence)
         problem = _no_cd8_problem(
-            summary, frac_cd8=float(cd8_pos.mean()), n_cells=adata.n_obs, params=params,
-            cd8_genes=cd8_genes,
+            summary, frac_cd8=float(markers.positive["cd8"].mean()), n_cells=adata.n_obs,
+            params=params, cd8_genes=markers.genes["cd8"],
         )  # fmt: skip
         raise InputDataError(f"{problem}. {where}", dataset=dataset, path=path)
     _drop_evidence(evidence)
-    return adata, table
+    return StageResult("gate", {"gating": table}, dict(skipped.recorded))
+
+
+@dataclass
+class _Markers:
+    """Per marker key (cd8, cd3, cd8b, cd4): the per-cell detection mask (None when none of
+    its genes is in the data) and the genes found."""
+
+    positive: dict[str, np.ndarray | None]
+    genes: dict[str, list[str]]
+
+
+def _markers_per_cell(
+    adata: ad.AnnData, *, organism: str, dataset: str | None, path: str | os.PathLike | None
+) -> _Markers:
+    """Per cell: CD8A/CD8B, CD8B, CD3E/CD3D and CD4 detected (`marker_positive`).
+
+    Raises InputDataError when no CD8 gene is in the data (nothing to gate on).
+    """
+    genes = MARKERS[organism] | {"cd4": (_cd4(organism),)}
+    markers = _Markers(positive={}, genes={})
+    for key in ("cd8", "cd3", "cd8b", "cd4"):
+        markers.positive[key], markers.genes[key] = marker_positive(adata, genes[key])
+    if markers.positive["cd8"] is None:
+        raise InputDataError(
+            f"none of the CD8 genes {', '.join(genes['cd8'])} is in the data: CD8 T cells "
+            "cannot be gated (are the gene names symbols of the declared organism? set "
+            "cd8_sorted: true only if every cell is a CD8 T cell)",
+            dataset=dataset,
+            path=path,
+        )
+    return markers
+
+
+def _cluster_decisions(
+    scores: pd.DataFrame,
+    markers: _Markers,
+    labels: pd.Series,
+    *,
+    params: GateParams,
+    has_cd3: bool,
+) -> pd.DataFrame:
+    """Per first-pass cluster (index ``group``, largest first): n_cells, mean score per
+    program, fraction of cells positive per marker, decision (CD8 or not CD8) and reason
+    (`decide`)."""
+    frame = scores.copy()
+    frame["frac_cd8"] = markers.positive["cd8"].astype(float)
+    for key in ("cd8b", "cd3", "cd4"):
+        positive = markers.positive[key]
+        frame[f"frac_{key}"] = positive.astype(float) if positive is not None else np.nan
+    frame["group"] = labels.to_numpy()
+    summary = frame.groupby("group", sort=False).mean()
+    summary.columns = [f"mean_{c}" if c.startswith("score_") else c for c in summary.columns]
+    summary.insert(0, "n_cells", frame.groupby("group", sort=False).size())
+    mean_columns = [f"mean_{c}" for c in scores.columns]
+    decisions = [
+        decide(row, params=params, score_columns=mean_columns, has_cd3=has_cd3)
+        for _, row in summary.iterrows()
+    ]
+    summary["decision"] = ["CD8" if ok else "not CD8" for ok, _ in decisions]
+    summary["reason"] = [why for _, why in decisions]
+    return summary.sort_values("n_cells", ascending=False)
+
+
+def _mark_cd8_cells(
+    adata: ad.AnnData,
+    labels: pd.Series,
+    summary: pd.DataFrame,
+    *,
+    score_columns: list[str],
+    veto: bool,
+) -> int:
+    """Mark the cells of the clusters `summary` calls CD8, less (with `veto`) the cells whose own
+    strongest program their cluster does not allow (`_own_program_allowed`).
+
+    Writes obs ``gate_cluster`` and ``is_cd8``, and column ``n_vetoed`` of `summary`. Returns
+    the number of CD8 T cells.
+    """
+    adata.obs["gate_cluster"] = pd.Categorical(labels.to_numpy())
+    in_cd8_cluster = labels.map(summary["decision"].eq("CD8")).fillna(False).astype(bool).to_numpy()
+    vetoed = np.zeros(adata.n_obs, dtype=bool)
+    if veto:
+        vetoed = in_cd8_cluster & ~_own_program_allowed(adata.obs[score_columns], labels, summary)
+    summary["n_vetoed"] = (
+        pd.Series(vetoed, index=labels.to_numpy())
+        .groupby(level=0)
+        .sum()
+        .reindex(summary.index)
+        .fillna(0)
+        .astype(int)
+    )
+    adata.obs["is_cd8"] = in_cd8_cluster & ~vetoed
+    return int(adata.obs["is_cd8"].sum())
+
+
+def _own_program_allowed(
+    scores: pd.DataFrame, labels: pd.Series, summary: pd.DataFrame
+) -> np.ndarray:
+    """Per cell: its own strongest program is one its cluster's decision allows.
+
+    A cell of a CD8 cluster whose own strongest program is another cell type is a doublet with
+    a CD4, NK, myeloid or B cell, or a stray cell the clustering did not split off; in an
+    NK-receptor-expressing CD8 cluster, an nk-top cell is the rule, not a doublet.
+    """
+    foreign = scores.idxmax(axis=1).to_numpy()
+    nk_like_cluster = labels.map(summary["reason"].str.contains("NK-receptor")).fillna(False)
+    return np.where(
+        nk_like_cluster.to_numpy(),
+        np.isin(foreign, ["score_cd8_t", "score_nk"]),
+        foreign == "score_cd8_t",
+    )
 
 
 def _drop_evidence(evidence: str | os.PathLike | None) -> None:

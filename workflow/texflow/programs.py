@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, fields
 from os import PathLike
 from pathlib import Path
 
@@ -25,10 +26,20 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .contract import EXHAUSTION_AXIS_PROGRAMS
+from . import stats
+from .contract import (
+    EXHAUSTION_AXIS_PROGRAMS,
+    SKIP_ASSOCIATIONS,
+    SKIP_COMPOSITION,
+    SKIP_RESPONSE,
+    SKIP_TRAJECTORY,
+    SKIP_TRENDS,
+    SKIPPED,
+)
 from .errors import InputDataError
 from .features import downsample_counts
 from .signatures import GeneProgram
+from .stage import SkipNotes, StageResult, texflow_uns
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +145,14 @@ def score_programs(
     depth_quantile: float = 0.1,
     seed: int = 0,
     overwrite_counts: bool = False,
+    skipped: MutableMapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Score every program per cell (UCell) and add the signed LPO score.
 
     With `equalise_depth` and count data, cells are scored on counts downsampled to a common
     depth (see `equalised_counts`), so a score does not follow sequencing depth; for other value
-    types the reason it could not be done is recorded in ``uns["texflow"]["skipped"]``. With
+    types the reason it could not be done is recorded in `skipped` (default
+    ``uns["texflow"]["skipped"]``; a stage passes its `texflow.stage.SkipNotes`). With
     `overwrite_counts`, ``layers["counts"]`` itself is downsampled, for a caller that keeps
     the original counts on disk (the programs stage: one copy of the counts less, 1.2 GB at
     60k CD8 cells).
@@ -166,7 +179,9 @@ def score_programs(
         if counts is None:
             reason = (f"value type {uns.get('value_type', '?')!r} has no counts: scores were not "
                       "depth-equalised (rank scores may follow sequencing depth)")
-            uns.setdefault("skipped", {})["depth_equalisation"] = reason
+            if skipped is None:
+                skipped = uns.setdefault("skipped", {})
+            skipped["depth_equalisation"] = reason
             logger.warning("%s", reason)
         else:
             target = counts
@@ -480,7 +495,7 @@ def write_json(data: dict, path: str | PathLike) -> None:
 # the whole stage
 
 
-#: Config key of the ``programs`` / ``stats`` section -> keyword of `analyse` (the schema,
+#: Config key of the ``programs`` / ``stats`` section -> field of `AnalyseOptions` (the schema,
 #: workflow/schemas/config/{programs,stats}.schema.yaml, holds each key's default and reason).
 ANALYSE_OPTIONS: dict[tuple[str, str], str] = {
     ("programs", "max_rank"): "max_rank",
@@ -500,10 +515,70 @@ ANALYSE_OPTIONS: dict[tuple[str, str], str] = {
 }
 
 
-def options_from_config(programs_section: Mapping, stats_section: Mapping) -> dict:
-    """`analyse` keywords from the config's ``programs`` and ``stats`` sections."""
+@dataclass(frozen=True)
+class AnalyseOptions:
+    """Options of the programs stage (`analyse`), one per config key of `ANALYSE_OPTIONS`.
+
+    Defaults and reasons: workflow/schemas/config/{programs,stats}.schema.yaml (a test holds
+    these defaults to the schema's). Build from the config with `options_from_config`.
+
+    Attributes
+    ----------
+    max_rank
+        UCell rank cap (programs.max_rank).
+    n_grid, n_splines, n_bootstrap
+        Pseudotime grid points, GAM spline basis size and patient bootstrap resamples of the
+        trends (programs.trend_grid, trend_splines, n_bootstrap).
+    n_permutations
+        Permutations of the association tests (stats.n_permutations).
+    min_cells_per_patient, min_cells_per_group, min_paired_patients, min_cells_composition
+        Minimum cells (or patients) for a patient to count in an association, a group in a
+        comparison, a paired state comparison, a patient in the composition (stats.*).
+    adjust_for
+        ``"genes_detected"`` partials the log genes detected per cell out of the tests;
+        ``"none"`` (stats.adjust_for).
+    equalise_depth, depth_quantile
+        Score count data on counts downsampled to the `depth_quantile` of library sizes
+        (`equalised_counts`; programs.equalise_depth, depth_quantile).
+    seed
+        Seed of the downsampling and the bootstrap (programs.seed).
+    stats_seed
+        Seed of the permutation tests (stats.seed); None: `seed`.
+    """
+
+    max_rank: int = 1500
+    n_grid: int = 50
+    n_splines: int = 8
+    n_bootstrap: int = 200
+    n_permutations: int = 2000
+    min_cells_per_patient: int = 10
+    min_cells_per_group: int = 3
+    min_paired_patients: int = 3
+    min_cells_composition: int = 10
+    adjust_for: str = "none"
+    equalise_depth: bool = True
+    depth_quantile: float = 0.1
+    seed: int = 0
+    stats_seed: int | None = None
+
+    @property
+    def test_seed(self) -> int:
+        """The seed of the permutation tests: `stats_seed`, or `seed` when it is None."""
+        return self.seed if self.stats_seed is None else self.stats_seed
+
+    def recorded(self, programs: Sequence[str]) -> dict:
+        """``uns["texflow"]["params"]["programs"]``: the programs scored and every option but
+        `stats_seed` (None cannot be stored in h5ad; the stats section records its own)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stats_seed"}
+        return {"programs": list(programs), **values}
+
+
+def options_from_config(programs_section: Mapping, stats_section: Mapping) -> AnalyseOptions:
+    """`AnalyseOptions` from the config's ``programs`` and ``stats`` sections."""
     sections = {"programs": programs_section, "stats": stats_section}
-    return {keyword: sections[stage][key] for (stage, key), keyword in ANALYSE_OPTIONS.items()}
+    return AnalyseOptions(
+        **{field: sections[stage][key] for (stage, key), field in ANALYSE_OPTIONS.items()}
+    )
 
 
 def axis_shared_genes(programs: Mapping[str, GeneProgram]) -> dict[str, list[str]]:
@@ -524,127 +599,198 @@ def analyse(
     *,
     programs: dict,
     program_names: Sequence[str],
-    max_rank: int = 1500,
-    n_grid: int = 50,
-    n_splines: int = 8,
-    n_bootstrap: int = 200,
-    n_permutations: int = 2000,
-    min_cells_per_patient: int = 10,
-    min_cells_per_group: int = 3,
-    min_paired_patients: int = 3,
-    min_cells_composition: int = 10,
-    adjust_for: str = "none",
-    equalise_depth: bool = True,
-    depth_quantile: float = 0.1,
-    seed: int = 0,
-    stats_seed: int | None = None,
+    options: AnalyseOptions | None = None,
     overwrite_counts: bool = False,
-) -> dict[str, pd.DataFrame]:
-    """Score, smooth and test every program on `adata` (the trajectory stage's output).
+) -> StageResult:
+    """Score, smooth and test every program on `adata` (the trajectory stage's output), in place.
 
-    `overwrite_counts`: see `score_programs` (``layers["counts"]`` is left downsampled).
-
-    Writes ``obs["score_*"]`` and ``uns["texflow"]["params"]["programs"]``; records skipped
-    steps in ``uns["texflow"]["skipped"]``.
+    Parameters
+    ----------
+    adata
+        CD8 T cells after the trajectory stage: obs ``patient``, ``response``, ``state``,
+        ``cell_state``, ``pseudotime``, ``exhaustion_axis``; ``layers["counts"]`` for count data.
+    programs
+        The programs to score (`load_selected_programs`).
+    program_names
+        The configured programs (programs.programs), listed first in the tables.
+    options
+        Scoring, trend and test options (`options_from_config`); default `AnalyseOptions()`.
+    overwrite_counts
+        See `score_programs` (``layers["counts"]`` is left downsampled).
 
     Returns
     -------
-    Tables by output name: program_coverage, trends, associations, axis_associations
-    (`stats.axis_associations`: along the exhaustion axis of the lineage cells), state_comparison,
-    response_comparison (composition rows first, `stats.compare_composition`), composition
-    (`stats.patient_composition`), cells; plus ``"_response_skipped"`` (a one-cell frame holding the
-    reason, empty string when the comparison ran).
-    """
-    from . import stats
-    from .states import STATE_PROGRAMS
+    StageResult
+        Tables program_coverage, trends, associations, axis_associations
+        (`stats.axis_associations`: along the exhaustion axis of the lineage cells),
+        state_comparison, response_comparison (composition rows first,
+        `stats.compare_composition`), composition (`stats.patient_composition`), cells
+        (`cells_table`); notes: the steps not run and why (`contract.SKIP_RESPONSE` holds why
+        the response comparison was not run).
 
-    uns = adata.uns.setdefault("texflow", {})
-    uns.setdefault("skipped", {})
-    uns.setdefault("params", {})["programs"] = dict(
-        programs=list(programs), max_rank=max_rank, n_grid=n_grid, n_splines=n_splines,
-        n_bootstrap=n_bootstrap, n_permutations=n_permutations,
-        min_cells_per_patient=min_cells_per_patient, min_cells_per_group=min_cells_per_group,
-        min_paired_patients=min_paired_patients, min_cells_composition=min_cells_composition,
-        adjust_for=adjust_for,
-        equalise_depth=equalise_depth, depth_quantile=depth_quantile, seed=seed,
-    )
+    Writes
+    ------
+    ``obs["score_*"]`` (`score_programs`), ``obs["pseudotime"]`` (NaN when missing),
+    ``uns["texflow"]["params"]["programs"]``, ``uns["texflow"]["scoring"]``;
+    ``uns["texflow"]["skipped"]`` entries for the steps not run.
+    """
+    options = options or AnalyseOptions()
+    uns = texflow_uns(adata)
+    uns["params"]["programs"] = options.recorded(programs)
+    skipped = SkipNotes(adata)
     # before scoring, which may downsample the counts in place
-    covariate = genes_detected(adata) if adjust_for == "genes_detected" else None
-    coverage = score_programs(adata, programs, max_rank=max_rank, equalise_depth=equalise_depth,
-                              depth_quantile=depth_quantile, seed=seed,
-                              overwrite_counts=overwrite_counts)
+    covariate = _covariate(adata, adjust_for=options.adjust_for)
+    coverage = score_programs(
+        adata, programs, max_rank=options.max_rank, equalise_depth=options.equalise_depth,
+        depth_quantile=options.depth_quantile, seed=options.seed,
+        overwrite_counts=overwrite_counts, skipped=skipped,
+    )  # fmt: skip
     keys = score_columns(adata, [*program_names, *[p for p in programs if p not in program_names]])
     scores = adata.obs[keys].astype(float).rename(columns=lambda c: c.removeprefix("score_"))
+    trend_table, associations = _along_pseudotime(
+        adata, keys=keys, scores=scores, covariate=covariate, options=options, skipped=skipped
+    )
+    axis = stats.axis_associations(
+        adata.obs, scores, shared_genes=axis_shared_genes(programs),
+        min_cells_per_patient=options.min_cells_per_patient,
+        n_permutations=options.n_permutations, seed=options.test_seed, **covariate,
+    )  # fmt: skip
+    state_comparison = stats.compare_states(
+        adata.obs, scores, min_cells=options.min_cells_per_group,
+        min_paired=options.min_paired_patients,
+    )  # fmt: skip
+    response, composition = _response_and_composition(
+        adata.obs, scores, options=options, skipped=skipped
+    )
+    tested = _with_coverage_caveats(
+        coverage,
+        {
+            "associations": associations,
+            "axis_associations": axis,
+            "state_comparison": state_comparison,
+            "response_comparison": response,
+        },
+    )
+    tables = {
+        "program_coverage": coverage,
+        "trends": trend_table,
+        "associations": tested["associations"],
+        "axis_associations": tested["axis_associations"],
+        "state_comparison": tested["state_comparison"],
+        "response_comparison": tested["response_comparison"],
+        "composition": composition,
+        "cells": cells_table(adata),
+    }
+    return StageResult("programs", tables, dict(skipped.recorded))
+
+
+def _covariate(adata: ad.AnnData, *, adjust_for: str) -> dict:
+    """The tests' `covariate` and `covariate_name` keywords: the log genes detected per cell
+    with ``adjust_for="genes_detected"``, none otherwise."""
+    if adjust_for != "genes_detected":
+        return {"covariate": None, "covariate_name": ""}
+    return {
+        "covariate": np.log1p(genes_detected(adata)),
+        "covariate_name": "log genes detected per cell",
+    }
+
+
+def _pseudotime_usable(adata: ad.AnnData, *, skipped: MutableMapping[str, str]) -> bool:
+    """Whether trends and associations can be run along obs ``pseudotime``: >= 10 cells have
+    one and the trajectory stage found it orders Tpex before Tex_term (else the reason goes
+    to `skipped`). Writes obs ``pseudotime`` (NaN) when missing."""
     if "pseudotime" not in adata.obs:
         adata.obs["pseudotime"] = np.nan
-    has_pseudotime = bool(np.isfinite(adata.obs["pseudotime"].astype(float)).sum() >= 10)
-    info = uns.get("trajectory", {})
-    if has_pseudotime and not info.get("orders_states", True):
-        has_pseudotime = False
-        uns["skipped"]["trajectory"] = (
+    usable = bool(np.isfinite(adata.obs["pseudotime"].astype(float)).sum() >= 10)
+    info = texflow_uns(adata).get("trajectory", {})
+    if usable and not info.get("orders_states", True):
+        skipped[SKIP_TRAJECTORY] = (
             f"the pseudotime puts only {100 * float(info['state_order_auc']):.0f}% of "
             "(Tpex, Tex_term) cell pairs in that order, so it is not the Tpex -> Tex_term axis"
         )
-    if has_pseudotime:
-        trend_table = trends(adata, score_keys=keys, n_grid=n_grid, n_splines=n_splines,
-                             n_bootstrap=n_bootstrap, seed=seed)
-        associations = stats.pseudotime_associations(
-            adata.obs, scores, min_cells_per_patient=min_cells_per_patient,
-            n_permutations=n_permutations, seed=seed if stats_seed is None else stats_seed,
-            covariate=None if covariate is None else np.log1p(covariate),
-            covariate_name="log genes detected per cell" if covariate is not None else "")
-        if not info.get("root_stable", True):
-            caution = (f"pseudotime depends on the root (root-sensitivity median rho "
-                       f"{float(info.get('root_sensitivity_median_rho', np.nan)):.2f}): caution")
-            associations["note"] = [f"{n}; {caution}" if n else caution
-                                    for n in associations["note"].fillna("").astype(str)]
-    else:
-        reason = uns["skipped"].get("trajectory", "no cell has a pseudotime")
-        for step in ("trends", "associations"):
-            uns["skipped"][step] = f"no Tpex -> Tex_term pseudotime: {reason}"
+        return False
+    return usable
+
+
+def _along_pseudotime(
+    adata: ad.AnnData,
+    *,
+    keys: list[str],
+    scores: pd.DataFrame,
+    covariate: dict,
+    options: AnalyseOptions,
+    skipped: MutableMapping[str, str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trends, associations) of every score along the pseudotime, or one row each saying why
+    they were skipped (the reason also goes to `skipped`)."""
+    if not _pseudotime_usable(adata, skipped=skipped):
+        reason = skipped.get(SKIP_TRAJECTORY, "no cell has a pseudotime")
+        for step in (SKIP_TRENDS, SKIP_ASSOCIATIONS):
+            skipped[step] = f"no Tpex -> Tex_term pseudotime: {reason}"
         logger.warning("trends and associations skipped: %s", reason)
         trend_table = pd.DataFrame([{"program": "", "unit": "", "pseudotime": np.nan,
                                      "fit": np.nan, "lower": np.nan, "upper": np.nan,
                                      "note": f"skipped: {reason}"}])
-        associations = pd.DataFrame([{"program": "", "unit": "", "test": "skipped",
+        associations = pd.DataFrame([{"program": "", "unit": "", "test": SKIPPED,
                                       "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
                                       "n_patients": 0, "n_cells": 0,
                                       "note": f"skipped: {reason}"}])
-    axis = stats.axis_associations(
-        adata.obs, scores, shared_genes=axis_shared_genes(programs),
-        min_cells_per_patient=min_cells_per_patient, n_permutations=n_permutations,
-        seed=seed if stats_seed is None else stats_seed,
-        covariate=None if covariate is None else np.log1p(covariate),
-        covariate_name="log genes detected per cell" if covariate is not None else "")
-    state_comparison = stats.compare_states(adata.obs, scores, min_cells=min_cells_per_group,
-                                            min_paired=min_paired_patients)
+        return trend_table, associations
+    trend_table = trends(
+        adata, score_keys=keys, n_grid=options.n_grid, n_splines=options.n_splines,
+        n_bootstrap=options.n_bootstrap, seed=options.seed,
+    )  # fmt: skip
+    associations = stats.pseudotime_associations(
+        adata.obs, scores, min_cells_per_patient=options.min_cells_per_patient,
+        n_permutations=options.n_permutations, seed=options.test_seed, **covariate,
+    )  # fmt: skip
+    info = texflow_uns(adata).get("trajectory", {})
+    if not info.get("root_stable", True):
+        caution = (f"pseudotime depends on the root (root-sensitivity median rho "
+                   f"{float(info.get('root_sensitivity_median_rho', np.nan)):.2f}): caution")
+        associations["note"] = [f"{n}; {caution}" if n else caution
+                                for n in associations["note"].fillna("").astype(str)]
+    return trend_table, associations
+
+
+def _response_and_composition(
+    obs: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    options: AnalyseOptions,
+    skipped: MutableMapping[str, str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(response_comparison, composition): responders vs non-responders per state and program,
+    with the test of each state's share of a patient's cells first when patients are the
+    units; what could not be tested goes to `skipped`."""
     response, response_skipped = stats.compare_response(
-        adata.obs, scores, min_cells=min_cells_per_group)
-    composition = stats.patient_composition(adata.obs, min_cells=min_cells_composition)
+        obs, scores, min_cells=options.min_cells_per_group
+    )
+    composition = stats.patient_composition(obs, min_cells=options.min_cells_composition)
     if response_skipped:
-        uns["skipped"]["response_comparison"] = response_skipped
-    elif stats.choose_unit(adata.obs) == stats.UNIT_PATIENTS:
+        skipped[SKIP_RESPONSE] = response_skipped
+    elif stats.choose_unit(obs) == stats.UNIT_PATIENTS:
         response = pd.concat(
-            [stats.compare_composition(composition, min_cells=min_cells_composition), response],
+            [stats.compare_composition(composition, min_cells=options.min_cells_composition),
+             response],
             ignore_index=True)
     else:
-        uns["skipped"]["composition"] = (
+        skipped[SKIP_COMPOSITION] = (
             "no patient labels: one composition per group, nothing to test it against")
-    # every verdict carries the coverage of each untrusted program it rests on
+    return response, composition
+
+
+def _with_coverage_caveats(
+    coverage: pd.DataFrame, tables: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """Each table with the coverage of every untrusted program its verdicts rest on
+    (`stats.with_coverage`); the state calls rest on the states stage's programs, scored again
+    here with the same genes."""
+    from .states import STATE_PROGRAMS  # a stage's definition: imported late, as a leaf
+
     caveats = stats.coverage_caveats(coverage, combined={SIGNED_LPO: LPO_PARTS})
-    # the state calls rest on the states stage's programs (scored again here: same genes)
     state_caveats = {state: caveats.get(name, "") for state, name in STATE_PROGRAMS.items()}
-    associations, axis, state_comparison, response = (
-        stats.with_coverage(table, caveats, state_caveats=state_caveats)
-        for table in (associations, axis, state_comparison, response))
     return {
-        "program_coverage": coverage,
-        "trends": trend_table,
-        "associations": associations,
-        "axis_associations": axis,
-        "state_comparison": state_comparison,
-        "response_comparison": response,
-        "composition": composition,
-        "cells": cells_table(adata),
-        "_response_skipped": pd.DataFrame({"reason": [response_skipped]}),
+        name: stats.with_coverage(table, caveats, state_caveats=state_caveats)
+        for name, table in tables.items()
     }

@@ -13,6 +13,7 @@ Main entry point: :func:`run_qc`.
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import anndata as ad
@@ -24,6 +25,7 @@ from scipy import ndimage, sparse
 
 from .doublets import scrublet_scores
 from .errors import InputDataError
+from .stage import SkipNotes, StageResult, organism_of, texflow_uns
 from .utils import (
     counts_are_x,
     share_counts,
@@ -78,14 +80,6 @@ class _Criterion:
     upper: float = np.nan
     source: str = ""
     flags: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-
-
-def texflow_uns(adata: ad.AnnData) -> dict:
-    """`adata.uns["texflow"]`, created with empty `params`/`skipped` dicts when missing."""
-    meta = adata.uns.setdefault("texflow", {})
-    meta.setdefault("params", {})
-    meta.setdefault("skipped", {})
-    return meta
 
 
 def _value_type(adata: ad.AnnData) -> str:
@@ -313,8 +307,8 @@ def run_qc(
     *,
     params: QCParams | None = None,
     dataset: str | None = None,
-) -> tuple[ad.AnnData, pd.DataFrame]:
-    """Flag low-quality cells and doublets per sample; return (passing cells, QC table).
+) -> StageResult:
+    """Flag low-quality cells and doublets per sample, in place.
 
     Parameters
     ----------
@@ -328,14 +322,18 @@ def run_qc(
 
     Returns
     -------
-    A tuple of
+    StageResult
+        Tables ``qc_summary`` (one row per sample: cells in, failing per criterion -- NA where
+        the criterion was not run --, cells out, thresholds, notes; and a last row ``(all)``)
+        and ``qc_cells`` (`cells_table`); notes: the ``qc.*`` steps not run and why. The caller
+        writes only the passing cells onward (`write_passing_cells`).
 
-    - the input AnnData, annotated in place: obs QC metrics, `qc_fail_<criterion>` for each of
-      `CRITERIA` (False where not run), `doublet_score`, `predicted_doublet`, `qc_pass`;
-      `uns["texflow"]["params"]["qc"]`, `uns["texflow"]["skipped"]["qc.*"]`. The caller writes
-      only the passing cells onward (`adata[adata.obs["qc_pass"]]`).
-    - the QC table: one row per sample (cells in, failing per criterion -- NA where the
-      criterion was not run --, cells out, thresholds, notes) and a last row `(all)`.
+    Writes
+    ------
+    obs QC metrics (`compute_metrics`), ``qc_fail_<criterion>`` for each of `CRITERIA` (False
+    where not run), ``doublet_score``, ``predicted_doublet``, ``qc_pass``; var ``mt``;
+    ``uns["texflow"]["params"]["qc"]``, ``uns["texflow"]["qc"]`` (mitochondrial genes, cells in
+    and out), ``uns["texflow"]["skipped"]["qc.*"]``.
 
     Raises
     ------
@@ -346,23 +344,57 @@ def run_qc(
     params = params or QCParams()
     meta = texflow_uns(adata)
     dataset = dataset or meta.get("dataset")
-    organism = meta.get("organism")
-    if organism not in MITO_PREFIX:
-        raise InputDataError(
-            f"uns['texflow']['organism'] is {organism!r}; expected human or mouse", dataset=dataset
-        )
+    organism = organism_of(adata, dataset=dataset)
     value_type = _value_type(adata)
     if adata.n_obs == 0:
         raise InputDataError("the input holds no cells", dataset=dataset)
 
-    skipped: dict[str, str] = {}
+    skipped = SkipNotes(adata)
     samples = sample_labels(adata)
-    notes: dict[str, list[str]] = {sample: [] for sample in pd.unique(samples)}
+    sample_notes: dict[str, list[str]] = {sample: [] for sample in pd.unique(samples)}
     mito = compute_metrics(adata, organism=organism)
-    is_counts = value_type == "counts"
+    criteria = _judge_outliers(
+        adata, samples, params=params, value_type=value_type, organism=organism, mito=mito,
+        skipped=skipped,
+    )  # fmt: skip
+    _call_doublets(
+        adata, samples, params=params, value_type=value_type, sample_notes=sample_notes,
+        skipped=skipped,
+    )  # fmt: skip
+    adata.obs["qc_pass"] = ~adata.obs[[f"qc_fail_{name}" for name in CRITERIA]].any(axis=1)
 
-    criteria: dict[str, dict[str, _Criterion]] = {}
+    table = _summary_table(
+        adata, samples, criteria, sample_notes, skipped.recorded, params=params,
+        is_counts=value_type == "counts",
+    )  # fmt: skip
+    _note_dropped_samples(table, skipped)
+    n_pass = int(adata.obs["qc_pass"].sum())
+    for step, reason in skipped.recorded.items():
+        logger.info("not run / recorded: %s: %s", step, reason)
+    logger.info("QC: %d of %d cells pass", n_pass, adata.n_obs)
+    meta["params"]["qc"] = params.as_dict()
+    meta["qc"] = {"mito_genes": len(mito), "cells_in": adata.n_obs, "cells_out": n_pass}
+    tables = {"qc_summary": table, "qc_cells": cells_table(adata)}
+    return StageResult("qc", tables, dict(skipped.recorded))
+
+
+def _judge_outliers(
+    adata: ad.AnnData,
+    samples: pd.Series,
+    *,
+    params: QCParams,
+    value_type: str,
+    organism: str,
+    mito: list[str],
+    skipped: MutableMapping[str, str],
+) -> dict[str, dict[str, _Criterion]]:
+    """The MAD criteria of `CRITERIA` but doublets, each run where the value type allows it.
+
+    Writes obs ``qc_fail_<criterion>`` (False for a criterion not run, whose reason goes to
+    `skipped`). Returns each criterion run, per sample.
+    """
     obs = adata.obs
+    criteria: dict[str, dict[str, _Criterion]] = {}
 
     def judge(name: str, column: str, **kwargs) -> None:
         flags, per_sample = _outliers(
@@ -371,6 +403,7 @@ def run_qc(
         obs[f"qc_fail_{name}"] = flags
         criteria[name] = per_sample
 
+    is_counts = value_type == "counts"
     judge("n_genes", "log1p_n_genes_by_counts", nmads=params.nmads)
     if is_counts:
         judge("total_counts", "log1p_total_counts", nmads=params.nmads)
@@ -402,8 +435,26 @@ def run_qc(
     for name in CRITERIA[:-1]:
         if f"qc_fail_{name}" not in obs:
             obs[f"qc_fail_{name}"] = False
+    return criteria
 
-    not_scored: dict[str, str] = {}
+
+def _call_doublets(
+    adata: ad.AnnData,
+    samples: pd.Series,
+    *,
+    params: QCParams,
+    value_type: str,
+    sample_notes: dict[str, list[str]],
+    skipped: MutableMapping[str, str],
+) -> None:
+    """Scrublet per sample where it can run (`score_doublets`); flag or keep the doublets.
+
+    Writes obs ``doublet_score`` (NaN where not run), ``predicted_doublet`` and
+    ``qc_fail_doublet`` (predicted and ``params.remove_doublets``); what was not run or not
+    called goes to `skipped`.
+    """
+    obs = adata.obs
+    is_counts = value_type == "counts"
     if not params.doublets:
         skipped["qc.doublets"] = "doublet detection switched off (qc.doublets: false)"
     elif not is_counts:
@@ -412,8 +463,8 @@ def run_qc(
             "raw counts of two cells, which TPM or log values cannot do"
         )
     else:
-        not_scored = score_doublets(adata, samples, params=params, notes=notes)
-        if not_scored and len(not_scored) == len(notes):
+        not_scored = score_doublets(adata, samples, params=params, notes=sample_notes)
+        if not_scored and len(not_scored) == len(sample_notes):
             skipped["qc.doublets"] = "no sample could be scored: " + "; ".join(
                 f"{sample}: {why}" for sample, why in not_scored.items()
             )
@@ -432,25 +483,23 @@ def run_qc(
             "(qc.remove_doublets: false)"
         )
 
-    fail_columns = [f"qc_fail_{name}" for name in CRITERIA]
-    obs["qc_pass"] = ~obs[fail_columns].any(axis=1)
 
-    table = _summary_table(
-        adata, samples, criteria, notes, skipped, params=params, is_counts=is_counts
-    )
+def _note_dropped_samples(table: pd.DataFrame, skipped: MutableMapping[str, str]) -> None:
+    """A warning and a ``qc.sample.<sample>`` note for each sample QC removes entirely."""
     for sample, row in table.set_index("sample").iterrows():
         if sample != "(all)" and row["cells_in"] > 0 and row["cells_out"] == 0:
             logger.warning("QC removes every cell of sample %s: the sample is dropped", sample)
             skipped[f"qc.sample.{sample}"] = f"all {row['cells_in']} cells failed QC; sample dropped"
 
-    n_pass = int(obs["qc_pass"].sum())
-    for step, reason in skipped.items():
-        logger.info("not run / recorded: %s: %s", step, reason)
-    logger.info("QC: %d of %d cells pass", n_pass, adata.n_obs)
-    meta["params"]["qc"] = params.as_dict()
-    meta["skipped"].update(skipped)
-    meta["qc"] = {"mito_genes": len(mito), "cells_in": adata.n_obs, "cells_out": n_pass}
-    return adata, table
+
+#: Prefixes of the obs columns of the per-cell QC table (`cells_table`).
+CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "predicted")
+
+
+def cells_table(adata: ad.AnnData) -> pd.DataFrame:
+    """One row per cell: cell_id, sample and every QC metric and flag in obs (`CELL_COLUMNS`)."""
+    columns = [c for c in adata.obs.columns if c.startswith(CELL_COLUMNS)]
+    return adata.obs[["sample", *columns]].rename_axis("cell_id").reset_index()
 
 
 def _summary_table(

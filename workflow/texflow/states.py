@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass
 
 import anndata as ad
@@ -76,6 +76,7 @@ from .contract import (
 from .errors import InputDataError
 from .scoring import DEFAULT_MAX_RANK, ucell
 from .signatures import GeneProgram, coverage_table, load_programs, resolve_aliases
+from .stage import SkipNotes, StageResult, organism_of
 
 logger = logging.getLogger(__name__)
 
@@ -355,12 +356,12 @@ def _marker_evidence(
 def label_states(
     adata: ad.AnnData,
     *,
-    organism: str,
+    organism: str | None = None,
     params: StatesParams | None = None,
     extra_programs: str | None = None,
     dataset: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Score programs per cell and label each cluster with a state and a confidence.
+) -> StageResult:
+    """Score programs per cell and label each cluster and each cell with a state, in place.
 
     Parameters
     ----------
@@ -369,7 +370,7 @@ def label_states(
         `clustered.h5ad`; counts or TPM give the same scores). Marker means in the table are
         computed on X.
     organism
-        ``"human"`` or ``"mouse"``.
+        ``"human"`` or ``"mouse"``; default ``uns["texflow"]["organism"]``.
     params
         Thresholds (`StatesParams`).
     extra_programs
@@ -380,23 +381,23 @@ def label_states(
 
     Returns
     -------
-    cluster_states
-        One row per cluster: cluster, n_cells, state, confidence, second_best, best_state,
-        exhausted_gate, isg_high, cycling, z_<program> for every scored program,
-        markers_up / markers_down (winning program's genes with cluster vs other-cluster means),
-        untrusted_programs, cell_majority_state, cell_majority_fraction, agrees_with_cells,
-        cell_state_note (`cluster_agreement`).
-    summary
-        Long per-cluster, per-program table (`cluster_summary`).
-    coverage
-        `texflow.signatures.coverage_table` of the scored programs.
+    StageResult
+        Tables ``cluster_states`` (one row per cluster: cluster, n_cells, state, confidence,
+        second_best, best_state, exhausted_gate, isg_high, cycling, z_<program> for every scored
+        program, markers_up / markers_down (winning program's genes with cluster vs
+        other-cluster means), untrusted_programs, cell_majority_state, cell_majority_fraction,
+        agrees_with_cells, cell_state_note (`cluster_agreement`)), ``cluster_program_scores``
+        (long per-cluster, per-program table, `cluster_summary`) and ``signature_coverage``
+        (`texflow.signatures.coverage_table` of the scored programs); notes: the programs that
+        could not be used.
 
     Writes
     ------
     ``obs["score_<program>"]``, ``obs["state"]`` (categorical), ``obs["state_confidence"]``,
-    ``obs["cell_state"]``, ``obs["cell_state_confidence"]``, ``obs["exhaustion_axis"]``
-    (`cell_states`); ``uns["texflow"]["params"]["states"]``,
-    ``uns["texflow"]["skipped"]`` entries for programs that could not be used; ``uns["ucell"]``.
+    ``obs["cell_state"]``, ``obs["cell_state_confidence"]``, ``obs["cell_state_basis"]``,
+    ``obs["exhaustion_axis"]`` (`cell_states`); ``uns["texflow"]["params"]["states"]``,
+    ``uns["texflow"]["skipped"]["states.<program>"]`` for programs that could not be used;
+    ``uns["ucell"]``.
     """
     params = params or StatesParams()
     key = params.cluster_key
@@ -404,11 +405,34 @@ def label_states(
         raise InputDataError(f"obs[{key!r}] (the clusters to label) is missing", dataset=dataset)
     if adata.n_obs == 0:
         raise InputDataError("no cells to label", dataset=dataset)
+    organism = organism or organism_of(adata, dataset=dataset)
     meta = adata.uns.setdefault("texflow", {})
-    skipped = meta.setdefault("skipped", {})
+    skipped = SkipNotes(adata)
 
     programs = state_programs(organism, adata.var_names, extra=extra_programs)
     coverage = coverage_table(programs, adata.var_names)
+    _warn_untrusted(coverage)
+    ucell(adata, programs, max_rank=params.max_rank, missing_genes=params.missing_genes)
+    usable = _usable_programs(coverage, skipped=skipped)
+
+    z = cluster_z_scores(adata, cluster_key=key, programs=programs)
+    table = _cluster_table(adata, z, programs=programs, params=params, usable=usable)
+    table["untrusted_programs"] = ",".join(coverage.loc[~coverage["trusted"], "program"])
+    _label_cells_by_cluster(adata, table, cluster_key=key)
+    cell_states(adata, programs=programs, params=params, usable=usable)
+    table = table.merge(_agreement(adata, table, cluster_key=key), on="cluster", how="left")
+    meta.setdefault("params", {})["states"] = params.as_dict()
+    _log_clusters(table)
+    tables = {
+        "cluster_states": table,
+        "cluster_program_scores": cluster_summary(adata, cluster_key=key, programs=programs),
+        "signature_coverage": coverage,
+    }
+    return StageResult("states", tables, dict(skipped.recorded))
+
+
+def _warn_untrusted(coverage: pd.DataFrame) -> None:
+    """Log and warn for each program too few of whose positive genes are measured."""
     for row in coverage.itertuples():
         if not row.trusted:
             message = (
@@ -416,34 +440,35 @@ def label_states(
                 f"measured (missing: {row.missing or '-'}); its score is not trusted"
             )
             logger.warning(message)
-            warnings.warn(message, stacklevel=2)
+            warnings.warn(message, stacklevel=3)
 
-    ucell(adata, programs, max_rank=params.max_rank, missing_genes=params.missing_genes)
 
-    # programs without a single measured positive gene cannot name a state
+def _usable_programs(coverage: pd.DataFrame, *, skipped: MutableMapping[str, str]) -> set[str]:
+    """The programs with at least one measured positive gene; the others cannot name a state
+    (a ``states.<program>`` note each)."""
     usable = set(coverage.loc[coverage["n_up_present"] > 0, "program"])
     for name in sorted(set(SCORED_PROGRAMS) - usable):
         skipped[f"states.{name}"] = f"no gene of program {name} is in the data: not used"
         logger.warning("program %s: no gene measured, not used to label states", name)
+    return usable
 
-    z = cluster_z_scores(adata, cluster_key=key, programs=programs)
+
+def _cluster_table(
+    adata: ad.AnnData,
+    z: pd.DataFrame,
+    *,
+    programs: Mapping[str, GeneProgram],
+    params: StatesParams,
+    usable: set[str],
+) -> pd.DataFrame:
+    """One row per cluster of `z` (`cluster_z_scores`): its decision (`decide_cells`), the
+    isg_high / cycling flags, its z per program and the marker evidence of its best state."""
+    key = params.cluster_key
     sizes = adata.obs[key].value_counts()
-    rows = []
     decisions = decide_cells(z, params, usable)
+    rows = []
     for cluster, z_row in z.iterrows():
         decision = decisions.loc[cluster]
-        shown = decision["best_state"]
-        program = programs.get(STATE_PROGRAMS.get(shown, ""), None)
-        evidence_up = evidence_down = ""
-        if program is not None:
-            evidence_up = _marker_evidence(
-                adata, cluster_key=key, cluster=str(cluster), genes=program.up,
-                n_top=params.n_marker_genes, higher=True,
-            )
-            evidence_down = _marker_evidence(
-                adata, cluster_key=key, cluster=str(cluster), genes=program.down,
-                n_top=params.n_marker_genes, higher=False,
-            )
         row = {
             "cluster": str(cluster),
             "n_cells": int(sizes.get(cluster, 0)),
@@ -456,31 +481,49 @@ def label_states(
             "cycling": bool(z_row.get("cycling", -np.inf) >= params.flag_min_z),
         }
         row.update({f"z_{name}": round(float(z_row[name]), 4) for name in programs})
-        row["markers_up"] = evidence_up
-        row["markers_down"] = evidence_down
+        program = programs.get(STATE_PROGRAMS.get(decision["best_state"], ""), None)
+        row["markers_up"] = row["markers_down"] = ""
+        if program is not None:
+            for column, genes, higher in (("markers_up", program.up, True),
+                                          ("markers_down", program.down, False)):
+                row[column] = _marker_evidence(
+                    adata, cluster_key=key, cluster=str(cluster), genes=genes,
+                    n_top=params.n_marker_genes, higher=higher,
+                )
         rows.append(row)
-    table = pd.DataFrame(rows)
-    untrusted = ",".join(coverage.loc[~coverage["trusted"], "program"])
-    table["untrusted_programs"] = untrusted
+    return pd.DataFrame(rows)
 
+
+def _label_cells_by_cluster(adata: ad.AnnData, table: pd.DataFrame, *, cluster_key: str) -> None:
+    """Writes obs ``state`` (categorical) and ``state_confidence``: each cell's cluster's."""
     by_cluster = table.set_index("cluster")
-    cluster_of_cell = adata.obs[key].astype(str)
+    cluster_of_cell = adata.obs[cluster_key].astype(str)
     adata.obs["state"] = pd.Categorical(
         cluster_of_cell.map(by_cluster["state"]).to_numpy(), categories=list(STATE_CATEGORIES)
     )
-    adata.obs["state_confidence"] = cluster_of_cell.map(by_cluster["confidence"]).astype(float).to_numpy()
-    cell_states(adata, programs=programs, params=params, usable=usable)
-    agreement = cluster_agreement(cluster_of_cell, adata.obs[CELL_STATE_KEY], by_cluster["state"])
-    table = table.merge(agreement, on="cluster", how="left")
+    adata.obs["state_confidence"] = (
+        cluster_of_cell.map(by_cluster["confidence"]).astype(float).to_numpy()
+    )
+
+
+def _agreement(adata: ad.AnnData, table: pd.DataFrame, *, cluster_key: str) -> pd.DataFrame:
+    """`cluster_agreement` of the cluster labels in `table` with the per-cell calls; each
+    disagreement logged."""
+    agreement = cluster_agreement(
+        adata.obs[cluster_key].astype(str),
+        adata.obs[CELL_STATE_KEY],
+        table.set_index("cluster")["state"],
+    )
     for row in agreement.itertuples():
         if not row.agrees_with_cells:
             logger.info("cluster %s: %s", row.cluster, row.cell_state_note)
-    meta.setdefault("params", {})["states"] = params.as_dict()
+    return agreement
+
+
+def _log_clusters(table: pd.DataFrame) -> None:
     for row in table.itertuples():
         logger.info(
             "cluster %s (%d cells): %s (confidence %.2f, second %s)%s%s",
             row.cluster, row.n_cells, row.state, row.confidence, row.second_best or "-",
             ", ISG-high" if row.isg_high else "", ", cycling" if row.cycling else "",
         )
-    summary = cluster_summary(adata, cluster_key=key, programs=programs)
-    return table, summary, coverage
