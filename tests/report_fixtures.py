@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from texflow import findings
+from texflow.contract import FINDINGS_TABLE
 from texflow.stats import compare_states
 
 PATIENTS = ["P1", "P2", "P3", "P4", "P5", "P6"]
@@ -84,6 +86,27 @@ def _png(path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def write_findings(out: Path, *, dataset: str, skipped, alpha: float = 0.05) -> Path:
+    """tables/findings.tsv from the tables in `out`, as the programs stage decides it."""
+    tables = {name: pd.read_csv(out / "tables" / f"{name}.tsv", sep="\t")
+              for name in ("program_coverage", "associations", "axis_associations", "state_comparison", "response_comparison")
+              if (out / "tables" / f"{name}.tsv").is_file()}
+    found = findings.dataset_findings(tables, dataset=dataset, alpha=alpha, skipped=dict(skipped))
+    findings.write_findings(found, out / "tables" / FINDINGS_TABLE)
+    return out / "tables" / FINDINGS_TABLE
+
+
+def declared(out: str | Path) -> dict:
+    """The inputs the report rule declares, for `report.collect`: findings.tsv, the stage
+    tables and the stage figures in `out` (the tests' stand-in for the rule's input lists)."""
+    out = Path(out)
+    return {
+        "findings": out / "tables" / FINDINGS_TABLE,
+        "tables": sorted(p for p in (out / "tables").glob("*.tsv") if p.name != FINDINGS_TABLE),
+        "figures": sorted((out / "figures").glob("*.png")),
+    }
+
+
 def fake_results(root: str | Path, dataset: str = "fake", *, with_response: bool = True, with_tpex: bool = True) -> Path:
     """Write a fake `root/results/{dataset}/` and `root/resources/downloads/{dataset}/manifest.tsv`; return the dataset dir."""
     root = Path(root)
@@ -139,6 +162,7 @@ def fake_results(root: str | Path, dataset: str = "fake", *, with_response: bool
     _png(out / "figures" / "qc_total_counts.png", "qc total counts")
     _png(out / "figures" / "state_markers_dotplot.png", "markers")
     (out / "summary.json").write_text(json.dumps({"dataset": dataset, "title": f"Fake dataset {dataset}", "n_cells": adata.n_obs}))
+    write_findings(out, dataset=dataset, skipped=adata.uns["texflow"].get("skipped", {}))
     manifest = root / "resources" / "downloads" / dataset / "manifest.tsv"
     manifest.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"name": ["matrix"], "file": ["GSE0_matrix.txt.gz"], "sha256": ["ab" * 32], "bytes": [123456]}).to_csv(manifest, sep="\t", index=False)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.report_fixtures import fake_results
-from texflow import report
+from tests.report_fixtures import declared, fake_results
+from texflow import report, report_summary
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # flags for a quiet, offline, throw-away browser: no sandbox (containers, root), no GPU, no
@@ -72,10 +72,10 @@ def pages(tmp_path_factory):
     results = root / "results"
     for dataset, kwargs in {"complete": {}, "no_labels": {"with_response": False, "with_tpex": False}}.items():
         out = fake_results(root, dataset, **kwargs)
-        report.write_dataset_report(report.collect(out, dataset=dataset), out / "report.html")
+        report.write_dataset_report(report.collect(out, dataset=dataset, **declared(out)), out / "report.html")
     datasets = ["complete", "no_labels"]
-    report.write_summary(
-        [report.headline_only(d, dataset_dir=results / d) for d in datasets],
+    report_summary.write_summary(
+        [report_summary.headline_only(d, dataset_dir=results / d, findings=results / d / "tables/findings.tsv") for d in datasets],
         tsv=results / "summary.tsv", html_path=results / "summary.html",
         report_links={d: results / d / "report.html" for d in datasets},
     )  # fmt: skip
@@ -199,7 +199,7 @@ def test_decisive_columns_visible_at_1400_px(tmp_path):
                   "reason": ["cd8_t highest (0.63; next cd4_t 0.04)"] * 2,
                   "n_vetoed": [6, 0]}).to_csv(out / "tables/gating.tsv", sep="\t", index=False)
     page = out / "report.html"
-    report.write_dataset_report(report.collect(out, dataset="wide"), page)
+    report.write_dataset_report(report.collect(out, dataset="wide", **declared(out)), page)
     probe = """<script>window.addEventListener("load", function () {
       var hidden = [];
       document.querySelectorAll(".scroll").forEach(function (box) {

@@ -11,8 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.report_fixtures import PATIENTS, RESPONSE, fake_adata, fake_results
-from texflow import contract, report, stats
+from tests.report_fixtures import PATIENTS, RESPONSE, declared, fake_adata, fake_results
+from texflow import (
+    contract,
+    findings,
+    formatting,
+    report,
+    report_answer,
+    report_figures,
+    report_html,
+    report_summary,
+    stats,
+)
+from texflow.report_answer import FindingText
 from texflow.plotting import report as plots
 
 
@@ -46,10 +57,19 @@ def built(tmp_path_factory):
     pages = {}
     for dataset, kwargs in {"full": {}, "bare": {"with_response": False, "with_tpex": False}}.items():
         out = fake_results(root, dataset, **kwargs)
-        page = report.collect(out, dataset=dataset, manifest=root / "resources/downloads" / dataset / "manifest.tsv", formats=["png", "svg"])
+        page = report.collect(out, dataset=dataset, **declared(out), manifest=root / "resources/downloads" / dataset / "manifest.tsv", formats=["png", "svg"])
         report.write_dataset_report(page, out / "report.html")
         pages[dataset] = page
     return root, pages
+
+
+def decided(tables, **options):
+    """The findings the programs stage decides from `tables`, with their words."""
+    return [FindingText.of(f) for f in findings.findings(tables, **options)]
+
+
+def decided_composition(table, **options):
+    return [FindingText.of(f) for f in findings.composition_findings(table, **options)]
 
 
 def _finding(page, program, comparison):
@@ -83,16 +103,16 @@ def test_headline_reads_the_programs_tables(built):
 
 def test_state_effect_sign_follows_the_comparison_column():
     row = {"program": "x", "comparison": "Tpex vs Tex_term", "effect": 0.4, "p_value": 0.001, "n_patients": 5}
-    (flipped,) = [f for f in report.findings({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    (flipped,) = [f for f in decided({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
     assert flipped.effect == pytest.approx(-0.4) and flipped.verdict == "down"
     row["comparison"] = "Tex_term vs Tpex"
-    (kept,) = [f for f in report.findings({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    (kept,) = [f for f in decided({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
     assert kept.effect == pytest.approx(0.4) and kept.verdict == "up"
 
 
 def test_cells_as_units_are_flagged():
     row = {"program": "x", "unit": "cells", "effect": 0.3, "p_value": 1e-9, "n_patients": 0, "effect_type": "difference_of_cell_means"}
-    (finding,) = [f for f in report.findings({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    (finding,) = [f for f in decided({"state": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "state"]
     assert math.isnan(finding.n_patients)
     assert "cells as units" in finding.sentence
 
@@ -138,7 +158,7 @@ def _style_text(html_text: str) -> str:
 def test_stylesheet_inserted_unescaped(built):
     """Autoescape turned the CSS's quotes ("Segoe UI") into &#34; inside <style>: rule void."""
     root, _ = built
-    css = (report.TEMPLATES / "report.css").read_text()
+    css = (report_html.TEMPLATES / "report.css").read_text()
     style = _style_text((root / "results/full/report.html").read_text(encoding="utf-8"))
     for entity in ("&#", "&quot;", "&amp;", "&lt;", "&gt;"):
         assert entity not in style, entity
@@ -184,7 +204,7 @@ def test_stale_figure_of_an_earlier_run_is_removed(tmp_path):
     own = out / "figures/report"
     own.mkdir(parents=True)
     (own / "response_groups.png").write_bytes(b"old")
-    page = report.collect(out, dataset="again")
+    page = report.collect(out, dataset="again", **declared(out))
     assert not (own / "response_groups.png").exists()
     assert any(f.title == "Responders vs non-responders, all CD8 T cells" and f.missing for f in page.figures)
 
@@ -194,7 +214,7 @@ def test_cluster_umap_of_the_stage_is_not_redrawn(tmp_path):
     import shutil
 
     shutil.copy(out / "figures/qc_total_counts.png", out / "figures/umap_leiden_clusters.png")
-    page = report.collect(out, dataset="withumap")
+    page = report.collect(out, dataset="withumap", **declared(out))
     assert not (out / "figures/report/umap_cluster.png").exists()
     assert any(f.path is not None and f.path.name == "umap_leiden_clusters.png" and f.section == "cluster" for f in page.figures)
 
@@ -206,15 +226,15 @@ def test_cluster_umap_of_the_stage_is_not_redrawn(tmp_path):
 def test_summary_side_by_side(built):
     root, _ = built
     results = root / "results"
-    headlines = [report.headline_only(d, dataset_dir=results / d) for d in ("full", "bare")]
-    table = report.write_summary(
+    headlines = [report_summary.headline_only(d, dataset_dir=results / d, findings=results / d / "tables/findings.tsv") for d in ("full", "bare")]
+    table = report_summary.write_summary(
         headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
         report_links={d: results / d / "report.html" for d in ("full", "bare")},
     )  # fmt: skip
     # datasets x programs x comparisons, and each dataset's composition findings
     n_composition = sum(len(h.composition) for h in headlines)
-    assert len(table) == 2 * 2 * len(report.COMPARISONS) + n_composition
-    assert (table["comparison"] == report.COMPOSITION).sum() == n_composition
+    assert len(table) == 2 * 2 * len(report_answer.COMPARISONS) + n_composition
+    assert (table["comparison"] == contract.COMPARE_COMPOSITION).sum() == n_composition
     back = pd.read_csv(results / "summary.tsv", sep="\t")
     up = back[(back["dataset"] == "full") & (back["program"] == "ifn_i_core") & (back["comparison"] == "trajectory")]
     assert up["verdict"].item() == "up" and up["effect"].item() == pytest.approx(0.62)
@@ -231,7 +251,7 @@ def test_summary_side_by_side(built):
 def test_patient_means_are_per_patient_per_state():
     adata = fake_adata(n_cells=300)
     scores = ["score_ifn_i_core"]
-    means = plots.patient_means(adata, scores=scores, min_cells=1)
+    means = plots.patient_state_means(adata, scores=scores, min_cells=1)
     obs = adata.obs
     for patient in PATIENTS[:2]:
         cells = obs[(obs["patient"] == patient) & (obs["state"] == "Tex_term")]
@@ -241,10 +261,13 @@ def test_patient_means_are_per_patient_per_state():
         assert row["response"].item() == RESPONSE[patient]
 
 
-def test_find_state_spellings():
-    assert plots.find_state(["naive", "Tex-term", "TPEX"], "tpex") == "TPEX"
-    assert plots.find_state(["naive", "Tex_term"], "texterm") == "Tex_term"
-    assert plots.find_state(["Tex_int"], "texterm") is None
+def test_the_paired_figure_reads_the_contract_labels_only(tmp_path):
+    """texflow writes Tpex and Tex_term; another spelling is not taken for them."""
+    adata = fake_adata()
+    key = contract.lineage_state_key(adata.obs)
+    adata.obs[key] = adata.obs[key].astype(str).replace({contract.TPEX: "TPEX"})
+    with pytest.raises(plots.FigureSkipped, match="no cell was called Tpex"):
+        plots.paired_states(adata, scores=["score_ifn_i_core"], path=tmp_path / "p.png")
 
 
 def test_paired_figure_needs_both_states(tmp_path):
@@ -265,13 +288,13 @@ def test_umap_draws_all_cells(tmp_path):
     [(0.123456, "0.123"), (1432.5, "1432"), (3, "3"), (np.float64(2.0), "2"), (float("nan"), "–"), (123456, "123 456"), (0.00001234, "1.23e-05")],
 )
 def test_format_number(value, text):
-    assert report.format_number(value) == text
+    assert formatting.format_number(value) == text
 
 
 def test_format_p():
-    assert report.format_p(0.0004) == "4.0e-04"
-    assert report.format_p(0.0312) == "0.031"
-    assert report.format_p(float("nan")) == "–"
+    assert formatting.format_p(0.0004) == "4.0e-04"
+    assert formatting.format_p(0.0312) == "0.031"
+    assert formatting.format_p(float("nan")) == "–"
 
 
 def test_too_few_patients_is_said():
@@ -280,36 +303,107 @@ def test_too_few_patients_is_said():
                 "mean_responders": 0.1, "mean_non_responders": 0.5, "n_responders": 3, "n_non_responders": 3, "p_value": 0.1}
     state = {"program": "x", "comparison": "Tex_term vs Tpex", "unit": "patients", "test": "wilcoxon_signed_rank_paired",
              "effect": 0.3, "n_patients": 4, "p_value": 0.125}
-    found = report.findings({"response": pd.DataFrame([response]), "state": pd.DataFrame([state])}, alpha=0.05, skipped={})
+    found = decided({"response": pd.DataFrame([response]), "state": pd.DataFrame([state])}, alpha=0.05, skipped={})
     by = {f.comparison: f for f in found}
     assert "smallest possible p = 0.1" in by["response"].sentence
     assert "smallest possible p = 0.12" in by["state"].sentence
     state["n_patients"] = 8  # 2 / 2**8 < 0.05: no note
-    (again,) = [f for f in report.findings({"state": pd.DataFrame([state])}, alpha=0.05, skipped={}) if f.comparison == "state"]
+    (again,) = [f for f in decided({"state": pd.DataFrame([state])}, alpha=0.05, skipped={}) if f.comparison == "state"]
     assert again.power_note == ""
 
 
 def test_response_sign_without_group_means():
+    """texflow.stats writes the response effect as non-responders - responders: taken as it is."""
     row = {"state": "exhausted_lineage", "program": "x", "unit": "patients", "test": "mann_whitney_patient_means",
-           "effect": 0.3, "p_value": 0.001, "n_responders": 5, "n_non_responders": 5}
-    for comparison, sign in [("responder vs non_responder", -1), ("non_responder vs responder", 1)]:
-        (found,) = [f for f in report.findings({"response": pd.DataFrame([{**row, "comparison": comparison}])}, alpha=0.05, skipped={})
-                    if f.comparison == "response"]
-        assert found.effect == pytest.approx(sign * 0.3), comparison
+           "effect": 0.3, "p_value": 0.001, "n_responders": 5, "n_non_responders": 5,
+           "comparison": "non_responder vs responder"}
+    (found,) = [f for f in decided({"response": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "response"]
+    assert found.effect == pytest.approx(0.3) and found.verdict == "up"
+    # the group means, where present, decide the sign whatever the effect column says
+    row.update(mean_non_responders=0.1, mean_responders=0.5)
+    (found,) = [f for f in decided({"response": pd.DataFrame([row])}, alpha=0.05, skipped={}) if f.comparison == "response"]
+    assert found.effect == pytest.approx(-0.4) and found.verdict == "down"
+
+
+def test_the_page_shows_the_findings_table_and_decides_nothing(built, tmp_path):
+    """The report's findings are findings.tsv's rows, as the programs stage decided them from its
+    tables; a changed verdict in the table is what the page shows."""
+    root, pages = built
+    for dataset, page in pages.items():
+        out = root / "results" / dataset
+        written = findings.read_findings(out / "tables/findings.tsv")
+        tables = {name: pd.read_csv(out / "tables" / f"{name}.tsv", sep="\t")
+                  for name in ("program_coverage", "associations", "state_comparison", "response_comparison")}
+        fresh = findings.dataset_findings(tables, dataset=dataset, alpha=0.05, skipped={
+            "response_comparison": "no response labels in this dataset's metadata",
+            "trajectory": "no cluster was labelled Tpex with enough confidence: no root for the pseudotime",
+        } if dataset == "bare" else {})
+        shown = [*page.findings, *page.composition]
+        assert findings.findings_table(shown).equals(findings.findings_table(written)), dataset
+        assert findings.findings_table(written).equals(findings.findings_table(fresh)), dataset
+    # the page renders the table: flip one verdict in the file, and the page follows it
+    out = fake_results(tmp_path, "flipped")
+    table = pd.read_csv(out / "tables/findings.tsv", sep="\t", keep_default_na=False)
+    row = (table["program"] == "ifn_i_core") & (table["comparison"] == "trajectory")
+    assert table.loc[row, "verdict"].item() == "up"
+    table.loc[row, "verdict"] = "down"
+    table.to_csv(out / "tables/findings.tsv", sep="\t", index=False)
+    page = report.collect(out, dataset="flipped", **declared(out))
+    assert _finding(page, "ifn_i_core", "trajectory").verdict == "down"
+    assert "IFN-I core falls along the trajectory" in report.render_dataset(page)
+
+
+def test_findings_table_round_trips(tmp_path):
+    found = decided({"response": pd.DataFrame([{
+        "state": "exhausted_lineage", "program": "x", "unit": "patients", "test": "mann_whitney_patient_means",
+        "effect": 0.1, "mean_non_responders": 0.6, "mean_responders": 0.3, "p_value": 0.1, "p_adj": 0.2,
+        "n_responders": 3, "n_non_responders": 3, "note": "", "coverage": "x: 3 of 20 genes"}])}, alpha=0.05, skipped={})
+    found[0].dataset = "d"
+    path = tmp_path / "findings.tsv"
+    findings.write_findings(found, path)
+    again = findings.read_findings(path)
+    assert findings.findings_table(again).equals(findings.findings_table(found))
+    response = next(f for f in again if f.comparison == "response")
+    assert FindingText.of(response).n_groups == "3 non-responder vs 3 responder patients"
+    assert "smallest possible p = 0.1" in response.power_note
+    # a table written by an older texflow says so, and how to mend it
+    pd.DataFrame({"program": ["x"]}).to_csv(path, sep="\t", index=False)
+    with pytest.raises(ValueError, match="rerun the programs stage"):
+        findings.read_findings(path)
+
+
+def test_only_the_declared_stage_figures_are_embedded(tmp_path):
+    """A figure an earlier configuration left in figures/ (not an input of the rule) is not shown."""
+    out = fake_results(tmp_path, "stale")
+    import shutil
+
+    shutil.copy(out / "figures/qc_total_counts.png", out / "figures/trend_lpo_signed.png")  # stale
+    inputs = declared(out)
+    pd.DataFrame({"a": [1]}).to_csv(out / "tables/left_over.tsv", sep="\t", index=False)  # nor a table
+    inputs["figures"] = [p for p in inputs["figures"] if p.name != "trend_lpo_signed.png"]
+    page = report.collect(out, dataset="stale", **inputs)
+    shown = {f.path.name for f in page.figures if f.path is not None}
+    assert "trend_ifn_i_core.png" in shown and "trend_lpo_signed.png" not in shown
+    assert "qc_total_counts.png" in shown
+    assert not any(t.path.name == "left_over.tsv" for t in page.tables)
+    assert any(t.path.name == "gating.tsv" for t in page.tables)
+    # a declared figure that is absent is an error, not a silent gap
+    with pytest.raises(FileNotFoundError, match="declared as an input"):
+        report.collect(out, dataset="stale", **{**inputs, "figures": [out / "figures/absent.png"]})
 
 
 def test_trend_placeholders_replaced_without_pseudotime(tmp_path):
     out = fake_results(tmp_path, "notraj", with_tpex=False)
     for program in ("ifn_i_core", "tpex"):
         (out / "figures" / f"trend_{program}.png").write_bytes((out / "figures/qc_total_counts.png").read_bytes())
-    page = report.collect(out, dataset="notraj")
+    page = report.collect(out, dataset="notraj", **declared(out))
     assert not [f for f in page.figures if f.path is not None and f.path.stem.startswith("trend_")]
     (trends,) = [f for f in page.figures if f.title == "Trends along pseudotime"]
     assert "trajectory skipped" in trends.missing
 
 
 def test_long_cells_are_cut():
-    html = str(report.table_html(pd.DataFrame({"missing": [",".join(["GENE"] * 40)], "n": [3]})))
+    html = str(report_html.table_html(pd.DataFrame({"missing": [",".join(["GENE"] * 40)], "n": [3]})))
     assert "…" in html and 'title="GENE,GENE' in html
 
 
@@ -325,7 +419,7 @@ def test_composition_rows_become_their_own_findings_not_programs():
             state = "Tex_term" if rng.random() < share else ("Tpex" if rng.random() < 0.3 else "naive_like")
             rows.append(dict(patient=f"P{p}", response="non_responder" if nr else "responder", cell_state=state))
     table = stats.compare_composition(stats.patient_composition(pd.DataFrame(rows)))
-    found = report.composition_findings(table, alpha=0.05, skipped={})
+    found = decided_composition(table, alpha=0.05, skipped={})
     by_name = {f.program: f for f in found}
     tex_term = by_name["fraction_Tex_term"]
     assert tex_term.verdict == "up" and tex_term.n_groups == "6 non-responder vs 6 responder patients"
@@ -333,10 +427,10 @@ def test_composition_rows_become_their_own_findings_not_programs():
     assert "Tex-term share" in tex_term.sentence and "higher in non-responders" in tex_term.sentence
     assert by_name["log_ratio_tpex_to_tex_term"].verdict == "down"
     # the composition measures are not taken for programs of the program x comparison grid
-    programs = {f.program for f in report.findings({"response": table}, alpha=0.05, skipped={})}
+    programs = {f.program for f in decided({"response": table}, alpha=0.05, skipped={})}
     assert not programs & {stats.COMPOSITION_MEASURE, stats.BALANCE_MEASURE}
     # without composition rows: one untested finding with the recorded reason
-    none = report.composition_findings(None, alpha=0.05, skipped={"composition": "no patient labels"})
+    none = decided_composition(None, alpha=0.05, skipped={"composition": "no patient labels"})
     assert [(f.verdict, f.reason) for f in none] == [("not tested", "no patient labels")]
 
 
@@ -346,7 +440,7 @@ def test_an_untestable_composition_row_is_not_tested_not_no_difference():
     rows = [dict(patient=f"P{p}", response="non_responder" if p % 2 else "responder",
                  cell_state="Tex_term" if c % 3 else "naive_like") for p in range(8) for c in range(30)]
     table = stats.compare_composition(stats.patient_composition(pd.DataFrame(rows)))
-    by_name = {f.program: f for f in report.composition_findings(table, alpha=0.05, skipped={})}
+    by_name = {f.program: f for f in decided_composition(table, alpha=0.05, skipped={})}
     assert by_name["fraction_Tpex"].verdict == "not tested"
     assert "not testable" in by_name["fraction_Tpex"].reason
     assert by_name["log_ratio_tpex_to_tex_term"].verdict == "not tested"
@@ -372,7 +466,7 @@ def _lineage_obs(*, n_patients=6, n_per_patient=60, seed=0):
 
 def _state_findings(obs):
     table = stats.compare_states(obs, obs[["ifn_i_core", "lpo_signed"]])
-    found = report.findings({"state": table}, alpha=0.05, skipped={})
+    found = decided({"state": table}, alpha=0.05, skipped={})
     return [f for f in found if f.comparison == "state"]
 
 
@@ -384,7 +478,7 @@ def test_a_comparison_without_cells_of_a_state_says_so_and_counts_no_patients(ab
     assert {f.verdict for f in found} == {"not tested"}
     reason = f"no {absent} cell in this dataset (cell_state: "
     assert all(f.reason.startswith(reason) for f in found)
-    rows = report.summary_rows(report.DatasetReport(dataset="d", findings=found))
+    rows = report_summary.summary_rows(report.DatasetReport(dataset="d", findings=found))
     assert all(math.isnan(row["n_patients"]) and row["groups"] == "" for row in rows)
 
 
@@ -406,10 +500,10 @@ def test_a_response_row_not_tested_gives_no_patient_numbers():
            "n_responders": 0, "n_non_responders": 10, "mean_non_responders": 0.2, "p_value": np.nan,
            "note": "too few patients to test: 10 non-responder and 0 responder patient(s) with "
                    ">= 3 exhausted_lineage cells, >= 2 of each needed"}
-    found = report.findings({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
+    found = decided({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
     (found,) = [f for f in found if f.comparison == "response"]
     assert found.verdict == "not tested" and found.reason == row["note"]
-    (summary,) = report.summary_rows(report.DatasetReport(dataset="d", findings=[found]))
+    (summary,) = report_summary.summary_rows(report.DatasetReport(dataset="d", findings=[found]))
     assert math.isnan(summary["n_patients"]) and summary["groups"] == ""
 
 
@@ -422,14 +516,14 @@ def test_a_constant_score_is_not_tested_even_with_group_means():
            "test": contract.NOT_TESTABLE, "effect": np.nan, "n_patients": 0,
            "mean_responders": 0.0, "mean_non_responders": 0.0, "n_responders": 4,
            "n_non_responders": 9, "p_value": np.nan, "p_adj": np.nan, "note": note}
-    found = report.findings({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
+    found = decided({"response": pd.DataFrame([row])}, alpha=0.05, skipped={})
     (found,) = [f for f in found if f.comparison == "response"]
     assert found.verdict == "not tested" and found.reason == note and math.isnan(found.effect)
 
 
 def test_a_missing_comparison_never_borrows_an_unrelated_skip():
     skipped = {"states.mait": "no gene of program mait is in the data: not used"}
-    found = report.findings({"state": None, "trajectory": None}, alpha=0.05, skipped=skipped,
+    found = decided({"state": None, "trajectory": None}, alpha=0.05, skipped=skipped,
                             programs=["ifn_i_core"])
     assert all("mait" not in f.reason for f in found)
 
@@ -437,7 +531,7 @@ def test_a_missing_comparison_never_borrows_an_unrelated_skip():
 def test_the_paired_figure_box_quotes_no_unrelated_skip(tmp_path):
     adata = fake_adata(n_cells=200, with_tpex=False)
     skipped = {"states.mait": "no gene of program mait is in the data: not used"}
-    figure = report._draw(plots.paired_states, adata, tmp_path / "paired_tpex_texterm.png", ["png"],
+    figure = report_figures._draw(plots.paired_states, adata, tmp_path / "paired_tpex_texterm.png", ["png"],
                           label="Tpex vs Tex-term per patient", caption="", section="programs",
                           skipped=skipped, scores=["score_ifn_i_core"])
     assert figure.path is None and "Tpex" in figure.missing and "mait" not in figure.missing
@@ -459,7 +553,7 @@ def test_a_page_with_nothing_tested_is_not_introduced_as_tested():
         "program": ["ifn_i_core", "lpo_signed", "tpex"], "comparison": "Tex_term vs Tpex",
         "unit": "patients", "test": contract.NOT_TESTABLE, "effect": np.nan, "p_value": np.nan,
         "note": "no Tpex cell in this dataset (cell_state: 0 Tpex, 50 Tex_term)"})
-    found = report.findings({"state": untested}, alpha=0.05, skipped={})
+    found = decided({"state": untested}, alpha=0.05, skipped={})
     page = report.render_dataset(report.DatasetReport(
         dataset="d", findings=found, headline_programs=["ifn_i_core", "lpo_signed"]))
     assert "All programs tested" not in page
@@ -482,14 +576,14 @@ def test_every_verdict_on_an_untrusted_program_carries_its_coverage():
                      "mean_non_responders": 0.03, "n_patients": 19, "n_responders": 9,
                      "n_non_responders": 10, "p_value": 0.044, "p_adj": 0.044, "note": "",
                      "coverage": coverage})
-    found = report.findings({"response": pd.DataFrame(rows)}, alpha=0.05, skipped={})
+    found = decided({"response": pd.DataFrame(rows)}, alpha=0.05, skipped={})
     found = {f.program: f for f in found if f.comparison == "response"}
     lpo = found["lpo_signed"]
     assert lpo.verdict == "up" and lpo.coverage == caveat
     assert lpo.sentence.endswith(f"q = 0.044) — {caveat}.")
     assert caveat in lpo.short_evidence and lpo.sentence.count(caveat) == 1
     assert found["ifn_i_core"].coverage == "" and "not trusted" not in found["ifn_i_core"].sentence
-    (summary,) = report.summary_rows(report.DatasetReport(dataset="d", findings=[lpo]))
+    (summary,) = report_summary.summary_rows(report.DatasetReport(dataset="d", findings=[lpo]))
     assert summary["coverage"] == caveat
     page = report.render_dataset(report.DatasetReport(dataset="d", findings=list(found.values()),
                                                       headline_programs=["lpo_signed"]))
@@ -577,7 +671,7 @@ def test_only_a_simulated_dataset_gets_the_banner_and_the_truth_section(built):
     assert text.index("Simulated data, not a real cohort") < text.index('id="answer"')
     assert text.index('id="answer"') < text.index('id="truth"') < text.index('id="qc"')
     assert "Tpex per cell: recall" in text
-    assert report.summary_rows(pages["full"])[0]["simulated"] is False
+    assert report_summary.summary_rows(pages["full"])[0]["simulated"] is False
 
 
 def test_the_pooled_response_caveat_is_said_once_where_a_response_row_was_tested(built):
@@ -598,7 +692,7 @@ def test_wide_tables_show_their_decisive_columns_first():
     gating = pd.DataFrame({"cluster": ["2"], "n_cells": [79],
                            **{f"mean_score_{c}": [0.1] for c in "abcdefg"}, "frac_cd8": [0.9],
                            "decision": ["CD8"], "reason": ["cd8_t highest"], "n_vetoed": [6]})
-    html = str(report.table_html(arrange("gating.tsv", gating)))
+    html = str(report_html.table_html(arrange("gating.tsv", gating)))
     header = re.findall(r"<th>([^<]+)</th>", html)
     assert header[:5] == ["cluster", "n_cells", "decision", "n_vetoed", "reason"]
     assert header[5:] == [c for c in gating.columns if c not in header[:5]]  # the rest as written
@@ -606,7 +700,7 @@ def test_wide_tables_show_their_decisive_columns_first():
     states = pd.DataFrame({"cluster": ["0"], "n_cells": [91], "state": ["Tex_term"],
                            "confidence": [0.6], **{f"z_{c}": [0.1] for c in "abcdefgh"},
                            "markers_up": ["HAVCR2 2.5 vs 1.1"]})
-    html = str(report.table_html(arrange("cluster_states.tsv", states)))
+    html = str(report_html.table_html(arrange("cluster_states.tsv", states)))
     header = re.findall(r"<th>([^<]+)</th>", html)
     assert header.index("markers_up") == 4
     # p, q and the note of a test before its bookkeeping columns
@@ -636,12 +730,12 @@ def test_table_cells_wrap_long_text_and_keep_short_text_on_one_line():
     frame = pd.DataFrame({"comparison": ["Tex_term vs Tpex"],
                           "note": ["no Tpex cell in this dataset " * 3],
                           "missing": [",".join(f"GENE{i}" for i in range(60))]})
-    html = str(report.table_html(frame))
+    html = str(report_html.table_html(frame))
     assert '<td class="t s">Tex_term vs Tpex</td>' in html  # nowrap: rows no taller than their note
     assert '<td class="t">no Tpex cell' in html  # wraps
     assert 'title="GENE0,GENE1' in html and "…</td>" in html  # a gene list cut, all of it on hover
     assert "<table>" in html  # three columns: the page's font
-    css = (report.TEMPLATES / "report.css").read_text()
+    css = (report_html.TEMPLATES / "report.css").read_text()
     assert "td.t.s { white-space: nowrap" in css and "position: sticky; left: 0" in css
 
 
@@ -665,7 +759,7 @@ def test_page_wording_and_not_run_figures(tmp_path):
     for stem in ("qc_doublets", "pseudotime"):  # the stage's placeholder images
         placeholder = (out / "figures/qc_total_counts.png").read_bytes()
         (out / "figures" / f"{stem}.png").write_bytes(placeholder)
-    page = report.collect(out, dataset="noqc")
+    page = report.collect(out, dataset="noqc", **declared(out))
     missing = {f.title: f.missing for f in page.figures if f.missing}
     why = "doublet detection did not run: value_type is log_tpm, not counts"
     assert missing["QC: doublet scores"] == why
@@ -685,10 +779,10 @@ def test_a_wide_png_spans_the_page(tmp_path):
         fig = plt.figure(figsize=(width, 3))
         fig.savefig(tmp_path / f"{name}.png", dpi=100)
         plt.close(fig)
-    assert not report.Figure(title="UMAP by state", path=tmp_path / "narrow.png").wide
-    assert report.Figure(title="Umap clusters", path=tmp_path / "umap_clusters.png").wide
-    assert report.Figure(title="State composition per patient", path=tmp_path / "narrow.png").wide
-    assert not report.Figure(title="State composition per patient", missing="no patients").wide
+    assert not report_figures.Figure(title="UMAP by state", path=tmp_path / "narrow.png").wide
+    assert report_figures.Figure(title="Umap clusters", path=tmp_path / "umap_clusters.png").wide
+    assert report_figures.Figure(title="State composition per patient", path=tmp_path / "narrow.png").wide
+    assert not report_figures.Figure(title="State composition per patient", missing="no patients").wide
 
 
 def test_constant_and_untested_programs_get_no_score_umap_and_no_panel(tmp_path):
@@ -696,7 +790,7 @@ def test_constant_and_untested_programs_get_no_score_umap_and_no_panel(tmp_path)
     adata.obs["score_mait"] = 0.0  # no gene of the program measured: 0 in every cell
     adata.obs["score_nk"] = np.linspace(0, 1, adata.n_obs)  # a gating signature, never compared
     adata.obs["score_lpo_drivers"] = 0.0  # a compared program, constant
-    figures = report.draw_figures(adata, outdir=tmp_path, tested=["ifn_i_core"],
+    figures = report_figures.draw_figures(adata, outdir=tmp_path, tested=["ifn_i_core"],
                                   programs=["ifn_i_core", "lpo_signed", "lpo_drivers", "tpex"])
     drawn = {f.path.stem: f for f in figures if f.path is not None}
     assert {"umap_score_ifn_i_core", "umap_score_lpo_signed", "umap_score_tpex"} <= set(drawn)
@@ -722,7 +816,7 @@ def test_snakemake_report_captions_say_what_a_placeholder_is():
     import jinja2
     from docutils.core import publish_parts
 
-    folder = report.TEMPLATES.parents[1] / "report"
+    folder = report_html.TEMPLATES.parents[1] / "report"
     captions = {path.stem: path.read_text() for path in folder.glob("*.rst")}
     for stem in ("trend_figures", "pseudotime"):
         assert "placeholder" in captions[stem], stem
@@ -755,8 +849,8 @@ def test_links_carry_where_snakemake_report_zip_stores_the_file(built):
     assert f'<a href="tables/gating.tsv" data-report-id="{_sha(gating)}">' in page
     assert re.search(r'<a href="[^"]*manifest.tsv" data-local="1">', page)
     assert "data/raw" in page and "data-report-id" in page  # the script
-    headlines = [report.headline_only(d, dataset_dir=results / d) for d in ("full", "bare")]
-    report.write_summary(headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
+    headlines = [report_summary.headline_only(d, dataset_dir=results / d, findings=results / d / "tables/findings.tsv") for d in ("full", "bare")]
+    report_summary.write_summary(headlines, tsv=results / "summary.tsv", html_path=results / "summary.html",
                          report_links={d: results / d / "report.html" for d in ("full", "bare")})
     text = (results / "summary.html").read_text(encoding="utf-8")
     page_id = _sha(results / "full/report.html")
@@ -773,8 +867,8 @@ def test_cluster_umap_panels_are_drawn_page_wide(tmp_path):
     adata = fake_adata()
     cluster_plots.umap_panels(adata[:, :0].copy(), tmp_path / "umap_clusters.png")
     with Image.open(tmp_path / "umap_clusters.png") as image:
-        assert image.width >= report.WIDE_FIGURE_PIXELS
-    assert report.Figure(title="x", path=tmp_path / "umap_clusters.png").wide
+        assert image.width >= report_figures.WIDE_FIGURE_PIXELS
+    assert report_figures.Figure(title="x", path=tmp_path / "umap_clusters.png").wide
 
 
 # ----------------------------------------------------------------------------------------------
@@ -867,7 +961,7 @@ def test_the_clustering_section_warns_when_clusters_follow_samples(tmp_path):
     pd.DataFrame(
         {"resolution": [1.0], "n_clusters": [6], "silhouette": [0.3], "chosen": [True]}
     ).to_csv(out / "tables" / "resolution_sweep.tsv", sep="\t", index=False)
-    page = report.collect(out, dataset="reps")
+    page = report.collect(out, dataset="reps", **declared(out))
     ((text, warning),) = page.notes["cluster"]
     assert warning and "silhouette 0.30" in text and "batch correction off" in text
     report.write_dataset_report(page, out / "report.html")
@@ -881,11 +975,11 @@ def test_the_clustering_section_warns_when_clusters_follow_samples(tmp_path):
 
 def test_composition_per_tissue_only_where_tissues_are_mixed(monkeypatch, tmp_path):
     adata = fake_adata(n_cells=300)
-    drawn = {f.title for f in report.draw_figures(adata, outdir=tmp_path / "one")}
+    drawn = {f.title for f in report_figures.draw_figures(adata, outdir=tmp_path / "one")}
     assert "States per tissue (composition)" not in drawn
     assert "States per sample (composition)" not in drawn  # patients are known
     adata.obs["tissue"] = np.where(np.arange(adata.n_obs) % 3 == 0, "blood", "tumour")
-    drawn = report.draw_figures(adata, outdir=tmp_path / "two")
+    drawn = report_figures.draw_figures(adata, outdir=tmp_path / "two")
     figure = next(f for f in drawn if f.title == "States per tissue (composition)")
     assert figure.path is not None and figure.path.is_file()
     fig = _drawn(
@@ -971,6 +1065,6 @@ def test_program_gene_heatmap_reads_the_matrix_in_chunks_and_means_per_state(mon
 
 
 def test_an_axis_finding_shows_rho_not_a_difference():
-    finding = report.Finding(program="ifn_i_core", comparison="axis")
+    finding = FindingText(program="ifn_i_core", comparison="axis")
     finding.effect, finding.n_patients, finding.n_concordant = 0.55, 12, 12
     assert finding.short_evidence.startswith("ρ = 0.55")

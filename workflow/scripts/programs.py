@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import _texflow_path  # noqa: F401  (puts workflow/ on sys.path)
-from texflow import programs
+from texflow import findings, programs
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
 from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
@@ -38,6 +38,11 @@ def main(snakemake):
     for name in ("program_coverage", "trends", "associations", "axis_associations",
                  "state_comparison", "response_comparison", "composition", "cells"):
         write_tsv(tables[name], getattr(outputs, name))
+    # the verdicts, decided once next to the statistics; the report and the summary render them
+    found = findings.dataset_findings(
+        tables, dataset=dataset, alpha=snakemake.params.alpha,
+        skipped=adata.uns["texflow"]["skipped"])
+    findings.write_findings(found, outputs.findings)
     figures = Path(outputs.figures[0]).parent
     extra = [name for name in selected if name not in params["programs"]]
     tested = programs.trend_programs([*params["programs"], *extra])

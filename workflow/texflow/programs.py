@@ -25,7 +25,17 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .contract import EXHAUSTION_AXIS_PROGRAMS
+from .contract import (
+    EFFECT_TYPE,
+    EXHAUSTION_AXIS_PROGRAMS,
+    N_NON_RESPONDERS,
+    N_PATIENTS,
+    N_PATIENTS_POSITIVE,
+    N_RESPONDERS,
+    P_ADJ,
+    P_VALUE,
+    STATE_PROGRAMS,
+)
 from .errors import InputDataError
 from .features import downsample_counts
 from .signatures import GeneProgram
@@ -309,7 +319,7 @@ def trends(
 
     pt = adata.obs[pseudotime_key].to_numpy(dtype=float)
     ok = np.isfinite(pt)
-    columns = ["program", "unit", "pseudotime", "fit", "lower", "upper", "n_cells", "n_patients",
+    columns = ["program", "unit", "pseudotime", "fit", "lower", "upper", "n_cells", N_PATIENTS,
                "n_bootstrap_ok", "lam", "n_splines"]
     if ok.sum() < 10:
         logger.warning("trends skipped: %d cells with pseudotime", ok.sum())
@@ -329,7 +339,7 @@ def trends(
         table.insert(0, "program", key.removeprefix("score_"))
         table.insert(1, "unit", unit)
         table["n_cells"] = int(ok.sum())
-        table["n_patients"] = int(pd.unique(groups).size) if unit == UNIT_PATIENTS else 0
+        table[N_PATIENTS] = int(pd.unique(groups).size) if unit == UNIT_PATIENTS else 0
         tables.append(table)
     return pd.concat(tables, ignore_index=True)[columns]
 
@@ -385,7 +395,7 @@ def build_summary(
         "dataset": uns.get("dataset", ""),
         "organism": uns.get("organism", ""),
         "n_cells": int(adata.n_obs),
-        "n_patients": int(_labels(obs, "patient").nunique()),
+        N_PATIENTS: int(_labels(obs, "patient").nunique()),
         "n_lineage_cells": int(obs["in_lineage"].sum()) if "in_lineage" in obs else 0,
         "n_cells_with_pseudotime": int(np.isfinite(obs["pseudotime"].astype(float)).sum())
         if "pseudotime" in obs else 0,
@@ -400,18 +410,18 @@ def build_summary(
     }
     for row in associations.to_dict("records"):
         summary["association_with_pseudotime"][row["program"]] = _clean({
-            k: row.get(k) for k in ("effect", "effect_type", "p_value", "p_adj", "n_patients",
-                                    "n_patients_positive", "n_cells", "unit", "note")})
+            k: row.get(k) for k in ("effect", EFFECT_TYPE, P_VALUE, P_ADJ, N_PATIENTS,
+                                    N_PATIENTS_POSITIVE, "n_cells", "unit", "note")})
     for row in state_comparison.to_dict("records"):
         summary["tex_term_vs_tpex"][row["program"]] = _clean({
-            k: row.get(k) for k in ("effect", "effect_type", "test", "p_value", "p_adj",
-                                    "n_patients", "n_cells", "unit", "note")})
+            k: row.get(k) for k in ("effect", EFFECT_TYPE, "test", P_VALUE, P_ADJ,
+                                    N_PATIENTS, "n_cells", "unit", "note")})
     if not response_skipped:
         for row in response_comparison.to_dict("records"):
             summary["responders_vs_non_responders"].setdefault(row["state"], {})[
                 row["program"]] = _clean({
-                    k: row.get(k) for k in ("effect", "cliffs_delta", "hedges_g", "p_value",
-                                            "p_adj", "n_responders", "n_non_responders",
+                    k: row.get(k) for k in ("effect", "cliffs_delta", "hedges_g", P_VALUE,
+                                            P_ADJ, N_RESPONDERS, N_NON_RESPONDERS,
                                             "n_cells", "unit", "note")})
     return _clean(summary)
 
@@ -548,7 +558,6 @@ def analyse(
     reason, empty string when the comparison ran).
     """
     from . import stats
-    from .states import STATE_PROGRAMS
 
     uns = adata.uns.setdefault("texflow", {})
     uns.setdefault("skipped", {})
@@ -599,8 +608,8 @@ def analyse(
                                      "fit": np.nan, "lower": np.nan, "upper": np.nan,
                                      "note": f"skipped: {reason}"}])
         associations = pd.DataFrame([{"program": "", "unit": "", "test": "skipped",
-                                      "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
-                                      "n_patients": 0, "n_cells": 0,
+                                      "effect": np.nan, P_VALUE: np.nan, P_ADJ: np.nan,
+                                      N_PATIENTS: 0, "n_cells": 0,
                                       "note": f"skipped: {reason}"}])
     axis = stats.axis_associations(
         adata.obs, scores, shared_genes=axis_shared_genes(programs),

@@ -30,7 +30,15 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
-from .contract import CELL_STATE_KEY, TEX_INT, TEX_TERM, TPEX
+from .contract import (
+    CELL_STATE_KEY,
+    N_NON_RESPONDERS,
+    N_RESPONDERS,
+    P_VALUE,
+    TEX_INT,
+    TEX_TERM,
+    TPEX,
+)
 from .signatures import GeneProgram
 from .stats import (
     ALL_CD8,
@@ -59,11 +67,11 @@ SAMPLE_COLUMNS = [
     "patient", "timepoint", "state", "response", "n_cells", "total_counts", "kept", "why_not",
 ]
 DE_COLUMNS = [
-    "gene", "state", "log2_fold_change", "lfc_se", "statistic", "p_value", "q_value",
-    "n_non_responders", "n_responders", "mean_expression", "method", "testable", "reason",
+    "gene", "state", "log2_fold_change", "lfc_se", "statistic", P_VALUE, "q_value",
+    N_NON_RESPONDERS, N_RESPONDERS, "mean_expression", "method", "testable", "reason",
 ]
 PROGRAM_COLUMNS = [
-    "state", "program", "n_genes", "n_genes_tested", "slope", "t", "p_value", "q_value",
+    "state", "program", "n_genes", "n_genes_tested", "slope", "t", P_VALUE, "q_value",
     "method", "de_method", "testable", "reason", "note",
 ]
 
@@ -222,7 +230,7 @@ def _deseq2(matrix: pd.DataFrame, response: Sequence[str], *, n_cpus: int) -> pd
     return pd.DataFrame({
         "gene": frame.index.astype(str), "log2_fold_change": frame["log2FoldChange"].to_numpy(),
         "lfc_se": frame["lfcSE"].to_numpy(), "statistic": frame["stat"].to_numpy(),
-        "p_value": frame["pvalue"].to_numpy(), "mean_expression": frame["baseMean"].to_numpy(),
+        P_VALUE: frame["pvalue"].to_numpy(), "mean_expression": frame["baseMean"].to_numpy(),
     })
 
 
@@ -242,7 +250,7 @@ def _log_test(matrix: pd.DataFrame, response: Sequence[str], *, method: str) -> 
         statistic, p = test.statistic, test.pvalue
     return pd.DataFrame({
         "gene": matrix.columns.astype(str), "log2_fold_change": diff, "lfc_se": se,
-        "statistic": statistic, "p_value": p, "mean_expression": matrix.to_numpy().mean(axis=0),
+        "statistic": statistic, P_VALUE: p, "mean_expression": matrix.to_numpy().mean(axis=0),
     })
 
 
@@ -306,11 +314,11 @@ def differential_expression(
             continue
         sub = matrix.loc[:, keep]
         table = _deseq2(sub, response, n_cpus=n_cpus) if counts else _log_test(sub, response, method=log_method)
-        table["q_value"] = bh_adjust(table["p_value"])
+        table["q_value"] = bh_adjust(table[P_VALUE])
         table["state"], table["method"] = state, method
-        table["n_non_responders"], table["n_responders"] = n_nr, n_r
+        table[N_NON_RESPONDERS], table[N_RESPONDERS] = n_nr, n_r
         table["testable"], table["reason"] = True, ""
-        parts.append(table.sort_values("p_value", na_position="last")[DE_COLUMNS])
+        parts.append(table.sort_values(P_VALUE, na_position="last")[DE_COLUMNS])
         logger.info("%s: %d genes tested by %s (%d non-responders, %d responders)", state,
                     len(table), method, n_nr, n_r)
     return pd.concat(parts, ignore_index=True)[DE_COLUMNS]
@@ -369,7 +377,7 @@ def score_programs(
         for name, net in nets.items():
             n_in = int(net.index.isin(statistic.index).sum())
             row = {"state": state, "program": name, "n_genes": len(net), "n_genes_tested": n_in,
-                       "slope": np.nan, "t": np.nan, "p_value": np.nan, "method": "ulm", "de_method": de_method,
+                       "slope": np.nan, "t": np.nan, P_VALUE: np.nan, "method": "ulm", "de_method": de_method,
                        "testable": False, "reason": "",
                        "note": POOLED_RESPONSE_CAVEAT if state == ALL_CD8 else ""}
             if tested.empty:
@@ -381,7 +389,7 @@ def score_programs(
                 row.update(slope=slope, t=t, p_value=p, testable=True)
             part.append(row)
         part = pd.DataFrame(part)
-        part["q_value"] = bh_adjust(part["p_value"])
+        part["q_value"] = bh_adjust(part[P_VALUE])
         rows.append(part)
     return pd.concat(rows, ignore_index=True)[PROGRAM_COLUMNS] if rows else pd.DataFrame(columns=PROGRAM_COLUMNS)
 
