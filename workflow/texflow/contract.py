@@ -62,6 +62,8 @@ def lineage_state_key(obs: pd.DataFrame) -> str:
 #: ``test`` of a statistics row that could not be computed (the ``note`` says why, in numbers),
 #: and of the one row a stage writes when it skipped a whole table.
 NOT_TESTABLE, SKIPPED = "not_testable", "skipped"
+#: The note of a stage's one 'skipped' row starts with this, then the reason.
+SKIPPED_PREFIX = "skipped: "
 #: Keys of ``uns["texflow"]["skipped"]`` (the step that did not run) that the report reads.
 SKIP_TRAJECTORY, SKIP_TRENDS, SKIP_ASSOCIATIONS = "trajectory", "trends", "associations"
 SKIP_RESPONSE, SKIP_COMPOSITION = "response_comparison", "composition"

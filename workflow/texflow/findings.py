@@ -57,6 +57,7 @@ from .contract import (
     SKIP_RESPONSE,
     SKIP_TRAJECTORY,
     SKIPPED,
+    SKIPPED_PREFIX,
     STATE,
     TEST,
     TPEX,
@@ -257,7 +258,7 @@ def composition_findings(
         decide(finding, row, alpha=alpha)
         finding.reason = finding.reason.replace(COMPOSITION_CAVEAT, "").strip("; ")
         if not np.isfinite(finding.p):  # a share 0 in every patient: no test, not "no difference"
-            finding.verdict, finding.effect = VERDICT_UNTESTED, math.nan
+            finding.verdict, finding.effect, finding.effect_name = VERDICT_UNTESTED, math.nan, ""
         result.append(finding)
     return result
 
@@ -267,7 +268,7 @@ def _table_skip_reason(frame: pd.DataFrame | None) -> str:
     if frame is None or NOTE not in frame or TEST not in frame:
         return ""
     rows = frame[frame[TEST].astype(str) == SKIPPED]
-    return str(rows[NOTE].iloc[0]).removeprefix("skipped: ") if len(rows) else ""
+    return str(rows[NOTE].iloc[0]).removeprefix(SKIPPED_PREFIX) if len(rows) else ""
 
 
 def _why_missing(comparison: str, frame: pd.DataFrame | None, skipped: Mapping[str, str]) -> str:
@@ -343,7 +344,8 @@ def decide(finding: Finding, row: Mapping, *, alpha: float) -> None:
         )
     else:
         finding.verdict = VERDICT_NONE
-    if finding.verdict == VERDICT_UNTESTED:  # no test: no patients behind it, nothing about power
+    if finding.verdict == VERDICT_UNTESTED:  # no test: no effect, no patients, nothing on power
+        finding.effect_name = ""
         finding.n_patients = finding.n_concordant = math.nan
         finding.n_responders = finding.n_non_responders = math.nan
         finding.power_note = finding.unit_note = ""

@@ -34,6 +34,8 @@ from .contract import (
     N_RESPONDERS,
     P_ADJ,
     P_VALUE,
+    SKIPPED,
+    SKIPPED_PREFIX,
     STATE_PROGRAMS,
 )
 from .errors import InputDataError
@@ -606,11 +608,11 @@ def analyse(
         logger.warning("trends and associations skipped: %s", reason)
         trend_table = pd.DataFrame([{"program": "", "unit": "", "pseudotime": np.nan,
                                      "fit": np.nan, "lower": np.nan, "upper": np.nan,
-                                     "note": f"skipped: {reason}"}])
-        associations = pd.DataFrame([{"program": "", "unit": "", "test": "skipped",
+                                     "note": f"{SKIPPED_PREFIX}{reason}"}])
+        associations = pd.DataFrame([{"program": "", "unit": "", "test": SKIPPED,
                                       "effect": np.nan, P_VALUE: np.nan, P_ADJ: np.nan,
                                       N_PATIENTS: 0, "n_cells": 0,
-                                      "note": f"skipped: {reason}"}])
+                                      "note": f"{SKIPPED_PREFIX}{reason}"}])
     axis = stats.axis_associations(
         adata.obs, scores, shared_genes=axis_shared_genes(programs),
         min_cells_per_patient=min_cells_per_patient, n_permutations=n_permutations,

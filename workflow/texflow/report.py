@@ -40,6 +40,7 @@ from .contract import (
     NOTE,
     PROGRAM,
     SKIP_TRAJECTORY,
+    SKIPPED_PREFIX,
     VERDICT_UNTESTED,
 )
 from .findings import read_findings
@@ -444,7 +445,7 @@ def _link_only_caption(frame: pd.DataFrame) -> str:
     """What a table shown only as a link holds: its curves, or the stage's reason for none."""
     program = frame[PROGRAM] if PROGRAM in frame else pd.Series(dtype=object)
     if not program.notna().any() and NOTE in frame and frame[NOTE].notna().any():
-        return f"No curves: {str(frame['note'].dropna().iloc[0]).removeprefix('skipped: ')}."
+        return f"No curves: {str(frame[NOTE].dropna().iloc[0]).removeprefix(SKIPPED_PREFIX)}."
     return f"{rows_phrase(len(frame))}: the curves drawn in the trend figures."
 
 

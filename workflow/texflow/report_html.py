@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import contract
 from .contract import P_ADJ, P_VALUE
 from .formatting import as_number, format_number, format_p
 from .plotting.report import program_label
@@ -82,6 +83,7 @@ def environment():
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+    environment.globals["contract"] = contract  # the verdict and comparison names
     environment.filters["num"] = format_number
     environment.filters["pval"] = format_p
     environment.filters["table"] = table_html

@@ -66,6 +66,8 @@ from .contract import (
     REASON_TOO_FEW_PATIENTS_RESPONSE,
     REASON_TOO_FEW_PATIENTS_STATES,
     RESPONDER,
+    SKIPPED,
+    SKIPPED_PREFIX,
     STATE,
     STATE_CATEGORIES,
     TEST,
@@ -796,7 +798,7 @@ def compare_response(
     if reason:
         logger.warning("responder comparison skipped: %s", reason)
         row = {c: np.nan for c in columns}
-        row.update(state="", program="", unit="", test="skipped", note=f"skipped: {reason}")
+        row.update(state="", program="", unit="", test=SKIPPED, note=f"{SKIPPED_PREFIX}{reason}")
         return pd.DataFrame([row], columns=columns), reason
     state_key = state_key or lineage_state_key(obs)
     unit = choose_unit(obs, patient_key=patient_key)
