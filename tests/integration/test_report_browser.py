@@ -21,6 +21,7 @@ import pytest
 
 from tests.report_fixtures import declared, fake_results
 from texflow import report, report_summary
+from texflow.programs import DEFAULT_PROGRAMS, trend_programs
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # flags for a quiet, offline, throw-away browser: no sandbox (containers, root), no GPU, no
@@ -136,9 +137,17 @@ def test_rules_write_pages_summary_and_snakemake_report(tmp_path):
         # the rule's other inputs (REPORT_TABLES of workflow/rules/common.smk)
         for table in ("signature_coverage", "trends", "state_comparison", "composition",
                       "axis_associations", "pseudobulk_samples", "resistance_de",
-                      "resistance_programs"):
+                      "resistance_programs", "resolution_sweep", "root_sensitivity",
+                      "cluster_program_scores"):
             if not (out / f"tables/{table}.tsv").exists():
                 (out / f"tables/{table}.tsv").write_text("program\tnote\nifn_i_core\tnot run\n")
+        # and the stage figures it declares (a placeholder image each)
+        stage_figures = ["qc_metrics", "qc_doublets", "umap_clusters", "resolution_sweep",
+                         "state_markers_dotplot", "pseudotime",
+                         *(f"trend_{p}" for p in trend_programs(DEFAULT_PROGRAMS))]
+        for name in stage_figures:
+            if not (out / f"figures/{name}.png").exists():
+                shutil.copy(out / "figures/qc_total_counts.png", out / f"figures/{name}.png")
     config = yaml.safe_load((tmp_path / "config/config.yaml").read_text())
     config["datasets"] = [str(f) for f in files]
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
