@@ -22,8 +22,11 @@ def jobs(stdout: str) -> dict[str, list[dict[str, list[str]]]]:
         head = re.match(r"(?:local)?rule (\w+):", block)
         if not head:
             continue
-        fields = dict(re.findall(r"^\s+(input|output): (.*)$", block, flags=re.M))
-        job = {k: [p.strip() for p in fields.get(k, "").split(",") if p.strip()] for k in ("input", "output")}
+        fields = dict(re.findall(r"^\s+(input|output): (.*)$", block, flags=re.MULTILINE))
+        job = {
+            k: [p.strip() for p in fields.get(k, "").split(",") if p.strip()]
+            for k in ("input", "output")
+        }
         found.setdefault(head.group(1), []).append(job)
     return found
 
