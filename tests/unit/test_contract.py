@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from texflow import contract
+from texflow import contract, findings
 
 PACKAGE = Path(__file__).resolve().parents[2] / "workflow" / "texflow"
 
@@ -114,3 +114,7 @@ def test_the_report_accepts_no_alias_spelling():
         if text in aliases
     ]
     assert spelled == []
+
+
+def test_a_finding_has_a_field_for_every_column_of_findings_tsv():
+    assert sorted(findings.FINDINGS_FIELDS.values()) == sorted(contract.FINDINGS_COLUMNS)

@@ -146,7 +146,6 @@ FINDINGS_FIELDS = {
     "p": P_VALUE, "q": P_ADJ, "n_concordant": N_PATIENTS_POSITIVE,
     **{f.name: f.name for f in fields(Finding) if f.name not in ("p", "q", "n_concordant")},
 }  # fmt: skip
-assert set(FINDINGS_FIELDS.values()) == set(FINDINGS_COLUMNS)
 NUMERIC_FIELDS = {f.name for f in fields(Finding) if f.type == "float"}
 
 
