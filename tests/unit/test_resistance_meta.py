@@ -100,7 +100,7 @@ def test_fewer_than_two_datasets_says_so_and_carries_the_single_ranking():
 
 
 def test_forest_plot_and_summary_section(tmp_path):
-    from texflow import report
+    from texflow import report_summary
 
     tables = {f"d{i}": de_table([("A", 1.0 + 0.1 * i, 0.2), ("B", 0.1 * i, 0.3)]) for i in range(2)}
     table = resistance_meta.meta_analyse(tables)
@@ -108,7 +108,7 @@ def test_forest_plot_and_summary_section(tmp_path):
     table.to_csv(tsv, sep="\t", index=False)
     png = resistance_meta.forest_plot(table, tables, tmp_path / "figures/forest.png", n_genes=5)
     assert png.read_bytes()[:4] == b"\x89PNG"
-    context = report.resistance_context(tsv, png, top_n=5)
+    context = report_summary.resistance_context(tsv, png, top_n=5)
     assert context["cross"] and [g["gene"] for g in context["rows"][ALL_CD8]] == ["A", "B"]
     assert context["forest"].startswith("data:image/png;base64,")
     assert "2 genes pooled over 2 datasets" in context["notes"][ALL_CD8]

@@ -47,6 +47,12 @@ rule programs:
             category="Programs",
             labels={"dataset": "{dataset}", "table": "response_comparison"},
         ),
+        findings=report(
+            results("{dataset}", "tables/findings.tsv"),
+            caption="../report/findings.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "findings"},
+        ),
         composition=report(
             results("{dataset}", "tables/composition.tsv"),
             caption="../report/composition.rst",
@@ -77,5 +83,7 @@ rule programs:
     params:
         programs=config["programs"],
         stats=config["stats"],
+        # the significance level of the verdicts (tables/findings.tsv), which the report shows
+        alpha=config["report"]["alpha"],
     script:
         "../scripts/programs.py"

@@ -1,5 +1,19 @@
 # Stage report: one self-contained HTML page per dataset (figures inline), and a cross-dataset
-# summary (results/summary.html + results/summary.tsv). Logic: workflow/texflow/report.py.
+# summary (results/summary.html + results/summary.tsv). Logic: workflow/texflow/report.py and
+# report_summary.py. The report renders, it does not decide: the verdicts are the programs
+# stage's tables/findings.tsv, and every table and figure a page shows is an input here (a
+# figure dropped from a stage's outputs drops out of the page and reruns the report).
+
+# The stage figures each dataset page embeds: the figure outputs of the stages.
+STAGE_FIGURES = [
+    rules.qc.output.metrics_png,
+    rules.qc.output.doublets_png,
+    rules.cluster.output.umap_png,
+    rules.cluster.output.sweep_png,
+    rules.states.output.figure,
+    rules.trajectory.output.figure,
+    *rules.programs.output.figures,
+]
 
 
 # Both take 10-20 s: on a cluster they run where Snakemake was started instead of waiting in the
@@ -13,7 +27,9 @@ rule report:
     input:
         final=results("{dataset}", "final.h5ad"),
         summary=results("{dataset}", "summary.json"),
+        findings=rules.programs.output.findings,
         tables=expand(results("{{dataset}}", "tables/{table}.tsv"), table=REPORT_TABLES),
+        figures=STAGE_FIGURES,
         truth=truth_table,
     output:
         html=report(
@@ -52,6 +68,7 @@ rule summary:
         reports=expand(results("{dataset}", "report.html"), dataset=DATASETS),
         finals=expand(results("{dataset}", "final.h5ad"), dataset=DATASETS),
         summaries=expand(results("{dataset}", "summary.json"), dataset=DATASETS),
+        findings=expand(results("{dataset}", "tables/findings.tsv"), dataset=DATASETS),
         resistance_genes=f"{RESULTS}/resistance_genes.tsv",
         resistance_forest=f"{RESULTS}/figures/resistance_forest.png",
     output:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
-from texflow import programs
+from texflow import findings, programs
 from texflow.contract import SKIP_RESPONSE
 from texflow.stage import organism_of
 from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
@@ -34,6 +34,11 @@ def main(snakemake):
     outputs = snakemake.output
     for name, table in tables.items():
         write_tsv(table, getattr(outputs, name))
+    # the verdicts, decided once next to the statistics; the report and the summary render them
+    found = findings.dataset_findings(
+        tables, dataset=dataset, alpha=snakemake.params.alpha, skipped=adata.uns["texflow"]["skipped"]
+    )
+    findings.write_findings(found, outputs.findings)
     figures = Path(outputs.figures[0]).parent
     extra = [name for name in selected if name not in params["programs"]]
     tested = programs.trend_programs([*params["programs"], *extra])

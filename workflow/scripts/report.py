@@ -23,6 +23,10 @@ def main(snakemake):
     page = report.collect(
         html.parent,
         dataset=snakemake.wildcards.dataset,
+        findings=snakemake.input.findings,
+        # only the declared inputs are shown: nothing left in tables/ or figures/ is globbed
+        tables=[*snakemake.input.tables, *snakemake.input.truth],
+        figures=snakemake.input.figures,
         final_h5ad=snakemake.input.final,
         summary_json=snakemake.input.summary,
         manifest=manifest if manifest.is_file() else None,

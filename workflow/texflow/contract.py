@@ -15,7 +15,13 @@ OTHER_STATE, AMBIGUOUS_STATE = "other_cd8", "ambiguous"
 EXHAUSTED_STATES: tuple[str, ...] = (TPEX, TEX_INT, TEX_TERM)
 #: Every label a CD8 cell or cluster can get, in display order.
 STATE_CATEGORIES: tuple[str, ...] = (
-    TPEX, TEX_INT, TEX_TERM, NAIVE_LIKE, EFFECTOR_MEMORY, OTHER_STATE, AMBIGUOUS_STATE,
+    TPEX,
+    TEX_INT,
+    TEX_TERM,
+    NAIVE_LIKE,
+    EFFECTOR_MEMORY,
+    OTHER_STATE,
+    AMBIGUOUS_STATE,
 )
 
 #: The states stage's per-cell call, and the cluster label it is kept beside.
@@ -25,8 +31,16 @@ CONFIDENCE_KEYS = {CELL_STATE_KEY: "cell_state_confidence", CLUSTER_STATE_KEY: "
 #: neighbours are other states; states.cell_states).
 CELL_STATE_BASIS_KEY = "cell_state_basis"
 SMOOTHED_BASIS, OWN_SCORES_BASIS = "kNN-smoothed", "own scores"
+#: State label -> the gene program (signatures/) whose score defines it.
+STATE_PROGRAMS: dict[str, str] = {
+    TPEX: "tpex",
+    TEX_INT: "tex_int",
+    TEX_TERM: "tex_term",
+    NAIVE_LIKE: "naive_like",
+    EFFECTOR_MEMORY: "effector_memory",
+}
 #: The programs the exhaustion axis is made of: never tested along it (a score against itself).
-EXHAUSTION_AXIS_PROGRAMS: tuple[str, ...] = ("tpex", "tex_term")
+EXHAUSTION_AXIS_PROGRAMS: tuple[str, ...] = (STATE_PROGRAMS[TPEX], STATE_PROGRAMS[TEX_TERM])
 REASON_AXIS_PROGRAM = (
     "the exhaustion axis is made of this program (smoothed Tex-term minus Tpex score): "
     "tested along it, a score would be correlated with itself"
@@ -48,6 +62,8 @@ def lineage_state_key(obs: pd.DataFrame) -> str:
 #: ``test`` of a statistics row that could not be computed (the ``note`` says why, in numbers),
 #: and of the one row a stage writes when it skipped a whole table.
 NOT_TESTABLE, SKIPPED = "not_testable", "skipped"
+#: The note of a stage's one 'skipped' row starts with this, then the reason.
+SKIPPED_PREFIX = "skipped: "
 #: Keys of ``uns["texflow"]["skipped"]`` (the step that did not run) that the report reads.
 SKIP_TRAJECTORY, SKIP_TRENDS, SKIP_ASSOCIATIONS = "trajectory", "trends", "associations"
 SKIP_RESPONSE, SKIP_COMPOSITION = "response_comparison", "composition"
@@ -81,3 +97,69 @@ REASON_CONSTANT_SCORE = (
 )
 #: A caveat on a test that ran: cells were the units.
 NOTE_CELLS_AS_UNITS = "no patient labels: cells are the units (pseudoreplication risk)"
+
+
+# ----------------------------------------------------------------------------------------------
+# columns of the statistics tables (texflow.stats writes them, the findings and report read them)
+
+#: Score columns of ``obs``: ``score_<program>`` (programs stage, states stage).
+SCORE_PREFIX = "score_"
+#: The programs the state calls and the exhaustion axis rest on (program names, not states).
+TPEX_PROGRAM, TEX_TERM_PROGRAM = EXHAUSTION_AXIS_PROGRAMS
+
+#: Row identity: the program (or composition measure), the comparison, the state a row is about.
+PROGRAM, COMPARISON, STATE = "program", "comparison", "state"
+#: The test run (or `NOT_TESTABLE` / `SKIPPED`), the unit of the test, and the row's note.
+TEST, UNIT, NOTE = "test", "unit", "note"
+#: The effect and what it is (``effect_type``), the p-value and its Benjamini-Hochberg q.
+EFFECT, EFFECT_TYPE, P_VALUE, P_ADJ = "effect", "effect_type", "p_value", "p_adj"
+#: Patients behind a row, those with a positive per-patient effect, and cells.
+N_PATIENTS, N_PATIENTS_POSITIVE, N_CELLS = "n_patients", "n_patients_positive", "n_cells"
+#: The response comparison: patients and mean score per response group.
+N_RESPONDERS, N_NON_RESPONDERS = "n_responders", "n_non_responders"
+MEAN_RESPONDERS, MEAN_NON_RESPONDERS = "mean_responders", "mean_non_responders"
+#: The coverage of each untrusted program a row's verdict rests on (`texflow.stats.with_coverage`).
+COVERAGE = "coverage"
+
+#: ``unit`` of a test: patients (their per-patient summaries) or cells (no patient labels).
+UNIT_PATIENTS, UNIT_CELLS = "patients", "cells"
+#: Response labels (``obs["response"]``, per patient).
+RESPONDER, NON_RESPONDER = "responder", "non_responder"
+#: ``state`` of the response rows over every CD8 T cell of a patient, whatever its state, and
+#: over its exhausted-lineage cells.
+ALL_CD8, EXHAUSTED_LINEAGE = "all_cd8", "exhausted_lineage"
+#: ``program`` of the composition rows of the response table, and the state of the balance row.
+COMPOSITION_MEASURE, BALANCE_MEASURE = "fraction_of_cd8_cells", "log_ratio"
+BALANCE_ROW = f"{TPEX}:{TEX_TERM}"
+#: composition.tsv: a state's share of a patient's CD8 cells, and the Tpex : Tex_term balance.
+FRACTION_PREFIX, BALANCE_COLUMN = "fraction_", "log_ratio_tpex_to_tex_term"
+
+
+# ----------------------------------------------------------------------------------------------
+# findings: the verdicts of the programs stage (tables/findings.tsv), rendered by the report
+
+#: The comparisons a finding answers (``comparison`` of findings.tsv), in the order shown.
+COMPARE_TRAJECTORY, COMPARE_AXIS, COMPARE_STATES = "trajectory", "axis", "state"
+COMPARE_RESPONSE, COMPARE_RESPONSE_ALL, COMPARE_COMPOSITION = (
+    "response",
+    "response_all",
+    "composition",
+)
+#: The verdict of a finding.
+VERDICT_UP, VERDICT_DOWN = "up", "down"
+VERDICT_NONE, VERDICT_UNTESTED = "no clear difference", "not tested"
+#: ``program`` of the one composition finding written when no composition row exists.
+ALL_STATES = "all_states"
+FINDINGS_TABLE = "findings.tsv"
+#: Columns of findings.tsv: one row per dataset x program x comparison.
+FINDINGS_COLUMNS: tuple[str, ...] = (
+    "dataset", PROGRAM, COMPARISON, "verdict", EFFECT, "effect_name", P_VALUE, P_ADJ,
+    N_PATIENTS, N_PATIENTS_POSITIVE, N_NON_RESPONDERS, N_RESPONDERS, "unit_note", "power_note",
+    "reason", COVERAGE,
+)  # fmt: skip
+#: Columns of results/summary.tsv: the findings of every dataset, one row per dataset x program
+#: x comparison (the cross-dataset summary; ``groups`` = patients per response group in words).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "dataset", PROGRAM, COMPARISON, "verdict", "effect_name", EFFECT, "p", "q", N_PATIENTS,
+    "n_concordant", "groups", NOTE, COVERAGE, "simulated",
+)  # fmt: skip

@@ -28,13 +28,22 @@ from scipy import sparse
 
 from . import stats
 from .contract import (
+    EFFECT_TYPE,
     EXHAUSTION_AXIS_PROGRAMS,
+    N_NON_RESPONDERS,
+    N_PATIENTS,
+    N_PATIENTS_POSITIVE,
+    N_RESPONDERS,
+    P_ADJ,
+    P_VALUE,
     SKIP_ASSOCIATIONS,
     SKIP_COMPOSITION,
     SKIP_RESPONSE,
     SKIP_TRAJECTORY,
     SKIP_TRENDS,
     SKIPPED,
+    SKIPPED_PREFIX,
+    STATE_PROGRAMS,
 )
 from .errors import InputDataError
 from .features import downsample_counts
@@ -332,7 +341,7 @@ def trends(
 
     pt = adata.obs[pseudotime_key].to_numpy(dtype=float)
     ok = np.isfinite(pt)
-    columns = ["program", "unit", "pseudotime", "fit", "lower", "upper", "n_cells", "n_patients",
+    columns = ["program", "unit", "pseudotime", "fit", "lower", "upper", "n_cells", N_PATIENTS,
                "n_bootstrap_ok", "lam", "n_splines"]
     if ok.sum() < 10:
         logger.warning("trends skipped: %d cells with pseudotime", ok.sum())
@@ -352,7 +361,7 @@ def trends(
         table.insert(0, "program", key.removeprefix("score_"))
         table.insert(1, "unit", unit)
         table["n_cells"] = int(ok.sum())
-        table["n_patients"] = int(pd.unique(groups).size) if unit == UNIT_PATIENTS else 0
+        table[N_PATIENTS] = int(pd.unique(groups).size) if unit == UNIT_PATIENTS else 0
         tables.append(table)
     return pd.concat(tables, ignore_index=True)[columns]
 
@@ -408,7 +417,7 @@ def build_summary(
         "dataset": uns.get("dataset", ""),
         "organism": uns.get("organism", ""),
         "n_cells": int(adata.n_obs),
-        "n_patients": int(_labels(obs, "patient").nunique()),
+        N_PATIENTS: int(_labels(obs, "patient").nunique()),
         "n_lineage_cells": int(obs["in_lineage"].sum()) if "in_lineage" in obs else 0,
         "n_cells_with_pseudotime": int(np.isfinite(obs["pseudotime"].astype(float)).sum())
         if "pseudotime" in obs else 0,
@@ -423,18 +432,18 @@ def build_summary(
     }
     for row in associations.to_dict("records"):
         summary["association_with_pseudotime"][row["program"]] = _clean({
-            k: row.get(k) for k in ("effect", "effect_type", "p_value", "p_adj", "n_patients",
-                                    "n_patients_positive", "n_cells", "unit", "note")})
+            k: row.get(k) for k in ("effect", EFFECT_TYPE, P_VALUE, P_ADJ, N_PATIENTS,
+                                    N_PATIENTS_POSITIVE, "n_cells", "unit", "note")})
     for row in state_comparison.to_dict("records"):
         summary["tex_term_vs_tpex"][row["program"]] = _clean({
-            k: row.get(k) for k in ("effect", "effect_type", "test", "p_value", "p_adj",
-                                    "n_patients", "n_cells", "unit", "note")})
+            k: row.get(k) for k in ("effect", EFFECT_TYPE, "test", P_VALUE, P_ADJ,
+                                    N_PATIENTS, "n_cells", "unit", "note")})
     if not response_skipped:
         for row in response_comparison.to_dict("records"):
             summary["responders_vs_non_responders"].setdefault(row["state"], {})[
                 row["program"]] = _clean({
-                    k: row.get(k) for k in ("effect", "cliffs_delta", "hedges_g", "p_value",
-                                            "p_adj", "n_responders", "n_non_responders",
+                    k: row.get(k) for k in ("effect", "cliffs_delta", "hedges_g", P_VALUE,
+                                            P_ADJ, N_RESPONDERS, N_NON_RESPONDERS,
                                             "n_cells", "unit", "note")})
     return _clean(summary)
 
@@ -730,11 +739,11 @@ def _along_pseudotime(
         logger.warning("trends and associations skipped: %s", reason)
         trend_table = pd.DataFrame([{"program": "", "unit": "", "pseudotime": np.nan,
                                      "fit": np.nan, "lower": np.nan, "upper": np.nan,
-                                     "note": f"skipped: {reason}"}])
+                                     "note": f"{SKIPPED_PREFIX}{reason}"}])
         associations = pd.DataFrame([{"program": "", "unit": "", "test": SKIPPED,
-                                      "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
-                                      "n_patients": 0, "n_cells": 0,
-                                      "note": f"skipped: {reason}"}])
+                                      "effect": np.nan, P_VALUE: np.nan, P_ADJ: np.nan,
+                                      N_PATIENTS: 0, "n_cells": 0,
+                                      "note": f"{SKIPPED_PREFIX}{reason}"}])
         return trend_table, associations
     trend_table = trends(
         adata, score_keys=keys, n_grid=options.n_grid, n_splines=options.n_splines,
@@ -786,7 +795,6 @@ def _with_coverage_caveats(
     """Each table with the coverage of every untrusted program its verdicts rest on
     (`stats.with_coverage`); the state calls rest on the states stage's programs, scored again
     here with the same genes."""
-    from .states import STATE_PROGRAMS  # a stage's definition: imported late, as a leaf
 
     caveats = stats.coverage_caveats(coverage, combined={SIGNED_LPO: LPO_PARTS})
     state_caveats = {state: caveats.get(name, "") for state, name in STATE_PROGRAMS.items()}

@@ -13,30 +13,47 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .contract import (
+    BALANCE_COLUMN,
+    COMPARISON,
+    COVERAGE,
+    EFFECT,
+    FRACTION_PREFIX,
+    N_CELLS,
+    N_NON_RESPONDERS,
+    N_PATIENTS,
+    N_RESPONDERS,
+    NOTE,
+    P_ADJ,
+    P_VALUE,
+    PROGRAM,
+    STATE,
+)
+
 #: Per stage table: the columns shown first, in this order (absent ones are passed over).
 LEAD_COLUMNS: dict[str, tuple[str, ...]] = {
     "qc_summary.tsv": ("sample", "cells_in", "cells_out", "cells_removed", "notes"),
-    "gating.tsv": ("cluster", "n_cells", "decision", "n_vetoed", "reason"),
+    "gating.tsv": ("cluster", N_CELLS, "decision", "n_vetoed", "reason"),
     "cluster_states.tsv": (
-        "cluster", "n_cells", "state", "confidence", "second_best", "markers_up", "markers_down",
+        "cluster", N_CELLS, STATE, "confidence", "second_best", "markers_up", "markers_down",
         "agrees_with_cells", "cell_state_note", "untrusted_programs",
     ),
     "signature_coverage.tsv": (
-        "program", "trusted", "n_up_present", "n_up", "fraction_up", "missing",
+        PROGRAM, "trusted", "n_up_present", "n_up", "fraction_up", "missing",
     ),
     "program_coverage.tsv": (
-        "program", "trusted", "n_up_present", "n_up", "fraction_up", "missing",
+        PROGRAM, "trusted", "n_up_present", "n_up", "fraction_up", "missing",
     ),
-    "associations.tsv": ("program", "effect", "p_value", "p_adj", "n_patients", "note", "coverage"),
+    "associations.tsv": (PROGRAM, EFFECT, P_VALUE, P_ADJ, N_PATIENTS, NOTE, COVERAGE),
     "state_comparison.tsv": (
-        "program", "comparison", "effect", "p_value", "p_adj", "n_patients", "note", "coverage",
+        PROGRAM, COMPARISON, EFFECT, P_VALUE, P_ADJ, N_PATIENTS, NOTE, COVERAGE,
     ),
     "response_comparison.tsv": (
-        "state", "program", "effect", "p_value", "p_adj", "n_non_responders", "n_responders",
-        "note", "coverage",
+        STATE, PROGRAM, EFFECT, P_VALUE, P_ADJ, N_NON_RESPONDERS, N_RESPONDERS,
+        NOTE, COVERAGE,
     ),
-    "root_sensitivity.tsv": ("root_cell", "is_main_root", "spearman_rho", "n_cells", "note"),
-    "composition.tsv": ("patient", "response", "n_cd8_cells", "log_ratio_tpex_to_tex_term"),
+    "root_sensitivity.tsv": ("root_cell", "is_main_root", "spearman_rho", N_CELLS, NOTE),
+    "composition.tsv": ("patient", "response", "n_cd8_cells", BALANCE_COLUMN),
 }  # fmt: skip
 
 #: Tables of tests: rows with a p-value come first (in the stage's order), then the rows that
@@ -52,10 +69,10 @@ def arrange(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     the rows with a result before those without; other tables come back unchanged."""
     lead = [c for c in LEAD_COLUMNS.get(name, ()) if c in frame.columns]
     if name == "composition.tsv":  # each state's share of the patient's CD8 cells, then counts
-        lead += [c for c in frame.columns if str(c).startswith("fraction_")]
+        lead += [c for c in frame.columns if str(c).startswith(FRACTION_PREFIX)]
     frame = frame[lead + [c for c in frame.columns if c not in lead]]
-    if name in TEST_TABLES and "p_value" in frame.columns:
-        tested = np.isfinite(pd.to_numeric(frame["p_value"], errors="coerce").to_numpy(dtype=float))
+    if name in TEST_TABLES and P_VALUE in frame.columns:
+        tested = np.isfinite(pd.to_numeric(frame[P_VALUE], errors="coerce").to_numpy(dtype=float))
         frame = pd.concat([frame[tested], frame[~tested]])
     return frame
 

@@ -44,7 +44,15 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
-from .contract import CELL_STATE_KEY, TEX_INT, TEX_TERM, TPEX
+from .contract import (
+    CELL_STATE_KEY,
+    N_NON_RESPONDERS,
+    N_RESPONDERS,
+    P_VALUE,
+    TEX_INT,
+    TEX_TERM,
+    TPEX,
+)
 from .signatures import GeneProgram
 from .stats import (
     ALL_CD8,
@@ -88,10 +96,10 @@ DE_COLUMNS = [
     "log2_fold_change",
     "lfc_se",
     "statistic",
-    "p_value",
+    P_VALUE,
     "q_value",
-    "n_non_responders",
-    "n_responders",
+    N_NON_RESPONDERS,
+    N_RESPONDERS,
     "mean_expression",
     "method",
     "testable",
@@ -105,7 +113,7 @@ PROGRAM_COLUMNS = [
     "n_genes_tested",
     "slope",
     "t",
-    "p_value",
+    P_VALUE,
     "q_value",
     "method",
     "de_method",
@@ -403,7 +411,7 @@ def _deseq2(
             "log2_fold_change": frame["log2FoldChange"].to_numpy(),
             "lfc_se": frame["lfcSE"].to_numpy(),
             "statistic": frame["stat"].to_numpy(),
-            "p_value": frame["pvalue"].to_numpy(),
+            P_VALUE: frame["pvalue"].to_numpy(),
             "mean_expression": frame["baseMean"].to_numpy(),
         }
     )
@@ -429,7 +437,7 @@ def _log_test(matrix: pd.DataFrame, response: Sequence[str], *, method: str) -> 
             "log2_fold_change": diff,
             "lfc_se": se,
             "statistic": statistic,
-            "p_value": p,
+            P_VALUE: p,
             "mean_expression": matrix.to_numpy().mean(axis=0),
         }
     )
@@ -458,7 +466,7 @@ def _ols_test(
             "log2_fold_change": coef[-1],
             "lfc_se": se,
             "statistic": t,
-            "p_value": p,
+            P_VALUE: p,
             "mean_expression": y.mean(axis=0),
         }
     )
@@ -655,11 +663,11 @@ def differential_expression(
             table = _ols_test(sub, response, values)
         else:
             table = _log_test(sub, response, method=log_method)
-        table["q_value"] = bh_adjust(table["p_value"])
+        table["q_value"] = bh_adjust(table[P_VALUE])
         table["state"], table["method"], table["design"] = state, state_method, design
-        table["n_non_responders"], table["n_responders"] = n_nr, n_r
+        table[N_NON_RESPONDERS], table[N_RESPONDERS] = n_nr, n_r
         table["testable"], table["reason"] = True, ""
-        parts.append(table.sort_values("p_value", na_position="last")[DE_COLUMNS])
+        parts.append(table.sort_values(P_VALUE, na_position="last")[DE_COLUMNS])
         logger.info(
             "%s: %d genes tested by %s, %s (%d non-responders, %d responders)",
             state,
@@ -735,7 +743,7 @@ def score_programs(
                 "n_genes_tested": n_in,
                 "slope": np.nan,
                 "t": np.nan,
-                "p_value": np.nan,
+                P_VALUE: np.nan,
                 "method": "ulm",
                 "de_method": de_method,
                 "testable": False,
@@ -751,7 +759,7 @@ def score_programs(
                 row.update(slope=slope, t=t, p_value=p, testable=True)
             part.append(row)
         part = pd.DataFrame(part)
-        part["q_value"] = bh_adjust(part["p_value"])
+        part["q_value"] = bh_adjust(part[P_VALUE])
         rows.append(part)
     return (
         pd.concat(rows, ignore_index=True)[PROGRAM_COLUMNS]

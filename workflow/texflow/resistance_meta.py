@@ -31,6 +31,9 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
+from .contract import (
+    P_VALUE,
+)
 from .resistance import DE_COLUMNS, STATES
 from .stats import bh_adjust
 from .utils import atomic_path
@@ -41,7 +44,7 @@ METHOD_META = "random_effects_dersimonian_laird (statsmodels combine_effects)"
 METHOD_SINGLE = "single_dataset"
 META_COLUMNS = [
     "state", "rank", "gene", "n_datasets", "datasets", "pooled_log2_fold_change", "pooled_se",
-    "ci_low", "ci_high", "z", "p_value", "q_value", "tau2", "i2", "cochran_q",
+    "ci_low", "ci_high", "z", P_VALUE, "q_value", "tau2", "i2", "cochran_q",
     "heterogeneity_p", "n_same_sign", "loo_max_change", "loo_sign_stable",
     "loo_significance_stable", "loo_critical_datasets", "heterogeneous", "rests_on_one_dataset",
     "consistent", "method", "note",
@@ -112,7 +115,7 @@ def _p(effect: float, se: float) -> float:
 def _rank(frame: pd.DataFrame) -> pd.DataFrame:
     """Order by q, then p, then |effect| (largest first), and number the rows from 1."""
     order = frame.assign(_abs=-frame["pooled_log2_fold_change"].abs()).sort_values(
-        ["q_value", "p_value", "_abs", "gene"], na_position="last", kind="mergesort"
+        ["q_value", P_VALUE, "_abs", "gene"], na_position="last", kind="mergesort"
     )
     order = order.drop(columns="_abs")
     order["rank"] = np.arange(1, len(order) + 1)
@@ -131,7 +134,7 @@ def _single(state: str, dataset: str, rows: pd.DataFrame, *, alpha: float, other
         "state": state, "gene": rows["gene"].astype(str).to_numpy(), "n_datasets": 1,
         "datasets": dataset, "pooled_log2_fold_change": lfc, "pooled_se": se,
         "ci_low": lfc - Z_CRIT * se, "ci_high": lfc + Z_CRIT * se, "z": lfc / se,
-        "p_value": pd.to_numeric(rows["p_value"], errors="coerce").to_numpy(), "q_value": q,
+        P_VALUE: pd.to_numeric(rows[P_VALUE], errors="coerce").to_numpy(), "q_value": q,
         "n_same_sign": 1, "heterogeneous": False, "rests_on_one_dataset": q < alpha,
         "loo_critical_datasets": np.where(q < alpha, dataset, ""),
         "consistent": False, "method": f"{METHOD_SINGLE} ({method})", "note": note,
@@ -171,8 +174,8 @@ def _meta(state: str, rows: Mapping[str, pd.DataFrame], *, alpha: float, min_dat
     out["ci_low"] = out["pooled_log2_fold_change"] - Z_CRIT * out["pooled_se"]
     out["ci_high"] = out["pooled_log2_fold_change"] + Z_CRIT * out["pooled_se"]
     out["z"] = out["pooled_log2_fold_change"] / out["pooled_se"]
-    out["p_value"] = 2 * stats.norm.sf(out["z"].abs())
-    out["q_value"] = bh_adjust(out["p_value"])
+    out[P_VALUE] = 2 * stats.norm.sf(out["z"].abs())
+    out["q_value"] = bh_adjust(out[P_VALUE])
     significant = (out["q_value"] < alpha).to_numpy()
     genes = out["gene"].to_numpy()
     max_change = np.zeros(len(out))
@@ -185,7 +188,7 @@ def _meta(state: str, rows: Mapping[str, pd.DataFrame], *, alpha: float, min_dat
         p = pd.Series(loo_p[dataset], dtype=float).reindex(genes)
         without = e.notna().to_numpy()
         e = e.fillna(out.set_index("gene")["pooled_log2_fold_change"]).to_numpy()
-        p = p.fillna(out.set_index("gene")["p_value"]).to_numpy()
+        p = p.fillna(out.set_index("gene")[P_VALUE]).to_numpy()
         q = bh_adjust(p)
         max_change = np.maximum(max_change, np.abs(e - out["pooled_log2_fold_change"].to_numpy()))
         flips = without & (np.sign(e) != np.sign(out["pooled_log2_fold_change"].to_numpy()))

@@ -66,6 +66,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .contract import EFFECTOR_MEMORY, NAIVE_LIKE, TEX_INT, TEX_TERM, TPEX
+
 logger = logging.getLogger(__name__)
 
 POPULATIONS: tuple[str, ...] = (
@@ -83,11 +85,11 @@ POPULATIONS: tuple[str, ...] = (
 CD8_POPULATIONS = frozenset(POPULATIONS[:5])
 EXHAUSTED_POPULATIONS = ("cd8_tpex", "cd8_tex_int", "cd8_tex_term")
 STATE_OF_POPULATION = {
-    "cd8_naive": "naive_like",
-    "cd8_effector_memory": "effector_memory",
-    "cd8_tpex": "Tpex",
-    "cd8_tex_int": "Tex_int",
-    "cd8_tex_term": "Tex_term",
+    "cd8_naive": NAIVE_LIKE,
+    "cd8_effector_memory": EFFECTOR_MEMORY,
+    "cd8_tpex": TPEX,
+    "cd8_tex_int": TEX_INT,
+    "cd8_tex_term": TEX_TERM,
 }
 NON_CD8_STATE = "non_cd8"
 

@@ -60,17 +60,14 @@ from .contract import (
     CELL_STATE_BASIS_KEY,
     CELL_STATE_KEY,
     CONFIDENCE_KEYS,
-    EFFECTOR_MEMORY,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
     EXHAUSTION_AXIS_PROGRAMS,
-    NAIVE_LIKE,
     OTHER_STATE,
     OWN_SCORES_BASIS,
     SMOOTHED_BASIS,
     STATE_CATEGORIES,
-    TEX_INT,
-    TEX_TERM,
+    STATE_PROGRAMS,
     TPEX,
 )
 from .errors import InputDataError
@@ -80,14 +77,6 @@ from .stage import SkipNotes, StageResult, organism_of
 
 logger = logging.getLogger(__name__)
 
-# state label -> the program that defines it
-STATE_PROGRAMS: dict[str, str] = {
-    TPEX: "tpex",
-    TEX_INT: "tex_int",
-    TEX_TERM: "tex_term",
-    NAIVE_LIKE: "naive_like",
-    EFFECTOR_MEMORY: "effector_memory",
-}
 GATE_PROGRAM = "exhausted_gate"
 FLAG_PROGRAMS = ("isg", "cycling")  # the isg_high / cycling flags, never a state
 # Scored for the summary table and the figure, but no state of their own (they end in other_cd8

@@ -30,11 +30,34 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from .contract import (
+    ALL_CD8,
+    BALANCE_COLUMN,
+    BALANCE_MEASURE,
+    BALANCE_ROW,
+    COMPARISON,
+    COMPOSITION_MEASURE,
+    COVERAGE,
+    EFFECT,
+    EFFECT_TYPE,
+    EXHAUSTED_LINEAGE,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
     EXHAUSTION_AXIS_PROGRAMS,
+    FRACTION_PREFIX,
+    MEAN_NON_RESPONDERS,
+    MEAN_RESPONDERS,
+    N_CELLS,
+    N_NON_RESPONDERS,
+    N_PATIENTS,
+    N_PATIENTS_POSITIVE,
+    N_RESPONDERS,
+    NON_RESPONDER,
     NOT_TESTABLE,
+    NOTE,
     NOTE_CELLS_AS_UNITS,
+    P_ADJ,
+    P_VALUE,
+    PROGRAM,
     REASON_AXIS_PROGRAM,
     REASON_CONSTANT_SCORE,
     REASON_NO_CELLS,
@@ -42,16 +65,21 @@ from .contract import (
     REASON_TOO_FEW_CELLS,
     REASON_TOO_FEW_PATIENTS_RESPONSE,
     REASON_TOO_FEW_PATIENTS_STATES,
+    RESPONDER,
+    SKIPPED,
+    SKIPPED_PREFIX,
+    STATE,
     STATE_CATEGORIES,
+    TEST,
     TEX_TERM,
     TPEX,
+    UNIT,
+    UNIT_CELLS,
+    UNIT_PATIENTS,
     lineage_state_key,
 )
 
 logger = logging.getLogger(__name__)
-
-UNIT_PATIENTS, UNIT_CELLS = "patients", "cells"
-RESPONDER, NON_RESPONDER = "responder", "non_responder"
 
 
 def _labels(obs: pd.DataFrame, key: str) -> pd.Series:
@@ -121,8 +149,11 @@ def constant_score_reason(values: Sequence[float] | np.ndarray) -> str:
     if share < MAX_TIED_FRACTION:
         return ""
     return REASON_CONSTANT_SCORE.format(
-        value=f"{uniques[top]:.3g}", percent=f"{100 * share:.0f}", n_cells=values.size,
-        threshold=f"{100 * MAX_TIED_FRACTION:.0f}")
+        value=f"{uniques[top]:.3g}",
+        percent=f"{100 * share:.0f}",
+        n_cells=values.size,
+        threshold=f"{100 * MAX_TIED_FRACTION:.0f}",
+    )
 
 
 def coverage_caveats(
@@ -149,8 +180,10 @@ def coverage_caveats(
         if str(row.get("trusted", True)).lower() not in ("false", "0"):
             continue
         genes = "genes" if int(row["n_up"]) == int(row["n_genes"]) else "up genes"
-        caveats[str(row["program"])] = (f"{row['program']}: {int(row['n_up_present'])} of "
-                                        f"{int(row['n_up'])} {genes} measured, not trusted")
+        caveats[str(row[PROGRAM])] = (
+            f"{row['program']}: {int(row['n_up_present'])} of "
+            f"{int(row['n_up'])} {genes} measured, not trusted"
+        )
     for name, parts in (combined or {}).items():
         if text := "; ".join(caveats[p] for p in parts if p in caveats):
             caveats[name] = text
@@ -230,30 +263,91 @@ def pseudotime_associations(
         if unit == UNIT_PATIENTS
         else np.full(obs.shape[0], "all cells", dtype=object)
     )
+    blocks, dropped = _lineage_blocks(groups, in_lineage, min_cells=min_cells_per_patient)
+    programs = list(scores.columns)
+    base = {PROGRAM: programs, UNIT: unit, "n_permutations": n_permutations}
+    if not blocks:
+        note = f"no {unit[:-1]} group has >= {min_cells_per_patient} lineage cells {ordering}"
+        return pd.DataFrame(
+            {
+                **base,
+                EFFECT: np.nan,
+                P_VALUE: np.nan,
+                P_ADJ: np.nan,
+                "p_value_random_effects": np.nan,
+                N_PATIENTS: 0,
+                N_PATIENTS_POSITIVE: 0,
+                N_CELLS: 0,
+                NOTE: note,
+            }
+        )
+    values = scores.to_numpy(dtype=float)
+    rank_blocks, z_obs, w = _block_correlations(values, pt, blocks, covariate=covariate)
+    zbar = np.nansum(w * np.nan_to_num(z_obs), axis=0) / np.where(w.sum(0) > 0, w.sum(0), np.nan)
+    p_perm = _permutation_p(rank_blocks, w, zbar, n_permutations=n_permutations, rng=rng)
+    used = np.concatenate([idx for _, idx in blocks])
+    constant = [constant_score_reason(values[used, j]) for j in range(len(programs))]
+    untestable = np.array([bool(reason) for reason in constant])
+    zbar = np.where(untestable, np.nan, zbar)
+    p_perm = np.where(np.isfinite(zbar), p_perm, np.nan)
+    p_re = _random_effects_p(z_obs) if unit == UNIT_PATIENTS else np.full(len(programs), np.nan)
+    note = _association_note(
+        unit, n_dropped=len(dropped), min_cells=min_cells_per_patient,
+        covariate_name=(covariate_name or "a per-cell covariate") if covariate is not None else "",
+    )  # fmt: skip
+    table = pd.DataFrame(
+        {
+            **base,
+            EFFECT: np.tanh(zbar),
+            EFFECT_TYPE: "partial_spearman_rho_combined"
+            if covariate is not None
+            else "spearman_rho_combined",
+            "adjusted_for": covariate_name if covariate is not None else "",
+            P_VALUE: p_perm,
+            P_ADJ: bh_adjust(p_perm),
+            "p_value_random_effects": p_re,
+            N_PATIENTS: np.isfinite(z_obs).sum(axis=0) if unit == UNIT_PATIENTS else 0,
+            N_PATIENTS_POSITIVE: (z_obs > 0).sum(axis=0) if unit == UNIT_PATIENTS else 0,
+            N_CELLS: int(used.size),
+            NOTE: note,
+        }
+    )
+    if untestable.any():  # the reason replaces the note: nothing was tested
+        table.loc[untestable, ["p_value_random_effects"]] = np.nan
+        table.loc[untestable, [N_PATIENTS, N_PATIENTS_POSITIVE]] = 0
+        table.loc[untestable, NOTE] = [r for r in constant if r]
+    return table
+
+
+def _lineage_blocks(
+    groups: np.ndarray, in_lineage: np.ndarray, *, min_cells: int
+) -> tuple[list[tuple[object, np.ndarray]], list[str]]:
+    """The lineage cells of each group (patient) with at least `min_cells` of them (and 4, the
+    fewest a rank correlation with n - 3 weights can use), and the groups left out."""
     ok = in_lineage & pd.notna(groups)
-    # programs: rows of per-group rank blocks; permutations shuffle pseudotime ranks in a group
-    blocks = []
-    dropped = []
+    blocks, dropped = [], []
     for group in pd.unique(groups[ok]):
         idx = np.flatnonzero(ok & (groups == group))
-        if idx.size < max(min_cells_per_patient, 4):
+        if idx.size < max(min_cells, 4):
             dropped.append(str(group))
             continue
         blocks.append((group, idx))
-    programs = list(scores.columns)
-    base = {
-        "program": programs, "unit": unit, "n_permutations": n_permutations,
-    }
-    if not blocks:
-        note = (
-            f"no {unit[:-1]} group has >= {min_cells_per_patient} lineage cells {ordering}"
-        )
-        return pd.DataFrame({**base, "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
-                             "p_value_random_effects": np.nan, "n_patients": 0,
-                             "n_patients_positive": 0, "n_cells": 0, "note": note})
+    return blocks, dropped
 
+
+def _block_correlations(
+    values: np.ndarray,
+    pt: np.ndarray,
+    blocks: Sequence[tuple[object, np.ndarray]],
+    *,
+    covariate: np.ndarray | None,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+    """Per group: the centred unit ranks of pseudotime and of the scores (partialled on the
+    covariate's ranks when given), the Fisher z of their Spearman rho (NaN for a score constant
+    in the group), and the n - 3 weight of each (0 where z is NaN).
+
+    Returns (rank blocks, z: groups x programs, weights: groups x programs)."""
     weights, z_obs, rank_blocks = [], [], []
-    values = scores.to_numpy(dtype=float)
     for _, idx in blocks:
         ry = _centred_unit_ranks(values[idx])  # cells x programs
         rx = _centred_unit_ranks(pt[idx])
@@ -267,61 +361,52 @@ def pseudotime_associations(
         rho = np.where(np.isnan(ry).all(axis=0), np.nan, rho)  # constant score in this patient
         z_obs.append(np.arctanh(rho))
         weights.append(idx.size - 3)
-    z_obs = np.array(z_obs)  # groups x programs
-    w = np.array(weights, dtype=float)[:, None] * np.isfinite(z_obs)
-    zbar = np.nansum(w * np.nan_to_num(z_obs), axis=0) / np.where(w.sum(0) > 0, w.sum(0), np.nan)
+    z_obs = np.array(z_obs)
+    return rank_blocks, z_obs, np.array(weights, dtype=float)[:, None] * np.isfinite(z_obs)
 
-    exceed = np.zeros(len(programs))
+
+def _permutation_p(
+    rank_blocks: Sequence[tuple[np.ndarray, np.ndarray]],
+    w: np.ndarray,
+    zbar: np.ndarray,
+    *,
+    n_permutations: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Two-sided p of the weighted mean z, pseudotime ranks permuted within each group:
+    (1 + b) / (1 + B)."""
+    exceed = np.zeros(zbar.shape[0])
     for _ in range(n_permutations):
-        zsum = np.zeros(len(programs))
-        for (rx, ry), wg in zip(rank_blocks, w):
+        zsum = np.zeros(zbar.shape[0])
+        for (rx, ry), wg in zip(rank_blocks, w, strict=True):
             rho = np.clip(rng.permutation(rx) @ np.nan_to_num(ry), -0.999999, 0.999999)
             zsum += wg * np.arctanh(rho)
         zperm = zsum / np.where(w.sum(0) > 0, w.sum(0), np.nan)
         exceed += np.abs(zperm) >= np.abs(zbar) - 1e-12
-    p_perm = (1 + exceed) / (1 + n_permutations)
-    used = np.concatenate([idx for _, idx in blocks])
-    constant = [constant_score_reason(values[used, j]) for j in range(len(programs))]
-    untestable = np.array([bool(reason) for reason in constant])
-    zbar = np.where(untestable, np.nan, zbar)
-    p_perm = np.where(np.isfinite(zbar), p_perm, np.nan)
+    return (1 + exceed) / (1 + n_permutations)
 
-    n_valid = np.isfinite(z_obs).sum(axis=0)
-    p_re = np.full(len(programs), np.nan)
-    if unit == UNIT_PATIENTS:
-        for j in range(len(programs)):
-            zj = z_obs[:, j][np.isfinite(z_obs[:, j])]
-            if zj.size >= 3 and zj.std() > 0:
-                p_re[j] = stats.ttest_1samp(zj, 0.0).pvalue
-    note = ""
+
+def _random_effects_p(z_obs: np.ndarray) -> np.ndarray:
+    """Per program, the one-sample t-test of the per-patient z against 0 (>= 3 patients with a
+    z that varies; else NaN): the random-effects check beside the permutation p."""
+    p_re = np.full(z_obs.shape[1], np.nan)
+    for j in range(z_obs.shape[1]):
+        zj = z_obs[:, j][np.isfinite(z_obs[:, j])]
+        if zj.size >= 3 and zj.std() > 0:
+            p_re[j] = stats.ttest_1samp(zj, 0.0).pvalue
+    return p_re
+
+
+def _association_note(unit: str, *, n_dropped: int, min_cells: int, covariate_name: str) -> str:
+    """The caveats of an association table: cells as units, patients left out, the covariate."""
+    parts = []
     if unit == UNIT_CELLS:
-        note = f"{NOTE_CELLS_AS_UNITS}; p-values optimistic"
-    if dropped:
-        note = (note + "; " if note else "") + (
-            f"{len(dropped)} patient(s) with < {min_cells_per_patient} lineage cells left out"
-        )
-    if covariate is not None:
-        note = (note + "; " if note else "") + (
-            f"partial Spearman, adjusted for {covariate_name or 'a per-cell covariate'}")
-    table = pd.DataFrame({
-        **base,
-        "effect": np.tanh(zbar),
-        "effect_type": "partial_spearman_rho_combined" if covariate is not None
-        else "spearman_rho_combined",
-        "adjusted_for": covariate_name if covariate is not None else "",
-        "p_value": p_perm,
-        "p_adj": bh_adjust(p_perm),
-        "p_value_random_effects": p_re,
-        "n_patients": n_valid if unit == UNIT_PATIENTS else 0,
-        "n_patients_positive": (z_obs > 0).sum(axis=0) if unit == UNIT_PATIENTS else 0,
-        "n_cells": int(sum(idx.size for _, idx in blocks)),
-        "note": note,
-    })
-    if untestable.any():  # the reason replaces the note: nothing was tested
-        table.loc[untestable, ["p_value_random_effects"]] = np.nan
-        table.loc[untestable, ["n_patients", "n_patients_positive"]] = 0
-        table.loc[untestable, "note"] = [r for r in constant if r]
-    return table
+        parts.append(f"{NOTE_CELLS_AS_UNITS}; p-values optimistic")
+    if n_dropped:
+        parts.append(f"{n_dropped} patient(s) with < {min_cells} lineage cells left out")
+    if covariate_name:
+        parts.append(f"partial Spearman, adjusted for {covariate_name}")
+    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,8 +428,8 @@ def patient_means(
     frame = frame.dropna(subset=["_patient", "_group"])
     grouped = frame.groupby(["_patient", "_group"])
     means = grouped[list(scores.columns)].mean()
-    means["n_cells"] = grouped.size()
-    return means[means["n_cells"] >= min_cells]
+    means[N_CELLS] = grouped.size()
+    return means[means[N_CELLS] >= min_cells]
 
 
 def axis_associations(
@@ -390,30 +475,59 @@ def axis_associations(
     state_key = state_key or lineage_state_key(obs)
     tested = scores.drop(columns=[p for p in EXHAUSTION_AXIS_PROGRAMS if p in scores])
     if EXHAUSTION_AXIS_KEY not in obs or state_key not in obs:
-        table = pd.DataFrame({"program": list(tested.columns), "unit": "", "effect": np.nan,
-                              "p_value": np.nan, "p_adj": np.nan, "n_patients": 0,
-                              "n_patients_positive": 0, "n_cells": 0,
-                              "note": f"no obs[{EXHAUSTION_AXIS_KEY!r}] (states stage)"})
+        table = pd.DataFrame(
+            {
+                PROGRAM: list(tested.columns),
+                UNIT: "",
+                EFFECT: np.nan,
+                P_VALUE: np.nan,
+                P_ADJ: np.nan,
+                N_PATIENTS: 0,
+                N_PATIENTS_POSITIVE: 0,
+                N_CELLS: 0,
+                NOTE: f"no obs[{EXHAUSTION_AXIS_KEY!r}] (states stage)",
+            }
+        )
     else:
         lineage = obs[state_key].astype(str).isin(states).to_numpy()
         axis = pd.to_numeric(obs[EXHAUSTION_AXIS_KEY], errors="coerce").where(lineage)
-        table = pseudotime_associations(obs.assign(_axis=axis), tested, pseudotime_key="_axis",
-                                        ordering="on the exhaustion axis", **options)
+        table = pseudotime_associations(
+            obs.assign(_axis=axis),
+            tested,
+            pseudotime_key="_axis",
+            ordering="on the exhaustion axis",
+            **options,
+        )
     notes = []
     for row in table.itertuples():
         shared = list((shared_genes or {}).get(str(row.program), ()))
         extra = f"shares {', '.join(shared)} with the axis programs" if shared else ""
-        notes.append("; ".join(n for n in (str(row.note) if pd.notna(row.note) else "", extra)
-                               if n))
-    table["note"] = notes
+        notes.append(
+            "; ".join(n for n in (str(row.note) if pd.notna(row.note) else "", extra) if n)
+        )
+    table[NOTE] = notes
     circular = [p for p in EXHAUSTION_AXIS_PROGRAMS if p in scores]
     if circular:
-        table = pd.concat([table, pd.DataFrame({
-            "program": circular, "unit": table["unit"].iloc[0] if len(table) else "",
-            "test": NOT_TESTABLE, "effect": np.nan, "p_value": np.nan, "p_adj": np.nan,
-            "n_patients": 0, "n_patients_positive": 0, "n_cells": 0,
-            "note": REASON_AXIS_PROGRAM,
-        })], ignore_index=True)
+        table = pd.concat(
+            [
+                table,
+                pd.DataFrame(
+                    {
+                        PROGRAM: circular,
+                        UNIT: table[UNIT].iloc[0] if len(table) else "",
+                        TEST: NOT_TESTABLE,
+                        EFFECT: np.nan,
+                        P_VALUE: np.nan,
+                        P_ADJ: np.nan,
+                        N_PATIENTS: 0,
+                        N_PATIENTS_POSITIVE: 0,
+                        N_CELLS: 0,
+                        NOTE: REASON_AXIS_PROGRAM,
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     table.insert(1, "ordering", EXHAUSTION_AXIS_KEY)
     table["state_key"] = state_key
     return table
@@ -448,73 +562,128 @@ def compare_states(
     numbers = {"first": first, "second": second, "min_cells": min_cells}
 
     def untested(program: str, note: str, n_cells: int) -> dict:
-        return {"program": program, "comparison": comparison, "unit": unit,
-                "test": NOT_TESTABLE, "effect": np.nan, "effect_type": "",
-                "effect_standardised": np.nan, "n_patients": 0, "n_cells": n_cells,
-                "p_value": np.nan, "note": note}
+        return {
+            PROGRAM: program,
+            COMPARISON: comparison,
+            UNIT: unit,
+            TEST: NOT_TESTABLE,
+            EFFECT: np.nan,
+            EFFECT_TYPE: "",
+            "effect_standardised": np.nan,
+            N_PATIENTS: 0,
+            N_CELLS: n_cells,
+            P_VALUE: np.nan,
+            NOTE: note,
+        }
 
     absent = [s for s, n in ((first, n_first), (second, n_second)) if n == 0]
     if absent:  # the first thing that blocks the test, in numbers
-        note = REASON_STATE_ABSENT.format(absent=" and no ".join(absent), key=state_key,
-                                          n_first=n_first, n_second=n_second, **numbers)
+        note = REASON_STATE_ABSENT.format(
+            absent=" and no ".join(absent),
+            key=state_key,
+            n_first=n_first,
+            n_second=n_second,
+            **numbers,
+        )
         rows = [untested(program, note, n_first + n_second) for program in programs]
     elif unit == UNIT_PATIENTS:
-        means = patient_means(obs, scores, group_key=state_key, patient_key=patient_key,
-                              min_cells=min_cells)
+        means = patient_means(
+            obs, scores, group_key=state_key, patient_key=patient_key, min_cells=min_cells
+        )
         wide = means.reset_index().pivot(index="_patient", columns="_group")
-        has = {s: wide[("n_cells", s)].notna() if ("n_cells", s) in wide else
-               pd.Series(False, index=wide.index) for s in (first, second)}
+        has = {
+            s: wide[(N_CELLS, s)].notna()
+            if (N_CELLS, s) in wide
+            else pd.Series(False, index=wide.index)
+            for s in (first, second)
+        }
         paired = has[first] & has[second]
         for program in programs:
             a = wide[(program, first)] if (program, first) in wide else pd.Series(dtype=float)
             b = wide[(program, second)] if (program, second) in wide else pd.Series(dtype=float)
-            n_cells = int(sum(wide[("n_cells", s)][has[s]].sum() for s in (first, second)
-                              if ("n_cells", s) in wide))
-            row = {"program": program, "comparison": comparison, "unit": unit}
+            n_cells = int(
+                sum(
+                    wide[(N_CELLS, s)][has[s]].sum()
+                    for s in (first, second)
+                    if (N_CELLS, s) in wide
+                )
+            )
+            row = {PROGRAM: program, COMPARISON: comparison, UNIT: unit}
             if paired.sum() >= min_paired:
                 d = (b - a)[paired].to_numpy(float)
                 p = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
-                row.update(test="wilcoxon_signed_rank_paired", effect=float(d.mean()),
-                           effect_type="mean_paired_difference", effect_standardised=(
-                               float(d.mean() / d.std(ddof=1)) if d.std(ddof=1) > 0 else np.nan),
-                           n_patients=int(paired.sum()), n_cells=n_cells, p_value=float(p),
-                           note="")
+                row.update(
+                    test="wilcoxon_signed_rank_paired",
+                    effect=float(d.mean()),
+                    effect_type="mean_paired_difference",
+                    effect_standardised=(
+                        float(d.mean() / d.std(ddof=1)) if d.std(ddof=1) > 0 else np.nan
+                    ),
+                    n_patients=int(paired.sum()),
+                    n_cells=n_cells,
+                    p_value=float(p),
+                    note="",
+                )
             elif (x := b[has[second]].to_numpy(float)).size >= 2 and (
-                    y := a[has[first]].to_numpy(float)).size >= 2:
-                row.update(test="mann_whitney_patient_means", effect=float(x.mean() - y.mean()),
-                           effect_type="difference_of_patient_means",
-                           effect_standardised=cliffs_delta(x, y),
-                           n_patients=int((has[first] | has[second]).sum()), n_cells=n_cells,
-                           p_value=float(stats.mannwhitneyu(x, y).pvalue),
-                           note=(f"only {int(paired.sum())} patient(s) with both states: "
-                                 "unpaired test on patient means"))
+                y := a[has[first]].to_numpy(float)
+            ).size >= 2:
+                row.update(
+                    test="mann_whitney_patient_means",
+                    effect=float(x.mean() - y.mean()),
+                    effect_type="difference_of_patient_means",
+                    effect_standardised=cliffs_delta(x, y),
+                    n_patients=int((has[first] | has[second]).sum()),
+                    n_cells=n_cells,
+                    p_value=float(stats.mannwhitneyu(x, y).pvalue),
+                    note=(
+                        f"only {int(paired.sum())} patient(s) with both states: "
+                        "unpaired test on patient means"
+                    ),
+                )
             else:
-                row = untested(program, REASON_TOO_FEW_PATIENTS_STATES.format(
-                    n_first=int(has[first].sum()), n_second=int(has[second].sum()), **numbers),
-                    n_cells)
+                row = untested(
+                    program,
+                    REASON_TOO_FEW_PATIENTS_STATES.format(
+                        n_first=int(has[first].sum()), n_second=int(has[second].sum()), **numbers
+                    ),
+                    n_cells,
+                )
             rows.append(row)
     else:
         for program in programs:
             x = scores.loc[(state == second).to_numpy(), program].to_numpy(float)
             y = scores.loc[(state == first).to_numpy(), program].to_numpy(float)
             if x.size < min_cells or y.size < min_cells:
-                rows.append(untested(program, REASON_TOO_FEW_CELLS.format(
-                    n_first=y.size, n_second=x.size, **numbers), int(x.size + y.size)))
+                rows.append(
+                    untested(
+                        program,
+                        REASON_TOO_FEW_CELLS.format(n_first=y.size, n_second=x.size, **numbers),
+                        int(x.size + y.size),
+                    )
+                )
                 continue
-            rows.append({
-                "program": program, "comparison": comparison, "unit": unit,
-                "test": "mann_whitney_cells",
-                "effect": float(x.mean() - y.mean()), "effect_type": "difference_of_cell_means",
-                "effect_standardised": cliffs_delta(x, y), "n_patients": 0,
-                "n_cells": int(x.size + y.size), "p_value": float(stats.mannwhitneyu(x, y).pvalue),
-                "note": NOTE_CELLS_AS_UNITS,
-            })
+            rows.append(
+                {
+                    PROGRAM: program,
+                    COMPARISON: comparison,
+                    UNIT: unit,
+                    TEST: "mann_whitney_cells",
+                    EFFECT: float(x.mean() - y.mean()),
+                    EFFECT_TYPE: "difference_of_cell_means",
+                    "effect_standardised": cliffs_delta(x, y),
+                    N_PATIENTS: 0,
+                    N_CELLS: int(x.size + y.size),
+                    P_VALUE: float(stats.mannwhitneyu(x, y).pvalue),
+                    NOTE: NOTE_CELLS_AS_UNITS,
+                }
+            )
     for row in rows:  # a score the data do not measure: not testable, not "no difference"
-        if row["test"] != NOT_TESTABLE and (
-                reason := constant_score_reason(scores.loc[in_pair, row["program"]])):
-            row.update(untested(row["program"], reason, row["n_cells"]))
+        if row[TEST] != NOT_TESTABLE and (
+            reason := constant_score_reason(scores.loc[in_pair, row[PROGRAM]])
+        ):
+            row.update(untested(row[PROGRAM], reason, row[N_CELLS]))
     table = pd.DataFrame(rows)
-    table["p_adj"] = bh_adjust(table["p_value"])
+    table[P_ADJ] = bh_adjust(table[P_VALUE])
     table["state_key"] = state_key
     return table
 
@@ -532,14 +701,26 @@ def response_skip_reason(obs: pd.DataFrame, *, response_key: str = "response") -
 
 
 RESPONSE_COLUMNS = [
-    "state", "program", "comparison", "unit", "test", "effect", "effect_type", "cliffs_delta",
-    "hedges_g", "mean_responders", "mean_non_responders", "n_patients", "n_responders",
-    "n_non_responders", "n_cells", "p_value", "p_adj", "state_key", "note",
+    STATE,
+    PROGRAM,
+    COMPARISON,
+    UNIT,
+    TEST,
+    EFFECT,
+    EFFECT_TYPE,
+    "cliffs_delta",
+    "hedges_g",
+    MEAN_RESPONDERS,
+    MEAN_NON_RESPONDERS,
+    N_PATIENTS,
+    N_RESPONDERS,
+    N_NON_RESPONDERS,
+    N_CELLS,
+    P_VALUE,
+    P_ADJ,
+    "state_key",
+    NOTE,
 ]
-
-#: Rows of the response table over every CD8 T cell of a patient, whatever its state, and over
-#: its exhausted-lineage cells.
-ALL_CD8, EXHAUSTED_LINEAGE = "all_cd8", "exhausted_lineage"
 
 
 def patient_response(
@@ -558,8 +739,10 @@ def patient_response(
     per_patient = labels[labels.map(len) == 1].map(lambda values: values[0])
     note = ""
     if conflicting:
-        note = (f"{len(conflicting)} patient(s) left out, their samples carry both response "
-                f"labels: {', '.join(conflicting)}")
+        note = (
+            f"{len(conflicting)} patient(s) left out, their samples carry both response "
+            f"labels: {', '.join(conflicting)}"
+        )
         logger.warning("responder comparison: %s", note)
     return per_patient, note
 
@@ -571,13 +754,17 @@ def _patient_group_row(
     (Mann-Whitney on patients; NaN effect and p with fewer than 2 patients in a group)."""
     ok = x.size >= 2 and y.size >= 2
     return dict(
-        **fields, unit=UNIT_PATIENTS, test=test,
+        **fields,
+        unit=UNIT_PATIENTS,
+        test=test,
         effect=float(x.mean() - y.mean()) if ok else np.nan,
         cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
         hedges_g=hedges_g(x, y) if ok else np.nan,
         mean_responders=float(y.mean()) if y.size else np.nan,
         mean_non_responders=float(x.mean()) if x.size else np.nan,
-        n_patients=int(x.size + y.size), n_responders=int(y.size), n_non_responders=int(x.size),
+        n_patients=int(x.size + y.size),
+        n_responders=int(y.size),
+        n_non_responders=int(x.size),
         p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
     )
 
@@ -611,15 +798,16 @@ def compare_response(
     if reason:
         logger.warning("responder comparison skipped: %s", reason)
         row = {c: np.nan for c in columns}
-        row.update(state="", program="", unit="", test="skipped", note=f"skipped: {reason}")
+        row.update(state="", program="", unit="", test=SKIPPED, note=f"{SKIPPED_PREFIX}{reason}")
         return pd.DataFrame([row], columns=columns), reason
     state_key = state_key or lineage_state_key(obs)
     unit = choose_unit(obs, patient_key=patient_key)
     state = _labels(obs, state_key)
     response = _labels(obs, response_key)
     tables = []
-    per_patient, conflict_note = patient_response(obs, patient_key=patient_key,
-                                                  response_key=response_key)
+    per_patient, conflict_note = patient_response(
+        obs, patient_key=patient_key, response_key=response_key
+    )
     for name in [ALL_CD8, *states, EXHAUSTED_LINEAGE]:
         if name == ALL_CD8:
             in_state = pd.Series(True, index=obs.index)
@@ -632,8 +820,13 @@ def compare_response(
         sub_scores = scores.loc[in_state.to_numpy()]
         rows = []
         if unit == UNIT_PATIENTS:
-            means = patient_means(sub_obs, sub_scores, group_key="_lineage",
-                                  patient_key=patient_key, min_cells=min_cells)
+            means = patient_means(
+                sub_obs,
+                sub_scores,
+                group_key="_lineage",
+                patient_key=patient_key,
+                min_cells=min_cells,
+            )
             means = means.reset_index()
             means["_response"] = means["_patient"].map(per_patient)
             groups = {r: means[means["_response"] == r] for r in (RESPONDER, NON_RESPONDER)}
@@ -641,17 +834,31 @@ def compare_response(
                 x = groups[NON_RESPONDER][program].to_numpy(float)
                 y = groups[RESPONDER][program].to_numpy(float)
                 row = _patient_group_row(
-                    x, y, state=name, program=program, test="mann_whitney_patient_means",
-                    effect_type="difference_of_patient_means")
-                row["n_cells"] = int(groups[RESPONDER]["n_cells"].sum()
-                                     + groups[NON_RESPONDER]["n_cells"].sum())
-                blocked = "" if np.isfinite(row["p_value"]) else (
-                    REASON_TOO_FEW_PATIENTS_RESPONSE.format(
-                        n_non_responders=x.size, n_responders=y.size, min_cells=min_cells,
-                        state=name))
-                row["note"] = "; ".join(filter(None, [blocked, conflict_note]))
+                    x,
+                    y,
+                    state=name,
+                    program=program,
+                    test="mann_whitney_patient_means",
+                    effect_type="difference_of_patient_means",
+                )
+                row[N_CELLS] = int(
+                    groups[RESPONDER][N_CELLS].sum() + groups[NON_RESPONDER][N_CELLS].sum()
+                )
+                blocked = (
+                    ""
+                    if np.isfinite(row[P_VALUE])
+                    else (
+                        REASON_TOO_FEW_PATIENTS_RESPONSE.format(
+                            n_non_responders=x.size,
+                            n_responders=y.size,
+                            min_cells=min_cells,
+                            state=name,
+                        )
+                    )
+                )
+                row[NOTE] = "; ".join(filter(None, [blocked, conflict_note]))
                 if blocked:
-                    row["test"], row["n_patients"] = NOT_TESTABLE, 0
+                    row[TEST], row[N_PATIENTS] = NOT_TESTABLE, 0
                 rows.append(row)
         else:
             sub_resp = response.loc[in_state.to_numpy()]
@@ -659,35 +866,61 @@ def compare_response(
                 x = sub_scores.loc[(sub_resp == NON_RESPONDER).to_numpy(), program].to_numpy(float)
                 y = sub_scores.loc[(sub_resp == RESPONDER).to_numpy(), program].to_numpy(float)
                 ok = x.size >= min_cells and y.size >= min_cells
-                rows.append({
-                    "state": name, "program": program, "unit": unit,
-                    "test": "mann_whitney_cells" if ok else NOT_TESTABLE,
-                    "effect": float(x.mean() - y.mean()) if ok else np.nan,
-                    "effect_type": "difference_of_cell_means",
-                    "cliffs_delta": cliffs_delta(x, y) if ok else np.nan,
-                    "hedges_g": hedges_g(x, y) if ok else np.nan,
-                    "mean_responders": float(y.mean()) if y.size else np.nan,
-                    "mean_non_responders": float(x.mean()) if x.size else np.nan,
-                    "n_patients": 0, "n_responders": 0, "n_non_responders": 0,
-                    "n_cells": int(x.size + y.size),
-                    "p_value": float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
-                    "note": NOTE_CELLS_AS_UNITS if ok else REASON_TOO_FEW_CELLS.format(
-                        n_second=x.size, second="non-responder", n_first=y.size,
-                        first="responder", min_cells=min_cells),
-                })
+                rows.append(
+                    {
+                        STATE: name,
+                        PROGRAM: program,
+                        UNIT: unit,
+                        TEST: "mann_whitney_cells" if ok else NOT_TESTABLE,
+                        EFFECT: float(x.mean() - y.mean()) if ok else np.nan,
+                        EFFECT_TYPE: "difference_of_cell_means",
+                        "cliffs_delta": cliffs_delta(x, y) if ok else np.nan,
+                        "hedges_g": hedges_g(x, y) if ok else np.nan,
+                        MEAN_RESPONDERS: float(y.mean()) if y.size else np.nan,
+                        MEAN_NON_RESPONDERS: float(x.mean()) if x.size else np.nan,
+                        N_PATIENTS: 0,
+                        N_RESPONDERS: 0,
+                        N_NON_RESPONDERS: 0,
+                        N_CELLS: int(x.size + y.size),
+                        P_VALUE: float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+                        NOTE: NOTE_CELLS_AS_UNITS
+                        if ok
+                        else REASON_TOO_FEW_CELLS.format(
+                            n_second=x.size,
+                            second="non-responder",
+                            n_first=y.size,
+                            first="responder",
+                            min_cells=min_cells,
+                        ),
+                    }
+                )
         if not in_state.any():  # the first thing that blocks every row of this state
             for row in rows:
-                row.update(test=NOT_TESTABLE, n_patients=0, note="; ".join(filter(None, [
-                    REASON_NO_CELLS.format(state=name, key=state_key), conflict_note])))
+                row.update(
+                    test=NOT_TESTABLE,
+                    n_patients=0,
+                    note="; ".join(
+                        filter(
+                            None, [REASON_NO_CELLS.format(state=name, key=state_key), conflict_note]
+                        )
+                    ),
+                )
         for row in rows:  # a score the data do not measure: not testable, not "no difference"
-            if row["test"] != NOT_TESTABLE and (
-                    reason := constant_score_reason(sub_scores[row["program"]])):
-                row.update(test=NOT_TESTABLE, effect=np.nan, cliffs_delta=np.nan,
-                           hedges_g=np.nan, p_value=np.nan, n_patients=0,
-                           note="; ".join(filter(None, [reason, conflict_note])))
+            if row[TEST] != NOT_TESTABLE and (
+                reason := constant_score_reason(sub_scores[row[PROGRAM]])
+            ):
+                row.update(
+                    test=NOT_TESTABLE,
+                    effect=np.nan,
+                    cliffs_delta=np.nan,
+                    hedges_g=np.nan,
+                    p_value=np.nan,
+                    n_patients=0,
+                    note="; ".join(filter(None, [reason, conflict_note])),
+                )
         table = pd.DataFrame(rows)
-        table["comparison"] = "non_responder vs responder"
-        table["p_adj"] = bh_adjust(table["p_value"])
+        table[COMPARISON] = "non_responder vs responder"
+        table[P_ADJ] = bh_adjust(table[P_VALUE])
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     table["state_key"] = state_key
@@ -697,10 +930,6 @@ def compare_response(
 # ----------------------------------------------------------------------------------------------
 # state composition by response
 
-#: ``program`` of the composition rows of the response table, and the state of the balance row.
-COMPOSITION_MEASURE = "fraction_of_cd8_cells"
-BALANCE_MEASURE = "log_ratio"
-BALANCE_ROW = f"{TPEX}:{TEX_TERM}"
 #: Added to both counts of the Tpex : Tex_term log ratio, so a patient with no cell of one
 #: state keeps a finite ratio (the Haldane-Anscombe correction of a log odds; Haldane 1956).
 BALANCE_PSEUDOCOUNT = 0.5
@@ -757,10 +986,10 @@ def patient_composition(
     grouped_by = patient_key
     if choose_unit(obs, patient_key=patient_key) == UNIT_CELLS and "sample" in obs:
         grouped_by = "sample"  # no patients (a mouse experiment): describe each sample
-    frame = pd.DataFrame({"patient": _labels(obs, grouped_by).to_numpy(),
-                          "state": _labels(obs, state_key).to_numpy()}).dropna()
-    counts = pd.crosstab(frame["patient"], frame["state"]).reindex(columns=list(states),
-                                                                   fill_value=0)
+    frame = pd.DataFrame(
+        {"patient": _labels(obs, grouped_by).to_numpy(), STATE: _labels(obs, state_key).to_numpy()}
+    ).dropna()
+    counts = pd.crosstab(frame["patient"], frame[STATE]).reindex(columns=list(states), fill_value=0)
     total = counts.sum(axis=1)
     table = pd.DataFrame({"patient": counts.index.astype(str)}, index=counts.index)
     per_patient, _ = patient_response(obs, patient_key=grouped_by, response_key=response_key)
@@ -769,9 +998,10 @@ def patient_composition(
     for state in states:
         table[f"n_{state}"] = counts[state].astype(int)
     for state in states:
-        table[f"fraction_{state}"] = counts[state] / total.where(total > 0)
-    table["log_ratio_tpex_to_tex_term"] = np.log(
-        (counts[TPEX] + BALANCE_PSEUDOCOUNT) / (counts[TEX_TERM] + BALANCE_PSEUDOCOUNT))
+        table[f"{FRACTION_PREFIX}{state}"] = counts[state] / total.where(total > 0)
+    table[BALANCE_COLUMN] = np.log(
+        (counts[TPEX] + BALANCE_PSEUDOCOUNT) / (counts[TEX_TERM] + BALANCE_PSEUDOCOUNT)
+    )
     table["included"] = total >= min_cells
     table["grouped_by"] = grouped_by
     table["state_key"] = state_key
@@ -779,7 +1009,10 @@ def patient_composition(
 
 
 def compare_composition(
-    composition: pd.DataFrame, *, states: Sequence[str] = STATE_CATEGORIES, min_cells: int = 10,
+    composition: pd.DataFrame,
+    *,
+    states: Sequence[str] = STATE_CATEGORIES,
+    min_cells: int = 10,
 ) -> pd.DataFrame:
     """Non-responders vs responders in state composition, patients as units.
 
@@ -803,8 +1036,9 @@ def compare_composition(
     """
     if len(composition) and (composition["grouped_by"] != "patient").all():
         raise ValueError("compare_composition: the composition is per sample, not per patient")
-    used = composition[composition["included"] & composition["response"].isin(
-        [RESPONDER, NON_RESPONDER])]
+    used = composition[
+        composition["included"] & composition["response"].isin([RESPONDER, NON_RESPONDER])
+    ]
     non_responders = used[used["response"] == NON_RESPONDER]
     responders = used[used["response"] == RESPONDER]
     left_out = int((~composition["included"]).sum())
@@ -813,37 +1047,52 @@ def compare_composition(
         note += f"; {left_out} patient(s) with < {min_cells} CD8 cells left out"
     rows = []
     for state, column, measure, effect_type in [
-        *[(s, f"fraction_{s}", COMPOSITION_MEASURE, "difference_of_mean_fractions")
-          for s in states],
-        (BALANCE_ROW, "log_ratio_tpex_to_tex_term", BALANCE_MEASURE,
-         "difference_of_mean_log_ratios"),
+        *[
+            (s, f"{FRACTION_PREFIX}{s}", COMPOSITION_MEASURE, "difference_of_mean_fractions")
+            for s in states
+        ],
+        (BALANCE_ROW, BALANCE_COLUMN, BALANCE_MEASURE, "difference_of_mean_log_ratios"),
     ]:
         x = non_responders[column].to_numpy(float)
         y = responders[column].to_numpy(float)
         row = _patient_group_row(x, y, state=state, program=measure, effect_type=effect_type)
-        row["n_cells"] = int(used["n_cd8_cells"].sum())
-        row["note"] = note
-        if not np.isfinite(row["p_value"]):
-            row.update(test=NOT_TESTABLE, n_patients=0,
-                       note=REASON_TOO_FEW_PATIENTS_RESPONSE.format(
-                           n_non_responders=x.size, n_responders=y.size, min_cells=min_cells,
-                           state="CD8"))
+        row[N_CELLS] = int(used["n_cd8_cells"].sum())
+        row[NOTE] = note
+        if not np.isfinite(row[P_VALUE]):
+            row.update(
+                test=NOT_TESTABLE,
+                n_patients=0,
+                note=REASON_TOO_FEW_PATIENTS_RESPONSE.format(
+                    n_non_responders=x.size, n_responders=y.size, min_cells=min_cells, state="CD8"
+                ),
+            )
         if measure == COMPOSITION_MEASURE and (x.size + y.size) and not np.any(np.r_[x, y] > 0):
             # a share that is 0 in every patient is not a result: nothing to compare
-            row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
-                       test=NOT_TESTABLE, n_patients=0,
-                       note=f"no {state} cell in any patient: not testable")
+            row.update(
+                effect=np.nan,
+                cliffs_delta=np.nan,
+                hedges_g=np.nan,
+                p_value=np.nan,
+                test=NOT_TESTABLE,
+                n_patients=0,
+                note=f"no {state} cell in any patient: not testable",
+            )
         absent = [s for s in (TPEX, TEX_TERM) if not (used[f"n_{s}"] > 0).any()]
         if measure == BALANCE_MEASURE and absent:
             # with one side 0 everywhere the ratio only counts the other side's cells
-            row.update(effect=np.nan, cliffs_delta=np.nan, hedges_g=np.nan, p_value=np.nan,
-                       test=NOT_TESTABLE, n_patients=0,
-                       note=f"no {' or '.join(absent)} cell in any patient: the balance is not "
-                       "testable")
+            row.update(
+                effect=np.nan,
+                cliffs_delta=np.nan,
+                hedges_g=np.nan,
+                p_value=np.nan,
+                test=NOT_TESTABLE,
+                n_patients=0,
+                note=f"no {' or '.join(absent)} cell in any patient: the balance is not testable",
+            )
         rows.append(row)
     table = pd.DataFrame(rows)
-    table["comparison"] = "non_responder vs responder"
-    table["p_adj"] = bh_adjust(table["p_value"])
+    table[COMPARISON] = "non_responder vs responder"
+    table[P_ADJ] = bh_adjust(table[P_VALUE])
     table["state_key"] = composition["state_key"].iloc[0] if len(composition) else ""
     return table[RESPONSE_COLUMNS]
 
@@ -853,7 +1102,7 @@ def compare_composition(
 
 #: Column of the associations, state and response tables: the coverage of each untrusted program
 #: a row's verdict rests on (`coverage_caveats`), empty when every one is trusted.
-COVERAGE_COLUMN = "coverage"
+COVERAGE_COLUMN = COVERAGE
 
 
 def with_coverage(
@@ -867,10 +1116,10 @@ def with_coverage(
     lineage = [state_caveats.get(s, "") for s in EXHAUSTED_STATES]
     rows = []
     for row in table.to_dict("records"):
-        parts = [caveats.get(str(row.get("program", "")), "")]
-        state = str(row.get("state", "") if pd.notna(row.get("state", "")) else "")
-        if "comparison" in row and " vs " in str(row["comparison"]) and not state:
-            parts += [state_caveats.get(s, "") for s in str(row["comparison"]).split(" vs ")]
+        parts = [caveats.get(str(row.get(PROGRAM, "")), "")]
+        state = str(row.get(STATE, "") if pd.notna(row.get(STATE, "")) else "")
+        if COMPARISON in row and " vs " in str(row[COMPARISON]) and not state:
+            parts += [state_caveats.get(s, "") for s in str(row[COMPARISON]).split(" vs ")]
         elif state in (EXHAUSTED_LINEAGE, BALANCE_ROW):
             parts += lineage
         elif state:

@@ -36,6 +36,7 @@ from .contract import (
     CONFIDENCE_KEYS,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
+    SKIPPED_PREFIX,
     TEX_TERM,
     TPEX,
     lineage_state_key,
@@ -300,7 +301,7 @@ def diffusion_pseudotime(
         uns["skipped"]["trajectory"] = reason
         return pd.DataFrame(
             [{"root_cell": "", "is_main_root": False, "spearman_rho": np.nan,
-              "n_cells": 0, "note": f"skipped: {reason}"}]
+              "n_cells": 0, "note": f"{SKIPPED_PREFIX}{reason}"}]
         )
 
     lineage = _lineage_cells(adata, mask, lineage_x)

@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .contract import CELL_STATE_KEY, EXHAUSTION_AXIS_KEY, STATE_CATEGORIES
+from .contract import (
+    CELL_STATE_KEY,
+    EXHAUSTION_AXIS_KEY,
+    N_NON_RESPONDERS,
+    N_PATIENTS,
+    N_RESPONDERS,
+    P_ADJ,
+    STATE_CATEGORIES,
+)
 from .errors import InputDataError
 from .simulate import STATE_OF_POPULATION
 from .stats import ALL_CD8, COMPOSITION_MEASURE
@@ -148,8 +156,9 @@ def _planted_effect_row(
     truth = f"{planted}: log2 fold change {log2fc:+.2f} in non-responders ({wanted})"
     if row is None:
         return _row(check, truth, "no row in response_comparison.tsv", recovered=False)
-    q, effect = float(row.get("p_adj", np.nan)), float(row.get("effect", np.nan))
-    n = f"{int(row.get('n_non_responders', 0) or 0)} NR vs {int(row.get('n_responders', 0) or 0)} R"
+    q, effect = float(row.get(P_ADJ, np.nan)), float(row.get("effect", np.nan))
+    n_nr, n_r = (int(row.get(key, 0) or 0) for key in (N_NON_RESPONDERS, N_RESPONDERS))
+    n = f"{n_nr} NR vs {n_r} R"
     if not np.isfinite(q):
         return _row(check, truth, f"not tested: {row.get('note', '')}", recovered=False)
     direction = NON_RESPONDERS_HIGHER if effect > 0 else NON_RESPONDERS_LOWER
@@ -160,7 +169,7 @@ def _planted_effect_row(
         truth,
         found,
         q,
-        int(row.get("n_patients", 0) or 0),
+        int(row.get(N_PATIENTS, 0) or 0),
         recovered,
         note=f"recovered: q < {alpha} in the planted direction",
     )
@@ -223,7 +232,7 @@ def trend_rows(
         if match is None:
             rows.append(_row(check, truth, "no row in associations.tsv", recovered=False))
             continue
-        q, effect = float(match.get("p_adj", np.nan)), float(match.get("effect", np.nan))
+        q, effect = float(match.get(P_ADJ, np.nan)), float(match.get("effect", np.nan))
         if not np.isfinite(q):
             rows.append(_row(check, truth, f"not tested: {match.get('note', '')}", recovered=False))
             continue
@@ -235,7 +244,7 @@ def trend_rows(
                 truth,
                 found,
                 q,
-                int(match.get("n_patients", 0) or 0),
+                int(match.get(N_PATIENTS, 0) or 0),
                 q < alpha and rising == (float(log2fc) > 0),
                 note=f"recovered: q < {alpha} in the planted direction",
             )

@@ -23,12 +23,29 @@ import numpy as np
 import pandas as pd
 
 from ..contract import (
+    ALL_CD8,
+    BALANCE_COLUMN,
     CELL_STATE_KEY,
     CLUSTER_STATE_KEY,
+    EXHAUSTED_LINEAGE,
     EXHAUSTED_STATES,
+    FRACTION_PREFIX,
+    N_CELLS,
+    N_NON_RESPONDERS,
+    N_RESPONDERS,
+    NOTE,
+    P_ADJ,
+    P_VALUE,
+    PROGRAM,
+    SCORE_PREFIX,
+    STATE,
+    TEX_TERM,
+    TPEX,
+    TPEX_PROGRAM,
     lineage_state_key,
 )
-from ..stats import ALL_CD8, EXHAUSTED_LINEAGE
+from ..findings import program_order
+from ..stats import patient_means as stats_patient_means
 from ..utils import atomic_path
 from .colours import (
     MISSING_COLOUR,
@@ -54,59 +71,34 @@ class FigureSkipped(Exception):
 
 def program_label(name: str) -> str:
     """A readable name for a program or `score_<program>` column (`score_ifn_core` -> `IFN core`)."""
-    name = re.sub(r"^score_", "", name)
-    if name == "log_ratio_tpex_to_tex_term":  # composition.tsv's balance column
+    name = name.removeprefix(SCORE_PREFIX)
+    if name == BALANCE_COLUMN:  # composition.tsv's balance column
         return "log(Tpex / Tex-term)"
-    if name.startswith("fraction_"):  # composition.tsv's share of CD8 cells in a state
-        return f"{name.removeprefix('fraction_').replace('Tex_', 'Tex-').replace('_', '-')} share"
+    if name.startswith(FRACTION_PREFIX):  # composition.tsv's share of CD8 cells in a state
+        return (
+            f"{name.removeprefix(FRACTION_PREFIX).replace('Tex_', 'Tex-').replace('_', '-')} share"
+        )
     words = []
     for word in re.split(r"[_\s]+", name):
         lower = word.lower()
-        if lower in {"ifn", "lpo", "isg", "tpex", "tex", "i", "ii"}:
-            word = {"tpex": "Tpex", "tex": "Tex"}.get(lower, word.upper())
+        if lower in {"ifn", "lpo", "isg", TPEX_PROGRAM, "tex", "i", "ii"}:
+            word = {TPEX_PROGRAM: TPEX, "tex": "Tex"}.get(lower, word.upper())
         words.append(word)
     label = " ".join(words)
-    return label.replace("IFN I ", "IFN-I ").replace("IFN I", "IFN-I").replace("Tex term", "Tex-term")
+    return (
+        label.replace("IFN I ", "IFN-I ").replace("IFN I", "IFN-I").replace("Tex term", "Tex-term")
+    )
 
 
-def find_state(states: Sequence[str], which: str) -> str | None:
-    """The label among `states` that means `which` ("tpex" or "texterm"), whatever its spelling.
-
-    State labels are compared without case and punctuation, so `Tpex`, `TPEX`, `Tex_term`,
-    `Tex-term` and `tex term` all match.
-    """
-    wanted = {"tpex": {"tpex", "progenitorexhausted"}, "texterm": {"texterm", "terminalexhausted", "texterminal"}}[which]
-    for state in states:
-        if re.sub(r"[^a-z]", "", str(state).lower()) in wanted:
-            return str(state)
-    return None
-
-
-def lineage_states(obs: pd.DataFrame) -> list[str]:
-    """The exhausted-lineage state labels present in `obs["state"]` (Tpex, Tex_int, Tex_term)."""
-    if "state" not in obs:
-        return []
-    found = []
-    for state in obs["state"].astype(str).unique():
-        key = re.sub(r"[^a-z]", "", state.lower())
-        if key in {"tpex", "texint", "texintermediate", "texterm", "texterminal", "progenitorexhausted", "terminalexhausted"}:
-            found.append(state)
-    def position(state: str) -> int:
-        key = re.sub(r"[^a-z]", "", state.lower())
-        return 0 if key in {"tpex", "progenitorexhausted"} else 2 if key.startswith("texterm") or key == "terminalexhausted" else 1
-
-    return sorted(found, key=position)
-
-
-def score_columns(obs: pd.DataFrame) -> list[str]:
-    """The `score_<program>` columns of `obs`, IFN and LPO programs first (they are the question)."""
-    scores = [c for c in obs.columns if str(c).startswith("score_") and pd.api.types.is_numeric_dtype(obs[c])]
-
-    def key(column: str) -> tuple[int, str]:
-        lower = column.lower()
-        return (0 if ("ifn" in lower or "isg" in lower) else 1 if "lpo" in lower else 2, column)
-
-    return sorted(scores, key=key)
+def scores_in(obs: pd.DataFrame) -> list[str]:
+    """Every numeric `score_<program>` column of `obs`, IFN and LPO programs first (they are the
+    question; `findings.program_order`)."""
+    scores = [
+        c
+        for c in obs.columns
+        if str(c).startswith(SCORE_PREFIX) and pd.api.types.is_numeric_dtype(obs[c])
+    ]
+    return sorted(scores, key=lambda column: (program_order(column), column))
 
 
 def _known(series: pd.Series) -> pd.Series:
@@ -125,13 +117,17 @@ def _save(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str]) -> l
             fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
         saved.append(target)
     plt.close(fig)
-    logger.info("figure %s written (%s)", path.with_suffix(".png"), ", ".join(p.suffix for p in saved))
+    logger.info(
+        "figure %s written (%s)", path.with_suffix(".png"), ", ".join(p.suffix for p in saved)
+    )
     return saved
 
 
 def _umap_coordinates(adata: ad.AnnData) -> np.ndarray:
     if "X_umap" not in adata.obsm:
-        raise FigureSkipped("no UMAP embedding (obsm['X_umap']) in the final AnnData: the cluster stage did not store one")
+        raise FigureSkipped(
+            "no UMAP embedding (obsm['X_umap']) in the final AnnData: the cluster stage did not store one"
+        )
     return np.asarray(adata.obsm["X_umap"])[:, :2]
 
 
@@ -158,7 +154,9 @@ def umap(
     values = adata.obs[color]
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
     size = float(np.clip(12000 / max(adata.n_obs, 1), 1.5, 30))
-    numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
+    numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(
+        values.dtype, pd.CategoricalDtype
+    )
     if numeric:
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
         present = np.isfinite(numbers)
@@ -166,10 +164,24 @@ def umap(
             plt.close(fig)
             raise FigureSkipped(f"obs column '{color}' has no finite value in any cell")
         if (~present).any():
-            ax.scatter(*coords[~present].T, s=size, c="#dddddd", linewidths=0, rasterized=True, label=f"no value ({(~present).sum()} cells)")
+            ax.scatter(
+                *coords[~present].T,
+                s=size,
+                c="#dddddd",
+                linewidths=0,
+                rasterized=True,
+                label=f"no value ({(~present).sum()} cells)",
+            )
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), frameon=False, fontsize=8)
         order = np.argsort(numbers[present])  # high values on top
-        points = ax.scatter(*coords[present][order].T, s=size, c=numbers[present][order], cmap="viridis", linewidths=0, rasterized=True)
+        points = ax.scatter(
+            *coords[present][order].T,
+            s=size,
+            c=numbers[present][order],
+            cmap="viridis",
+            linewidths=0,
+            rasterized=True,
+        )
         fig.colorbar(points, ax=ax, label=colorbar_label or color, fraction=0.05, pad=0.02)
     else:
         present = _known(values).to_numpy()
@@ -178,8 +190,19 @@ def umap(
             raise FigureSkipped(f"obs column '{color}' is empty in every cell")
         labels = values.astype("string")
         if (~present).any():
-            ax.scatter(*coords[~present].T, s=size, c=MISSING_COLOUR, linewidths=0, rasterized=True, label=f"not known ({(~present).sum()})")
-        categories = list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else sorted(labels[present].unique())
+            ax.scatter(
+                *coords[~present].T,
+                s=size,
+                c=MISSING_COLOUR,
+                linewidths=0,
+                rasterized=True,
+                label=f"not known ({(~present).sum()})",
+            )
+        categories = (
+            list(values.cat.categories)
+            if isinstance(values.dtype, pd.CategoricalDtype)
+            else sorted(labels[present].unique())
+        )
         categories = [c for c in categories if (labels[present] == str(c)).any()]
         # states and response groups keep their colour on every page; other categories
         # (patients, clusters) get one each, never repeated within the figure
@@ -191,10 +214,29 @@ def umap(
             else:
                 colour = RESPONSE_COLOURS.get(str(category)) if color == "response" else None
                 colour = colour or palette[str(category)]
-            name = RESPONSE_LABELS.get(str(category), str(category)) if color == "response" else str(category)
-            ax.scatter(*coords[mask].T, s=size, c=colour, linewidths=0, rasterized=True, label=f"{name} ({mask.sum()})")
+            name = (
+                RESPONSE_LABELS.get(str(category), str(category))
+                if color == "response"
+                else str(category)
+            )
+            ax.scatter(
+                *coords[mask].T,
+                s=size,
+                c=colour,
+                linewidths=0,
+                rasterized=True,
+                label=f"{name} ({mask.sum()})",
+            )
         ncol = 1 if len(categories) <= 18 else 2
-        ax.legend(title=f"{color} (cells)", loc="upper left", bbox_to_anchor=(1.0, 1), frameon=False, fontsize=8, markerscale=max(1, 6 / size**0.5), ncol=ncol)
+        ax.legend(
+            title=f"{color} (cells)",
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1),
+            frameon=False,
+            fontsize=8,
+            markerscale=max(1, 6 / size**0.5),
+            ncol=ncol,
+        )
     ax.set_title(title)
     ax.set_xlabel("UMAP 1 (arbitrary units)")
     ax.set_ylabel("UMAP 2 (arbitrary units)")
@@ -209,7 +251,10 @@ def umap(
 
 
 def state_composition(
-    adata: ad.AnnData, *, path: str | os.PathLike, formats: Sequence[str] = ("png",),
+    adata: ad.AnnData,
+    *,
+    path: str | os.PathLike,
+    formats: Sequence[str] = ("png",),
     state_key: str | None = None,
 ) -> list[Path]:
     """Stacked bars of the fraction of cells in each state: per patient, and by response group.
@@ -225,8 +270,8 @@ def state_composition(
         if column not in obs or not _known(obs[column]).any():
             raise FigureSkipped(f"no '{column}' annotation in the final AnnData")
     known = _known(obs[state_key]) & _known(obs["patient"])
-    cells = obs.loc[known, [state_key, "patient"]].astype(str).rename(columns={state_key: "state"})
-    fractions = pd.crosstab(cells["patient"], cells["state"], normalize="index")
+    cells = obs.loc[known, [state_key, "patient"]].astype(str).rename(columns={state_key: STATE})
+    fractions = pd.crosstab(cells["patient"], cells[STATE], normalize="index")
     counts = cells["patient"].value_counts()
     states = (
         [s for s in obs[state_key].cat.categories if s in fractions.columns]
@@ -238,7 +283,9 @@ def state_composition(
     response = _patient_response(obs)
     has_response = response.isin(RESPONSE_COLOURS).any()
     if has_response:
-        fractions = fractions.loc[sorted(fractions.index, key=lambda p: (str(response.get(p, "")), p))]
+        fractions = fractions.loc[
+            sorted(fractions.index, key=lambda p: (str(response.get(p, "")), p))
+        ]
     width = min(2.5 + 0.45 * len(fractions), 14)
     fig, axes = plt.subplots(
         1, 2 if has_response else 1, figsize=(width + (3 if has_response else 0), 4.8),
@@ -247,7 +294,9 @@ def state_composition(
     )  # fmt: skip
     _stacked(axes[0, 0], fractions, colours)
     axes[0, 0].set_xticks(range(len(fractions)))
-    axes[0, 0].set_xticklabels([f"{p} ({counts[p]})" for p in fractions.index], rotation=60, ha="right", fontsize=8)
+    axes[0, 0].set_xticklabels(
+        [f"{p} ({counts[p]})" for p in fractions.index], rotation=60, ha="right", fontsize=8
+    )
     for tick, patient in zip(axes[0, 0].get_xticklabels(), fractions.index, strict=True):
         tick.set_color(RESPONSE_COLOURS.get(str(response.get(patient, "")), "black"))
     axes[0, 0].set_xlabel("patient (cells)" + ("; label colour = response" if has_response else ""))
@@ -255,15 +304,30 @@ def state_composition(
     axes[0, 0].set_title("State composition per patient")
     if has_response:
         groups = [g for g in RESPONSE_COLOURS if (response == g).any()]
-        by_group = pd.DataFrame({g: fractions.loc[response[response == g].index.intersection(fractions.index)].mean() for g in groups}).T
+        by_group = pd.DataFrame(
+            {
+                g: fractions.loc[response[response == g].index.intersection(fractions.index)].mean()
+                for g in groups
+            }
+        ).T
         _stacked(axes[0, 1], by_group, colours)
         axes[0, 1].set_xticks(range(len(groups)))
-        axes[0, 1].set_xticklabels([f"{RESPONSE_LABELS[g]}\n(n={(response == g).sum()})" for g in groups], fontsize=8)
+        axes[0, 1].set_xticklabels(
+            [f"{RESPONSE_LABELS[g]}\n(n={(response == g).sum()})" for g in groups], fontsize=8
+        )
         axes[0, 1].set_xlabel("response (n = patients)")
         axes[0, 1].set_ylabel("mean of per-patient fractions")
         axes[0, 1].set_title("By response")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in states]
-    fig.legend(handles, states, title="state", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False, fontsize=8)
+    fig.legend(
+        handles,
+        states,
+        title="state",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.9),
+        frameon=False,
+        fontsize=8,
+    )
     fig.tight_layout()
     return _save(fig, path, formats)
 
@@ -272,7 +336,15 @@ def _stacked(ax: plt.Axes, fractions: pd.DataFrame, colours: dict[str, str]) -> 
     bottom = np.zeros(len(fractions))
     for state in fractions.columns:
         values = fractions[state].to_numpy(dtype=float)
-        ax.bar(range(len(fractions)), values, bottom=bottom, color=colours[state], width=0.8, edgecolor="white", linewidth=0.3)
+        ax.bar(
+            range(len(fractions)),
+            values,
+            bottom=bottom,
+            color=colours[state],
+            width=0.8,
+            edgecolor="white",
+            linewidth=0.3,
+        )
         bottom += values
     ax.set_ylim(0, 1)
     ax.spines[["top", "right"]].set_visible(False)
@@ -293,21 +365,20 @@ def _patient_response(obs: pd.DataFrame) -> pd.Series:
 # per-patient comparisons
 
 
-def patient_means(adata: ad.AnnData, *, scores: Sequence[str], min_cells: int = 3) -> pd.DataFrame:
-    """Per patient and state, the mean of every score over cells (patients are the unit).
+def patient_state_means(
+    adata: ad.AnnData, *, scores: Sequence[str], min_cells: int = 3
+) -> pd.DataFrame:
+    """Per patient and state, the mean of every score over cells (patients are the unit), as the
+    statistics take them (`stats.patient_means`), with each patient's response.
 
-    Returns a long table: patient, state, response, n_cells and one column per score. Groups of
+    Returns a long table: patient, state, one column per score, n_cells, response. Groups of
     fewer than `min_cells` cells are dropped: a mean of one or two cells is noise.
     """
     obs = adata.obs
-    state_key = lineage_state_key(obs)
-    known = _known(obs["patient"]) & _known(obs[state_key])
-    cells = obs.loc[known, ["patient", state_key, *scores]].copy().rename(columns={state_key: "state"})
-    cells["patient"], cells["state"] = cells["patient"].astype(str), cells["state"].astype(str)
-    grouped = cells.groupby(["patient", "state"], observed=True)
-    means = grouped[list(scores)].mean()
-    means["n_cells"] = grouped.size()
-    means = means[means["n_cells"] >= min_cells].reset_index()
+    means = stats_patient_means(
+        obs, obs[list(scores)], group_key=lineage_state_key(obs), min_cells=min_cells
+    )
+    means = means.reset_index().rename(columns={"_patient": "patient", "_group": STATE})
     means["response"] = means["patient"].map(_patient_response(obs)).astype(object)
     return means
 
@@ -332,22 +403,39 @@ def paired_states(
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
     states = list(obs[state_key].astype(str).unique())
-    tpex, texterm = find_state(states, "tpex"), find_state(states, "texterm")
+    tpex, texterm = (state if state in states else None for state in (TPEX, TEX_TERM))
     if tpex is None or texterm is None:
-        missing = " and ".join(n for n, s in (("Tpex", tpex), ("Tex-term", texterm)) if s is None)
-        raise FigureSkipped(f"no cell was called {missing} in this dataset (states found: {', '.join(sorted(states))})")
+        missing = " and ".join(n for n, s in ((TPEX, tpex), ("Tex-term", texterm)) if s is None)
+        raise FigureSkipped(
+            f"no cell was called {missing} in this dataset (states found: {', '.join(sorted(states))})"
+        )
     if not _known(obs["patient"]).any():  # a per-patient figure: that blocks first
         counts = obs[state_key].astype(str).value_counts()
-        raise FigureSkipped(f"no patient labels in this dataset ({counts[tpex]} {tpex} and "
-                            f"{counts[texterm]} {texterm} cells): one line per patient needs them")
-    means = patient_means(adata, scores=scores, min_cells=min_cells)
-    wide = means[means["state"].isin([tpex, texterm])].pivot(index="patient", columns="state")
-    if ("n_cells", tpex) not in wide or ("n_cells", texterm) not in wide:
-        raise FigureSkipped(f"no patient has at least {min_cells} cells in both {tpex} and {texterm}")
-    paired = [p for p in wide.index if wide.loc[p, ("n_cells", tpex)] > 0 and wide.loc[p, ("n_cells", texterm)] > 0]
-    paired = [p for p in paired if np.isfinite(wide.loc[p, ("n_cells", tpex)]) and np.isfinite(wide.loc[p, ("n_cells", texterm)])]
+        raise FigureSkipped(
+            f"no patient labels in this dataset ({counts[tpex]} {tpex} and "
+            f"{counts[texterm]} {texterm} cells): one line per patient needs them"
+        )
+    means = patient_state_means(adata, scores=scores, min_cells=min_cells)
+    wide = means[means[STATE].isin([tpex, texterm])].pivot(index="patient", columns=STATE)
+    if (N_CELLS, tpex) not in wide or (N_CELLS, texterm) not in wide:
+        raise FigureSkipped(
+            f"no patient has at least {min_cells} cells in both {tpex} and {texterm}"
+        )
+    paired = [
+        p
+        for p in wide.index
+        if wide.loc[p, (N_CELLS, tpex)] > 0 and wide.loc[p, (N_CELLS, texterm)] > 0
+    ]
+    paired = [
+        p
+        for p in paired
+        if np.isfinite(wide.loc[p, (N_CELLS, tpex)])
+        and np.isfinite(wide.loc[p, (N_CELLS, texterm)])
+    ]
     if not paired:
-        raise FigureSkipped(f"no patient has at least {min_cells} cells in both {tpex} and {texterm}")
+        raise FigureSkipped(
+            f"no patient has at least {min_cells} cells in both {tpex} and {texterm}"
+        )
     response = _patient_response(obs)
     ncols = min(len(scores), 4)
     nrows = int(np.ceil(len(scores) / ncols))
@@ -363,15 +451,32 @@ def paired_states(
         ax.set_xticklabels([tpex, texterm])
         ax.set_xlim(-0.4, 1.4)
         ax.set_ylabel(f"{program_label(score)} score\n(per-patient mean, a.u.)")
-        ax.set_title(f"{program_label(score)}\nhigher in {texterm} in {higher} of {len(paired)} patients", fontsize=9)
+        ax.set_title(
+            f"{program_label(score)}\nhigher in {texterm} in {higher} of {len(paired)} patients",
+            fontsize=9,
+        )
         ax.spines[["top", "right"]].set_visible(False)
-    for ax in list(axes.flat)[len(scores):]:
+    for ax in list(axes.flat)[len(scores) :]:
         ax.set_visible(False)
-    handles = [plt.Line2D([], [], color=c, marker="o", label=RESPONSE_LABELS[g]) for g, c in RESPONSE_COLOURS.items() if (response == g).any()]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", label=RESPONSE_LABELS[g])
+        for g, c in RESPONSE_COLOURS.items()
+        if (response == g).any()
+    ]
     if len(handles) < len(paired) and not response.reindex(paired).isin(RESPONSE_COLOURS).all():
         handles.append(plt.Line2D([], [], color="#555555", marker="o", label="response not known"))
-    fig.legend(handles=handles, title="patient", loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False, fontsize=8)
-    fig.suptitle(f"{tpex} vs {texterm}: one line per patient (n={len(paired)}, at least {min_cells} cells in each state)", fontsize=10)
+    fig.legend(
+        handles=handles,
+        title="patient",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        frameon=False,
+        fontsize=8,
+    )
+    fig.suptitle(
+        f"{tpex} vs {texterm}: one line per patient (n={len(paired)}, at least {min_cells} cells in each state)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, path, formats)
 
@@ -402,14 +507,20 @@ def response_groups(
     groups = [g for g in RESPONSE_COLOURS if (response == g).any()]
     if len(groups) < 2:
         found = ", ".join(sorted(set(response))) or "none"
-        raise FigureSkipped(f"response labels for both responders and non-responders are needed; labels found: {found}")
+        raise FigureSkipped(
+            f"response labels for both responders and non-responders are needed; labels found: {found}"
+        )
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
     known = _known(obs["patient"])
     lineage: list[str] = []
     if lineage_only:
         state_key = lineage_state_key(obs)
-        in_lineage = obs[state_key].astype(str).isin(EXHAUSTED_STATES).to_numpy() if state_key in obs else np.zeros(len(obs), bool)
+        in_lineage = (
+            obs[state_key].astype(str).isin(EXHAUSTED_STATES).to_numpy()
+            if state_key in obs
+            else np.zeros(len(obs), bool)
+        )
         if not in_lineage.any():
             raise FigureSkipped("no cell of this dataset is called Tpex, Tex_int or Tex_term")
         lineage = list(EXHAUSTED_STATES)
@@ -428,7 +539,13 @@ def response_groups(
         labels = []
         for x, group in enumerate(groups):
             values = means.loc[means["response"] == group, score].dropna().to_numpy()
-            ax.scatter(x + rng.uniform(-0.12, 0.12, len(values)), values, color=RESPONSE_COLOURS[group], s=22, zorder=3)
+            ax.scatter(
+                x + rng.uniform(-0.12, 0.12, len(values)),
+                values,
+                color=RESPONSE_COLOURS[group],
+                s=22,
+                zorder=3,
+            )
             if len(values):
                 ax.hlines(values.mean(), x - 0.3, x + 0.3, color="black", linewidth=1.5, zorder=4)
             labels.append(f"{RESPONSE_LABELS[group]}\n(n={len(values)})")
@@ -443,10 +560,13 @@ def response_groups(
             title += "\n" + "\n".join(textwrap.wrap(text, 34)[:3])
         ax.set_title(title, fontsize=8.5)
         ax.spines[["top", "right"]].set_visible(False)
-    for ax in list(axes.flat)[len(scores):]:
+    for ax in list(axes.flat)[len(scores) :]:
         ax.set_visible(False)
     cells_used = f"{'/'.join(lineage)} cells" if lineage else "all CD8 T cells"
-    fig.suptitle(f"Responders vs non-responders: one point per patient (mean over its {cells_used}), bar = group mean; n = patients", fontsize=10)
+    fig.suptitle(
+        f"Responders vs non-responders: one point per patient (mean over its {cells_used}), bar = group mean; n = patients",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle
     return _save(fig, path, formats)
 
@@ -604,11 +724,11 @@ def composition_by(
     if by not in obs or not _known(obs[by]).any():
         raise FigureSkipped(f"no '{by}' annotation in the final AnnData")
     known = _known(obs[state_key]) & _known(obs[by])
-    cells = obs.loc[known, [state_key, by]].astype(str).set_axis(["state", by], axis=1)
+    cells = obs.loc[known, [state_key, by]].astype(str).set_axis([STATE, by], axis=1)
     values = cells[by].unique()
     if len(values) < 2:
         raise FigureSkipped(f"one {by} only ({values[0]}): nothing to compare")
-    fractions = pd.crosstab(cells[by], cells["state"], normalize="index")
+    fractions = pd.crosstab(cells[by], cells[STATE], normalize="index")
     counts = cells[by].value_counts()
     categories = (
         obs[state_key].cat.categories
@@ -670,9 +790,9 @@ def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) 
     """What the response table says about `program` in its `state` row, for a panel: q (p when
     there is no q) and the patients per group (responders first, as on the x axis), or why it
     was not tested. Read, never recomputed."""
-    if table is None or not {"state", "program"} <= set(table.columns):
+    if table is None or not {STATE, PROGRAM} <= set(table.columns):
         return "no response table"
-    rows = table[(table["state"].astype(str) == state) & (table["program"].astype(str) == program)]
+    rows = table[(table[STATE].astype(str) == state) & (table[PROGRAM].astype(str) == program)]
     if rows.empty:
         return "no row in the response table"
     row = rows.iloc[0]
@@ -680,11 +800,11 @@ def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) 
     def number(name: str) -> float:
         return pd.to_numeric(pd.Series([row.get(name)]), errors="coerce").iloc[0]
 
-    q, p = number("p_adj"), number("p_value")
-    n_r, n_nr = number("n_responders"), number("n_non_responders")
+    q, p = number(P_ADJ), number(P_VALUE)
+    n_r, n_nr = number(N_RESPONDERS), number(N_NON_RESPONDERS)
     groups = f"n = {int(n_r)} R vs {int(n_nr)} NR" if np.isfinite(n_r) and np.isfinite(n_nr) else ""
     if not np.isfinite(p):
-        note = str(row.get("note") or "").strip()
+        note = str(row.get(NOTE) or "").strip()
         note = "" if note.lower() == "nan" else note
         short = textwrap.shorten(note.split("; ")[0], 70, placeholder=" …")  # the table has it all
         return "not tested" + (f": {short}" if short else "")
@@ -712,10 +832,10 @@ def state_gene_means(
     index = np.array([order.index(s) if s in order else -1 for s in states.fillna("")])
     sums = np.zeros((len(order), len(genes)))
     for start in range(0, adata.n_obs, chunk):
-        block = adata.X[start:start + chunk]
+        block = adata.X[start : start + chunk]
         block = block[:, columns]
         block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-        rows = index[start:start + chunk]
+        rows = index[start : start + chunk]
         for i in range(len(order)):
             sums[i] += block[rows == i].sum(axis=0)
     counts = pd.Series([(index == i).sum() for i in range(len(order))], index=order)
@@ -771,12 +891,21 @@ def program_gene_heatmap(
     for (program, shown, total), end in zip(labels, bounds, strict=True):
         if start:
             ax.axvline(start - 0.5, color="black", linewidth=1)
-        ax.text((start + end - 1) / 2, -0.7, f"{program_label(program)}\n{shown} of {total} genes",
-                va="bottom", ha="center", fontsize=8)
+        ax.text(
+            (start + end - 1) / 2,
+            -0.7,
+            f"{program_label(program)}\n{shown} of {total} genes",
+            va="bottom",
+            ha="center",
+            fontsize=8,
+        )
         start = end
     fig.colorbar(image, ax=ax, label="z-score across states", fraction=0.02, pad=0.01)
     ax.set_ylabel("state (cells)")
-    ax.set_title("Program genes across states: mean expression per state, z-scored per gene",
-                 fontsize=10, pad=30)
+    ax.set_title(
+        "Program genes across states: mean expression per state, z-scored per gene",
+        fontsize=10,
+        pad=30,
+    )
     fig.tight_layout()
     return _save(fig, path, formats)

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import scanpy as sc
 
+from ..contract import TEX_INT, TEX_TERM, TPEX
 from ..utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -23,10 +24,10 @@ logger = logging.getLogger(__name__)
 # `marker_panel`). Chosen from the shipped programs: what a reader checks first for each state.
 MARKER_GROUPS: dict[str, tuple[str, ...]] = {
     "naive": ("CCR7", "SELL", "LEF1"),
-    "Tpex": ("TCF7", "SLAMF6", "CXCR5", "ID3", "XCL1", "GNG4", "CD200"),
+    TPEX: ("TCF7", "SLAMF6", "CXCR5", "ID3", "XCL1", "GNG4", "CD200"),
     "gate": ("TOX", "PDCD1", "LAG3", "TIGIT"),
-    "Tex_term": ("HAVCR2", "ENTPD1", "CD38", "LAYN", "CXCL13", "CD101", "GZMB", "PRF1"),
-    "Tex_int": ("CX3CR1", "KLRG1", "TBX21"),
+    TEX_TERM: ("HAVCR2", "ENTPD1", "CD38", "LAYN", "CXCL13", "CD101", "GZMB", "PRF1"),
+    TEX_INT: ("CX3CR1", "KLRG1", "TBX21"),
     "Tem": ("GZMK", "CXCR3", "EOMES"),
     "ISG": ("ISG15", "IFI44L", "MX1", "IFIT3"),
     "cycling": ("MKI67", "TOP2A"),

@@ -15,7 +15,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..contract import EXHAUSTED_STATES, OTHER_STATE
+from ..contract import (
+    EXHAUSTED_STATES,
+    N_PATIENTS,
+    OTHER_STATE,
+    P_ADJ,
+)
 from ..utils import atomic_path
 from .colours import state_colour
 from .report import program_label
@@ -129,8 +134,8 @@ def program_trend(
     ax.set_ylabel(f"{program_label(program)} score (UCell)")
     title = f"{program_label(program)} along pseudotime"
     if association:
-        effect, p_adj = association.get("effect"), association.get("p_adj")
-        n = association.get("n_patients")
+        effect, p_adj = association.get("effect"), association.get(P_ADJ)
+        n = association.get(N_PATIENTS)
         if effect is not None and np.isfinite(effect):
             unit_text = f"{int(n)} patients" if association.get("unit") == "patients" \
                 else "cells as units"
