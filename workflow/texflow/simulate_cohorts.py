@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .contract import N_PATIENTS
 from .simulate import CD8_POPULATIONS, DEFAULT_POPULATION_FRACTIONS, simulate
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def simulate_cohorts(
         adata.uns["cohort"] = {
             "name": name,
             "index": i,
-            "n_patients": n_patients,
+            N_PATIENTS: n_patients,
             "median_library_size": depth,
             "seed": cohort_seed,
         }
@@ -235,7 +236,7 @@ def simulate_cohorts(
         logger.info(
             "%s: %d patients, %d cells, median library %.0f",
             name,
-            cohorts[name].uns["cohort"]["n_patients"],
+            cohorts[name].uns["cohort"][N_PATIENTS],
             cohorts[name].n_obs,
             cohorts[name].uns["cohort"]["median_library_size"],
         )
