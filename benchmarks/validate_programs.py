@@ -37,7 +37,7 @@ def one_seed(seed: int, *, n_cells: int, n_genes: int, n_patients: int, n_permut
                          rising_programs={})
     selected = programs.load_selected_programs(organism="human")
     exclude = programs.program_genes(selected, programs.TESTED_PROGRAMS, var_names=adata.var_names)
-    trajectory.diffusion_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed)
+    trajectory.lineage_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed)
     info = adata.uns["texflow"]["trajectory"]
     if not info["orders_states"]:
         # as the programs stage does: a pseudotime that does not order Tpex before Tex_term is

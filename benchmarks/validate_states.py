@@ -19,7 +19,7 @@ correlation of ``obs["pseudotime"]`` with ``obs["true_pseudotime"]`` on the line
 have one. Then the rates against the issue's targets.
 
     .venv/bin/python benchmarks/validate_states.py [--seeds 5] [--out per_seed.tsv]
-        [--cells-out cells.tsv.gz] [--cache-dir DIR]
+        [--cells-out cells.tsv.gz] [--cache-dir DIR] [--trajectory-method dpt]
 """
 
 from __future__ import annotations
@@ -243,8 +243,11 @@ def one_run(
         # component the stage oriented the root by, against the truth; how squashed DPT is
         true_time = obs.loc[lineage, "true_pseudotime"]
         row["spearman_axis"] = float(spearmanr(obs.loc[lineage, "exhaustion_axis"], true_time)[0])
-        component = adata.obsm["X_diffmap_lineage"][lineage, info["separating_component"]]
-        row["spearman_separating_dc"] = abs(float(spearmanr(component, true_time)[0]))
+        if "separating_component" in info:  # the DPT method's root rule
+            component = adata.obsm["X_diffmap_lineage"][lineage, info["separating_component"]]
+            row["spearman_separating_dc"] = abs(float(spearmanr(component, true_time)[0]))
+        row["path_is_minimum_spanning_tree"] = info.get("path_is_minimum_spanning_tree")
+        row["root_median_rho"] = float(info["root_sensitivity_median_rho"])
         pt = obs.loc[lineage, "pseudotime"].to_numpy(float)
         row["pseudotime_q10_q90"] = f"{np.quantile(pt, 0.1):.3f}-{np.quantile(pt, 0.9):.3f}"
         state_median = obs.loc[lineage].groupby(truth[lineage], observed=True)["pseudotime"]
@@ -309,12 +312,19 @@ def main(argv=None) -> None:
         "and the config are the same (to rerun the trajectory stage alone)",
     )
     parser.add_argument(
+        "--trajectory-method",
+        choices=trajectory.METHODS,
+        help="order the lineage with this method instead of the config's trajectory.method",
+    )
+    parser.add_argument(
         "--crosstabs", action="store_true", help="print each run's cluster x true-state table"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
     config = pipeline_config()
+    if args.trajectory_method:
+        config["trajectory"]["method"] = args.trajectory_method
     rows, all_cells = [], []
     for organism in args.organisms:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -370,6 +380,8 @@ def main(argv=None) -> None:
         "spearman",
         "spearman_axis",
         "spearman_separating_dc",
+        "root_median_rho",
+        "path_is_minimum_spanning_tree",
         "pseudotime_q10_q90",
         "median_pseudotime_tpex_int_term",
     ]

@@ -701,7 +701,7 @@ def draw_figures(
         ("umap_state", "states", "UMAP by state", dict(color="state", title="CD8 T cells by state")),
         ("umap_patient", "cluster", "UMAP by patient", dict(color="patient", title="CD8 T cells by patient")),
         ("umap_response", "programs", "UMAP by response", dict(color="response", title="CD8 T cells by response to immunotherapy")),
-        ("umap_pseudotime", "trajectory", "UMAP by pseudotime", dict(color="pseudotime", title="Pseudotime (Tpex → Tex-term)", colorbar_label="diffusion pseudotime (0 = root, a.u.)")),
+        ("umap_pseudotime", "trajectory", "UMAP by pseudotime", dict(color="pseudotime", title="Pseudotime (Tpex → Tex-term)", colorbar_label="pseudotime (0 = lineage start, 1 = end)")),
     ]
     for score in scores:
         label = plots.program_label(score)
@@ -714,7 +714,7 @@ def draw_figures(
         "umap_state": "Cluster-level state labels; clusters below the confidence margin are 'ambiguous'.",
         "umap_patient": "Patients mixing within clusters suggests that the clusters are not patient batches.",
         "umap_response": "Response labels are per patient, as published; grey cells have no label.",
-        "umap_pseudotime": "Diffusion pseudotime over the exhausted lineage; cells outside the lineage have no value (grey).",
+        "umap_pseudotime": "Pseudotime over the exhausted lineage (Tpex → Tex_int → Tex_term); cells outside the lineage have no value (grey).",
     }
     figures = []
     for name, section, label, kwargs in specs:
