@@ -154,28 +154,6 @@ def test_rising_programs_follow_pseudotime_and_flat_ones_do_not(clean):
     assert (clean.var["true_rising_log2fc"] > 0).sum() >= 40
 
 
-def test_path_genes_move_inside_each_state_along_pseudotime(clean):
-    """A tenth of the background genes change along the lineage (Splatter's path model), so a
-    cell carries signal of its place inside its state's core segment, not only between states."""
-    path = clean.var["true_path_log2fc"].to_numpy()
-    background = clean.var["true_gene_class"].isin(["background", "ortholog_table"]).to_numpy()
-    assert not path[~background].any()
-    assert 0.07 < np.mean(path[background] != 0) < 0.13
-    assert 0.35 < np.mean(path[path != 0] > 0) < 0.65
-    assert clean.uns["simulation"]["path_genes"]["n_genes"] == np.count_nonzero(path)
-    # a path score: up path genes minus down path genes, in cells of one core segment each
-    up, down = path > 0, path < 0
-    score = np.asarray(clean.X[:, up].mean(axis=1) - clean.X[:, down].mean(axis=1)).ravel()
-    time_ = clean.obs["true_pseudotime"].to_numpy()
-    for population, (lo, hi) in PSEUDOTIME_SEGMENTS.items():
-        core = (clean.obs["true_population"] == population).to_numpy() & (time_ >= lo)
-        core &= time_ <= hi
-        result = spearmanr(score[core], time_[core])
-        assert result.statistic > 0 and result.pvalue < 0.01, (population, core.sum(), result)
-    # cells off the lineage do not move: their path genes sit at the start of the path
-    assert np.isnan(time_[~clean.obs["true_population"].isin(PSEUDOTIME_SEGMENTS)]).all()
-
-
 def test_no_rising_program_when_none_asked():
     flat = simulate(n_cells=1500, seed=3, rising_programs={}, doublet_rate=0, low_quality_rate=0)
     lineage = flat[flat.obs["true_pseudotime"].notna()]

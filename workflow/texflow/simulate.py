@@ -38,10 +38,7 @@ Exhausted-lineage cells get a true pseudotime in [0, 1]: most Tpex in [0, 0.3], 
 their state's territory ([0, 0.35], [0.35, 0.65], [0.65, 1]), bridging the states. The profile holds
 within a core segment and blends smoothly (smoothstep, in log space) into the next state's
 across the gap between segments, so marker and program genes change smoothly along pseudotime
-while the three states remain clusterable. On top of the state profiles, a tenth of the
-background genes change gradually along the whole lineage (Splatter's path model, its default
-DE parameters): cells carry signal of their place inside a state, as on a real differentiation
-path (`_path_log_fold_changes`; ``var["true_path_log2fc"]``).
+while the three states remain clusterable.
 
 Counts are gamma-Poisson (negative binomial) around `library size x profile`, with log-normal
 library sizes. To stay fast without ever building a dense cells x genes matrix, the genes are
@@ -373,23 +370,6 @@ _DE_TREE: dict[str, tuple[tuple[str, ...], float, float]] = {
     "cd8_tex_int": (("cd8_tex_int",), 0.03, 0.9),
     "cd8_tex_term": (("cd8_tex_term",), 0.015, 0.7),
 }
-# Background genes that change gradually along the exhausted lineage's pseudotime, whatever
-# the state: differentiation moves genes continuously along its path, so a cell carries signal
-# of where it sits inside a state (Beltra et al. 2020, Immunity 52:825, and Miller et al. 2019,
-# Nat Immunol 20:326: Tex progenitors convert progressively, Tex_prog -> Tex_int -> Tex_term;
-# Splatter's path model, Zappia et al. 2017, Genome Biol 18:174: a path gene's mean moves
-# linearly in log space from the path's start to its end). Without them the state profiles
-# are flat inside each state's core segment, and a cell's pseudotime there is unobservable
-# (measured: an ordering that knew every cell's true state but nothing inside it reached
-# Spearman 0.72-0.79 with the true pseudotime; benchmarks/README.md). Splatter's defaults, not
-# tuned here: a gene is a path gene with probability 0.1 (de.prob), down with probability 0.5
-# (de.downProb), with a log fold change from start to end ~ Normal(0.1, 0.4) (de.facLoc,
-# de.facScale, natural log). Drawn from a random stream of their own, so every other draw of a
-# seed (cells, states, pseudotimes, libraries, the other genes) is what it was without them.
-_PATH_GENE_PROB = 0.1
-_PATH_DOWN_PROB = 0.5
-_PATH_LOG_FC = (0.1, 0.4)  # natural-log mean and sd of a path gene's change from start to end
-_PATH_STREAM = 17  # random stream id, beside the seed (patient programs use 16)
 # Background abundance: log-normal expected UMIs per gene, rescaled to fill each library.
 # Its log-sd is chosen by measurement for realistic detection at both ends of the gene range:
 # about 2,500 genes detected per cell at 20,000 genes and 4,000 UMIs (10x v3), and about 60 %
@@ -579,19 +559,6 @@ def _build_gene_table(
     return _GeneTable(names, gene_class, log_rates, dispersion, program_genes)
 
 
-def _path_log_fold_changes(genes: _GeneTable, *, seed: int, separation: float) -> np.ndarray:
-    """Natural-log change of every gene from pseudotime 0 to 1 along the exhausted lineage
-    (Splatter's path model with its default DE parameters; 0 for all but background genes)."""
-    rng = np.random.default_rng([int(seed), _PATH_STREAM])
-    background = np.flatnonzero(np.isin(genes.gene_class, ["background", "ortholog_table"]))
-    chosen = background[rng.random(background.size) < _PATH_GENE_PROB]
-    change = rng.normal(*_PATH_LOG_FC, chosen.size)
-    change[rng.random(chosen.size) < _PATH_DOWN_PROB] *= -1.0
-    out = np.zeros(len(genes.names))
-    out[chosen] = separation * change
-    return out
-
-
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
@@ -737,7 +704,6 @@ def simulate(
           the exhausted lineage and for doublets), ``true_doublet``, ``true_doublet_of``,
           ``true_low_quality``, ``true_library_size`` (expected UMIs).
         - ``var``: index = gene symbols; ``true_gene_class``, ``true_rising_log2fc``,
-          ``true_path_log2fc`` (background genes that change along the lineage),
           ``true_response_log2fc``, ``mt``, ``ribo``.
         - ``uns["simulation"]``: every parameter (effects, seed) and the pseudotime segments.
         - ``uns["texflow"]``: ``dataset`` "simulated", ``organism``, ``value_type`` "counts",
@@ -784,9 +750,6 @@ def simulate(
     rising_log = np.zeros(n_genes)  # natural-log change from pseudotime 0 to 1
     for name, effect in rising.items():
         rising_log[genes.program_genes[name]] += log2 * effect
-    # genes that change gradually along the whole lineage (Splatter's path genes), beside the
-    # rising programs: the same linear-in-pseudotime term of the rates
-    path_log = _path_log_fold_changes(genes, seed=seed, separation=separation)
     response_log = np.zeros(n_genes)
     for name, effect in response.items():
         response_log[genes.program_genes[name]] += log2 * effect
@@ -874,7 +837,7 @@ def simulate(
         library=library,
         mito_target=mito_target,
         non_responder=non_responder[row_patient],
-        rising_log=rising_log + path_log,
+        rising_log=rising_log,
         response_log=response_log,
         batch_log=batch_log,
         rng=rng,
@@ -906,7 +869,6 @@ def simulate(
     var = pd.DataFrame(index=pd.Index(genes.names, name=None))
     var["true_gene_class"] = pd.Categorical(genes.gene_class)
     var["true_rising_log2fc"] = rising_log / log2
-    var["true_path_log2fc"] = path_log / log2
     var["true_response_log2fc"] = response_log / log2
     var["mt"] = genes.gene_class == "mito"
     var["ribo"] = genes.gene_class == "ribo"
@@ -940,12 +902,6 @@ def simulate(
             k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_TERRITORIES.items()
         },
         "transitional_fraction": float(transitional_fraction),
-        "path_genes": {
-            "n_genes": int(np.count_nonzero(path_log)),
-            "probability": _PATH_GENE_PROB,
-            "down_probability": _PATH_DOWN_PROB,
-            "log_fc_mean_sd": list(_PATH_LOG_FC),
-        },
         "non_responder_patients": [p for p, nr in zip(patients, non_responder, strict=True) if nr],
     }
     if patient_sd:  # only when asked for: the default data's uns stays as it was
