@@ -382,6 +382,47 @@ def _orient(pseudotime: np.ndarray, *, is_early: np.ndarray, is_late: np.ndarray
     return flipped
 
 
+def _oriented_with_sensitivity(
+    order: Callable[[int | None], np.ndarray],
+    *,
+    work: ad.AnnData,
+    state_key: str,
+    candidates: np.ndarray,
+    main_root: int | None,
+    n_root_checks: int,
+    seed: int,
+) -> tuple[np.ndarray, pd.DataFrame, bool, int]:
+    """The main ordering ``order(main_root)`` oriented Tpex -> Tex_term, and its root-sensitivity
+    table: ``order(pos)`` from random other `candidates`, oriented the same way.
+
+    With `main_root` None the main ordering has no root cell (the path starts at a centroid);
+    the root cell recorded is then the candidate earliest on it. Returns the pseudotime, the
+    table, whether it was reversed and the root cell's position.
+    """
+    labels = work.obs[state_key].astype(str).to_numpy()
+    pseudotime = order(main_root)
+    flipped = _orient(pseudotime, is_early=labels == EARLY_STATE, is_late=labels == LATE_STATE)
+    if flipped:
+        pseudotime = 1.0 - pseudotime
+    if main_root is None:
+        main_root = int(candidates[np.argmin(pseudotime[candidates])])
+
+    def rerun(pos: int) -> np.ndarray:
+        pt = order(pos)
+        return 1.0 - pt if flipped else pt
+
+    sensitivity = root_sensitivity(
+        work,
+        main=pseudotime,
+        candidates=candidates,
+        main_root=main_root,
+        n_checks=n_root_checks,
+        rerun=rerun,
+        seed=seed,
+    )
+    return pseudotime, sensitivity, flipped, main_root
+
+
 def _skipped(uns: dict, reason: str) -> pd.DataFrame:
     logger.warning("trajectory skipped: %s", reason)
     uns["skipped"]["trajectory"] = reason
@@ -410,24 +451,14 @@ def _order_dpt(
     component, auc = _best_separating_component(dcs, is_early, is_late)
     oriented = (1.0 if auc >= 0.5 else -1.0) * dcs[:, component]
     candidates = work.obs_names.get_indexer(root_cells)
-    iroot = int(candidates[np.argmin(oriented[candidates])])
     n_dcs = dcs.shape[1]
-    pseudotime = _dpt_from(work, iroot, n_dcs)
-    flipped = _orient(pseudotime, is_early=is_early, is_late=is_late)
-    if flipped:
-        pseudotime = 1.0 - pseudotime
-
-    def rerun(pos: int) -> np.ndarray:
-        pt = _dpt_from(work, pos, n_dcs)
-        return 1.0 - pt if flipped else pt
-
-    sensitivity = root_sensitivity(
-        work,
-        main=pseudotime,
+    pseudotime, sensitivity, flipped, iroot = _oriented_with_sensitivity(
+        lambda pos: _dpt_from(work, pos, n_dcs),
+        work=work,
+        state_key=state_key,
         candidates=candidates,
-        main_root=iroot,
-        n_checks=n_root_checks,
-        rerun=rerun,
+        main_root=int(candidates[np.argmin(oriented[candidates])]),
+        n_root_checks=n_root_checks,
         seed=seed,
     )
     _dpt_from(work, iroot, n_dcs)
@@ -457,28 +488,19 @@ def _order_principal_path(
     its root-sensitivity table (the path restarted from single cells of the root cluster
     instead of the Tpex centroid) and what the record says about it."""
     labels = work.obs[state_key].astype(str).to_numpy()
-    is_early, is_late = labels == EARLY_STATE, labels == LATE_STATE
     pcs = work.obsm["X_pca"]
-    candidates = work.obs_names.get_indexer(root_cells)
     # the path starts at the centroid of every Tpex cell (Slingshot's start cluster): with
-    # rare Tpex, the most confident cluster may hold one or two of them
-    pseudotime = principal_path_pseudotime(work, state_key=state_key, states=states)
-    flipped = _orient(pseudotime, is_early=is_early, is_late=is_late)
-    if flipped:
-        pseudotime = 1.0 - pseudotime
-    iroot = int(candidates[np.argmin(pseudotime[candidates])])
-
-    def rerun(pos: int) -> np.ndarray:
-        pt = principal_path_pseudotime(work, state_key=state_key, states=states, start=pcs[pos])
-        return 1.0 - pt if flipped else pt
-
-    sensitivity = root_sensitivity(
-        work,
-        main=pseudotime,
-        candidates=candidates,
-        main_root=iroot,
-        n_checks=n_root_checks,
-        rerun=rerun,
+    # rare Tpex, the most confident cluster may hold one or two of them; the alternative roots
+    # restart it from single cells of that cluster
+    pseudotime, sensitivity, flipped, iroot = _oriented_with_sensitivity(
+        lambda pos: principal_path_pseudotime(
+            work, state_key=state_key, states=states, start=None if pos is None else pcs[pos]
+        ),
+        work=work,
+        state_key=state_key,
+        candidates=work.obs_names.get_indexer(root_cells),
+        main_root=None,
+        n_root_checks=n_root_checks,
         seed=seed,
     )
     nodes, present = _path_nodes(pcs, labels, states)
