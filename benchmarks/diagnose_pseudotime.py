@@ -1,7 +1,7 @@
 """Why does the pseudotime truth check fail? Rebuild the trajectory with groups of cells left out.
 
 Reads a simulated run's ``trajectory.h5ad`` (or ``final.h5ad``; anything after the states
-stage), rebuilds the diffusion pseudotime exactly as the trajectory stage does (the pipeline's
+stage), rebuilds the pseudotime exactly as the trajectory stage does (the pipeline's
 config: lineage states, excluded programs, features, PCs, neighbours, components), once on the
 whole lineage and once per ``--leave-out`` column with those cells taken out of the lineage,
 and reports for each: lineage cells, Spearman rho with ``obs["true_pseudotime"]``, the median
@@ -55,7 +55,7 @@ def rebuild(
         states = adata.obs["state"].astype(str)
         adata.obs["state"] = states.where(~leave_out, "ambiguous").astype("category")
     mask = trajectory.lineage_mask(adata, states=params["lineage_states"])
-    table = trajectory.diffusion_pseudotime(
+    table = trajectory.lineage_pseudotime(
         adata,
         lineage_x=lineage_x[mask[full]],
         exclude_genes=exclude,

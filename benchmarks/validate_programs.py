@@ -36,12 +36,14 @@ FLAT_PROGRAMS = ("ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppres
 
 
 def one_seed(seed: int, *, n_cells: int, n_genes: int, n_patients: int, n_permutations: int,
-             adjust: bool = False, equalise: bool = True) -> pd.DataFrame:
+             adjust: bool = False, equalise: bool = True,
+             method: str = "principal_path") -> pd.DataFrame:
     adata = labelled_cd8(seed=seed, n_cells=n_cells, n_genes=n_genes, n_patients=n_patients,
                          rising_programs={})
     selected = programs.load_selected_programs(organism="human")
     exclude = programs.program_genes(selected, programs.TESTED_PROGRAMS, var_names=adata.var_names)
-    trajectory.diffusion_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed)
+    trajectory.lineage_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed,
+                                  method=method)
     info = adata.uns["texflow"]["trajectory"]
     if not info["orders_states"]:
         # as the programs stage does: a pseudotime that does not order Tpex before Tex_term is
@@ -74,6 +76,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="per-seed association table (TSV)")
     parser.add_argument("--adjust", action="store_true",
                         help="partial out log genes detected in the association test")
+    parser.add_argument("--trajectory-method", choices=trajectory.METHODS,
+                        default="principal_path", help="how the lineage is ordered")
     parser.add_argument("--no-equalise", action="store_true",
                         help="score without downsampling to a common depth (shows the depth bias)")
     args = parser.parse_args(argv)
@@ -82,7 +86,8 @@ def main(argv=None) -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         tables.append(one_seed(seed, n_cells=args.n_cells, n_genes=args.n_genes,
                                n_patients=args.n_patients, n_permutations=args.n_permutations,
-                               adjust=args.adjust, equalise=not args.no_equalise))
+                               adjust=args.adjust, equalise=not args.no_equalise,
+                               method=args.trajectory_method))
         print(f"seed {seed}: done ({time.time() - start:.0f} s)", flush=True)
     table = pd.concat(tables, ignore_index=True)
     if args.out:

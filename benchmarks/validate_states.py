@@ -8,7 +8,7 @@ trajectory}.py), every parameter from config/config.yaml validated against the r
 (which fills the schema defaults, as workflow/rules/common.smk does):
 
     qc.run_qc -> qc.passing_cells -> gating.gate_cd8 -> gating.cd8_cells
-    -> cluster.run_clustering -> states.label_states -> trajectory.diffusion_pseudotime
+    -> cluster.run_clustering -> states.label_states -> trajectory.lineage_pseudotime
 
 and compare with the truth: per-cell Tpex and Tex_term precision and recall of
 ``obs["cell_state"]`` against ``obs["true_state"]`` (over the cells that reach the states
@@ -19,12 +19,14 @@ correlation of ``obs["pseudotime"]`` with ``obs["true_pseudotime"]`` on the line
 have one. Then the rates against the issue's targets.
 
     .venv/bin/python benchmarks/validate_states.py [--seeds 5] [--out per_seed.tsv]
-        [--cells-out cells.tsv.gz]
+        [--cells-out cells.tsv.gz] [--cache-dir DIR] [--trajectory-method dpt]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 import time
@@ -96,9 +98,41 @@ def run_to_states(adata, config: dict, *, dataset: str):
 def run_pipeline(adata, config: dict, *, dataset: str):
     """The stages qc -> gate -> cluster -> states -> trajectory, as the workflow scripts call
     them. Returns the CD8 cells after the trajectory stage and the cluster-state table."""
+    adata, table = run_to_states(adata, config, dataset=dataset)
+    return run_trajectory(adata, config), table
+
+
+def fingerprint(raw) -> str:
+    """Digest of a simulated matrix: a cached run is reused only for the same simulated data."""
+    digest = hashlib.sha256()
+    for part in (raw.X.indptr, raw.X.indices, raw.X.data):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()
+
+
+def cached_to_states(raw, config: dict, *, dataset: str, cache_dir: Path):
+    """`run_to_states`, read from `cache_dir` when a file there was made from the same simulated
+    matrix (its digest) and the same config, else run and written there. The cluster-state
+    table is not cached (None when read)."""
+    path = Path(cache_dir) / f"{dataset}.h5ad"
+    upstream = {stage: config[stage] for stage in ("qc", "gate", "cluster", "states", "programs")}
+    key = {"simulated": fingerprint(raw), "config": json.dumps(upstream, sort_keys=True)}
+    if path.exists():
+        cached = ad.read_h5ad(path)
+        if cached.uns.get("validate_states_cache") == key:
+            return cached, None
+    adata, table = run_to_states(raw, config, dataset=dataset)
+    adata.uns["validate_states_cache"] = key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(path)
+    return adata, table
+
+
+def run_trajectory(adata, config: dict):
+    """The trajectory stage on the states stage's output, as workflow/scripts/trajectory.py
+    calls it."""
     organism = adata.uns["texflow"]["organism"]
     extra = config["programs"].get("extra_file") or None
-    adata, table = run_to_states(adata, config, dataset=dataset)
     # trajectory.py: reads the annotations without X and layers, then the lineage rows of X
     x = adata.X
     adata = ad.AnnData(
@@ -110,13 +144,13 @@ def run_pipeline(adata, config: dict, *, dataset: str):
     )
     exclude = programs.program_genes(tested, params["exclude_programs"], var_names=adata.var_names)
     lineage = trajectory.lineage_mask(adata, states=params["lineage_states"])
-    trajectory.diffusion_pseudotime(
+    trajectory.lineage_pseudotime(
         adata,
         lineage_x=x[lineage] if lineage.any() else None,
         exclude_genes=exclude,
         **trajectory.options_from_config(params),
     )
-    return adata, table
+    return adata
 
 
 def smoothing_diagnosis(adata, truth: pd.Series, params: states.StatesParams) -> pd.DataFrame:
@@ -154,13 +188,19 @@ def one_run(
     n_patients: int,
     config: dict,
     simulation: Mapping = RARE_TPEX,
+    cache_dir: Path | None = None,
 ):
     started = time.time()
     raw = simulate(
         n_cells=n_cells, organism=organism, seed=seed, n_patients=n_patients, **simulation
     )
     raw_obs = raw.obs[TRUTH_COLUMNS].copy()
-    adata, table = run_pipeline(raw, config, dataset=f"sim_{organism}_{seed}")
+    dataset = f"sim_{organism}_{seed}"
+    if cache_dir is None:
+        adata, table = run_pipeline(raw, config, dataset=dataset)
+    else:
+        adata, table = cached_to_states(raw, config, dataset=dataset, cache_dir=cache_dir)
+        adata = run_trajectory(adata, config)
     obs = adata.obs
     truth = cell_truth(obs)
     called = obs["cell_state"].astype(str)
@@ -187,7 +227,8 @@ def one_run(
     row["tpex_top_cluster"] = f"{top} ({int(tpex_counts[top])}/{int(crosstab.loc[top].sum())})"
     row["tpex_max_cluster_share"] = float(tpex_share.max())
     row["n_clusters"] = int(obs["cluster"].nunique())
-    row["cluster_labels"] = ",".join(f"{r.cluster}:{r.state}" for r in table.itertuples())
+    if table is not None:  # not kept in the cache
+        row["cluster_labels"] = ",".join(f"{r.cluster}:{r.state}" for r in table.itertuples())
     meta = adata.uns["texflow"]
     reason = meta.get("skipped", {}).get("trajectory", "")
     row["trajectory_built"] = not reason
@@ -206,8 +247,11 @@ def one_run(
         # component the stage oriented the root by, against the truth; how squashed DPT is
         true_time = obs.loc[lineage, "true_pseudotime"]
         row["spearman_axis"] = float(spearmanr(obs.loc[lineage, "exhaustion_axis"], true_time)[0])
-        component = adata.obsm["X_diffmap_lineage"][lineage, info["separating_component"]]
-        row["spearman_separating_dc"] = abs(float(spearmanr(component, true_time)[0]))
+        if "separating_component" in info:  # the DPT method's root rule
+            component = adata.obsm["X_diffmap_lineage"][lineage, info["separating_component"]]
+            row["spearman_separating_dc"] = abs(float(spearmanr(component, true_time)[0]))
+        row["path_is_minimum_spanning_tree"] = info.get("path_is_minimum_spanning_tree")
+        row["root_median_rho"] = float(info["root_sensitivity_median_rho"])
         pt = obs.loc[lineage, "pseudotime"].to_numpy(float)
         row["pseudotime_q10_q90"] = f"{np.quantile(pt, 0.1):.3f}-{np.quantile(pt, 0.9):.3f}"
         state_median = obs.loc[lineage].groupby(truth[lineage], observed=True)["pseudotime"]
@@ -266,17 +310,35 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="per-seed table (TSV)")
     parser.add_argument("--cells-out", help="per-cell calls, scores and truth (TSV, .gz ok)")
     parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="keep each run's states-stage output here and reuse it when the simulated matrix "
+        "and the config are the same (to rerun the trajectory stage alone)",
+    )
+    parser.add_argument(
+        "--trajectory-method",
+        choices=trajectory.METHODS,
+        help="order the lineage with this method instead of the config's trajectory.method",
+    )
+    parser.add_argument(
         "--crosstabs", action="store_true", help="print each run's cluster x true-state table"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
     config = pipeline_config()
+    if args.trajectory_method:
+        config["trajectory"]["method"] = args.trajectory_method
     rows, all_cells = [], []
     for organism in args.organisms:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             row, crosstab, cells = one_run(
-                organism, seed, n_cells=args.n_cells, n_patients=args.n_patients, config=config
+                organism,
+                seed,
+                n_cells=args.n_cells,
+                n_patients=args.n_patients,
+                config=config,
+                cache_dir=args.cache_dir,
             )
             rows.append(row)
             all_cells.append(cells)
@@ -322,6 +384,8 @@ def main(argv=None) -> None:
         "spearman",
         "spearman_axis",
         "spearman_separating_dc",
+        "root_median_rho",
+        "path_is_minimum_spanning_tree",
         "pseudotime_q10_q90",
         "median_pseudotime_tpex_int_term",
     ]

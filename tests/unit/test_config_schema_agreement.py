@@ -86,7 +86,7 @@ def test_trajectory_options_equal_schema():
     assert {*options, "exclude_programs"} == {*expected, "states"} - {"lineage_states"}
     assert {"lineage_states", "exclude_programs"} <= subscripted_keys("trajectory.py", "params")
     # ... and the function's own defaults are the schema's
-    signature = keyword_defaults(trajectory.diffusion_pseudotime)
+    signature = keyword_defaults(trajectory.lineage_pseudotime)
     for name in trajectory.CONFIG_OPTIONS:
         assert signature[name] == expected[name], name
     assert signature["states"] == expected["lineage_states"]

@@ -22,7 +22,7 @@ def staged(seed, **simulation):
     adata = labelled_cd8(seed=seed, n_cells=1200, n_genes=600, **simulation)
     selected = programs.load_selected_programs(organism="human")
     exclude = programs.program_genes(selected, programs.TESTED_PROGRAMS, var_names=adata.var_names)
-    trajectory.diffusion_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed)
+    trajectory.lineage_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed)
     return adata, selected
 
 
@@ -119,7 +119,7 @@ def test_no_trajectory_and_no_response_labels_are_reported(tmp_path):
     adata = labelled_cd8(seed=2, n_cells=600, n_genes=500)
     adata.obs["state"] = adata.obs["state"].astype(str).replace({"Tpex": "naive_like"})
     adata.obs["response"] = pd.NA
-    trajectory.diffusion_pseudotime(adata)
+    trajectory.lineage_pseudotime(adata)
     selected = programs.load_selected_programs(organism="human")
     result = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
                               options=programs.AnalyseOptions(**FAST))

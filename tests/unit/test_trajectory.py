@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from texflow import programs, trajectory
 
 from tests.lineage_data import labelled_cd8
-from texflow import programs, trajectory
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def lineage():
     adata = labelled_cd8(seed=0, n_cells=1200, n_genes=600)
     selected = programs.load_selected_programs(organism="human")
     exclude = programs.program_genes(selected, programs.TESTED_PROGRAMS, var_names=adata.var_names)
-    table = trajectory.diffusion_pseudotime(adata, exclude_genes=exclude, n_root_checks=5)
+    table = trajectory.lineage_pseudotime(adata, exclude_genes=exclude, n_root_checks=5)
     return adata, table, exclude
 
 
@@ -39,7 +39,12 @@ def test_root_is_a_tpex_cell_chosen_from_the_data(lineage):
     adata, table, _ = lineage
     info = adata.uns["texflow"]["trajectory"]
     assert adata.obs.loc[info["root_cell"], "state"] == "Tpex"
-    assert adata.obs.loc[info["root_cell"], "pseudotime"] == pytest.approx(0)
+    assert info["method"] == "principal_path"
+    assert isinstance(info["path_is_minimum_spanning_tree"], bool)
+    # the root cell is its cluster's earliest Tpex cell on the path
+    root_cluster = adata.obs.loc[info["root_cell"], "cluster"]
+    in_cluster = adata.obs[(adata.obs["cluster"] == root_cluster) & (adata.obs["state"] == "Tpex")]
+    assert adata.obs.loc[info["root_cell"], "pseudotime"] == in_cluster["pseudotime"].min()
     assert adata.obs.loc[info["root_cell"], "true_pseudotime"] < 0.3
     # root sensitivity: the main root plus 5 others from the same cluster, all agreeing
     assert len(table) == 6 and table["is_main_root"].sum() == 1
@@ -60,7 +65,7 @@ def test_tested_program_genes_are_not_features(lineage):
 def test_without_tex_term_the_stage_is_skipped_not_failed():
     adata = labelled_cd8(seed=1, n_cells=600, n_genes=500)
     adata.obs["state"] = adata.obs["state"].astype(str).replace({"Tex_term": "Tex_int"})
-    table = trajectory.diffusion_pseudotime(adata)
+    table = trajectory.lineage_pseudotime(adata)
     reason = adata.uns["texflow"]["skipped"]["trajectory"]
     assert "Tex_term" in reason
     assert adata.obs["pseudotime"].isna().all()
@@ -73,12 +78,14 @@ def test_lineage_rows_given_without_x_give_the_same_pseudotime(lineage):
     mask = trajectory.lineage_mask(bare)
     rows = bare.X[mask].copy()
     bare.X = None
-    trajectory.diffusion_pseudotime(bare, lineage_x=rows, exclude_genes=exclude, n_root_checks=5)
-    np.testing.assert_array_equal(bare.obs["pseudotime"].to_numpy(), adata.obs["pseudotime"].to_numpy())
+    trajectory.lineage_pseudotime(bare, lineage_x=rows, exclude_genes=exclude, n_root_checks=5)
+    np.testing.assert_array_equal(
+        bare.obs["pseudotime"].to_numpy(), adata.obs["pseudotime"].to_numpy()
+    )
     with pytest.raises(ValueError, match="lineage_x"):
-        trajectory.diffusion_pseudotime(bare, lineage_x=rows[:-1], exclude_genes=exclude)
+        trajectory.lineage_pseudotime(bare, lineage_x=rows[:-1], exclude_genes=exclude)
     with pytest.raises(ValueError, match="no X"):
-        trajectory.diffusion_pseudotime(bare, exclude_genes=exclude)
+        trajectory.lineage_pseudotime(bare, exclude_genes=exclude)
 
 
 def test_per_cell_tpex_without_a_tpex_cluster_give_a_trajectory():
@@ -92,13 +99,14 @@ def test_per_cell_tpex_without_a_tpex_cluster_give_a_trajectory():
     cluster_only = trajectory.skip_reason(adata, state_key="state")
     assert "0 Tpex cluster cells (minimum 5)" in cluster_only, cluster_only
     assert trajectory.skip_reason(adata) == ""
-    trajectory.diffusion_pseudotime(adata, n_root_checks=3)
+    trajectory.lineage_pseudotime(adata, n_root_checks=3)
     info = adata.uns["texflow"]["trajectory"]
     assert info["state_key"] == "cell_state"
     assert adata.obs.loc[info["root_cell"], "cell_state"] == "Tpex"
     inside = adata.obs["in_lineage"].to_numpy()
-    rho = stats.spearmanr(adata.obs["pseudotime"][inside],
-                          adata.obs["true_pseudotime"][inside]).statistic
+    rho = stats.spearmanr(
+        adata.obs["pseudotime"][inside], adata.obs["true_pseudotime"][inside]
+    ).statistic
     assert rho > 0.7
 
 
@@ -123,7 +131,8 @@ def test_a_trajectory_needs_enough_cells_at_both_ends():
     assert trajectory.skip_reason(adata, min_progenitor_cells=2) == ""
     n_term = int((states == "Tex_term").sum())
     assert f"{n_term} Tex_term cells (minimum {n_term + 1})" in trajectory.skip_reason(
-        adata, min_progenitor_cells=2, min_terminal_cells=n_term + 1)
+        adata, min_progenitor_cells=2, min_terminal_cells=n_term + 1
+    )
 
 
 def test_axis_agreement_is_the_rank_correlation_of_the_two_orderings():
@@ -135,3 +144,38 @@ def test_axis_agreement_is_the_rank_correlation_of_the_two_orderings():
     obs["exhaustion_axis"] = rng.random(200)
     assert abs(trajectory.axis_agreement(obs, pt)["axis_spearman_rho"]) < 0.2
     assert trajectory.axis_agreement(obs.drop(columns="exhaustion_axis"), pt) == {}
+
+
+def test_diffusion_pseudotime_stays_a_method_with_its_root_rule(lineage):
+    adata, _, exclude = lineage
+    dpt = adata.copy()
+    table = trajectory.lineage_pseudotime(dpt, exclude_genes=exclude, method="dpt", n_root_checks=5)
+    info = dpt.uns["texflow"]["trajectory"]
+    assert info["method"] == "dpt" and "separating_component" in info
+    assert dpt.obs.loc[info["root_cell"], "pseudotime"] == pytest.approx(0)
+    assert len(table) == 6 and info["state_order_auc"] > 0.9
+    inside = dpt.obs["in_lineage"].to_numpy()
+    assert not np.allclose(dpt.obs["pseudotime"][inside], adata.obs["pseudotime"][inside])
+    with pytest.raises(ValueError, match="principal_path"):
+        trajectory.lineage_pseudotime(adata.copy(), method="slingshot")
+
+
+def test_path_positions_follow_the_path_not_the_distance_from_its_start():
+    """A detour: the middle node lies off the straight line from the first to the last, farther
+    from the first node than the last is. Distance from the start would put points near the
+    middle node after those near the end; the position along the path does not."""
+    nodes = np.array([[0.0, 0.0], [3.0, 4.0], [4.0, 0.0]])  # lengths 5 and sqrt(17)
+    points = np.array([[-1.0, 0.1], [0.3, 0.5], [3.0, 4.2], [3.6, 2.0], [4.0, 0.1], [4.1, -1.0]])
+    position = trajectory.path_positions(points, nodes)
+    assert np.all(np.diff(position) > 0)  # in the order of the path
+    assert position[0] < 0  # before the first node: extended, not tied at 0
+    assert position[-1] > 5 + np.sqrt(17)  # beyond the last node
+    assert np.linalg.norm(points[2]) > np.linalg.norm(points[4])  # the detour itself
+    np.testing.assert_allclose(trajectory.path_positions(nodes, nodes), [0, 5, 5 + np.sqrt(17)])
+
+
+def test_path_agrees_with_tree_says_when_the_centroids_would_order_otherwise():
+    assert trajectory.path_agrees_with_tree(np.array([[0.0, 0.0], [1.0, 0.2], [2.0, 0.0]]))
+    # the middle state far from both ends, the ends close: the tree joins the ends directly
+    assert not trajectory.path_agrees_with_tree(np.array([[0.0, 0.0], [1.0, 5.0], [1.0, 0.0]]))
+    assert trajectory.path_agrees_with_tree(np.array([[0.0, 0.0], [1.0, 0.0]]))

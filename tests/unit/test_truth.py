@@ -104,7 +104,7 @@ def test_gate_and_state_calls_are_scored_against_the_truth():
     assert table.loc["Tpex per cell: precision", "value"] == pytest.approx(0.5)
     assert table.loc["Tpex per cell: recall", "value"] == pytest.approx(0.5)
     assert table.loc["Tex_term per cell: recall", "value"] == pytest.approx(1.0)
-    assert table.loc["Diffusion pseudotime vs true pseudotime", "value"] > 0.9
+    assert table.loc["Pseudotime vs true pseudotime", "value"] > 0.9
 
 
 def test_planted_effects_count_only_at_q_below_alpha_in_the_planted_direction():

@@ -1,4 +1,4 @@
-# Stage trajectory: diffusion pseudotime over the exhausted lineage (Tpex -> Tex_int -> Tex_term),
+# Stage trajectory: pseudotime over the exhausted lineage (Tpex -> Tex_int -> Tex_term),
 # root chosen from the data, with a root-sensitivity check. Logic: workflow/texflow/trajectory.py.
 
 

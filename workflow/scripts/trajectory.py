@@ -1,4 +1,4 @@
-"""Trajectory stage: diffusion pseudotime over the exhausted lineage (texflow.trajectory)."""
+"""Trajectory stage: pseudotime over the exhausted lineage (texflow.trajectory)."""
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import programs, trajectory
@@ -16,7 +16,9 @@ def main(snakemake):
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")
     if organism not in ("human", "mouse"):
-        raise InputDataError(f"uns['texflow']['organism'] is {organism!r}", dataset=dataset, path=path)
+        raise InputDataError(
+            f"uns['texflow']['organism'] is {organism!r}", dataset=dataset, path=path
+        )
     params = snakemake.params.trajectory
     tested = programs.load_selected_programs(
         organism=organism,
@@ -25,7 +27,7 @@ def main(snakemake):
     )
     exclude = programs.program_genes(tested, params["exclude_programs"], var_names=adata.var_names)
     lineage = trajectory.lineage_mask(adata, states=params["lineage_states"])
-    table = trajectory.diffusion_pseudotime(
+    table = trajectory.lineage_pseudotime(
         adata,
         lineage_x=read_rows(path, lineage) if lineage.any() else None,
         exclude_genes=exclude,

@@ -203,7 +203,7 @@ def draw_figures(
             {
                 "color": "pseudotime",
                 "title": "Pseudotime (Tpex → Tex-term)",
-                "colorbar_label": "diffusion pseudotime (0 = root, a.u.)",
+                "colorbar_label": "pseudotime (0 = lineage start, 1 = end)",
             },
         ),
     ]
@@ -231,7 +231,7 @@ def draw_figures(
         "umap_state": "Cluster-level state labels; clusters below the confidence margin are 'ambiguous'.",
         "umap_patient": "Patients mixing within clusters suggests that the clusters are not patient batches.",
         "umap_response": "Response labels are per patient, as published; grey cells have no label.",
-        "umap_pseudotime": "Diffusion pseudotime over the exhausted lineage; cells outside the lineage have no value (grey).",
+        "umap_pseudotime": "Pseudotime over the exhausted lineage (Tpex → Tex_int → Tex_term); cells outside the lineage have no value (grey).",
     }
     figures = []
     for name, section, label, kwargs in specs:

@@ -1,33 +1,46 @@
-"""Diffusion pseudotime over the exhausted CD8 lineage (Tpex -> Tex_int -> Tex_term).
+"""Pseudotime over the exhausted CD8 lineage (Tpex -> Tex_int -> Tex_term).
 
-The axis is built so that the programs tested along it cannot shape it: highly variable genes
-are recomputed on the lineage cells only, and every gene of the excluded programs (by default
-IFN-I and LPO) is removed before PCA, the kNN graph and the diffusion map (Haghverdi et al.
-2016, Nat Methods, diffusion pseudotime; scanpy ``tl.diffmap`` + ``tl.dpt``).
+The orderings are built so that the programs tested along them cannot shape them: highly
+variable genes are recomputed on the lineage cells only, and every gene of the excluded
+programs (by default IFN-I and LPO) is removed before PCA, the kNN graph and the diffusion map.
 
 The lineage is the set of cells the states stage calls Tpex, Tex_int or Tex_term one by one
 (``obs["cell_state"]``, kNN-smoothed; the cluster label ``obs["state"]`` only for data labelled
 before per-cell states existed), whatever their cluster: human tumour Tpex seldom form a
 cluster of their own.
 
-The root is chosen from the data, never by hand: among the diffusion components, the one that
-best separates Tpex from Tex_term cells (largest |AUC - 0.5|) is oriented so that Tpex is low,
-and the root is the cell with the lowest value of that component among the Tpex cells of the
-cluster whose Tpex cells are the most confident. This is the "extreme cell" rule of Haghverdi et al. 2016 (tips of a diffusion map are
-the extremes of its leading components) restricted to the cluster the states stage trusts most.
-A root-sensitivity check reruns DPT from other cells of that cluster.
+Two methods (``method``; `lineage_pseudotime`):
+
+- ``principal_path`` (default): each cell's position along the path through the centroids of
+  the lineage's states, in their order, in the PCA space of the lineage's features (TSCAN's
+  cluster-centre path, Ji & Ji 2016; Slingshot's initial curve, Street et al. 2018). It follows
+  the lineage through Tex_int even where Tex_int is not on the straight line from Tpex to
+  Tex_term, and no single far cell sets its scale. Whether the centroids' minimum spanning tree
+  agrees with the configured order is recorded. Root sensitivity: the path restarted from
+  single Tpex cells of the most confident Tpex cluster instead of the Tpex centroid.
+- ``dpt``: diffusion pseudotime (Haghverdi et al. 2016, Nat Methods; scanpy ``tl.diffmap`` +
+  ``tl.dpt``) from a root chosen from the data: among the diffusion components, the one that
+  best separates Tpex from Tex_term cells (largest |AUC - 0.5|) is oriented so that Tpex is
+  low, and the root is the cell with its lowest value among the Tpex cells of the cluster
+  whose Tpex cells are the most confident (the "extreme cell" rule of Haghverdi et al. 2016,
+  restricted to the cluster the states stage trusts most). Root sensitivity: DPT rerun from
+  other cells of that cluster.
+
+Why the path is the default, measured: benchmarks/README.md ("A pseudotime that follows the
+lineage").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
 from scipy import stats
+from scipy.sparse.csgraph import minimum_spanning_tree
 
 from ._numba_cache import cache_umap_kernels
 from .cluster import pca
@@ -133,15 +146,24 @@ def lineage_features(
     return lineage.var_names[picked].tolist()
 
 
-#: Keywords of `diffusion_pseudotime` that the config's ``trajectory`` section gives by name.
+#: Keywords of `lineage_pseudotime` that the config's ``trajectory`` section gives by name.
 CONFIG_OPTIONS = (
-    "n_top_genes", "n_pcs", "n_neighbors", "n_dcs", "n_root_checks", "min_cells",
-    "min_progenitor_cells", "min_terminal_cells", "regress_depth", "seed",
+    "method",
+    "n_top_genes",
+    "n_pcs",
+    "n_neighbors",
+    "n_dcs",
+    "n_root_checks",
+    "min_cells",
+    "min_progenitor_cells",
+    "min_terminal_cells",
+    "regress_depth",
+    "seed",
 )
 
 
 def options_from_config(params: Mapping) -> dict:
-    """`diffusion_pseudotime` keywords from the config's ``trajectory`` section."""
+    """`lineage_pseudotime` keywords from the config's ``trajectory`` section."""
     return {"states": params["lineage_states"], **{name: params[name] for name in CONFIG_OPTIONS}}
 
 
@@ -151,13 +173,22 @@ def _lineage_cells(adata: ad.AnnData, mask: np.ndarray, x=None) -> ad.AnnData:
     would copy too)."""
     if x is None:
         if adata.X is None:
-            raise ValueError("diffusion_pseudotime: adata has no X; pass the lineage rows as lineage_x")
+            raise ValueError(
+                "lineage_pseudotime: adata has no X; pass the lineage rows as lineage_x"
+            )
         x = adata.X[mask]
     elif x.shape != (int(mask.sum()), adata.n_vars):
-        raise ValueError(f"lineage_x is {x.shape}; expected {(int(mask.sum()), adata.n_vars)} (lineage cells x genes)")
+        raise ValueError(
+            f"lineage_x is {x.shape}; expected {(int(mask.sum()), adata.n_vars)} (lineage cells x genes)"
+        )
     layers = {"counts": adata.layers["counts"][mask]} if "counts" in adata.layers else {}
-    return ad.AnnData(X=x, obs=adata.obs[mask].copy(), var=pd.DataFrame(index=adata.var_names),
-                      layers=layers, uns={"texflow": adata.uns.get("texflow", {})})
+    return ad.AnnData(
+        X=x,
+        obs=adata.obs[mask].copy(),
+        var=pd.DataFrame(index=adata.var_names),
+        layers=layers,
+        uns={"texflow": adata.uns.get("texflow", {})},
+    )
 
 
 def _depth(adata: ad.AnnData) -> np.ndarray:
@@ -224,104 +255,31 @@ def _dpt_from(lineage: ad.AnnData, iroot: int, n_dcs: int) -> np.ndarray:
     return pt
 
 
-def diffusion_pseudotime(
-    adata: ad.AnnData,
+def lineage_embedding(
+    lineage: ad.AnnData,
     *,
-    lineage_x=None,
-    exclude_genes: Collection[str] = (),
-    states: Sequence[str] = EXHAUSTED_STATES,
-    state_key: str | None = None,
-    cluster_key: str = "cluster",
-    confidence_key: str | None = None,
-    n_top_genes: int = 1000,
-    n_pcs: int = 20,
-    n_neighbors: int = 15,
-    n_dcs: int = 10,
-    n_root_checks: int = 10,
-    min_cells: int = 20,
-    min_progenitor_cells: int = 5,
-    min_terminal_cells: int = 5,
-    regress_depth: bool = True,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Diffusion pseudotime over the exhausted lineage, with a root-sensitivity check.
+    features: Sequence[str],
+    keep_obs: Sequence[str],
+    n_pcs: int,
+    n_neighbors: int,
+    n_dcs: int,
+    regress_depth: bool,
+    seed: int,
+) -> ad.AnnData:
+    """The space every ordering of the lineage is built in: `features` of the lineage cells
+    (depth regressed out with `regress_depth`), scaled, PCA, kNN graph and diffusion map.
 
-    With `regress_depth`, the log sequencing depth of each cell (total counts, or genes detected
-    for non-count data) is regressed out of the features before PCA. Measured on simulated
-    data with flat IFN-I/LPO genes (benchmarks/validate_programs.py): without it, pseudotime
-    correlated with library size (Spearman 0.44 in seed 13) and flat programs were called
-    associated with pseudotime in 8.5 % of program-seeds, all patients agreeing in sign.
-
-    `lineage_x`: the rows of X of the lineage cells (`lineage_mask`), when `adata` was read
-    without X (`texflow.utils.read_h5ad(x=False)`, `read_rows`): the stage then never holds
-    the matrix of every CD8 cell.
-
-    Writes
-    ------
-    ``obs["in_lineage"]`` (bool), ``obs["pseudotime"]`` (float in [0, 1], NaN outside the
-    lineage or everywhere when skipped), ``obsm["X_diffmap_lineage"]`` (NaN outside),
-    ``uns["texflow"]["trajectory"]`` (root cell, root cluster, separating component, feature
-    count, excluded gene count, orientation), ``uns["texflow"]["params"]["trajectory"]``, and
-    ``uns["texflow"]["skipped"]["trajectory"]`` when no trajectory can be built.
-
-    Returns
-    -------
-    The root-sensitivity table: one row per alternative root (cell, Spearman rho with the main
-    pseudotime, n cells); an explanatory single row when skipped.
+    Returns a new AnnData of the lineage cells with the scaled features as X, the `keep_obs`
+    columns present in ``lineage.obs``, ``obsm["X_pca"]``, the kNN graph (``obsp``) and
+    ``obsm["X_diffmap"]`` (Haghverdi et al. 2016; component 0 is the stationary one).
     """
-    uns = _texflow_uns(adata)
-    state_key = state_key or lineage_state_key(adata.obs)
-    confidence_key = confidence_key or CONFIDENCE_KEYS.get(state_key, "state_confidence")
-    logger.info("trajectory: lineage and root from obs[%r]", state_key)
-    params = dict(
-        states=list(states),
-        state_key=state_key,
-        n_top_genes=n_top_genes,
-        n_pcs=n_pcs,
-        n_neighbors=n_neighbors,
-        n_dcs=n_dcs,
-        n_root_checks=n_root_checks,
-        min_cells=min_cells,
-        min_progenitor_cells=min_progenitor_cells,
-        min_terminal_cells=min_terminal_cells,
-        regress_depth=regress_depth,
-        seed=seed,
-        n_excluded_genes=len(set(exclude_genes)),
-    )
-    uns["params"]["trajectory"] = params
-    mask = lineage_mask(adata, state_key=state_key, states=states)
-    adata.obs["in_lineage"] = mask
-    adata.obs["pseudotime"] = np.nan
-
-    reason = skip_reason(adata, state_key=state_key, states=states, min_cells=min_cells,
-                         min_progenitor_cells=min_progenitor_cells,
-                         min_terminal_cells=min_terminal_cells)
-    if reason:
-        logger.warning("trajectory skipped: %s", reason)
-        uns["skipped"]["trajectory"] = reason
-        return pd.DataFrame(
-            [{"root_cell": "", "is_main_root": False, "spearman_rho": np.nan,
-              "n_cells": 0, "note": f"{SKIPPED_PREFIX}{reason}"}]
-        )
-
-    lineage = _lineage_cells(adata, mask, lineage_x)
-    features = lineage_features(lineage, n_top_genes=n_top_genes, exclude_genes=exclude_genes)
-    leaked = set(features) & set(exclude_genes)
-    assert not leaked, f"excluded genes among trajectory features: {sorted(leaked)[:5]}"
-    logger.info(
-        "trajectory: %d lineage cells, %d features (%d program genes excluded)",
-        lineage.n_obs, len(features), len(set(exclude_genes) & set(lineage.var_names)),
-    )
-    matrix = lineage[:, features].X
+    matrix = lineage[:, list(features)].X
     # dense on purpose: scaling zero-centres (lineage cells x <= n_top_genes float32 is small)
     matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
     if regress_depth:
         matrix = _regress_out(matrix, np.log1p(_depth(lineage)))
-    work = ad.AnnData(X=matrix.astype(np.float32), obs=lineage.obs[[state_key]].copy())
-    if cluster_key in lineage.obs:
-        work.obs[cluster_key] = lineage.obs[cluster_key].values
-    if confidence_key in lineage.obs:
-        work.obs[confidence_key] = lineage.obs[confidence_key].values
+    kept = [key for key in keep_obs if key in lineage.obs]
+    work = ad.AnnData(X=matrix.astype(np.float32), obs=lineage.obs[kept].copy())
     sc.pp.scale(work, max_value=10)
     n_comps = int(max(2, min(n_pcs, work.n_obs - 1, work.n_vars - 1)))
     pca(work, n_comps=n_comps, mask_var=None)
@@ -333,85 +291,448 @@ def diffusion_pseudotime(
         transformer=knn_transformer(work.n_obs),
         random_state=seed,
     )
-    n_dcs_used = int(max(3, min(n_dcs, work.n_obs - 2)))
-    sc.tl.diffmap(work, n_comps=n_dcs_used)
-    dcs = work.obsm["X_diffmap"]
+    sc.tl.diffmap(work, n_comps=int(max(3, min(n_dcs, work.n_obs - 2))))
+    return work
 
-    labels = work.obs[state_key].astype(str).to_numpy()
-    is_early, is_late = labels == EARLY_STATE, labels == LATE_STATE
-    component, auc = _best_separating_component(dcs, is_early, is_late)
-    sign = 1.0 if auc >= 0.5 else -1.0  # orient: Tpex low, Tex_term high
-    oriented = sign * dcs[:, component]
 
-    cluster, root_cells = _root_cluster(
-        work, state_key=state_key, cluster_key=cluster_key, confidence_key=confidence_key
-    )
-    root_pos = work.obs_names.get_indexer(root_cells)
-    iroot = int(root_pos[np.argmin(oriented[root_pos])])
-    pseudotime = _dpt_from(work, iroot, n_dcs_used)
+def path_positions(points: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Position of each point's projection on the polyline through `nodes`, as arc length.
 
-    # DPT is a distance from the root; if the late state still sits earlier than the early one
-    # the lineage does not run Tpex -> Tex_term in these data: flip, and say so.
-    med_early = np.nanmedian(pseudotime[is_early])
-    med_late = np.nanmedian(pseudotime[is_late])
-    flipped = bool(med_late < med_early)
+    Each point goes to its nearest segment (the projection of principal curves, Hastie &
+    Stuetzle 1989, and of TSCAN's cluster-centre path, Ji & Ji 2016); the two end segments are
+    extended beyond their end nodes, so points past an end keep their order instead of tying
+    at it. Arc length runs from the first node (0) to the last (the path's length); points
+    before the first node are negative.
+    """
+    segments = np.diff(nodes, axis=0)
+    lengths = np.linalg.norm(segments, axis=1)
+    starts = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+    best = np.full(len(points), np.inf)
+    position = np.zeros(len(points))
+    last = len(segments) - 1
+    for k, (node, segment, length) in enumerate(zip(nodes[:-1], segments, lengths, strict=True)):
+        if length == 0:
+            continue
+        u = (points - node) @ segment / length**2
+        u = np.clip(u, -np.inf if k == 0 else 0.0, np.inf if k == last else 1.0)
+        distance = np.linalg.norm(points - node - u[:, None] * segment, axis=1)
+        closer = distance < best
+        best[closer] = distance[closer]
+        position[closer] = starts[k] + u[closer] * length
+    return position
+
+
+def _path_nodes(
+    pcs: np.ndarray, labels: np.ndarray, states: Sequence[str], start: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Centroids of the lineage states present, in the lineage's order; `start` in place of
+    the first state's centroid (the root-sensitivity check)."""
+    present = [state for state in states if (labels == state).any()]
+    nodes = np.vstack([pcs[labels == state].mean(axis=0) for state in present])
+    if start is not None:
+        nodes[0] = start
+    return nodes, present
+
+
+def path_agrees_with_tree(nodes: np.ndarray) -> bool:
+    """Whether the path through `nodes` (in order) is the minimum spanning tree of the nodes,
+    as TSCAN and Slingshot would infer the lineage from the state centroids."""
+    if len(nodes) < 3:
+        return True
+    distances = np.linalg.norm(nodes[:, None] - nodes[None], axis=2)
+    tree = minimum_spanning_tree(distances).toarray() > 0
+    edges = {frozenset(map(int, edge)) for edge in zip(*np.nonzero(tree), strict=True)}
+    return edges == {frozenset((k, k + 1)) for k in range(len(nodes) - 1)}
+
+
+def principal_path_pseudotime(
+    work: ad.AnnData, *, state_key: str, states: Sequence[str], start: np.ndarray | None = None
+) -> np.ndarray:
+    """Pseudotime of the lineage cells along the path through their states' centroids in PCA
+    space, in the lineage's order (Tpex -> Tex_int -> Tex_term), scaled to [0, 1].
+
+    The path follows the states one after the other, wherever they sit: unlike a distance from
+    the root (DPT), it does not put a state that lies off the straight line from Tpex to
+    Tex_term (the transitory Tex_int, effector-like with CX3CR1 and cytotoxic genes; Beltra et
+    al. 2020, Immunity 52:825) beyond the terminal state. This is the piecewise-linear curve
+    through cluster centres of TSCAN (Ji & Ji 2016, Nucleic Acids Res 44:e117) and the initial
+    curve of Slingshot (Street et al. 2018, BMC Genomics 19:477), with the lineage's order
+    given (its states' biology) rather than inferred; `path_agrees_with_tree` says whether the
+    centroids' minimum spanning tree would have inferred the same order.
+    """
+    pcs = work.obsm["X_pca"]
+    nodes, _ = _path_nodes(pcs, work.obs[state_key].astype(str).to_numpy(), states, start)
+    position = path_positions(pcs, nodes)
+    span = position.max() - position.min()
+    return (position - position.min()) / span if span > 0 else np.zeros_like(position)
+
+
+def _orient(pseudotime: np.ndarray, *, is_early: np.ndarray, is_late: np.ndarray) -> bool:
+    """Whether the late state's median pseudotime is below the early state's (then reverse)."""
+    flipped = bool(np.nanmedian(pseudotime[is_late]) < np.nanmedian(pseudotime[is_early]))
     if flipped:
         logger.warning(
-            "trajectory: Tex_term median pseudotime (%.3f) < Tpex (%.3f) from a Tpex root; "
-            "pseudotime reversed so Tex_term is late -- inspect the trajectory figures",
-            med_late, med_early,
+            "trajectory: %s median pseudotime (%.3f) < %s (%.3f); pseudotime reversed so %s is "
+            "late -- inspect the trajectory figures",
+            LATE_STATE,
+            np.nanmedian(pseudotime[is_late]),
+            EARLY_STATE,
+            np.nanmedian(pseudotime[is_early]),
+            LATE_STATE,
         )
+    return flipped
+
+
+def _oriented_with_sensitivity(
+    order: Callable[[int | None], np.ndarray],
+    *,
+    work: ad.AnnData,
+    state_key: str,
+    candidates: np.ndarray,
+    main_root: int | None,
+    n_root_checks: int,
+    seed: int,
+) -> tuple[np.ndarray, pd.DataFrame, bool, int]:
+    """The main ordering ``order(main_root)`` oriented Tpex -> Tex_term, and its root-sensitivity
+    table: ``order(pos)`` from random other `candidates`, oriented the same way.
+
+    With `main_root` None the main ordering has no root cell (the path starts at a centroid);
+    the root cell recorded is then the candidate earliest on it. Returns the pseudotime, the
+    table, whether it was reversed and the root cell's position.
+    """
+    labels = work.obs[state_key].astype(str).to_numpy()
+    pseudotime = order(main_root)
+    flipped = _orient(pseudotime, is_early=labels == EARLY_STATE, is_late=labels == LATE_STATE)
+    if flipped:
         pseudotime = 1.0 - pseudotime
+    if main_root is None:
+        main_root = int(candidates[np.argmin(pseudotime[candidates])])
+
+    def rerun(pos: int) -> np.ndarray:
+        pt = order(pos)
+        return 1.0 - pt if flipped else pt
 
     sensitivity = root_sensitivity(
-        work, main=pseudotime, candidates=root_pos, main_root=iroot, n_checks=n_root_checks,
-        n_dcs=n_dcs_used, flipped=flipped, seed=seed,
+        work,
+        main=pseudotime,
+        candidates=candidates,
+        main_root=main_root,
+        n_checks=n_root_checks,
+        rerun=rerun,
+        seed=seed,
+    )
+    return pseudotime, sensitivity, flipped, main_root
+
+
+def _skipped(uns: dict, reason: str) -> pd.DataFrame:
+    logger.warning("trajectory skipped: %s", reason)
+    uns["skipped"]["trajectory"] = reason
+    return pd.DataFrame(
+        [
+            {
+                "root_cell": "",
+                "is_main_root": False,
+                "spearman_rho": np.nan,
+                "n_cells": 0,
+                "note": f"{SKIPPED_PREFIX}{reason}",
+            }
+        ]
     )
 
-    adata.obs.loc[mask, "pseudotime"] = pseudotime
-    full_dcs = np.full((adata.n_obs, dcs.shape[1]), np.nan)
-    full_dcs[mask] = dcs
-    adata.obsm["X_diffmap_lineage"] = full_dcs
-    n_unreachable = int(np.isnan(pseudotime).sum())
-    uns["trajectory"] = dict(
+
+def _order_dpt(
+    work: ad.AnnData, *, state_key: str, root_cells: pd.Index, n_root_checks: int, seed: int
+) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """DPT from the root cell, oriented Tpex -> Tex_term, with its root-sensitivity table and
+    what the record says about the root. The root: the lowest cell of the diffusion component
+    that best separates Tpex from Tex_term (oriented Tpex-low) among `root_cells`."""
+    labels = work.obs[state_key].astype(str).to_numpy()
+    is_early, is_late = labels == EARLY_STATE, labels == LATE_STATE
+    dcs = work.obsm["X_diffmap"]
+    component, auc = _best_separating_component(dcs, is_early, is_late)
+    oriented = (1.0 if auc >= 0.5 else -1.0) * dcs[:, component]
+    candidates = work.obs_names.get_indexer(root_cells)
+    n_dcs = dcs.shape[1]
+    pseudotime, sensitivity, flipped, iroot = _oriented_with_sensitivity(
+        lambda pos: _dpt_from(work, pos, n_dcs),
+        work=work,
         state_key=state_key,
-        root_cell=str(work.obs_names[iroot]),
-        root_cluster=str(cluster) if cluster is not None else "",
-        root_rule=(
+        candidates=candidates,
+        main_root=int(candidates[np.argmin(oriented[candidates])]),
+        n_root_checks=n_root_checks,
+        seed=seed,
+    )
+    _dpt_from(work, iroot, n_dcs)
+    record = {
+        "root_cell": str(work.obs_names[iroot]),
+        "root_rule": (
             f"lowest cell of the {EARLY_STATE}-vs-{LATE_STATE} separating diffusion component "
             f"in the most confident {EARLY_STATE} cluster"
         ),
-        separating_component=int(component),
-        separating_auc=float(max(auc, 1 - auc)),
-        n_features=len(features),
-        n_lineage_cells=int(mask.sum()),
-        n_unreachable_cells=n_unreachable,
-        reversed=flipped,
-        median_pseudotime_early=float(np.nanmedian(pseudotime[is_early])),
-        median_pseudotime_late=float(np.nanmedian(pseudotime[is_late])),
-        root_sensitivity_min_rho=float(sensitivity["spearman_rho"].min()),
-        root_sensitivity_median_rho=float(sensitivity["spearman_rho"].median()),
+        "separating_component": int(component),
+        "separating_auc": float(max(auc, 1 - auc)),
+        "reversed": flipped,
+    }
+    return pseudotime, sensitivity, record
+
+
+def _order_principal_path(
+    work: ad.AnnData,
+    *,
+    state_key: str,
+    states: Sequence[str],
+    root_cells: pd.Index,
+    n_root_checks: int,
+    seed: int,
+) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """Pseudotime along the path through the states' centroids (`principal_path_pseudotime`),
+    its root-sensitivity table (the path restarted from single cells of the root cluster
+    instead of the Tpex centroid) and what the record says about it."""
+    labels = work.obs[state_key].astype(str).to_numpy()
+    pcs = work.obsm["X_pca"]
+    # the path starts at the centroid of every Tpex cell (Slingshot's start cluster): with
+    # rare Tpex, the most confident cluster may hold one or two of them; the alternative roots
+    # restart it from single cells of that cluster
+    pseudotime, sensitivity, flipped, iroot = _oriented_with_sensitivity(
+        lambda pos: principal_path_pseudotime(
+            work, state_key=state_key, states=states, start=None if pos is None else pcs[pos]
+        ),
+        work=work,
+        state_key=state_key,
+        candidates=work.obs_names.get_indexer(root_cells),
+        main_root=None,
+        n_root_checks=n_root_checks,
+        seed=seed,
     )
-    uns["trajectory"].update(axis_agreement(lineage.obs, pseudotime))
-    order_auc = state_order_auc(pseudotime, is_early=is_early, is_late=is_late)
-    uns["trajectory"]["state_order_auc"] = order_auc
-    uns["trajectory"]["orders_states"] = bool(order_auc >= MIN_STATE_ORDER_AUC)
-    if not uns["trajectory"]["orders_states"]:
+    nodes, present = _path_nodes(pcs, labels, states)
+    agrees = path_agrees_with_tree(nodes)
+    if not agrees:
+        logger.warning(
+            "trajectory: the minimum spanning tree of the state centroids is not the path %s; "
+            "the pseudotime follows the configured order -- inspect the trajectory figures",
+            " -> ".join(present),
+        )
+    record = {
+        "root_cell": str(work.obs_names[iroot]),
+        "root_rule": (
+            f"path through the centroids of {' -> '.join(present)} cells in PCA space; the "
+            f"root cell is the earliest {EARLY_STATE} cell of the most confident {EARLY_STATE} "
+            f"cluster; alternative roots restart the path from other cells of that cluster"
+        ),
+        "path_states": present,
+        "path_is_minimum_spanning_tree": agrees,
+        "reversed": flipped,
+    }
+    return pseudotime, sensitivity, record
+
+
+def _checked_features(
+    lineage: ad.AnnData, *, n_top_genes: int, exclude_genes: Collection[str]
+) -> list[str]:
+    """`lineage_features`, checked to hold none of `exclude_genes`, and logged."""
+    features = lineage_features(lineage, n_top_genes=n_top_genes, exclude_genes=exclude_genes)
+    leaked = set(features) & set(exclude_genes)
+    assert not leaked, f"excluded genes among trajectory features: {sorted(leaked)[:5]}"
+    logger.info(
+        "trajectory: %d lineage cells, %d features (%d program genes excluded)",
+        lineage.n_obs,
+        len(features),
+        len(set(exclude_genes) & set(lineage.var_names)),
+    )
+    return features
+
+
+def _summary(labels: pd.Series, pseudotime: np.ndarray, sensitivity: pd.DataFrame) -> dict:
+    """What the record says about any ordering: cells, medians of the two ends, state order
+    (AUC) and the root-sensitivity correlations."""
+    labels = labels.astype(str).to_numpy()
+    is_early, is_late = labels == EARLY_STATE, labels == LATE_STATE
+    return {
+        "n_lineage_cells": int(labels.size),
+        "n_unreachable_cells": int(np.isnan(pseudotime).sum()),
+        "median_pseudotime_early": float(np.nanmedian(pseudotime[is_early])),
+        "median_pseudotime_late": float(np.nanmedian(pseudotime[is_late])),
+        "root_sensitivity_min_rho": float(sensitivity["spearman_rho"].min()),
+        "root_sensitivity_median_rho": float(sensitivity["spearman_rho"].median()),
+        "state_order_auc": state_order_auc(pseudotime, is_early=is_early, is_late=is_late),
+    }
+
+
+def _check_order_and_root(record: dict, sensitivity: pd.DataFrame) -> None:
+    """Record whether the pseudotime orders the states and is stable across roots; warn if not."""
+    record["orders_states"] = bool(record["state_order_auc"] >= MIN_STATE_ORDER_AUC)
+    if not record["orders_states"]:
         logger.warning(
             "trajectory: pseudotime puts only %.0f%% of (%s, %s) cell pairs in that order "
             "(< %.0f%%): it is not taken as the %s -> %s axis, programs are not tested along it",
-            100 * order_auc, EARLY_STATE, LATE_STATE, 100 * MIN_STATE_ORDER_AUC,
-            EARLY_STATE, LATE_STATE,
+            100 * record["state_order_auc"],
+            EARLY_STATE,
+            LATE_STATE,
+            100 * MIN_STATE_ORDER_AUC,
+            EARLY_STATE,
+            LATE_STATE,
         )
     alternatives = sensitivity.loc[~sensitivity["is_main_root"], "spearman_rho"]
-    stable = bool(alternatives.empty or alternatives.median() >= MIN_STABLE_RHO)
-    uns["trajectory"]["root_stable"] = stable
-    if not stable:
+    record["root_stable"] = bool(alternatives.empty or alternatives.median() >= MIN_STABLE_RHO)
+    if not record["root_stable"]:
         logger.warning(
             "trajectory: pseudotime depends on the root (median Spearman rho %.2f < %.2f over "
             "%d alternative roots): treat trends along it with caution",
-            alternatives.median(), MIN_STABLE_RHO, alternatives.size,
+            alternatives.median(),
+            MIN_STABLE_RHO,
+            alternatives.size,
         )
+
+
+METHODS = ("principal_path", "dpt")
+
+
+def lineage_pseudotime(
+    adata: ad.AnnData,
+    *,
+    lineage_x=None,
+    exclude_genes: Collection[str] = (),
+    states: Sequence[str] = EXHAUSTED_STATES,
+    state_key: str | None = None,
+    cluster_key: str = "cluster",
+    confidence_key: str | None = None,
+    method: str = "principal_path",
+    n_top_genes: int = 1000,
+    n_pcs: int = 20,
+    n_neighbors: int = 15,
+    n_dcs: int = 10,
+    n_root_checks: int = 10,
+    min_cells: int = 20,
+    min_progenitor_cells: int = 5,
+    min_terminal_cells: int = 5,
+    regress_depth: bool = True,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Pseudotime over the exhausted lineage, with a root-sensitivity check.
+
+    Parameters
+    ----------
+    adata
+        CD8 cells after the states stage (``obs["cell_state"]`` or ``obs["state"]``).
+    lineage_x
+        The rows of X of the lineage cells (`lineage_mask`), when `adata` was read without X
+        (`texflow.utils.read_h5ad(x=False)`, `read_rows`): the stage then never holds the
+        matrix of every CD8 cell.
+    exclude_genes
+        Genes kept out of the features (the programs tested along the pseudotime).
+    states
+        The lineage's states in their order, early to late (the path's order).
+    state_key, cluster_key, confidence_key
+        obs columns of the per-cell (or cluster) states, the clusters and the state confidence.
+    method
+        ``"principal_path"``: along the path through the states' centroids in PCA space
+        (`principal_path_pseudotime`); ``"dpt"``: diffusion pseudotime from the root cell
+        (Haghverdi et al. 2016; scanpy ``tl.dpt``).
+    n_top_genes, n_pcs, n_neighbors, n_dcs
+        Lineage HVGs, principal components, kNN neighbours and diffusion components.
+    n_root_checks
+        Alternative roots (random cells of the root cluster) of the root-sensitivity check.
+    min_cells, min_progenitor_cells, min_terminal_cells
+        Fewest lineage, Tpex and Tex_term cells for a trajectory (`skip_reason`).
+    regress_depth
+        Regress the log sequencing depth of each cell (total counts, or genes detected for
+        non-count data) out of the features before PCA. Measured on simulated data with flat
+        IFN-I/LPO genes (benchmarks/validate_programs.py): without it, pseudotime correlated
+        with library size (Spearman 0.44 in seed 13) and flat programs were called associated
+        with pseudotime in 8.5 % of program-seeds, all patients agreeing in sign.
+    seed
+        Seed of PCA, the kNN graph and the alternative roots.
+
+    Writes
+    ------
+    ``obs["in_lineage"]`` (bool), ``obs["pseudotime"]`` (float in [0, 1], NaN outside the
+    lineage or everywhere when skipped), ``obsm["X_diffmap_lineage"]`` (NaN outside),
+    ``uns["texflow"]["trajectory"]`` (method, root cell, root cluster, root rule, feature
+    count, orientation, state order, root stability, agreement with the exhaustion axis),
+    ``uns["texflow"]["params"]["trajectory"]``, and ``uns["texflow"]["skipped"]["trajectory"]``
+    when no trajectory can be built.
+
+    Returns
+    -------
+    The root-sensitivity table: one row per alternative root (cell, Spearman rho with the main
+    pseudotime, n cells); an explanatory single row when skipped.
+    """
+    if method not in METHODS:
+        raise ValueError(f"trajectory method must be one of {METHODS}, not {method!r}")
+    uns = _texflow_uns(adata)
+    state_key = state_key or lineage_state_key(adata.obs)
+    confidence_key = confidence_key or CONFIDENCE_KEYS.get(state_key, "state_confidence")
+    logger.info("trajectory: lineage and root from obs[%r], %s", state_key, method)
+    uns["params"]["trajectory"] = {
+        "states": list(states),
+        "state_key": state_key,
+        **{
+            name: value for name, value in locals().items() if name in CONFIG_OPTIONS
+        },  # the keywords
+        "n_excluded_genes": len(set(exclude_genes)),
+    }
+    mask = lineage_mask(adata, state_key=state_key, states=states)
+    adata.obs["in_lineage"] = mask
+    adata.obs["pseudotime"] = np.nan
+    reason = skip_reason(
+        adata,
+        state_key=state_key,
+        states=states,
+        min_cells=min_cells,
+        min_progenitor_cells=min_progenitor_cells,
+        min_terminal_cells=min_terminal_cells,
+    )
+    if reason:
+        return _skipped(uns, reason)
+
+    lineage = _lineage_cells(adata, mask, lineage_x)
+    features = _checked_features(lineage, n_top_genes=n_top_genes, exclude_genes=exclude_genes)
+    work = lineage_embedding(
+        lineage,
+        features=features,
+        keep_obs=(state_key, cluster_key, confidence_key),
+        n_pcs=n_pcs,
+        n_neighbors=n_neighbors,
+        n_dcs=n_dcs,
+        regress_depth=regress_depth,
+        seed=seed,
+    )
+    cluster, root_cells = _root_cluster(
+        work, state_key=state_key, cluster_key=cluster_key, confidence_key=confidence_key
+    )
+    if method == "dpt":
+        pseudotime, sensitivity, record = _order_dpt(
+            work,
+            state_key=state_key,
+            root_cells=root_cells,
+            n_root_checks=n_root_checks,
+            seed=seed,
+        )
+    else:
+        pseudotime, sensitivity, record = _order_principal_path(
+            work,
+            state_key=state_key,
+            states=states,
+            root_cells=root_cells,
+            n_root_checks=n_root_checks,
+            seed=seed,
+        )
+
+    adata.obs.loc[mask, "pseudotime"] = pseudotime
+    full_dcs = np.full((adata.n_obs, work.obsm["X_diffmap"].shape[1]), np.nan)
+    full_dcs[mask] = work.obsm["X_diffmap"]
+    adata.obsm["X_diffmap_lineage"] = full_dcs
+    record = {
+        "state_key": state_key,
+        "method": method,
+        "root_cluster": str(cluster) if cluster is not None else "",
+        "n_features": len(features),
+        **_summary(work.obs[state_key], pseudotime, sensitivity),
+        **record,
+        **axis_agreement(lineage.obs, pseudotime),
+    }
+    _check_order_and_root(record, sensitivity)
+    uns["trajectory"] = record
     uns["skipped"].pop("trajectory", None)
     return sensitivity
 
@@ -430,8 +751,11 @@ def axis_agreement(lineage_obs: pd.DataFrame, pseudotime: np.ndarray) -> dict:
     axis = lineage_obs[EXHAUSTION_AXIS_KEY].to_numpy(dtype=float)
     ok = np.isfinite(axis) & np.isfinite(pseudotime)
     rho = stats.spearmanr(axis[ok], pseudotime[ok]).statistic if ok.sum() > 2 else np.nan
-    logger.info("trajectory: Spearman rho of pseudotime with the exhaustion axis %.2f (%d cells)",
-                rho, int(ok.sum()))
+    logger.info(
+        "trajectory: Spearman rho of pseudotime with the exhaustion axis %.2f (%d cells)",
+        rho,
+        int(ok.sum()),
+    )
     return {"axis_spearman_rho": float(rho), "axis_n_cells": int(ok.sum())}
 
 
@@ -452,33 +776,45 @@ def root_sensitivity(
     candidates: np.ndarray,
     main_root: int,
     n_checks: int,
-    n_dcs: int,
-    flipped: bool = False,
+    rerun: Callable[[int], np.ndarray],
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Spearman correlation with `main` of DPT rerun from `n_checks` random roots in `candidates`.
-
-    `lineage` must carry the diffusion map; its ``uns["iroot"]`` is restored to `main_root`.
-    """
+    """Spearman correlation with `main` of the pseudotime `rerun` from `n_checks` random roots
+    in `candidates` (positions in `lineage`), other than `main_root`."""
     rng = np.random.default_rng(seed)
     others = np.setdiff1d(candidates, [main_root])
-    picks = rng.choice(others, size=min(n_checks, others.size), replace=False) if others.size else []
-    rows = [{"root_cell": str(lineage.obs_names[main_root]), "is_main_root": True,
-             "spearman_rho": 1.0, "n_cells": int(np.isfinite(main).sum()), "note": "main root"}]
+    picks = (
+        rng.choice(others, size=min(n_checks, others.size), replace=False) if others.size else []
+    )
+    rows = [
+        {
+            "root_cell": str(lineage.obs_names[main_root]),
+            "is_main_root": True,
+            "spearman_rho": 1.0,
+            "n_cells": int(np.isfinite(main).sum()),
+            "note": "main root",
+        }
+    ]
     for pos in picks:
-        pt = _dpt_from(lineage, int(pos), n_dcs)
-        if flipped:
-            pt = 1.0 - pt
+        pt = rerun(int(pos))
         ok = np.isfinite(pt) & np.isfinite(main)
         rho = stats.spearmanr(pt[ok], main[ok]).statistic if ok.sum() > 2 else np.nan
-        rows.append({"root_cell": str(lineage.obs_names[pos]), "is_main_root": False,
-                     "spearman_rho": float(rho), "n_cells": int(ok.sum()), "note": ""})
-    _dpt_from(lineage, main_root, n_dcs)
+        rows.append(
+            {
+                "root_cell": str(lineage.obs_names[pos]),
+                "is_main_root": False,
+                "spearman_rho": float(rho),
+                "n_cells": int(ok.sum()),
+                "note": "",
+            }
+        )
     table = pd.DataFrame(rows)
     alt = table.loc[~table["is_main_root"], "spearman_rho"]
     if alt.size:
         logger.info(
             "root sensitivity: %d alternative roots, Spearman rho min %.3f median %.3f",
-            alt.size, alt.min(), alt.median(),
+            alt.size,
+            alt.min(),
+            alt.median(),
         )
     return table

@@ -113,7 +113,7 @@ def ordering_rows(final_obs: pd.DataFrame) -> list[dict]:
     lineage = final_obs.get("in_lineage", pd.Series(False, index=final_obs.index))
     has_truth = final_obs["true_pseudotime"].notna() & ~final_obs["true_doublet"].astype(bool)
     for column, check in (
-        ("pseudotime", "Diffusion pseudotime vs true pseudotime"),
+        ("pseudotime", "Pseudotime vs true pseudotime"),
         (EXHAUSTION_AXIS_KEY, "Exhaustion axis vs true pseudotime"),
     ):
         values = pd.to_numeric(final_obs.get(column), errors="coerce")

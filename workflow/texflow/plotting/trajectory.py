@@ -27,6 +27,11 @@ from .report import program_label
 
 logger = logging.getLogger(__name__)
 
+#: How each `texflow.trajectory` method is named on a figure.
+METHOD_LABELS = {
+    "principal_path": "path through the state centroids",
+    "dpt": "diffusion pseudotime",
+}
 #: Lineage states in order, each in its colour of every figure (`colours.STATE_COLOURS`).
 LINEAGE_COLOURS = {state: state_colour(state) for state in EXHAUSTED_STATES}
 
@@ -72,7 +77,8 @@ def pseudotime_overview(adata: ad.AnnData, path: str | os.PathLike, *, state_key
             ax.scatter(xy[i, 0], xy[i, 1], s=120, marker="*", c="red", edgecolor="k", label="root")
         ax.set_xlabel("UMAP 1")
         ax.set_ylabel("UMAP 2")
-        ax.set_title("Diffusion pseudotime over the exhausted lineage")
+        method = adata.uns.get("texflow", {}).get("trajectory", {}).get("method", "")
+        ax.set_title(f"Pseudotime over the exhausted lineage ({METHOD_LABELS.get(method, method)})")
         ax.legend(loc="best", fontsize=8, frameon=False)
     ax = axes[-1]
     states = [s for s in LINEAGE_COLOURS if (adata.obs[state_key].astype(str) == s).any()]
