@@ -54,8 +54,16 @@ def main(path: str) -> None:
     sc.tl.dpt(adata)
     lap("dpt")
     genes = list(adata.var_names)
-    sc.tl.score_genes(adata, [g for g in ("TCF7", "SLAMF6", "CXCR5", "SELL") if g in genes] or genes[:10], score_name="score_a")
-    sc.tl.score_genes(adata, [g for g in ("ISG15", "IFI6", "MX1", "IFIT3") if g in genes] or genes[10:20], score_name="score_b")
+    sc.tl.score_genes(
+        adata,
+        [g for g in ("TCF7", "SLAMF6", "CXCR5", "SELL") if g in genes] or genes[:10],
+        score_name="score_a",
+    )
+    sc.tl.score_genes(
+        adata,
+        [g for g in ("ISG15", "IFI6", "MX1", "IFIT3") if g in genes] or genes[10:20],
+        score_name="score_b",
+    )
     lap("scores")
     timings["total"] = round(time.perf_counter() - start, 3)
     print(json.dumps({"n_cells": adata.n_obs, "n_genes": adata.n_vars, "timings": timings}))

@@ -34,7 +34,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from scipy import stats  # noqa: E402
-
 from texflow import programs, trajectory, utils  # noqa: E402
 
 logger = logging.getLogger("diagnose_pseudotime")
@@ -68,20 +67,33 @@ def rebuild(
         "lineage_cells": int(mask.sum()),
         "true_doublet_share": round(float(obs["true_doublet"].astype(bool).mean()), 4),
         "pseudotime_rho": round(
-            float(stats.spearmanr(obs.loc[known, "pseudotime"], obs.loc[known, "true_pseudotime"]).statistic), 3
+            float(
+                stats.spearmanr(
+                    obs.loc[known, "pseudotime"], obs.loc[known, "true_pseudotime"]
+                ).statistic
+            ),
+            3,
         ),
         "state_order_auc": round(float(record["state_order_auc"]), 3),
-        "root_sensitivity_median_rho": round(float(table.loc[~table["is_main_root"], "spearman_rho"].median()), 3),
+        "root_sensitivity_median_rho": round(
+            float(table.loc[~table["is_main_root"], "spearman_rho"].median()), 3
+        ),
     }
     for state in params["lineage_states"]:
-        row[f"median_{state}"] = round(float(obs.loc[obs["state"].astype(str) == state, "pseudotime"].median()), 3)
+        row[f"median_{state}"] = round(
+            float(obs.loc[obs["state"].astype(str) == state, "pseudotime"].median()), 3
+        )
     return row
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("h5ad", type=Path, help="a simulated run's trajectory.h5ad or final.h5ad")
-    parser.add_argument("--leave-out", nargs="*", default=[], help="boolean obs columns, one rebuild each")
+    parser.add_argument(
+        "--leave-out", nargs="*", default=[], help="boolean obs columns, one rebuild each"
+    )
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--out", type=Path, help="write the table here (TSV)")
     args = parser.parse_args(argv)
@@ -96,14 +108,23 @@ def main(argv: list[str] | None = None) -> None:
         organism=annotations.uns["texflow"]["organism"], names=names, extra_file=""
     )
     exclude = programs.program_genes(tested, names, var_names=annotations.var_names)
-    lineage_x = utils.read_rows(args.h5ad, trajectory.lineage_mask(annotations, states=params["lineage_states"]))
+    lineage_x = utils.read_rows(
+        args.h5ad, trajectory.lineage_mask(annotations, states=params["lineage_states"])
+    )
     rows = []
     for column in [None, *args.leave_out]:
         if column is not None and column not in annotations.obs:
             sys.exit(f"{args.h5ad}: no obs[{column!r}] to leave out")
         leave_out = None if column is None else annotations.obs[column].to_numpy(dtype=bool)
         logger.info("rebuilding with %s left out", column or "nothing")
-        rows.append({"left_out": column or "-", **rebuild(annotations, lineage_x, params=params, exclude=exclude, leave_out=leave_out)})
+        rows.append(
+            {
+                "left_out": column or "-",
+                **rebuild(
+                    annotations, lineage_x, params=params, exclude=exclude, leave_out=leave_out
+                ),
+            }
+        )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if args.out:

@@ -47,15 +47,23 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASET = "bench"
 STAGES = ("qc", "gate", "cluster", "states", "trajectory", "programs")
 #: The h5ad each stage writes (its only input is the previous stage's, raw.h5ad for qc).
-STAGE_FILES = {"qc": "qc.h5ad", "gate": "cd8.h5ad", "cluster": "clustered.h5ad",
-               "states": "states.h5ad", "trajectory": "trajectory.h5ad", "programs": "final.h5ad"}
+STAGE_FILES = {
+    "qc": "qc.h5ad",
+    "gate": "cd8.h5ad",
+    "cluster": "clustered.h5ad",
+    "states": "states.h5ad",
+    "trajectory": "trajectory.h5ad",
+    "programs": "final.h5ad",
+}
 
 
 def run_measured(command: list[str], *, cwd: Path, env: dict, log: Path) -> dict:
     """Run `command`; wall seconds and peak RSS (GB) of it and its descendants; fail loudly."""
     start = time.perf_counter()
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -103,16 +111,24 @@ def prepare_texflow(workdir: Path, data: Path) -> None:
         "value_type": "counts",
         "sources": [{"name": "matrix", "url": str(data)}],
         "reader": "h5ad",
-        "metadata": {"columns": {key: key for key in ("sample", "patient", "response", "timepoint", "tissue")}},
+        "metadata": {
+            "columns": {
+                key: key for key in ("sample", "patient", "response", "timepoint", "tissue")
+            }
+        },
     }
-    (workdir / f"config/datasets/{DATASET}.yaml").write_text(yaml.safe_dump(dataset, sort_keys=False))
+    (workdir / f"config/datasets/{DATASET}.yaml").write_text(
+        yaml.safe_dump(dataset, sort_keys=False)
+    )
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     config["datasets"] = [f"config/datasets/{DATASET}.yaml"]
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (workdir / "resources").mkdir()
     for shipped in (ROOT / "resources").iterdir():
         if shipped.name != "downloads":
-            (workdir / "resources" / shipped.name).symlink_to(shipped, target_is_directory=shipped.is_dir())
+            (workdir / "resources" / shipped.name).symlink_to(
+                shipped, target_is_directory=shipped.is_dir()
+            )
 
 
 def snakemake(workdir: Path, *targets: str, cores: int) -> list[str]:
@@ -146,16 +162,23 @@ def run_stages_pruned(workdir: Path, *, cores: int, env: dict, log_prefix: Path)
     previous, walls, peaks, sizes = "raw.h5ad", [], [], {}
     for stage in STAGES:
         target = STAGE_FILES[stage]
-        measured = run_measured(snakemake(workdir, f"results/{DATASET}/{target}", cores=cores),
-                                cwd=workdir, env=env, log=Path(f"{log_prefix}_{stage}.log"))
+        measured = run_measured(
+            snakemake(workdir, f"results/{DATASET}/{target}", cores=cores),
+            cwd=workdir,
+            env=env,
+            log=Path(f"{log_prefix}_{stage}.log"),
+        )
         walls.append(measured["wall_s"])
         peaks.append(measured["peak_rss_gb"])
         sizes[previous] = truncate_keeping_mtime(results / previous)
         previous = target
         print(f"  {stage}: {measured}", flush=True)
     sizes[previous] = (results / previous).stat().st_size
-    return {"wall_s": round(sum(walls), 1), "peak_rss_gb": max(peaks),
-            "file_gb": {name: round(size / 1e9, 2) for name, size in sizes.items()}}
+    return {
+        "wall_s": round(sum(walls), 1),
+        "peak_rss_gb": max(peaks),
+        "file_gb": {name: round(size / 1e9, 2) for name, size in sizes.items()},
+    }
 
 
 def rule_breakdown(workdir: Path) -> pd.DataFrame:
@@ -168,9 +191,14 @@ def rule_breakdown(workdir: Path) -> pd.DataFrame:
         table = pd.read_csv(workdir / f"logs/{DATASET}/{stage}.benchmark.tsv", sep="\t")
         log = (workdir / f"logs/{DATASET}/{stage}.log").read_text()
         peak = re.findall(r"peak memory \(ru_maxrss\): ([0-9.]+) GB", log)
-        rows.append({"rule": stage, "wall_s": round(float(table["s"].iloc[0]), 1),
-                     "max_rss_gb": round(float(table["max_rss"].iloc[0]) / 1024, 2),
-                     "peak_rss_gb": float(peak[-1]) if peak else float("nan")})
+        rows.append(
+            {
+                "rule": stage,
+                "wall_s": round(float(table["s"].iloc[0]), 1),
+                "max_rss_gb": round(float(table["max_rss"].iloc[0]) / 1024, 2),
+                "peak_rss_gb": float(peak[-1]) if peak else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -186,16 +214,20 @@ def truth_checks(workdir: Path, data: Path) -> dict:
     from sklearn.metrics import roc_auc_score
 
     truth = ad.read_h5ad(data, backed="r").obs
-    qc_cells = pd.read_csv(workdir / f"results/{DATASET}/tables/qc_cells.tsv.gz", sep="\t",
-                           index_col="cell_id")
+    qc_cells = pd.read_csv(
+        workdir / f"results/{DATASET}/tables/qc_cells.tsv.gz", sep="\t", index_col="cell_id"
+    )
     scored = qc_cells["doublet_score"].notna()
-    doublet_auc = roc_auc_score(truth.loc[qc_cells.index[scored], "true_doublet"],
-                                qc_cells.loc[scored, "doublet_score"])
+    doublet_auc = roc_auc_score(
+        truth.loc[qc_cells.index[scored], "true_doublet"], qc_cells.loc[scored, "doublet_score"]
+    )
     final_file = ad.read_h5ad(workdir / f"results/{DATASET}/final.h5ad", backed="r")
     final = final_file.obs
     trajectory = final_file.uns.get("texflow", {}).get("trajectory", {})
     passed = qc_cells.index[qc_cells["qc_pass"].astype(str) == "True"]
-    true_cd8 = truth.loc[passed, "true_is_cd8"].astype(bool) & ~truth.loc[passed, "true_doublet"].astype(bool)
+    true_cd8 = truth.loc[passed, "true_is_cd8"].astype(bool) & ~truth.loc[
+        passed, "true_doublet"
+    ].astype(bool)
     kept = true_cd8.index.isin(final.index)
     labelled = final["state"].astype(str) != "ambiguous"
     lineage = final["pseudotime"].notna() & final["true_pseudotime"].notna()
@@ -203,20 +235,43 @@ def truth_checks(workdir: Path, data: Path) -> dict:
         "doublet_auc": round(float(doublet_auc), 3),
         "gate_precision": round(float(final["true_is_cd8"].astype(bool).mean()), 3),
         "gate_recall": round(float(kept[true_cd8.to_numpy()].mean()), 3),
-        "state_accuracy": round(float((final.loc[labelled, "state"].astype(str)
-                                       == final.loc[labelled, "true_state"].astype(str)).mean()), 3),
-        "pseudotime_rho": round(float(stats.spearmanr(final.loc[lineage, "pseudotime"],
-                                                      final.loc[lineage, "true_pseudotime"]).statistic), 3)
-        if lineage.any() else np.nan,
+        "state_accuracy": round(
+            float(
+                (
+                    final.loc[labelled, "state"].astype(str)
+                    == final.loc[labelled, "true_state"].astype(str)
+                ).mean()
+            ),
+            3,
+        ),
+        "pseudotime_rho": round(
+            float(
+                stats.spearmanr(
+                    final.loc[lineage, "pseudotime"], final.loc[lineage, "true_pseudotime"]
+                ).statistic
+            ),
+            3,
+        )
+        if lineage.any()
+        else np.nan,
         # how much the root matters: at 100k the check held with a root-dependent pseudotime
         # (benchmarks/README.md, "Why the pseudotime check fails")
-        "root_sensitivity_median_rho": round(float(trajectory.get("root_sensitivity_median_rho", np.nan)), 3),
+        "root_sensitivity_median_rho": round(
+            float(trajectory.get("root_sensitivity_median_rho", np.nan)), 3
+        ),
     }
 
 
 def machine() -> str:
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     return f"{os.cpu_count()} cores ({cpu}), {memory_gb:.0f} GB, {platform.platform()}, Python {platform.python_version()}"
 
 
@@ -227,8 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out")
     parser.add_argument("--skip-baseline", action="store_true", help="texflow only (e.g. at 500k)")
-    parser.add_argument("--prune-intermediates", action="store_true",
-                        help="one Snakemake call per stage, emptying each stage file once used (disk)")
+    parser.add_argument(
+        "--prune-intermediates",
+        action="store_true",
+        help="one Snakemake call per stage, emptying each stage file once used (disk)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -243,27 +301,51 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{n_cells} cells: {info}", flush=True)
         base = {"cells": n_cells, "genes": args.genes, "genes_per_cell": info["genes_per_cell"]}
         if not args.skip_baseline:
-            baseline = run_measured([sys.executable, str(ROOT / "benchmarks/baseline_scanpy.py"), str(data)],
-                                    cwd=args.out, env=env, log=args.out / f"baseline_{n_cells}.log")
+            baseline = run_measured(
+                [sys.executable, str(ROOT / "benchmarks/baseline_scanpy.py"), str(data)],
+                cwd=args.out,
+                env=env,
+                log=args.out / f"baseline_{n_cells}.log",
+            )
             rows.append({**base, "side": "scanpy baseline", **baseline})
             print(f"  baseline: {baseline}", flush=True)
 
         workdir = args.out / f"texflow_{n_cells}"
         prepare_texflow(workdir, data)
-        run_measured(snakemake(workdir, f"results/{DATASET}/raw.h5ad", cores=args.cores),
-                     cwd=workdir, env=env, log=args.out / f"texflow_ingest_{n_cells}.log")
+        run_measured(
+            snakemake(workdir, f"results/{DATASET}/raw.h5ad", cores=args.cores),
+            cwd=workdir,
+            env=env,
+            log=args.out / f"texflow_ingest_{n_cells}.log",
+        )
         if args.prune_intermediates:
-            texflow = run_stages_pruned(workdir, cores=args.cores, env=env,
-                                        log_prefix=args.out / f"texflow_{n_cells}")
+            texflow = run_stages_pruned(
+                workdir, cores=args.cores, env=env, log_prefix=args.out / f"texflow_{n_cells}"
+            )
         else:
-            texflow = run_measured(snakemake(workdir, f"results/{DATASET}/final.h5ad", cores=args.cores),
-                                   cwd=workdir, env=env, log=args.out / f"texflow_{n_cells}.log")
+            texflow = run_measured(
+                snakemake(workdir, f"results/{DATASET}/final.h5ad", cores=args.cores),
+                cwd=workdir,
+                env=env,
+                log=args.out / f"texflow_{n_cells}.log",
+            )
         rules = rule_breakdown(workdir)
         rules.to_csv(args.out / f"rules_{n_cells}.tsv", sep="\t", index=False)
         checks = truth_checks(workdir, data)
-        rows.append({**base, "side": "texflow (raw.h5ad -> final tables)", **texflow,
-                     "largest_rule": rules.loc[rules["peak_rss_gb"].fillna(rules["max_rss_gb"]).idxmax(), "rule"], **checks})
-        print(f"  texflow: {texflow}\n  truth: {checks}\n{rules.to_string(index=False)}", flush=True)
+        rows.append(
+            {
+                **base,
+                "side": "texflow (raw.h5ad -> final tables)",
+                **texflow,
+                "largest_rule": rules.loc[
+                    rules["peak_rss_gb"].fillna(rules["max_rss_gb"]).idxmax(), "rule"
+                ],
+                **checks,
+            }
+        )
+        print(
+            f"  texflow: {texflow}\n  truth: {checks}\n{rules.to_string(index=False)}", flush=True
+        )
 
     table = pd.DataFrame(rows)
     if not args.skip_baseline:

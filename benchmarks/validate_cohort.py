@@ -133,14 +133,18 @@ def one_run(seed: int, *, condition: str, args, config: dict) -> dict:
     )
     # the truth: each patient's share of true Tex_term among its singlet CD8 cells
     truth = raw.obs[~raw.obs["true_doublet"].to_numpy() & raw.obs["true_is_cd8"].to_numpy()]
-    true_share = (truth["true_state"] == COMPOSITION_STATE).groupby(
-        truth["patient"], observed=True
-    ).mean()
+    true_share = (
+        (truth["true_state"] == COMPOSITION_STATE).groupby(truth["patient"], observed=True).mean()
+    )
     true_response = truth.groupby("patient", observed=True)["response"].first().astype(str)
     tables = run_pipeline(raw, config, dataset=f"cohort_{condition}_{seed}")
     response = tables["response_comparison"]
-    row = {"seed": seed, "condition": condition, "n_cells_sim": raw.n_obs,
-           "n_cd8_cells": int(tables["_n_cd8_cells"]["n"].iloc[0])}
+    row = {
+        "seed": seed,
+        "condition": condition,
+        "n_cells_sim": raw.n_obs,
+        "n_cd8_cells": int(tables["_n_cd8_cells"]["n"].iloc[0]),
+    }
     row["true_tex_term_share_nr"] = float(true_share[true_response == "non_responder"].mean())
     row["true_tex_term_share_r"] = float(true_share[true_response == "responder"].mean())
     comp = _row(response, COMPOSITION_STATE, stats.COMPOSITION_MEASURE)
@@ -159,11 +163,13 @@ def one_run(seed: int, *, condition: str, args, config: dict) -> dict:
     # between-patient spread (pooled within-group SD of the patient values the tests compare)
     composition_table = tables["composition"]
     used = composition_table[composition_table["included"]]
-    row["composition_patient_sd"] = _pooled_sd(used[f"fraction_{COMPOSITION_STATE}"],
-                                               used["response"])
+    row["composition_patient_sd"] = _pooled_sd(
+        used[f"fraction_{COMPOSITION_STATE}"], used["response"]
+    )
     obs = tables["_obs"]
     means = obs.groupby("patient", observed=True).agg(
-        score=(f"score_{IFN_PROGRAM}", "mean"), response=("response", "first"))
+        score=(f"score_{IFN_PROGRAM}", "mean"), response=("response", "first")
+    )
     row["ifn_patient_sd"] = _pooled_sd(means["score"], means["response"].astype(str))
     is_comp = response["program"].astype(str) == stats.COMPOSITION_MEASURE
     row["min_q_any_composition_row"] = float(response.loc[is_comp, "p_adj"].min())
@@ -186,20 +192,35 @@ def rates(table: pd.DataFrame) -> list[tuple[str, int, int, bool]]:
     planted = table[table["condition"] == "planted"]
     null = table[table["condition"] == "no_difference"]
     if len(planted):
-        for key, name in (("composition", "planted composition found (Tex_term row, q < 0.05)"),
-                          ("ifn", "planted IFN-I found (all-CD8 ifn_i_core row, q < 0.05)")):
+        for key, name in (
+            ("composition", "planted composition found (Tex_term row, q < 0.05)"),
+            ("ifn", "planted IFN-I found (all-CD8 ifn_i_core row, q < 0.05)"),
+        ):
             hits = int(planted[f"{key}_found"].sum())
             out.append((name, hits, len(planted), hits >= TARGETS["power"] * len(planted)))
     if len(null):
         called = null["composition_called"] | null["ifn_called"]
         hits = int(called.sum())
-        out.append(("null: a call on either row (q < 0.05)", hits, len(null),
-                    hits <= TARGETS["false_positive"] * len(null)))
+        out.append(
+            (
+                "null: a call on either row (q < 0.05)",
+                hits,
+                len(null),
+                hits <= TARGETS["false_positive"] * len(null),
+            )
+        )
         wider = (null["min_q_any_composition_row"] < ALPHA) | (
-            null["min_q_all_cd8_ifn_rows"] < ALPHA)
+            null["min_q_all_cd8_ifn_rows"] < ALPHA
+        )
         hits = int(wider.sum())
-        out.append(("null: any composition or all-CD8 IFN-I row", hits, len(null),
-                    hits <= TARGETS["false_positive"] * len(null)))
+        out.append(
+            (
+                "null: any composition or all-CD8 IFN-I row",
+                hits,
+                len(null),
+                hits <= TARGETS["false_positive"] * len(null),
+            )
+        )
     return out
 
 
@@ -207,19 +228,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--conditions", nargs="+", default=["planted", "no_difference"],
-                        choices=["planted", "no_difference"])
+    parser.add_argument(
+        "--conditions",
+        nargs="+",
+        default=["planted", "no_difference"],
+        choices=["planted", "no_difference"],
+    )
     parser.add_argument("--n-patients", type=int, default=16, help="half are non-responders")
     parser.add_argument("--n-cells", type=int, default=3200, help="all cells, ~200 per patient")
     parser.add_argument("--organism", default="human", choices=["human", "mouse"])
-    parser.add_argument("--composition-log2fc", type=float, default=1.0,
-                        help="log2 fold change of the Tex_term fraction in non-responders")
-    parser.add_argument("--ifn-log2fc", type=float, default=0.25,
-                        help="log2 fold change of the ifn_i_core genes in non-responders")
-    parser.add_argument("--concentration", type=float, default=10.0,
-                        help="Dirichlet concentration of the patients' population fractions")
-    parser.add_argument("--patient-ifn-sd", type=float, default=0.3,
-                        help="SD of each patient's log2 offset of the ifn_i_core genes")
+    parser.add_argument(
+        "--composition-log2fc",
+        type=float,
+        default=1.0,
+        help="log2 fold change of the Tex_term fraction in non-responders",
+    )
+    parser.add_argument(
+        "--ifn-log2fc",
+        type=float,
+        default=0.25,
+        help="log2 fold change of the ifn_i_core genes in non-responders",
+    )
+    parser.add_argument(
+        "--concentration",
+        type=float,
+        default=10.0,
+        help="Dirichlet concentration of the patients' population fractions",
+    )
+    parser.add_argument(
+        "--patient-ifn-sd",
+        type=float,
+        default=0.3,
+        help="SD of each patient's log2 offset of the ifn_i_core genes",
+    )
     parser.add_argument("--out", help="per-seed table (TSV)")
     return parser.parse_args(argv)
 
@@ -234,22 +275,43 @@ def main(argv=None) -> None:
         for condition in args.conditions:
             row = one_run(seed, condition=condition, args=args, config=config)
             rows.append(row)
-            print(f"seed {seed} {condition}: composition q {row['composition_q']:.3g}, "
-                  f"IFN-I q {row['ifn_q']:.3g} ({row['seconds']:.0f} s)", flush=True)
+            print(
+                f"seed {seed} {condition}: composition q {row['composition_q']:.3g}, "
+                f"IFN-I q {row['ifn_q']:.3g} ({row['seconds']:.0f} s)",
+                flush=True,
+            )
     table = pd.DataFrame(rows)
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
-    shown = ["seed", "condition", "n_cd8_cells", "true_tex_term_share_nr", "true_tex_term_share_r",
-             "composition_mean_nr", "composition_mean_r", "composition_cliffs_delta",
-             "composition_q", "ifn_mean_nr", "ifn_mean_r", "ifn_cliffs_delta", "ifn_hedges_g",
-             "ifn_q", "composition_patient_sd", "ifn_patient_sd", "min_q_any_composition_row",
-             "min_q_all_cd8_ifn_rows", "seconds"]
+    shown = [
+        "seed",
+        "condition",
+        "n_cd8_cells",
+        "true_tex_term_share_nr",
+        "true_tex_term_share_r",
+        "composition_mean_nr",
+        "composition_mean_r",
+        "composition_cliffs_delta",
+        "composition_q",
+        "ifn_mean_nr",
+        "ifn_mean_r",
+        "ifn_cliffs_delta",
+        "ifn_hedges_g",
+        "ifn_q",
+        "composition_patient_sd",
+        "ifn_patient_sd",
+        "min_q_any_composition_row",
+        "min_q_all_cd8_ifn_rows",
+        "seconds",
+    ]
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print(f"\nplanted: Tex_term composition log2FC {args.composition_log2fc}, ifn_i_core log2FC "
-          f"{args.ifn_log2fc}; {args.n_patients} patients ({args.n_patients // 2} non-responders), "
-          f"{args.n_cells} cells, concentration {args.concentration}, patient IFN-I SD "
-          f"{args.patient_ifn_sd} log2")
+    print(
+        f"\nplanted: Tex_term composition log2FC {args.composition_log2fc}, ifn_i_core log2FC "
+        f"{args.ifn_log2fc}; {args.n_patients} patients ({args.n_patients // 2} non-responders), "
+        f"{args.n_cells} cells, concentration {args.concentration}, patient IFN-I SD "
+        f"{args.patient_ifn_sd} log2"
+    )
     print("rates (issue 16: found in >= 90% of seeds; null calls in <= 5%):")
     ok = True
     for name, hits, n, passed in rates(table):

@@ -28,37 +28,57 @@ texflow.enable_numba_cache()  # before scanpy is imported: sparse kernels loaded
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
 from lineage_data import labelled_cd8  # noqa: E402
 from texflow import programs, stats, trajectory  # noqa: E402
 
 FLAT_PROGRAMS = ("ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors", "lpo_signed")
 
 
-def one_seed(seed: int, *, n_cells: int, n_genes: int, n_patients: int, n_permutations: int,
-             adjust: bool = False, equalise: bool = True,
-             method: str = "principal_path") -> pd.DataFrame:
-    adata = labelled_cd8(seed=seed, n_cells=n_cells, n_genes=n_genes, n_patients=n_patients,
-                         rising_programs={})
+def one_seed(
+    seed: int,
+    *,
+    n_cells: int,
+    n_genes: int,
+    n_patients: int,
+    n_permutations: int,
+    adjust: bool = False,
+    equalise: bool = True,
+    method: str = "principal_path",
+) -> pd.DataFrame:
+    adata = labelled_cd8(
+        seed=seed, n_cells=n_cells, n_genes=n_genes, n_patients=n_patients, rising_programs={}
+    )
     selected = programs.load_selected_programs(organism="human")
     exclude = programs.program_genes(selected, programs.TESTED_PROGRAMS, var_names=adata.var_names)
-    trajectory.lineage_pseudotime(adata, exclude_genes=exclude, n_root_checks=0, seed=seed,
-                                  method=method)
+    trajectory.lineage_pseudotime(
+        adata, exclude_genes=exclude, n_root_checks=0, seed=seed, method=method
+    )
     info = adata.uns["texflow"]["trajectory"]
     if not info["orders_states"]:
         # as the programs stage does: a pseudotime that does not order Tpex before Tex_term is
         # not the axis under test, so nothing is tested (and nothing can be a false positive)
-        return pd.DataFrame({"program": [*programs.DEFAULT_PROGRAMS, programs.SIGNED_LPO],
-                             "effect": np.nan,
-                             "p_value": np.nan, "p_adj": np.nan, "seed": seed,
-                             "note": f"not tested: state-order AUC {info['state_order_auc']:.2f}"})
+        return pd.DataFrame(
+            {
+                "program": [*programs.DEFAULT_PROGRAMS, programs.SIGNED_LPO],
+                "effect": np.nan,
+                "p_value": np.nan,
+                "p_adj": np.nan,
+                "seed": seed,
+                "note": f"not tested: state-order AUC {info['state_order_auc']:.2f}",
+            }
+        )
     programs.score_programs(adata, selected, equalise_depth=equalise, seed=seed)
     keys = programs.score_columns(adata, programs.DEFAULT_PROGRAMS)
     scores = adata.obs[keys].rename(columns=lambda c: c.removeprefix("score_"))
     covariate = np.log1p(programs.genes_detected(adata)) if adjust else None
-    table = stats.pseudotime_associations(adata.obs, scores, n_permutations=n_permutations,
-                                          seed=seed, covariate=covariate,
-                                          covariate_name="log genes detected" if adjust else "")
+    table = stats.pseudotime_associations(
+        adata.obs,
+        scores,
+        n_permutations=n_permutations,
+        seed=seed,
+        covariate=covariate,
+        covariate_name="log genes detected" if adjust else "",
+    )
     table["seed"] = seed
     return table
 
@@ -66,28 +86,50 @@ def one_seed(seed: int, *, n_cells: int, n_genes: int, n_patients: int, n_permut
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=40)
-    parser.add_argument("--first-seed", type=int, default=0,
-                        help="seeds first-seed .. first-seed + seeds - 1 (fresh seeds: 40)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed .. first-seed + seeds - 1 (fresh seeds: 40)",
+    )
     parser.add_argument("--n-cells", type=int, default=1200)
     parser.add_argument("--n-genes", type=int, default=600)
     parser.add_argument("--n-patients", type=int, default=6)
     parser.add_argument("--n-permutations", type=int, default=1000)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--out", help="per-seed association table (TSV)")
-    parser.add_argument("--adjust", action="store_true",
-                        help="partial out log genes detected in the association test")
-    parser.add_argument("--trajectory-method", choices=trajectory.METHODS,
-                        default="principal_path", help="how the lineage is ordered")
-    parser.add_argument("--no-equalise", action="store_true",
-                        help="score without downsampling to a common depth (shows the depth bias)")
+    parser.add_argument(
+        "--adjust",
+        action="store_true",
+        help="partial out log genes detected in the association test",
+    )
+    parser.add_argument(
+        "--trajectory-method",
+        choices=trajectory.METHODS,
+        default="principal_path",
+        help="how the lineage is ordered",
+    )
+    parser.add_argument(
+        "--no-equalise",
+        action="store_true",
+        help="score without downsampling to a common depth (shows the depth bias)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     start, tables = time.time(), []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        tables.append(one_seed(seed, n_cells=args.n_cells, n_genes=args.n_genes,
-                               n_patients=args.n_patients, n_permutations=args.n_permutations,
-                               adjust=args.adjust, equalise=not args.no_equalise,
-                               method=args.trajectory_method))
+        tables.append(
+            one_seed(
+                seed,
+                n_cells=args.n_cells,
+                n_genes=args.n_genes,
+                n_patients=args.n_patients,
+                n_permutations=args.n_permutations,
+                adjust=args.adjust,
+                equalise=not args.no_equalise,
+                method=args.trajectory_method,
+            )
+        )
         print(f"seed {seed}: done ({time.time() - start:.0f} s)", flush=True)
     table = pd.concat(tables, ignore_index=True)
     if args.out:
@@ -101,15 +143,21 @@ def main(argv=None) -> None:
         mean_effect=("effect", "mean"),
     )
     untested = [int(seed) for seed in table.loc[table["p_value"].isna(), "seed"].unique()]
-    print(f"seeds not tested (pseudotime does not order Tpex before Tex_term): {len(untested)} "
-          f"{list(untested)}; untested seeds count as no call")
+    print(
+        f"seeds not tested (pseudotime does not order Tpex before Tex_term): {len(untested)} "
+        f"{list(untested)}; untested seeds count as no call"
+    )
     print(rates.to_string())
     headline = rates.loc["ifn_i_core", "rate"]
     overall = float((flat["p_adj"] < args.alpha).mean())
-    print(f"flat ifn_i_core called significant (adj. p < {args.alpha}) in "
-          f"{rates.loc['ifn_i_core', 'called']}/{args.seeds} seeds: rate {headline:.3f}")
-    print(f"all flat programs together: rate {overall:.3f}; "
-          f"{'PASS' if overall <= args.alpha else 'FAIL'} (must be <= {args.alpha})")
+    print(
+        f"flat ifn_i_core called significant (adj. p < {args.alpha}) in "
+        f"{rates.loc['ifn_i_core', 'called']}/{args.seeds} seeds: rate {headline:.3f}"
+    )
+    print(
+        f"all flat programs together: rate {overall:.3f}; "
+        f"{'PASS' if overall <= args.alpha else 'FAIL'} (must be <= {args.alpha})"
+    )
     sys.exit(0 if overall <= args.alpha else 1)
 
 

@@ -28,7 +28,9 @@ RESPONSE_COLUMN = "characteristics: response"
 @cache
 def human_genes(n: int = 300) -> list[str]:
     """Real human gene symbols (from the shipped Sade-Feldman demo), CD8A/CD3E/PTPRC first."""
-    genes = list(ad.read_h5ad(ROOT / "resources/demo/sade_feldman_2018_subset550.h5ad", backed="r").var_names)
+    genes = list(
+        ad.read_h5ad(ROOT / "resources/demo/sade_feldman_2018_subset550.h5ad", backed="r").var_names
+    )
     first = ["CD8A", "CD3E", "PTPRC", "ACTB", "GAPDH", "B2M"]
     return (first + [g for g in genes if g not in first])[:n]
 
@@ -36,7 +38,9 @@ def human_genes(n: int = 300) -> list[str]:
 @cache
 def mouse_genes(n: int = 300) -> list[str]:
     """Real mouse gene symbols (from the shipped LCMV demo), Cd8a/Cd3e/Ptprc first."""
-    genes = list(ad.read_h5ad(ROOT / "resources/demo/lcmv_mouse_cd44_98.h5ad", backed="r").var_names)
+    genes = list(
+        ad.read_h5ad(ROOT / "resources/demo/lcmv_mouse_cd44_98.h5ad", backed="r").var_names
+    )
     first = ["Cd8a", "Cd3e", "Ptprc", "Actb", "Gapdh", "B2m"]
     return (first + [g for g in genes if g not in first])[:n]
 
@@ -272,7 +276,26 @@ def geo_cells() -> pd.DataFrame:
     )
 
 
-def geo_cell_subset(n_per_sample: int = 4, samples: tuple[str, ...] = ("Pre_P1", "Pre_P2", "Post_P1", "Post_P3", "Pre_P28", "Pre_P24", "Post_P4", "Pre_P6", "Post_P5_2", "Post_P6", "Pre_P35", "Pre_P12", "Post_P17", "Pre_P15", "Post_P23_2")) -> pd.DataFrame:
+def geo_cell_subset(
+    n_per_sample: int = 4,
+    samples: tuple[str, ...] = (
+        "Pre_P1",
+        "Pre_P2",
+        "Post_P1",
+        "Post_P3",
+        "Pre_P28",
+        "Pre_P24",
+        "Post_P4",
+        "Pre_P6",
+        "Post_P5_2",
+        "Post_P6",
+        "Pre_P35",
+        "Pre_P12",
+        "Post_P17",
+        "Pre_P15",
+        "Post_P23_2",
+    ),
+) -> pd.DataFrame:
     """Real cells of GSE120575: `n_per_sample` cells from each of `samples`."""
     table = geo_cells()
     picked = [table[table["sample"] == s].head(n_per_sample) for s in samples]

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 import anndata as ad
 import numpy as np
 import scanpy as sc
-
 from texflow.simulate import simulate
 
 
@@ -30,8 +29,14 @@ def labelled_cd8(
     if response_effects is not None:
         kwargs["response_effects"] = response_effects
     adata = simulate(
-        n_cells=n_cells, n_genes=n_genes, organism=organism, seed=seed, n_patients=n_patients,
-        doublet_rate=0.0, low_quality_rate=0.0, **kwargs,
+        n_cells=n_cells,
+        n_genes=n_genes,
+        organism=organism,
+        seed=seed,
+        n_patients=n_patients,
+        doublet_rate=0.0,
+        low_quality_rate=0.0,
+        **kwargs,
     )
     adata = adata[adata.obs["true_is_cd8"].to_numpy()].copy()
     sc.pp.normalize_total(adata, target_sum=1e4)

@@ -8,15 +8,19 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
-
 from texflow.simulate import simulate
 
 
 @functools.lru_cache(maxsize=8)
 def _simulated_cd8(organism: str, seed: int, batch_strength: float, n_cells: int) -> ad.AnnData:
     adata = simulate(
-        n_cells=n_cells, n_genes=2000, organism=organism, seed=seed,
-        batch_strength=batch_strength, doublet_rate=0.0, low_quality_rate=0.0,
+        n_cells=n_cells,
+        n_genes=2000,
+        organism=organism,
+        seed=seed,
+        batch_strength=batch_strength,
+        doublet_rate=0.0,
+        low_quality_rate=0.0,
     )
     adata = adata[adata.obs["true_is_cd8"].to_numpy()].copy()
     sc.pp.normalize_total(adata, target_sum=1e4)
@@ -29,7 +33,9 @@ def simulated_cd8(organism="human", seed=0, batch_strength=0.0, n_cells=2000) ->
     return _simulated_cd8(organism, seed, batch_strength, n_cells).copy()
 
 
-def leiden_clusters(adata: ad.AnnData, *, resolution: float = 1.0, batch_key: str | None = None) -> None:
+def leiden_clusters(
+    adata: ad.AnnData, *, resolution: float = 1.0, batch_key: str | None = None
+) -> None:
     """A plain scanpy clustering into obs['cluster'] (Harmony on `batch_key` when given)."""
     sc.pp.highly_variable_genes(adata, n_top_genes=1000)
     sc.pp.pca(adata, n_comps=20, mask_var="highly_variable", random_state=0)
@@ -37,14 +43,21 @@ def leiden_clusters(adata: ad.AnnData, *, resolution: float = 1.0, batch_key: st
     if batch_key is not None:
         import harmonypy
 
-        harmony = harmonypy.run_harmony(adata.obsm["X_pca"], adata.obs, batch_key, random_state=0, verbose=False)
+        harmony = harmonypy.run_harmony(
+            adata.obsm["X_pca"], adata.obs, batch_key, random_state=0, verbose=False
+        )
         corrected = np.asarray(harmony.Z_corr)
         adata.obsm["X_harmony"] = corrected if corrected.shape[0] == adata.n_obs else corrected.T
         representation = "X_harmony"
     sc.pp.neighbors(adata, n_neighbors=15, use_rep=representation, random_state=0)
     sc.tl.leiden(
-        adata, resolution=resolution, key_added="cluster", random_state=0,
-        flavor="igraph", n_iterations=2, directed=False,
+        adata,
+        resolution=resolution,
+        key_added="cluster",
+        random_state=0,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
     )
 
 

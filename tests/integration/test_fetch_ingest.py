@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from texflow.utils import read_h5ad
 
 from tests import ingest_fixtures as fx
 from tests.httpserver import http_server  # noqa: F401  (pytest fixture)
 from tests.workflow_runner import ROOT, not_shared, prepare_workdir, run_workflow
-from texflow.utils import read_h5ad
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,9 @@ def _ingest_all(tmp_path: Path, datasets: list[dict]) -> dict[str, ad.AnnData]:
     config_path = tmp_path / "config/config.yaml"
     config = yaml.safe_load(config_path.read_text())
     for dataset in datasets[1:]:
-        (tmp_path / f"config/datasets/{dataset['id']}.yaml").write_text(yaml.safe_dump(dataset, sort_keys=False))
+        (tmp_path / f"config/datasets/{dataset['id']}.yaml").write_text(
+            yaml.safe_dump(dataset, sort_keys=False)
+        )
         config["datasets"].append(f"config/datasets/{dataset['id']}.yaml")
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     targets = [f"results/{d['id']}/raw.h5ad" for d in datasets]
@@ -62,7 +64,9 @@ def test_every_real_dataset_layout(tmp_path, http_server):  # noqa: F811
         gse243013_matrix_market_layout(http_server),
     ]
     shipped = {p.stem for p in (ROOT / "config/datasets").glob("GSE*.yaml")}
-    assert {dataset["id"] for dataset, _ in cases} == shipped, "every shipped GEO dataset file is tested"
+    assert {dataset["id"] for dataset, _ in cases} == shipped, (
+        "every shipped GEO dataset file is tested"
+    )
     results = _ingest_all(tmp_path, [dataset for dataset, _ in cases])
     for dataset, check in cases:
         check(results[dataset["id"]])
@@ -78,7 +82,10 @@ def gse120575_real_metadata(http_server):  # noqa: F811
     dataset = _dataset(
         "GSE120575",
         http_server,
-        {"matrix": fx.geo_two_header(X, list(cells["title"]), samples, genes), "cells": fx.GEO_METADATA.read_bytes()},
+        {
+            "matrix": fx.geo_two_header(X, list(cells["title"]), samples, genes),
+            "cells": fx.GEO_METADATA.read_bytes(),
+        },
     )
 
     def check(adata):
@@ -97,10 +104,17 @@ def _check_gse120575(adata, cells, X):
         {"Responder": "responder", "Non-responder": "non_responder"}[r] for r in truth["response"]
     ]
     assert adata.obs.loc[truth.index[truth["sample"] == "Pre_P1"], "response"].eq("responder").all()
-    assert adata.obs.loc[truth.index[truth["sample"] == "Pre_P2"], "response"].eq("non_responder").all()
+    assert (
+        adata.obs.loc[truth.index[truth["sample"] == "Pre_P2"], "response"]
+        .eq("non_responder")
+        .all()
+    )
     assert set(adata.obs["timepoint"]) == {"pre_treatment", "on_treatment"}
     sources = adata.uns["texflow"]["sources"]
-    assert sources["cells"]["bytes"] == fx.GEO_METADATA.stat().st_size and len(sources["cells"]["sha256"]) == 64
+    assert (
+        sources["cells"]["bytes"] == fx.GEO_METADATA.stat().st_size
+        and len(sources["cells"]["sha256"]) == 64
+    )
 
 
 def gse123813_bcc_layout(http_server):  # noqa: F811
@@ -109,7 +123,13 @@ def gse123813_bcc_layout(http_server):  # noqa: F811
     patients = [f"su00{1 + i % 3}" for i in range(40)]
     treatment = ["pre" if i < 20 else "post" for i in range(40)]
     metadata = pd.DataFrame(
-        {"cell.id": cells, "patient": patients, "treatment": treatment, "sort": "CD45+ CD3+", "cluster": "CD8_ex"}
+        {
+            "cell.id": cells,
+            "patient": patients,
+            "treatment": treatment,
+            "sort": "CD45+ CD3+",
+            "cluster": "CD8_ex",
+        }
     ).to_csv(sep="\t", index=False)
     dataset = _dataset(
         "GSE123813_bcc",
@@ -142,7 +162,9 @@ def gse156728_layout_with_pan_cancer_metadata(http_server):  # noqa: F811
             "meta.cluster": "CD8.c11.Tex.PDCD1", "platform": "10X",
         }
     )  # fmt: skip
-    other = esca.head(10).assign(cancerType="UCEC", patient="UCEC.P1", loc="X")  # same IDs, other type
+    other = esca.head(10).assign(
+        cancerType="UCEC", patient="UCEC.P1", loc="X"
+    )  # same IDs, other type
     metadata = pd.concat([other, esca]).to_csv(sep="\t", index=False)
     dataset = _dataset(
         "GSE156728_ESCA_CD8",
@@ -163,7 +185,11 @@ def miller_2019_tenx_layout(http_server, name):  # noqa: F811
     cells, genes = fx.barcodes(35, seed=8), fx.mouse_genes(200)
     X = fx.counts(35, 200, seed=14)
     triplet = fx.tenx_triplet(X, cells, genes, old_genes=True)
-    files = {"matrix": triplet["matrix.mtx.gz"], "barcodes": triplet["barcodes.tsv.gz"], "genes": triplet["genes.tsv.gz"]}
+    files = {
+        "matrix": triplet["matrix.mtx.gz"],
+        "barcodes": triplet["barcodes.tsv.gz"],
+        "genes": triplet["genes.tsv.gz"],
+    }
 
     def check(adata):
         assert adata.shape == (35, 200)
@@ -236,7 +262,9 @@ def gse243013_matrix_market_layout(http_server):  # noqa: F811
         np.testing.assert_array_equal(adata.X.toarray(), X[tnk.index])
         assert list(adata.obs["patient"]) == list(tnk["sampleID"])
         assert set(adata.obs["response"].dropna()) == {"responder", "non_responder"}
-        assert adata.obs["response"].isna().sum() == (tnk["pathological_response"] == "unknowm").sum()
+        assert (
+            adata.obs["response"].isna().sum() == (tnk["pathological_response"] == "unknowm").sum()
+        )
 
     return dataset, check
 
@@ -248,7 +276,10 @@ def test_wrong_organism_stops_ingest_and_leaves_no_output(tmp_path, http_server)
     dataset = _dataset(
         "GSE120575",
         http_server,
-        {"matrix": fx.geo_two_header(X, list(cells["title"]), list(cells["sample"]), genes), "cells": fx.GEO_METADATA.read_bytes()},
+        {
+            "matrix": fx.geo_two_header(X, list(cells["title"]), list(cells["sample"]), genes),
+            "cells": fx.GEO_METADATA.read_bytes(),
+        },
     )
     done = run_workflow(tmp_path, dataset, "results/GSE120575/raw.h5ad", cores=1)
     assert done.returncode != 0
@@ -256,6 +287,9 @@ def test_wrong_organism_stops_ingest_and_leaves_no_output(tmp_path, http_server)
     assert not (tmp_path / "results/GSE120575/raw.h5ad").exists()
     assert not list((tmp_path / "results/GSE120575").glob("*raw.h5ad*"))  # no partial file either
     log = (tmp_path / "logs/GSE120575/ingest.log").read_text()
-    assert "dataset GSE120575" in log and "GSE120575_Sade_Feldman_melanoma_single_cells_TPM_GEO.txt.gz" in log
+    assert (
+        "dataset GSE120575" in log
+        and "GSE120575_Sade_Feldman_melanoma_single_cells_TPM_GEO.txt.gz" in log
+    )
     assert "organism: human" in log and "capitalised as in mouse" in log
     assert "Traceback" not in log

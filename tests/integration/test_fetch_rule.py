@@ -7,10 +7,10 @@ import hashlib
 import shutil
 
 import pytest
+from texflow.manifest import read_manifest
 
 from tests.httpserver import http_server  # noqa: F401
 from tests.workflow_runner import ROOT, run_workflow
-from texflow.manifest import read_manifest
 
 DEMO = "resources/demo/wu_2020_tcells_200.h5ad"
 MANIFEST = "resources/downloads/mini_fetch/manifest.tsv"

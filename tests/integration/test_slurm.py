@@ -45,7 +45,6 @@ REQUIRE_SLURM = os.environ.get("TEXFLOW_REQUIRE_SLURM") == "1"
 RUN_TIMEOUT_SECONDS = 45 * 60
 
 
-
 # ---------------------------------------------------------------------------------------------
 # the cluster
 
@@ -79,7 +78,10 @@ def _find_cluster() -> tuple[SlurmCluster | None, str]:
     """The cluster to test on, or None and the reason it cannot be used."""
     for tool in ("sinfo", "sbatch", "sacct", "scancel"):
         if shutil.which(tool) is None:
-            return None, f"SLURM is not installed ({tool} not on PATH); start one with scripts/slurm-up"
+            return (
+                None,
+                f"SLURM is not installed ({tool} not on PATH); start one with scripts/slurm-up",
+            )
     try:
         nodes = _run(["sinfo", "-h", "-N", "-o", "%P|%T|%c"])
     except subprocess.TimeoutExpired:
@@ -98,7 +100,10 @@ def _find_cluster() -> tuple[SlurmCluster | None, str]:
         if name.rstrip("*") == partition and state.rstrip("*") in ("idle", "mixed", "allocated")
     ]
     if not usable:
-        return None, f"no usable node in partition {partition!r}: sinfo says {nodes.stdout.strip()!r}"
+        return (
+            None,
+            f"no usable node in partition {partition!r}: sinfo says {nodes.stdout.strip()!r}",
+        )
     accounting = _run(["sacct", "-n", "-X", "-S", "now-1hours", "-o", "JobID"])
     if accounting.returncode != 0:
         return None, (
@@ -110,7 +115,9 @@ def _find_cluster() -> tuple[SlurmCluster | None, str]:
         associations = _run(
             ["sacctmgr", "-n", "-P", "list", "assoc", f"user={getpass.getuser()}", "format=account"]
         )
-        account = next(iter(associations.stdout.split()), None) if associations.returncode == 0 else None
+        account = (
+            next(iter(associations.stdout.split()), None) if associations.returncode == 0 else None
+        )
     return SlurmCluster(partition=partition, account=account, cpus=min(usable)), ""
 
 
@@ -176,7 +183,9 @@ def prepare_demo_workdir(workdir: Path) -> Path:
     for shipped in (ROOT / "resources").iterdir():
         if shipped.name != "downloads":
             (workdir / "resources").mkdir(exist_ok=True)
-            (workdir / "resources" / shipped.name).symlink_to(shipped, target_is_directory=shipped.is_dir())
+            (workdir / "resources" / shipped.name).symlink_to(
+                shipped, target_is_directory=shipped.is_dir()
+            )
     return workdir
 
 
@@ -251,7 +260,9 @@ def assert_same_anndata(expected_path: Path, actual_path: Path) -> list[str]:
             mismatched = (_as_comparable(got) != _as_comparable(want)).sum()
             assert mismatched == 0, f"{name}: obs[{key!r}] differs in {mismatched} cells"
     assert actual.X.shape == expected.X.shape, f"{name}: X shape differs"
-    difference = sp.csr_matrix(actual.X, dtype=np.float64) - sp.csr_matrix(expected.X, dtype=np.float64)
+    difference = sp.csr_matrix(actual.X, dtype=np.float64) - sp.csr_matrix(
+        expected.X, dtype=np.float64
+    )
     scale = max(1.0, float(abs(sp.csr_matrix(expected.X)).max()) if expected.X.size else 1.0)
     largest = float(abs(difference).max()) if difference.nnz else 0.0
     assert largest <= 1e-5 * scale, f"{name}: X differs by up to {largest}"
@@ -298,7 +309,9 @@ def test_demo_jobs_ran_as_slurm_jobs(slurm, demo_runs):
     # the plugin names the rule in each job's comment (kept by AccountingStoreFlags=job_comment;
     # an empty comment means the cluster does not store them)
     rules_in_comments = {
-        re.sub(r"^rule_(\w+?)(_wildcards_.*)?$", r"\1", comment) for comment in jobs["Comment"] if comment
+        re.sub(r"^rule_(\w+?)(_wildcards_.*)?$", r"\1", comment)
+        for comment in jobs["Comment"]
+        if comment
     }
     if rules_in_comments:
         assert rules_in_comments == set(remote_rules), jobs.to_string()
@@ -406,7 +419,9 @@ def test_comparison_detects_differences(tmp_path):
         assert_same_anndata(tmp_path / "a.h5ad", tmp_path / "rescored.h5ad")
 
     changed = reference.copy()
-    changed.X = (changed.X + sp.csr_matrix(([1.0], ([0], [0])), shape=X.shape, dtype=np.float32)).tocsr()
+    changed.X = (
+        changed.X + sp.csr_matrix(([1.0], ([0], [0])), shape=X.shape, dtype=np.float32)
+    ).tocsr()
     changed.write_h5ad(tmp_path / "changed.h5ad")
     with pytest.raises(AssertionError, match="X differs"):
         assert_same_anndata(tmp_path / "a.h5ad", tmp_path / "changed.h5ad")

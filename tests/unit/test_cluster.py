@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
-
-from tests.qc_fixtures import simulated
 from texflow import cluster, features, qc
 from texflow.errors import InputDataError
+
+from tests.qc_fixtures import simulated
 
 
 def _cd8(organism, seed):
@@ -54,7 +54,9 @@ def test_pearson_residual_hvgs_are_scanpys():
     rng = np.random.default_rng(3)
     depth = rng.lognormal(7, 0.5, 800)[:, None]
     profile = rng.lognormal(-7, 1.5, 400)[None, :]
-    counts = rng.negative_binomial(5, 5 / (5 + depth * profile / profile.sum() * 400)).astype(np.float32)
+    counts = rng.negative_binomial(5, 5 / (5 + depth * profile / profile.sum() * 400)).astype(
+        np.float32
+    )
     counts[:, :3] = 0  # genes detected in no cell
     counts[rng.random(counts.shape) < 0.05] = 0
     matrix = sparse.csr_matrix(counts)
@@ -64,7 +66,9 @@ def test_pearson_residual_hvgs_are_scanpys():
     ours = features.pearson_residual_variances(matrix)
     assert np.isnan(ours[:3]).all()
     # scanpy takes the totals of float32 counts in float32 (its mu is float32-rounded)
-    np.testing.assert_allclose(ours[3:], expected.var["residual_variances"].to_numpy()[3:], rtol=1e-6)
+    np.testing.assert_allclose(
+        ours[3:], expected.var["residual_variances"].to_numpy()[3:], rtol=1e-6
+    )
 
     adata = ad.AnnData(matrix.copy())
     adata.layers["counts"] = adata.X
@@ -87,8 +91,12 @@ def test_lognormalised_counts_are_scanpys():
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours.toarray(), expected.X.toarray(), rtol=1e-6, atol=1e-7)
     columns = np.array([3, 7, 50])
-    np.testing.assert_allclose(features.lognormalise_counts(counts, columns=columns).toarray(),
-                               expected.X[:, columns].toarray(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        features.lognormalise_counts(counts, columns=columns).toarray(),
+        expected.X[:, columns].toarray(),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 @pytest.mark.parametrize("n_top_genes", [None, 60])
@@ -101,25 +109,37 @@ def test_seurat_hvgs_are_scanpys(n_top_genes):
     rng = np.random.default_rng(5)
     depth = rng.lognormal(7, 0.5, 700)[:, None]
     profile = rng.lognormal(-7, 1.5, 500)[None, :]
-    counts = rng.negative_binomial(3, 3 / (3 + depth * profile / profile.sum() * 300)).astype(np.float32)
+    counts = rng.negative_binomial(3, 3 / (3 + depth * profile / profile.sum() * 300)).astype(
+        np.float32
+    )
     counts[:, :4] = 0  # genes never detected
     counts[:2, 4] = 1  # a gene with a single, sparse profile
     logged = features.lognormalise_counts(sparse.csr_matrix(counts))
-    expected = sc.pp.highly_variable_genes(ad.AnnData(logged.copy()), flavor="seurat", n_top_genes=n_top_genes,
-                                           inplace=False)
+    expected = sc.pp.highly_variable_genes(
+        ad.AnnData(logged.copy()), flavor="seurat", n_top_genes=n_top_genes, inplace=False
+    )
     ours = features.seurat_dispersions(logged)
     for column in ("means", "dispersions", "dispersions_norm"):
-        np.testing.assert_allclose(ours[column].to_numpy(), expected[column].to_numpy(), rtol=1e-5, atol=1e-6,
-                                   equal_nan=True, err_msg=column)
+        np.testing.assert_allclose(
+            ours[column].to_numpy(),
+            expected[column].to_numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+            equal_nan=True,
+            err_msg=column,
+        )
     picked = features.seurat_highly_variable(logged, n_top_genes=n_top_genes)
     np.testing.assert_array_equal(picked, expected["highly_variable"].to_numpy())
     # dense input gives the same
-    np.testing.assert_array_equal(features.seurat_highly_variable(logged.toarray(), n_top_genes=n_top_genes), picked)
+    np.testing.assert_array_equal(
+        features.seurat_highly_variable(logged.toarray(), n_top_genes=n_top_genes), picked
+    )
     # a gene mask bins and picks as if the other genes had been sliced away
     genes = np.ones(logged.shape[1], bool)
     genes[::3] = False
-    sliced = sc.pp.highly_variable_genes(ad.AnnData(logged[:, genes].copy()), flavor="seurat",
-                                         n_top_genes=n_top_genes, inplace=False)
+    sliced = sc.pp.highly_variable_genes(
+        ad.AnnData(logged[:, genes].copy()), flavor="seurat", n_top_genes=n_top_genes, inplace=False
+    )
     masked = features.seurat_highly_variable(logged, n_top_genes=n_top_genes, genes=genes)
     assert not masked[~genes].any()
     np.testing.assert_array_equal(masked[genes], sliced["highly_variable"].to_numpy())
@@ -141,7 +161,10 @@ def test_pca_is_scanpys_arpack(dense, monkeypatch):
     sc.pp.pca(expected, n_comps=15, mask_var="highly_variable", svd_solver="arpack")
     monkeypatch.setattr(cluster, "PCA_BLOCK_ROWS", 97)  # many blocks, the last one short
     cluster.pca(adata, n_comps=15)
-    assert adata.obsm["X_pca"].dtype == np.float32 and adata.obsm["X_pca"].shape == (adata.n_obs, 15)
+    assert adata.obsm["X_pca"].dtype == np.float32 and adata.obsm["X_pca"].shape == (
+        adata.n_obs,
+        15,
+    )
     scale = np.abs(expected.obsm["X_pca"]).max()
     np.testing.assert_allclose(adata.obsm["X_pca"], expected.obsm["X_pca"], atol=1e-4 * scale)
     # ARPACK iterates in the data's float32 (loadings off by up to 3e-5 on close eigenvalues);
@@ -149,13 +172,17 @@ def test_pca_is_scanpys_arpack(dense, monkeypatch):
     np.testing.assert_allclose(adata.varm["PCs"], expected.varm["PCs"], atol=1e-4)
     hvg = adata.var["highly_variable"].to_numpy()
     assert not adata.varm["PCs"][~hvg].any()
-    centred = np.asarray(adata.X[:, hvg].todense() if not dense else adata.X[:, hvg], dtype=np.float64)
+    centred = np.asarray(
+        adata.X[:, hvg].todense() if not dense else adata.X[:, hvg], dtype=np.float64
+    )
     centred -= centred.mean(axis=0)
     _, vectors = np.linalg.eigh(centred.T @ centred)
     _, exact = svd_flip(None, vectors[:, ::-1][:, :15].T.copy(), u_based_decision=False)
     np.testing.assert_allclose(adata.varm["PCs"][hvg], exact.T, atol=1e-5)
     for key in ("variance", "variance_ratio"):
-        np.testing.assert_allclose(adata.uns["pca"][key], expected.uns["pca"][key], rtol=1e-4, err_msg=key)
+        np.testing.assert_allclose(
+            adata.uns["pca"][key], expected.uns["pca"][key], rtol=1e-4, err_msg=key
+        )
     assert adata.uns["pca"]["params"] == expected.uns["pca"]["params"]
 
 
@@ -175,8 +202,15 @@ def test_leiden_is_scanpys_with_or_without_a_shared_graph():
     cluster.embed(adata, n_pcs=15, n_neighbors=15)
     graph = cluster.knn_igraph(adata)
     for resolution in (0.4, 1.0, 2.0):
-        sc.tl.leiden(adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False,
-                     random_state=3, key_added="scanpy")
+        sc.tl.leiden(
+            adata,
+            resolution=resolution,
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+            random_state=3,
+            key_added="scanpy",
+        )
         cluster.leiden(adata, resolution=resolution, seed=3, key_added="own")
         cluster.leiden(adata, resolution=resolution, seed=3, key_added="shared", graph=graph)
         for key in ("own", "shared"):

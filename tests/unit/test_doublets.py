@@ -6,9 +6,9 @@ import scanpy as sc
 from scipy import sparse
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
+from texflow import doublets
 
 from tests.qc_fixtures import simulated
-from texflow import doublets
 
 
 def _one_sample(seed: int):
@@ -22,7 +22,9 @@ def test_scores_match_scanpy_scrublet(seed):
     sample = _one_sample(seed)
     ours = doublets.scrublet_scores(sample.X, expected_doublet_rate=0.05, seed=0)
     reference = sample.copy()
-    sc.pp.scrublet(reference, expected_doublet_rate=0.05, mean_center=False, threshold=np.inf, random_state=0)
+    sc.pp.scrublet(
+        reference, expected_doublet_rate=0.05, mean_center=False, threshold=np.inf, random_state=0
+    )
     theirs = reference.obs["doublet_score"].to_numpy()
     truth = sample.obs["true_doublet"].to_numpy()
     assert ours.observed.shape == (sample.n_obs,) and not np.isnan(ours.observed).any()
@@ -50,6 +52,10 @@ def test_bayesian_score_matches_scrublet_formula():
     d, k, r, rho = np.array([0, 10, 40]), 40, 2.0, 0.05
     q = (d + 1) / (k + 2)
     expected = q * rho / r / (1 - rho - q * (1 - rho - rho / r))
-    np.testing.assert_allclose(doublets.bayesian_doublet_score(d, k=k, sim_ratio=r, rate=rho), expected)
+    np.testing.assert_allclose(
+        doublets.bayesian_doublet_score(d, k=k, sim_ratio=r, rate=rho), expected
+    )
     # more simulated neighbours, higher score
-    assert np.all(np.diff(doublets.bayesian_doublet_score(np.arange(41), k=40, sim_ratio=r, rate=rho)) > 0)
+    assert np.all(
+        np.diff(doublets.bayesian_doublet_score(np.arange(41), k=40, sim_ratio=r, rate=rho)) > 0
+    )

@@ -24,9 +24,13 @@ def conda_pins() -> dict[str, str]:
 
 def test_conda_env_matches_lock():
     lock, conda = locked_pins(), conda_pins()
-    assert set(lock) == set(conda), f"only in lock: {set(lock) - set(conda)}; only in envs: {set(conda) - set(lock)}"
+    assert set(lock) == set(conda), (
+        f"only in lock: {set(lock) - set(conda)}; only in envs: {set(conda) - set(lock)}"
+    )
     differing = {name: (lock[name], conda[name]) for name in lock if lock[name] != conda[name]}
-    assert not differing, f"versions differ between requirements.lock and envs/texflow.yaml: {differing}"
+    assert not differing, (
+        f"versions differ between requirements.lock and envs/texflow.yaml: {differing}"
+    )
 
 
 def test_conda_env_python_is_312():

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from tests.httpserver import http_server  # noqa: F401
 from texflow import fetch
 from texflow.errors import DownloadError, InputDataError
 from texflow.fetch import fetch_dataset, fetch_source
 from texflow.manifest import read_manifest
+
+from tests.httpserver import http_server  # noqa: F401
 
 FAST = dict(retries=3, backoff_seconds=0.01, timeout_seconds=5)
 

@@ -15,7 +15,10 @@ from texflow.errors import InputDataError
 from tests.qc_fixtures import simulated
 
 
-@pytest.mark.parametrize("organism,seed", [("human", 0), ("human", 1), ("human", 2), ("mouse", 0), ("mouse", 1), ("mouse", 2)])
+@pytest.mark.parametrize(
+    "organism,seed",
+    [("human", 0), ("human", 1), ("human", 2), ("mouse", 0), ("mouse", 1), ("mouse", 2)],
+)
 def test_gate_precision_recall(organism, seed):
     adata = simulated(organism, seed)
     qc.run_qc(adata)
@@ -26,7 +29,9 @@ def test_gate_precision_recall(organism, seed):
     # measured precision 0.967-0.979 (misses: doublets with a dominant CD8 parent), recall >= 0.99
     assert true_positive / obs["is_cd8"].sum() >= 0.95
     assert true_positive / obs["true_is_cd8"].sum() >= 0.95
-    assert {"n_cells", "mean_score_cd8_t", "frac_cd8", "frac_cd3", "decision", "reason"} <= set(table)
+    assert {"n_cells", "mean_score_cd8_t", "frac_cd8", "frac_cd3", "decision", "reason"} <= set(
+        table
+    )
 
 
 def test_cd8_sorted_skips():

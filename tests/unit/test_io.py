@@ -6,10 +6,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests import ingest_fixtures as fx
 from texflow import io
 from texflow.errors import InputDataError, TexflowError
+
+from tests import ingest_fixtures as fx
 
 GSE120575 = {
     "id": "GSE120575",
@@ -47,7 +47,10 @@ def _geo_dataset(tmp_path, cells=None, genes=None, X=None, config_changes=None):
     manifest = fx.write_sources(
         tmp_path / "downloads",
         {
-            "matrix": ("m.txt.gz", fx.geo_two_header(X, list(cells["title"]), list(cells["sample"]), genes)),
+            "matrix": (
+                "m.txt.gz",
+                fx.geo_two_header(X, list(cells["title"]), list(cells["sample"]), genes),
+            ),
             "cells": ("c.txt.gz", fx.GEO_METADATA.read_bytes()),
         },
     )
@@ -80,7 +83,11 @@ def test_gse120575_layout_to_contract(tmp_path):
     assert "layers" not in adata.uns and "counts" not in adata.layers  # log_tpm: no counts layer
 
     meta = adata.uns["texflow"]
-    assert meta["dataset"] == "GSE120575" and meta["organism"] == "human" and meta["value_type"] == "log_tpm"
+    assert (
+        meta["dataset"] == "GSE120575"
+        and meta["organism"] == "human"
+        and meta["value_type"] == "log_tpm"
+    )
     manifest_table = pd.read_csv(manifest, sep="\t")
     assert meta["sources"]["matrix"]["sha256"] == manifest_table.loc[0, "sha256"]
     assert meta["sources"]["cells"]["bytes"] == fx.GEO_METADATA.stat().st_size
@@ -93,14 +100,18 @@ def test_gse120575_layout_to_contract(tmp_path):
 def test_unmapped_response_value_is_an_error_naming_it(tmp_path):
     manifest, config, *_ = _geo_dataset(tmp_path)
     config["metadata"]["values"]["response"] = {"Responder": "responder"}
-    with pytest.raises(InputDataError, match=r"dataset GSE120575.*'Non-responder'.*not in metadata.values.response"):
+    with pytest.raises(
+        InputDataError, match=r"dataset GSE120575.*'Non-responder'.*not in metadata.values.response"
+    ):
         io.read_dataset(manifest=manifest, config=config)
 
 
 def test_response_without_values_map_must_already_be_harmonised(tmp_path):
     manifest, config, *_ = _geo_dataset(tmp_path)
     del config["metadata"]["values"]["response"]
-    with pytest.raises(InputDataError, match="response values .*'Responder'.* are not responder / non_responder"):
+    with pytest.raises(
+        InputDataError, match="response values .*'Responder'.* are not responder / non_responder"
+    ):
         io.read_dataset(manifest=manifest, config=config)
 
 
@@ -134,23 +145,33 @@ def test_duplicate_cell_ids_stop(tmp_path):
     cells = fx.geo_cell_subset(2).copy()
     cells.loc[1, "title"] = cells.loc[0, "title"]
     manifest, config, *_ = _geo_dataset(tmp_path, cells=cells)
-    with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*occur more than once"):
+    with pytest.raises(
+        InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*occur more than once"
+    ):
         io.read_dataset(manifest=manifest, config=config)
 
 
 def test_empty_matrix_stops(tmp_path):
     cells = fx.geo_cell_subset(1)
-    manifest, config, *_ = _geo_dataset(tmp_path, cells=cells, X=np.zeros((15, 200), dtype=np.float32))
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=np.zeros((15, 200), dtype=np.float32)
+    )
     with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*only zeros"):
         io.read_dataset(manifest=manifest, config=config)
-    header_only = fx.write_sources(tmp_path / "d2", {"matrix": ("m.txt.gz", fx.gz("\tA\tB\n\tPre_P1\tPre_P1\n")), "cells": ("c.txt.gz", b"")})
+    header_only = fx.write_sources(
+        tmp_path / "d2",
+        {"matrix": ("m.txt.gz", fx.gz("\tA\tB\n\tPre_P1\tPre_P1\n")), "cells": ("c.txt.gz", b"")},
+    )
     with pytest.raises(InputDataError, match="no data lines"):
         io.read_dataset(manifest=header_only, config=config)
 
 
 def test_wrong_organism_stops_with_evidence(tmp_path):
     manifest, config, *_ = _geo_dataset(tmp_path, genes=fx.mouse_genes(200))
-    with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*organism: human.*look mouse.*capitalised as in mouse"):
+    with pytest.raises(
+        InputDataError,
+        match=r"dataset GSE120575, file .*m\.txt\.gz.*organism: human.*look mouse.*capitalised as in mouse",
+    ):
         io.read_dataset(manifest=manifest, config=config)
 
 
@@ -160,7 +181,10 @@ def test_corrupt_gzip_stops(tmp_path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # damaged in the middle
     path.write_bytes(bytes(data))
-    with pytest.raises(InputDataError, match=r"dataset GSE120575, file .*m\.txt\.gz.*(corrupt|truncated|cannot be read)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"dataset GSE120575, file .*m\.txt\.gz.*(corrupt|truncated|cannot be read)",
+    ):
         io.read_dataset(manifest=manifest, config=config)
 
 
@@ -173,7 +197,9 @@ def test_counts_must_be_non_negative_integers(tmp_path):
 def test_counts_get_a_counts_layer_and_unlogged_log_values_stop(tmp_path):
     cells = fx.geo_cell_subset(1)
     X = fx.counts(len(cells), 200) * 40
-    manifest, config, *_ = _geo_dataset(tmp_path, cells=cells, X=X, config_changes={"value_type": "counts"})
+    manifest, config, *_ = _geo_dataset(
+        tmp_path, cells=cells, X=X, config_changes={"value_type": "counts"}
+    )
     adata = io.read_dataset(manifest=manifest, config=config)
     np.testing.assert_array_equal(adata.layers["counts"].toarray(), X)
     config["value_type"] = "log_tpm"
@@ -524,7 +550,9 @@ def test_gse243013_cells_x_genes_matrix_market_with_per_cell_response(tmp_path, 
     files, metadata, X = fx.gse243013_layout()
     names = {"matrix": "GSE243013_NSCLC_immune_scRNA_counts.mtx.gz", "barcodes": "GSE243013_barcodes.csv.gz",
              "features": "GSE243013_genes.csv.gz", "cells": "GSE243013_NSCLC_immune_scRNA_metadata.csv.gz"}  # fmt: skip
-    manifest = fx.write_sources(tmp_path, {role: (names[role], data) for role, data in files.items()})
+    manifest = fx.write_sources(
+        tmp_path, {role: (names[role], data) for role, data in files.items()}
+    )
     config = yaml.safe_load((fx.ROOT / "config/datasets/GSE243013.yaml").read_text())
     with caplog.at_level("INFO", logger="texflow"):
         adata = io.read_dataset(manifest=manifest, config=config)

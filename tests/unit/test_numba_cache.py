@@ -24,9 +24,15 @@ ENABLE = "import texflow\ntexflow.enable_numba_cache()"
 
 
 def run_python(code: str, cache: Path) -> str:
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1",
-           "PYTHONPATH": str(WORKFLOW)}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(cache),
+        "NUMBA_DEBUG_CACHE": "1",
+        "PYTHONPATH": str(WORKFLOW),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
 
@@ -55,8 +61,10 @@ def test_plain_scanpy_process_still_works_beside_texflow(tmp_path):
 
 
 def test_no_fix_when_scanpy_came_first(tmp_path):
-    code = NORMALISE.format(imports="import scanpy\n" + ENABLE + "\nimport os\n"
-                                    "print('CACHE', os.environ['NUMBA_CACHE_DIR'])")
+    code = NORMALISE.format(
+        imports="import scanpy\n" + ENABLE + "\nimport os\n"
+        "print('CACHE', os.environ['NUMBA_CACHE_DIR'])"
+    )
     output = run_python(code, tmp_path)
     assert f"CACHE {tmp_path}\n" in output
     assert not (tmp_path / "texflow-numba").exists()
@@ -83,7 +91,10 @@ def test_umap_kernels_are_loaded_from_cache_by_the_next_process(tmp_path):
 
 def test_pynndescent_kernels_compiled_at_import_are_loaded_from_cache(tmp_path):
     # pynndescent declares these with explicit signatures: compiled as it is imported
-    code = NEIGHBOURS + "from numba.core import decorators\nprint('JIT', decorators._jit.__qualname__)\n"
+    code = (
+        NEIGHBOURS
+        + "from numba.core import decorators\nprint('JIT', decorators._jit.__qualname__)\n"
+    )
     first = run_python(code, tmp_path)
     second = run_python(code, tmp_path)
     assert any("data saved" in line for line in kernel_lines(first, "rp_trees")), first[-2000:]
@@ -100,10 +111,12 @@ def test_importing_texflow_does_not_switch_the_cache_on(tmp_path):
 
 
 def test_no_fix_with_another_version_than_the_tested_one(tmp_path):
-    code = ("import os\nfrom texflow import _numba_cache\n"
-            "_numba_cache.TESTED_VERSIONS['numba'] = '0.0.1'\n"
-            "print('ENABLED', _numba_cache.enable(), os.environ['NUMBA_CACHE_DIR'])\n"
-            "import sys\nprint('PATCHED', 'fast_array_utils._plugins.numba_sparse' in sys.modules)")
+    code = (
+        "import os\nfrom texflow import _numba_cache\n"
+        "_numba_cache.TESTED_VERSIONS['numba'] = '0.0.1'\n"
+        "print('ENABLED', _numba_cache.enable(), os.environ['NUMBA_CACHE_DIR'])\n"
+        "import sys\nprint('PATCHED', 'fast_array_utils._plugins.numba_sparse' in sys.modules)"
+    )
     output = run_python(code, tmp_path)
     assert f"ENABLED False {tmp_path}\n" in output
     assert "PATCHED False" in output

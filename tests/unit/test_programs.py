@@ -5,14 +5,13 @@ trajectory or without response labels says so."""
 import json
 
 import anndata as ad
-import scipy.sparse as sp
-
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
+from texflow import programs, stats, trajectory
 
 from tests.lineage_data import labelled_cd8
-from texflow import programs, stats, trajectory
 
 FAST = dict(n_bootstrap=20, n_permutations=1000, n_grid=20)
 
@@ -29,9 +28,12 @@ def staged(seed, **simulation):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_rising_program_is_found_in_every_seed(seed):
     adata, selected = staged(seed, rising_programs={"ifn_i_core": 1.5})
-    tables = programs.analyse(adata, programs=selected,
-                              program_names=programs.DEFAULT_PROGRAMS,
-                              options=programs.AnalyseOptions(seed=seed, **FAST)).tables
+    tables = programs.analyse(
+        adata,
+        programs=selected,
+        program_names=programs.DEFAULT_PROGRAMS,
+        options=programs.AnalyseOptions(seed=seed, **FAST),
+    ).tables
     row = tables["associations"].set_index("program").loc["ifn_i_core"]
     assert row["effect"] > 0.2
     assert row["p_adj"] < 0.01
@@ -40,11 +42,15 @@ def test_rising_program_is_found_in_every_seed(seed):
 
 @pytest.fixture(scope="module")
 def analysed():
-    adata, selected = staged(5, rising_programs={"ifn_i_core": 1.5},
-                             response_effects={"lpo_drivers": 1.5})
-    tables = programs.analyse(adata, programs=selected,
-                              program_names=programs.DEFAULT_PROGRAMS,
-                              options=programs.AnalyseOptions(seed=0, **FAST)).tables
+    adata, selected = staged(
+        5, rising_programs={"ifn_i_core": 1.5}, response_effects={"lpo_drivers": 1.5}
+    )
+    tables = programs.analyse(
+        adata,
+        programs=selected,
+        program_names=programs.DEFAULT_PROGRAMS,
+        options=programs.AnalyseOptions(seed=0, **FAST),
+    ).tables
     return adata, tables
 
 
@@ -52,15 +58,34 @@ def test_outputs_are_complete(analysed, tmp_path):
     adata, tables = analysed
     cells = tables["cells"]
     assert len(cells) == adata.n_obs
-    expected = ["cell_id", "sample", "patient", "response", "cluster", "state",
-                "state_confidence", "cell_state", "cell_state_confidence", "cell_state_basis",
-                "exhaustion_axis", "pseudotime"]
+    expected = [
+        "cell_id",
+        "sample",
+        "patient",
+        "response",
+        "cluster",
+        "state",
+        "state_confidence",
+        "cell_state",
+        "cell_state_confidence",
+        "cell_state_basis",
+        "exhaustion_axis",
+        "pseudotime",
+    ]
     assert list(cells.columns[: len(expected)]) == expected
-    for name in ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors",
-                 "lpo_signed", "tpex", "tex_term"]:
+    for name in [
+        "ifn_i_core",
+        "ifn_alpha_hallmark",
+        "lpo_drivers",
+        "lpo_suppressors",
+        "lpo_signed",
+        "tpex",
+        "tex_term",
+    ]:
         assert f"score_{name}" in cells
-    np.testing.assert_allclose(cells["score_lpo_signed"],
-                               cells["score_lpo_drivers"] - cells["score_lpo_suppressors"])
+    np.testing.assert_allclose(
+        cells["score_lpo_signed"], cells["score_lpo_drivers"] - cells["score_lpo_suppressors"]
+    )
     assert adata.uns["texflow"]["scoring"]["depth_equalised"]
     trends = tables["trends"]
     assert set(trends["program"]) >= {"ifn_i_core", "lpo_signed"}
@@ -70,12 +95,17 @@ def test_outputs_are_complete(analysed, tmp_path):
     assert ifn["fit"].iloc[-1] > ifn["fit"].iloc[0]  # it rises
     for table in ("associations", "axis_associations", "state_comparison", "response_comparison"):
         assert {"program", "effect", "n_patients", "n_cells", "p_value", "p_adj", "unit"} <= set(
-            tables[table].columns), table
+            tables[table].columns
+        ), table
     coverage = tables["program_coverage"]
     assert set(coverage["program"]) >= set(programs.DEFAULT_PROGRAMS)
     summary = programs.build_summary(
-        adata, associations=tables["associations"], state_comparison=tables["state_comparison"],
-        response_comparison=tables["response_comparison"], response_skipped="")
+        adata,
+        associations=tables["associations"],
+        state_comparison=tables["state_comparison"],
+        response_comparison=tables["response_comparison"],
+        response_skipped="",
+    )
     text = json.dumps(summary)  # JSON-safe, no NaN
     assert "NaN" not in text
     assert summary["association_with_pseudotime"]["ifn_i_core"]["n_patients"] == 6
@@ -88,11 +118,15 @@ def test_every_table_carries_the_coverage_of_the_untrusted_programs():
     adata, selected = staged(5)
     drivers = [g for g in selected["lpo_drivers"].up if g in adata.var_names]
     adata = adata[:, ~adata.var_names.isin(drivers[1:])].copy()  # keep one LPO driver
-    tables = programs.analyse(adata, programs=selected,
-                              program_names=programs.DEFAULT_PROGRAMS,
-                              options=programs.AnalyseOptions(seed=0, **FAST)).tables
-    caveats = stats.coverage_caveats(tables["program_coverage"],
-                                     combined={"lpo_signed": programs.LPO_PARTS})
+    tables = programs.analyse(
+        adata,
+        programs=selected,
+        program_names=programs.DEFAULT_PROGRAMS,
+        options=programs.AnalyseOptions(seed=0, **FAST),
+    ).tables
+    caveats = stats.coverage_caveats(
+        tables["program_coverage"], combined={"lpo_signed": programs.LPO_PARTS}
+    )
     n_up = len(selected["lpo_drivers"].up)
     assert caveats["lpo_drivers"] == f"lpo_drivers: 1 of {n_up} genes measured, not trusted"
     for name in ("associations", "state_comparison", "response_comparison"):
@@ -100,7 +134,9 @@ def test_every_table_carries_the_coverage_of_the_untrusted_programs():
         for program in ("lpo_drivers", "lpo_signed"):
             rows = table.loc[table["program"] == program, stats.COVERAGE_COLUMN]
             assert len(rows) and rows.str.contains(caveats["lpo_drivers"], regex=False).all(), (
-                name, program)
+                name,
+                program,
+            )
         rows = table.loc[table["program"] == "ifn_i_core", stats.COVERAGE_COLUMN]
         assert len(rows) and not rows.str.contains("lpo_drivers").any(), name
 
@@ -108,8 +144,9 @@ def test_every_table_carries_the_coverage_of_the_untrusted_programs():
 def test_responder_effect_is_found_on_patient_means(analysed):
     _, tables = analysed
     response = tables["response_comparison"]
-    row = response[(response["state"] == "exhausted_lineage")
-                   & (response["program"] == "lpo_drivers")].iloc[0]
+    row = response[
+        (response["state"] == "exhausted_lineage") & (response["program"] == "lpo_drivers")
+    ].iloc[0]
     assert row["effect"] > 0  # higher in non-responders, as simulated
     assert row["cliffs_delta"] == 1.0
     assert row["n_responders"] == 3 and row["n_non_responders"] == 3
@@ -121,12 +158,17 @@ def test_no_trajectory_and_no_response_labels_are_reported(tmp_path):
     adata.obs["response"] = pd.NA
     trajectory.lineage_pseudotime(adata)
     selected = programs.load_selected_programs(organism="human")
-    result = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
-                              options=programs.AnalyseOptions(**FAST))
+    result = programs.analyse(
+        adata,
+        programs=selected,
+        program_names=programs.DEFAULT_PROGRAMS,
+        options=programs.AnalyseOptions(**FAST),
+    )
     tables, skipped = result.tables, adata.uns["texflow"]["skipped"]
     # the stage's notes: what it did not run itself (the trajectory's note is that stage's)
-    assert result.notes == {step: skipped[step]
-                            for step in ("trends", "associations", "response_comparison")}
+    assert result.notes == {
+        step: skipped[step] for step in ("trends", "associations", "response_comparison")
+    }
     assert "Tpex" in skipped["trajectory"] and "associations" in skipped
     assert tables["associations"]["note"].iloc[0].startswith("skipped")
     assert tables["response_comparison"]["test"].iloc[0] == "skipped"
@@ -142,15 +184,23 @@ def test_pseudotime_that_does_not_order_the_states_is_not_tested():
     assert info["orders_states"] and info["state_order_auc"] > 0.9  # the simulated lineage
     lineage = adata.obs["pseudotime"].notna().to_numpy()
     rng = np.random.default_rng(0)
-    adata.obs.loc[lineage, "pseudotime"] = rng.permutation(adata.obs.loc[lineage, "pseudotime"].to_numpy())
+    adata.obs.loc[lineage, "pseudotime"] = rng.permutation(
+        adata.obs.loc[lineage, "pseudotime"].to_numpy()
+    )
     states = adata.obs["state"].astype(str).to_numpy()
     info["state_order_auc"] = trajectory.state_order_auc(
-        adata.obs["pseudotime"].to_numpy(dtype=float), is_early=states == "Tpex", is_late=states == "Tex_term"
+        adata.obs["pseudotime"].to_numpy(dtype=float),
+        is_early=states == "Tpex",
+        is_late=states == "Tex_term",
     )
     assert 0.4 < info["state_order_auc"] < 0.6
     info["orders_states"] = info["state_order_auc"] >= trajectory.MIN_STATE_ORDER_AUC
-    tables = programs.analyse(adata, programs=selected, program_names=programs.DEFAULT_PROGRAMS,
-                              options=programs.AnalyseOptions(seed=1, **FAST)).tables
+    tables = programs.analyse(
+        adata,
+        programs=selected,
+        program_names=programs.DEFAULT_PROGRAMS,
+        options=programs.AnalyseOptions(seed=1, **FAST),
+    ).tables
     skipped = adata.uns["texflow"]["skipped"]
     assert "(Tpex, Tex_term) cell pairs in that order" in skipped["associations"]
     assert tables["associations"]["test"].iloc[0] == "skipped"
@@ -176,14 +226,22 @@ def test_bootstrap_refit_is_pygams_fit():
     y = np.sin(3 * x) + rng.normal(0, 0.3, x.size)
     grid = np.linspace(0, 1, 25)
     gam = programs._gam(8).gridsearch(x[:, None], y, progress=False, lam=np.logspace(-2, 4, 9))
-    np.testing.assert_allclose(programs.penalised_refit(gam, x[:, None], y, grid=grid),
-                               gam.predict(grid[:, None]), atol=1e-8)
+    np.testing.assert_allclose(
+        programs.penalised_refit(gam, x[:, None], y, grid=grid),
+        gam.predict(grid[:, None]),
+        atol=1e-8,
+    )
     rows = np.concatenate([[0, x.size - 1], rng.choice(x.size, x.size)])
     from pygam import LinearGAM, s
 
-    pygam_fit = LinearGAM(s(0, n_splines=8, lam=float(np.ravel(gam.lam)[0]))).fit(x[rows, None], y[rows])
-    np.testing.assert_allclose(programs.penalised_refit(gam, x[rows, None], y[rows], grid=grid),
-                               pygam_fit.predict(grid[:, None]), atol=1e-6)
+    pygam_fit = LinearGAM(s(0, n_splines=8, lam=float(np.ravel(gam.lam)[0]))).fit(
+        x[rows, None], y[rows]
+    )
+    np.testing.assert_allclose(
+        programs.penalised_refit(gam, x[rows, None], y[rows], grid=grid),
+        pygam_fit.predict(grid[:, None]),
+        atol=1e-6,
+    )
 
 
 def test_trend_band_is_the_band_of_refits_on_resampled_rows():
@@ -193,13 +251,16 @@ def test_trend_band_is_the_band_of_refits_on_resampled_rows():
     groups = np.repeat(np.array(["p1", "p2", "p3", "p4", "p5", "p6"]), 150)
     y = np.cos(2 * x) + rng.normal(0, 0.4, x.size) + (groups == "p3") * 0.5
     grid = np.linspace(0, 1, 15)
-    table = programs.trend(x, y, groups, grid=grid, n_splines=8, n_bootstrap=30,
-                           rng=np.random.default_rng(7))
+    table = programs.trend(
+        x, y, groups, grid=grid, n_splines=8, n_bootstrap=30, rng=np.random.default_rng(7)
+    )
     gam = programs._gam(8).gridsearch(x[:, None], y, progress=False, lam=np.logspace(-2, 4, 9))
     draw, unique = np.random.default_rng(7), pd.unique(groups)
     boots = []
     for _ in range(30):
-        rows = np.concatenate([np.flatnonzero(groups == g) for g in draw.choice(unique, unique.size)])
+        rows = np.concatenate(
+            [np.flatnonzero(groups == g) for g in draw.choice(unique, unique.size)]
+        )
         boots.append(programs.penalised_refit(gam, x[rows, None], y[rows], grid=grid))
     lower, upper = np.percentile(boots, [2.5, 97.5], axis=0)
     np.testing.assert_allclose(table["lower"], lower, atol=1e-8)
@@ -213,7 +274,6 @@ def test_downsampled_counts_are_scanpys(dtype):
     import anndata as ad
     import scanpy as sc
     from scipy import sparse
-
     from texflow import features
 
     rng = np.random.default_rng(7)
@@ -235,14 +295,19 @@ def test_downsampled_counts_are_scanpys(dtype):
 
 
 def test_scores_of_the_states_stage_are_reused_not_overwritten():
-    adata = ad.AnnData(X=sp.csr_matrix(np.random.default_rng(0).poisson(1.0, (40, 30)).astype(np.float32)),
-                       var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+    adata = ad.AnnData(
+        X=sp.csr_matrix(np.random.default_rng(0).poisson(1.0, (40, 30)).astype(np.float32)),
+        var=pd.DataFrame(index=[f"G{i}" for i in range(30)]),
+    )
     adata.obs["score_tpex"] = np.linspace(0, 1, 40)
     adata.uns["ucell"] = {"tpex": {"used": "G1", "missing": "", "max_rank": 1500}}
     before = adata.obs["score_tpex"].copy()
     from texflow.signatures import GeneProgram
 
-    chosen = {"tpex": GeneProgram("tpex", ("G1", "G2")), "other": GeneProgram("other", ("G3", "G4"))}
+    chosen = {
+        "tpex": GeneProgram("tpex", ("G1", "G2")),
+        "other": GeneProgram("other", ("G3", "G4")),
+    }
     programs.score_programs(adata, chosen, equalise_depth=False)
     assert (adata.obs["score_tpex"] == before).all()
     assert "score_other" in adata.obs
@@ -273,8 +338,13 @@ def test_programs_are_tested_along_the_exhaustion_axis_but_not_the_axis_programs
     table = stats.axis_associations(
         obs, scores, shared_genes=programs.axis_shared_genes(selected), n_permutations=500
     ).set_index("program")
-    assert list(table.index) == ["ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "tpex",
-                                 "tex_term"]
+    assert list(table.index) == [
+        "ifn_i_core",
+        "ifn_alpha_hallmark",
+        "lpo_drivers",
+        "tpex",
+        "tex_term",
+    ]
     assert table.loc[["tpex", "tex_term"], "effect"].isna().all()
     ifn = table.loc["ifn_i_core"]
     assert ifn["effect"] > 0 and ifn["p_adj"] < 0.05 and ifn["n_patients"] >= 3
@@ -288,16 +358,19 @@ def test_axis_associations_run_without_a_trajectory():
 
     rng = np.random.default_rng(0)
     n = 120
-    obs = pd.DataFrame({
-        "patient": np.repeat(["P1", "P2", "P3", "P4"], n // 4),
-        "cell_state": rng.choice(["Tex_int", "Tex_term", "naive_like"], n),
-        "exhaustion_axis": rng.normal(size=n),
-        "pseudotime": np.nan,
-    })
+    obs = pd.DataFrame(
+        {
+            "patient": np.repeat(["P1", "P2", "P3", "P4"], n // 4),
+            "cell_state": rng.choice(["Tex_int", "Tex_term", "naive_like"], n),
+            "exhaustion_axis": rng.normal(size=n),
+            "pseudotime": np.nan,
+        }
+    )
     lineage = obs["cell_state"] != "naive_like"
     rising = np.where(lineage, obs["exhaustion_axis"], 0) + rng.normal(scale=0.3, size=n)
-    scores = pd.DataFrame({"ifn_i_core": rising, "flat": rng.normal(size=n),
-                           "tpex": rng.normal(size=n)})
+    scores = pd.DataFrame(
+        {"ifn_i_core": rising, "flat": rng.normal(size=n), "tpex": rng.normal(size=n)}
+    )
     table = stats.axis_associations(obs, scores, min_cells_per_patient=10, n_permutations=500)
     table = table.set_index("program")
     assert list(table.index) == ["ifn_i_core", "flat", "tpex"]

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
-
-from tests.qc_fixtures import simulated
 from texflow import qc
 from texflow.errors import InputDataError
+
+from tests.qc_fixtures import simulated
 
 CASES = [("human", 0), ("human", 1), ("human", 2), ("mouse", 0), ("mouse", 1), ("mouse", 2)]
 
@@ -107,13 +107,22 @@ def test_metrics_match_scanpy():
     qc.compute_metrics(ours, organism="human")
     theirs.var["mt"] = theirs.var_names.str.startswith("MT-")
     sc.pp.calculate_qc_metrics(theirs, qc_vars=["mt"], percent_top=[20], log1p=True, inplace=True)
-    for column in ("total_counts", "log1p_total_counts", "n_genes_by_counts",
-                   "log1p_n_genes_by_counts", "pct_counts_in_top_20_genes", "total_counts_mt",
-                   "log1p_total_counts_mt",
-                   "pct_counts_mt"):
-        np.testing.assert_allclose(ours.obs[column].to_numpy(float),
-                                   np.nan_to_num(theirs.obs[column].to_numpy(float)),
-                                   rtol=1e-5, err_msg=column)
+    for column in (
+        "total_counts",
+        "log1p_total_counts",
+        "n_genes_by_counts",
+        "log1p_n_genes_by_counts",
+        "pct_counts_in_top_20_genes",
+        "total_counts_mt",
+        "log1p_total_counts_mt",
+        "pct_counts_mt",
+    ):
+        np.testing.assert_allclose(
+            ours.obs[column].to_numpy(float),
+            np.nan_to_num(theirs.obs[column].to_numpy(float)),
+            rtol=1e-5,
+            err_msg=column,
+        )
 
 
 def test_figures_draw_only_what_ran(tmp_path):

@@ -1,10 +1,10 @@
 """Metadata readers on the real GSE120575 GEO template and on plain tables."""
 
 import pytest
-
-from tests import ingest_fixtures as fx
 from texflow.errors import InputDataError
 from texflow.readers import METADATA_READERS
+
+from tests import ingest_fixtures as fx
 
 
 def test_real_geo_template():

@@ -5,10 +5,10 @@ import gzip
 
 import numpy as np
 import pytest
-
-from tests import ingest_fixtures as fx
 from texflow.errors import InputDataError
 from texflow.readers import READERS
+
+from tests import ingest_fixtures as fx
 
 
 def _write(directory, files):
@@ -93,7 +93,9 @@ def test_duplicate_barcodes_in_a_sample_stop(tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
         sources[name.split(".")[0]] = tmp_path / name
-    with pytest.raises(InputDataError, match=r"dataset mini.*barcodes.*1 cell barcodes/IDs occur more than once"):
+    with pytest.raises(
+        InputDataError, match=r"dataset mini.*barcodes.*1 cell barcodes/IDs occur more than once"
+    ):
         READERS["tenx_mtx"](sources, {}, "mini")
 
 
@@ -123,7 +125,9 @@ def test_tenx_h5_two_samples(tmp_path):
     genes = fx.human_genes(30)
     truth = {}
     sources = {}
-    for i, name in enumerate(["GSM5_pre_filtered_feature_bc_matrix.h5", "GSM6_post_filtered_feature_bc_matrix.h5"]):
+    for i, name in enumerate(
+        ["GSM5_pre_filtered_feature_bc_matrix.h5", "GSM6_post_filtered_feature_bc_matrix.h5"]
+    ):
         X, cells = fx.counts(15, 30, seed=i), fx.barcodes(15, seed=7)
         fx.tenx_h5(tmp_path / name, X, cells, genes)
         truth[name.split("_")[1]] = (X, cells)

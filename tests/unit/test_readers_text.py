@@ -4,10 +4,10 @@ import logging
 
 import numpy as np
 import pytest
-
-from tests import ingest_fixtures as fx
 from texflow.errors import InputDataError
 from texflow.readers import READERS, text
+
+from tests import ingest_fixtures as fx
 
 
 def _read(tmp_path, name, content, options=None, reader="dense_table"):
@@ -32,9 +32,13 @@ def test_dense_table_orientation_is_detected_and_logged(
     tmp_path, caplog, name, genes_in_rows, sep, corner, cells, expected_reason
 ):
     X = fx.counts(25, 60, seed=4)
-    cell_ids = fx.barcodes(25) if cells == "barcodes" else [f"A{i}_P{i % 4}_M{i}" for i in range(25)]
+    cell_ids = (
+        fx.barcodes(25) if cells == "barcodes" else [f"A{i}_P{i % 4}_M{i}" for i in range(25)]
+    )
     genes = fx.human_genes(60)
-    content = fx.dense_table(X, cell_ids, genes, genes_in_rows=genes_in_rows, sep=sep, corner=corner)
+    content = fx.dense_table(
+        X, cell_ids, genes, genes_in_rows=genes_in_rows, sep=sep, corner=corner
+    )
     with caplog.at_level(logging.INFO, logger="texflow"):
         adata = _read(tmp_path, name, content)
     assert list(adata.obs_names) == cell_ids
@@ -48,7 +52,9 @@ def test_dense_table_orientation_is_detected_and_logged(
 def test_orientation_override_and_ambiguous_table(tmp_path):
     X = fx.counts(6, 5)
     # neither axis looks like genes or barcodes: auto must refuse, the option decides
-    content = fx.dense_table(X, [f"c{i}" for i in range(6)], [f"g{i}" for i in range(5)], genes_in_rows=True)
+    content = fx.dense_table(
+        X, [f"c{i}" for i in range(6)], [f"g{i}" for i in range(5)], genes_in_rows=True
+    )
     with pytest.raises(InputDataError, match=r"dataset mini.*reader_options.orientation"):
         _read(tmp_path, "t.tsv", content)
     adata = _read(tmp_path, "t.tsv", content, {"orientation": "genes_x_cells"})
@@ -81,7 +87,9 @@ def test_ragged_and_non_numeric_tables_stop(tmp_path):
 def test_corrupt_and_mislabelled_gzip_stop(tmp_path):
     data = fx.gz(fx.dense_table(fx.counts(5, 20), fx.barcodes(5), fx.human_genes(20)))
     (tmp_path / "cut.txt.gz").write_bytes(data[: len(data) - 20])
-    with pytest.raises(InputDataError, match=r"dataset mini, file .*cut\.txt\.gz.*(truncated|corrupt)"):
+    with pytest.raises(
+        InputDataError, match=r"dataset mini, file .*cut\.txt\.gz.*(truncated|corrupt)"
+    ):
         READERS["dense_table"]({"matrix": tmp_path / "cut.txt.gz"}, {}, "mini")
     (tmp_path / "page.txt.gz").write_bytes(b"<html>Service unavailable</html>")
     with pytest.raises(InputDataError, match="not gzip-compressed"):
@@ -106,8 +114,12 @@ def test_geo_dense_two_header_layout(tmp_path):
 def test_geo_dense_two_header_with_misaligned_header_stops(tmp_path):
     cells = fx.geo_cell_subset(1)
     X = fx.counts(len(cells), 10)
-    data = fx.geo_two_header(X, list(cells["title"])[:-2], list(cells["sample"]), fx.human_genes(10))
+    data = fx.geo_two_header(
+        X, list(cells["title"])[:-2], list(cells["sample"]), fx.human_genes(10)
+    )
     path = tmp_path / "m.txt.gz"
     path.write_bytes(data)
-    with pytest.raises(InputDataError, match="header line 1 has .* fields but the first data line has"):
+    with pytest.raises(
+        InputDataError, match="header line 1 has .* fields but the first data line has"
+    ):
         READERS["geo_dense_two_header"]({"matrix": path}, {}, "GSE120575")

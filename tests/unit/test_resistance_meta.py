@@ -11,10 +11,24 @@ from texflow.stats import ALL_CD8
 
 def de_table(rows, *, state=ALL_CD8, method="pydeseq2_wald_nb_glm"):
     """A resistance_de.tsv of (gene, log2 fold change, SE) rows, tested."""
-    records = [{"gene": g, "state": state, "log2_fold_change": lfc, "lfc_se": se,
-                "statistic": lfc / se, "p_value": 0.01, "q_value": 0.02, "n_non_responders": 3,
-                "n_responders": 3, "mean_expression": 5.0, "method": method, "testable": True,
-                "reason": ""} for g, lfc, se in rows]
+    records = [
+        {
+            "gene": g,
+            "state": state,
+            "log2_fold_change": lfc,
+            "lfc_se": se,
+            "statistic": lfc / se,
+            "p_value": 0.01,
+            "q_value": 0.02,
+            "n_non_responders": 3,
+            "n_responders": 3,
+            "mean_expression": 5.0,
+            "method": method,
+            "testable": True,
+            "reason": "",
+        }
+        for g, lfc, se in rows
+    ]
     return pd.DataFrame(records, columns=DE_COLUMNS)
 
 
@@ -24,7 +38,7 @@ def hand_dl(y, se):
     w = 1 / v
     fixed = (w * y).sum() / w.sum()
     q = (w * (y - fixed) ** 2).sum()
-    c = w.sum() - (w ** 2).sum() / w.sum()
+    c = w.sum() - (w**2).sum() / w.sum()
     tau2 = max(0.0, (q - (len(y) - 1)) / c)
     w_star = 1 / (v + tau2)
     pooled = (w_star * y).sum() / w_star.sum()
@@ -83,9 +97,18 @@ def test_significance_resting_on_one_dataset_is_flagged():
 def test_fewer_than_two_datasets_says_so_and_carries_the_single_ranking():
     labelled = de_table([("G1", 0.5, 0.2), ("G2", 2.0, 0.3)])
     labelled["q_value"] = [0.04, 0.01]
-    unlabelled = pd.DataFrame([{"gene": np.nan, "state": ALL_CD8, "testable": False,
-                                "reason": "not testable: no response labels",
-                                "method": "welch_t_patient_mean_log2"}], columns=DE_COLUMNS)
+    unlabelled = pd.DataFrame(
+        [
+            {
+                "gene": np.nan,
+                "state": ALL_CD8,
+                "testable": False,
+                "reason": "not testable: no response labels",
+                "method": "welch_t_patient_mean_log2",
+            }
+        ],
+        columns=DE_COLUMNS,
+    )
     out = resistance_meta.meta_analyse({"one": labelled, "other": unlabelled})
     rows = out.loc[out["state"] == ALL_CD8]
     assert list(rows["gene"]) == ["G2", "G1"]  # the dataset's own q decides

@@ -50,7 +50,9 @@ def _rules() -> list[tuple[str, str, str, bool]]:
     return [(file, name, block, local or name in local_names) for file, name, block, local in found]
 
 
-JOB_RULES = [(file, name, block) for file, name, block, local in _rules() if any(a in block for a in ACTIONS)]
+JOB_RULES = [
+    (file, name, block) for file, name, block, local in _rules() if any(a in block for a in ACTIONS)
+]
 REMOTE_RULES = [
     (file, name, block)
     for file, name, block, local in _rules()
@@ -76,7 +78,9 @@ def test_rule_declares_threads_memory_and_runtime(file, name, block):
     assert not missing, f"rule {name} ({file}) lacks {', '.join(missing)}"
 
 
-@pytest.mark.parametrize(("file", "name", "block"), REMOTE_RULES, ids=[n for _, n, _ in REMOTE_RULES])
+@pytest.mark.parametrize(
+    ("file", "name", "block"), REMOTE_RULES, ids=[n for _, n, _ in REMOTE_RULES]
+)
 def test_cluster_rule_scales_memory_with_the_attempt(file, name, block):
     memory = re.search(r"^\s+mem_mb\s*=\s*(.+?),?\s*$", block, re.MULTILINE)
     assert memory, f"rule {name} ({file}) has no mem_mb"

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy.stats import rankdata
-
 from texflow.errors import InputDataError
 from texflow.scoring import ucell
 from texflow.signatures import GeneProgram
@@ -37,14 +36,20 @@ def naive_ucell(dense_row, up, down, max_rank, w_neg=1.0):
 def small():
     rng = np.random.default_rng(7)
     counts = sp.random(
-        120, 400, density=0.25, format="csr", random_state=3,
+        120,
+        400,
+        density=0.25,
+        format="csr",
+        random_state=3,
         data_rvs=lambda n: rng.poisson(2.0, n) + 1.0,
     ).astype(np.float32)
     adata = ad.AnnData(counts)
     adata.var_names = [f"g{i}" for i in range(400)]
     programs = {
         "plain": GeneProgram("plain", up=tuple(f"g{i}" for i in range(12))),
-        "signed": GeneProgram("signed", up=tuple(f"g{i}" for i in range(30, 50)), down=("g1", "g2", "g3")),
+        "signed": GeneProgram(
+            "signed", up=tuple(f"g{i}" for i in range(30, 50)), down=("g1", "g2", "g3")
+        ),
         "short": GeneProgram("short", up=("g5", "g390")),
     }
     return adata, programs
@@ -70,7 +75,9 @@ def test_a_cell_scored_alone_scores_the_same(small):
         alone = adata[i : i + 1].copy()
         ucell(alone, programs, max_rank=100)
         for name in programs:
-            assert alone.obs[f"score_{name}"].iloc[0] == pytest.approx(adata.obs[f"score_{name}"].iloc[i], abs=1e-12)
+            assert alone.obs[f"score_{name}"].iloc[0] == pytest.approx(
+                adata.obs[f"score_{name}"].iloc[i], abs=1e-12
+            )
 
 
 def test_same_on_counts_lognorm_and_dense(small):
@@ -83,20 +90,29 @@ def test_same_on_counts_lognorm_and_dense(small):
     dense = ad.AnnData(adata.X.toarray(), var=adata.var)
     ucell(dense, programs, max_rank=100, key_prefix="dense_")
     for name in programs:
-        np.testing.assert_allclose(adata.obs[f"counts_{name}"], adata.obs[f"log_{name}"], atol=1e-12)
-        np.testing.assert_allclose(adata.obs[f"counts_{name}"], dense.obs[f"dense_{name}"], atol=1e-12)
+        np.testing.assert_allclose(
+            adata.obs[f"counts_{name}"], adata.obs[f"log_{name}"], atol=1e-12
+        )
+        np.testing.assert_allclose(
+            adata.obs[f"counts_{name}"], dense.obs[f"dense_{name}"], atol=1e-12
+        )
 
 
 def test_missing_genes_imputed_or_skipped_and_reported(small):
     adata, _ = small
-    programs = {"p": GeneProgram("p", up=("g0", "g1", "NOPE")), "none": GeneProgram("none", up=("X1", "X2"))}
+    programs = {
+        "p": GeneProgram("p", up=("g0", "g1", "NOPE")),
+        "none": GeneProgram("none", up=("X1", "X2")),
+    }
     ucell(adata, programs, max_rank=100, key_prefix="imp_")
     ucell(adata, programs, max_rank=100, key_prefix="skip_", missing_genes="skip")
     assert adata.uns["ucell"]["p"]["missing"] == "NOPE"
     assert (adata.obs["imp_none"] == 0).all()
     dense = adata.X.toarray()
     # skip = the program without the missing gene; impute = the missing gene counts as rank max+1
-    np.testing.assert_allclose(adata.obs["skip_p"], [naive_ucell(r, [0, 1], [], 100) for r in dense], atol=1e-12)
+    np.testing.assert_allclose(
+        adata.obs["skip_p"], [naive_ucell(r, [0, 1], [], 100) for r in dense], atol=1e-12
+    )
     imputed = []
     for row in dense:
         padded = np.append(row, 0.0)  # the missing gene as an unexpressed extra column
@@ -106,7 +122,12 @@ def test_missing_genes_imputed_or_skipped_and_reported(small):
 
 def test_gene_lists_in_ucell_notation_and_negative_values(small):
     adata, programs = small
-    ucell(adata, {"signed": ["g" + str(i) for i in range(30, 50)] + ["g1-", "g2-", "g3-"]}, max_rank=100, key_prefix="a_")
+    ucell(
+        adata,
+        {"signed": ["g" + str(i) for i in range(30, 50)] + ["g1-", "g2-", "g3-"]},
+        max_rank=100,
+        key_prefix="a_",
+    )
     ucell(adata, {"signed": programs["signed"]}, max_rank=100, key_prefix="b_")
     np.testing.assert_array_equal(adata.obs["a_signed"], adata.obs["b_signed"])
     scaled = ad.AnnData(adata.X.toarray() - 1.0, var=adata.var)
@@ -126,9 +147,15 @@ def test_speed_on_sparse_data():
 
     rng = np.random.default_rng(0)
     n_cells, n_genes, per_cell = 20_000, 20_000, 1_000
-    columns = (rng.integers(0, n_genes // per_cell, (n_cells, per_cell)) + np.arange(per_cell) * (n_genes // per_cell)).ravel()
+    columns = (
+        rng.integers(0, n_genes // per_cell, (n_cells, per_cell))
+        + np.arange(per_cell) * (n_genes // per_cell)
+    ).ravel()
     values = np.log1p(rng.poisson(1.0, n_cells * per_cell) + 1.0).astype(np.float32)
-    matrix = sp.csr_matrix((values, columns, np.arange(0, (n_cells + 1) * per_cell, per_cell)), shape=(n_cells, n_genes))
+    matrix = sp.csr_matrix(
+        (values, columns, np.arange(0, (n_cells + 1) * per_cell, per_cell)),
+        shape=(n_cells, n_genes),
+    )
     adata = ad.AnnData(matrix)
     programs = load_programs("human")
     genes = list(dict.fromkeys(g for p in programs.values() for g in p.genes))

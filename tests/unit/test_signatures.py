@@ -2,7 +2,6 @@
 
 import pandas as pd
 import pytest
-
 from texflow.errors import InputDataError, TexflowError
 from texflow.signatures import (
     PROGRAMS_TSV,
@@ -30,7 +29,15 @@ def test_all_required_programs_ship_with_sources(organism):
 
 def test_table_has_the_documented_columns_and_every_row_a_source():
     table = pd.read_csv(PROGRAMS_TSV, sep="\t", dtype=str, keep_default_na=False)
-    assert list(table.columns) == ["program", "direction", "human", "mouse", "source", "version", "notes"]
+    assert list(table.columns) == [
+        "program",
+        "direction",
+        "human",
+        "mouse",
+        "source",
+        "version",
+        "notes",
+    ]
     assert (table["source"] != "").all() and (table["version"] != "").all()
     assert set(table["direction"]) == {"up", "down"}
 
@@ -79,7 +86,9 @@ def test_coverage_marks_untrusted_programs():
 
 def test_user_yaml_and_tsv(tmp_path):
     yaml_file = tmp_path / "mine.yaml"
-    yaml_file.write_text("my_prog: [GZMB, PRF1+, TCF7-]\ntpex:\n  up: [TCF7, SLAMF6]\n  down: [HAVCR2]\n")
+    yaml_file.write_text(
+        "my_prog: [GZMB, PRF1+, TCF7-]\ntpex:\n  up: [TCF7, SLAMF6]\n  down: [HAVCR2]\n"
+    )
     programs = load_programs("human", extra=yaml_file)
     assert programs["my_prog"].up == ("GZMB", "PRF1") and programs["my_prog"].down == ("TCF7",)
     assert programs["tpex"].up == ("TCF7", "SLAMF6")  # user list replaces the shipped one

@@ -41,12 +41,17 @@ def test_perfect_clusters_get_their_true_state(organism):
     tcf7 = "TCF7" if organism == "human" else "Tcf7"
     havcr2 = "HAVCR2" if organism == "human" else "Havcr2"
     assert tcf7 in table.loc["Tpex", "markers_up"] and havcr2 in table.loc["Tpex", "markers_down"]
-    assert havcr2 in table.loc["Tex_term", "markers_up"] and tcf7 in table.loc["Tex_term", "markers_down"]
+    assert (
+        havcr2 in table.loc["Tex_term", "markers_up"]
+        and tcf7 in table.loc["Tex_term", "markers_down"]
+    )
     # per-cell exhaustion axis orders the states
     axis = adata.obs.groupby("true_state", observed=True)["exhaustion_axis"].median()
     assert axis["Tpex"] < axis["Tex_int"] < axis["Tex_term"]
     assert set(summary["program"]) >= {"tpex", "tex_term", "isg", "cycling"}
-    assert coverage.set_index("program").loc[["tpex", "tex_term", "exhausted_gate"], "trusted"].all()
+    assert (
+        coverage.set_index("program").loc[["tpex", "tex_term", "exhausted_gate"], "trusted"].all()
+    )
 
 
 def _check_leiden(organism, seed, batch_strength):
@@ -58,16 +63,22 @@ def _check_leiden(organism, seed, batch_strength):
     cell_cluster = adata.obs["cluster"].astype(str)
     true_state = adata.obs["true_state"].astype(str)
     correct = (adata.obs["state"].astype(str) == true_state).mean()
-    purity = (cell_cluster.map(majority) == true_state).mean()  # the best any cluster labelling can do
+    purity = (
+        cell_cluster.map(majority) == true_state
+    ).mean()  # the best any cluster labelling can do
     label_matches_majority = (cell_cluster.map(states) == cell_cluster.map(majority)).mean()
     swaps = [c for c in states.index if {states[c], majority[c]} in SWAPS]
-    print(f"{organism} seed {seed} batch {batch_strength}: {len(states)} clusters, "
-          f"cells in clusters labelled with their true state {correct:.3f} (cluster purity {purity:.3f}), "
-          f"clusters labelled as their majority state {label_matches_majority:.3f}")
+    print(
+        f"{organism} seed {seed} batch {batch_strength}: {len(states)} clusters, "
+        f"cells in clusters labelled with their true state {correct:.3f} (cluster purity {purity:.3f}), "
+        f"clusters labelled as their majority state {label_matches_majority:.3f}"
+    )
     assert not swaps, f"Tpex/Tex_term swapped in clusters {swaps}"
     assert label_matches_majority >= 0.9
     assert correct >= purity - 0.05
-    assert correct >= 0.9  # the bar: >= 90% of cells in clusters labelled with their true state
+    assert (
+        correct >= 0.9
+    )  # the bar: >= 90% of cells in clusters labelled with their true state
     return correct
 
 
@@ -90,7 +101,10 @@ def test_isg_and_cycling_flag_without_replacing_the_label():
     term = (adata.obs["true_state"] == "Tex_term").to_numpy()
     X = adata.X.tolil()
     rng = np.random.default_rng(0)
-    for genes, cells in (("ISG15 IFI6 IFI44L MX1 IFIT1 IFIT3 RSAD2", tpex), ("MKI67 TOP2A CDK1 TYMS PCNA UBE2C", term)):
+    for genes, cells in (
+        ("ISG15 IFI6 IFI44L MX1 IFIT1 IFIT3 RSAD2", tpex),
+        ("MKI67 TOP2A CDK1 TYMS PCNA UBE2C", term),
+    ):
         for gene in genes.split():
             column = adata.var_names.get_loc(gene)
             for i in np.flatnonzero(cells):
@@ -140,7 +154,13 @@ def test_stage_script_writes_its_outputs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "workflow/scripts"))
     adata = simulated_cd8("human", seed=3, n_cells=800)
     oracle_clusters(adata)
-    adata.uns["texflow"] = {"dataset": "sim", "organism": "human", "value_type": "counts", "skipped": {}, "params": {}}
+    adata.uns["texflow"] = {
+        "dataset": "sim",
+        "organism": "human",
+        "value_type": "counts",
+        "skipped": {},
+        "params": {},
+    }
     source = tmp_path / "clustered.h5ad"
     adata.write_h5ad(source)
     out = {
@@ -161,9 +181,19 @@ def test_stage_script_writes_its_outputs(tmp_path, monkeypatch):
     for path in out.values():
         assert path.stat().st_size > 0
     result = ad.read_h5ad(out["h5ad"])
-    assert {"state", "state_confidence", "exhaustion_axis", "score_tpex", "score_isg"} <= set(result.obs)
+    assert {"state", "state_confidence", "exhaustion_axis", "score_tpex", "score_isg"} <= set(
+        result.obs
+    )
     table = pd.read_csv(out["cluster_states"], sep="\t")
-    assert list(table.columns[:7]) == ["cluster", "n_cells", "state", "confidence", "second_best", "best_state", "exhausted_gate"]
+    assert list(table.columns[:7]) == [
+        "cluster",
+        "n_cells",
+        "state",
+        "confidence",
+        "second_best",
+        "best_state",
+        "exhausted_gate",
+    ]
     assert result.uns["texflow"]["params"]["states"]["min_margin"] == 0.2
 
 
@@ -216,8 +246,9 @@ def test_a_rare_tpex_cell_among_tex_term_neighbours_keeps_its_own_call():
     term = [0.6] * n_term + [0.05] + [0.05] * n_naive
     gate = [0.6] * n_term + [0.5] + [0.05] * n_naive
     naive = [0.05] * n_term + [0.05] + [0.6] * n_naive
-    obs = _scores_frame({"tpex": tpex, "tex_term": term, "exhausted_gate": gate,
-                         "naive_like": naive})
+    obs = _scores_frame(
+        {"tpex": tpex, "tex_term": term, "exhausted_gate": gate, "naive_like": naive}
+    )
     # the Tpex-like cell (index n_term) sits in the Tex_term neighbourhood of a 1-D embedding
     position = np.r_[np.arange(n_term), n_term / 2 + 0.1, 100 + np.arange(n_naive)]
     programs = list(SCORED_PROGRAMS)

@@ -4,12 +4,10 @@ which unit they used."""
 import numpy as np
 import pandas as pd
 import pytest
-
 from texflow import contract, stats
 
 
-def cells(*, n_patients=6, n_per_patient=80, seed=0, slope=0.0, patient_shift=0.0,
-          responders=True):
+def cells(*, n_patients=6, n_per_patient=80, seed=0, slope=0.0, patient_shift=0.0, responders=True):
     """Cells with pseudotime, state, patient, response and scores ``rise`` (score = slope *
     pseudotime + noise) and ``confounded`` (flat within patients, but patients with later
     pseudotime have higher scores: a between-patient effect a cell-level test would take for
@@ -20,13 +18,18 @@ def cells(*, n_patients=6, n_per_patient=80, seed=0, slope=0.0, patient_shift=0.
         offset = p / max(n_patients - 1, 1)  # patient p sits later along pseudotime
         pt = np.clip(rng.uniform(0, 0.6, n_per_patient) + 0.4 * offset, 0, 1)
         for t in pt:
-            rows.append(dict(
-                patient=f"P{p}", pseudotime=t,
-                state="Tpex" if t < 0.33 else ("Tex_int" if t < 0.66 else "Tex_term"),
-                response=("responder" if p % 2 == 0 else "non_responder") if responders else None,
-                rise=slope * t + rng.normal(0, 0.2),
-                confounded=patient_shift * offset + rng.normal(0, 0.2),
-            ))
+            rows.append(
+                dict(
+                    patient=f"P{p}",
+                    pseudotime=t,
+                    state="Tpex" if t < 0.33 else ("Tex_int" if t < 0.66 else "Tex_term"),
+                    response=("responder" if p % 2 == 0 else "non_responder")
+                    if responders
+                    else None,
+                    rise=slope * t + rng.normal(0, 0.2),
+                    confounded=patient_shift * offset + rng.normal(0, 0.2),
+                )
+            )
     obs = pd.DataFrame(rows)
     obs.index = [f"c{i}" for i in range(len(obs))]
     return obs
@@ -73,8 +76,13 @@ def test_covariate_is_partialled_out():
     depth = obs["pseudotime"] + rng.normal(0, 0.1, len(obs))
     obs["depth_driven"] = depth + rng.normal(0, 0.1, len(obs))
     plain = stats.pseudotime_associations(obs, obs[["depth_driven"]], n_permutations=200)
-    adjusted = stats.pseudotime_associations(obs, obs[["depth_driven"]], n_permutations=200,
-                                             covariate=depth.to_numpy(), covariate_name="depth")
+    adjusted = stats.pseudotime_associations(
+        obs,
+        obs[["depth_driven"]],
+        n_permutations=200,
+        covariate=depth.to_numpy(),
+        covariate_name="depth",
+    )
     assert plain["effect"].iloc[0] > 0.5
     assert abs(adjusted["effect"].iloc[0]) < 0.15
     assert adjusted["adjusted_for"].iloc[0] == "depth"
@@ -93,7 +101,8 @@ def test_state_comparison_paired_on_patient_means():
 def test_response_comparison_direction_and_units():
     obs = cells()
     obs["ifn"] = np.where(obs["response"] == "non_responder", 1.0, 0.0) + np.random.default_rng(
-        0).normal(0, 0.1, len(obs))
+        0
+    ).normal(0, 0.1, len(obs))
     table, skipped = stats.compare_response(obs, obs[["ifn", "rise"]])
     assert skipped == ""
     row = table[(table["state"] == "exhausted_lineage") & (table["program"] == "ifn")].iloc[0]
@@ -148,8 +157,9 @@ def test_a_patient_with_both_response_labels_is_left_out_and_named():
     assert first in row["note"]
 
 
-def composition_cells(*, tex_term_nr=0.4, tex_term_r=0.15, n_patients=12, n_cells=60, seed=0,
-                      small_patient=False):
+def composition_cells(
+    *, tex_term_nr=0.4, tex_term_r=0.15, n_patients=12, n_cells=60, seed=0, small_patient=False
+):
     """CD8 cells whose per-cell calls hold a planted Tex_term share per response group."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -160,8 +170,9 @@ def composition_cells(*, tex_term_nr=0.4, tex_term_r=0.15, n_patients=12, n_cell
         others = ["Tpex", "naive_like", "effector_memory"]
         for _ in range(n):
             state = "Tex_term" if rng.random() < share else others[rng.integers(3)]
-            rows.append(dict(patient=f"P{p:02d}", response=response, cell_state=state,
-                             state="ambiguous"))
+            rows.append(
+                dict(patient=f"P{p:02d}", response=response, cell_state=state, state="ambiguous")
+            )
     return pd.DataFrame(rows)
 
 
@@ -177,14 +188,14 @@ def test_patient_composition_counts_fractions_and_balance():
     fractions = table[[c for c in table if c.startswith("fraction_")]].sum(axis=1)
     np.testing.assert_allclose(fractions, 1.0)
     assert row["log_ratio_tpex_to_tex_term"] == pytest.approx(
-        np.log((row["n_Tpex"] + 0.5) / (row["n_Tex_term"] + 0.5)))
+        np.log((row["n_Tpex"] + 0.5) / (row["n_Tex_term"] + 0.5))
+    )
     assert not table.set_index("patient").loc["P00", "included"]  # 5 cells < 10
     assert table.set_index("patient").loc["P01", "response"] == "non_responder"
 
 
 def test_composition_finds_a_planted_shift_and_says_the_caveat():
-    table = stats.compare_composition(stats.patient_composition(composition_cells()),
-                                      min_cells=10)
+    table = stats.compare_composition(stats.patient_composition(composition_cells()), min_cells=10)
     tex_term = table.set_index("state").loc["Tex_term"]
     assert tex_term["program"] == stats.COMPOSITION_MEASURE
     assert tex_term["effect"] > 0.15 and tex_term["p_adj"] < 0.05
@@ -251,7 +262,8 @@ def test_state_comparison_without_tex_term_cells_says_so():
     n_tpex = int((obs["cell_state"] == "Tpex").sum())
     assert table["test"].eq(contract.NOT_TESTABLE).all() and table["n_patients"].eq(0).all()
     assert table["note"].iloc[0] == (
-        f"no Tex_term cell in this dataset (cell_state: {n_tpex} Tpex, 0 Tex_term)")
+        f"no Tex_term cell in this dataset (cell_state: {n_tpex} Tpex, 0 Tex_term)"
+    )
 
 
 def test_state_comparison_without_patients_and_too_few_cells_names_the_cell_counts():
@@ -263,8 +275,9 @@ def test_state_comparison_without_patients_and_too_few_cells_names_the_cell_coun
     obs.iloc[1, obs.columns.get_loc("state")] = "Tex_term"
     row = stats.compare_states(obs, obs[["rise"]]).iloc[0]
     assert row["test"] == contract.NOT_TESTABLE and np.isnan(row["p_value"])
-    assert row["note"] == ("too few cells to test: 1 Tex_term and 1 Tpex cells, >= 3 of each "
-                           "needed")
+    assert row["note"] == (
+        "too few cells to test: 1 Tex_term and 1 Tpex cells, >= 3 of each needed"
+    )
     assert "pseudoreplication" not in row["note"]
 
 
@@ -278,7 +291,8 @@ def test_state_comparison_with_too_few_patients_counts_them():
     assert n_tex_term >= 2
     assert table["note"].iloc[0] == (
         f"too few patients to test: {n_tex_term} with >= 3 Tex_term cells, 1 with >= 3 Tpex "
-        "cells, >= 2 of each needed")
+        "cells, >= 2 of each needed"
+    )
     assert table["test"].iloc[0] == contract.NOT_TESTABLE and table["n_patients"].iloc[0] == 0
 
 
@@ -319,15 +333,17 @@ def test_response_rows_say_why_they_were_not_tested():
     obs = cells()
     obs["cell_state"] = obs["state"].replace({"Tpex": "Tex_int"})
     # Tex_term cells only in the responders P0, P2, P4
-    obs.loc[(obs["cell_state"] == "Tex_term") & obs["patient"].isin(["P1", "P3", "P5"]),
-            "cell_state"] = "Tex_int"
+    obs.loc[
+        (obs["cell_state"] == "Tex_term") & obs["patient"].isin(["P1", "P3", "P5"]), "cell_state"
+    ] = "Tex_int"
     table, _ = stats.compare_response(obs, obs[["rise"]])
     by_state = table.set_index("state")
     assert by_state.loc["Tpex", "note"] == "no Tpex cell in this dataset (cell_state: 0 Tpex)"
     counts = obs[obs["cell_state"] == "Tex_term"].groupby("patient").size()
     assert by_state.loc["Tex_term", "note"] == (
         f"too few patients to test: 0 non-responder and {int((counts >= 3).sum())} responder "
-        "patient(s) with >= 3 Tex_term cells, >= 2 of each needed")
+        "patient(s) with >= 3 Tex_term cells, >= 2 of each needed"
+    )
     assert (by_state.loc[["Tpex", "Tex_term"], "test"] == contract.NOT_TESTABLE).all()
     assert (by_state.loc[["Tpex", "Tex_term"], "n_patients"] == 0).all()
 
@@ -336,28 +352,34 @@ def test_response_rows_say_why_they_were_not_tested():
 # coverage beside every verdict on an untrusted program
 
 #: program_coverage.tsv of the Sade-Feldman demo (Smart-seq2, GSE120575), the columns read.
-SADE_FELDMAN_COVERAGE = pd.DataFrame({
-    "program": ["ifn_i_core", "lpo_drivers", "lpo_suppressors", "tpex", "tex_term"],
-    "n_genes": [28, 16, 16, 19, 18], "n_present": [20, 3, 5, 11, 15],
-    "n_up": [28, 16, 16, 13, 12], "n_up_present": [20, 3, 5, 5, 10],
-    "trusted": [True, False, False, False, True],
-})
+SADE_FELDMAN_COVERAGE = pd.DataFrame(
+    {
+        "program": ["ifn_i_core", "lpo_drivers", "lpo_suppressors", "tpex", "tex_term"],
+        "n_genes": [28, 16, 16, 19, 18],
+        "n_present": [20, 3, 5, 11, 15],
+        "n_up": [28, 16, 16, 13, 12],
+        "n_up_present": [20, 3, 5, 5, 10],
+        "trusted": [True, False, False, False, True],
+    }
+)
 
 
 def test_coverage_caveats_name_each_untrusted_program_with_its_numbers():
-    caveats = stats.coverage_caveats(SADE_FELDMAN_COVERAGE,
-                                     combined={"lpo_signed": ("lpo_drivers", "lpo_suppressors")})
+    caveats = stats.coverage_caveats(
+        SADE_FELDMAN_COVERAGE, combined={"lpo_signed": ("lpo_drivers", "lpo_suppressors")}
+    )
     assert caveats == {
         "lpo_drivers": "lpo_drivers: 3 of 16 genes measured, not trusted",
         "lpo_suppressors": "lpo_suppressors: 5 of 16 genes measured, not trusted",
         "tpex": "tpex: 5 of 13 up genes measured, not trusted",
         "lpo_signed": "lpo_drivers: 3 of 16 genes measured, not trusted; "
-                      "lpo_suppressors: 5 of 16 genes measured, not trusted",
+        "lpo_suppressors: 5 of 16 genes measured, not trusted",
     }
     # read back from the TSV, trusted is a string column
     as_read = SADE_FELDMAN_COVERAGE.assign(trusted=SADE_FELDMAN_COVERAGE["trusted"].astype(str))
     assert stats.coverage_caveats(as_read) == {
-        k: v for k, v in caveats.items() if k != "lpo_signed"}
+        k: v for k, v in caveats.items() if k != "lpo_signed"
+    }
 
 
 def test_every_row_carries_the_coverage_it_rests_on():
@@ -365,17 +387,22 @@ def test_every_row_carries_the_coverage_it_rests_on():
     scores = pd.DataFrame({"lpo_drivers": obs["rise"], "ifn_i_core": obs["confounded"]})
     caveats = stats.coverage_caveats(SADE_FELDMAN_COVERAGE)
     state_caveats = {"Tpex": caveats["tpex"], "Tex_term": ""}
-    state = stats.with_coverage(stats.compare_states(obs, scores), caveats,
-                                state_caveats=state_caveats).set_index("program")
+    state = stats.with_coverage(
+        stats.compare_states(obs, scores), caveats, state_caveats=state_caveats
+    ).set_index("program")
     assert state.loc["lpo_drivers", "coverage"] == (
         "lpo_drivers: 3 of 16 genes measured, not trusted; "
-        "tpex: 5 of 13 up genes measured, not trusted")
+        "tpex: 5 of 13 up genes measured, not trusted"
+    )
     assert state.loc["ifn_i_core", "coverage"] == "tpex: 5 of 13 up genes measured, not trusted"
     response, _ = stats.compare_response(obs, scores)
     response = stats.with_coverage(response, caveats, state_caveats=state_caveats)
     by = response.set_index(["state", "program"])["coverage"]
     assert by[("all_cd8", "ifn_i_core")] == ""
     assert by[("all_cd8", "lpo_drivers")] == "lpo_drivers: 3 of 16 genes measured, not trusted"
-    assert by[("Tpex", "ifn_i_core")] == by[("exhausted_lineage", "ifn_i_core")] == (
-        "tpex: 5 of 13 up genes measured, not trusted")
+    assert (
+        by[("Tpex", "ifn_i_core")]
+        == by[("exhausted_lineage", "ifn_i_core")]
+        == ("tpex: 5 of 13 up genes measured, not trusted")
+    )
     assert by[("Tex_term", "ifn_i_core")] == ""

@@ -12,7 +12,8 @@ def _counts_adata(n_cells=40, n_genes=30, seed=0):
     rng = np.random.default_rng(seed)
     X = sp.csr_matrix(rng.poisson(1.0, (n_cells, n_genes)).astype(np.float32))
     adata = ad.AnnData(
-        X, obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]),
+        X,
+        obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]),
         var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]),
     )
     adata.uns["texflow"] = {"value_type": "counts"}
@@ -87,7 +88,6 @@ def test_update_refuses_other_cells(tmp_path):
     assert not (tmp_path / "b.h5ad").exists()
 
 
-
 @pytest.mark.parametrize("shared", [True, False])
 def test_streamed_subset_is_the_subset_written_whole(tmp_path, shared, monkeypatch):
     adata = _counts_adata()
@@ -125,7 +125,9 @@ def test_annotations_then_rows_read_as_the_whole_file(tmp_path):
     assert annotations.obs["group"].equals(adata.obs["group"])
     rows = annotations.obs["group"].to_numpy() == 1
     np.testing.assert_array_equal(utils.read_rows(path, rows).toarray(), adata.X[rows].toarray())
-    np.testing.assert_array_equal(utils.read_rows(path, np.flatnonzero(rows)).toarray(), adata.X[rows].toarray())
+    np.testing.assert_array_equal(
+        utils.read_rows(path, np.flatnonzero(rows)).toarray(), adata.X[rows].toarray()
+    )
     # shared counts: the counts layer alone is X's matrix
     counts_only = utils.read_h5ad(path, x=False, layers=["counts"])
     assert counts_only.X is None
@@ -146,7 +148,6 @@ def test_a_named_layer_is_read_without_x(tmp_path):
 
 def test_numba_runs_on_the_rules_threads():
     import numba
-
     from texflow.utils import limit_numba_threads
 
     before = numba.get_num_threads()

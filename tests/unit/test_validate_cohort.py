@@ -22,17 +22,21 @@ def cohort():
 
 
 def test_rates_count_found_planted_rows_and_null_calls(cohort):
-    table = pd.DataFrame({
-        "condition": ["planted"] * 4 + ["no_difference"] * 4,
-        "composition_found": [True, True, True, False, False, False, False, False],
-        "ifn_found": [True] * 4 + [False] * 4,
-        "composition_called": [True, True, True, False, False, True, False, False],
-        "ifn_called": [True] * 4 + [False] * 4,
-        "min_q_any_composition_row": [0.01] * 4 + [0.5, 0.01, 0.04, 0.9],
-        "min_q_all_cd8_ifn_rows": [0.01] * 4 + [0.5, 0.5, 0.5, 0.5],
-    })
-    rates = {name.split(" (")[0].split(":")[0]: (hits, n, ok)
-             for name, hits, n, ok in cohort.rates(table)}
+    table = pd.DataFrame(
+        {
+            "condition": ["planted"] * 4 + ["no_difference"] * 4,
+            "composition_found": [True, True, True, False, False, False, False, False],
+            "ifn_found": [True] * 4 + [False] * 4,
+            "composition_called": [True, True, True, False, False, True, False, False],
+            "ifn_called": [True] * 4 + [False] * 4,
+            "min_q_any_composition_row": [0.01] * 4 + [0.5, 0.01, 0.04, 0.9],
+            "min_q_all_cd8_ifn_rows": [0.01] * 4 + [0.5, 0.5, 0.5, 0.5],
+        }
+    )
+    rates = {
+        name.split(" (")[0].split(":")[0]: (hits, n, ok)
+        for name, hits, n, ok in cohort.rates(table)
+    }
     assert rates["planted composition found"] == (3, 4, False)  # 0.75 < 0.9
     assert rates["planted IFN-I found"] == (4, 4, True)
     null = [(hits, n, ok) for name, hits, n, ok in cohort.rates(table) if name.startswith("null")]
@@ -44,4 +48,3 @@ def test_pooled_sd_is_the_within_group_sd(cohort):
     groups = pd.Series(["a", "a", "b", "b"])
     # variances 2 and 8 with 1 degree of freedom each
     assert cohort._pooled_sd(values, groups) == pytest.approx(np.sqrt(5.0))
-

@@ -36,7 +36,10 @@ def main(snakemake):
         write_tsv(table, getattr(outputs, name))
     # the verdicts, decided once next to the statistics; the report and the summary render them
     found = findings.dataset_findings(
-        tables, dataset=dataset, alpha=snakemake.params.alpha, skipped=adata.uns["texflow"]["skipped"]
+        tables,
+        dataset=dataset,
+        alpha=snakemake.params.alpha,
+        skipped=adata.uns["texflow"]["skipped"],
     )
     findings.write_findings(found, outputs.findings)
     figures = Path(outputs.figures[0]).parent

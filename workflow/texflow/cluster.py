@@ -138,7 +138,9 @@ def capped_sizes(n_cells: int, n_hvg: int, *, n_pcs: int, n_neighbors: int) -> t
     cells at most).
     """
     pcs = int(max(2, min(n_pcs, n_cells - 1, n_hvg - 1)))
-    neighbors = int(max(2, min(n_neighbors, n_cells // 5 if n_cells < 5 * n_neighbors else n_neighbors)))
+    neighbors = int(
+        max(2, min(n_neighbors, n_cells // 5 if n_cells < 5 * n_neighbors else n_neighbors))
+    )
     return pcs, neighbors
 
 
@@ -167,7 +169,11 @@ def pca(adata: ad.AnnData, *, n_comps: int, mask_var: str | None = "highly_varia
     Writes obsm ``X_pca`` (float32), varm ``PCs`` (zero for genes outside `mask_var`) and uns
     ``pca`` (``variance``, ``variance_ratio``, ``params``), the slots of `scanpy.pp.pca`.
     """
-    mask = adata.var[mask_var].to_numpy(dtype=bool) if mask_var is not None else np.ones(adata.n_vars, bool)
+    mask = (
+        adata.var[mask_var].to_numpy(dtype=bool)
+        if mask_var is not None
+        else np.ones(adata.n_vars, bool)
+    )
     matrix = adata.X[:, mask] if not mask.all() else adata.X
     n_cells, n_genes = matrix.shape
     if not 0 < n_comps < min(n_cells, n_genes):
@@ -181,7 +187,10 @@ def pca(adata: ad.AnnData, *, n_comps: int, mask_var: str | None = "highly_varia
     covariance = np.zeros((n_genes, n_genes))
     for start in range(0, n_cells, PCA_BLOCK_ROWS):
         block = matrix[start : start + PCA_BLOCK_ROWS]
-        block = np.asarray(block.toarray() if sparse.issparse(block) else block, dtype=np.float32) - mean32
+        block = (
+            np.asarray(block.toarray() if sparse.issparse(block) else block, dtype=np.float32)
+            - mean32
+        )
         covariance += block.T @ block
     covariance /= n_cells - 1
     variance, vectors = linalg.eigh(covariance, subset_by_index=[n_genes - n_comps, n_genes - 1])
@@ -193,7 +202,11 @@ def pca(adata: ad.AnnData, *, n_comps: int, mask_var: str | None = "highly_varia
     adata.varm["PCs"] = np.zeros((adata.n_vars, n_comps))
     adata.varm["PCs"][mask] = components.T
     adata.uns["pca"] = {
-        "params": {"zero_center": True, "use_highly_variable": mask_var == "highly_variable", "mask_var": mask_var},
+        "params": {
+            "zero_center": True,
+            "use_highly_variable": mask_var == "highly_variable",
+            "mask_var": mask_var,
+        },
         "variance": variance,
         "variance_ratio": variance / np.trace(covariance),
     }
@@ -239,7 +252,12 @@ def embed(
         transformer=knn_transformer(adata.n_obs),
         random_state=seed,
     )
-    return {"n_pcs": pcs, "n_neighbors": neighbors, "representation": representation, "notes": notes}
+    return {
+        "n_pcs": pcs,
+        "n_neighbors": neighbors,
+        "representation": representation,
+        "notes": notes,
+    }
 
 
 def knn_igraph(adata: ad.AnnData):
@@ -327,13 +345,13 @@ def leiden(adata: ad.AnnData, *, resolution: float, seed: int, key_added: str, g
     }
 
 
-def _silhouette(representation: np.ndarray, labels: np.ndarray, *, max_cells: int, seed: int) -> float:
+def _silhouette(
+    representation: np.ndarray, labels: np.ndarray, *, max_cells: int, seed: int
+) -> float:
     if len(np.unique(labels)) < 2:
         return np.nan
     sample = min(len(labels), max_cells)
-    return float(
-        silhouette_score(representation, labels, sample_size=sample, random_state=seed)
-    )
+    return float(silhouette_score(representation, labels, sample_size=sample, random_state=seed))
 
 
 def resolution_sweep(
@@ -442,7 +460,11 @@ def run_clustering(
     )
     batch_key = _batch_key(adata, params=params, skipped=skipped)
     used = embed(
-        adata, n_pcs=params.n_pcs, n_neighbors=params.n_neighbors, batch_key=batch_key, seed=params.seed
+        adata,
+        n_pcs=params.n_pcs,
+        n_neighbors=params.n_neighbors,
+        batch_key=batch_key,
+        seed=params.seed,
     )
     sweep, resolution, why = _sweep_and_choose(
         adata, params=params, representation=used["representation"]

@@ -87,7 +87,9 @@ def _kept_gene_totals(data, indices, indptr, kept_genes):
     return n_genes, totals
 
 
-def _variable_genes(counts: sparse.csr_matrix, *, genes: np.ndarray, factors: np.ndarray) -> np.ndarray:
+def _variable_genes(
+    counts: sparse.csr_matrix, *, genes: np.ndarray, factors: np.ndarray
+) -> np.ndarray:
     """Seurat-flavour HVGs (scanpy's default cut-offs) of log1p(counts x row factors) among
     `genes`: one float32 copy of the matrix (scanpy's path held three)."""
     logged = _scale_rows(counts, factors)
@@ -154,7 +156,9 @@ def scrublet_scores(
     # mean_var, as its Scrublet uses (E[x^2] - E[x]^2 summed in float32 would lose precision)
     _, variance = mean_var(obs_norm, axis=0, correction=1)
     variance = np.asarray(variance, dtype=np.float64)
-    inverse_sd = sparse.diags((1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32))
+    inverse_sd = sparse.diags(
+        (1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32)
+    )
     obs_norm, sim_norm = obs_norm @ inverse_sd, sim_norm @ inverse_sd
 
     n_comps = int(min(n_prin_comps, n_obs - 1, obs_norm.shape[1] - 1))
@@ -169,7 +173,13 @@ def scrublet_scores(
     scores = bayesian_doublet_score(
         n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
     )
-    logger.debug("scrublet: %d cells, %d simulated doublets, %d HVGs, k = %d", n_obs, n_sim, int(hvg.sum()), k_adj)
+    logger.debug(
+        "scrublet: %d cells, %d simulated doublets, %d HVGs, k = %d",
+        n_obs,
+        n_sim,
+        int(hvg.sum()),
+        k_adj,
+    )
     observed = np.full(len(kept), np.nan)
     observed[kept] = scores[:n_obs]
     return ScrubletResult(observed=observed, simulated=scores[n_obs:])

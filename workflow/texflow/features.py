@@ -59,7 +59,9 @@ def _downsample_rows(data, indptr, rows, target, seed):  # pragma: no cover
             values[gene] += 1
 
 
-def downsample_counts(counts: sparse.csr_matrix, *, counts_per_cell: int, seed: int = 0) -> sparse.csr_matrix:
+def downsample_counts(
+    counts: sparse.csr_matrix, *, counts_per_cell: int, seed: int = 0
+) -> sparse.csr_matrix:
     """Counts of every cell above `counts_per_cell` subsampled to it without replacement, in place.
 
     The numbers of ``scanpy.pp.downsample_counts(counts_per_cell=..., random_state=seed)``
@@ -141,7 +143,9 @@ def _nonzero_residual_corrections(data, indices, indptr, gene_sums, cell_sums, t
     return first, second
 
 
-def pearson_residual_variances(counts, *, theta: float = 100.0, clip: float | None = None) -> np.ndarray:
+def pearson_residual_variances(
+    counts, *, theta: float = 100.0, clip: float | None = None
+) -> np.ndarray:
     """Variance over cells of each gene's clipped analytic Pearson residuals (Lause et al. 2021).
 
     The quantity ``scanpy.experimental.pp.highly_variable_genes(flavor="pearson_residuals")``
@@ -184,7 +188,9 @@ def _expm1_column_moments(data, indices, n_columns):
     return sums, squares
 
 
-def seurat_dispersions(logged, *, genes: np.ndarray | None = None, n_bins: int = 20) -> pd.DataFrame:
+def seurat_dispersions(
+    logged, *, genes: np.ndarray | None = None, n_bins: int = 20
+) -> pd.DataFrame:
     """Seurat-flavour gene dispersions of log1p-normalised values, in O(genes) memory.
 
     The quantities of ``scanpy.pp.highly_variable_genes(flavor="seurat")`` (Satija et al. 2015):

@@ -91,7 +91,9 @@ def score_cell_types(adata: ad.AnnData, *, organism: str, max_rank: int) -> list
     return [f"score_{name}" for name in GATING_PROGRAMS]
 
 
-def marker_positive(adata: ad.AnnData, genes: tuple[str, ...]) -> tuple[np.ndarray | None, list[str]]:
+def marker_positive(
+    adata: ad.AnnData, genes: tuple[str, ...]
+) -> tuple[np.ndarray | None, list[str]]:
     """Per cell: any of `genes` detected (value > 0) in X; None when none of them is in the data."""
     present = [gene for gene in genes if gene in adata.var_names]
     if not present:
@@ -111,16 +113,22 @@ def _lognorm_hvgs_of_counts(adata: ad.AnnData, *, n_top_genes: int) -> ad.AnnDat
     with it; measured).
     """
     counts = sparse.csr_matrix(adata.layers["counts"] if "counts" in adata.layers else adata.X)
-    light = ad.AnnData(counts, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
+    light = ad.AnnData(
+        counts, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names)
+    )
     light.layers["counts"] = light.X
-    clustering.select_hvgs(light, value_type="counts", n_top_genes=n_top_genes, flavor="pearson_residuals")
+    clustering.select_hvgs(
+        light, value_type="counts", n_top_genes=n_top_genes, flavor="pearson_residuals"
+    )
     columns = np.flatnonzero(light.var["highly_variable"].to_numpy())
     values = clustering.lognormalise_counts(counts, columns=columns)
     var = pd.DataFrame({"highly_variable": True}, index=adata.var_names[columns])
     return ad.AnnData(values, obs=pd.DataFrame(index=adata.obs_names), var=var)
 
 
-def first_pass_clusters(adata: ad.AnnData, *, params: GateParams, value_type: str) -> tuple[pd.Series, str]:
+def first_pass_clusters(
+    adata: ad.AnnData, *, params: GateParams, value_type: str
+) -> tuple[pd.Series, str]:
     """Quick Leiden clustering of log-normalised values; (labels, how).
 
     With fewer than `params.min_cells_clustering` cells there is no graph worth clustering:
@@ -135,11 +143,19 @@ def first_pass_clusters(adata: ad.AnnData, *, params: GateParams, value_type: st
     if value_type == "counts":
         work = _lognorm_hvgs_of_counts(adata, n_top_genes=params.n_top_genes)
     else:
-        work = ad.AnnData(adata.X.copy(), obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
+        work = ad.AnnData(
+            adata.X.copy(),
+            obs=pd.DataFrame(index=adata.obs_names),
+            var=pd.DataFrame(index=adata.var_names),
+        )
         work.uns["texflow"] = {"value_type": value_type}
         clustering.normalise(work, value_type=value_type)
-        clustering.select_hvgs(work, value_type=value_type, n_top_genes=params.n_top_genes, flavor="seurat")
-    used = clustering.embed(work, n_pcs=params.n_pcs, n_neighbors=params.n_neighbors, seed=params.seed)
+        clustering.select_hvgs(
+            work, value_type=value_type, n_top_genes=params.n_top_genes, flavor="seurat"
+        )
+    used = clustering.embed(
+        work, n_pcs=params.n_pcs, n_neighbors=params.n_neighbors, seed=params.seed
+    )
     clustering.leiden(work, resolution=params.resolution, seed=params.seed, key_added="first_pass")
     labels = work.obs["first_pass"].astype(str)
     how = (
@@ -149,7 +165,9 @@ def first_pass_clusters(adata: ad.AnnData, *, params: GateParams, value_type: st
     return labels, how
 
 
-def decide(row: pd.Series, *, params: GateParams, score_columns: list[str], has_cd3: bool) -> tuple[bool, str]:
+def decide(
+    row: pd.Series, *, params: GateParams, score_columns: list[str], has_cd3: bool
+) -> tuple[bool, str]:
     """CD8 or not for one cluster's summary row, with the reason in words."""
     means = row[score_columns].astype(float)
     top = means.idxmax().removeprefix("mean_score_")
@@ -169,9 +187,13 @@ def decide(row: pd.Series, *, params: GateParams, score_columns: list[str], has_
         )
     elif top != "cd8_t":
         ok = False
-        reasons.append(f"highest score {top} ({means.max():.2f}), not cd8_t ({row['mean_score_cd8_t']:.2f})")
+        reasons.append(
+            f"highest score {top} ({means.max():.2f}), not cd8_t ({row['mean_score_cd8_t']:.2f})"
+        )
     else:
-        reasons.append(f"cd8_t highest ({means.max():.2f}; next {runner_up} {means[f'mean_score_{runner_up}']:.2f})")
+        reasons.append(
+            f"cd8_t highest ({means.max():.2f}; next {runner_up} {means[f'mean_score_{runner_up}']:.2f})"
+        )
     if row["frac_cd8"] < params.min_frac_cd8:
         ok = False
         reasons.append(f"CD8A/CD8B+ {row['frac_cd8']:.0%} < {params.min_frac_cd8:.0%}")

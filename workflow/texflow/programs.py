@@ -54,17 +54,34 @@ logger = logging.getLogger(__name__)
 
 #: Programs scored by default (names in ``texflow.signatures.load_programs``).
 DEFAULT_PROGRAMS: tuple[str, ...] = (
-    "ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors", "tpex", "tex_term",
+    "ifn_i_core",
+    "ifn_alpha_hallmark",
+    "lpo_drivers",
+    "lpo_suppressors",
+    "tpex",
+    "tex_term",
 )
 #: Programs whose genes are kept out of the trajectory features (tested along it).
 TESTED_PROGRAMS: tuple[str, ...] = (
-    "ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors",
+    "ifn_i_core",
+    "ifn_alpha_hallmark",
+    "lpo_drivers",
+    "lpo_suppressors",
 )
 SIGNED_LPO = "lpo_signed"
 LPO_PARTS = ("lpo_drivers", "lpo_suppressors")
 CELL_COLUMNS = (
-    "sample", "patient", "response", "cluster", "state", "state_confidence", "cell_state",
-    "cell_state_confidence", "cell_state_basis", "exhaustion_axis", "pseudotime",
+    "sample",
+    "patient",
+    "response",
+    "cluster",
+    "state",
+    "state_confidence",
+    "cell_state",
+    "cell_state_confidence",
+    "cell_state_basis",
+    "exhaustion_axis",
+    "pseudotime",
 )
 
 
@@ -136,8 +153,11 @@ def equalised_counts(
     matrix = adata.layers["counts"]
     if not (sparse.issparse(matrix) and matrix.format == "csr"):
         matrix = sparse.csr_matrix(matrix)  # a copy: only a CSR layer is downsampled in place
-    counts = ad.AnnData(X=matrix.copy() if copy else matrix, obs=pd.DataFrame(index=adata.obs_names),
-                        var=pd.DataFrame(index=adata.var_names))
+    counts = ad.AnnData(
+        X=matrix.copy() if copy else matrix,
+        obs=pd.DataFrame(index=adata.obs_names),
+        var=pd.DataFrame(index=adata.var_names),
+    )
     depth = np.asarray(counts.X.sum(axis=1)).ravel()
     target = int(max(1, np.quantile(depth, quantile)))
     downsample_counts(counts.X, counts_per_cell=target, seed=seed)
@@ -184,10 +204,14 @@ def score_programs(
     target = adata
     info = {"depth_equalised": False, "target_depth": 0}
     if equalise_depth:
-        counts = equalised_counts(adata, quantile=depth_quantile, seed=seed, copy=not overwrite_counts)
+        counts = equalised_counts(
+            adata, quantile=depth_quantile, seed=seed, copy=not overwrite_counts
+        )
         if counts is None:
-            reason = (f"value type {uns.get('value_type', '?')!r} has no counts: scores were not "
-                      "depth-equalised (rank scores may follow sequencing depth)")
+            reason = (
+                f"value type {uns.get('value_type', '?')!r} has no counts: scores were not "
+                "depth-equalised (rank scores may follow sequencing depth)"
+            )
             if skipped is None:
                 skipped = uns.setdefault("skipped", {})
             skipped["depth_equalisation"] = reason
@@ -208,10 +232,9 @@ def score_programs(
     for name in to_score:
         adata.obs[f"score_{name}"] = target.obs[f"score_{name}"].to_numpy()
     if "lpo_drivers" in programs and "lpo_suppressors" in programs:
-        adata.obs[f"score_{SIGNED_LPO}"] = (
-            adata.obs["score_lpo_drivers"].astype(float)
-            - adata.obs["score_lpo_suppressors"].astype(float)
-        )
+        adata.obs[f"score_{SIGNED_LPO}"] = adata.obs["score_lpo_drivers"].astype(float) - adata.obs[
+            "score_lpo_suppressors"
+        ].astype(float)
     uns["scoring"] = info
     return signatures.coverage_table(programs, adata.var_names)
 
@@ -313,8 +336,17 @@ def trend(
         lower, upper = np.percentile(np.array(boots), [2.5, 97.5], axis=0)
     else:
         lower = upper = np.full(grid.size, np.nan)
-    return pd.DataFrame({"pseudotime": grid, "fit": fit, "lower": lower, "upper": upper,
-                         "n_bootstrap_ok": len(boots), "lam": lam, "n_splines": n_splines})
+    return pd.DataFrame(
+        {
+            "pseudotime": grid,
+            "fit": fit,
+            "lower": lower,
+            "upper": upper,
+            "n_bootstrap_ok": len(boots),
+            "lam": lam,
+            "n_splines": n_splines,
+        }
+    )
 
 
 def trends(
@@ -341,8 +373,19 @@ def trends(
 
     pt = adata.obs[pseudotime_key].to_numpy(dtype=float)
     ok = np.isfinite(pt)
-    columns = ["program", "unit", "pseudotime", "fit", "lower", "upper", "n_cells", N_PATIENTS,
-               "n_bootstrap_ok", "lam", "n_splines"]
+    columns = [
+        "program",
+        "unit",
+        "pseudotime",
+        "fit",
+        "lower",
+        "upper",
+        "n_cells",
+        N_PATIENTS,
+        "n_bootstrap_ok",
+        "lam",
+        "n_splines",
+    ]
     if ok.sum() < 10:
         logger.warning("trends skipped: %d cells with pseudotime", ok.sum())
         return pd.DataFrame(columns=columns)
@@ -356,8 +399,15 @@ def trends(
     tables = []
     for key in score_keys:
         rng = np.random.default_rng(seed)  # same resamples for every program
-        table = trend(pt[ok], obs[key].to_numpy(dtype=float), groups, grid=grid,
-                      n_splines=n_splines, n_bootstrap=n_bootstrap, rng=rng)
+        table = trend(
+            pt[ok],
+            obs[key].to_numpy(dtype=float),
+            groups,
+            grid=grid,
+            n_splines=n_splines,
+            n_bootstrap=n_bootstrap,
+            rng=rng,
+        )
         table.insert(0, "program", key.removeprefix("score_"))
         table.insert(1, "unit", unit)
         table["n_cells"] = int(ok.sum())
@@ -420,37 +470,84 @@ def build_summary(
         N_PATIENTS: int(_labels(obs, "patient").nunique()),
         "n_lineage_cells": int(obs["in_lineage"].sum()) if "in_lineage" in obs else 0,
         "n_cells_with_pseudotime": int(np.isfinite(obs["pseudotime"].astype(float)).sum())
-        if "pseudotime" in obs else 0,
-        "cells_per_state": {str(k): int(v) for k, v in
-                            _labels(obs, "state").value_counts().items()},
+        if "pseudotime" in obs
+        else 0,
+        "cells_per_state": {
+            str(k): int(v) for k, v in _labels(obs, "state").value_counts().items()
+        },
         "trajectory": _clean(dict(uns.get("trajectory", {}))),
         "skipped": skipped,
         "association_with_pseudotime": {},
         "tex_term_vs_tpex": {},
-        "responders_vs_non_responders": {} if not response_skipped else
-        {"skipped": response_skipped},
+        "responders_vs_non_responders": {}
+        if not response_skipped
+        else {"skipped": response_skipped},
     }
     for row in associations.to_dict("records"):
-        summary["association_with_pseudotime"][row["program"]] = _clean({
-            k: row.get(k) for k in ("effect", EFFECT_TYPE, P_VALUE, P_ADJ, N_PATIENTS,
-                                    N_PATIENTS_POSITIVE, "n_cells", "unit", "note")})
+        summary["association_with_pseudotime"][row["program"]] = _clean(
+            {
+                k: row.get(k)
+                for k in (
+                    "effect",
+                    EFFECT_TYPE,
+                    P_VALUE,
+                    P_ADJ,
+                    N_PATIENTS,
+                    N_PATIENTS_POSITIVE,
+                    "n_cells",
+                    "unit",
+                    "note",
+                )
+            }
+        )
     for row in state_comparison.to_dict("records"):
-        summary["tex_term_vs_tpex"][row["program"]] = _clean({
-            k: row.get(k) for k in ("effect", EFFECT_TYPE, "test", P_VALUE, P_ADJ,
-                                    N_PATIENTS, "n_cells", "unit", "note")})
+        summary["tex_term_vs_tpex"][row["program"]] = _clean(
+            {
+                k: row.get(k)
+                for k in (
+                    "effect",
+                    EFFECT_TYPE,
+                    "test",
+                    P_VALUE,
+                    P_ADJ,
+                    N_PATIENTS,
+                    "n_cells",
+                    "unit",
+                    "note",
+                )
+            }
+        )
     if not response_skipped:
         for row in response_comparison.to_dict("records"):
-            summary["responders_vs_non_responders"].setdefault(row["state"], {})[
-                row["program"]] = _clean({
-                    k: row.get(k) for k in ("effect", "cliffs_delta", "hedges_g", P_VALUE,
-                                            P_ADJ, N_RESPONDERS, N_NON_RESPONDERS,
-                                            "n_cells", "unit", "note")})
+            summary["responders_vs_non_responders"].setdefault(row["state"], {})[row["program"]] = (
+                _clean(
+                    {
+                        k: row.get(k)
+                        for k in (
+                            "effect",
+                            "cliffs_delta",
+                            "hedges_g",
+                            P_VALUE,
+                            P_ADJ,
+                            N_RESPONDERS,
+                            N_NON_RESPONDERS,
+                            "n_cells",
+                            "unit",
+                            "note",
+                        )
+                    }
+                )
+            )
     return _clean(summary)
 
 
 def draw_trends(
-    adata: ad.AnnData, trend_table: pd.DataFrame, associations: pd.DataFrame, outdir,
-    *, program_names: Sequence[str] | None = None,
+    adata: ad.AnnData,
+    trend_table: pd.DataFrame,
+    associations: pd.DataFrame,
+    outdir,
+    *,
+    program_names: Sequence[str] | None = None,
 ) -> list[Path]:
     """``trend_<program>.png`` in `outdir` for every tested program (a note when skipped).
 
@@ -461,9 +558,19 @@ def draw_trends(
 
     outdir = Path(outdir)
     if program_names is None:
-        names = [p for p in pd.concat([associations.get("program", pd.Series(dtype=str)),
-                                       trend_table.get("program", pd.Series(dtype=str))])
-                 .dropna().astype(str).unique() if p]
+        names = [
+            p
+            for p in pd.concat(
+                [
+                    associations.get("program", pd.Series(dtype=str)),
+                    trend_table.get("program", pd.Series(dtype=str)),
+                ]
+            )
+            .dropna()
+            .astype(str)
+            .unique()
+            if p
+        ]
         program_names = names or [p for p in trend_programs(DEFAULT_PROGRAMS)]
     keys = [f"score_{p}" for p in program_names if f"score_{p}" in adata.obs]
     pt = adata.obs["pseudotime"].to_numpy(dtype=float)
@@ -473,22 +580,34 @@ def draw_trends(
     for key in keys:
         program = key.removeprefix("score_")
         path = outdir / f"trend_{program}.png"
-        rows = trend_table[trend_table["program"].astype(str) == program] \
-            if "program" in trend_table else trend_table.iloc[:0]
+        rows = (
+            trend_table[trend_table["program"].astype(str) == program]
+            if "program" in trend_table
+            else trend_table.iloc[:0]
+        )
         if rows.empty or not lineage.any():
             reason = skipped.get("trends") or skipped.get("trajectory") or "no trend was fitted"
             paths.append(plots.message_figure(path, title=f"{program}: no trend", message=reason))
             continue
-        cells = pd.DataFrame({
-            "pseudotime": pt[lineage],
-            "score": adata.obs.loc[lineage, key].astype(float).to_numpy(),
-            "state": adata.obs.loc[lineage, "state"].astype(str).to_numpy()
-            if "state" in adata.obs else "",
-        })
+        cells = pd.DataFrame(
+            {
+                "pseudotime": pt[lineage],
+                "score": adata.obs.loc[lineage, key].astype(float).to_numpy(),
+                "state": adata.obs.loc[lineage, "state"].astype(str).to_numpy()
+                if "state" in adata.obs
+                else "",
+            }
+        )
         assoc = associations[associations["program"].astype(str) == program]
-        paths.append(plots.program_trend(
-            cells, rows, path, program=program,
-            association=assoc.iloc[0].to_dict() if len(assoc) else None))
+        paths.append(
+            plots.program_trend(
+                cells,
+                rows,
+                path,
+                program=program,
+                association=assoc.iloc[0].to_dict() if len(assoc) else None,
+            )
+        )
     return paths
 
 
@@ -737,13 +856,34 @@ def _along_pseudotime(
         for step in (SKIP_TRENDS, SKIP_ASSOCIATIONS):
             skipped[step] = f"no Tpex -> Tex_term pseudotime: {reason}"
         logger.warning("trends and associations skipped: %s", reason)
-        trend_table = pd.DataFrame([{"program": "", "unit": "", "pseudotime": np.nan,
-                                     "fit": np.nan, "lower": np.nan, "upper": np.nan,
-                                     "note": f"{SKIPPED_PREFIX}{reason}"}])
-        associations = pd.DataFrame([{"program": "", "unit": "", "test": SKIPPED,
-                                      "effect": np.nan, P_VALUE: np.nan, P_ADJ: np.nan,
-                                      N_PATIENTS: 0, "n_cells": 0,
-                                      "note": f"{SKIPPED_PREFIX}{reason}"}])
+        trend_table = pd.DataFrame(
+            [
+                {
+                    "program": "",
+                    "unit": "",
+                    "pseudotime": np.nan,
+                    "fit": np.nan,
+                    "lower": np.nan,
+                    "upper": np.nan,
+                    "note": f"{SKIPPED_PREFIX}{reason}",
+                }
+            ]
+        )
+        associations = pd.DataFrame(
+            [
+                {
+                    "program": "",
+                    "unit": "",
+                    "test": SKIPPED,
+                    "effect": np.nan,
+                    P_VALUE: np.nan,
+                    P_ADJ: np.nan,
+                    N_PATIENTS: 0,
+                    "n_cells": 0,
+                    "note": f"{SKIPPED_PREFIX}{reason}",
+                }
+            ]
+        )
         return trend_table, associations
     trend_table = trends(
         adata, score_keys=keys, n_grid=options.n_grid, n_splines=options.n_splines,
@@ -755,10 +895,13 @@ def _along_pseudotime(
     )  # fmt: skip
     info = texflow_uns(adata).get("trajectory", {})
     if not info.get("root_stable", True):
-        caution = (f"pseudotime depends on the root (root-sensitivity median rho "
-                   f"{float(info.get('root_sensitivity_median_rho', np.nan)):.2f}): caution")
-        associations["note"] = [f"{n}; {caution}" if n else caution
-                                for n in associations["note"].fillna("").astype(str)]
+        caution = (
+            f"pseudotime depends on the root (root-sensitivity median rho "
+            f"{float(info.get('root_sensitivity_median_rho', np.nan)):.2f}): caution"
+        )
+        associations["note"] = [
+            f"{n}; {caution}" if n else caution for n in associations["note"].fillna("").astype(str)
+        ]
     return trend_table, associations
 
 
@@ -780,12 +923,16 @@ def _response_and_composition(
         skipped[SKIP_RESPONSE] = response_skipped
     elif stats.choose_unit(obs) == stats.UNIT_PATIENTS:
         response = pd.concat(
-            [stats.compare_composition(composition, min_cells=options.min_cells_composition),
-             response],
-            ignore_index=True)
+            [
+                stats.compare_composition(composition, min_cells=options.min_cells_composition),
+                response,
+            ],
+            ignore_index=True,
+        )
     else:
         skipped[SKIP_COMPOSITION] = (
-            "no patient labels: one composition per group, nothing to test it against")
+            "no patient labels: one composition per group, nothing to test it against"
+        )
     return response, composition
 
 

@@ -20,7 +20,6 @@ import anndata as ad
 import numba
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from scipy import ndimage, sparse
 
 from .doublets import scrublet_scores
@@ -489,7 +488,9 @@ def _note_dropped_samples(table: pd.DataFrame, skipped: MutableMapping[str, str]
     for sample, row in table.set_index("sample").iterrows():
         if sample != "(all)" and row["cells_in"] > 0 and row["cells_out"] == 0:
             logger.warning("QC removes every cell of sample %s: the sample is dropped", sample)
-            skipped[f"qc.sample.{sample}"] = f"all {row['cells_in']} cells failed QC; sample dropped"
+            skipped[f"qc.sample.{sample}"] = (
+                f"all {row['cells_in']} cells failed QC; sample dropped"
+            )
 
 
 #: Prefixes of the obs columns of the per-cell QC table (`cells_table`).
@@ -527,7 +528,9 @@ def _summary_table(
         row["predicted_doublets"] = (
             int(obs.loc[mask, "predicted_doublet"].sum()) if doublets_run else pd.NA
         )
-        row["removed_doublets"] = int(obs.loc[mask, "qc_fail_doublet"].sum()) if doublets_run else pd.NA
+        row["removed_doublets"] = (
+            int(obs.loc[mask, "qc_fail_doublet"].sum()) if doublets_run else pd.NA
+        )
         row["cells_out"] = int(obs.loc[mask, "qc_pass"].sum())
         row["cells_removed"] = row["cells_in"] - row["cells_out"]
         for name in CRITERIA[:-1]:
@@ -558,7 +561,9 @@ def _check_enough_pass(adata: ad.AnnData, *, min_cells: int, dataset: str | None
     return passed
 
 
-def passing_cells(adata: ad.AnnData, *, min_cells: int = 1, dataset: str | None = None) -> ad.AnnData:
+def passing_cells(
+    adata: ad.AnnData, *, min_cells: int = 1, dataset: str | None = None
+) -> ad.AnnData:
     """The QC-passing cells, as a new AnnData with X as given (float32 CSR).
 
     Raises InputDataError when fewer than `min_cells` cells pass (qc.min_cells_out).
@@ -582,6 +587,8 @@ def write_passing_cells(
     memory. Raises InputDataError when fewer than `min_cells` cells pass.
     """
     if (sparse.issparse(adata.X) and adata.X.format == "csr") and adata.X.dtype == np.float32:
-        write_subset_h5ad(adata, _check_enough_pass(adata, min_cells=min_cells, dataset=dataset), path)
+        write_subset_h5ad(
+            adata, _check_enough_pass(adata, min_cells=min_cells, dataset=dataset), path
+        )
     else:
         write_h5ad(passing_cells(adata, min_cells=min_cells, dataset=dataset), path)

@@ -43,11 +43,32 @@ logger = logging.getLogger(__name__)
 METHOD_META = "random_effects_dersimonian_laird (statsmodels combine_effects)"
 METHOD_SINGLE = "single_dataset"
 META_COLUMNS = [
-    "state", "rank", "gene", "n_datasets", "datasets", "pooled_log2_fold_change", "pooled_se",
-    "ci_low", "ci_high", "z", P_VALUE, "q_value", "tau2", "i2", "cochran_q",
-    "heterogeneity_p", "n_same_sign", "loo_max_change", "loo_sign_stable",
-    "loo_significance_stable", "loo_critical_datasets", "heterogeneous", "rests_on_one_dataset",
-    "consistent", "method", "note",
+    "state",
+    "rank",
+    "gene",
+    "n_datasets",
+    "datasets",
+    "pooled_log2_fold_change",
+    "pooled_se",
+    "ci_low",
+    "ci_high",
+    "z",
+    P_VALUE,
+    "q_value",
+    "tau2",
+    "i2",
+    "cochran_q",
+    "heterogeneity_p",
+    "n_same_sign",
+    "loo_max_change",
+    "loo_sign_stable",
+    "loo_significance_stable",
+    "loo_critical_datasets",
+    "heterogeneous",
+    "rests_on_one_dataset",
+    "consistent",
+    "method",
+    "note",
 ]
 #: 95 % normal quantile of the confidence interval.
 Z_CRIT = float(stats.norm.isf(0.025))
@@ -93,8 +114,14 @@ def dersimonian_laird(effect: np.ndarray, variance: np.ndarray) -> dict[str, flo
     """
     effect, variance = np.asarray(effect, float), np.asarray(variance, float)
     if effect.size == 1:
-        return {"effect": float(effect[0]), "se": float(np.sqrt(variance[0])), "tau2": np.nan,
-                "i2": np.nan, "q": np.nan, "heterogeneity_p": np.nan}
+        return {
+            "effect": float(effect[0]),
+            "se": float(np.sqrt(variance[0])),
+            "tau2": np.nan,
+            "i2": np.nan,
+            "q": np.nan,
+            "heterogeneity_p": np.nan,
+        }
     with np.errstate(divide="ignore", invalid="ignore"):  # its own I² divides by Q, which may be 0
         res = combine_effects(effect, variance, method_re="dl")
     df = effect.size - 1
@@ -104,8 +131,14 @@ def dersimonian_laird(effect: np.ndarray, variance: np.ndarray) -> dict[str, flo
     else:  # statsmodels leaves a negative DL estimate; tau2 = 0 is the fixed-effect fit
         pooled, se, tau2 = float(res.mean_effect_fe), float(res.sd_eff_w_fe), 0.0
     i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
-    return {"effect": pooled, "se": se, "tau2": tau2, "i2": i2, "q": q,
-            "heterogeneity_p": float(stats.chi2.sf(q, df))}
+    return {
+        "effect": pooled,
+        "se": se,
+        "tau2": tau2,
+        "i2": i2,
+        "q": q,
+        "heterogeneity_p": float(stats.chi2.sf(q, df)),
+    }
 
 
 def _p(effect: float, se: float) -> float:
@@ -122,51 +155,88 @@ def _rank(frame: pd.DataFrame) -> pd.DataFrame:
     return order
 
 
-def _single(state: str, dataset: str, rows: pd.DataFrame, *, alpha: float, others: str) -> pd.DataFrame:
+def _single(
+    state: str, dataset: str, rows: pd.DataFrame, *, alpha: float, others: str
+) -> pd.DataFrame:
     lfc = pd.to_numeric(rows["log2_fold_change"]).to_numpy()
     se = pd.to_numeric(rows["lfc_se"]).to_numpy()
     q = pd.to_numeric(rows["q_value"], errors="coerce").to_numpy()
     method = str(rows["method"].iloc[0]) if "method" in rows else ""
-    note = (f"only {dataset} has tested genes for {state}: no cross-dataset meta-analysis (it needs "
-            f"two or more datasets with response labels and enough patients){others}; "
-            f"the single-dataset ranking of {dataset}")
-    out = pd.DataFrame({
-        "state": state, "gene": rows["gene"].astype(str).to_numpy(), "n_datasets": 1,
-        "datasets": dataset, "pooled_log2_fold_change": lfc, "pooled_se": se,
-        "ci_low": lfc - Z_CRIT * se, "ci_high": lfc + Z_CRIT * se, "z": lfc / se,
-        P_VALUE: pd.to_numeric(rows[P_VALUE], errors="coerce").to_numpy(), "q_value": q,
-        "n_same_sign": 1, "heterogeneous": False, "rests_on_one_dataset": q < alpha,
-        "loo_critical_datasets": np.where(q < alpha, dataset, ""),
-        "consistent": False, "method": f"{METHOD_SINGLE} ({method})", "note": note,
-    })
+    note = (
+        f"only {dataset} has tested genes for {state}: no cross-dataset meta-analysis (it needs "
+        f"two or more datasets with response labels and enough patients){others}; "
+        f"the single-dataset ranking of {dataset}"
+    )
+    out = pd.DataFrame(
+        {
+            "state": state,
+            "gene": rows["gene"].astype(str).to_numpy(),
+            "n_datasets": 1,
+            "datasets": dataset,
+            "pooled_log2_fold_change": lfc,
+            "pooled_se": se,
+            "ci_low": lfc - Z_CRIT * se,
+            "ci_high": lfc + Z_CRIT * se,
+            "z": lfc / se,
+            P_VALUE: pd.to_numeric(rows[P_VALUE], errors="coerce").to_numpy(),
+            "q_value": q,
+            "n_same_sign": 1,
+            "heterogeneous": False,
+            "rests_on_one_dataset": q < alpha,
+            "loo_critical_datasets": np.where(q < alpha, dataset, ""),
+            "consistent": False,
+            "method": f"{METHOD_SINGLE} ({method})",
+            "note": note,
+        }
+    )
     return _rank(out)
 
 
-def _meta(state: str, rows: Mapping[str, pd.DataFrame], *, alpha: float, min_datasets: int) -> pd.DataFrame:
+def _meta(
+    state: str, rows: Mapping[str, pd.DataFrame], *, alpha: float, min_datasets: int
+) -> pd.DataFrame:
     names = list(rows)
-    effect = pd.DataFrame({d: r.set_index("gene")["log2_fold_change"].astype(float) for d, r in rows.items()})
+    effect = pd.DataFrame(
+        {d: r.set_index("gene")["log2_fold_change"].astype(float) for d, r in rows.items()}
+    )
     se = pd.DataFrame({d: r.set_index("gene")["lfc_se"].astype(float) for d, r in rows.items()})
     effect, se = effect[names], se.reindex(index=effect.index)[names]
     n = effect.notna().sum(axis=1)
     pooled_genes = n.index[n >= min_datasets]
     if len(pooled_genes) < len(n):
-        logger.info("%s: %d of %d genes tested in fewer than %d datasets, not pooled", state,
-                    len(n) - len(pooled_genes), len(n), min_datasets)
+        logger.info(
+            "%s: %d of %d genes tested in fewer than %d datasets, not pooled",
+            state,
+            len(n) - len(pooled_genes),
+            len(n),
+            min_datasets,
+        )
     records, loo_effect, loo_p = [], {d: {} for d in names}, {d: {} for d in names}
     for gene in pooled_genes:
         have = effect.loc[gene].notna().to_numpy()
         eff, var = effect.loc[gene].to_numpy()[have], se.loc[gene].to_numpy()[have] ** 2
         fit = dersimonian_laird(eff, var)
-        records.append({"gene": str(gene), "n_datasets": int(have.sum()),
-                        "datasets": ",".join(np.asarray(names)[have]),
-                        "pooled_log2_fold_change": fit["effect"], "pooled_se": fit["se"],
-                        "tau2": fit["tau2"], "i2": fit["i2"], "cochran_q": fit["q"],
-                        "heterogeneity_p": fit["heterogeneity_p"],
-                        "n_same_sign": int((np.sign(eff) == np.sign(fit["effect"])).sum())})
+        records.append(
+            {
+                "gene": str(gene),
+                "n_datasets": int(have.sum()),
+                "datasets": ",".join(np.asarray(names)[have]),
+                "pooled_log2_fold_change": fit["effect"],
+                "pooled_se": fit["se"],
+                "tau2": fit["tau2"],
+                "i2": fit["i2"],
+                "cochran_q": fit["q"],
+                "heterogeneity_p": fit["heterogeneity_p"],
+                "n_same_sign": int((np.sign(eff) == np.sign(fit["effect"])).sum()),
+            }
+        )
         for i, dataset in enumerate(np.asarray(names)[have]):
             keep = np.arange(eff.size) != i
             left = dersimonian_laird(eff[keep], var[keep])
-            loo_effect[dataset][gene], loo_p[dataset][gene] = left["effect"], _p(left["effect"], left["se"])
+            loo_effect[dataset][gene], loo_p[dataset][gene] = (
+                left["effect"],
+                _p(left["effect"], left["se"]),
+            )
     out = pd.DataFrame(records)
     if out.empty:
         return out
@@ -204,9 +274,12 @@ def _meta(state: str, rows: Mapping[str, pd.DataFrame], *, alpha: float, min_dat
     out["loo_critical_datasets"] = [",".join(c) for c in critical]
     out["heterogeneous"] = (out["heterogeneity_p"] < alpha).to_numpy()
     out["rests_on_one_dataset"] = significant & ~(sign_stable & sig_stable)
-    out["consistent"] = (significant & ~out["heterogeneous"].to_numpy()
-                         & ~out["rests_on_one_dataset"].to_numpy()
-                         & (out["n_same_sign"] == out["n_datasets"]).to_numpy())
+    out["consistent"] = (
+        significant
+        & ~out["heterogeneous"].to_numpy()
+        & ~out["rests_on_one_dataset"].to_numpy()
+        & (out["n_same_sign"] == out["n_datasets"]).to_numpy()
+    )
     out["method"] = METHOD_META
     out["note"] = ""
     return _rank(out)
@@ -243,7 +316,12 @@ def meta_analyse(
     if min_datasets < 2:
         raise ValueError("min_datasets: a meta-analysis needs at least 2 datasets")
     tested = {d: tested_rows(t) for d, t in tables.items()}
-    seen = [s for d, t in tables.items() if t is not None and "state" in t for s in t["state"].dropna().astype(str)]
+    seen = [
+        s
+        for d, t in tables.items()
+        if t is not None and "state" in t
+        for s in t["state"].dropna().astype(str)
+    ]
     all_states = list(dict.fromkeys([*states, *seen]))
     parts = []
     for state in all_states:
@@ -259,26 +337,50 @@ def meta_analyse(
         if len(rows) >= 2:
             part = _meta(state, rows, alpha=alpha, min_datasets=min_datasets)
             if part.empty:
-                part = pd.DataFrame([{"state": state, "n_datasets": 0, "method": METHOD_META,
-                                      "note": f"no gene was tested in {min_datasets} or more of the "
-                                      f"datasets {', '.join(rows)} for {state}"}])
-            logger.info("%s: %d genes pooled over %d datasets (%s)", state, len(part), len(rows), ", ".join(rows))
+                part = pd.DataFrame(
+                    [
+                        {
+                            "state": state,
+                            "n_datasets": 0,
+                            "method": METHOD_META,
+                            "note": f"no gene was tested in {min_datasets} or more of the "
+                            f"datasets {', '.join(rows)} for {state}",
+                        }
+                    ]
+                )
+            logger.info(
+                "%s: %d genes pooled over %d datasets (%s)",
+                state,
+                len(part),
+                len(rows),
+                ", ".join(rows),
+            )
         elif len(rows) == 1:
-            (dataset, r), = rows.items()
+            ((dataset, r),) = rows.items()
             part = _single(state, dataset, r, alpha=alpha, others=others)
             logger.info("%s: only %s has tested genes, its own ranking carried", state, dataset)
         else:
             if state not in states and not why_not:
                 continue
-            part = pd.DataFrame([{"state": state, "n_datasets": 0, "method": METHOD_SINGLE,
-                                  "note": f"no dataset has tested genes for {state}{others}"}])
+            part = pd.DataFrame(
+                [
+                    {
+                        "state": state,
+                        "n_datasets": 0,
+                        "method": METHOD_SINGLE,
+                        "note": f"no dataset has tested genes for {state}{others}",
+                    }
+                ]
+            )
         parts.append(part)
     return pd.concat(parts, ignore_index=True).reindex(columns=META_COLUMNS)
 
 
 def cross_dataset(table: pd.DataFrame) -> bool:
     """Whether any state of a `meta_analyse` table was pooled over two or more datasets."""
-    return bool((table["method"] == METHOD_META).any() and (pd.to_numeric(table["n_datasets"]) >= 2).any())
+    return bool(
+        (table["method"] == METHOD_META).any() and (pd.to_numeric(table["n_datasets"]) >= 2).any()
+    )
 
 
 def top_genes(table: pd.DataFrame, *, n: int = 10) -> pd.DataFrame:
@@ -306,11 +408,15 @@ def state_notes(table: pd.DataFrame, *, alpha: float = 0.05) -> dict[str, str]:
         if (rows["method"] == METHOD_META).any() and rows["gene"].notna().any():
             counts = pd.to_numeric(rows["n_datasets"])
             datasets = sorted({d for ds in rows["datasets"].dropna() for d in str(ds).split(",")})
-            notes[state] = (f"{len(rows)} genes pooled over {int(counts.min())}-{int(counts.max())} "
-                            f"of {len(datasets)} datasets ({', '.join(datasets)}); "
-                            f"{int((pd.to_numeric(rows['q_value']) < alpha).sum())} at q < 0.05")
+            notes[state] = (
+                f"{len(rows)} genes pooled over {int(counts.min())}-{int(counts.max())} "
+                f"of {len(datasets)} datasets ({', '.join(datasets)}); "
+                f"{int((pd.to_numeric(rows['q_value']) < alpha).sum())} at q < 0.05"
+            )
             if counts.min() == counts.max():
-                notes[state] = notes[state].replace(f"{int(counts.min())}-{int(counts.max())} of ", "")
+                notes[state] = notes[state].replace(
+                    f"{int(counts.min())}-{int(counts.max())} of ", ""
+                )
         else:
             notes[state] = str(rows["note"].dropna().iloc[0]) if rows["note"].notna().any() else ""
     return notes
@@ -362,24 +468,45 @@ def forest_plot(
         ax.axis("off")
         ax.text(0.5, 0.5, "no dataset has tested genes: nothing to rank", ha="center", va="center")
     else:
-        fig, axes = plt.subplots(1, len(states), figsize=(4.6 * len(states), 0.55 * n_genes + 1.6),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(states), figsize=(4.6 * len(states), 0.55 * n_genes + 1.6), squeeze=False
+        )
         for ax, state in zip(axes[0], states, strict=True):
             rows = top.loc[top["state"] == state].sort_values("rank")
             offsets = np.linspace(-0.25, 0.25, len(datasets)) if len(datasets) > 1 else [0.0]
             for y, (_, row) in enumerate(rows.iterrows()):
                 for offset, dataset in zip(offsets, datasets, strict=True):
                     de = tested_rows(tables[dataset])
-                    hit = de.loc[(de["state"].astype(str) == state) & (de["gene"].astype(str) == row["gene"])]
+                    hit = de.loc[
+                        (de["state"].astype(str) == state) & (de["gene"].astype(str) == row["gene"])
+                    ]
                     if hit.empty:
                         continue
                     lfc, se = float(hit["log2_fold_change"].iloc[0]), float(hit["lfc_se"].iloc[0])
-                    ax.errorbar(lfc, y + offset, xerr=Z_CRIT * se, fmt="o", ms=3.5, lw=1,
-                                color=colours[dataset], label=dataset if y == 0 else None)
+                    ax.errorbar(
+                        lfc,
+                        y + offset,
+                        xerr=Z_CRIT * se,
+                        fmt="o",
+                        ms=3.5,
+                        lw=1,
+                        color=colours[dataset],
+                        label=dataset if y == 0 else None,
+                    )
                 if pooled:
-                    ax.errorbar(row["pooled_log2_fold_change"], y, xerr=[[row["pooled_log2_fold_change"] - row["ci_low"]],
-                                [row["ci_high"] - row["pooled_log2_fold_change"]]],
-                                fmt="D", ms=6, color="black", lw=1.8, label="pooled (DL)" if y == 0 else None)
+                    ax.errorbar(
+                        row["pooled_log2_fold_change"],
+                        y,
+                        xerr=[
+                            [row["pooled_log2_fold_change"] - row["ci_low"]],
+                            [row["ci_high"] - row["pooled_log2_fold_change"]],
+                        ],
+                        fmt="D",
+                        ms=6,
+                        color="black",
+                        lw=1.8,
+                        label="pooled (DL)" if y == 0 else None,
+                    )
             labels = []
             for _, row in rows.iterrows():
                 flagged = {str(row[c]).lower() for c in ("heterogeneous", "rests_on_one_dataset")}
@@ -391,10 +518,13 @@ def forest_plot(
             ax.axvline(0, color="grey", lw=0.8, ls="--")
             ax.set_xlabel("log2 fold change, non-responders / responders (95% CI)")
             ax.set_title(state if pooled else f"{state}: single-dataset ranking")
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
-                      frameon=False)
-        title = ("Top genes per state, random-effects meta-analysis (DerSimonian-Laird); "
-                 "(k/n): datasets agreeing in sign; †: heterogeneous or rests on one dataset")
+            ax.legend(
+                fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False
+            )
+        title = (
+            "Top genes per state, random-effects meta-analysis (DerSimonian-Laird); "
+            "(k/n): datasets agreeing in sign; †: heterogeneous or rests on one dataset"
+        )
         if not pooled:
             title = "Fewer than two datasets with tested genes: no cross-dataset ranking"
         fig.suptitle(title, fontsize=9)

@@ -167,10 +167,16 @@ def ucell(
         if all_missing:
             logger.warning(
                 "program %s: %d of %d genes not in the data (%s): %s",
-                name, len(all_missing), len(program.genes), missing_genes, ",".join(all_missing),
+                name,
+                len(all_missing),
+                len(program.genes),
+                missing_genes,
+                ",".join(all_missing),
             )
         if not sets["up"][2]:
-            logger.warning("program %s: none of its positive genes is in the data; score is 0", name)
+            logger.warning(
+                "program %s: none of its positive genes is in the data; score is 0", name
+            )
         record[name] = {
             "used": ",".join(sets["up"][2] + sets["down"][2]),
             "missing": ",".join(all_missing),
@@ -209,7 +215,11 @@ def _capped_ranks(chunk, column_to_union: np.ndarray, n_union: int, max_rank: in
     capped = np.full((chunk.shape[0], n_union), max_rank + 1, dtype=np.float64)
     if n_union and chunk.nnz:
         _rank_rows(
-            chunk.indptr.astype(np.int64), chunk.indices.astype(np.int64), chunk.data,
-            column_to_union, max_rank, capped,
+            chunk.indptr.astype(np.int64),
+            chunk.indices.astype(np.int64),
+            chunk.data,
+            column_to_union,
+            max_rank,
+            capped,
         )
     return capped

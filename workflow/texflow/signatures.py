@@ -13,7 +13,6 @@ Typical use::
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -123,7 +122,9 @@ def load_programs(
         else:
             added = _read_tsv(extra, organism)
         for name in added.keys() & programs.keys():
-            logger.warning("program %r from %s replaces the shipped program of that name", name, extra)
+            logger.warning(
+                "program %r from %s replaces the shipped program of that name", name, extra
+            )
         programs.update(added)
     if names is not None:
         names = list(names)
@@ -162,11 +163,16 @@ def _read_tsv(path: Path, organism: str) -> dict[str, GeneProgram]:
             (up if row.direction == "up" else down).extend(symbols)
         sources = rows["source"].unique() if "source" in rows.columns else [""]
         programs[name] = GeneProgram(
-            name=name, up=tuple(up), down=tuple(down), source="; ".join(s for s in sources if s),
+            name=name,
+            up=tuple(up),
+            down=tuple(down),
+            source="; ".join(s for s in sources if s),
             no_ortholog=tuple(no_ortholog),
         )
         if not programs[name].up:
-            raise InputDataError(f"program {name!r} has no positive ('up') gene for {organism}", path=path)
+            raise InputDataError(
+                f"program {name!r} has no positive ('up') gene for {organism}", path=path
+            )
     return programs
 
 
@@ -194,14 +200,20 @@ def _read_yaml(path: Path) -> dict[str, GeneProgram]:
             up = [str(g).rstrip("+") for g in spec if not str(g).endswith("-")]
             down = [str(g)[:-1] for g in spec if str(g).endswith("-")]
         else:
-            raise InputDataError(f"program {name!r}: expected a list of genes or {{up, down}}", path=path)
+            raise InputDataError(
+                f"program {name!r}: expected a list of genes or {{up, down}}", path=path
+            )
         if not up:
             raise InputDataError(f"program {name!r} has no positive gene", path=path)
-        programs[str(name)] = GeneProgram(name=str(name), up=tuple(up), down=tuple(down), source=source)
+        programs[str(name)] = GeneProgram(
+            name=str(name), up=tuple(up), down=tuple(down), source=source
+        )
     return programs
 
 
-def read_aliases(organism: str | None = None, *, path: str | os.PathLike | None = None) -> pd.DataFrame:
+def read_aliases(
+    organism: str | None = None, *, path: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """The alias table (columns organism, alias, current, note), optionally of one organism."""
     table = pd.read_csv(path or ALIASES_TSV, sep="\t", dtype=str, keep_default_na=False)
     if organism is not None:

@@ -84,7 +84,10 @@ FLAG_PROGRAMS = ("isg", "cycling")  # the isg_high / cycling flags, never a stat
 # Tex_int and effector cells.
 CONTEXT_PROGRAMS = ("cytotoxic", "trm", "mait")
 SCORED_PROGRAMS = (
-    GATE_PROGRAM, *STATE_PROGRAMS.values(), *CONTEXT_PROGRAMS, *FLAG_PROGRAMS,
+    GATE_PROGRAM,
+    *STATE_PROGRAMS.values(),
+    *CONTEXT_PROGRAMS,
+    *FLAG_PROGRAMS,
 )
 
 
@@ -119,14 +122,14 @@ class StatesParams:
         return values
 
 
-def state_programs(
-    organism: str, var_names, *, extra: str | None = None
-) -> dict[str, GeneProgram]:
+def state_programs(organism: str, var_names, *, extra: str | None = None) -> dict[str, GeneProgram]:
     """The programs the states stage scores, with symbols resolved against `var_names`."""
     programs = load_programs(organism, extra=extra or None)
     missing = [name for name in SCORED_PROGRAMS if name not in programs]
     if missing:
-        raise InputDataError(f"gene program(s) {missing} are needed to label states but not defined")
+        raise InputDataError(
+            f"gene program(s) {missing} are needed to label states but not defined"
+        )
     chosen = {name: programs[name] for name in SCORED_PROGRAMS}
     return resolve_aliases(chosen, var_names, organism=organism)
 
@@ -188,8 +191,11 @@ def knn_neighbours(adata: ad.AnnData, *, k: int) -> np.ndarray:
 
             n_comps = int(max(1, min(20, adata.n_obs - 1, adata.n_vars - 1)))
             basis = sc.pp.pca(adata.X, n_comps=n_comps, random_state=0)
-        logger.info("no obsp['distances'] graph: %d nearest neighbours searched on %d dimensions",
-                    k, basis.shape[1])
+        logger.info(
+            "no obsp['distances'] graph: %d nearest neighbours searched on %d dimensions",
+            k,
+            basis.shape[1],
+        )
         search = NearestNeighbors(n_neighbors=int(min(k, adata.n_obs - 1))).fit(basis)
         graph = search.kneighbors_graph(None, mode="distance")  # None: a cell is not its own
     rows = np.repeat(np.arange(adata.n_obs), np.diff(graph.indptr))
@@ -212,7 +218,9 @@ def smooth_scores(scores: pd.DataFrame, neighbours: np.ndarray, *, decay: float)
     values = scores.to_numpy(dtype=float)
     weights = (1.0 - decay) ** np.arange(1, neighbours.shape[1] + 1)
     smoothed = values + np.einsum("k,nkp->np", weights, values[neighbours])
-    return pd.DataFrame(smoothed / (1.0 + weights.sum()), index=scores.index, columns=scores.columns)
+    return pd.DataFrame(
+        smoothed / (1.0 + weights.sum()), index=scores.index, columns=scores.columns
+    )
 
 
 def decide_cells(z: pd.DataFrame, params: StatesParams, usable: set[str]) -> pd.DataFrame:
@@ -226,8 +234,16 @@ def decide_cells(z: pd.DataFrame, params: StatesParams, usable: set[str]) -> pd.
     gate = np.isfinite(gate_z) & (gate_z >= params.gate_min_z)
     states = [s for s, program in STATE_PROGRAMS.items() if program in usable and program in z]
     if not states:
-        return pd.DataFrame({"state": OTHER_STATE, "confidence": 0.0, "best_state": "",
-                             "second_best": "", "gate": gate}, index=z.index)
+        return pd.DataFrame(
+            {
+                "state": OTHER_STATE,
+                "confidence": 0.0,
+                "best_state": "",
+                "second_best": "",
+                "gate": gate,
+            },
+            index=z.index,
+        )
     values = np.column_stack([z[STATE_PROGRAMS[s]].to_numpy(float) for s in states])
     exhausted = np.array([s in EXHAUSTED_STATES for s in states])
     values = np.where(exhausted[None, :] & ~gate[:, None], np.nan, values)
@@ -244,10 +260,19 @@ def decide_cells(z: pd.DataFrame, params: StatesParams, usable: set[str]) -> pd.
     state = np.where(confidence < params.min_margin, AMBIGUOUS_STATE, best).astype(object)
     below = best_z < params.min_state_z  # no candidate at all: best_z is -inf
     state[below] = OTHER_STATE
-    confidence = np.where(below, np.where(np.isfinite(best_z), params.min_state_z - best_z, 0.0),
-                          confidence)
-    return pd.DataFrame({"state": state, "confidence": confidence, "best_state": best,
-                         "second_best": second, "gate": gate}, index=z.index)
+    confidence = np.where(
+        below, np.where(np.isfinite(best_z), params.min_state_z - best_z, 0.0), confidence
+    )
+    return pd.DataFrame(
+        {
+            "state": state,
+            "confidence": confidence,
+            "best_state": best,
+            "second_best": second,
+            "gate": gate,
+        },
+        index=z.index,
+    )
 
 
 def cell_states(
@@ -283,8 +308,9 @@ def cell_states(
     decision.loc[keep, ["state", "confidence", "best_state", "second_best"]] = own.loc[
         keep, ["state", "confidence", "best_state", "second_best"]
     ]
-    adata.obs[CELL_STATE_KEY] = pd.Categorical(decision["state"].to_numpy(),
-                                               categories=list(STATE_CATEGORIES))
+    adata.obs[CELL_STATE_KEY] = pd.Categorical(
+        decision["state"].to_numpy(), categories=list(STATE_CATEGORIES)
+    )
     adata.obs[CONFIDENCE_KEYS[CELL_STATE_KEY]] = decision["confidence"].to_numpy(dtype=float)
     adata.obs[CELL_STATE_BASIS_KEY] = pd.Categorical(
         np.where(keep, OWN_SCORES_BASIS, SMOOTHED_BASIS),
@@ -293,17 +319,27 @@ def cell_states(
     low, high = EXHAUSTION_AXIS_PROGRAMS  # the progenitor end, the terminal end
     adata.obs[EXHAUSTION_AXIS_KEY] = (smoothed[high] - smoothed[low]).to_numpy()
     counts = adata.obs[CELL_STATE_KEY].value_counts()
-    logger.info("per-cell states (kNN-smoothed, k=%d; %d cells kept their own call %s): %s",
-                k, int(keep.sum()), "/".join(params.keep_own_call) or "-",
-                ", ".join(f"{name} {int(n)}" for name, n in counts.items() if n))
+    logger.info(
+        "per-cell states (kNN-smoothed, k=%d; %d cells kept their own call %s): %s",
+        k,
+        int(keep.sum()),
+        "/".join(params.keep_own_call) or "-",
+        ", ".join(f"{name} {int(n)}" for name, n in counts.items() if n),
+    )
     return decision
 
 
-def cluster_agreement(cluster_of_cell: pd.Series, cell_state: pd.Series, cluster_state: pd.Series) -> pd.DataFrame:
+def cluster_agreement(
+    cluster_of_cell: pd.Series, cell_state: pd.Series, cluster_state: pd.Series
+) -> pd.DataFrame:
     """Per cluster: the state most of its cells are called, its share, and a note when the
     cluster's own label differs."""
-    frame = pd.DataFrame({"cluster": cluster_of_cell.astype(str).to_numpy(),
-                          "cell_state": cell_state.astype(str).to_numpy()})
+    frame = pd.DataFrame(
+        {
+            "cluster": cluster_of_cell.astype(str).to_numpy(),
+            "cell_state": cell_state.astype(str).to_numpy(),
+        }
+    )
     shares = frame.groupby("cluster")["cell_state"].value_counts(normalize=True)
     rows = []
     for cluster, label in cluster_state.items():
@@ -311,11 +347,18 @@ def cluster_agreement(cluster_of_cell: pd.Series, cell_state: pd.Series, cluster
         majority, share = str(top.index[0]), float(top.iloc[0])
         composition = ", ".join(f"{name} {100 * v:.0f}%" for name, v in top.items() if v >= 0.05)
         agrees = majority == label
-        note = "" if agrees else (
-            f"cluster labelled {label}, but its cells are called {composition}")
-        rows.append({"cluster": str(cluster), "cell_majority_state": majority,
-                     "cell_majority_fraction": round(share, 4),
-                     "agrees_with_cells": agrees, "cell_state_note": note})
+        note = (
+            "" if agrees else (f"cluster labelled {label}, but its cells are called {composition}")
+        )
+        rows.append(
+            {
+                "cluster": str(cluster),
+                "cell_majority_state": majority,
+                "cell_majority_fraction": round(share, 4),
+                "agrees_with_cells": agrees,
+                "cell_state_note": note,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -473,11 +516,17 @@ def _cluster_table(
         program = programs.get(STATE_PROGRAMS.get(decision["best_state"], ""), None)
         row["markers_up"] = row["markers_down"] = ""
         if program is not None:
-            for column, genes, higher in (("markers_up", program.up, True),
-                                          ("markers_down", program.down, False)):
+            for column, genes, higher in (
+                ("markers_up", program.up, True),
+                ("markers_down", program.down, False),
+            ):
                 row[column] = _marker_evidence(
-                    adata, cluster_key=key, cluster=str(cluster), genes=genes,
-                    n_top=params.n_marker_genes, higher=higher,
+                    adata,
+                    cluster_key=key,
+                    cluster=str(cluster),
+                    genes=genes,
+                    n_top=params.n_marker_genes,
+                    higher=higher,
                 )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -513,6 +562,11 @@ def _log_clusters(table: pd.DataFrame) -> None:
     for row in table.itertuples():
         logger.info(
             "cluster %s (%d cells): %s (confidence %.2f, second %s)%s%s",
-            row.cluster, row.n_cells, row.state, row.confidence, row.second_best or "-",
-            ", ISG-high" if row.isg_high else "", ", cycling" if row.cycling else "",
+            row.cluster,
+            row.n_cells,
+            row.state,
+            row.confidence,
+            row.second_best or "-",
+            ", ISG-high" if row.isg_high else "",
+            ", cycling" if row.cycling else "",
         )

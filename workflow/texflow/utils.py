@@ -85,7 +85,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_tsv(table: pd.DataFrame, path: str | os.PathLike, *, na_rep: str = "NA", float_format: str | None = None) -> None:
+def write_tsv(
+    table: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    na_rep: str = "NA",
+    float_format: str | None = None,
+) -> None:
     """Write `table` as TSV (no index) atomically; gzip-compressed (`GZIP_TSV`) when `path` ends
     in .gz, with neither a time nor a file name in the gzip header, so that identical tables give
     identical bytes."""
@@ -244,7 +250,9 @@ def write_subset_h5ad(
         obsp={key: value[rows][:, rows] for key, value in adata.obsp.items()},
         varp=dict(adata.varp),
     )
-    record = {key: value for key, value in adata.uns.get("texflow", {}).items() if key != "counts_layer"}
+    record = {
+        key: value for key, value in adata.uns.get("texflow", {}).items() if key != "counts_layer"
+    }
     meta.uns["texflow"] = {**record, "counts_layer": COUNTS_IN_X} if shared else record
     with atomic_path(path) as tmp:
         meta.write_h5ad(tmp)
@@ -284,7 +292,9 @@ def update_h5ad(adata: ad.AnnData, *, source: str | os.PathLike, path: str | os.
                 if slot in file:
                     del file[slot]
                 value = getattr(adata, slot)
-                ad.io.write_elem(file, slot, value if slot in ("obs", "var", "uns") else dict(value))
+                ad.io.write_elem(
+                    file, slot, value if slot in ("obs", "var", "uns") else dict(value)
+                )
 
 
 def setup_logging(log_path: str | os.PathLike | None = None, *, level: int = logging.INFO) -> None:
@@ -326,9 +336,9 @@ def run_step(main, snakemake) -> None:
     A `TexflowError` ends the job with its message (dataset, file, problem) in the log and on
     stderr, rather than a traceback from deep inside a library.
     """
-    from .errors import TexflowError
-
     import resource
+
+    from .errors import TexflowError
 
     setup_logging(snakemake.log[0] if snakemake.log else None)
     limit_numba_threads(getattr(snakemake, "threads", None))

@@ -40,28 +40,31 @@ def _scatter_categories(
     ax.set_yticks([])
     if not on_data and len(categories) <= 30:
         # 9 pt: the figure is shown across the page (~1300 px of its ~1700), so ~10 px on screen
-        ax.legend(frameon=False, fontsize=9, markerscale=2, loc="center left",
-                  bbox_to_anchor=(1, 0.5), ncol=1 if len(categories) <= 16 else 2,
-                  columnspacing=0.8, handletextpad=0.3)
+        ax.legend(
+            frameon=False,
+            fontsize=9,
+            markerscale=2,
+            loc="center left",
+            bbox_to_anchor=(1, 0.5),
+            ncol=1 if len(categories) <= 16 else 2,
+            columnspacing=0.8,
+            handletextpad=0.3,
+        )
 
 
 def umap_panels(adata: ad.AnnData, path: str | os.PathLike, *, key: str = "cluster") -> None:
     """UMAP by cluster, then by each of `METADATA_COLUMNS` that has values, saved as one PNG."""
     xy = adata.obsm["X_umap"]
-    columns = [key] + [
-        c for c in METADATA_COLUMNS if c in adata.obs and adata.obs[c].notna().any()
-    ]
+    columns = [key] + [c for c in METADATA_COLUMNS if c in adata.obs and adata.obs[c].notna().any()]
     n = len(columns)
     ncols = min(3, n)
     nrows = int(np.ceil(n / ncols))
     # at least 12 in (> 1200 px): the report shows it across the page, legends legible
     width = max(5.2 * ncols, 12.0 if ncols > 1 else 0.0)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.2 * nrows),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.2 * nrows), squeeze=False)
     for ax, column in zip(axes.ravel(), columns):
         title = f"Leiden clusters (n = {adata.n_obs} cells)" if column == key else column
-        _scatter_categories(ax, xy, adata.obs[column], title, on_data=column == key,
-                            column=column)
+        _scatter_categories(ax, xy, adata.obs[column], title, on_data=column == key, column=column)
     for ax in axes.ravel()[n:]:
         ax.set_axis_off()
     dataset = adata.uns.get("texflow", {}).get("dataset", "")

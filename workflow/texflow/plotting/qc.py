@@ -29,7 +29,8 @@ def _save(fig, path: str | os.PathLike) -> None:
 def _criteria_run(adata: ad.AnnData, thresholds: pd.DataFrame) -> list[bool]:
     """Per panel of `PANELS`: whether its criterion ran (a column, a failure flag, thresholds)."""
     return [
-        column in adata.obs and adata.obs.get(f"qc_fail_{criterion}") is not None
+        column in adata.obs
+        and adata.obs.get(f"qc_fail_{criterion}") is not None
         and not thresholds[f"{criterion}_upper"].isna().all()
         for column, criterion, _ in PANELS
     ]
@@ -51,7 +52,7 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
     nrows = max(-(-len(panels) // ncols), 1)
     height = 2.6 * nrows + 0.9 if panels else 1.2
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
-    for ax in axes.flat[len(panels):] if panels else []:
+    for ax in axes.flat[len(panels) :] if panels else []:
         ax.set_axis_off()
     rng = np.random.default_rng(0)
     for ax, (column, criterion, label) in zip(axes.flat, panels):
@@ -74,8 +75,16 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
     footnote = f"Not run: {', '.join(not_run)} (why: notes of the QC table)" if not_run else ""
     if not panels:
         axes[0, 0].set_axis_off()
-        axes[0, 0].text(0.5, 0.5, f"{dataset}: no QC criterion ran. {footnote}", ha="center",
-                        va="center", wrap=True, fontsize=9, transform=axes[0, 0].transAxes)
+        axes[0, 0].text(
+            0.5,
+            0.5,
+            f"{dataset}: no QC criterion ran. {footnote}",
+            ha="center",
+            va="center",
+            wrap=True,
+            fontsize=9,
+            transform=axes[0, 0].transAxes,
+        )
         fig.tight_layout()
         _save(fig, path)
         return
@@ -95,8 +104,16 @@ def doublet_scores(adata: ad.AnnData, path: str | os.PathLike, *, note: str = ""
     # not run: one line of text, not an empty panel (the report shows the sentence instead)
     fig, ax = plt.subplots(figsize=(6, 3.5) if scored else (6, 1.0))
     if not scored:
-        ax.text(0.5, 0.5, f"doublet detection not run\n{note[:300]}", ha="center", va="center",
-                wrap=True, fontsize=8, transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            f"doublet detection not run\n{note[:300]}",
+            ha="center",
+            va="center",
+            wrap=True,
+            fontsize=8,
+            transform=ax.transAxes,
+        )
         ax.set_axis_off()
     else:
         predicted = adata.obs["predicted_doublet"].to_numpy(dtype=bool)

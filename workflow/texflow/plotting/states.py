@@ -43,14 +43,18 @@ def marker_panel(
     if organism == "mouse":
         from ..signatures import PROGRAMS_TSV
 
-        table = pd.read_csv(programs_tsv or PROGRAMS_TSV, sep="\t", dtype=str, keep_default_na=False)
+        table = pd.read_csv(
+            programs_tsv or PROGRAMS_TSV, sep="\t", dtype=str, keep_default_na=False
+        )
         for human, mouse in zip(table["human"], table["mouse"]):
             mapping.setdefault(human, [s for s in mouse.split(";") if s])
     panel = {}
     for group, genes in MARKER_GROUPS.items():
         symbols = []
         for gene in genes:
-            candidates = mapping.get(gene, [gene[0] + gene[1:].lower()]) if organism == "mouse" else [gene]
+            candidates = (
+                mapping.get(gene, [gene[0] + gene[1:].lower()]) if organism == "mouse" else [gene]
+            )
             symbols.extend(s for s in candidates if s in present and s not in symbols)
         if symbols:
             panel[group] = symbols
@@ -83,7 +87,9 @@ def state_marker_dotplot(
     # order rows along the exhausted axis so Tpex and Tex_term sit at opposite ends
     order = (
         adata.obs.groupby(adata.obs[cluster_key].astype(str), observed=True)["exhaustion_axis"]
-        .mean().sort_values().index
+        .mean()
+        .sort_values()
+        .index
     )
     column = "_state_label"
     adata.obs[column] = pd.Categorical(
@@ -94,9 +100,15 @@ def state_marker_dotplot(
         if not panel:
             raise ValueError("no state marker gene is in the data")
         dot = sc.pl.dotplot(
-            adata, panel, groupby=column, standard_scale="var", show=False, return_fig=True,
+            adata,
+            panel,
+            groupby=column,
+            standard_scale="var",
+            show=False,
+            return_fig=True,
             title=title or "State markers per cluster (rows: cluster: state (confidence))",
-            colorbar_title="mean expression\nscaled per gene", size_title="fraction of cells\nexpressing",
+            colorbar_title="mean expression\nscaled per gene",
+            size_title="fraction of cells\nexpressing",
         )
         dot.make_figure()
         fig = dot.fig

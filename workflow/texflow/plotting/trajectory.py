@@ -55,20 +55,27 @@ def message_figure(path: str | os.PathLike, *, title: str, message: str) -> Path
     return _save(fig, path)
 
 
-def pseudotime_overview(adata: ad.AnnData, path: str | os.PathLike, *, state_key: str = "state",
-                        formats: Sequence[str] = ("png",)) -> Path:
+def pseudotime_overview(
+    adata: ad.AnnData,
+    path: str | os.PathLike,
+    *,
+    state_key: str = "state",
+    formats: Sequence[str] = ("png",),
+) -> Path:
     """UMAP coloured by pseudotime (grey: outside the lineage) and pseudotime per state."""
     pt = adata.obs["pseudotime"].to_numpy(dtype=float)
     has_umap = "X_umap" in adata.obsm
-    fig, axes = plt.subplots(1, 2 if has_umap else 1, figsize=(11 if has_umap else 5.5, 4.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if has_umap else 1, figsize=(11 if has_umap else 5.5, 4.5), squeeze=False
+    )
     axes = axes[0]
     if has_umap:
         ax = axes[0]
         xy = adata.obsm["X_umap"]
         ok = np.isfinite(pt)
-        ax.scatter(xy[~ok, 0], xy[~ok, 1], s=4, c="#d0d0d0", label="outside lineage",
-                   rasterized=True)
+        ax.scatter(
+            xy[~ok, 0], xy[~ok, 1], s=4, c="#d0d0d0", label="outside lineage", rasterized=True
+        )
         points = ax.scatter(xy[ok, 0], xy[ok, 1], s=5, c=pt[ok], cmap="viridis", rasterized=True)
         fig.colorbar(points, ax=ax, label="pseudotime")
         root = adata.uns.get("texflow", {}).get("trajectory", {}).get("root_cell", "")
@@ -82,12 +89,19 @@ def pseudotime_overview(adata: ad.AnnData, path: str | os.PathLike, *, state_key
         ax.legend(loc="best", fontsize=8, frameon=False)
     ax = axes[-1]
     states = [s for s in LINEAGE_COLOURS if (adata.obs[state_key].astype(str) == s).any()]
-    data = [pt[(adata.obs[state_key].astype(str) == s).to_numpy() & np.isfinite(pt)]
-            for s in states]
+    data = [
+        pt[(adata.obs[state_key].astype(str) == s).to_numpy() & np.isfinite(pt)] for s in states
+    ]
     rng = np.random.default_rng(0)
     for i, (state, values) in enumerate(zip(states, data)):
-        ax.scatter(i + rng.uniform(-0.25, 0.25, values.size), values, s=4, alpha=0.4,
-                   c=LINEAGE_COLOURS[state], rasterized=True)
+        ax.scatter(
+            i + rng.uniform(-0.25, 0.25, values.size),
+            values,
+            s=4,
+            alpha=0.4,
+            c=LINEAGE_COLOURS[state],
+            rasterized=True,
+        )
     ax.boxplot(data, positions=range(len(states)), widths=0.6, showfliers=False)
     ax.set_xticks(range(len(states)), [f"{s}\n(n={len(v)})" for s, v in zip(states, data)])
     ax.set_ylabel("pseudotime")
@@ -119,15 +133,29 @@ def program_trend(
     for state, colour in LINEAGE_COLOURS.items():
         sub = cells[cells["state"].astype(str) == state]
         if len(sub):
-            ax.scatter(sub["pseudotime"], sub["score"], s=4, alpha=0.25, c=colour,
-                       label=f"{state} cells", rasterized=True)
+            ax.scatter(
+                sub["pseudotime"],
+                sub["score"],
+                s=4,
+                alpha=0.25,
+                c=colour,
+                label=f"{state} cells",
+                rasterized=True,
+            )
     others = cells[~cells["state"].astype(str).isin(list(LINEAGE_COLOURS))]
     if len(others):
-        ax.scatter(others["pseudotime"], others["score"], s=4, alpha=0.25,
-                   c=state_colour(OTHER_STATE))
+        ax.scatter(
+            others["pseudotime"], others["score"], s=4, alpha=0.25, c=state_colour(OTHER_STATE)
+        )
     unit = str(trend["unit"].iloc[0]) if len(trend) else ""
-    ax.fill_between(trend["pseudotime"], trend["lower"], trend["upper"], color="k", alpha=0.2,
-                    label=f"95% bootstrap band (resampling {unit})")
+    ax.fill_between(
+        trend["pseudotime"],
+        trend["lower"],
+        trend["upper"],
+        color="k",
+        alpha=0.2,
+        label=f"95% bootstrap band (resampling {unit})",
+    )
     ax.plot(trend["pseudotime"], trend["fit"], c="k", lw=2, label="GAM fit")
     # zoom on the trend: cells spread far wider than the mean curve
     lo, hi = np.nanpercentile(cells["score"], [2, 98]) if len(cells) else (0, 1)
@@ -143,8 +171,9 @@ def program_trend(
         effect, p_adj = association.get("effect"), association.get(P_ADJ)
         n = association.get(N_PATIENTS)
         if effect is not None and np.isfinite(effect):
-            unit_text = f"{int(n)} patients" if association.get("unit") == "patients" \
-                else "cells as units"
+            unit_text = (
+                f"{int(n)} patients" if association.get("unit") == "patients" else "cells as units"
+            )
             title += f"\nρ = {effect:.2f}, adj. p = {p_adj:.2g} ({unit_text})"
     ax.set_title(title, fontsize=10)
     ax.legend(loc="best", fontsize=7, frameon=False, markerscale=3)

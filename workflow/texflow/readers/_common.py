@@ -56,13 +56,15 @@ def reading(
             else ""
         )
         raise InputDataError(
-            f"is not {error.encoding} text (byte {error.object[error.start:error.end]!r} while "
+            f"is not {error.encoding} text (byte {error.object[error.start : error.end]!r} while "
             f"{what}){fix}",
             dataset=dataset,
             path=path,
         ) from None
     except gzip.BadGzipFile as error:
-        raise InputDataError(f"corrupt gzip data while {what}: {error}", dataset=dataset, path=path) from None
+        raise InputDataError(
+            f"corrupt gzip data while {what}: {error}", dataset=dataset, path=path
+        ) from None
     except (EOFError, zlib.error) as error:
         raise InputDataError(
             f"truncated or corrupt compressed data while {what} ({error}); download it again",
@@ -169,9 +171,7 @@ def label_evidence(labels: Iterable[str]) -> dict[str, float]:
     return {"n": len(labels), "barcode": barcode / n, "known": known, "symbol": shaped / n}
 
 
-def detect_genes_axis(
-    row_labels: list[str], column_labels: list[str]
-) -> tuple[str | None, str]:
+def detect_genes_axis(row_labels: list[str], column_labels: list[str]) -> tuple[str | None, str]:
     """Decide whether the rows or the columns of a table are genes.
 
     Returns ``("rows" | "columns" | None, evidence)``; None when the labels do not tell.

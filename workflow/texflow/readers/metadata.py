@@ -36,9 +36,12 @@ def read_geo_template(path: Path, options: dict, dataset: str) -> pd.DataFrame:
     marker = marker_text.lower()
     encoding = options.get("encoding", "latin-1")
     header, rows = None, []
-    with reading(
-        path, dataset, "reading the GEO template", encoding_option="metadata.options.encoding"
-    ), open_text(path, dataset, encoding=encoding) as handle:
+    with (
+        reading(
+            path, dataset, "reading the GEO template", encoding_option="metadata.options.encoding"
+        ),
+        open_text(path, dataset, encoding=encoding) as handle,
+    ):
         for line in handle:
             fields = [f.strip().strip('"').strip() for f in split_fields(line, "\t")]
             if header is None:
@@ -56,9 +59,13 @@ def read_geo_template(path: Path, options: dict, dataset: str) -> pd.DataFrame:
             path=path,
         )
     if not rows:
-        raise InputDataError("the GEO template's sample table has no rows", dataset=dataset, path=path)
+        raise InputDataError(
+            "the GEO template's sample table has no rows", dataset=dataset, path=path
+        )
     frame = _tidy(pd.DataFrame(rows, columns=header, dtype=object))
-    logger.info("%s: GEO template with %d rows, columns %s", path.name, len(frame), list(frame.columns))
+    logger.info(
+        "%s: GEO template with %d rows, columns %s", path.name, len(frame), list(frame.columns)
+    )
     return frame
 
 
@@ -72,9 +79,12 @@ def read_table(path: Path, options: dict, dataset: str) -> pd.DataFrame:
     """
     sep = options.get("sep") or _guess_sep_name(path.name)
     encoding = options.get("encoding", "utf-8")
-    with reading(
-        path, dataset, "reading the metadata table", encoding_option="metadata.options.encoding"
-    ), open_text(path, dataset, encoding=encoding) as handle:
+    with (
+        reading(
+            path, dataset, "reading the metadata table", encoding_option="metadata.options.encoding"
+        ),
+        open_text(path, dataset, encoding=encoding) as handle,
+    ):
         frame = pd.read_csv(
             handle,
             sep=sep,
@@ -86,7 +96,9 @@ def read_table(path: Path, options: dict, dataset: str) -> pd.DataFrame:
     if frame.index.name is not None or not isinstance(frame.index, pd.RangeIndex):
         # pandas took the first column as the index because the header is one field short
         frame = frame.rename_axis("cell_id").reset_index()
-    frame = frame.loc[:, [not str(c).startswith("Unnamed:") or frame[c].ne("").any() for c in frame.columns]]
+    frame = frame.loc[
+        :, [not str(c).startswith("Unnamed:") or frame[c].ne("").any() for c in frame.columns]
+    ]
     if frame.empty:
         raise InputDataError("the metadata table has no rows", dataset=dataset, path=path)
     return _tidy(frame)

@@ -18,7 +18,14 @@ import scipy.sparse as sp
 
 from ..errors import InputDataError
 from . import register_reader
-from ._common import check_unique_cells, detect_genes_axis, open_text, reading, split_fields, to_csr32
+from ._common import (
+    check_unique_cells,
+    detect_genes_axis,
+    open_text,
+    reading,
+    split_fields,
+    to_csr32,
+)
 from .matrix import _single_file, select_sources
 
 logger = logging.getLogger(__name__)
@@ -34,7 +41,9 @@ def _guess_sep(line: str) -> str:
     return "\t" if line.count("\t") >= line.count(",") else ","
 
 
-def _header_labels(fields: list[str], n_data_fields: int, *, line_no: int, path: Path, dataset: str) -> list[str]:
+def _header_labels(
+    fields: list[str], n_data_fields: int, *, line_no: int, path: Path, dataset: str
+) -> list[str]:
     """Column labels from a header line, with or without a leading corner field."""
     if len(fields) == n_data_fields:  # corner field (often empty) above the row labels
         return fields[1:]
@@ -154,9 +163,7 @@ def read_dense_text(
     del blocks
     if genes_axis == "rows":
         return to_csr32(stacked.T.tocsr()), column_labels, labels, extra_headers
-    return to_csr32(stacked), labels, column_labels, [
-        [] for _ in extra_headers
-    ]
+    return to_csr32(stacked), labels, column_labels, [[] for _ in extra_headers]
 
 
 @register_reader("dense_table")
@@ -205,6 +212,10 @@ def read_geo_dense_two_header(files: dict[str, Path], options: dict, dataset: st
         orientation="genes_x_cells",
     )
     check_unique_cells(cells, dataset=dataset, path=path)
-    obs = pd.DataFrame({options.get("second_header", "geo_sample"): extra[0]}, index=pd.Index(cells, dtype=str))
-    logger.info("%s: %d cells in %d samples (line 2)", path.name, len(cells), obs.iloc[:, 0].nunique())
+    obs = pd.DataFrame(
+        {options.get("second_header", "geo_sample"): extra[0]}, index=pd.Index(cells, dtype=str)
+    )
+    logger.info(
+        "%s: %d cells in %d samples (line 2)", path.name, len(cells), obs.iloc[:, 0].nunique()
+    )
     return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
