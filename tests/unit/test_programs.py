@@ -114,6 +114,25 @@ def test_outputs_are_complete(analysed, tmp_path):
     assert len(paths) == 7
 
 
+def test_summary_is_json_after_an_h5ad_round_trip_of_the_trajectory_record(tmp_path):
+    """A list in uns (the trajectory's path of states) comes back from the h5ad as an array;
+    summary.json must still be written (the demo's programs rule failed on it)."""
+    adata, _ = staged(5)
+    adata.uns["texflow"].setdefault("trajectory", {})["centroid_path"] = ["Tpex", "Tex_term"]
+    adata.write_h5ad(tmp_path / "t.h5ad")
+    adata = ad.read_h5ad(tmp_path / "t.h5ad")
+    assert isinstance(adata.uns["texflow"]["trajectory"]["centroid_path"], np.ndarray)
+    empty = pd.DataFrame()
+    summary = programs.build_summary(
+        adata,
+        associations=empty,
+        state_comparison=empty,
+        response_comparison=empty,
+        response_skipped="no labels",
+    )
+    assert json.loads(json.dumps(summary))["trajectory"]["centroid_path"] == ["Tpex", "Tex_term"]
+
+
 def test_every_table_carries_the_coverage_of_the_untrusted_programs():
     adata, selected = staged(5)
     drivers = [g for g in selected["lpo_drivers"].up if g in adata.var_names]

@@ -433,11 +433,13 @@ def cells_table(adata: ad.AnnData) -> pd.DataFrame:
 
 
 def _clean(value):
-    """JSON-safe value: NaN/inf -> None, numpy scalars -> Python."""
+    """JSON-safe value: NaN/inf -> None, numpy scalars and arrays -> Python."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):  # a list in uns comes back from the h5ad as an array
+        return [_clean(v) for v in value.tolist()]
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating, float)):
