@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
-from texflow import cluster, features, qc
+from texflow import cluster, embedding, features, qc
 from texflow.errors import InputDataError
 
 from tests.qc_fixtures import simulated
@@ -72,7 +72,7 @@ def test_pearson_residual_hvgs_are_scanpys():
 
     adata = ad.AnnData(matrix.copy())
     adata.layers["counts"] = adata.X
-    cluster.select_hvgs(adata, value_type="counts", n_top_genes=100)
+    embedding.select_hvgs(adata, value_type="counts", n_top_genes=100)
     assert adata.var["highly_variable"].equals(expected.var["highly_variable"])
 
 
@@ -153,14 +153,14 @@ def test_pca_is_scanpys_arpack(dense, monkeypatch):
     from sklearn.utils.extmath import svd_flip
 
     adata = _cd8("human", 0)
-    cluster.normalise(adata, value_type="counts")
-    cluster.select_hvgs(adata, value_type="counts", n_top_genes=300, flavor="pearson_residuals")
+    embedding.normalise(adata, value_type="counts")
+    embedding.select_hvgs(adata, value_type="counts", n_top_genes=300, flavor="pearson_residuals")
     if dense:
         adata.X = adata.X.toarray()
     expected = ad.AnnData(adata.X.copy(), var=adata.var[["highly_variable"]].copy())
     sc.pp.pca(expected, n_comps=15, mask_var="highly_variable", svd_solver="arpack")
-    monkeypatch.setattr(cluster, "PCA_BLOCK_ROWS", 97)  # many blocks, the last one short
-    cluster.pca(adata, n_comps=15)
+    monkeypatch.setattr(embedding, "PCA_BLOCK_ROWS", 97)  # many blocks, the last one short
+    embedding.pca(adata, n_comps=15)
     assert adata.obsm["X_pca"].dtype == np.float32 and adata.obsm["X_pca"].shape == (
         adata.n_obs,
         15,
@@ -190,17 +190,17 @@ def test_pca_rejects_more_components_than_the_data_holds():
     adata = _cd8("human", 0)[:12].copy()
     adata.var["highly_variable"] = True
     with pytest.raises(ValueError, match="n_comps=12 must be in"):
-        cluster.pca(adata, n_comps=12)
+        embedding.pca(adata, n_comps=12)
 
 
 def test_leiden_is_scanpys_with_or_without_a_shared_graph():
     import scanpy as sc
 
     adata = _cd8("human", 0)
-    cluster.normalise(adata, value_type="counts")
-    cluster.select_hvgs(adata, value_type="counts", n_top_genes=500, flavor="pearson_residuals")
-    cluster.embed(adata, n_pcs=15, n_neighbors=15)
-    graph = cluster.knn_igraph(adata)
+    embedding.normalise(adata, value_type="counts")
+    embedding.select_hvgs(adata, value_type="counts", n_top_genes=500, flavor="pearson_residuals")
+    embedding.embed(adata, n_pcs=15, n_neighbors=15)
+    graph = embedding.knn_igraph(adata)
     for resolution in (0.4, 1.0, 2.0):
         sc.tl.leiden(
             adata,
@@ -211,8 +211,8 @@ def test_leiden_is_scanpys_with_or_without_a_shared_graph():
             random_state=3,
             key_added="scanpy",
         )
-        cluster.leiden(adata, resolution=resolution, seed=3, key_added="own")
-        cluster.leiden(adata, resolution=resolution, seed=3, key_added="shared", graph=graph)
+        embedding.leiden(adata, resolution=resolution, seed=3, key_added="own")
+        embedding.leiden(adata, resolution=resolution, seed=3, key_added="shared", graph=graph)
         for key in ("own", "shared"):
             assert adata.obs[key].equals(adata.obs["scanpy"]), (key, resolution)
             assert adata.uns[key]["modularity"] == adata.uns["scanpy"]["modularity"]

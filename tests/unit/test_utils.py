@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from texflow import cluster, utils
+from texflow import embedding, utils
 
 
 def _counts_adata(n_cells=40, n_genes=30, seed=0):
@@ -54,7 +54,7 @@ def test_subset_keeps_counts_shared_and_leaves_the_parent_intact():
 def test_normalising_does_not_touch_the_shared_counts():
     adata = _counts_adata()
     expected = adata.X.toarray()
-    cluster.normalise(adata, value_type="counts")
+    embedding.normalise(adata, value_type="counts")
     assert not utils.counts_are_x(adata)
     np.testing.assert_array_equal(adata.layers["counts"].toarray(), expected)
     assert not np.allclose(adata.X.toarray(), expected)
@@ -62,7 +62,7 @@ def test_normalising_does_not_touch_the_shared_counts():
 
 def test_update_keeps_the_layers_a_stage_did_not_read(tmp_path):
     adata = _counts_adata()
-    cluster.normalise(adata, value_type="counts")  # X log-normalised, counts a separate layer
+    embedding.normalise(adata, value_type="counts")  # X log-normalised, counts a separate layer
     source, out = tmp_path / "clustered.h5ad", tmp_path / "states.h5ad"
     utils.write_h5ad(adata, source)
     light = utils.read_h5ad(source, layers=False)
@@ -136,7 +136,7 @@ def test_annotations_then_rows_read_as_the_whole_file(tmp_path):
 
 def test_a_named_layer_is_read_without_x(tmp_path):
     adata = _counts_adata()
-    cluster.normalise(adata, value_type="counts")  # X log-normalised, counts a layer of its own
+    embedding.normalise(adata, value_type="counts")  # X log-normalised, counts a layer of its own
     path = tmp_path / "stage.h5ad"
     utils.write_h5ad(adata, path)
     back = utils.read_h5ad(path, x=False, layers=["counts", "absent"])

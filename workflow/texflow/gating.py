@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from . import cluster as clustering
+from . import embedding
 from .errors import InputDataError
+from .features import lognormalise_counts
 from .stage import SkipNotes, StageResult, texflow_uns
 from .utils import subset_cells, write_subset_h5ad, write_tsv
 
@@ -117,11 +118,11 @@ def _lognorm_hvgs_of_counts(adata: ad.AnnData, *, n_top_genes: int) -> ad.AnnDat
         counts, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names)
     )
     light.layers["counts"] = light.X
-    clustering.select_hvgs(
+    embedding.select_hvgs(
         light, value_type="counts", n_top_genes=n_top_genes, flavor="pearson_residuals"
     )
     columns = np.flatnonzero(light.var["highly_variable"].to_numpy())
-    values = clustering.lognormalise_counts(counts, columns=columns)
+    values = lognormalise_counts(counts, columns=columns)
     var = pd.DataFrame({"highly_variable": True}, index=adata.var_names[columns])
     return ad.AnnData(values, obs=pd.DataFrame(index=adata.obs_names), var=var)
 
@@ -149,14 +150,14 @@ def first_pass_clusters(
             var=pd.DataFrame(index=adata.var_names),
         )
         work.uns["texflow"] = {"value_type": value_type}
-        clustering.normalise(work, value_type=value_type)
-        clustering.select_hvgs(
+        embedding.normalise(work, value_type=value_type)
+        embedding.select_hvgs(
             work, value_type=value_type, n_top_genes=params.n_top_genes, flavor="seurat"
         )
-    used = clustering.embed(
+    used = embedding.embed(
         work, n_pcs=params.n_pcs, n_neighbors=params.n_neighbors, seed=params.seed
     )
-    clustering.leiden(work, resolution=params.resolution, seed=params.seed, key_added="first_pass")
+    embedding.leiden(work, resolution=params.resolution, seed=params.seed, key_added="first_pass")
     labels = work.obs["first_pass"].astype(str)
     how = (
         f"Leiden resolution {params.resolution} on {used['n_pcs']} PCs, "

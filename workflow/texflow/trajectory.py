@@ -43,7 +43,6 @@ from scipy import stats
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 from ._numba_cache import cache_umap_kernels
-from .cluster import pca
 from .contract import (
     CELL_STATE_KEY,
     CONFIDENCE_KEYS,
@@ -54,6 +53,7 @@ from .contract import (
     TPEX,
     lineage_state_key,
 )
+from .embedding import pca
 from .features import cells_detected_per_gene, seurat_highly_variable
 from .utils import knn_transformer
 
