@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
 
     table = pd.DataFrame(rows)
     if not args.skip_baseline:
-        for n_cells, group in table.groupby("cells"):
+        for _, group in table.groupby("cells"):
             ours = group[group["side"].str.startswith("texflow")].iloc[0]
             theirs = group[group["side"] == "scanpy baseline"].iloc[0]
             index = group.index[group["side"].str.startswith("texflow")][0]
