@@ -272,7 +272,10 @@ def machine() -> str:
         ),
         "?",
     )
-    return f"{os.cpu_count()} cores ({cpu}), {memory_gb:.0f} GB, {platform.platform()}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory_gb:.0f} GB, {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

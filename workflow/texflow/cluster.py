@@ -41,7 +41,8 @@ VALUE_TYPES = ("counts", "tpm", "log_tpm", "lognorm")
 
 @dataclass
 class ClusterParams:
-    """Parameters of the cluster stage (defaults and reasons: schemas/config/cluster.schema.yaml)."""
+    """Parameters of the cluster stage (defaults and reasons:
+    schemas/config/cluster.schema.yaml)."""
 
     n_top_genes: int = 2000
     hvg_flavor: str = "auto"
