@@ -36,7 +36,8 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/uv pip compile --quiet requirements.in -o requirements.lock --python-version 3.12
 	$(PY) scripts/sync_conda_env.py
 
-# the Python files ruff looks at: pyproject.toml's [tool.ruff] (rule set and its reasons)
+# the Python files ruff looks at: pyproject.toml's [tool.ruff] (rule set and its reasons);
+# tests/unit/test_workflow_lint.py reads this line
 PY_SOURCES := workflow benchmarks tests scripts/sync_conda_env.py resources/signatures
 
 lint: $(VENV)/.installed

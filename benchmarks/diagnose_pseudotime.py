@@ -30,11 +30,11 @@ import texflow
 
 texflow.enable_numba_cache()  # before scanpy is imported: sparse kernels loaded from the cache
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from scipy import stats  # noqa: E402
-from texflow import programs, trajectory, utils  # noqa: E402
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+from texflow import programs, trajectory, utils
 
 logger = logging.getLogger("diagnose_pseudotime")
 

@@ -272,7 +272,10 @@ def machine() -> str:
         ),
         "?",
     )
-    return f"{os.cpu_count()} cores ({cpu}), {memory_gb:.0f} GB, {platform.platform()}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory_gb:.0f} GB, {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
 
     table = pd.DataFrame(rows)
     if not args.skip_baseline:
-        for n_cells, group in table.groupby("cells"):
+        for _, group in table.groupby("cells"):
             ours = group[group["side"].str.startswith("texflow")].iloc[0]
             theirs = group[group["side"] == "scanpy baseline"].iloc[0]
             index = group.index[group["side"].str.startswith("texflow")][0]

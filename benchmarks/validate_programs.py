@@ -26,10 +26,10 @@ import texflow
 
 texflow.enable_numba_cache()  # before scanpy is imported: sparse kernels loaded from the cache
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from lineage_data import labelled_cd8  # noqa: E402
-from texflow import programs, stats, trajectory  # noqa: E402
+import numpy as np
+import pandas as pd
+from lineage_data import labelled_cd8
+from texflow import programs, stats, trajectory
 
 FLAT_PROGRAMS = ("ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors", "lpo_signed")
 

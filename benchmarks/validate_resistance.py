@@ -240,7 +240,8 @@ def summarise(table: pd.DataFrame, genes: pd.DataFrame) -> bool:
             ),
             (
                 "  of those at meta q < 0.05: flagged",
-                f"{int((flagged & (g['meta_q'] < ALPHA)).sum())}/{int((g['meta_q'] < ALPHA).sum())}",
+                f"{int((flagged & (g['meta_q'] < ALPHA)).sum())}/"
+                f"{int((g['meta_q'] < ALPHA).sum())}",
                 bool((flagged | ~(g["meta_q"] < ALPHA)).all()),
             ),
         ]

@@ -26,7 +26,8 @@ def locked_pins(lock: Path = LOCK) -> dict[str, str]:
 
 def render(pins: dict[str, str]) -> str:
     lines = [
-        "# Generated from requirements.lock by scripts/sync_conda_env.py (`make lock`): do not edit.",
+        "# Generated from requirements.lock by scripts/sync_conda_env.py (`make lock`): "
+        "do not edit.",
         "# The same pins as the lock, installed by pip inside a conda Python 3.12.",
         "name: texflow",
         "channels:",

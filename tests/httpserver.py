@@ -8,7 +8,8 @@ Tests never download from outside; they fetch from this server instead. Use the 
         http_server.add("/data/matrix.txt.gz", payload, fail_first=2)
         url = http_server.url("/data/matrix.txt.gz")
         ...
-        assert [r.status for r in http_server.requests_for("/data/matrix.txt.gz")] == [503, 503, 200]
+        statuses = [r.status for r in http_server.requests_for("/data/matrix.txt.gz")]
+        assert statuses == [503, 503, 200]
 
 or, outside pytest, ``with serve() as server: ...``.
 
@@ -316,6 +317,7 @@ def serve() -> Iterator[TestHTTPServer]:
 
 @pytest.fixture
 def http_server() -> Iterator[TestHTTPServer]:
-    """A running :class:`TestHTTPServer` (``.url(path)``, ``.add(path, data, **faults)``, ``.requests``)."""
+    """A running :class:`TestHTTPServer` (``.url(path)``, ``.add(path, data, **faults)``,
+    ``.requests``)."""
     with serve() as server:
         yield server

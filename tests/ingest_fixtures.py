@@ -79,10 +79,10 @@ def tenx_triplet(
     ids = [f"ENSG{i:011d}" if genes[0].isupper() else f"ENSMUSG{i:011d}" for i in range(len(genes))]
     if old_genes:
         features_name = "genes.tsv.gz"
-        features = "".join(f"{i}\t{g}\n" for i, g in zip(ids, genes))
+        features = "".join(f"{i}\t{g}\n" for i, g in zip(ids, genes, strict=True))
     else:
         features_name = "features.tsv.gz"
-        features = "".join(f"{i}\t{g}\tGene Expression\n" for i, g in zip(ids, genes))
+        features = "".join(f"{i}\t{g}\tGene Expression\n" for i, g in zip(ids, genes, strict=True))
     return {
         "matrix.mtx.gz": gz(buffer.getvalue()),
         "barcodes.tsv.gz": gz("".join(f"{c}\n" for c in cells)),
@@ -248,7 +248,7 @@ def dense_table(
     rows, columns = (genes, cells) if genes_in_rows else (cells, genes)
     end = sep if trailing_sep else ""
     lines = [sep.join(([""] if corner else []) + list(columns)) + "\n"]
-    for label, values in zip(rows, matrix):
+    for label, values in zip(rows, matrix, strict=True):
         lines.append(sep.join([label, *map(_number, values)]) + end + "\n")
     return "".join(lines)
 
@@ -257,7 +257,7 @@ def geo_two_header(X: np.ndarray, cells: list[str], samples: list[str], genes: l
     """The GSE120575 matrix layout, gzipped latin-1: corner + cell IDs, corner + sample IDs,
     then one line per gene with a trailing tab."""
     lines = ["\t" + "\t".join(cells) + "\n", "\t" + "\t".join(samples) + "\n"]
-    for gene, values in zip(genes, np.asarray(X).T):
+    for gene, values in zip(genes, np.asarray(X).T, strict=True):
         lines.append(gene + "\t" + "\t".join(map(_number, values)) + "\t\n")
     return gz("".join(lines), encoding="latin-1")
 

@@ -153,7 +153,8 @@ def declared(out: str | Path) -> dict:
 def fake_results(
     root: str | Path, dataset: str = "fake", *, with_response: bool = True, with_tpex: bool = True
 ) -> Path:
-    """Write a fake `root/results/{dataset}/` and `root/resources/downloads/{dataset}/manifest.tsv`; return the dataset dir."""
+    """Write a fake `root/results/{dataset}/` and
+    `root/resources/downloads/{dataset}/manifest.tsv`; return the dataset dir."""
     root = Path(root)
     out = root / "results" / dataset
     tables = out / "tables"

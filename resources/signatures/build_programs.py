@@ -2,7 +2,9 @@
 
 Run from the repository root (needs the shared reference folder beside the checkout):
 
-    .venv/bin/python resources/signatures/build_programs.py [path/to/signature_orthologs_human_mouse.tsv]
+    .venv/bin/python resources/signatures/build_programs.py [ORTHOLOGS_TSV]
+
+ORTHOLOGS_TSV: path to signature_orthologs_human_mouse.tsv (default: DEFAULT_ORTHOLOGS below).
 
 Mouse symbols: the `mouse_final` column of the ortholog table (Ensembl BioMart + HGNC HCOP,
 one rule per gene, manual overrides flagged) when the human gene is in it; otherwise the curated
@@ -53,7 +55,8 @@ PROGRAMS: dict[str, tuple[list[str], list[str], str, str, str]] = {
         "HAVCR2 ENTPD1 CD38 LAYN CXCL13 TNFRSF9 GZMB PRF1 CTLA4 CD101 BATF PTPN6".split(),
         "TCF7 SELL CCR7 IL7R LEF1 SLAMF6".split(),
         f"{SCGATE} CD8_TEX; {ZHENG} CD8.c12.Tex.CXCL13; {SADE} CD8_B; {MOUSE_TPEX}",
-        "texflow core panel v1 (gene_programs.md [P]); negatives = Tpex/naive markers lost in Tex-term",
+        "texflow core panel v1 (gene_programs.md [P]); "
+        "negatives = Tpex/naive markers lost in Tex-term",
         "CXCL13 and LAYN are weak in mouse CD8 T cells",
     ),
     "tex_int": (
@@ -120,13 +123,15 @@ PROGRAMS: dict[str, tuple[list[str], list[str], str, str, str]] = {
         "ISG15 IFI6 IFI44L IFI44 IFIT1 IFIT2 IFIT3 MX1 MX2 OAS1 OAS2 OAS3 OASL RSAD2 IRF7 STAT1 "
         "STAT2 IRF9 ISG20 XAF1 BST2 LY6E IFITM1 IFI35 USP18 HERC6 EPSTI1 CMPK2".split(),
         [],
-        f"texflow core ISG program for T cells, drawn from {MSIGDB}, {ZHENG} CD8.c15 and ProjecTILs",
+        f"texflow core ISG program for T cells, drawn from {MSIGDB}, {ZHENG} CD8.c15 "
+        "and ProjecTILs",
         "texflow v1 (28 genes, gene_programs.md [P])",
         "mouse: IFI6 none; OAS1 -> Oas1a;Oas1g; OASL -> Oasl1;Oasl2; Mx1 defective in C57BL/6",
     ),
     "ifn_alpha_hallmark": (
         "MX1 ISG15 OAS1 IFIT3 IFI44 IFI35 IRF7 RSAD2 IFI44L IFITM1 IFI27 IRF9 OASL EIF2AK2 IFIT2 "
-        "CXCL10 TAP1 SP110 DDX60 UBE2L6 USP18 PSMB8 IFIH1 BST2 LGALS3BP ADAR ISG20 GBP2 IRF1 PLSCR1 "
+        "CXCL10 TAP1 SP110 DDX60 UBE2L6 USP18 PSMB8 IFIH1 BST2 LGALS3BP ADAR ISG20 GBP2 IRF1 "
+        "PLSCR1 "
         "PSMB9 HERC6 SAMD9 CMPK2 IFITM3 RTP4 STAT2 SAMD9L LY6E IFITM2 HELZ2 CXCL11 TRIM21 PARP14 "
         "TRIM26 PARP12 NMI RNF31 HLA-C CASP1 TRIM14 TDRD7 DHX58 PARP9 PNPT1 TRIM25 PSME1 WARS1 "
         "EPSTI1 UBA7 PSME2 B2M TRIM5 C1S LAP3 LAMP3 GBP4 NCOA7 TMEM140 CD74 GMPR PSMA3 PROCR IL7 "
@@ -135,8 +140,8 @@ PROGRAMS: dict[str, tuple[list[str], list[str], str, str, str]] = {
         [],
         MSIGDB,
         "MSigDB v7.5.1 (97 genes)",
-        "secondary IFN score in T cells: holds state genes (SELL IL7 TXNIP B2M HLA-C CD74 CD47 IL15 "
-        "IL4R CSF1); old symbols WARS FAM46A FTSJD2 resolved through aliases.tsv",
+        "secondary IFN score in T cells: holds state genes (SELL IL7 TXNIP B2M HLA-C CD74 CD47 "
+        "IL15 IL4R CSF1); old symbols WARS FAM46A FTSJD2 resolved through aliases.tsv",
     ),
     "lpo_drivers": (
         "ACSL4 LPCAT3 ALOX5 ALOX12 ALOX15 ALOX15B ALOXE3 POR CYBB CD36 TFRC NCOA4 SAT1 PHKG2 "

@@ -158,7 +158,7 @@ def gse156728_layout_with_pan_cancer_metadata(http_server):  # noqa: F811
     esca = pd.DataFrame(
         {
             "cellID": cells, "cancerType": "ESCA", "patient": [f"ESCA.P{i % 2}" for i in range(30)],
-            "libraryID": [f"ESCA.P{i % 2}-{l}" for i, l in enumerate(loc)], "loc": loc,
+            "libraryID": [f"ESCA.P{i % 2}-{site}" for i, site in enumerate(loc)], "loc": loc,
             "meta.cluster": "CD8.c11.Tex.PDCD1", "platform": "10X",
         }
     )  # fmt: skip

@@ -81,7 +81,10 @@ def test_fetch_rule_failure_names_dataset_url_and_problem(http_server, tmp_path)
     }
     done = run_workflow(tmp_path, dataset, MANIFEST)
     assert done.returncode != 0
-    expected = f"[dataset mini_fetch, file {http_server.url('/geo/mini_matrix.txt.gz')}] server sent an HTML page"
+    expected = (
+        f"[dataset mini_fetch, file {http_server.url('/geo/mini_matrix.txt.gz')}] "
+        "server sent an HTML page"
+    )
     assert expected in (tmp_path / "logs/mini_fetch/fetch.log").read_text()
     assert expected in done.stdout
     assert not (tmp_path / MANIFEST).exists()

@@ -98,7 +98,9 @@ def pages(tmp_path_factory):
         )
     datasets = ["complete", "no_labels"]
     report_summary.write_summary(
-        [report_summary.headline_only(d, dataset_dir=results / d, findings=results / d / "tables/findings.tsv") for d in datasets],
+        [report_summary.headline_only(d, dataset_dir=results / d,
+                                      findings=results / d / "tables/findings.tsv")
+         for d in datasets],
         tsv=results / "summary.tsv", html_path=results / "summary.html",
         report_links={d: results / d / "report.html" for d in datasets},
     )  # fmt: skip

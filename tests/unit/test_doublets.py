@@ -48,7 +48,8 @@ def test_cells_with_too_few_genes_get_nan_in_place():
 
 
 def test_bayesian_score_matches_scrublet_formula():
-    # Scrublet's score with d of k neighbours simulated: q rho / r / (1 - rho - q (1 - rho - rho / r))
+    # Scrublet's score with d of k neighbours simulated:
+    # q rho / r / (1 - rho - q (1 - rho - rho / r))
     d, k, r, rho = np.array([0, 10, 40]), 40, 2.0, 0.05
     q = (d + 1) / (k + 2)
     expected = q * rho / r / (1 - rho - q * (1 - rho - rho / r))

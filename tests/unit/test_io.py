@@ -170,7 +170,8 @@ def test_wrong_organism_stops_with_evidence(tmp_path):
     manifest, config, *_ = _geo_dataset(tmp_path, genes=fx.mouse_genes(200))
     with pytest.raises(
         InputDataError,
-        match=r"dataset GSE120575, file .*m\.txt\.gz.*organism: human.*look mouse.*capitalised as in mouse",
+        match=r"dataset GSE120575, file .*m\.txt\.gz.*organism: human.*look mouse"
+        r".*capitalised as in mouse",
     ):
         io.read_dataset(manifest=manifest, config=config)
 
@@ -229,7 +230,8 @@ def test_log_values_declared_tpm_stop_and_name_the_fix(tmp_path):
         )
         with pytest.raises(
             InputDataError,
-            match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is tpm but the largest value is "
+            match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is tpm "
+            r"but the largest value is "
             r".*already log-transformed.*set value_type: log_tpm",
         ):
             io.read_dataset(manifest=manifest, config=config)
@@ -243,7 +245,8 @@ def test_rounded_tpm_declared_counts_stops_and_names_the_fix(tmp_path):
     )
     with pytest.raises(
         InputDataError,
-        match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is counts but 100% of the 30 cells "
+        match=r"dataset GSE120575, file .*m\.txt\.gz.*value_type is counts "
+        r"but 100% of the 30 cells "
         r"have a total within 1% of the median total 1,000,0.*set value_type: tpm",
     ):
         io.read_dataset(manifest=manifest, config=config)
@@ -386,7 +389,8 @@ def test_gene_ids_in_a_10x_features_file_name_its_symbol_column(tmp_path):
     )
     config = {
         "id": "m", "organism": "human", "value_type": "counts", "reader": "tenx_mtx",
-        "sources": [{"name": n, "url": n} for n in ("matrix", "barcodes", "features")], "metadata": {},
+        "sources": [{"name": n, "url": n} for n in ("matrix", "barcodes", "features")],
+        "metadata": {},
     }  # fmt: skip
     with pytest.raises(
         InputDataError, match=r"dataset m, file .*\] the gene names are Ensembl IDs.*features file"
@@ -548,8 +552,12 @@ def test_gse243013_cells_x_genes_matrix_market_with_per_cell_response(tmp_path, 
     import yaml
 
     files, metadata, X = fx.gse243013_layout()
-    names = {"matrix": "GSE243013_NSCLC_immune_scRNA_counts.mtx.gz", "barcodes": "GSE243013_barcodes.csv.gz",
-             "features": "GSE243013_genes.csv.gz", "cells": "GSE243013_NSCLC_immune_scRNA_metadata.csv.gz"}  # fmt: skip
+    names = {
+        "matrix": "GSE243013_NSCLC_immune_scRNA_counts.mtx.gz",
+        "barcodes": "GSE243013_barcodes.csv.gz",
+        "features": "GSE243013_genes.csv.gz",
+        "cells": "GSE243013_NSCLC_immune_scRNA_metadata.csv.gz",
+    }
     manifest = fx.write_sources(
         tmp_path, {role: (names[role], data) for role, data in files.items()}
     )

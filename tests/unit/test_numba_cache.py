@@ -19,7 +19,8 @@ sc.pp.normalize_total(sc.AnnData(x))
 """
 
 
-# what a rule script does first (workflow/scripts/_texflow_path.py); importing texflow alone does not
+# what a rule script does first (workflow/scripts/_texflow_path.py); importing texflow alone
+# does not
 ENABLE = "import texflow\ntexflow.enable_numba_cache()"
 
 

@@ -140,7 +140,8 @@ print(json.dumps({
     "environ": dict(os.environ),
     "numba_cache_dir": config.CACHE_DIR,
     "numba_jit": decorators._jit.__qualname__ + " " + decorators._jit.__module__,
-    "fast_array_utils_types": sorted(f"{t.__module__}:{t.__qualname__}" for t in numba_sparse.TYPES),
+    "fast_array_utils_types": sorted(f"{t.__module__}:{t.__qualname__}"
+                                     for t in numba_sparse.TYPES),
     "matplotlib_backend": matplotlib.get_backend(auto_select=False),
     "warnings_filters": sorted({repr((f[0], f[1] and f[1].pattern, f[2].__qualname__, f[3]))
                                 for f in warnings.filters}),

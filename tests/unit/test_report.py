@@ -365,7 +365,8 @@ def test_format_p():
 
 
 def test_too_few_patients_is_said():
-    """3 vs 3 patients: Mann-Whitney cannot go below p = 0.1; 4 paired patients: Wilcoxon not below 0.125."""
+    """3 vs 3 patients: Mann-Whitney cannot go below p = 0.1; 4 paired patients: Wilcoxon not
+    below 0.125."""
     response = {
         "state": "exhausted_lineage",
         "program": "x",
@@ -454,7 +455,8 @@ def test_the_page_shows_the_findings_table_and_decides_nothing(built, tmp_path):
             alpha=0.05,
             skipped={
                 "response_comparison": "no response labels in this dataset's metadata",
-                "trajectory": "no cluster was labelled Tpex with enough confidence: no root for the pseudotime",
+                "trajectory": "no cluster was labelled Tpex with enough confidence: "
+                "no root for the pseudotime",
             }
             if dataset == "bare"
             else {},
@@ -515,7 +517,8 @@ def test_findings_table_round_trips(tmp_path):
 
 
 def test_only_the_declared_stage_figures_are_embedded(tmp_path):
-    """A figure an earlier configuration left in figures/ (not an input of the rule) is not shown."""
+    """A figure an earlier configuration left in figures/ (not an input of the rule) is not
+    shown."""
     out = fake_results(tmp_path, "stale")
     import shutil
 

@@ -20,7 +20,7 @@ def naive_ucell(dense_row, up, down, max_rank, w_neg=1.0):
         nonzero = np.flatnonzero(dense_row > 0)
         if nonzero.size:
             ranked = rankdata(-dense_row[nonzero], method="average")
-            position = {int(g): r for g, r in zip(nonzero, ranked)}
+            position = {int(g): r for g, r in zip(nonzero, ranked, strict=True)}
             ranks = np.array([position.get(g, max_rank + 1.0) for g in genes])
         ranks[ranks > max_rank] = max_rank + 1
         if (ranks > max_rank).all():

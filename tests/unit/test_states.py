@@ -70,7 +70,8 @@ def _check_leiden(organism, seed, batch_strength):
     swaps = [c for c in states.index if {states[c], majority[c]} in SWAPS]
     print(
         f"{organism} seed {seed} batch {batch_strength}: {len(states)} clusters, "
-        f"cells in clusters labelled with their true state {correct:.3f} (cluster purity {purity:.3f}), "
+        f"cells in clusters labelled with their true state {correct:.3f} "
+        f"(cluster purity {purity:.3f}), "
         f"clusters labelled as their majority state {label_matches_majority:.3f}"
     )
     assert not swaps, f"Tpex/Tex_term swapped in clusters {swaps}"

@@ -45,7 +45,9 @@ rule resistance:
         },
         extra_file=config["programs"]["extra_file"],
         # the dataset config's design covariate (an obs column), or None: ~ response
-        design_covariate=lambda wildcards: dataset_config(wildcards).get("design_covariate"),
+        design_covariate=lambda wildcards: dataset_config(wildcards).get(
+            "design_covariate"
+        ),
     script:
         "../scripts/resistance.py"
 

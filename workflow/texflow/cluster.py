@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ClusterParams:
-    """Parameters of the cluster stage (defaults and reasons: schemas/config/cluster.schema.yaml)."""
+    """Parameters of the cluster stage (defaults and reasons:
+    schemas/config/cluster.schema.yaml)."""
 
     n_top_genes: int = 2000
     hvg_flavor: str = "auto"

@@ -286,7 +286,7 @@ def fetch_dataset(
     files: list[FetchedFile] = []
     notes: list[str] = []
     with make_session(retries=retries, backoff_seconds=backoff_seconds) as session:
-        for source, filename in zip(sources, filenames):
+        for source, filename in zip(sources, filenames, strict=True):
             record, note = _fetch_unless_kept(
                 source,
                 directory / filename,

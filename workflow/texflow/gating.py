@@ -193,7 +193,8 @@ def decide(
         )
     else:
         reasons.append(
-            f"cd8_t highest ({means.max():.2f}; next {runner_up} {means[f'mean_score_{runner_up}']:.2f})"
+            f"cd8_t highest ({means.max():.2f}; "
+            f"next {runner_up} {means[f'mean_score_{runner_up}']:.2f})"
         )
     if row["frac_cd8"] < params.min_frac_cd8:
         ok = False
@@ -223,7 +224,10 @@ def _keep_evidence(table: pd.DataFrame, evidence: str | os.PathLike | None) -> s
     if evidence is None:
         return "The gating table is in the log."
     write_tsv(table, evidence, float_format="%.4g")
-    return f"The gating table (each cluster's scores, marker fractions and reason) is kept in {evidence}."
+    return (
+        "The gating table (each cluster's scores, marker fractions and reason) "
+        f"is kept in {evidence}."
+    )
 
 
 def _marker_row(
@@ -292,7 +296,8 @@ def _check_sorted(
             f"({'/'.join(markers['cd3'])}+ {_percent(fractions['cd3'])}, {_cd4(organism)}+ "
             f"{_percent(fractions['cd4'])}); a "
             "CD8 T-cell population has CD8A/CD8B in most cells (10x: 60-90%), so these are not "
-            f"CD8 T cells (refused below gate.min_frac_cd8_sorted = {params.min_frac_cd8_sorted:g}). "
+            "CD8 T cells (refused below gate.min_frac_cd8_sorted = "
+            f"{params.min_frac_cd8_sorted:g}). "
             "Check that the dataset's files hold the cells you meant; if the cells are mixed, set "
             f"cd8_sorted: false so that the gate selects the CD8 T cells. {where}",
             dataset=dataset,
@@ -323,7 +328,8 @@ def _no_cd8_problem(
     head = (
         f"no CD8 T cells after gating: no first-pass cluster of the {n_cells:,} QC-passing cells "
         f"passed the CD8 gate; {frac_cd8:.1%} of the cells have {genes} detected (at most "
-        f"{best:.0%} in one cluster; a CD8 cluster needs gate.min_frac_cd8 = {params.min_frac_cd8:g})"
+        f"{best:.0%} in one cluster; "
+        f"a CD8 cluster needs gate.min_frac_cd8 = {params.min_frac_cd8:g})"
     )
     if frac_cd8 < params.min_frac_cd8_sorted:
         return (

@@ -712,7 +712,8 @@ def options_from_config(programs_section: Mapping, stats_section: Mapping) -> An
 
 
 def axis_shared_genes(programs: Mapping[str, GeneProgram]) -> dict[str, list[str]]:
-    """Program -> its genes that also define the exhaustion axis (`contract.EXHAUSTION_AXIS_PROGRAMS`)."""
+    """Program -> its genes that also define the exhaustion axis
+    (`contract.EXHAUSTION_AXIS_PROGRAMS`)."""
     axis = set()
     for name in EXHAUSTION_AXIS_PROGRAMS:
         if name in programs:

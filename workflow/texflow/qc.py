@@ -555,7 +555,8 @@ def _check_enough_pass(adata: ad.AnnData, *, min_cells: int, dataset: str | None
     if passed.sum() < min_cells:
         raise InputDataError(
             f"only {int(passed.sum())} of {adata.n_obs} cells pass QC, fewer than the {min_cells} "
-            "needed downstream (qc.min_cells_out); tables/qc_summary.tsv gives the reasons per sample",
+            "needed downstream (qc.min_cells_out); "
+            "tables/qc_summary.tsv gives the reasons per sample",
             dataset=dataset or texflow_uns(adata).get("dataset"),
         )
     return passed

@@ -115,7 +115,8 @@ SECTIONS = {
 
 @dataclass
 class Table:
-    """A table for the page, cut to `max_rows` rows; `path` is the full file, linked from the page."""
+    """A table for the page, cut to `max_rows` rows; `path` is the full file, linked from the
+    page."""
 
     title: str
     frame: pd.DataFrame
@@ -480,7 +481,8 @@ def facts(
     trajectory = meta.get("trajectory") or {}
     if "axis_spearman_rho" in trajectory:
         facts["pseudotime vs exhaustion axis"] = (
-            f"Spearman ρ = {format_number(trajectory['axis_spearman_rho'], 2)} over {trajectory.get('axis_n_cells', '?')} lineage cells"
+            f"Spearman ρ = {format_number(trajectory['axis_spearman_rho'], 2)} "
+            f"over {trajectory.get('axis_n_cells', '?')} lineage cells"
         )
     return facts
 
@@ -495,7 +497,8 @@ IN_SNAKEMAKE_REPORT = {*STAGE_TABLES, FINDINGS_TABLE}
 
 
 def render_dataset(report: DatasetReport, *, html_path: str | os.PathLike | None = None) -> str:
-    """The dataset page as one HTML string (images inline). Links to tables are relative to `html_path`."""
+    """The dataset page as one HTML string (images inline). Links to tables are relative to
+    `html_path`."""
     base = Path(html_path).parent if html_path else None
 
     def link(path: Path | None) -> str:

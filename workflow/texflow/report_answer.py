@@ -30,17 +30,41 @@ from .plotting.report import program_label
 #: Comparisons the headline answers, in the order shown: the table file, what it compares, and
 #: the words of an "up", a "down" and a "no clear difference" verdict.
 COMPARISONS = {
-    COMPARE_TRAJECTORY: ("associations.tsv", "along the Tpex → Tex-term pseudotime", "rises along the trajectory", "falls along the trajectory", "no clear trend along the trajectory"),
-    COMPARE_AXIS: ("axis_associations.tsv", "along the exhaustion axis, exhausted cells", "rises with exhaustion", "falls with exhaustion", "no clear trend with exhaustion"),
-    COMPARE_STATES: ("state_comparison.tsv", "Tex-term vs Tpex", "higher in Tex-term than in Tpex", "lower in Tex-term than in Tpex", "no clear difference between Tex-term and Tpex"),
-    COMPARE_RESPONSE: ("response_comparison.tsv", "non-responders vs responders, exhausted-lineage cells", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
-    COMPARE_RESPONSE_ALL: ("response_comparison.tsv", "non-responders vs responders, all CD8 cells", "higher in non-responders' CD8 cells", "lower in non-responders' CD8 cells", "no clear difference between non-responders' and responders' CD8 cells"),
+    COMPARE_TRAJECTORY: (
+        "associations.tsv", "along the Tpex → Tex-term pseudotime",
+        "rises along the trajectory", "falls along the trajectory",
+        "no clear trend along the trajectory",
+    ),
+    COMPARE_AXIS: (
+        "axis_associations.tsv", "along the exhaustion axis, exhausted cells",
+        "rises with exhaustion", "falls with exhaustion",
+        "no clear trend with exhaustion",
+    ),
+    COMPARE_STATES: (
+        "state_comparison.tsv", "Tex-term vs Tpex",
+        "higher in Tex-term than in Tpex", "lower in Tex-term than in Tpex",
+        "no clear difference between Tex-term and Tpex",
+    ),
+    COMPARE_RESPONSE: (
+        "response_comparison.tsv", "non-responders vs responders, exhausted-lineage cells",
+        "higher in non-responders", "lower in non-responders",
+        "no clear difference between non-responders and responders",
+    ),
+    COMPARE_RESPONSE_ALL: (
+        "response_comparison.tsv", "non-responders vs responders, all CD8 cells",
+        "higher in non-responders' CD8 cells", "lower in non-responders' CD8 cells",
+        "no clear difference between non-responders' and responders' CD8 cells",
+    ),
 }  # fmt: skip
 #: The state-composition comparison: one finding per state (its share of a patient's CD8 cells)
 #: and one for the Tpex : Tex_term balance, read from the composition rows of the response table.
 ALL_COMPARISONS = {
     **COMPARISONS,
-    COMPARE_COMPOSITION: ("response_comparison.tsv", "state composition, non-responders vs responders", "higher in non-responders", "lower in non-responders", "no clear difference between non-responders and responders"),
+    COMPARE_COMPOSITION: (
+        "response_comparison.tsv", "state composition, non-responders vs responders",
+        "higher in non-responders", "lower in non-responders",
+        "no clear difference between non-responders and responders",
+    ),
 }  # fmt: skip
 #: Comparisons along an ordering: their effect is a correlation (ρ), the others' a difference.
 CORRELATIONS = (COMPARE_TRAJECTORY, COMPARE_AXIS)
@@ -64,7 +88,10 @@ class FindingText(Finding):
         """'3 non-responder vs 4 responder patients' for a group comparison, else ''."""
         if not self.has_groups:
             return ""
-        return f"{int(self.n_non_responders)} non-responder vs {int(self.n_responders)} responder patients"
+        return (
+            f"{int(self.n_non_responders)} non-responder vs "
+            f"{int(self.n_responders)} responder patients"
+        )
 
     @property
     def untested_sentence(self) -> str:

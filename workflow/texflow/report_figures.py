@@ -119,7 +119,8 @@ def _stage_figure_text(stem: str) -> tuple[str, str]:
         label = plots.program_label(stem.removeprefix("trend_"))
         return (
             f"{label} along pseudotime",
-            "Smoothed trend (GAM) of the score along pseudotime; the band is a bootstrap over patients.",
+            "Smoothed trend (GAM) of the score along pseudotime; "
+            "the band is a bootstrap over patients.",
         )
     if stem.startswith("qc_"):
         return "QC: " + re.sub(r"[_\-]+", " ", stem.removeprefix("qc_")), ""
@@ -227,11 +228,15 @@ def draw_figures(
         if stale.stem not in {f"umap_{s}" for s in scores}:
             stale.unlink()
     captions = {
-        "umap_cluster": "Each point is a QC-passing CD8 T cell; colours are Leiden clusters (cells per cluster in the legend).",
-        "umap_state": "Cluster-level state labels; clusters below the confidence margin are 'ambiguous'.",
-        "umap_patient": "Patients mixing within clusters suggests that the clusters are not patient batches.",
+        "umap_cluster": "Each point is a QC-passing CD8 T cell; colours are Leiden clusters "
+        "(cells per cluster in the legend).",
+        "umap_state": "Cluster-level state labels; "
+        "clusters below the confidence margin are 'ambiguous'.",
+        "umap_patient": "Patients mixing within clusters suggests that the clusters are not "
+        "patient batches.",
         "umap_response": "Response labels are per patient, as published; grey cells have no label.",
-        "umap_pseudotime": "Pseudotime over the exhausted lineage (Tpex → Tex_int → Tex_term); cells outside the lineage have no value (grey).",
+        "umap_pseudotime": "Pseudotime over the exhausted lineage (Tpex → Tex_int → Tex_term); "
+        "cells outside the lineage have no value (grey).",
     }
     figures = []
     for name, section, label, kwargs in specs:
@@ -263,7 +268,10 @@ def draw_figures(
         figures.append(_draw(
             plots.state_composition, adata, outdir / "state_composition.png", formats,
             section="states", label="State composition per patient and by response",
-            caption="Fraction of each patient's CD8 T cells in each state (per-cell calls, as composition.tsv); the response panel averages per-patient fractions; the tests are the composition rows of the response table.",
+            caption="Fraction of each patient's CD8 T cells in each state "
+                    "(per-cell calls, as composition.tsv); "
+                    "the response panel averages per-patient fractions; "
+                    "the tests are the composition rows of the response table.",
             skipped=skipped))  # fmt: skip
     obs = adata.obs
     if not has_patients:
@@ -280,7 +288,8 @@ def draw_figures(
                 skipped=skipped,
                 by="sample",
                 title="State composition per sample (no patient labels)",
-                caption="No patient labels in this dataset: the fraction of each sample's CD8 T cells "
+                caption="No patient labels in this dataset: "
+                "the fraction of each sample's CD8 T cells "
                 "in each state (per-cell calls) stands in for the per-patient composition. "
                 "Samples are not independent patients: nothing is tested on them.",
             )
@@ -317,7 +326,8 @@ def draw_figures(
             skipped=skipped,
             scores=distributions,
             min_cells=min_cells,
-            caption="Box: the cells of each state (per-cell calls) and of all CD8 T cells; point: one "
+            caption="Box: the cells of each state (per-cell calls) and of all CD8 T cells; "
+            "point: one "
             "patient's mean over its cells in the state, colour = response. A patient with "
             f"fewer than {min_cells} cells in a state has no point there (the count under "
             "the state says how many).",
@@ -334,28 +344,33 @@ def draw_figures(
                 label="Program genes across states",
                 skipped=skipped,
                 programs=gene_programs,
-                caption="Mean expression of each program's genes per state (per-cell calls), z-scored "
+                caption="Mean expression of each program's genes per state (per-cell calls), "
+                "z-scored "
                 "per gene across the states; per program the genes that vary most between "
                 "the states. The signed LPO score is its drivers minus its suppressors.",
             )
         )
     figures.append(
-        _draw(plots.paired_states, adata, outdir / "paired_tpex_texterm.png", formats, section="programs",
-              label="Tpex vs Tex-term per patient",
-              caption="Per-patient mean score in Tpex and in Tex-term cells, joined by a line; colour = response.",
+        _draw(plots.paired_states, adata, outdir / "paired_tpex_texterm.png", formats,
+              section="programs", label="Tpex vs Tex-term per patient",
+              caption="Per-patient mean score in Tpex and in Tex-term cells, joined by a line; "
+                      "colour = response.",
               skipped=skipped, scores=scores, min_cells=min_cells)
     )  # fmt: skip
     figures.append(
-        _draw(plots.response_groups, adata, outdir / "response_groups.png", formats, section="programs",
-              label="Responders vs non-responders, all CD8 T cells",
-              caption="Per-patient mean score over all its CD8 T cells (the all-CD8 rows of the response table); bar = group mean; n = patients."
+        _draw(plots.response_groups, adata, outdir / "response_groups.png", formats,
+              section="programs", label="Responders vs non-responders, all CD8 T cells",
+              caption="Per-patient mean score over all its CD8 T cells "
+                      "(the all-CD8 rows of the response table); bar = group mean; n = patients."
                       + RESPONSE_PANEL_NOTE,
               skipped=skipped, scores=scores, min_cells=min_cells, table=response_table)
     )  # fmt: skip
     figures.append(
-        _draw(plots.response_groups, adata, outdir / "response_groups_lineage.png", formats, section="programs",
-              label="Responders vs non-responders, exhausted-lineage cells",
-              caption="Per-patient mean score over its cells called Tpex, Tex_int or Tex_term one by one (the exhausted-lineage rows of the response table); bar = group mean; n = patients."
+        _draw(plots.response_groups, adata, outdir / "response_groups_lineage.png", formats,
+              section="programs", label="Responders vs non-responders, exhausted-lineage cells",
+              caption="Per-patient mean score over its cells called Tpex, Tex_int or Tex_term "
+                      "one by one (the exhausted-lineage rows of the response table); "
+                      "bar = group mean; n = patients."
                       + RESPONSE_PANEL_NOTE,
               skipped=skipped, scores=scores, min_cells=min_cells, lineage_only=True,
               table=response_table)

@@ -120,7 +120,8 @@ def table_html(frame: pd.DataFrame) -> Any:
             numeric = isinstance(value, (float, np.floating, int, np.integer))
             if len(text) > MAX_CELL_CHARS:  # long gene lists and sources: cut, full text on hover
                 cells.append(
-                    f'<td class="t" title="{html.escape(text)}">{html.escape(text[: MAX_CELL_CHARS - 1])}…</td>'
+                    f'<td class="t" title="{html.escape(text)}">'
+                    f"{html.escape(text[: MAX_CELL_CHARS - 1])}…</td>"
                 )
                 continue
             kind = "n" if numeric else "t s" if len(text) <= SHORT_CELL_CHARS else "t"

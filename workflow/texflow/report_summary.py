@@ -131,7 +131,8 @@ def resistance_context(
     if table is None:
         return {
             **empty,
-            "missing": "no cross-dataset gene table (results/resistance_genes.tsv) was made in this run",
+            "missing": "no cross-dataset gene table (results/resistance_genes.tsv) "
+            "was made in this run",
         }
     top = resistance_meta.top_genes(table, n=top_n)
     rows = {

@@ -157,8 +157,8 @@ def ucell(
         sets = {}
         for direction, genes in (("up", program.up), ("down", program.down)):
             positions = gene_index.get_indexer(list(genes))
-            found = [g for g, p in zip(genes, positions) if p >= 0]
-            missing = [g for g, p in zip(genes, positions) if p < 0]
+            found = [g for g, p in zip(genes, positions, strict=True) if p >= 0]
+            missing = [g for g, p in zip(genes, positions, strict=True) if p < 0]
             columns = [union.setdefault(int(p), len(union)) for p in positions if p >= 0]
             n_missing = len(missing) if missing_genes == "impute" else 0
             sets[direction] = (np.asarray(columns, dtype=np.int64), n_missing, found, missing)

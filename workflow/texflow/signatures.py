@@ -242,7 +242,7 @@ def resolve_aliases(
     present = set(map(str, var_names))
     table = read_aliases(organism, path=aliases_path)
     others: dict[str, set[str]] = {}
-    for alias, current in zip(table["alias"], table["current"]):
+    for alias, current in zip(table["alias"], table["current"], strict=True):
         others.setdefault(current, set()).add(alias)
         others.setdefault(alias, set()).add(current)
 

@@ -1328,7 +1328,8 @@ def _parse_effects(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``texflow-simulate --n-cells 5000 --organism mouse --seed 1 --out sim.h5ad``."""
+    """Command line:
+    ``texflow-simulate --n-cells 5000 --organism mouse --seed 1 --out sim.h5ad``."""
     from texflow.utils import atomic_path, setup_logging, write_h5ad
 
     parser = argparse.ArgumentParser(prog="texflow-simulate", description=__doc__.split("\n")[0])
@@ -1343,7 +1344,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--rising",
         nargs="*",
         metavar="PROGRAM=LOG2FC",
-        help="programs rising along pseudotime (default: ifn_i_core=1 lpo_drivers=1; give none for flat)",
+        help="programs rising along pseudotime "
+        "(default: ifn_i_core=1 lpo_drivers=1; give none for flat)",
     )
     parser.add_argument("--response", nargs="*", metavar="PROGRAM=LOG2FC", default=[])
     parser.add_argument(

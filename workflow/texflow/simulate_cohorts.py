@@ -227,7 +227,7 @@ def simulate_cohorts(
             where = names[(k - n_consistent) % n_cohorts]
             effects.loc[gene, where] = magnitude[k]
             truth.loc[gene, ["kind", "magnitude", "planted_in"]] = ONE_COHORT, magnitude[k], where
-    for i, name in enumerate(names):
+    for name in names:
         cohorts[name] = plant_response_genes(
             cohorts[name], log2fc=effects[name], seed=int(rng.integers(0, 2**31 - 1))
         )

@@ -179,7 +179,8 @@ def _lineage_cells(adata: ad.AnnData, mask: np.ndarray, x=None) -> ad.AnnData:
         x = adata.X[mask]
     elif x.shape != (int(mask.sum()), adata.n_vars):
         raise ValueError(
-            f"lineage_x is {x.shape}; expected {(int(mask.sum()), adata.n_vars)} (lineage cells x genes)"
+            f"lineage_x is {x.shape}; "
+            f"expected {(int(mask.sum()), adata.n_vars)} (lineage cells x genes)"
         )
     layers = {"counts": adata.layers["counts"][mask]} if "counts" in adata.layers else {}
     return ad.AnnData(

@@ -62,7 +62,7 @@ def umap_panels(adata: ad.AnnData, path: str | os.PathLike, *, key: str = "clust
     # at least 12 in (> 1200 px): the report shows it across the page, legends legible
     width = max(5.2 * ncols, 12.0 if ncols > 1 else 0.0)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.2 * nrows), squeeze=False)
-    for ax, column in zip(axes.ravel(), columns):
+    for ax, column in zip(axes.ravel(), columns, strict=False):
         title = f"Leiden clusters (n = {adata.n_obs} cells)" if column == key else column
         _scatter_categories(ax, xy, adata.obs[column], title, on_data=column == key, column=column)
     for ax in axes.ravel()[n:]:

@@ -45,8 +45,8 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
     width = max(12.0, 0.35 * len(samples) + 3)  # >= 1200 px: the report shows it page-wide
     thresholds = table.set_index("sample")
     run = _criteria_run(adata, thresholds)
-    panels = [panel for panel, ran in zip(PANELS, run) if ran]
-    not_run = [label for (_, _, label), ran in zip(PANELS, run) if not ran]
+    panels = [panel for panel, ran in zip(PANELS, run, strict=True) if ran]
+    not_run = [label for (_, _, label), ran in zip(PANELS, run, strict=True) if not ran]
     # few samples: the panels side by side, two per row, rather than four page-wide strips
     ncols = 2 if len(samples) <= 8 and len(panels) > 1 else 1
     nrows = max(-(-len(panels) // ncols), 1)
@@ -55,7 +55,7 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
     for ax in axes.flat[len(panels) :] if panels else []:
         ax.set_axis_off()
     rng = np.random.default_rng(0)
-    for ax, (column, criterion, label) in zip(axes.flat, panels):
+    for ax, (column, criterion, label) in zip(axes.flat, panels, strict=False):
         for i, sample in enumerate(samples):
             mask = (sample_of == sample).to_numpy()
             values = adata.obs.loc[mask, column].to_numpy(dtype=float)

@@ -70,7 +70,8 @@ class FigureSkipped(Exception):
 
 
 def program_label(name: str) -> str:
-    """A readable name for a program or `score_<program>` column (`score_ifn_core` -> `IFN core`)."""
+    """A readable name for a program or `score_<program>` column
+    (`score_ifn_core` -> `IFN core`)."""
     name = name.removeprefix(SCORE_PREFIX)
     if name == BALANCE_COLUMN:  # composition.tsv's balance column
         return "log(Tpex / Tex-term)"
@@ -126,7 +127,8 @@ def _save(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str]) -> l
 def _umap_coordinates(adata: ad.AnnData) -> np.ndarray:
     if "X_umap" not in adata.obsm:
         raise FigureSkipped(
-            "no UMAP embedding (obsm['X_umap']) in the final AnnData: the cluster stage did not store one"
+            "no UMAP embedding (obsm['X_umap']) in the final AnnData: "
+            "the cluster stage did not store one"
         )
     return np.asarray(adata.obsm["X_umap"])[:, :2]
 
@@ -144,7 +146,8 @@ def umap(
     colorbar_label: str = "",
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
-    """UMAP of the cells coloured by `obs[color]` (categories with a legend, numbers with a colour bar).
+    """UMAP of the cells coloured by `obs[color]` (categories with a legend, numbers with a
+    colour bar).
 
     Cells without a value are drawn in light grey underneath and counted in the legend.
     """
@@ -289,7 +292,8 @@ def state_composition(
     width = min(2.5 + 0.45 * len(fractions), 14)
     fig, axes = plt.subplots(
         1, 2 if has_response else 1, figsize=(width + (3 if has_response else 0), 4.8),
-        gridspec_kw={"width_ratios": [max(len(fractions), 1), max(3.0, len(fractions) / 4)]} if has_response else None,
+        gridspec_kw={"width_ratios": [max(len(fractions), 1), max(3.0, len(fractions) / 4)]}
+        if has_response else None,
         squeeze=False,
     )  # fmt: skip
     _stacked(axes[0, 0], fractions, colours)
@@ -391,7 +395,8 @@ def paired_states(
     min_cells: int = 3,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
-    """Per patient, the mean of each score in its Tpex cells and in its Tex-term cells, joined by a line.
+    """Per patient, the mean of each score in its Tpex cells and in its Tex-term cells, joined by
+    a line.
 
     One panel per score; only patients with at least `min_cells` cells in both states are drawn,
     and their number is in each panel title. Lines are coloured by response when known.
@@ -407,7 +412,8 @@ def paired_states(
     if tpex is None or texterm is None:
         missing = " and ".join(n for n, s in ((TPEX, tpex), ("Tex-term", texterm)) if s is None)
         raise FigureSkipped(
-            f"no cell was called {missing} in this dataset (states found: {', '.join(sorted(states))})"
+            f"no cell was called {missing} in this dataset "
+            f"(states found: {', '.join(sorted(states))})"
         )
     if not _known(obs["patient"]).any():  # a per-patient figure: that blocks first
         counts = obs[state_key].astype(str).value_counts()
@@ -474,7 +480,8 @@ def paired_states(
         fontsize=8,
     )
     fig.suptitle(
-        f"{tpex} vs {texterm}: one line per patient (n={len(paired)}, at least {min_cells} cells in each state)",
+        f"{tpex} vs {texterm}: one line per patient "
+        f"(n={len(paired)}, at least {min_cells} cells in each state)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -508,7 +515,8 @@ def response_groups(
     if len(groups) < 2:
         found = ", ".join(sorted(set(response))) or "none"
         raise FigureSkipped(
-            f"response labels for both responders and non-responders are needed; labels found: {found}"
+            "response labels for both responders and non-responders are needed; "
+            f"labels found: {found}"
         )
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
@@ -564,7 +572,8 @@ def response_groups(
         ax.set_visible(False)
     cells_used = f"{'/'.join(lineage)} cells" if lineage else "all CD8 T cells"
     fig.suptitle(
-        f"Responders vs non-responders: one point per patient (mean over its {cells_used}), bar = group mean; n = patients",
+        f"Responders vs non-responders: one point per patient (mean over its {cells_used}), "
+        "bar = group mean; n = patients",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle

@@ -46,7 +46,7 @@ def marker_panel(
         table = pd.read_csv(
             programs_tsv or PROGRAMS_TSV, sep="\t", dtype=str, keep_default_na=False
         )
-        for human, mouse in zip(table["human"], table["mouse"]):
+        for human, mouse in zip(table["human"], table["mouse"], strict=True):
             mapping.setdefault(human, [s for s in mouse.split(";") if s])
     panel = {}
     for group, genes in MARKER_GROUPS.items():

@@ -93,7 +93,7 @@ def pseudotime_overview(
         pt[(adata.obs[state_key].astype(str) == s).to_numpy() & np.isfinite(pt)] for s in states
     ]
     rng = np.random.default_rng(0)
-    for i, (state, values) in enumerate(zip(states, data)):
+    for i, (state, values) in enumerate(zip(states, data, strict=True)):
         ax.scatter(
             i + rng.uniform(-0.25, 0.25, values.size),
             values,
@@ -103,7 +103,9 @@ def pseudotime_overview(
             rasterized=True,
         )
     ax.boxplot(data, positions=range(len(states)), widths=0.6, showfliers=False)
-    ax.set_xticks(range(len(states)), [f"{s}\n(n={len(v)})" for s, v in zip(states, data)])
+    ax.set_xticks(
+        range(len(states)), [f"{s}\n(n={len(v)})" for s, v in zip(states, data, strict=True)]
+    )
     ax.set_ylabel("pseudotime")
     ax.set_title("Pseudotime per state")
     return _save(fig, path, formats)

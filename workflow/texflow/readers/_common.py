@@ -152,7 +152,8 @@ COMMON_GENES = frozenset(
     LAG3 CTLA4 LCK ZAP70 NKG7 HLA-A HLA-B HLA-DRA CD74 LYZ CD14 MS4A1 CD19 IFIT1 ISG15 MKI67 TOP2A
     Actb Gapdh B2m Ptprc Cd3e Cd3d Cd3g Cd2 Cd8a Cd8b1 Cd4 Malat1 Tmsb4x Eef1a1 Ftl1 Fth1 Tpt1
     Rpl13 Rpl3 Rps27 Rps12 Rplp0 mt-Co1 mt-Nd1 Ccl5 Gzmb Gzmk Pdcd1 Havcr2 Tox Tcf7 Il7r Sell
-    Lag3 Ctla4 Lck Zap70 Nkg7 H2-K1 H2-D1 Cd74 Lyz2 Cd14 Ms4a1 Cd19 Ifit1 Isg15 Mki67 Top2a""".split()
+    Lag3 Ctla4 Lck Zap70 Nkg7 H2-K1 H2-D1 Cd74 Lyz2 Cd14 Ms4a1 Cd19 Ifit1 Isg15 Mki67 Top2a
+    """.split()
 )
 
 

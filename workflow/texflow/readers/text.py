@@ -77,7 +77,8 @@ def read_dense_text(
     """
     if orientation not in ORIENTATIONS:
         raise InputDataError(
-            f"reader_options.orientation must be one of {sorted(ORIENTATIONS)}, not {orientation!r}",
+            f"reader_options.orientation must be one of {sorted(ORIENTATIONS)}, "
+            f"not {orientation!r}",
             dataset=dataset,
             path=path,
         )
