@@ -88,6 +88,7 @@ def cohort_de(adata, *, path: str, states: list[str], params: dict) -> pd.DataFr
         min_patients_per_group=params["min_patients_per_group"],
         min_gene_count=params["min_gene_count"],
         min_gene_total_count=params["min_gene_total_count"],
+        min_gene_detected_fraction=params["min_gene_detected_fraction"],
         log_method=params["log_method"],
         n_cpus=1,
     )

@@ -49,6 +49,7 @@ def main(snakemake):
         min_patients_per_group=params["min_patients_per_group"],
         min_gene_count=params["min_gene_count"],
         min_gene_total_count=params["min_gene_total_count"],
+        min_gene_detected_fraction=params["min_gene_detected_fraction"],
         log_method=params["log_method"],
         min_program_genes=params["min_program_genes"],
         n_cpus=snakemake.threads,

@@ -27,7 +27,12 @@ effect inestimable: that state is not tested and its row says why and how to fix
 
 Minimums follow decoupler's pseudobulk guidance (``get_pseudobulk`` min_cells 10, min_counts
 1000; ``filter_by_expr``, edgeR's filterByExpr: a gene needs >= 10 counts in as many samples as
-the smaller group has, and >= 15 counts in all). A state without enough patients gets one row
+the smaller group has, and >= 15 counts in all). Log data have no counts: a gene needs to be
+detected (value > 0) in >= 20 % of a sample's cells (decoupler's ``filter_by_prop`` min_prop
+0.2) in as many samples as the smaller group has (filterByExpr's number of samples), so that a
+per-patient mean is not a few cells' values among zeros (measured: such genes, whose patient
+means are near 0, get tiny Welch standard errors and made 9 of 45 false calls of the log path
+in benchmarks/validate_resistance.py). A state without enough patients gets one row
 saying so, never a silent skip. The programs (IFN-I, LPO, every shipped identity program) are
 then scored on each state's gene statistics with one univariate linear model per program
 (decoupler's ``ulm``: the statistic regressed on the program's membership weight, +1 for its
@@ -227,8 +232,10 @@ def pseudobulk(
     -------
     The table of samples (`SAMPLE_COLUMNS`: every patient, timepoint and state, kept or not and
     why not) and, per state, the kept samples' matrix (rows ``patient|timepoint``, genes as
-    columns). A patient keeps one sample per state: when several timepoints pass, the one with
-    most cells (the patient is the unit; the others say so).
+    columns; ``attrs["response"]`` the samples' labels, ``attrs["detected_fraction"]`` the
+    share of each sample's cells with a value > 0 per gene, samples x genes, for the expression
+    filter of log data, `expressed_genes`). A patient keeps one sample per state: when several
+    timepoints pass, the one with most cells (the patient is the unit; the others say so).
 
     Raises
     ------
@@ -245,6 +252,7 @@ def pseudobulk(
         )
     matrix = adata.layers["counts"] if counts else adata.X
     matrix = sparse.csr_matrix(matrix, dtype=np.float64)
+    detected = (matrix > 0).astype(np.float64).tocsr()
     obs = adata.obs
     patients = _text(obs[patient_key]) if patient_key in obs else pd.Series(np.nan, index=obs.index)
     timepoints = (
@@ -261,7 +269,7 @@ def pseudobulk(
     rows, matrices = [], {}
     for state, mask in _state_masks(obs, state_key=state_key).items():
         groups = pd.DataFrame({"patient": patients, "timepoint": timepoints})[mask].dropna()
-        sums, kept_rows = {}, []
+        sums, fractions, kept_rows = {}, {}, []
         for (patient, timepoint), index in groups.groupby(["patient", "timepoint"]).groups.items():
             positions = obs.index.get_indexer(index)
             values = np.asarray(matrix[positions].sum(axis=0)).ravel()
@@ -298,6 +306,9 @@ def pseudobulk(
                 sums[len(rows) - 1] = (
                     values if counts else values / n_cells * LOG2_FACTOR[value_type]
                 )
+                fractions[len(rows) - 1] = (
+                    np.asarray(detected[positions].sum(axis=0)).ravel() / n_cells
+                )
         # one sample per patient: the timepoint with most cells
         best: dict[str, int] = {}
         for i in kept_rows:
@@ -318,6 +329,9 @@ def pseudobulk(
             columns=adata.var_names.astype(str),
         )
         matrices[state].attrs["response"] = [rows[i]["response"] for i in chosen]
+        matrices[state].attrs["detected_fraction"] = (
+            np.vstack([fractions[i] for i in chosen]) if chosen else np.empty((0, adata.n_vars))
+        )
         if covariate is not None:
             matrices[state].attrs["covariate"] = [rows[i]["covariate"] for i in chosen]
     table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
@@ -348,12 +362,35 @@ def expressed_genes(
     counts: bool,
     min_count: int = 10,
     min_total_count: int = 15,
+    min_detected_fraction: float = 0.2,
 ) -> np.ndarray:
     """Genes expressed in enough pseudobulk samples (edgeR's filterByExpr, simplified).
 
-    Counts: at least `min_count` counts in as many samples as the smaller response group has,
-    and at least `min_total_count` counts over all samples. Log data: a per-patient mean above
-    0 in as many samples as the smaller group has.
+    Parameters
+    ----------
+    matrix
+        One state's pseudobulk samples (`pseudobulk`); log data need
+        ``attrs["detected_fraction"]`` (samples x genes).
+    response
+        The samples' response labels.
+    counts
+        Count data (summed counts) or log data (per-patient mean log2).
+    min_count, min_total_count
+        Counts: at least `min_count` counts in as many samples as the smaller response group
+        has, and at least `min_total_count` counts over all samples (filterByExpr).
+    min_detected_fraction
+        Log data: the gene is detected (value > 0) in at least this share of a sample's cells
+        (decoupler's ``filter_by_prop`` min_prop) in as many samples as the smaller response
+        group has (filterByExpr's number of samples).
+
+    Returns
+    -------
+    A boolean mask over the genes (the columns of `matrix`).
+
+    Raises
+    ------
+    ValueError
+        Log data without ``attrs["detected_fraction"]`` of the matrix's shape.
     """
     response = np.asarray(response)
     n_min = int(min((response == NON_RESPONDER).sum(), (response == RESPONDER).sum()))
@@ -362,7 +399,14 @@ def expressed_genes(
         return ((values >= min_count).sum(axis=0) >= n_min) & (
             values.sum(axis=0) >= min_total_count
         )
-    return (values > 0).sum(axis=0) >= n_min
+    detected = matrix.attrs.get("detected_fraction")
+    if detected is None or np.shape(detected) != values.shape:
+        raise ValueError(
+            "the expression filter of log data needs the share of each sample's cells that "
+            "detect each gene: matrix.attrs['detected_fraction'] (samples x genes), which "
+            "resistance.pseudobulk records; build the matrices with pseudobulk"
+        )
+    return (np.asarray(detected) >= min_detected_fraction).sum(axis=0) >= n_min
 
 
 def _deseq2(
@@ -523,6 +567,7 @@ def differential_expression(
     min_patients_per_group: int = 2,
     min_gene_count: int = 10,
     min_gene_total_count: int = 15,
+    min_gene_detected_fraction: float = 0.2,
     log_method: str = "welch",
     n_cpus: int = 1,
     skip_reason: str = "",
@@ -542,6 +587,8 @@ def differential_expression(
         Kept pseudobulk samples (patients) each response group needs for a state to be tested.
     min_gene_count, min_gene_total_count
         The expression filter of count data (`expressed_genes`).
+    min_gene_detected_fraction
+        The expression filter of log data (`expressed_genes` min_detected_fraction).
     log_method
         ``welch`` or ``mann_whitney``.
     n_cpus
@@ -638,6 +685,7 @@ def differential_expression(
             counts=counts,
             min_count=min_gene_count,
             min_total_count=min_gene_total_count,
+            min_detected_fraction=min_gene_detected_fraction,
         )
         if keep.sum() < 2:
             parts.append(
@@ -779,6 +827,7 @@ def analyse(
     min_patients_per_group: int = 2,
     min_gene_count: int = 10,
     min_gene_total_count: int = 15,
+    min_gene_detected_fraction: float = 0.2,
     log_method: str = "welch",
     min_program_genes: int = 5,
     n_cpus: int = 1,
@@ -797,7 +846,8 @@ def analyse(
         Programs scored on the gene statistics (`score_programs`).
     min_cells, min_counts
         Minimums of a pseudobulk sample (`pseudobulk`).
-    min_patients_per_group, min_gene_count, min_gene_total_count, log_method
+    min_patients_per_group, min_gene_count, min_gene_total_count, min_gene_detected_fraction
+    log_method
         Parameters of `differential_expression`.
     min_program_genes
         Tested genes a program needs for a score.
@@ -825,6 +875,7 @@ def analyse(
         min_patients_per_group=min_patients_per_group,
         min_gene_count=min_gene_count,
         min_gene_total_count=min_gene_total_count,
+        min_gene_detected_fraction=min_gene_detected_fraction,
         log_method=log_method,
         n_cpus=n_cpus,
         skip_reason=response_skip_reason(adata.obs),
