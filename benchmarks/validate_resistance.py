@@ -181,6 +181,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--paths", nargs="+", default=["counts", "lognorm"], choices=["counts", "lognorm"]
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a resistance parameter of the schema defaults (e.g. log_method=welch)",
+    )
     parser.add_argument("--out", help="per seed, path and state (TSV)")
     parser.add_argument("--genes-out", help="per one-cohort gene (TSV)")
     return parser.parse_args(argv)
@@ -258,6 +265,11 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
     params = stage_parameters()
+    for item in args.set:
+        key, value = item.split("=", 1)
+        params[key] = type(params[key])(value) if key in params else value
+    if args.set:
+        print(f"resistance parameters overridden: {', '.join(args.set)}")
     rows, genes = [], []
     started = time.time()
     for seed in range(args.first_seed, args.first_seed + args.seeds):

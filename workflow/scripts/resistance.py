@@ -27,11 +27,11 @@ def main(snakemake):
     problem = resistance.covariate_problem(adata.obs, covariate=covariate) if covariate else ""
     if problem:
         raise InputDataError(f"{problem}; {fix}", dataset=dataset, path=path)
-    if covariate is not None and params["log_method"] != "welch" and value_type != "counts":
+    if covariate is not None and params["log_method"] == "mann_whitney" and value_type != "counts":
         raise InputDataError(
             f"log_method {params['log_method']!r} (a rank test) cannot carry "
-            f"design_covariate {covariate!r}; set resistance.log_method: welch "
-            "(least squares with the covariate then runs) or remove "
+            f"design_covariate {covariate!r}; set resistance.log_method: limma_trend "
+            "(or welch: least squares with the covariate then runs) or remove "
             "design_covariate from the dataset config",
             dataset=dataset,
             path=path,
