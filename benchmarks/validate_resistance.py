@@ -88,6 +88,7 @@ def cohort_de(adata, *, path: str, states: list[str], params: dict) -> pd.DataFr
         min_patients_per_group=params["min_patients_per_group"],
         min_gene_count=params["min_gene_count"],
         min_gene_total_count=params["min_gene_total_count"],
+        min_gene_detected_fraction=params["min_gene_detected_fraction"],
         log_method=params["log_method"],
         n_cpus=1,
     )
@@ -180,6 +181,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--paths", nargs="+", default=["counts", "lognorm"], choices=["counts", "lognorm"]
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a resistance parameter of the schema defaults (e.g. log_method=welch)",
+    )
     parser.add_argument("--out", help="per seed, path and state (TSV)")
     parser.add_argument("--genes-out", help="per one-cohort gene (TSV)")
     return parser.parse_args(argv)
@@ -258,6 +266,11 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
     params = stage_parameters()
+    for item in args.set:
+        key, value = item.split("=", 1)
+        params[key] = type(params[key])(value) if key in params else value
+    if args.set:
+        print(f"resistance parameters overridden: {', '.join(args.set)}")
     rows, genes = [], []
     started = time.time()
     for seed in range(args.first_seed, args.first_seed + args.seeds):

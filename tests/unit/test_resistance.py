@@ -132,7 +132,11 @@ def test_log_data_use_welch_on_patient_means_and_say_so(cohort):
     del log.layers["counts"]
     samples, matrices = resistance.pseudobulk(log, value_type="log_tpm")
     assert samples["total_counts"].isna().all()
-    de = resistance.differential_expression(only(matrices), value_type="log_tpm")
+    default = resistance.differential_expression(only(matrices), value_type="log_tpm")
+    assert (default["method"] == resistance.METHOD_LIMMA_TREND).all()
+    de = resistance.differential_expression(
+        only(matrices), value_type="log_tpm", log_method="welch"
+    )
     assert (de["method"] == resistance.METHOD_WELCH).all()
     assert de["q_value"].notna().all()
     # by hand for one planted gene: per-patient mean log2, Welch t
@@ -144,7 +148,7 @@ def test_log_data_use_welch_on_patient_means_and_say_so(cohort):
     y = means[response.loc[means.index] == RESPONDER]
     test = stats.ttest_ind(x, y, equal_var=False)
     assert gene["statistic"] == pytest.approx(test.statistic)
-    assert gene["p_value"] == pytest.approx(test.pvalue)
+    assert gene["p_value"] == pytest.approx(test.pvalue, rel=1e-5)  # float32 X
     assert gene["log2_fold_change"] == pytest.approx(x.mean() - y.mean())
     ifn = signatures.load_programs("human", names=["ifn_i_core"])
     scores = resistance.score_programs(de, ifn).set_index("program")
@@ -295,7 +299,9 @@ def test_log_data_with_a_covariate_use_least_squares_as_statsmodels(cohort, bala
     log.X = sparse.csr_matrix(np.log2(counts / counts.sum(1, keepdims=True) * 1e6 + 1))
     del log.layers["counts"]
     _, matrices = resistance.pseudobulk(log, value_type="log_tpm", covariate_key="batch")
-    de = resistance.differential_expression(only(matrices), value_type="log_tpm", covariate="batch")
+    de = resistance.differential_expression(
+        only(matrices), value_type="log_tpm", covariate="batch", log_method="welch"
+    )
     assert (de["method"] == resistance.METHOD_OLS).all()
     assert (de["design"] == "~ batch + response").all()
     matrix = matrices[ALL_CD8]
@@ -356,3 +362,67 @@ def test_a_covariate_that_varies_inside_a_pooled_sample_is_refused(cohort):
         resistance.pseudobulk(adata, value_type="counts", covariate_key="batch")
     assert "not a column" in resistance.covariate_problem(adata.obs, covariate="nope")
     assert resistance.covariate_problem(adata.obs, covariate="timepoint") == ""
+
+
+def test_squeeze_variances_matches_smyths_moment_estimates_by_hand():
+    from scipy import optimize, special
+
+    rng = np.random.default_rng(3)
+    df, d0_true, s0_true = 4.0, 6.0, 0.2
+    # s² ~ s0² d0/chi²(d0) (prior) then s0²-scaled chi²(df)/df: limma's hierarchical model
+    sigma2 = s0_true * d0_true / rng.chisquare(d0_true, 4000)
+    s2 = sigma2 * rng.chisquare(df, 4000) / df
+    post, d0, s0 = resistance.squeeze_variances(s2, df=df)
+    e = np.log(s2) - special.digamma(df / 2) + np.log(df / 2)
+    evar = e.var(ddof=1) - special.polygamma(1, df / 2)
+    d0_hand = 2 * optimize.brentq(lambda y: special.polygamma(1, y) - evar, 1e-3, 1e6)
+    s0_hand = np.exp(e.mean() + special.digamma(d0_hand / 2) - np.log(d0_hand / 2))
+    assert d0 == pytest.approx(d0_hand, rel=1e-6)
+    assert np.allclose(s0, s0_hand)
+    assert np.allclose(post, (d0_hand * s0_hand + df * s2) / (d0_hand + df))
+    assert d0 == pytest.approx(d0_true, rel=0.25) and s0[0] == pytest.approx(s0_true, rel=0.1)
+
+
+def test_squeeze_variances_follows_a_trend_on_mean_expression():
+    rng = np.random.default_rng(4)
+    amean = rng.uniform(0, 8, 3000)
+    trend = 0.5 * np.exp(-amean / 2) + 0.05  # log-data variance falls with expression
+    s2 = trend * rng.chisquare(6, 3000) / 6  # no extra spread: d0 infinite, prior = trend
+    post, d0, s0 = resistance.squeeze_variances(s2, df=6.0, covariate=amean)
+    assert np.isinf(d0) or d0 > 50
+    ratio = s0 / trend
+    assert np.median(np.abs(np.log(ratio))) < 0.1
+    flat, _, _ = resistance.squeeze_variances(s2, df=6.0)
+    # without the trend every gene is pulled to one value; with it, low genes keep high variance
+    assert np.corrcoef(post, trend)[0, 1] > 0.9 > np.corrcoef(flat, trend)[0, 1]
+
+
+def test_limma_trend_test_is_the_group_difference_over_the_moderated_se():
+    rng = np.random.default_rng(5)
+    response = [NON_RESPONDER] * 5 + [RESPONDER] * 6
+    matrix = pd.DataFrame(rng.normal(2, 0.5, (11, 300)), columns=[f"g{i}" for i in range(300)])
+    nr = np.array([r == NON_RESPONDER for r in response], dtype=float)
+    table = resistance._limma_trend_test(matrix, np.column_stack([np.ones(11), nr]))
+    x, y = matrix.to_numpy()[nr == 1], matrix.to_numpy()[nr == 0]
+    assert np.allclose(table["log2_fold_change"], x.mean(0) - y.mean(0))
+    pooled = ((x - x.mean(0)) ** 2).sum(0) + ((y - y.mean(0)) ** 2).sum(0)
+    post, d0, _ = resistance.squeeze_variances(
+        pooled / 9, df=9.0, covariate=matrix.to_numpy().mean(0)
+    )
+    assert np.allclose(table["lfc_se"], np.sqrt(post * (1 / 5 + 1 / 6)))
+    df_total = min(9 + d0, 9 * 300)
+    t = table["log2_fold_change"] / table["lfc_se"]
+    assert np.allclose(table["p_value"], 2 * stats.t.sf(np.abs(t), df_total))
+
+
+def test_log_data_filter_keeps_genes_detected_in_a_fifth_of_cells_of_enough_patients():
+    response = [NON_RESPONDER] * 3 + [RESPONDER] * 2
+    matrix = pd.DataFrame(np.ones((5, 3)), columns=["rare", "two_patients", "broad"])
+    matrix.attrs["detected_fraction"] = np.array(
+        [[0.05, 0.5, 0.3], [0.1, 0.5, 0.3], [0.0, 0.0, 0.3], [0.1, 0.0, 0.2], [0.0, 0.0, 0.25]]
+    )
+    keep = resistance.expressed_genes(matrix, response, counts=False)
+    assert keep.tolist() == [False, True, True]  # n_min = 2 samples (the smaller group)
+    matrix.attrs.pop("detected_fraction")
+    with pytest.raises(ValueError, match="detected_fraction"):
+        resistance.expressed_genes(matrix, response, counts=False)

@@ -1,6 +1,7 @@
 # Stage resistance: pseudobulk per patient and state, differential expression non-responders vs
-# responders with patients as the unit (pydeseq2 on counts, Welch t on log data), and the
-# programs scored on the gene statistics (ulm). Logic: workflow/texflow/resistance.py.
+# responders with patients as the unit (pydeseq2 on counts, limma-trend moderated t on log
+# data), and the programs scored on the gene statistics (ulm).
+# Logic: workflow/texflow/resistance.py.
 
 
 rule resistance:

@@ -27,11 +27,11 @@ def main(snakemake):
     problem = resistance.covariate_problem(adata.obs, covariate=covariate) if covariate else ""
     if problem:
         raise InputDataError(f"{problem}; {fix}", dataset=dataset, path=path)
-    if covariate is not None and params["log_method"] != "welch" and value_type != "counts":
+    if covariate is not None and params["log_method"] == "mann_whitney" and value_type != "counts":
         raise InputDataError(
             f"log_method {params['log_method']!r} (a rank test) cannot carry "
-            f"design_covariate {covariate!r}; set resistance.log_method: welch "
-            "(least squares with the covariate then runs) or remove "
+            f"design_covariate {covariate!r}; set resistance.log_method: limma_trend "
+            "(or welch: least squares with the covariate then runs) or remove "
             "design_covariate from the dataset config",
             dataset=dataset,
             path=path,
@@ -49,6 +49,7 @@ def main(snakemake):
         min_patients_per_group=params["min_patients_per_group"],
         min_gene_count=params["min_gene_count"],
         min_gene_total_count=params["min_gene_total_count"],
+        min_gene_detected_fraction=params["min_gene_detected_fraction"],
         log_method=params["log_method"],
         min_program_genes=params["min_program_genes"],
         n_cpus=snakemake.threads,

@@ -9,13 +9,17 @@ timepoint in one state (all CD8 cells, Tpex, Tex_int, Tex_term by the per-cell c
   ``design_covariate``), from pydeseq2 (DESeq2's Wald test; log2 fold change non-responders over
   responders, its standard error, BH across the genes tested);
 - TPM or log data (``value_type`` tpm / log_tpm / lognorm), which cannot go into a count model:
-  the per-patient mean of log2 expression, compared by Welch's t (or Mann-Whitney) across
-  patients, BH across genes; the log2 fold change is the difference of the group means. With a
-  design covariate: ordinary least squares per gene on the same patient means, design
-  ``~ covariate + response``, the t of the response coefficient (n - p degrees of freedom).
-  Welch's t and a rank test cannot carry a covariate; limma-trend's moderated t (Smyth 2004)
-  could, but needs limma's empirical-Bayes prior, which no maintained Python library of this
-  environment provides, so the unmoderated linear model runs and the table says so.
+  the per-patient mean of log2 expression, compared across patients by limma-trend's moderated t
+  (Smyth 2004; Law et al. 2014; ``log_method`` limma_trend, the default): least squares per gene
+  on ``~ response`` (``~ covariate + response`` with a design covariate), the residual variances
+  shrunk by empirical Bayes toward a trend on mean expression (`squeeze_variances`, limma's
+  squeezeVar), as DESeq2 shrinks dispersions; the log2 fold change is the difference of the
+  group means (the response coefficient). Options: ``welch`` (Welch's t; with a covariate,
+  unmoderated least squares, `METHOD_OLS`) and ``mann_whitney`` (a rank test). Measured
+  (benchmarks/validate_resistance.py, 20 seeds x 5 cohorts): Welch's standard errors, from one
+  variance per gene and group of 5-12 patients, made the inverse-variance meta-analysis 2-3
+  times too liberal at p < 0.001 (false discovery proportion 10 % at q < 0.05); the moderated
+  ones are calibrated.
 
 The design covariate is categorical (timepoint, batch, tissue: an ``obs`` column) and must be
 constant within a pseudobulk sample. Each patient keeps one sample per state (the timepoint
@@ -27,7 +31,12 @@ effect inestimable: that state is not tested and its row says why and how to fix
 
 Minimums follow decoupler's pseudobulk guidance (``get_pseudobulk`` min_cells 10, min_counts
 1000; ``filter_by_expr``, edgeR's filterByExpr: a gene needs >= 10 counts in as many samples as
-the smaller group has, and >= 15 counts in all). A state without enough patients gets one row
+the smaller group has, and >= 15 counts in all). Log data have no counts: a gene needs to be
+detected (value > 0) in >= 20 % of a sample's cells (decoupler's ``filter_by_prop`` min_prop
+0.2) in as many samples as the smaller group has (filterByExpr's number of samples), so that a
+per-patient mean is not a few cells' values among zeros (measured: such genes, whose patient
+means are near 0, get tiny Welch standard errors and made 9 of 45 false calls of the log path
+in benchmarks/validate_resistance.py). A state without enough patients gets one row
 saying so, never a silent skip. The programs (IFN-I, LPO, every shipped identity program) are
 then scored on each state's gene statistics with one univariate linear model per program
 (decoupler's ``ulm``: the statistic regressed on the program's membership weight, +1 for its
@@ -42,7 +51,7 @@ from collections.abc import Mapping, Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import sparse, special, stats
 
 from .contract import (
     CELL_STATE_KEY,
@@ -77,6 +86,8 @@ METHOD_DESEQ2 = "pydeseq2_wald_nb_glm"
 METHOD_WELCH = "welch_t_patient_mean_log2"
 METHOD_MANN_WHITNEY = "mann_whitney_patient_mean_log2"
 METHOD_OLS = "ols_t_patient_mean_log2"
+METHOD_LIMMA_TREND = "limma_trend_moderated_t_patient_mean_log2"
+LOG_METHODS = ("limma_trend", "welch", "mann_whitney")
 DESIGN_RESPONSE = "~ response"
 
 SAMPLE_COLUMNS = [
@@ -227,8 +238,10 @@ def pseudobulk(
     -------
     The table of samples (`SAMPLE_COLUMNS`: every patient, timepoint and state, kept or not and
     why not) and, per state, the kept samples' matrix (rows ``patient|timepoint``, genes as
-    columns). A patient keeps one sample per state: when several timepoints pass, the one with
-    most cells (the patient is the unit; the others say so).
+    columns; ``attrs["response"]`` the samples' labels, ``attrs["detected_fraction"]`` the
+    share of each sample's cells with a value > 0 per gene, samples x genes, for the expression
+    filter of log data, `expressed_genes`). A patient keeps one sample per state: when several
+    timepoints pass, the one with most cells (the patient is the unit; the others say so).
 
     Raises
     ------
@@ -245,6 +258,7 @@ def pseudobulk(
         )
     matrix = adata.layers["counts"] if counts else adata.X
     matrix = sparse.csr_matrix(matrix, dtype=np.float64)
+    detected = (matrix > 0).astype(np.float64).tocsr()
     obs = adata.obs
     patients = _text(obs[patient_key]) if patient_key in obs else pd.Series(np.nan, index=obs.index)
     timepoints = (
@@ -261,7 +275,7 @@ def pseudobulk(
     rows, matrices = [], {}
     for state, mask in _state_masks(obs, state_key=state_key).items():
         groups = pd.DataFrame({"patient": patients, "timepoint": timepoints})[mask].dropna()
-        sums, kept_rows = {}, []
+        sums, fractions, kept_rows = {}, {}, []
         for (patient, timepoint), index in groups.groupby(["patient", "timepoint"]).groups.items():
             positions = obs.index.get_indexer(index)
             values = np.asarray(matrix[positions].sum(axis=0)).ravel()
@@ -298,6 +312,9 @@ def pseudobulk(
                 sums[len(rows) - 1] = (
                     values if counts else values / n_cells * LOG2_FACTOR[value_type]
                 )
+                fractions[len(rows) - 1] = (
+                    np.asarray(detected[positions].sum(axis=0)).ravel() / n_cells
+                )
         # one sample per patient: the timepoint with most cells
         best: dict[str, int] = {}
         for i in kept_rows:
@@ -318,6 +335,9 @@ def pseudobulk(
             columns=adata.var_names.astype(str),
         )
         matrices[state].attrs["response"] = [rows[i]["response"] for i in chosen]
+        matrices[state].attrs["detected_fraction"] = (
+            np.vstack([fractions[i] for i in chosen]) if chosen else np.empty((0, adata.n_vars))
+        )
         if covariate is not None:
             matrices[state].attrs["covariate"] = [rows[i]["covariate"] for i in chosen]
     table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
@@ -348,12 +368,35 @@ def expressed_genes(
     counts: bool,
     min_count: int = 10,
     min_total_count: int = 15,
+    min_detected_fraction: float = 0.2,
 ) -> np.ndarray:
     """Genes expressed in enough pseudobulk samples (edgeR's filterByExpr, simplified).
 
-    Counts: at least `min_count` counts in as many samples as the smaller response group has,
-    and at least `min_total_count` counts over all samples. Log data: a per-patient mean above
-    0 in as many samples as the smaller group has.
+    Parameters
+    ----------
+    matrix
+        One state's pseudobulk samples (`pseudobulk`); log data need
+        ``attrs["detected_fraction"]`` (samples x genes).
+    response
+        The samples' response labels.
+    counts
+        Count data (summed counts) or log data (per-patient mean log2).
+    min_count, min_total_count
+        Counts: at least `min_count` counts in as many samples as the smaller response group
+        has, and at least `min_total_count` counts over all samples (filterByExpr).
+    min_detected_fraction
+        Log data: the gene is detected (value > 0) in at least this share of a sample's cells
+        (decoupler's ``filter_by_prop`` min_prop) in as many samples as the smaller response
+        group has (filterByExpr's number of samples).
+
+    Returns
+    -------
+    A boolean mask over the genes (the columns of `matrix`).
+
+    Raises
+    ------
+    ValueError
+        Log data without ``attrs["detected_fraction"]`` of the matrix's shape.
     """
     response = np.asarray(response)
     n_min = int(min((response == NON_RESPONDER).sum(), (response == RESPONDER).sum()))
@@ -362,7 +405,14 @@ def expressed_genes(
         return ((values >= min_count).sum(axis=0) >= n_min) & (
             values.sum(axis=0) >= min_total_count
         )
-    return (values > 0).sum(axis=0) >= n_min
+    detected = matrix.attrs.get("detected_fraction")
+    if detected is None or np.shape(detected) != values.shape:
+        raise ValueError(
+            "the expression filter of log data needs the share of each sample's cells that "
+            "detect each gene: matrix.attrs['detected_fraction'] (samples x genes), which "
+            "resistance.pseudobulk records; build the matrices with pseudobulk"
+        )
+    return (np.asarray(detected) >= min_detected_fraction).sum(axis=0) >= n_min
 
 
 def _deseq2(
@@ -472,6 +522,116 @@ def _ols_test(
     )
 
 
+def trigamma_inverse(x: np.ndarray) -> np.ndarray:
+    """The y with trigamma(y) = x (x > 0), by limma's Newton iteration (Smyth 2004)."""
+    x = np.asarray(x, dtype=float)
+    y = 0.5 + 1.0 / x
+    for _ in range(50):
+        tri = special.polygamma(1, y)
+        step = tri * (1.0 - tri / x) / special.polygamma(2, y)
+        y = y + step
+        if np.all(-step / y < 1e-8):
+            break
+    return y
+
+
+def natural_spline_basis(x: np.ndarray, *, df: int) -> np.ndarray:
+    """Natural cubic spline basis with an intercept, `df` columns (R's ``ns(x, df, intercept=TRUE)``
+    spans the same space): knots at the range of `x` and its ``df - 2`` inner quantiles;
+    the truncated-power form of Hastie, Tibshirani & Friedman, ESL eq. 5.4-5.5."""
+    x = np.asarray(x, dtype=float)
+    knots = np.quantile(x, np.linspace(0.0, 1.0, df))
+    columns = [np.ones_like(x), x]
+
+    def d(k: int) -> np.ndarray:
+        return (np.clip(x - knots[k], 0, None) ** 3 - np.clip(x - knots[-1], 0, None) ** 3) / (
+            knots[-1] - knots[k]
+        )
+
+    columns += [d(k) - d(len(knots) - 2) for k in range(len(knots) - 2)]
+    return np.column_stack(columns)
+
+
+def squeeze_variances(
+    variances: np.ndarray, *, df: float, covariate: np.ndarray | None = None
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Empirical-Bayes shrinkage of gene variances (limma's squeezeVar / fitFDist, Smyth 2004).
+
+    The gene variances are taken as scaled chi-squares around a prior s0² (with `covariate`,
+    a trend of s0² on it: limma-trend, the covariate being the gene's mean log expression,
+    trend a natural cubic spline as limma's, up to 4 df); the prior's degrees of freedom d0
+    come from the spread of log variances beyond what `df` alone explains. Posterior
+    variance: (d0 s0² + df s²) / (d0 + df).
+
+    Parameters
+    ----------
+    variances
+        Residual variances of the genes, all on `df` degrees of freedom.
+    df
+        Their residual degrees of freedom.
+    covariate
+        Per gene, the covariate of the prior's trend (mean log expression); None: one prior.
+
+    Returns
+    -------
+    The posterior variances, d0 (inf when the variances spread no more than sampling
+    explains: every gene then gets the prior) and the per-gene prior s0².
+    """
+    s2 = np.asarray(variances, dtype=float)
+    m = np.median(s2[s2 > 0]) if np.any(s2 > 0) else 1.0
+    s2_floor = np.maximum(s2, 1e-5 * m)
+    e = np.log(s2_floor) - special.digamma(df / 2) + np.log(df / 2)
+    n = len(e)
+    splinedf = 1 + (n >= 3) + (n >= 6) + (n >= 30)
+    if covariate is not None:
+        splinedf = min(splinedf, len(np.unique(covariate)))
+    if covariate is None or splinedf < 2:
+        emean = np.full(n, e.mean())
+        evar = ((e - e.mean()) ** 2).sum() / (n - 1)
+    else:
+        design = natural_spline_basis(np.asarray(covariate, dtype=float), df=int(splinedf))
+        coef, _, rank, _ = np.linalg.lstsq(design, e, rcond=None)
+        emean = design @ coef
+        evar = ((e - emean) ** 2).sum() / (n - rank)
+    evar -= special.polygamma(1, df / 2)
+    if evar > 0:
+        d0 = float(2 * trigamma_inverse(evar))
+        s0 = np.exp(emean + special.digamma(d0 / 2) - np.log(d0 / 2))
+        posterior = (d0 * s0 + df * s2) / (d0 + df)
+    else:
+        d0, s0 = np.inf, np.exp(emean)
+        posterior = s0.copy()
+    return posterior, d0, s0
+
+
+def _limma_trend_test(matrix: pd.DataFrame, design: np.ndarray) -> pd.DataFrame:
+    """limma-trend on per-patient mean log2 (Smyth 2004; Law et al. 2014): least squares per
+    gene, the residual variances shrunk toward their trend on mean expression
+    (`squeeze_variances`), the moderated t of the last coefficient (non-responders) on
+    df + d0 degrees of freedom (capped at the pooled residual df, as limma)."""
+    y = matrix.to_numpy(float)
+    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    dof = design.shape[0] - rank
+    sigma2 = ((y - design @ coef) ** 2).sum(axis=0) / dof
+    amean = y.mean(axis=0)
+    posterior, d0, _ = squeeze_variances(sigma2, df=dof, covariate=amean)
+    unscaled = np.linalg.inv(design.T @ design)[-1, -1]
+    se = np.sqrt(posterior * unscaled)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = coef[-1] / se
+    df_total = min(dof + d0, dof * y.shape[1])
+    return pd.DataFrame(
+        {
+            "gene": matrix.columns.astype(str),
+            "log2_fold_change": coef[-1],
+            "lfc_se": se,
+            "statistic": t,
+            P_VALUE: 2 * stats.t.sf(np.abs(t), df_total),
+            "mean_expression": amean,
+        }
+    )
+
+
 def _design_matrix(response: Sequence[str], covariate: Sequence[str]) -> np.ndarray:
     """Intercept, the covariate's levels but the first (sorted), non-responder indicator."""
     covariate = np.asarray([str(v) for v in covariate])
@@ -523,7 +683,8 @@ def differential_expression(
     min_patients_per_group: int = 2,
     min_gene_count: int = 10,
     min_gene_total_count: int = 15,
-    log_method: str = "welch",
+    min_gene_detected_fraction: float = 0.2,
+    log_method: str = "limma_trend",
     n_cpus: int = 1,
     skip_reason: str = "",
     covariate: str | None = None,
@@ -542,8 +703,10 @@ def differential_expression(
         Kept pseudobulk samples (patients) each response group needs for a state to be tested.
     min_gene_count, min_gene_total_count
         The expression filter of count data (`expressed_genes`).
+    min_gene_detected_fraction
+        The expression filter of log data (`expressed_genes` min_detected_fraction).
     log_method
-        ``welch`` or ``mann_whitney``.
+        ``limma_trend`` (moderated t, `_limma_trend_test`), ``welch`` or ``mann_whitney``.
     n_cpus
         Threads of pydeseq2.
     skip_reason
@@ -552,8 +715,9 @@ def differential_expression(
     covariate
         The design covariate's name (the dataset's ``design_covariate``); the matrices carry its
         values (``attrs["covariate"]``, `pseudobulk` with ``covariate_key``). Counts: pydeseq2
-        with ``~ covariate + response``; log data: least squares on the same design
-        (`METHOD_OLS`). None: ``~ response``.
+        with ``~ covariate + response``; log data: limma-trend on the same design
+        (``log_method`` limma_trend) or least squares without moderation (welch,
+        `METHOD_OLS`). None: ``~ response``.
     dataset
         The dataset's id, named in a reason (a confounded covariate).
 
@@ -569,14 +733,22 @@ def differential_expression(
         A covariate with ``log_method`` mann_whitney (a rank test cannot carry one).
     """
     counts = value_type in COUNT_VALUE_TYPES
-    if covariate is not None and not counts and log_method != "welch":
+    if not counts and log_method not in LOG_METHODS:
+        raise ValueError(
+            f"dataset {dataset or '?'}: log_method {log_method!r} is not one of "
+            f"{', '.join(LOG_METHODS)}; set resistance.log_method in config/config.yaml"
+        )
+    if covariate is not None and not counts and log_method == "mann_whitney":
         raise ValueError(
             f"dataset {dataset or '?'}: log_method {log_method!r} (a rank test) cannot carry the "
-            f"design covariate {covariate!r}; set resistance.log_method to welch (least squares "
-            "with the covariate then runs) or remove design_covariate from the dataset config"
+            f"design covariate {covariate!r}; set resistance.log_method to limma_trend (or welch: "
+            "least squares with the covariate then runs) or remove design_covariate from the "
+            "dataset config"
         )
     if counts:
         method = METHOD_DESEQ2
+    elif log_method == "limma_trend":
+        method = METHOD_LIMMA_TREND
     elif covariate is not None:
         method = METHOD_OLS
     else:
@@ -638,6 +810,7 @@ def differential_expression(
             counts=counts,
             min_count=min_gene_count,
             min_total_count=min_gene_total_count,
+            min_detected_fraction=min_gene_detected_fraction,
         )
         if keep.sum() < 2:
             parts.append(
@@ -659,6 +832,14 @@ def differential_expression(
                 n_cpus=n_cpus,
                 covariate=(covariate, values) if values is not None else None,
             )
+        elif method == METHOD_LIMMA_TREND:
+            nr = (np.asarray(response) == NON_RESPONDER).astype(float)
+            design_matrix = (
+                _design_matrix(response, values)
+                if values is not None
+                else np.column_stack([np.ones(len(nr)), nr])
+            )
+            table = _limma_trend_test(sub, design_matrix)
         elif values is not None:
             table = _ols_test(sub, response, values)
         else:
@@ -779,7 +960,8 @@ def analyse(
     min_patients_per_group: int = 2,
     min_gene_count: int = 10,
     min_gene_total_count: int = 15,
-    log_method: str = "welch",
+    min_gene_detected_fraction: float = 0.2,
+    log_method: str = "limma_trend",
     min_program_genes: int = 5,
     n_cpus: int = 1,
     covariate: str | None = None,
@@ -797,7 +979,8 @@ def analyse(
         Programs scored on the gene statistics (`score_programs`).
     min_cells, min_counts
         Minimums of a pseudobulk sample (`pseudobulk`).
-    min_patients_per_group, min_gene_count, min_gene_total_count, log_method
+    min_patients_per_group, min_gene_count, min_gene_total_count, min_gene_detected_fraction
+    log_method
         Parameters of `differential_expression`.
     min_program_genes
         Tested genes a program needs for a score.
@@ -825,6 +1008,7 @@ def analyse(
         min_patients_per_group=min_patients_per_group,
         min_gene_count=min_gene_count,
         min_gene_total_count=min_gene_total_count,
+        min_gene_detected_fraction=min_gene_detected_fraction,
         log_method=log_method,
         n_cpus=n_cpus,
         skip_reason=response_skip_reason(adata.obs),
