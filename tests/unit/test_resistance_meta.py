@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from texflow import resistance_meta
-from texflow.resistance import DE_COLUMNS
+from texflow.contract import DE_COLUMNS
 from texflow.stats import ALL_CD8
 
 

@@ -163,3 +163,26 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "dataset", PROGRAM, COMPARISON, "verdict", "effect_name", EFFECT, "p", "q", N_PATIENTS,
     "n_concordant", "groups", NOTE, COVERAGE, "simulated",
 )  # fmt: skip
+
+# ----------------------------------------------------------------------------------------------
+# resistance genes: tables/resistance_de.tsv, read by the cross-dataset meta-analysis
+
+#: The cell sets of the pseudobulk DE: all CD8 cells, then each exhausted state.
+RESISTANCE_STATES: tuple[str, ...] = (ALL_CD8, TPEX, TEX_INT, TEX_TERM)
+#: Columns of ``resistance_de.tsv`` (`texflow.resistance`), in order.
+DE_COLUMNS = [
+    "gene",
+    "state",
+    "log2_fold_change",
+    "lfc_se",
+    "statistic",
+    P_VALUE,
+    "q_value",
+    N_NON_RESPONDERS,
+    N_RESPONDERS,
+    "mean_expression",
+    "method",
+    "testable",
+    "reason",
+    "design",
+]

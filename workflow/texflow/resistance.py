@@ -55,12 +55,11 @@ from scipy import sparse, special, stats
 
 from .contract import (
     CELL_STATE_KEY,
+    DE_COLUMNS,
     N_NON_RESPONDERS,
     N_RESPONDERS,
     P_VALUE,
-    TEX_INT,
-    TEX_TERM,
-    TPEX,
+    RESISTANCE_STATES,
 )
 from .signatures import GeneProgram
 from .stats import (
@@ -76,7 +75,7 @@ from .stats import (
 logger = logging.getLogger(__name__)
 
 #: The pseudobulk states: every CD8 cell of a patient, then each exhausted state.
-STATES = (ALL_CD8, TPEX, TEX_INT, TEX_TERM)
+STATES = RESISTANCE_STATES
 COUNT_VALUE_TYPES = ("counts",)
 LOG_VALUE_TYPES = ("tpm", "log_tpm", "lognorm")
 #: Factor that turns X of the programs stage into log2: log_tpm is log2(TPM+1) as given; tpm
@@ -100,22 +99,6 @@ SAMPLE_COLUMNS = [
     "kept",
     "why_not",
     "covariate",
-]
-DE_COLUMNS = [
-    "gene",
-    "state",
-    "log2_fold_change",
-    "lfc_se",
-    "statistic",
-    P_VALUE,
-    "q_value",
-    N_NON_RESPONDERS,
-    N_RESPONDERS,
-    "mean_expression",
-    "method",
-    "testable",
-    "reason",
-    "design",
 ]
 PROGRAM_COLUMNS = [
     "state",

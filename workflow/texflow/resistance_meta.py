@@ -31,10 +31,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
-from .contract import (
-    P_VALUE,
-)
-from .resistance import DE_COLUMNS, STATES
+from .contract import DE_COLUMNS, P_VALUE, RESISTANCE_STATES
 from .stats import bh_adjust
 from .utils import atomic_path
 
@@ -80,7 +77,7 @@ def tested_rows(table: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     table
-        One dataset's DE table (`texflow.resistance.DE_COLUMNS`).
+        One dataset's DE table (`texflow.contract.DE_COLUMNS`).
 
     Returns
     -------
@@ -290,14 +287,14 @@ def meta_analyse(
     *,
     alpha: float = 0.05,
     min_datasets: int = 2,
-    states: Sequence[str] = STATES,
+    states: Sequence[str] = RESISTANCE_STATES,
 ) -> pd.DataFrame:
     """Random-effects meta-analysis of each gene's log2 fold change per state across datasets.
 
     Parameters
     ----------
     tables
-        Dataset id -> its ``resistance_de.tsv`` (`texflow.resistance.DE_COLUMNS`).
+        Dataset id -> its ``resistance_de.tsv`` (`texflow.contract.DE_COLUMNS`).
     alpha
         q below which a pooled gene is significant; also the level of the heterogeneity test and
         of the leave-one-dataset-out significance.
