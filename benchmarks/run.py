@@ -1,4 +1,4 @@
-"""texflow against a plain scanpy script on the same simulated data: wall time and peak memory.
+"""texflow against a plain scanpy script on the same simulated data: wall time, peak memory, disk.
 
 For each size (cells x genes):
 
@@ -11,6 +11,10 @@ For each size (cells x genes):
    copy the file into ``raw.h5ad``), then, timed, every stage from ``raw.h5ad`` to the final
    tables (qc, gate, cluster, states, trajectory, programs; the report excluded), with
    ``--cores 2``. The per-rule breakdown comes from the rules' Snakemake ``benchmark:`` files.
+
+Disk (``disk_gb``, ``disk_per_raw``): every file texflow leaves for the dataset (``results/bench/``
+and its downloads) after the run, and that total over ``raw.h5ad``; not measured with
+``--prune-intermediates`` (which empties the files; ``file_gb`` lists their sizes).
 
 Peak memory is the largest resident set of any single process (``wait4``'s ``ru_maxrss`` covers
 the process and every descendant it waited for): for texflow that is the largest rule.
@@ -181,6 +185,18 @@ def run_stages_pruned(workdir: Path, *, cores: int, env: dict, log_prefix: Path)
     }
 
 
+def disk_use(workdir: Path) -> dict:
+    """What texflow leaves on disk for the dataset: the bytes of every file under
+    ``results/bench/`` plus its downloads (GB), and that total over the size of ``raw.h5ad``
+    (issue 20 asks <= 1.5x). Only meaningful without `--prune-intermediates`, which empties
+    the files it measures (its per-file sizes are in ``file_gb``)."""
+    results = workdir / "results" / DATASET
+    roots = (results, workdir / "resources/downloads" / DATASET)
+    total = sum(p.stat().st_size for root in roots for p in root.rglob("*") if p.is_file())
+    raw = (results / "raw.h5ad").stat().st_size
+    return {"disk_gb": round(total / 1e9, 3), "disk_per_raw": round(total / raw, 2)}
+
+
 def rule_breakdown(workdir: Path) -> pd.DataFrame:
     """Per timed stage: seconds (Snakemake's benchmark file), max RSS as Snakemake sampled it,
     and the kernel's high-water mark of the rule's process (logged by texflow's run_step)."""
@@ -332,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
                 env=env,
                 log=args.out / f"texflow_{n_cells}.log",
             )
+        if not args.prune_intermediates:
+            texflow.update(disk_use(workdir))
         rules = rule_breakdown(workdir)
         rules.to_csv(args.out / f"rules_{n_cells}.tsv", sep="\t", index=False)
         checks = truth_checks(workdir, data)

@@ -19,9 +19,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from texflow import findings
+from texflow import expression, findings, signatures
 from texflow.contract import FINDINGS_TABLE
 from texflow.stats import compare_states
+
+#: program_gene_means.tsv of the programs stage, the heatmap's table (the report's own input)
+GENE_MEANS_TABLE = "program_gene_means.tsv"
+#: Genes of `fake_results`' final.h5ad named after genes of the heatmap's programs.
+PROGRAM_GENES = ("ISG15", "MX1", "IFI6", "ACSL4", "TFRC", "GPX4")
 
 PATIENTS = ["P1", "P2", "P3", "P4", "P5", "P6"]
 RESPONSE = {
@@ -143,10 +148,12 @@ def declared(out: str | Path) -> dict:
     """The inputs the report rule declares, for `report.collect`: findings.tsv, the stage
     tables and the stage figures in `out` (the tests' stand-in for the rule's input lists)."""
     out = Path(out)
+    own = (FINDINGS_TABLE, GENE_MEANS_TABLE)
     return {
         "findings": out / "tables" / FINDINGS_TABLE,
-        "tables": sorted(p for p in (out / "tables").glob("*.tsv") if p.name != FINDINGS_TABLE),
+        "tables": sorted(p for p in (out / "tables").glob("*.tsv") if p.name not in own),
         "figures": sorted((out / "figures").glob("*.png")),
+        "gene_means": out / "tables" / GENE_MEANS_TABLE,
     }
 
 
@@ -161,7 +168,15 @@ def fake_results(
     tables.mkdir(parents=True, exist_ok=True)
     adata = fake_adata(with_response=with_response, with_tpex=with_tpex)
     adata.uns["texflow"]["dataset"] = dataset
+    adata.var_names = [*PROGRAM_GENES, *adata.var_names[len(PROGRAM_GENES) :]]
     adata.write_h5ad(out / "final.h5ad")
+    # as the programs stage writes it, from the same cells and matrix
+    programs = signatures.load_programs(
+        "human", names=("ifn_i_core", "lpo_drivers", "lpo_suppressors")
+    )
+    expression.program_gene_means(adata, programs=programs).to_csv(
+        tables / GENE_MEANS_TABLE, sep="\t", index=False
+    )
     pd.DataFrame(
         {
             "sample": ["P1_pre", "P2_pre"],

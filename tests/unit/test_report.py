@@ -7,11 +7,13 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 from texflow import (
     contract,
+    expression,
     findings,
     formatting,
     report,
@@ -23,6 +25,7 @@ from texflow import (
 )
 from texflow.plotting import report as plots
 from texflow.report_answer import FindingText
+from texflow.signatures import GeneProgram
 
 from tests.report_fixtures import PATIENTS, RESPONSE, declared, fake_adata, fake_results
 
@@ -1346,28 +1349,68 @@ def test_response_panels_carry_q_and_n_read_from_the_table(monkeypatch):
     assert "q = 0.4; n = 3 R vs 3 NR" in fig.axes[0].get_title()
 
 
-def test_program_gene_heatmap_reads_the_matrix_in_chunks_and_means_per_state(monkeypatch):
-    adata = fake_adata(n_cells=300)
-    genes = ["G1", "G2", "G3"]
-    means, counts = plots.state_gene_means(adata, genes=genes, chunk=7)  # chunks cut states
-    dense = pd.DataFrame(adata[:, genes].X.toarray(), columns=genes, index=adata.obs_names)
-    expected = dense.groupby(adata.obs["state"].astype(str)).mean().T
-    assert means[expected.columns].to_numpy() == pytest.approx(expected.to_numpy())
-    assert counts.sum() == adata.n_obs
+HEATMAP_GENES = {"ifn_i_core": ["ISG15", "MX1", "IFI6"], "lpo_drivers": ["ACSL4"]}
+
+
+def _with_program_genes(adata):
+    """`fake_adata` whose first genes are named after genes of the heatmap's programs."""
+    names = [g for genes in HEATMAP_GENES.values() for g in genes]
+    adata.var_names = names + list(adata.var_names[len(names) :])
+    return adata
+
+
+def _gene_means_table(adata):
+    programs = {
+        name: GeneProgram(name=name, up=tuple(genes), down=())
+        for name, genes in {
+            **HEATMAP_GENES,
+            "ifn_i_core": ["ISG15", "MX1", "IFI6", "NOT_A_GENE"],
+        }.items()
+    }
+    return expression.program_gene_means(adata, programs=programs)
+
+
+def test_program_gene_heatmap_is_drawn_from_the_gene_means_table(monkeypatch):
+    adata = _with_program_genes(fake_adata(n_cells=300))
+    table = _gene_means_table(adata)
+    means, _ = expression.state_gene_means(adata, genes=["ISG15", "MX1", "IFI6"])
     fig = _drawn(
         monkeypatch,
         plots.program_gene_heatmap,
-        adata,
+        table,
         path="unused.png",
-        programs={"ifn_i_core": ["G1", "G2", "NOT_A_GENE"], "lpo_drivers": ["G3"]},
+        programs=report_figures.HEATMAP_PROGRAMS,
     )
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == sorted(
-        ["G1", "G2"], key=lambda g: -means.loc[g].std()
-    ) + ["G3"]
-    states = [t.get_text().split(" (")[0] for t in ax.get_yticklabels()]
-    assert states == ["Tpex", "Tex_term", "effector"]
-    assert "2 of 2 genes" in " ".join(t.get_text() for t in ax.texts)  # the absent gene left out
+        ["ISG15", "MX1", "IFI6"], key=lambda g: -means.loc[g].std()
+    ) + ["ACSL4"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    counts = adata.obs["state"].value_counts()
+    assert labels == [f"{s} ({counts[s]})" for s in ["Tpex", "Tex_term", "effector"]]
+    assert "3 of 3 genes" in " ".join(t.get_text() for t in ax.texts)  # the absent gene left out
+    # the z-scores are those of the per-state means
+    z = means.loc[ax.get_xticklabels()[0].get_text(), ["Tpex", "Tex_term", "effector"]]
+    expected = ((z - z.mean()) / z.std()).to_numpy()
+    assert np.asarray(ax.images[0].get_array())[:, 0] == pytest.approx(expected)
+
+
+def test_the_report_never_reads_the_matrix(tmp_path):
+    """final.h5ad without X or layers: the page, with its heatmap, is drawn all the same."""
+    out = fake_results(tmp_path, "nomatrix")
+    final = ad.read_h5ad(out / "final.h5ad")
+    ad.AnnData(obs=final.obs, var=final.var, obsm=dict(final.obsm), uns=final.uns).write_h5ad(
+        out / "final.h5ad"
+    )
+    inputs = declared(out)
+    page = report.collect(out, dataset="nomatrix", **inputs)
+    heatmap = next(f for f in page.figures if f.title == "Program genes across states")
+    assert not heatmap.missing and heatmap.path.is_file()
+    assert "program_gene_means.tsv" not in {p.name for p in inputs["tables"]}  # not a page table
+    # without the table, no heatmap (and no matrix read in its place)
+    inputs["gene_means"].unlink()
+    page = report.collect(out, dataset="nomatrix", **inputs)
+    assert not [f for f in page.figures if f.title == "Program genes across states"]
 
 
 def test_an_axis_finding_shows_rho_not_a_difference():

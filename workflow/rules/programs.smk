@@ -59,6 +59,12 @@ rule programs:
             category="Programs",
             labels={"dataset": "{dataset}", "table": "composition"},
         ),
+        program_gene_means=report(
+            results("{dataset}", "tables/program_gene_means.tsv"),
+            caption="../report/program_gene_means.rst",
+            category="Programs",
+            labels={"dataset": "{dataset}", "table": "program_gene_means"},
+        ),
         figures=report(
             expand(
                 results("{{dataset}}", "figures/trend_{program}.png"),

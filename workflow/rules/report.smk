@@ -28,6 +28,8 @@ rule report:
         final=results("{dataset}", "final.h5ad"),
         summary=results("{dataset}", "summary.json"),
         findings=rules.programs.output.findings,
+        # the heatmap of program genes across states: drawn from this table, not from the matrix
+        gene_means=rules.programs.output.program_gene_means,
         tables=expand(results("{{dataset}}", "tables/{table}.tsv"), table=REPORT_TABLES),
         figures=STAGE_FIGURES,
         truth=truth_table,

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
-from texflow import findings, programs
+import anndata as ad
+from texflow import expression, findings, programs, signatures
 from texflow.contract import SKIP_RESPONSE
 from texflow.stage import organism_of
 from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
@@ -57,6 +58,16 @@ def main(snakemake):
     )
     summary["dataset"] = summary["dataset"] or dataset
     programs.write_json(summary, outputs.summary)
+    # each program gene's mean (log-normalised X, read in chunks) per state: the report's heatmap
+    # is drawn from this table, so the report never reads the matrix
+    resolved = signatures.resolve_aliases(selected, adata.var_names, organism=organism)
+    matrix = adata if adata.X is not None else ad.read_h5ad(path, backed="r")
+    try:
+        gene_means = expression.program_gene_means(matrix, programs=resolved)
+    finally:
+        if matrix.isbacked:
+            matrix.file.close()
+    write_tsv(gene_means, outputs.program_gene_means)
     update_h5ad(adata, source=path, path=outputs.h5ad)
 
 

@@ -29,6 +29,7 @@ def main(snakemake):
         figures=snakemake.input.figures,
         final_h5ad=snakemake.input.final,
         summary_json=snakemake.input.summary,
+        gene_means=snakemake.input.gene_means,
         manifest=manifest if manifest.is_file() else None,
         figures_dir=snakemake.output.figures,
         report_params=options,

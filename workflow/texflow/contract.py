@@ -121,6 +121,19 @@ MEAN_RESPONDERS, MEAN_NON_RESPONDERS = "mean_responders", "mean_non_responders"
 #: The coverage of each untrusted program a row's verdict rests on (`texflow.stats.with_coverage`).
 COVERAGE = "coverage"
 
+#: program_gene_means.tsv (`texflow.expression.program_gene_means`): one row per program gene
+#: and state; the gene, whether it is an up or a down gene of the program, and its mean
+#: expression (log-normalised X) over the state's cells (`N_CELLS` of them).
+GENE, DIRECTION, MEAN_EXPRESSION = "gene", "direction", "mean_expression"
+PROGRAM_GENE_MEANS_COLUMNS: tuple[str, ...] = (
+    PROGRAM,
+    DIRECTION,
+    GENE,
+    STATE,
+    MEAN_EXPRESSION,
+    N_CELLS,
+)
+
 #: ``unit`` of a test: patients (their per-patient summaries) or cells (no patient labels).
 UNIT_PATIENTS, UNIT_CELLS = "patients", "cells"
 #: Response labels (``obs["response"]``, per patient).

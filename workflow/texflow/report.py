@@ -36,11 +36,14 @@ from .contract import (
     CLUSTER_STATE_KEY,
     COMPARE_COMPOSITION,
     COMPARE_TRAJECTORY,
+    DIRECTION,
     FINDINGS_TABLE,
+    GENE,
     NOTE,
     PROGRAM,
     SKIP_TRAJECTORY,
     SKIPPED_PREFIX,
+    STATE,
     VERDICT_UNTESTED,
 )
 from .findings import read_findings
@@ -54,7 +57,7 @@ from .report_answer import (
     answer_blocks,
     pick_headline,
 )
-from .report_figures import Figure, draw_figures, heatmap_programs, stage_figures
+from .report_figures import Figure, draw_figures, stage_figures
 from .report_html import (
     environment,
     flatten_params,
@@ -169,6 +172,7 @@ def collect(
     figures: Iterable[str | os.PathLike] = (),
     final_h5ad: str | os.PathLike | None = None,
     summary_json: str | os.PathLike | None = None,
+    gene_means: str | os.PathLike | None = None,
     manifest: str | os.PathLike | None = None,
     figures_dir: str | os.PathLike | None = None,
     formats: Sequence[str] = ("png",),
@@ -193,7 +197,10 @@ def collect(
         The stage figures the page embeds (the rule's inputs), by path.
     final_h5ad, summary_json
         The programs stage outputs (default: in `dataset_dir`). Only `obs`, `obsm` and `uns`
-        of the AnnData are read (backed mode), so memory does not grow with the matrix.
+        of the AnnData are read (backed mode): X and the layers never are.
+    gene_means
+        ``tables/program_gene_means.tsv`` of the programs stage (default: in `dataset_dir`),
+        the heatmap of program genes across states (none when the file is absent).
     manifest
         `resources/downloads/{dataset}/manifest.tsv`, when the data were downloaded.
     figures_dir
@@ -241,7 +248,7 @@ def collect(
             tested=[f.program for f in report.findings if f.verdict != VERDICT_UNTESTED],
             headline=report.headline_programs,
             response_table=frames.get("response_comparison.tsv"),
-            gene_programs=heatmap_programs(adata, meta),
+            gene_means=read_gene_means(gene_means or dataset_dir / "tables/program_gene_means.tsv"),
         )
         if note := _cluster_sample_note(
             adata.obs, report.params, frames.get("resolution_sweep.tsv")
@@ -264,6 +271,16 @@ def collect(
         }:
             figure.section = "answer"
     return report
+
+
+def read_gene_means(path: str | os.PathLike) -> pd.DataFrame | None:
+    """program_gene_means.tsv as written (gene and state names as text), or None when absent."""
+    path = Path(path)
+    if not path.is_file():
+        logger.info("no %s: no heatmap of program genes across states", path)
+        return None
+    text = {column: str for column in (PROGRAM, DIRECTION, GENE, STATE)}
+    return pd.read_csv(path, sep="\t", dtype=text, keep_default_na=False, na_values={})
 
 
 def read_findings_into(

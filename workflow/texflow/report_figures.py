@@ -3,8 +3,10 @@
 Stage figures are embedded as the stages drew them, each assigned to a page section by its
 file name; only the figures the rule names as inputs are shown (`stage_figures`), so a figure
 an earlier configuration left in ``figures/`` is never embedded as current. The report's own
-figures (UMAPs, per-patient panels, compositions, the program-gene heatmap) are drawn from the
-final AnnData into the rule's figure directory; one that cannot be drawn becomes a sentence.
+figures (UMAPs, per-patient panels, compositions) are drawn from the annotations of the final
+AnnData (never its matrix), the program-gene heatmap from the programs stage's
+program_gene_means.tsv, into the rule's figure directory; one that cannot be drawn becomes a
+sentence.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from . import signatures
 from .contract import (
     CLUSTER_STATE_KEY,
+    DIRECTION,
+    PROGRAM,
     SCORE_PREFIX,
     SKIP_RESPONSE,
     SKIP_TRAJECTORY,
 )
-from .errors import TexflowError
 from .plotting import report as plots
 from .report_answer import HEADLINE_PROGRAMS
 
@@ -150,7 +152,7 @@ def draw_figures(
     tested: Sequence[str] = (),
     headline: Sequence[str] = HEADLINE_PROGRAMS,
     response_table: pd.DataFrame | None = None,
-    gene_programs: Mapping[str, Sequence[str]] | None = None,
+    gene_means: pd.DataFrame | None = None,
 ) -> list[Figure]:
     """Draw the report's own figures into `outdir` (PNG plus `formats`); one `Figure` per figure.
 
@@ -161,8 +163,9 @@ def draw_figures(
     the same in every cell; what is left out is said once. `tested`: the programs tested in at
     least one comparison, whose captions say how. `headline`: the programs whose distributions
     per state are drawn. `response_table` (response_comparison.tsv): its q and n per group are
-    written on the response panels. `gene_programs`: program -> genes of the heatmap across
-    states (none drawn when empty).
+    written on the response panels. `gene_means`: program_gene_means.tsv of the programs stage,
+    the heatmap of program genes across states (none drawn when it has no up gene of
+    `HEATMAP_PROGRAMS`).
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -333,17 +336,17 @@ def draw_figures(
             "the state says how many).",
         )
     )
-    if gene_programs:
+    if heatmap_has_genes(gene_means):
         figures.append(
             _draw(
                 plots.program_gene_heatmap,
-                adata,
+                gene_means,
                 outdir / "program_genes_states.png",
                 formats,
                 section="programs",
                 label="Program genes across states",
                 skipped=skipped,
-                programs=gene_programs,
+                programs=HEATMAP_PROGRAMS,
                 caption="Mean expression of each program's genes per state (per-cell calls), "
                 "z-scored "
                 "per gene across the states; per program the genes that vary most between "
@@ -450,15 +453,15 @@ def _related_skip(name: str, skipped: Mapping[str, str]) -> str:
 HEATMAP_PROGRAMS = ("ifn_i_core", "lpo_drivers", "lpo_suppressors")
 
 
-def heatmap_programs(adata: ad.AnnData, meta: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The up genes of `HEATMAP_PROGRAMS` in the data, under its symbols ({} when none is)."""
-    try:
-        organism = str(meta.get("organism") or "human")
-        programs = signatures.load_programs(organism, names=HEATMAP_PROGRAMS)
-        programs = signatures.resolve_aliases(programs, adata.var_names, organism=organism)
-    except (TexflowError, OSError, ValueError) as error:  # optional: the page is silent
-        logger.info("no program gene heatmap: %s", error)
-        return {}
-    present = set(adata.var_names)
-    genes = {name: [g for g in program.up if g in present] for name, program in programs.items()}
-    return {name: found for name, found in genes.items() if found}
+def heatmap_has_genes(table: pd.DataFrame | None) -> bool:
+    """Whether program_gene_means.tsv has an up gene of `HEATMAP_PROGRAMS` (the heatmap is
+    optional: without one the page is silent about it)."""
+    if table is None or table.empty:
+        logger.info("no program gene heatmap: no per-state program gene means")
+        return False
+    rows = table[PROGRAM].astype(str).isin(HEATMAP_PROGRAMS) & (
+        table[DIRECTION].astype(str) == "up"
+    )
+    if not rows.any():
+        logger.info("no program gene heatmap: no gene of %s in the data", HEATMAP_PROGRAMS)
+    return bool(rows.any())

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -27,9 +27,12 @@ from ..contract import (
     BALANCE_COLUMN,
     CELL_STATE_KEY,
     CLUSTER_STATE_KEY,
+    DIRECTION,
     EXHAUSTED_LINEAGE,
     EXHAUSTED_STATES,
     FRACTION_PREFIX,
+    GENE,
+    MEAN_EXPRESSION,
     N_CELLS,
     N_NON_RESPONDERS,
     N_RESPONDERS,
@@ -44,6 +47,7 @@ from ..contract import (
     TPEX_PROGRAM,
     lineage_state_key,
 )
+from ..expression import known_values as _known
 from ..findings import program_order
 from ..stats import patient_means as stats_patient_means
 from ..utils import atomic_path
@@ -100,12 +104,6 @@ def scores_in(obs: pd.DataFrame) -> list[str]:
         if str(c).startswith(SCORE_PREFIX) and pd.api.types.is_numeric_dtype(obs[c])
     ]
     return sorted(scores, key=lambda column: (program_order(column), column))
-
-
-def _known(series: pd.Series) -> pd.Series:
-    """True where a metadata value is present (not NA, not an empty or 'nan' string)."""
-    text = series.astype("string")
-    return text.notna() & ~text.str.strip().str.lower().isin(["", "nan", "na", "none", "unknown"])
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
@@ -825,55 +823,46 @@ def response_test_text(table: pd.DataFrame | None, *, state: str, program: str) 
 # program genes across states
 
 
-def state_gene_means(
-    adata: ad.AnnData, *, genes: Sequence[str], chunk: int = 2000
-) -> tuple[pd.DataFrame, pd.Series]:
-    """Mean expression (the matrix as stored, log-normalised) of `genes` per cell state, read in
-    chunks of `chunk` cells so that a backed AnnData is never loaded whole. Returns the means
-    (genes x states, in the states' order) and the number of cells per state."""
-    obs = adata.obs
-    state_key = lineage_state_key(obs)
-    states = obs[state_key].astype(str).where(_known(obs[state_key]))
-    categorical = isinstance(obs[state_key].dtype, pd.CategoricalDtype)
-    order = list(obs[state_key].cat.categories) if categorical else sorted(states.dropna().unique())
-    order = [s for s in order if (states == s).any()]
-    columns = [adata.var_names.get_loc(g) for g in genes]
-    index = np.array([order.index(s) if s in order else -1 for s in states.fillna("")])
-    sums = np.zeros((len(order), len(genes)))
-    for start in range(0, adata.n_obs, chunk):
-        block = adata.X[start : start + chunk]
-        block = block[:, columns]
-        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-        rows = index[start : start + chunk]
-        for i in range(len(order)):
-            sums[i] += block[rows == i].sum(axis=0)
-    counts = pd.Series([(index == i).sum() for i in range(len(order))], index=order)
-    means = pd.DataFrame((sums / counts.to_numpy()[:, None]).T, index=list(genes), columns=order)
-    return means, counts
-
-
 def program_gene_heatmap(
-    adata: ad.AnnData,
+    table: pd.DataFrame | None,
     *,
-    programs: Mapping[str, Sequence[str]],
+    programs: Sequence[str],
     path: str | os.PathLike,
     max_genes: int = 15,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
-    """The genes of each program (rows, grouped by program) across the cell states (columns):
-    mean expression per state, z-scored per gene across the states. Per program, the
-    `max_genes` genes that vary most between the states; a gene absent from the data is left out."""
-    obs = adata.obs
-    state_key = lineage_state_key(obs)
-    if state_key not in obs or not _known(obs[state_key]).any():
-        raise FigureSkipped(f"no '{state_key}' annotation in the final AnnData")
-    known = set(adata.var_names)
-    present = {p: [g for g in dict.fromkeys(genes) if g in known] for p, genes in programs.items()}
+    """The up genes of each of `programs` (rows, grouped by program) across the cell states
+    (columns): mean expression per state, z-scored per gene across the states. Per program, the
+    `max_genes` genes that vary most between the states.
+
+    Drawn from the programs stage's program_gene_means.tsv (`texflow.expression`, columns
+    `contract.PROGRAM_GENE_MEANS_COLUMNS`; only the genes present in the data are in it), so
+    the matrix is never read here. States in the table's order."""
+    if table is None or table.empty:
+        raise FigureSkipped(
+            "no per-state means of program genes (program_gene_means.tsv is absent or empty: "
+            "no cell state annotation or no program gene in the data)"
+        )
+    up = table[table[DIRECTION].astype(str) == "up"]
+    present = {
+        p: list(dict.fromkeys(up.loc[up[PROGRAM].astype(str) == p, GENE].astype(str)))
+        for p in programs
+    }
     present = {p: genes for p, genes in present.items() if genes}
     if not present:
-        raise FigureSkipped("no gene of the programs is in the data")
-    all_genes = list(dict.fromkeys(g for genes in present.values() for g in genes))
-    means, counts = state_gene_means(adata, genes=all_genes)
+        raise FigureSkipped(
+            f"no gene of the programs {', '.join(programs)} is in the data (program_gene_means.tsv)"
+        )
+    rows_of = up[up[PROGRAM].astype(str).isin(list(present))]
+    states = [str(s) for s in pd.unique(rows_of[STATE].astype(str))]
+    means = (
+        rows_of.assign(**{GENE: rows_of[GENE].astype(str), STATE: rows_of[STATE].astype(str)})
+        .drop_duplicates([GENE, STATE])
+        .pivot(index=GENE, columns=STATE, values=MEAN_EXPRESSION)
+        .loc[:, states]
+        .astype(float)
+    )
+    counts = rows_of.assign(**{STATE: rows_of[STATE].astype(str)}).groupby(STATE)[N_CELLS].first()
     if means.shape[1] < 2:
         raise FigureSkipped(f"one state only ({', '.join(means.columns)}): nothing to compare")
     rows, labels, bounds = [], [], []
