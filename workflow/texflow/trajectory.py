@@ -55,6 +55,7 @@ from .contract import (
 )
 from .embedding import pca
 from .features import cells_detected_per_gene, seurat_highly_variable
+from .stage import texflow_uns
 from .utils import knn_transformer
 
 logger = logging.getLogger(__name__)
@@ -69,13 +70,6 @@ MIN_STABLE_RHO = 0.8
 #: ordered the states worst (AUC 0.64 and 0.83; the other 38 >= 0.94) held 7 of the 15 false
 #: calls, their pseudotime following library size (rho 0.68) rather than the true one (0.19).
 MIN_STATE_ORDER_AUC = 0.9
-
-
-def _texflow_uns(adata: ad.AnnData) -> dict:
-    uns = adata.uns.setdefault("texflow", {})
-    uns.setdefault("skipped", {})
-    uns.setdefault("params", {})
-    return uns
 
 
 def lineage_mask(
@@ -660,7 +654,7 @@ def lineage_pseudotime(
     """
     if method not in METHODS:
         raise ValueError(f"trajectory method must be one of {METHODS}, not {method!r}")
-    uns = _texflow_uns(adata)
+    uns = texflow_uns(adata)
     state_key = state_key or lineage_state_key(adata.obs)
     confidence_key = confidence_key or CONFIDENCE_KEYS.get(state_key, "state_confidence")
     logger.info("trajectory: lineage and root from obs[%r], %s", state_key, method)
