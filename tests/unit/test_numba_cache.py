@@ -75,10 +75,10 @@ NEIGHBOURS = """
 import numpy as np
 import texflow
 texflow.enable_numba_cache()
-from texflow import cluster
+from texflow._numba_cache import cache_umap_kernels
 import scanpy as sc
 adata = sc.AnnData(np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32))
-cluster.cache_umap_kernels()
+cache_umap_kernels()
 sc.pp.neighbors(adata, use_rep="X", transformer="sklearn")
 """
 
