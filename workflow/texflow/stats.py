@@ -747,6 +747,19 @@ def patient_response(
     return per_patient, note
 
 
+def _clear_as_not_testable(row: dict, note: str) -> None:
+    """Turn a computed patient-group row into a not-testable one: no effect, no p, the reason."""
+    row.update(
+        effect=np.nan,
+        cliffs_delta=np.nan,
+        hedges_g=np.nan,
+        p_value=np.nan,
+        test=NOT_TESTABLE,
+        n_patients=0,
+        note=note,
+    )
+
+
 def _patient_group_row(
     x: np.ndarray, y: np.ndarray, *, test: str = "mann_whitney_patient_values", **fields
 ) -> dict:
@@ -909,15 +922,7 @@ def compare_response(
             if row[TEST] != NOT_TESTABLE and (
                 reason := constant_score_reason(sub_scores[row[PROGRAM]])
             ):
-                row.update(
-                    test=NOT_TESTABLE,
-                    effect=np.nan,
-                    cliffs_delta=np.nan,
-                    hedges_g=np.nan,
-                    p_value=np.nan,
-                    n_patients=0,
-                    note="; ".join(filter(None, [reason, conflict_note])),
-                )
+                _clear_as_not_testable(row, "; ".join(filter(None, [reason, conflict_note])))
         table = pd.DataFrame(rows)
         table[COMPARISON] = "non_responder vs responder"
         table[P_ADJ] = bh_adjust(table[P_VALUE])
@@ -1068,26 +1073,12 @@ def compare_composition(
             )
         if measure == COMPOSITION_MEASURE and (x.size + y.size) and not np.any(np.r_[x, y] > 0):
             # a share that is 0 in every patient is not a result: nothing to compare
-            row.update(
-                effect=np.nan,
-                cliffs_delta=np.nan,
-                hedges_g=np.nan,
-                p_value=np.nan,
-                test=NOT_TESTABLE,
-                n_patients=0,
-                note=f"no {state} cell in any patient: not testable",
-            )
+            _clear_as_not_testable(row, f"no {state} cell in any patient: not testable")
         absent = [s for s in (TPEX, TEX_TERM) if not (used[f"n_{s}"] > 0).any()]
         if measure == BALANCE_MEASURE and absent:
             # with one side 0 everywhere the ratio only counts the other side's cells
-            row.update(
-                effect=np.nan,
-                cliffs_delta=np.nan,
-                hedges_g=np.nan,
-                p_value=np.nan,
-                test=NOT_TESTABLE,
-                n_patients=0,
-                note=f"no {' or '.join(absent)} cell in any patient: the balance is not testable",
+            _clear_as_not_testable(
+                row, f"no {' or '.join(absent)} cell in any patient: the balance is not testable"
             )
         rows.append(row)
     table = pd.DataFrame(rows)

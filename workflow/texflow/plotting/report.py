@@ -320,18 +320,23 @@ def state_composition(
         axes[0, 1].set_xlabel("response (n = patients)")
         axes[0, 1].set_ylabel("mean of per-patient fractions")
         axes[0, 1].set_title("By response")
+    _state_legend(fig, states, colours, top=0.9)
+    fig.tight_layout()
+    return _save(fig, path, formats)
+
+
+def _state_legend(owner, states: Sequence[str], colours: dict[str, str], *, top: float) -> None:
+    """One colour patch per state, outside `owner` (a figure or an axes) on its right."""
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in states]
-    fig.legend(
+    owner.legend(
         handles,
         states,
         title="state",
         loc="upper left",
-        bbox_to_anchor=(1.0, 0.9),
+        bbox_to_anchor=(1.0, top),
         frameon=False,
         fontsize=8,
     )
-    fig.tight_layout()
-    return _save(fig, path, formats)
 
 
 def _stacked(ax: plt.Axes, fractions: pd.DataFrame, colours: dict[str, str]) -> None:
@@ -765,16 +770,7 @@ def composition_by(
     ax.set_xlabel(by)
     ax.set_ylabel(f"fraction of the {by}'s CD8 T cells")
     ax.set_title(title, fontsize=10)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in states]
-    ax.legend(
-        handles,
-        states,
-        title="state",
-        loc="upper left",
-        bbox_to_anchor=(1.0, 1),
-        frameon=False,
-        fontsize=8,
-    )
+    _state_legend(ax, states, colours, top=1)
     fig.tight_layout()
     return _save(fig, path, formats)
 
