@@ -2,7 +2,7 @@
 
 For each size (cells x genes):
 
-1. ``texflow.simulate`` writes a count matrix with ~2,500 genes detected per cell (X only: the
+1. ``texflow.simulation`` writes a count matrix with ~2,500 genes detected per cell (X only: the
    truth stays in obs, and no duplicate ``layers["counts"]`` is made, so neither side reads it).
 2. the baseline, ``benchmarks/baseline_scanpy.py``, runs on that file in a fresh process
    (QC metrics, filters, normalize_total, log1p, HVG, PCA, neighbours, Leiden, UMAP, DPT, two
@@ -84,7 +84,7 @@ def simulate(path: Path, *, n_cells: int, n_genes: int, env: dict) -> dict:
     code = f"""
 import sys, time, json
 sys.path.insert(0, {str(ROOT / "workflow")!r})
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 from texflow.utils import write_h5ad
 start = time.perf_counter()
 # no counts layer: the same counts as X (a user's file holds them once; ~10 GB at 500k)

@@ -70,7 +70,7 @@ texflow.enable_numba_cache()  # before scanpy is imported: sparse kernels loaded
 import numpy as np
 import pandas as pd
 from texflow import programs, stats
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 from validate_states import pipeline_config, run_to_states
 
 ALPHA = 0.05

@@ -5,7 +5,7 @@ recovered with AUPRC >= 0.8 at the meta level, null genes reach q < 0.05 in <= 5
 planted in one cohort only is flagged (heterogeneity or leave-one-dataset-out) and not ranked
 as consistent.
 
-For each seed, `texflow.simulate_cohorts.simulate_cohorts` draws the cohorts (own patients,
+For each seed, `texflow.simulation.simulate_cohorts` draws the cohorts (own patients,
 depth, batch; planted genes, see that module and benchmarks/README.md for where each number
 comes from), then each cohort goes through the resistance stage's functions as
 workflow/scripts/resistance.py calls them, with the schema defaults of
@@ -58,7 +58,7 @@ import scanpy as sc
 from sklearn.metrics import average_precision_score
 from texflow import configuration, resistance, resistance_meta
 from texflow.contract import CELL_STATE_KEY
-from texflow.simulate_cohorts import CONSISTENT, NULL, ONE_COHORT, simulate_cohorts
+from texflow.simulation.cohorts import CONSISTENT, NULL, ONE_COHORT, simulate_cohorts
 
 ALPHA = 0.05
 TARGETS = {"auprc": 0.8, "null_q05": 0.05}

@@ -1,6 +1,6 @@
 """Per-cell states and the per-cell lineage on simulated data with rare Tpex (issue 16).
 
-For human and mouse x each seed: simulate the rare-Tpex mode (`texflow.simulate.RARE_TPEX`:
+For human and mouse x each seed: simulate the rare-Tpex mode (`texflow.simulation.RARE_TPEX`:
 Tpex ~3 % of CD8 cells, not a Leiden cluster of their own; ~3,000 cells, 6 patients, doublets
 and low-quality cells included), then run the pipeline's own stage functions in the order and
 with the arguments the workflow scripts use (workflow/scripts/{qc,gate,cluster,states,
@@ -47,7 +47,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 from texflow import cluster, gating, programs, qc, states, trajectory
 from texflow.contract import SMOOTHED_BASIS
-from texflow.simulate import RARE_TPEX, simulate
+from texflow.simulation import RARE_TPEX, simulate
 from texflow.truth import cell_truth, precision_recall
 
 TARGETS = {"tpex": 0.8, "tex_term": 0.9, "spearman": 0.8}

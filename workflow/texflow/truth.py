@@ -1,4 +1,4 @@
-"""How well a run recovered the known truth of a simulated dataset (`texflow.simulate`).
+"""How well a run recovered the known truth of a simulated dataset (`texflow.simulation`).
 
 A simulated dataset (dataset file ``simulated: true``) carries its truth: per cell
 ``true_is_cd8``, ``true_doublet``, ``true_low_quality``, ``true_state`` and
@@ -33,7 +33,7 @@ from .contract import (
     STATE_CATEGORIES,
 )
 from .errors import InputDataError
-from .simulate import STATE_OF_POPULATION
+from .simulation.populations import STATE_OF_POPULATION
 from .stats import ALL_CD8, COMPOSITION_MEASURE
 
 logger = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def recovery(
     final_obs
         obs of ``final.h5ad`` (the CD8 cells kept, their calls, pseudotime and truth).
     simulation
-        ``uns["simulation"]`` of the simulated file (`texflow.simulate.simulate`).
+        ``uns["simulation"]`` of the simulated file (`texflow.simulation.simulate`).
     response, associations
         ``tables/response_comparison.tsv`` and ``tables/associations.tsv``.
     alpha
@@ -285,7 +285,7 @@ def recovery(
     if missing:
         raise InputDataError(
             f"the dataset file says simulated: true, but the cells carry no {missing} "
-            "(texflow.simulate writes them): remove 'simulated: true' for real data",
+            "(texflow.simulation writes them): remove 'simulated: true' for real data",
             dataset=dataset,
         )
     # the planted effects first: the answer a reader checks (the page shows the first rows)

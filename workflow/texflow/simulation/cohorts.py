@@ -1,6 +1,6 @@
 """Several simulated checkpoint-therapy cohorts with planted resistance genes (issue 21).
 
-Each cohort is one `texflow.simulate.simulate` call with a seed of its own, so it has its own
+Each cohort is one `texflow.simulation.simulate` call with a seed of its own, so it has its own
 patients (and their response labels), cells, sequencing depth (``median_library_size``) and
 batch: a new seed redraws every gene's baseline level and the lineage differential expression,
 a cohort-to-cohort shift far larger than a real batch effect (it moves a gene's mean, never the
@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .contract import N_PATIENTS
-from .simulate import CD8_POPULATIONS, DEFAULT_POPULATION_FRACTIONS, simulate
+from ..contract import N_PATIENTS
+from .dataset import simulate
+from .populations import CD8_POPULATIONS, DEFAULT_POPULATION_FRACTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def plant_response_genes(adata: ad.AnnData, *, log2fc: pd.Series, seed: int) -> 
     Parameters
     ----------
     adata
-        One simulated cohort (`texflow.simulate.simulate`; X holds the counts, ``obs`` the
+        One simulated cohort (`texflow.simulation.simulate`; X holds the counts, ``obs`` the
         patients' ``response``).
     log2fc
         Gene -> planted log2 fold change, non-responders over responders (0: nothing).
