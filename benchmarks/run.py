@@ -46,6 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from texflow.contract import CLUSTER, DOUBLET_SCORE, PSEUDOTIME, QC_PASS, STATE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "bench"
@@ -54,7 +55,7 @@ STAGES = ("qc", "gate", "cluster", "states", "trajectory", "programs")
 STAGE_FILES = {
     "qc": "qc.h5ad",
     "gate": "cd8.h5ad",
-    "cluster": "clustered.h5ad",
+    CLUSTER: "clustered.h5ad",
     "states": "states.h5ad",
     "trajectory": "trajectory.h5ad",
     "programs": "final.h5ad",
@@ -233,20 +234,20 @@ def truth_checks(workdir: Path, data: Path) -> dict:
     qc_cells = pd.read_csv(
         workdir / f"results/{DATASET}/tables/qc_cells.tsv.gz", sep="\t", index_col="cell_id"
     )
-    scored = qc_cells["doublet_score"].notna()
+    scored = qc_cells[DOUBLET_SCORE].notna()
     doublet_auc = roc_auc_score(
-        truth.loc[qc_cells.index[scored], "true_doublet"], qc_cells.loc[scored, "doublet_score"]
+        truth.loc[qc_cells.index[scored], "true_doublet"], qc_cells.loc[scored, DOUBLET_SCORE]
     )
     final_file = ad.read_h5ad(workdir / f"results/{DATASET}/final.h5ad", backed="r")
     final = final_file.obs
     trajectory = final_file.uns.get("texflow", {}).get("trajectory", {})
-    passed = qc_cells.index[qc_cells["qc_pass"].astype(str) == "True"]
+    passed = qc_cells.index[qc_cells[QC_PASS].astype(str) == "True"]
     true_cd8 = truth.loc[passed, "true_is_cd8"].astype(bool) & ~truth.loc[
         passed, "true_doublet"
     ].astype(bool)
     kept = true_cd8.index.isin(final.index)
-    labelled = final["state"].astype(str) != "ambiguous"
-    lineage = final["pseudotime"].notna() & final["true_pseudotime"].notna()
+    labelled = final[STATE].astype(str) != "ambiguous"
+    lineage = final[PSEUDOTIME].notna() & final["true_pseudotime"].notna()
     return {
         "doublet_auc": round(float(doublet_auc), 3),
         "gate_precision": round(float(final["true_is_cd8"].astype(bool).mean()), 3),
@@ -254,7 +255,7 @@ def truth_checks(workdir: Path, data: Path) -> dict:
         "state_accuracy": round(
             float(
                 (
-                    final.loc[labelled, "state"].astype(str)
+                    final.loc[labelled, STATE].astype(str)
                     == final.loc[labelled, "true_state"].astype(str)
                 ).mean()
             ),
@@ -263,7 +264,7 @@ def truth_checks(workdir: Path, data: Path) -> dict:
         "pseudotime_rho": round(
             float(
                 stats.spearmanr(
-                    final.loc[lineage, "pseudotime"], final.loc[lineage, "true_pseudotime"]
+                    final.loc[lineage, PSEUDOTIME], final.loc[lineage, "true_pseudotime"]
                 ).statistic
             ),
             3,

@@ -43,6 +43,7 @@ from .contract import (
     FRACTION_PREFIX,
     MEAN_NON_RESPONDERS,
     MEAN_RESPONDERS,
+    N_CONCORDANT,
     N_NON_RESPONDERS,
     N_PATIENTS,
     N_PATIENTS_POSITIVE,
@@ -51,6 +52,7 @@ from .contract import (
     NOTE,
     P_ADJ,
     P_VALUE,
+    PATIENT,
     PROGRAM,
     SKIP_ASSOCIATIONS,
     SKIP_COMPOSITION,
@@ -59,6 +61,8 @@ from .contract import (
     SKIPPED,
     SKIPPED_PREFIX,
     STATE,
+    SUMMARY_P,
+    SUMMARY_Q,
     TEST,
     TPEX,
     UNIT,
@@ -142,10 +146,8 @@ class Finding:
 
 
 #: Finding attribute -> column of findings.tsv (`contract.FINDINGS_COLUMNS`).
-FINDINGS_FIELDS = {
-    "p": P_VALUE, "q": P_ADJ, "n_concordant": N_PATIENTS_POSITIVE,
-    **{f.name: f.name for f in fields(Finding) if f.name not in ("p", "q", "n_concordant")},
-}  # fmt: skip
+_RENAMED = {SUMMARY_P: P_VALUE, SUMMARY_Q: P_ADJ, N_CONCORDANT: N_PATIENTS_POSITIVE}
+FINDINGS_FIELDS = _RENAMED | {f.name: f.name for f in fields(Finding) if f.name not in _RENAMED}
 NUMERIC_FIELDS = {f.name for f in fields(Finding) if f.type == "float"}
 
 
@@ -359,7 +361,7 @@ def smallest_p(test: str, finding: Finding) -> float:
     """
     if test.startswith("wilcoxon") and np.isfinite(finding.n_patients) and finding.n_patients > 0:
         return min(1.0, 2.0 / 2 ** int(finding.n_patients))
-    if test.startswith("mann_whitney") and "patient" in test and finding.has_groups:
+    if test.startswith("mann_whitney") and PATIENT in test and finding.has_groups:
         n_nr, n_r = int(finding.n_non_responders), int(finding.n_responders)
         if n_r and n_nr:
             return min(1.0, 2.0 / math.comb(n_r + n_nr, n_r))

@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..contract import NON_RESPONDER, PATIENT, RESPONDER, RESPONSE, SAMPLE, TIMEPOINT
 from .counts import _sample_counts
 from .genes import _build_gene_table
 from .populations import (
@@ -459,15 +460,15 @@ def _truth_table(
     timepoints = ["pre", "post"][:samples_per_patient]
     obs = pd.DataFrame(index=pd.Index([f"cell{i:07d}" for i in range(n_cells)]))
     patient_names = np.array(patients)[patient]
-    obs["sample"] = pd.Categorical(
+    obs[SAMPLE] = pd.Categorical(
         [f"{p}_{timepoints[s]}" for p, s in zip(patient_names, sample, strict=True)]
     )
-    obs["patient"] = pd.Categorical(patient_names, categories=patients)
-    obs["response"] = pd.Categorical(
-        np.where(non_responder[patient], "non_responder", "responder"),
-        categories=["responder", "non_responder"],
+    obs[PATIENT] = pd.Categorical(patient_names, categories=patients)
+    obs[RESPONSE] = pd.Categorical(
+        np.where(non_responder[patient], NON_RESPONDER, RESPONDER),
+        categories=[RESPONDER, NON_RESPONDER],
     )
-    obs["timepoint"] = pd.Categorical(np.array(timepoints)[sample], categories=timepoints)
+    obs[TIMEPOINT] = pd.Categorical(np.array(timepoints)[sample], categories=timepoints)
     obs["tissue"] = pd.Categorical([tissue] * n_cells)
     obs["true_population"] = pd.Categorical(populations, categories=list(POPULATIONS))
     obs["true_is_cd8"] = np.array(is_cd8, dtype=bool)
