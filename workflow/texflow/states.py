@@ -68,6 +68,8 @@ from .contract import (
     CLUSTER_STATE_KEY,
     CONFIDENCE,
     CONFIDENCE_KEYS,
+    CYCLING,
+    EXHAUSTED_GATE,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
     EXHAUSTION_AXIS_PROGRAMS,
@@ -533,9 +535,9 @@ def _cluster_table(
             CONFIDENCE: round(float(decision[CONFIDENCE]), 4),
             SECOND_BEST: decision[SECOND_BEST],
             BEST_STATE: decision[BEST_STATE],
-            "exhausted_gate": bool(decision["gate"]),
+            EXHAUSTED_GATE: bool(decision["gate"]),
             ISG_HIGH: bool(z_row.get("isg", -np.inf) >= params.flag_min_z),
-            "cycling": bool(z_row.get("cycling", -np.inf) >= params.flag_min_z),
+            CYCLING: bool(z_row.get("cycling", -np.inf) >= params.flag_min_z),
         }
         row.update({f"{Z_PREFIX}{name}": round(float(z_row[name]), 4) for name in programs})
         program = programs.get(STATE_PROGRAMS.get(decision[BEST_STATE], ""), None)

@@ -18,6 +18,7 @@ import scanpy as sc
 from ..contract import (
     CLUSTER,
     CONFIDENCE,
+    CYCLING,
     EXHAUSTION_AXIS_KEY,
     ISG_HIGH,
     STATE,
@@ -90,7 +91,7 @@ def state_marker_dotplot(
     by_cluster = table.set_index(CLUSTER)
     labels = {}
     for cluster, row in by_cluster.iterrows():
-        flags = [name for name, on in (("ISG", row[ISG_HIGH]), ("cycling", row["cycling"])) if on]
+        flags = [name for name, on in (("ISG", row[ISG_HIGH]), ("cycling", row[CYCLING])) if on]
         extra = f" +{'+'.join(flags)}" if flags else ""
         labels[cluster] = f"{cluster}: {row[STATE]} ({row[CONFIDENCE]:.2f}){extra}"
     # order rows along the exhausted axis so Tpex and Tex_term sit at opposite ends

@@ -54,6 +54,7 @@ is negligible next to its Poisson noise, cf. Svensson 2020, Nat Biotechnol 38:14
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -66,7 +67,7 @@ import scipy.sparse as sp
 
 from ..contract import NON_RESPONDER, PATIENT, RESPONDER, RESPONSE, SAMPLE, TIMEPOINT
 from .counts import _sample_counts
-from .genes import _build_gene_table
+from .genes import _build_gene_table, _GeneTable
 from .populations import (
     _LIBRARY_FACTOR,
     _LIBRARY_LOG_SD,
@@ -214,27 +215,15 @@ def simulate(
     ``true_is_cd8`` is True only if both parents are CD8 T cells.
     """
     started = time.perf_counter()
-    if organism not in ("human", "mouse"):
-        raise ValueError(f"organism must be 'human' or 'mouse', not {organism!r}")
-    if samples_per_patient not in (1, 2):
-        raise ValueError("samples_per_patient must be 1 or 2")
-    if n_cells < 1 or n_patients < 1:
-        raise ValueError("n_cells and n_patients must be positive")
-    for name, rate in (("doublet_rate", doublet_rate), ("low_quality_rate", low_quality_rate)):
-        if not 0.0 <= rate < 0.5:
-            raise ValueError(f"{name} must be in [0, 0.5), not {rate}")
-    fractions = dict.fromkeys(POPULATIONS, 0.0)
-    given = DEFAULT_POPULATION_FRACTIONS if population_fractions is None else population_fractions
-    unknown = sorted(set(given) - set(POPULATIONS))
-    if unknown:
-        raise ValueError(
-            f"population_fractions: unknown population(s) {unknown}; known: {POPULATIONS}"
-        )
-    fractions.update({k: float(v) for k, v in given.items()})
-    total = sum(fractions.values())
-    if total <= 0 or min(fractions.values()) < 0:
-        raise ValueError("population_fractions must be non-negative and not all zero")
-    fractions = {k: v / total for k, v in fractions.items()}
+    _check_arguments(
+        organism=organism,
+        samples_per_patient=samples_per_patient,
+        n_cells=n_cells,
+        n_patients=n_patients,
+        doublet_rate=doublet_rate,
+        low_quality_rate=low_quality_rate,
+    )
+    fractions = _normalised_fractions(population_fractions)
 
     rng = np.random.default_rng(seed)
     genes = _build_gene_table(organism=organism, n_genes=n_genes, rng=rng, separation=separation)
@@ -245,128 +234,67 @@ def simulate(
     patient_sd = _validate_mapping("patient_programs", patient_programs, program_names)
     if not all(np.isfinite(v) and v >= 0 for v in patient_sd.values()):
         raise ValueError("patient_programs: SDs must be finite and >= 0")
-    n_genes = len(genes.names)
-    log2 = np.log(2.0)
+    rising_log = _program_log_effects(genes, rising)  # natural log, pseudotime 0 -> 1
+    response_log = _program_log_effects(genes, response)
 
-    rising_log = np.zeros(n_genes)  # natural-log change from pseudotime 0 to 1
-    for name, effect in rising.items():
-        rising_log[genes.program_genes[name]] += log2 * effect
-    response_log = np.zeros(n_genes)
-    for name, effect in response.items():
-        response_log[genes.program_genes[name]] += log2 * effect
-
-    # Patients, samples, response labels.
     patients = [f"P{i + 1:02d}" for i in range(n_patients)]
-    non_responder = np.zeros(n_patients, dtype=bool)
-    non_responder[rng.permutation(n_patients)[: n_patients // 2]] = True
-    batch_log = np.zeros((n_patients, n_genes))
-    if batch_strength > 0:
-        for p in range(n_patients):
-            hit = rng.random(n_genes) < batch_gene_fraction
-            batch_log[p, hit] = log2 * rng.normal(0.0, batch_strength, hit.sum())
-    patient_offsets = {}
-    if patient_sd:  # own stream: the main generator's draws stay those of the default data
-        offset_rng = np.random.default_rng([int(seed), 16])
-        for name, sd in patient_sd.items():
-            patient_offsets[name] = offset_rng.normal(0.0, sd, n_patients)
-            batch_log[:, genes.program_genes[name]] += log2 * patient_offsets[name][:, None]
     base_fractions = np.array([fractions[p] for p in POPULATIONS])
-    patient_fractions = np.vstack(
-        [
-            (
-                rng.dirichlet(composition_concentration * base_fractions + 1e-9)
-                if composition_concentration > 0
-                else base_fractions
-            )
-            for _ in range(n_patients)
-        ]
-    )
-    if composition:  # planted composition difference: non-responders' fractions, renormalised
-        shift = np.array([2.0 ** composition.get(p, 0.0) for p in POPULATIONS])
-        shifted = patient_fractions[non_responder] * shift
-        patient_fractions[non_responder] = shifted / shifted.sum(axis=1, keepdims=True)
-
-    # Cells: singlets first, then doublets; each doublet needs two simulated parents.
-    n_doublets = round(doublet_rate * n_cells)
-    n_singlets = n_cells - n_doublets
-    cell_patient = rng.integers(0, n_patients, n_singlets)
-    cell_pop = np.empty(n_singlets, dtype=np.int64)
-    for p in range(n_patients):
-        idx = np.flatnonzero(cell_patient == p)
-        cell_pop[idx] = rng.choice(len(POPULATIONS), size=idx.size, p=patient_fractions[p])
-    cell_sample = rng.integers(0, samples_per_patient, n_singlets)
-    parent_patient = np.repeat(rng.integers(0, n_patients, n_doublets), 2)
-    parent_pop = rng.choice(len(POPULATIONS), size=2 * n_doublets, p=base_fractions)
-    for k in range(n_doublets):  # the two parents come from different populations
-        while parent_pop[2 * k + 1] == parent_pop[2 * k] and np.count_nonzero(base_fractions) > 1:
-            parent_pop[2 * k + 1] = rng.choice(len(POPULATIONS), p=base_fractions)
-    parent_sample = np.repeat(rng.integers(0, samples_per_patient, n_doublets), 2)
-
-    row_pop = np.concatenate([cell_pop, parent_pop])
-    row_patient = np.concatenate([cell_patient, parent_patient])
-    n_rows = row_pop.size
-    pseudotime = np.full(n_rows, np.nan)
-    for pop, (lo, hi) in PSEUDOTIME_SEGMENTS.items():
-        hit = np.flatnonzero(row_pop == POPULATIONS.index(pop))
-        pseudotime[hit] = rng.uniform(lo, hi, hit.size)
-        # Transitional cells sit in the gaps of the state's territory (outside its core
-        # segment), bridging the states as intermediate cells do on a real trajectory.
-        bridge = hit[rng.random(hit.size) < transitional_fraction]
-        t_lo, t_hi = PSEUDOTIME_TERRITORIES[pop]
-        gaps = [(t_lo, lo), (hi, t_hi)]
-        widths = np.array([g[1] - g[0] for g in gaps])
-        position = rng.uniform(0.0, widths.sum(), bridge.size)
-        pseudotime[bridge] = np.where(
-            position < widths[0], t_lo + position, hi + position - widths[0]
-        )
-    low_quality = np.zeros(n_rows, dtype=bool)
-    n_low = round(low_quality_rate * n_cells)
-    low_quality[rng.choice(n_singlets, size=min(n_low, n_singlets), replace=False)] = True
-
-    library_factor = np.array([_LIBRARY_FACTOR[p] for p in POPULATIONS])
-    library = library_factor[row_pop] * rng.lognormal(0.0, _LIBRARY_LOG_SD, n_rows)
-    healthy_singlet = ~low_quality[:n_singlets]
-    library *= median_library_size / np.median(library[:n_singlets][healthy_singlet])
-    library[low_quality] *= rng.lognormal(np.log(0.25), 0.3, low_quality.sum())
-    mito_target = np.where(low_quality, rng.uniform(0.2, 0.6, n_rows), np.nan)
-
-    counts = _sample_counts(
+    cohort = _draw_patients(
+        rng,
         genes=genes,
-        row_pop=row_pop,
-        row_patient=row_patient,
+        n_patients=n_patients,
+        seed=seed,
+        batch_strength=batch_strength,
+        batch_gene_fraction=batch_gene_fraction,
+        patient_sd=patient_sd,
+        base_fractions=base_fractions,
+        composition_concentration=composition_concentration,
+        composition=composition,
+    )
+    cells = _draw_cells(
+        rng,
+        n_cells=n_cells,
+        doublet_rate=doublet_rate,
+        samples_per_patient=samples_per_patient,
+        patient_fractions=cohort.fractions,
+        base_fractions=base_fractions,
+    )
+    pseudotime = _draw_pseudotime(rng, cells.row_pop, transitional_fraction=transitional_fraction)
+    low_quality, library, mito_target = _draw_libraries(
+        rng,
+        cells=cells,
+        n_cells=n_cells,
+        low_quality_rate=low_quality_rate,
+        median_library_size=median_library_size,
+    )
+
+    X = _cell_counts(
+        genes=genes,
+        cells=cells,
         pseudotime=pseudotime,
         library=library,
         mito_target=mito_target,
-        non_responder=non_responder[row_patient],
+        non_responder=cohort.non_responder,
         rising_log=rising_log,
         response_log=response_log,
-        batch_log=batch_log,
+        batch_log=cohort.batch_log,
         rng=rng,
-        n_singlets=n_singlets,
     )
-    # Doublets: the sum of their two parents' counts (parents are the rows after the singlets).
-    singlet_blocks, parents = counts
-    blocks = list(singlet_blocks)
-    if n_doublets:
-        blocks.append(parents[0::2] + parents[1::2])  # canonical sum keeps indices sorted
-    X = sp.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
-    del blocks, singlet_blocks, parents, counts
-    X.sort_indices()  # a linear check: every block is already sorted
-
     obs = _truth_table(
-        n_singlets=n_singlets,
-        n_doublets=n_doublets,
-        row_pop=row_pop,
+        n_singlets=cells.n_singlets,
+        n_doublets=cells.n_doublets,
+        row_pop=cells.row_pop,
         library=library,
         pseudotime=pseudotime,
         low_quality=low_quality,
-        patient=np.concatenate([cell_patient, parent_patient[::2]]),
-        sample=np.concatenate([cell_sample, parent_sample[::2]]),
+        patient=np.concatenate([cells.patient, cells.parent_patient[::2]]),
+        sample=np.concatenate([cells.sample, cells.parent_sample[::2]]),
         patients=patients,
-        non_responder=non_responder,
+        non_responder=cohort.non_responder,
         samples_per_patient=samples_per_patient,
         tissue=tissue,
     )
+    log2 = np.log(2.0)
     var = pd.DataFrame(index=pd.Index(genes.names, name=None))
     var["true_gene_class"] = pd.Categorical(genes.gene_class)
     var["true_rising_log2fc"] = rising_log / log2
@@ -379,7 +307,7 @@ def simulate(
         adata.layers["counts"] = X.copy()
     parameters = {
         "n_cells": int(n_cells),
-        "n_genes": int(n_genes),
+        "n_genes": len(genes.names),
         "organism": organism,
         "n_patients": int(n_patients),
         "samples_per_patient": int(samples_per_patient),
@@ -403,13 +331,15 @@ def simulate(
             k: [float(v[0]), float(v[1])] for k, v in PSEUDOTIME_TERRITORIES.items()
         },
         "transitional_fraction": float(transitional_fraction),
-        "non_responder_patients": [p for p, nr in zip(patients, non_responder, strict=True) if nr],
+        "non_responder_patients": [
+            p for p, nr in zip(patients, cohort.non_responder, strict=True) if nr
+        ],
     }
     if patient_sd:  # only when asked for: the default data's uns stays as it was
         parameters["patient_programs"] = patient_sd
         parameters["patient_program_log2_offsets"] = {
             name: dict(zip(patients, map(float, offsets), strict=True))
-            for name, offsets in patient_offsets.items()
+            for name, offsets in cohort.program_offsets.items()
         }
     adata.uns["simulation"] = parameters
     adata.uns["texflow"] = _provenance(organism=organism, parameters=parameters)
@@ -417,11 +347,255 @@ def simulate(
         "simulated %d cells x %d genes (%d doublets, %d low-quality) in %.1f s",
         adata.n_obs,
         adata.n_vars,
-        n_doublets,
+        cells.n_doublets,
         int(low_quality.sum()),
         time.perf_counter() - started,
     )
     return adata
+
+
+def _check_arguments(
+    *,
+    organism: str,
+    samples_per_patient: int,
+    n_cells: int,
+    n_patients: int,
+    doublet_rate: float,
+    low_quality_rate: float,
+) -> None:
+    if organism not in ("human", "mouse"):
+        raise ValueError(f"organism must be 'human' or 'mouse', not {organism!r}")
+    if samples_per_patient not in (1, 2):
+        raise ValueError("samples_per_patient must be 1 or 2")
+    if n_cells < 1 or n_patients < 1:
+        raise ValueError("n_cells and n_patients must be positive")
+    for name, rate in (("doublet_rate", doublet_rate), ("low_quality_rate", low_quality_rate)):
+        if not 0.0 <= rate < 0.5:
+            raise ValueError(f"{name} must be in [0, 0.5), not {rate}")
+
+
+def _normalised_fractions(given: Mapping[str, float] | None) -> dict[str, float]:
+    """Population -> fraction of cells, every population, summing to 1 (`simulate`'s
+    ``population_fractions``; None: `DEFAULT_POPULATION_FRACTIONS`)."""
+    fractions = dict.fromkeys(POPULATIONS, 0.0)
+    given = DEFAULT_POPULATION_FRACTIONS if given is None else given
+    unknown = sorted(set(given) - set(POPULATIONS))
+    if unknown:
+        raise ValueError(
+            f"population_fractions: unknown population(s) {unknown}; known: {POPULATIONS}"
+        )
+    fractions.update({k: float(v) for k, v in given.items()})
+    total = sum(fractions.values())
+    if total <= 0 or min(fractions.values()) < 0:
+        raise ValueError("population_fractions must be non-negative and not all zero")
+    return {k: v / total for k, v in fractions.items()}
+
+
+def _program_log_effects(genes: _GeneTable, effects: Mapping[str, float]) -> np.ndarray:
+    """Per gene: the natural-log change of each program's log2 fold change, summed."""
+    out = np.zeros(len(genes.names))
+    for name, effect in effects.items():
+        out[genes.program_genes[name]] += np.log(2.0) * effect
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cohort:
+    """The simulated patients: who is a non-responder, each one's log offsets per gene (batch
+    and program offsets), its program offsets (log2), and its population fractions."""
+
+    non_responder: np.ndarray  # (patients,) bool
+    batch_log: np.ndarray  # (patients, genes)
+    program_offsets: dict[str, np.ndarray]  # program -> (patients,) log2 offsets
+    fractions: np.ndarray  # (patients, populations)
+
+
+def _draw_patients(
+    rng: np.random.Generator,
+    *,
+    genes: _GeneTable,
+    n_patients: int,
+    seed: int,
+    batch_strength: float,
+    batch_gene_fraction: float,
+    patient_sd: Mapping[str, float],
+    base_fractions: np.ndarray,
+    composition_concentration: float,
+    composition: Mapping[str, float],
+) -> _Cohort:
+    """Response labels (half the patients, rounded down, are non-responders), batch and
+    program offsets, and population fractions (Dirichlet around `base_fractions`, with the
+    planted composition difference in non-responders)."""
+    log2 = np.log(2.0)
+    n_genes = len(genes.names)
+    non_responder = np.zeros(n_patients, dtype=bool)
+    non_responder[rng.permutation(n_patients)[: n_patients // 2]] = True
+    batch_log = np.zeros((n_patients, n_genes))
+    if batch_strength > 0:
+        for p in range(n_patients):
+            hit = rng.random(n_genes) < batch_gene_fraction
+            batch_log[p, hit] = log2 * rng.normal(0.0, batch_strength, hit.sum())
+    program_offsets = {}
+    if patient_sd:  # own stream: the main generator's draws stay those of the default data
+        offset_rng = np.random.default_rng([int(seed), 16])
+        for name, sd in patient_sd.items():
+            program_offsets[name] = offset_rng.normal(0.0, sd, n_patients)
+            batch_log[:, genes.program_genes[name]] += log2 * program_offsets[name][:, None]
+    fractions = np.vstack(
+        [
+            (
+                rng.dirichlet(composition_concentration * base_fractions + 1e-9)
+                if composition_concentration > 0
+                else base_fractions
+            )
+            for _ in range(n_patients)
+        ]
+    )
+    if composition:  # planted composition difference: non-responders' fractions, renormalised
+        shift = np.array([2.0 ** composition.get(p, 0.0) for p in POPULATIONS])
+        shifted = fractions[non_responder] * shift
+        fractions[non_responder] = shifted / shifted.sum(axis=1, keepdims=True)
+    return _Cohort(non_responder, batch_log, program_offsets, fractions)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cells:
+    """The simulated rows: singlets first, then the two parents of each doublet."""
+
+    n_singlets: int
+    n_doublets: int
+    patient: np.ndarray  # (singlets,) patient index
+    population: np.ndarray  # (singlets,) population index
+    sample: np.ndarray  # (singlets,) sample index within the patient
+    parent_patient: np.ndarray  # (2 * doublets,)
+    parent_population: np.ndarray  # (2 * doublets,)
+    parent_sample: np.ndarray  # (2 * doublets,)
+
+    @property
+    def row_pop(self) -> np.ndarray:
+        return np.concatenate([self.population, self.parent_population])
+
+    @property
+    def row_patient(self) -> np.ndarray:
+        return np.concatenate([self.patient, self.parent_patient])
+
+
+def _draw_cells(
+    rng: np.random.Generator,
+    *,
+    n_cells: int,
+    doublet_rate: float,
+    samples_per_patient: int,
+    patient_fractions: np.ndarray,
+    base_fractions: np.ndarray,
+) -> _Cells:
+    """Each singlet's patient, population (its patient's fractions) and sample; each
+    doublet's two parents, from two different populations (the global fractions)."""
+    n_patients = patient_fractions.shape[0]
+    n_doublets = round(doublet_rate * n_cells)
+    n_singlets = n_cells - n_doublets
+    cell_patient = rng.integers(0, n_patients, n_singlets)
+    cell_pop = np.empty(n_singlets, dtype=np.int64)
+    for p in range(n_patients):
+        idx = np.flatnonzero(cell_patient == p)
+        cell_pop[idx] = rng.choice(len(POPULATIONS), size=idx.size, p=patient_fractions[p])
+    cell_sample = rng.integers(0, samples_per_patient, n_singlets)
+    parent_patient = np.repeat(rng.integers(0, n_patients, n_doublets), 2)
+    parent_pop = rng.choice(len(POPULATIONS), size=2 * n_doublets, p=base_fractions)
+    for k in range(n_doublets):  # the two parents come from different populations
+        while parent_pop[2 * k + 1] == parent_pop[2 * k] and np.count_nonzero(base_fractions) > 1:
+            parent_pop[2 * k + 1] = rng.choice(len(POPULATIONS), p=base_fractions)
+    parent_sample = np.repeat(rng.integers(0, samples_per_patient, n_doublets), 2)
+    return _Cells(
+        n_singlets, n_doublets, cell_patient, cell_pop, cell_sample,
+        parent_patient, parent_pop, parent_sample,
+    )  # fmt: skip
+
+
+def _draw_pseudotime(
+    rng: np.random.Generator, row_pop: np.ndarray, *, transitional_fraction: float
+) -> np.ndarray:
+    """True pseudotime of each exhausted-lineage row (NaN elsewhere): uniform in its state's
+    core segment, or, for a `transitional_fraction`, in the gaps of its territory."""
+    pseudotime = np.full(row_pop.size, np.nan)
+    for pop, (lo, hi) in PSEUDOTIME_SEGMENTS.items():
+        hit = np.flatnonzero(row_pop == POPULATIONS.index(pop))
+        pseudotime[hit] = rng.uniform(lo, hi, hit.size)
+        # Transitional cells sit in the gaps of the state's territory (outside its core
+        # segment), bridging the states as intermediate cells do on a real trajectory.
+        bridge = hit[rng.random(hit.size) < transitional_fraction]
+        t_lo, t_hi = PSEUDOTIME_TERRITORIES[pop]
+        gaps = [(t_lo, lo), (hi, t_hi)]
+        widths = np.array([g[1] - g[0] for g in gaps])
+        position = rng.uniform(0.0, widths.sum(), bridge.size)
+        pseudotime[bridge] = np.where(
+            position < widths[0], t_lo + position, hi + position - widths[0]
+        )
+    return pseudotime
+
+
+def _draw_libraries(
+    rng: np.random.Generator,
+    *,
+    cells: _Cells,
+    n_cells: int,
+    low_quality_rate: float,
+    median_library_size: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which singlets are low quality, every row's library size (log-normal around its
+    population's, scaled to `median_library_size` over healthy singlets; a quarter for
+    low-quality cells), and the mitochondrial share of low-quality cells (NaN elsewhere)."""
+    row_pop = cells.row_pop
+    n_rows, n_singlets = row_pop.size, cells.n_singlets
+    low_quality = np.zeros(n_rows, dtype=bool)
+    n_low = round(low_quality_rate * n_cells)
+    low_quality[rng.choice(n_singlets, size=min(n_low, n_singlets), replace=False)] = True
+    library_factor = np.array([_LIBRARY_FACTOR[p] for p in POPULATIONS])
+    library = library_factor[row_pop] * rng.lognormal(0.0, _LIBRARY_LOG_SD, n_rows)
+    healthy_singlet = ~low_quality[:n_singlets]
+    library *= median_library_size / np.median(library[:n_singlets][healthy_singlet])
+    library[low_quality] *= rng.lognormal(np.log(0.25), 0.3, low_quality.sum())
+    mito_target = np.where(low_quality, rng.uniform(0.2, 0.6, n_rows), np.nan)
+    return low_quality, library, mito_target
+
+
+def _cell_counts(
+    *,
+    genes: _GeneTable,
+    cells: _Cells,
+    pseudotime: np.ndarray,
+    library: np.ndarray,
+    mito_target: np.ndarray,
+    non_responder: np.ndarray,
+    rising_log: np.ndarray,
+    response_log: np.ndarray,
+    batch_log: np.ndarray,
+    rng: np.random.Generator,
+) -> sp.csr_matrix:
+    """The counts of every cell (`counts._sample_counts`); a doublet's are the sum of its two
+    parents' (the rows after the singlets)."""
+    row_patient = cells.row_patient
+    singlet_blocks, parents = _sample_counts(
+        genes=genes,
+        row_pop=cells.row_pop,
+        row_patient=row_patient,
+        pseudotime=pseudotime,
+        library=library,
+        mito_target=mito_target,
+        non_responder=non_responder[row_patient],
+        rising_log=rising_log,
+        response_log=response_log,
+        batch_log=batch_log,
+        rng=rng,
+        n_singlets=cells.n_singlets,
+    )
+    blocks = list(singlet_blocks)
+    if cells.n_doublets:
+        blocks.append(parents[0::2] + parents[1::2])  # canonical sum keeps indices sorted
+    X = sp.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
+    del blocks, singlet_blocks, parents
+    X.sort_indices()  # a linear check: every block is already sorted
+    return X
 
 
 def _truth_table(
