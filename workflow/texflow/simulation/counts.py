@@ -209,7 +209,10 @@ def _sample_counts(
     n_rows, n_genes = row_pop.size, len(genes.names)
     n_patients = batch_log.shape[0]
     rates = _CellRates(
-        genes=genes, rising_log=rising_log, response_log=response_log, batch_log=batch_log
+        genes=genes,
+        rising_log=rising_log,
+        response_log=response_log,
+        batch_log=batch_log,
     )
     max_level = np.exp(genes.log_rates).max(axis=0)
     dense_mask = (max_level >= _DENSE_MIN_UMIS) | (genes.gene_class == "mito")
@@ -280,11 +283,15 @@ def _sample_counts(
 
     blocks = []
     # Chunks never straddle the first doublet parent, so singlets and parents come out apart.
-    chunk_starts = [*range(0, n_singlets, _CHUNK_CELLS), *range(n_singlets, n_rows, _CHUNK_CELLS)]
+    chunk_starts = [
+        *range(0, n_singlets, _CHUNK_CELLS),
+        *range(n_singlets, n_rows, _CHUNK_CELLS),
+    ]
     chunk_ends = [*chunk_starts[1:], n_rows]
     for start, end in zip(chunk_starts, chunk_ends, strict=True):
         rows = np.arange(
-            start, min(end, start + _CHUNK_CELLS, n_singlets if start < n_singlets else n_rows)
+            start,
+            min(end, start + _CHUNK_CELLS, n_singlets if start < n_singlets else n_rows),
         )
         # Dense genes: exact per-cell rates (gamma-Poisson draws in the kernel).
         mu = np.exp(rates.dense(row_pop[rows], time_[rows], row_patient[rows], nr[rows], dense_idx))
@@ -332,3 +339,14 @@ def _sample_counts(
         else sp.csr_matrix((0, n_genes), dtype=np.float32)
     )
     return blocks[:n_singlet_blocks], parents
+
+
+def _stack_cells(singlet_blocks: list[sp.csr_matrix], parents: sp.csr_matrix) -> sp.csr_matrix:
+    """The counts of every cell (`_sample_counts`' two parts): the singlet rows, then each
+    doublet as the sum of its two parents (consecutive rows of `parents`)."""
+    blocks = list(singlet_blocks)
+    if parents.shape[0]:
+        blocks.append(parents[0::2] + parents[1::2])  # canonical sum keeps indices sorted
+    X = sp.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
+    X.sort_indices()  # a linear check: every block is already sorted
+    return X

@@ -63,10 +63,9 @@ from types import MappingProxyType
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from ..contract import NON_RESPONDER, PATIENT, RESPONDER, RESPONSE, SAMPLE, TIMEPOINT
-from .counts import _sample_counts
+from .counts import _sample_counts, _stack_cells
 from .genes import _build_gene_table, _GeneTable
 from .populations import (
     _LIBRARY_FACTOR,
@@ -268,17 +267,22 @@ def simulate(
         median_library_size=median_library_size,
     )
 
-    X = _cell_counts(
-        genes=genes,
-        cells=cells,
-        pseudotime=pseudotime,
-        library=library,
-        mito_target=mito_target,
-        non_responder=cohort.non_responder,
-        rising_log=rising_log,
-        response_log=response_log,
-        batch_log=cohort.batch_log,
-        rng=rng,
+    row_patient = cells.row_patient
+    X = _stack_cells(
+        *_sample_counts(
+            genes=genes,
+            row_pop=cells.row_pop,
+            row_patient=row_patient,
+            pseudotime=pseudotime,
+            library=library,
+            mito_target=mito_target,
+            non_responder=cohort.non_responder[row_patient],
+            rising_log=rising_log,
+            response_log=response_log,
+            batch_log=cohort.batch_log,
+            rng=rng,
+            n_singlets=cells.n_singlets,
+        )
     )
     obs = _truth_table(
         n_singlets=cells.n_singlets,
@@ -369,7 +373,10 @@ def _check_arguments(
         raise ValueError("samples_per_patient must be 1 or 2")
     if n_cells < 1 or n_patients < 1:
         raise ValueError("n_cells and n_patients must be positive")
-    for name, rate in (("doublet_rate", doublet_rate), ("low_quality_rate", low_quality_rate)):
+    for name, rate in (
+        ("doublet_rate", doublet_rate),
+        ("low_quality_rate", low_quality_rate),
+    ):
         if not 0.0 <= rate < 0.5:
             raise ValueError(f"{name} must be in [0, 0.5), not {rate}")
 
@@ -557,45 +564,6 @@ def _draw_libraries(
     library[low_quality] *= rng.lognormal(np.log(0.25), 0.3, low_quality.sum())
     mito_target = np.where(low_quality, rng.uniform(0.2, 0.6, n_rows), np.nan)
     return low_quality, library, mito_target
-
-
-def _cell_counts(
-    *,
-    genes: _GeneTable,
-    cells: _Cells,
-    pseudotime: np.ndarray,
-    library: np.ndarray,
-    mito_target: np.ndarray,
-    non_responder: np.ndarray,
-    rising_log: np.ndarray,
-    response_log: np.ndarray,
-    batch_log: np.ndarray,
-    rng: np.random.Generator,
-) -> sp.csr_matrix:
-    """The counts of every cell (`counts._sample_counts`); a doublet's are the sum of its two
-    parents' (the rows after the singlets)."""
-    row_patient = cells.row_patient
-    singlet_blocks, parents = _sample_counts(
-        genes=genes,
-        row_pop=cells.row_pop,
-        row_patient=row_patient,
-        pseudotime=pseudotime,
-        library=library,
-        mito_target=mito_target,
-        non_responder=non_responder[row_patient],
-        rising_log=rising_log,
-        response_log=response_log,
-        batch_log=batch_log,
-        rng=rng,
-        n_singlets=cells.n_singlets,
-    )
-    blocks = list(singlet_blocks)
-    if cells.n_doublets:
-        blocks.append(parents[0::2] + parents[1::2])  # canonical sum keeps indices sorted
-    X = sp.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
-    del blocks, singlet_blocks, parents
-    X.sort_indices()  # a linear check: every block is already sorted
-    return X
 
 
 def _truth_table(
