@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import scanpy as sc
-from texflow.contract import N_CELLS, N_GENES, PCT_COUNTS_MT
 
 
 def main(path: str) -> None:
@@ -35,7 +34,7 @@ def main(path: str) -> None:
     lap("qc_metrics")
     sc.pp.filter_cells(adata, min_genes=200)
     sc.pp.filter_genes(adata, min_cells=3)
-    adata = adata[adata.obs[PCT_COUNTS_MT] < 20].copy()
+    adata = adata[adata.obs["pct_counts_mt"] < 20].copy()
     lap("filter")
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
@@ -67,7 +66,7 @@ def main(path: str) -> None:
     )
     lap("scores")
     timings["total"] = round(time.perf_counter() - start, 3)
-    print(json.dumps({N_CELLS: adata.n_obs, N_GENES: adata.n_vars, "timings": timings}))
+    print(json.dumps({"n_cells": adata.n_obs, "n_genes": adata.n_vars, "timings": timings}))
 
 
 if __name__ == "__main__":

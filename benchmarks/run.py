@@ -46,16 +46,19 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from texflow.contract import CLUSTER, DOUBLET_SCORE, PSEUDOTIME, QC_PASS, STATE
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow"))  # the texflow of this checkout, not an installed one
+
+from texflow.contract import DOUBLET_SCORE, PSEUDOTIME, QC_PASS, STATE
+
 DATASET = "bench"
 STAGES = ("qc", "gate", "cluster", "states", "trajectory", "programs")
 #: The h5ad each stage writes (its only input is the previous stage's, raw.h5ad for qc).
 STAGE_FILES = {
     "qc": "qc.h5ad",
     "gate": "cd8.h5ad",
-    CLUSTER: "clustered.h5ad",
+    "cluster": "clustered.h5ad",
     "states": "states.h5ad",
     "trajectory": "trajectory.h5ad",
     "programs": "final.h5ad",

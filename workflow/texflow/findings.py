@@ -52,7 +52,6 @@ from .contract import (
     NOTE,
     P_ADJ,
     P_VALUE,
-    PATIENT,
     PROGRAM,
     SKIP_ASSOCIATIONS,
     SKIP_COMPOSITION,
@@ -361,7 +360,7 @@ def smallest_p(test: str, finding: Finding) -> float:
     """
     if test.startswith("wilcoxon") and np.isfinite(finding.n_patients) and finding.n_patients > 0:
         return min(1.0, 2.0 / 2 ** int(finding.n_patients))
-    if test.startswith("mann_whitney") and PATIENT in test and finding.has_groups:
+    if test.startswith("mann_whitney") and "patient" in test and finding.has_groups:
         n_nr, n_r = int(finding.n_non_responders), int(finding.n_responders)
         if n_r and n_nr:
             return min(1.0, 2.0 / math.comb(n_r + n_nr, n_r))

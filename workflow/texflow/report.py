@@ -34,7 +34,6 @@ from . import batch_check
 from .contract import (
     CELL_STATE_KEY,
     CHOSEN,
-    CLUSTER,
     CLUSTER_STATE_KEY,
     COMPARE_COMPOSITION,
     COMPARE_TRAJECTORY,
@@ -115,7 +114,7 @@ SECTIONS = {
     "truth": "Simulated truth",  # simulated datasets only (render_dataset)
     "qc": "Quality control",
     "gate": "CD8 gating",
-    CLUSTER: "Clustering",
+    "cluster": "Clustering",
     "states": "States",
     "trajectory": "Trajectory",
     "programs": "IFN-I and LPO programs",
@@ -260,7 +259,7 @@ def collect(
         if note := _cluster_sample_note(
             adata.obs, report.params, frames.get("resolution_sweep.tsv")
         ):
-            report.notes.setdefault(CLUSTER, []).append(note)
+            report.notes.setdefault("cluster", []).append(note)
         adata.file.close()
     else:
         drawn = [
