@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import sparse, stats
 from texflow import resistance, signatures
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 from texflow.stats import ALL_CD8, NON_RESPONDER, RESPONDER
 
 

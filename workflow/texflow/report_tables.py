@@ -15,6 +15,9 @@ import pandas as pd
 
 from .contract import (
     BALANCE_COLUMN,
+    CELLS_IN,
+    CELLS_OUT,
+    CELLS_REMOVED,
     COMPARISON,
     COVERAGE,
     EFFECT,
@@ -24,15 +27,17 @@ from .contract import (
     N_PATIENTS,
     N_RESPONDERS,
     NOTE,
+    NOTES,
     P_ADJ,
     P_VALUE,
     PROGRAM,
+    SAMPLE,
     STATE,
 )
 
 #: Per stage table: the columns shown first, in this order (absent ones are passed over).
 LEAD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "qc_summary.tsv": ("sample", "cells_in", "cells_out", "cells_removed", "notes"),
+    "qc_summary.tsv": (SAMPLE, CELLS_IN, CELLS_OUT, CELLS_REMOVED, NOTES),
     "gating.tsv": ("cluster", N_CELLS, "decision", "n_vetoed", "reason"),
     "cluster_states.tsv": (
         "cluster", N_CELLS, STATE, "confidence", "second_best", "markers_up", "markers_down",
