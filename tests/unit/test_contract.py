@@ -282,11 +282,9 @@ def column_spellings(source: str, words: set[str]) -> list[tuple[int, str]]:
             found += _strings(node.left)
         elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
             texts = list(_strings(node))
-            if (
-                len(texts) >= 2
-                and len(texts) == len(node.elts)
-                and all(w in words for _, w in texts)
-            ):
+            # every string element a column name (a list that mixes constants and spellings,
+            # ``[STATE, "program"]``, is a hit too)
+            if len(texts) >= 2 and all(w in words for _, w in texts):
                 found += texts
     return sorted(
         {(line, word) for line, word in found if word in words or word.startswith(COLUMN_PREFIXES)}
@@ -313,10 +311,11 @@ def test_the_column_scan_sees_each_way_of_naming_a_column():
         'config["resolution"]; adata.uns["texflow"]["dataset"]; meta.get("method")\n'
         'meta["qc"] = {"cells_in": 3}; texflow_uns(adata).get("dataset"); record = {"gene": 1}\n'
         'KEYS = ("patient", "not a column")\n'
+        'COLUMNS = [STATE, "program", "slope"]\n'
     )
     assert sorted(word for _, word in column_spellings(source, TABLE_COLUMN_NAMES)) == sorted([
         "p_value", "q_value", "note", "state", "gene", "rank", "z", "dataset", "method",
-        "verdict", "patient", "sample", "score_{}",
+        "verdict", "patient", "sample", "score_{}", "program", "slope",
     ])  # fmt: skip
 
 

@@ -145,8 +145,9 @@ PROGRAM_GENE_MEANS_COLUMNS: tuple[str, ...] = (
     N_CELLS,
 )
 
-#: ``unit`` of a test: patients (their per-patient summaries) or cells (no patient labels).
-UNIT_PATIENTS, UNIT_CELLS = "patients", "cells"
+#: ``unit`` of a test: patients (their per-patient summaries) or cells (no patient labels);
+#: genes for the gene-set test of resistance_programs.tsv (a competitive test across genes).
+UNIT_PATIENTS, UNIT_CELLS, UNIT_GENES = "patients", "cells", "genes"
 #: Response labels (``obs["response"]``, per patient).
 RESPONDER, NON_RESPONDER = "responder", "non_responder"
 #: ``state`` of the response rows over every CD8 T cell of a patient, whatever its state, and
@@ -419,8 +420,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "resistance_de.tsv": tuple(DE_COLUMNS),
     "resistance_programs.tsv": (
-        STATE, PROGRAM, N_GENES, N_GENES_TESTED, SLOPE, T_STATISTIC, P_VALUE, Q_VALUE, METHOD,
-        DE_METHOD, TESTABLE, REASON, NOTE,
+        STATE, PROGRAM, UNIT, N_GENES, N_GENES_TESTED, SLOPE, T_STATISTIC, P_VALUE, Q_VALUE,
+        METHOD, DE_METHOD, TESTABLE, REASON, NOTE,
     ),
     "truth_recovery.tsv": (CHECK, RECOVERED, VALUE, TRUTH_N, FOUND, TRUTH, NOTE),
     "summary.tsv": SUMMARY_COLUMNS,

@@ -32,6 +32,7 @@ from .contract import (
     CELL_STATE_BASIS_KEY,
     CELL_STATE_CONFIDENCE,
     CELL_STATE_KEY,
+    CLIFFS_DELTA,
     CLUSTER,
     COVARIATE,
     DATASET,
@@ -40,6 +41,7 @@ from .contract import (
     EXHAUSTION_AXIS_KEY,
     EXHAUSTION_AXIS_PROGRAMS,
     FIT,
+    HEDGES_G,
     LAM,
     LOWER,
     N_BOOTSTRAP_OK,
@@ -406,17 +408,17 @@ def trends(
     pt = adata.obs[pseudotime_key].to_numpy(dtype=float)
     ok = np.isfinite(pt)
     columns = [
-        "program",
-        "unit",
-        "pseudotime",
-        "fit",
-        "lower",
-        "upper",
-        "n_cells",
+        PROGRAM,
+        UNIT,
+        PSEUDOTIME,
+        FIT,
+        LOWER,
+        UPPER,
+        N_CELLS,
         N_PATIENTS,
-        "n_bootstrap_ok",
-        "lam",
-        "n_splines",
+        N_BOOTSTRAP_OK,
+        LAM,
+        N_SPLINES,
     ]
     if ok.sum() < 10:
         logger.warning("trends skipped: %d cells with pseudotime", ok.sum())
@@ -522,15 +524,15 @@ def build_summary(
             {
                 k: row.get(k)
                 for k in (
-                    "effect",
+                    EFFECT,
                     EFFECT_TYPE,
                     P_VALUE,
                     P_ADJ,
                     N_PATIENTS,
                     N_PATIENTS_POSITIVE,
-                    "n_cells",
-                    "unit",
-                    "note",
+                    N_CELLS,
+                    UNIT,
+                    NOTE,
                 )
             }
         )
@@ -539,15 +541,15 @@ def build_summary(
             {
                 k: row.get(k)
                 for k in (
-                    "effect",
+                    EFFECT,
                     EFFECT_TYPE,
-                    "test",
+                    TEST,
                     P_VALUE,
                     P_ADJ,
                     N_PATIENTS,
-                    "n_cells",
-                    "unit",
-                    "note",
+                    N_CELLS,
+                    UNIT,
+                    NOTE,
                 )
             }
         )
@@ -558,16 +560,16 @@ def build_summary(
                     {
                         k: row.get(k)
                         for k in (
-                            "effect",
-                            "cliffs_delta",
-                            "hedges_g",
+                            EFFECT,
+                            CLIFFS_DELTA,
+                            HEDGES_G,
                             P_VALUE,
                             P_ADJ,
                             N_RESPONDERS,
                             N_NON_RESPONDERS,
-                            "n_cells",
-                            "unit",
-                            "note",
+                            N_CELLS,
+                            UNIT,
+                            NOTE,
                         )
                     }
                 )

@@ -103,7 +103,7 @@ STAGE_TABLES = {
         for n, t in (
             ("pseudobulk_samples", "Pseudobulk samples per patient and state"),
             ("resistance_de", "Genes, non-responders vs responders (pseudobulk DE)"),
-            ("resistance_programs", "Programs on the DE statistics (ulm)"),
+            ("resistance_programs", "Programs on the DE statistics (ulm; genes are the units)"),
         )
     },
     "truth_recovery.tsv": ("truth", "The planted truth beside what texflow found"),

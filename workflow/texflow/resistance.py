@@ -40,7 +40,9 @@ in benchmarks/validate_resistance.py). A state without enough patients gets one 
 saying so, never a silent skip. The programs (IFN-I, LPO, every shipped identity program) are
 then scored on each state's gene statistics with one univariate linear model per program
 (decoupler's ``ulm``: the statistic regressed on the program's membership weight, +1 for its
-genes, -1 for its negative genes, 0 otherwise; t of the slope).
+genes, -1 for its negative genes, 0 otherwise; t of the slope). Genes are that test's units
+(`GENE_SET_CAVEAT`, in each tested row's note): the between-patient test of each program is
+the programs stage's response_comparison.tsv.
 """
 
 from __future__ import annotations
@@ -82,9 +84,12 @@ from .contract import (
     STATE,
     STATISTIC,
     T_STATISTIC,
+    TABLE_COLUMNS,
     TESTABLE,
     TIMEPOINT,
     TOTAL_COUNTS,
+    UNIT,
+    UNIT_GENES,
     WHY_NOT,
 )
 from .signatures import GeneProgram
@@ -126,21 +131,18 @@ SAMPLE_COLUMNS = [
     WHY_NOT,
     COVARIATE,
 ]
-PROGRAM_COLUMNS = [
-    "state",
-    "program",
-    "n_genes",
-    "n_genes_tested",
-    "slope",
-    "t",
-    P_VALUE,
-    "q_value",
-    "method",
-    "de_method",
-    "testable",
-    "reason",
-    "note",
-]
+PROGRAM_COLUMNS = list(TABLE_COLUMNS["resistance_programs.tsv"])
+#: What a row of resistance_programs.tsv tests, beside its p: genes are the units of the ulm
+#: (a competitive test), so its p is not a between-patient p and is not bounded by the number of
+#: patients; genes of one program move together across patients, which the test takes as
+#: independent, so the p is too small (Wu & Smyth 2012, Nucleic Acids Res 40:e133, CAMERA).
+GENE_SET_CAVEAT = (
+    "genes are the units of this test: it asks whether this program's genes differ between "
+    "non-responders and responders more than the other tested genes do, taking the genes as "
+    "independent; they are not (they move together across patients), so the p is smaller than "
+    "the patients can support (Wu & Smyth 2012). The per-patient test of each program is in "
+    "response_comparison.tsv"
+)
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -931,6 +933,7 @@ def score_programs(
             row = {
                 STATE: state,
                 PROGRAM: name,
+                UNIT: UNIT_GENES,
                 N_GENES: len(net),
                 N_GENES_TESTED: n_in,
                 SLOPE: np.nan,
@@ -949,6 +952,7 @@ def score_programs(
             else:
                 slope, t, p = ulm(statistic, net)
                 row.update({SLOPE: slope, T_STATISTIC: t, P_VALUE: p, TESTABLE: True})
+                row[NOTE] = "; ".join(filter(None, (GENE_SET_CAVEAT, row[NOTE])))
             part.append(row)
         part = pd.DataFrame(part)
         part[Q_VALUE] = bh_adjust(part[P_VALUE])

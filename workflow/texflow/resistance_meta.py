@@ -62,6 +62,7 @@ from .contract import (
     RESISTANCE_STATES,
     RESTS_ON_ONE_DATASET,
     STATE,
+    TABLE_COLUMNS,
     TAU2,
     TESTABLE,
     Z,
@@ -73,34 +74,7 @@ logger = logging.getLogger(__name__)
 
 METHOD_META = "random_effects_dersimonian_laird (statsmodels combine_effects)"
 METHOD_SINGLE = "single_dataset"
-META_COLUMNS = [
-    "state",
-    "rank",
-    "gene",
-    "n_datasets",
-    "datasets",
-    "pooled_log2_fold_change",
-    "pooled_se",
-    "ci_low",
-    "ci_high",
-    "z",
-    P_VALUE,
-    "q_value",
-    "tau2",
-    "i2",
-    "cochran_q",
-    "heterogeneity_p",
-    "n_same_sign",
-    "loo_max_change",
-    "loo_sign_stable",
-    "loo_significance_stable",
-    "loo_critical_datasets",
-    "heterogeneous",
-    "rests_on_one_dataset",
-    "consistent",
-    "method",
-    "note",
-]
+META_COLUMNS = list(TABLE_COLUMNS["resistance_genes.tsv"])
 #: 95 % normal quantile of the confidence interval.
 Z_CRIT = float(stats.norm.isf(0.025))
 

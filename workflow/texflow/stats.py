@@ -729,8 +729,8 @@ RESPONSE_COLUMNS = [
     TEST,
     EFFECT,
     EFFECT_TYPE,
-    "cliffs_delta",
-    "hedges_g",
+    CLIFFS_DELTA,
+    HEDGES_G,
     MEAN_RESPONDERS,
     MEAN_NON_RESPONDERS,
     N_PATIENTS,
@@ -739,7 +739,7 @@ RESPONSE_COLUMNS = [
     N_CELLS,
     P_VALUE,
     P_ADJ,
-    "state_key",
+    STATE_KEY,
     NOTE,
 ]
 
