@@ -106,6 +106,35 @@ def resampled_rates(
     }
 
 
+def patients_for_power(
+    table: pd.DataFrame, *, key: str, power: float, draws: int, seed: int, low: int = 3
+) -> int | None:
+    """Smallest n per group at which the resampled rate `key` (`resampled_rates`) reaches
+    `power`, by bisection between `low` and the smaller pool; None when the pool is too small."""
+    high = int(table["response"].value_counts().min())
+
+    def rate(n: int) -> float:
+        return resampled_rates(table, n_per_group=n, draws=draws, seed=seed + n)[key]
+
+    if rate(high) < power:
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        if rate(middle) >= power:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def bootstrap_runs(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """The runs (seeds) of `table` drawn with replacement, each drawn copy a run of its own."""
+    runs = table["run"].unique()
+    chosen = rng.choice(runs, size=runs.size, replace=True)
+    parts = [table[table["run"] == run].assign(run=f"{run}#{i}") for i, run in enumerate(chosen)]
+    return pd.concat(parts, ignore_index=True)
+
+
 def noether_n(p_superiority: float, *, alpha: float, power: float) -> float:
     """Patients per group for a two-sided Wilcoxon-Mann-Whitney test at `alpha` to reach `power`
     when P(X > Y) = `p_superiority` (Noether 1987, equal groups)."""
@@ -136,6 +165,12 @@ def main(argv=None) -> None:
     parser.add_argument("--power", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-centre", action="store_true", help="pool without centring per seed")
+    parser.add_argument(
+        "--bootstrap-runs",
+        type=int,
+        default=0,
+        help="redo the n for --power this many times on runs (seeds) drawn with replacement",
+    )
     parser.add_argument("--out", help="resampled rates by n (TSV)")
     args = parser.parse_args(argv)
     table = load(args.patients, centre=not args.no_centre)
@@ -159,6 +194,31 @@ def main(argv=None) -> None:
     planted = table[table["condition"] == "planted"]
     if not len(planted):
         return
+    print(
+        f"\nresampling: patients per group for power {args.power} (bisection, {args.draws} draws)"
+    )
+    rng = np.random.default_rng(args.seed)
+    for key in ("composition_found", "ifn_found"):
+        n = patients_for_power(planted, key=key, power=args.power, draws=args.draws, seed=args.seed)
+        line = f"  {key}: {n}"
+        if args.bootstrap_runs:
+            again = [
+                patients_for_power(
+                    bootstrap_runs(planted, rng),
+                    key=key,
+                    power=args.power,
+                    draws=args.draws,
+                    seed=args.seed,
+                )
+                for _ in range(args.bootstrap_runs)
+            ]
+            found = np.array([np.nan if v is None else v for v in again], float)
+            low, mid, high = np.nanpercentile(found, [5, 50, 95])
+            line += (
+                f"; over {args.bootstrap_runs} bootstraps of the runs: median {mid:.0f}, "
+                f"5-95 % {low:.0f}-{high:.0f} ({int(np.isnan(found).sum())} beyond the pool)"
+            )
+        print(line, flush=True)
     print(f"\nNoether: patients per group for power {args.power} (two-sided Mann-Whitney)")
     for name, column, family in (
         ("Tex_term composition", COMPOSITION_ROW, "composition"),

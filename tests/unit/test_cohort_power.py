@@ -74,3 +74,18 @@ def test_load_centres_each_seed_and_keeps_included_patients(power, tmp_path):
     assert len(table) == 19
     means = table.groupby("run")["fraction_Tex_term"].mean()
     assert np.allclose(means, 0.0)
+
+
+def test_patients_for_power_grows_as_the_effect_shrinks(power):
+    big = power.patients_for_power(
+        _patients(2.0, 60, seed=5), key="composition_found", power=0.9, draws=300, seed=0
+    )
+    small = power.patients_for_power(
+        _patients(1.0, 60, seed=5), key="composition_found", power=0.9, draws=300, seed=0
+    )
+    assert big is not None and small is not None and big < small <= 60
+    # no effect: 90 % is not reached within the pool
+    none = power.patients_for_power(
+        _patients(0.0, 30, seed=6), key="composition_found", power=0.9, draws=100, seed=0
+    )
+    assert none is None
