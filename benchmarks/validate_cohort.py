@@ -48,7 +48,10 @@ at q < 0.05 on either of those two rows (and, stricter, on any composition or al
     PYTHONPATH=workflow .venv/bin/python benchmarks/validate_cohort.py [--seeds 20]
         [--out per_seed.tsv] [--conditions planted no_difference] [--concentration 10]
         [--patient-ifn-sd 0.3] [--composition-log2fc 1.0] [--ifn-log2fc 0.25]
-        [--n-patients 16] [--n-cells 3200]
+        [--n-patients 16] [--n-cells 3200] [--patients-out per_patient.tsv]
+
+`--n-cells` is all cells, not per patient: keep ~200 per patient (`--n-cells 200 x n-patients`)
+when changing `--n-patients`.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def _row(table: pd.DataFrame, state: str, program: str) -> pd.Series:
     return hit.iloc[0]
 
 
-def one_run(seed: int, *, condition: str, args, config: dict) -> dict:
+def one_run(seed: int, *, condition: str, args, config: dict, patients: list | None = None) -> dict:
     started = time.time()
     planted = condition == "planted"
     composition = {"cd8_tex_term": args.composition_log2fc} if planted else {}
@@ -204,7 +207,29 @@ def one_run(seed: int, *, condition: str, args, config: dict) -> dict:
         r = _row(response, state, IFN_PROGRAM)
         row[f"ifn_{state}_q"] = float(r[P_ADJ])
     row["seconds"] = round(time.time() - started, 1)
+    if patients is not None:
+        patients.append(_patient_values(tables, seed=seed, condition=condition))
     return row
+
+
+def _patient_values(tables: dict, *, seed: int, condition: str) -> pd.DataFrame:
+    """One row per patient: the values the composition rows and the all-CD8 rows compare (state
+    fractions and Tpex : Tex_term log ratio from the composition table, per-patient mean over
+    all CD8 cells of every program of the all-CD8 row group), for resampling (power by n)."""
+    response = tables["response_comparison"]
+    all_cd8 = response.loc[response["state"].astype(str) == stats.ALL_CD8, "program"].astype(str)
+    columns = [f"score_{p}" for p in all_cd8]
+    obs = tables["_obs"]
+    means = obs.groupby("patient", observed=True)[columns].mean()
+    means.index = means.index.astype(str)
+    composition = tables["composition"].set_index("patient")
+    kept = [c for c in composition.columns if c.startswith(("fraction_", "log_ratio_"))]
+    out = composition[["response", "n_cd8_cells", "included", *kept]].join(
+        means.rename(columns=lambda c: f"all_cd8_{c.removeprefix('score_')}")
+    )
+    out.insert(0, "condition", condition)
+    out.insert(0, "seed", seed)
+    return out.reset_index()
 
 
 def rates(table: pd.DataFrame) -> list[tuple[str, int, int, bool]]:
@@ -283,6 +308,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="SD of each patient's log2 offset of the ifn_i_core genes",
     )
     parser.add_argument("--out", help="per-seed table (TSV)")
+    parser.add_argument(
+        "--patients-out",
+        help="per-patient table (TSV): the values each composition and all-CD8 row compares",
+    )
     return parser.parse_args(argv)
 
 
@@ -292,18 +321,22 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     config = pipeline_config()
     rows = []
+    patients = [] if args.patients_out else None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for condition in args.conditions:
-            row = one_run(seed, condition=condition, args=args, config=config)
+            row = one_run(seed, condition=condition, args=args, config=config, patients=patients)
             rows.append(row)
+            # written as they grow: a long run can be read before it ends
+            if args.out:
+                pd.DataFrame(rows).to_csv(args.out, sep="\t", index=False)
+            if patients:
+                pd.concat(patients).to_csv(args.patients_out, sep="\t", index=False)
             print(
                 f"seed {seed} {condition}: composition q {row['composition_q']:.3g}, "
                 f"IFN-I q {row['ifn_q']:.3g} ({row['seconds']:.0f} s)",
                 flush=True,
             )
     table = pd.DataFrame(rows)
-    if args.out:
-        table.to_csv(args.out, sep="\t", index=False)
     shown = [
         "seed",
         "condition",

@@ -48,3 +48,49 @@ def test_pooled_sd_is_the_within_group_sd(cohort):
     groups = pd.Series(["a", "a", "b", "b"])
     # variances 2 and 8 with 1 degree of freedom each
     assert cohort._pooled_sd(values, groups) == pytest.approx(np.sqrt(5.0))
+
+
+def test_patient_values_are_the_values_the_rows_compare(cohort):
+    response = pd.DataFrame(
+        {
+            "state": ["Tex_term", "all_cd8", "all_cd8", "Tex_term"],
+            "program": ["fraction_of_cd8_cells", "ifn_i_core", "tpex", "ifn_i_core"],
+        }
+    )
+    obs = pd.DataFrame(
+        {
+            "patient": pd.Categorical(["p1", "p1", "p2", "p2", "p2"]),
+            "score_ifn_i_core": [0.1, 0.3, 0.5, 0.6, 0.7],
+            "score_tpex": [1.0, 0.0, 0.0, 0.0, 0.3],
+            "score_lpo_drivers": [9.0] * 5,  # not an all-CD8 row: not written
+        }
+    )
+    composition = pd.DataFrame(
+        {
+            "patient": ["p1", "p2"],
+            "response": ["responder", "non_responder"],
+            "n_cd8_cells": [2, 3],
+            "n_Tex_term": [1, 3],
+            "fraction_Tex_term": [0.5, 1.0],
+            "log_ratio_tpex_to_tex_term": [-0.5, -2.0],
+            "included": [False, False],
+        }
+    )
+    tables = {"response_comparison": response, "_obs": obs, "composition": composition}
+    out = cohort._patient_values(tables, seed=7, condition="planted").set_index("patient")
+    assert list(out.columns) == [
+        "seed",
+        "condition",
+        "response",
+        "n_cd8_cells",
+        "included",
+        "fraction_Tex_term",
+        "log_ratio_tpex_to_tex_term",
+        "all_cd8_ifn_i_core",
+        "all_cd8_tpex",
+    ]
+    assert out.loc["p1", "all_cd8_ifn_i_core"] == pytest.approx(0.2)
+    assert out.loc["p2", "all_cd8_ifn_i_core"] == pytest.approx(0.6)
+    assert out.loc["p2", "all_cd8_tpex"] == pytest.approx(0.1)
+    assert out.loc["p2", "fraction_Tex_term"] == 1.0
+    assert (out["seed"] == 7).all() and (out["condition"] == "planted").all()
