@@ -27,16 +27,27 @@ patients per group:
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from texflow.contract import (
+    CLIFFS_DELTA,
+    HEDGES_G,
+    INCLUDED,
+    NON_RESPONDER,
+    RESPONDER,
+    RESPONSE,
+)
 
 ALPHA = 0.05
 COMPOSITION_ROW = "fraction_Tex_term"
 IFN_ROW = "all_cd8_ifn_i_core"
 IFN_ROWS = ("all_cd8_ifn_i_core", "all_cd8_ifn_alpha_hallmark")
-NON_RESPONDER, RESPONDER = "non_responder", "responder"
 
 
 def row_groups(columns) -> dict[str, list[str]]:
@@ -58,9 +69,7 @@ def load(paths: list[str], *, centre: bool = True) -> pd.DataFrame:
         frame["run"] = str(i) + ":" + frame["seed"].astype(str) + ":" + frame["condition"]
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    table = table[
-        table["included"].astype(bool) & table["response"].isin([NON_RESPONDER, RESPONDER])
-    ]
+    table = table[table[INCLUDED].astype(bool) & table[RESPONSE].isin([NON_RESPONDER, RESPONDER])]
     values = [c for group in row_groups(table.columns).values() for c in group]
     if centre:
         table[values] = table[values] - table.groupby("run")[values].transform("mean")
@@ -77,8 +86,8 @@ def resampled_rates(
     groups = row_groups(table.columns)
     q = {}
     for name, columns in groups.items():
-        nr = table.loc[table["response"] == NON_RESPONDER, columns].to_numpy(float)
-        r = table.loc[table["response"] == RESPONDER, columns].to_numpy(float)
+        nr = table.loc[table[RESPONSE] == NON_RESPONDER, columns].to_numpy(float)
+        r = table.loc[table[RESPONSE] == RESPONDER, columns].to_numpy(float)
         x = np.stack([nr[rng.permutation(len(nr))[:n_per_group]] for _ in range(draws)])
         y = np.stack([r[rng.permutation(len(r))[:n_per_group]] for _ in range(draws)])
         test = stats.mannwhitneyu(x, y, axis=1)  # draws x rows
@@ -111,7 +120,7 @@ def patients_for_power(
 ) -> int | None:
     """Smallest n per group at which the resampled rate `key` (`resampled_rates`) reaches
     `power`, by bisection between `low` and the smaller pool; None when the pool is too small."""
-    high = int(table["response"].value_counts().min())
+    high = int(table[RESPONSE].value_counts().min())
 
     def rate(n: int) -> float:
         return resampled_rates(table, n_per_group=n, draws=draws, seed=seed + n)[key]
@@ -144,15 +153,15 @@ def noether_n(p_superiority: float, *, alpha: float, power: float) -> float:
 
 def effect_sizes(table: pd.DataFrame, column: str) -> dict[str, float]:
     """Cliff's delta and Hedges' g (non-responders minus responders) of the pooled patients."""
-    x = table.loc[table["response"] == NON_RESPONDER, column].to_numpy(float)
-    y = table.loc[table["response"] == RESPONDER, column].to_numpy(float)
+    x = table.loc[table[RESPONSE] == NON_RESPONDER, column].to_numpy(float)
+    y = table.loc[table[RESPONSE] == RESPONDER, column].to_numpy(float)
     u = stats.mannwhitneyu(x, y).statistic
     delta = 2 * u / (x.size * y.size) - 1
     pooled = np.sqrt(
         ((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2)
     )
     g = (x.mean() - y.mean()) / pooled * (1 - 3 / (4 * (x.size + y.size) - 9))
-    return {"n_nr": x.size, "n_r": y.size, "cliffs_delta": float(delta), "hedges_g": float(g)}
+    return {"n_nr": x.size, "n_r": y.size, CLIFFS_DELTA: float(delta), HEDGES_G: float(g)}
 
 
 def main(argv=None) -> None:
@@ -178,7 +187,7 @@ def main(argv=None) -> None:
     print(f"row groups (BH families): {groups}")
     rows = []
     for condition, sub in table.groupby("condition"):
-        counts = sub["response"].value_counts()
+        counts = sub[RESPONSE].value_counts()
         print(
             f"\n{condition}: {sub['run'].nunique()} runs, pooled {counts.get(NON_RESPONDER, 0)} "
             f"non-responders / {counts.get(RESPONDER, 0)} responders"
@@ -226,11 +235,11 @@ def main(argv=None) -> None:
     ):
         m = len(groups[family])
         sizes = effect_sizes(planted, column)
-        from_delta = (1 + sizes["cliffs_delta"]) / 2
-        from_g = float(stats.norm.cdf(sizes["hedges_g"] / np.sqrt(2)))
+        from_delta = (1 + sizes[CLIFFS_DELTA]) / 2
+        from_g = float(stats.norm.cdf(sizes[HEDGES_G] / np.sqrt(2)))
         print(
             f"  {name}: pooled {sizes['n_nr']} / {sizes['n_r']} patients, Cliff's delta "
-            f"{sizes['cliffs_delta']:.3f} (P {from_delta:.3f}), Hedges' g {sizes['hedges_g']:.3f} "
+            f"{sizes[CLIFFS_DELTA]:.3f} (P {from_delta:.3f}), Hedges' g {sizes[HEDGES_G]:.3f} "
             f"(normal P {from_g:.3f}); BH family of {m} rows"
         )
         for label, p_sup in (("delta", from_delta), ("g", from_g)):

@@ -217,14 +217,14 @@ def _patient_values(tables: dict, *, seed: int, condition: str) -> pd.DataFrame:
     fractions and Tpex : Tex_term log ratio from the composition table, per-patient mean over
     all CD8 cells of every program of the all-CD8 row group), for resampling (power by n)."""
     response = tables["response_comparison"]
-    all_cd8 = response.loc[response["state"].astype(str) == stats.ALL_CD8, "program"].astype(str)
+    all_cd8 = response.loc[response[STATE].astype(str) == stats.ALL_CD8, PROGRAM].astype(str)
     columns = [f"score_{p}" for p in all_cd8]
     obs = tables["_obs"]
-    means = obs.groupby("patient", observed=True)[columns].mean()
+    means = obs.groupby(PATIENT, observed=True)[columns].mean()
     means.index = means.index.astype(str)
-    composition = tables["composition"].set_index("patient")
+    composition = tables["composition"].set_index(PATIENT)
     kept = [c for c in composition.columns if c.startswith(("fraction_", "log_ratio_"))]
-    out = composition[["response", "n_cd8_cells", "included", *kept]].join(
+    out = composition[[RESPONSE, N_CD8_CELLS, INCLUDED, *kept]].join(
         means.rename(columns=lambda c: f"all_cd8_{c.removeprefix('score_')}")
     )
     out.insert(0, "condition", condition)
