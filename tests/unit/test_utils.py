@@ -135,6 +135,7 @@ def test_final_file_is_plain_anndata_with_the_ingested_counts(tmp_path):
     assert "counts_layer" not in back.uns["texflow"]
     with h5py.File(final) as file:  # compressed (utils.FINAL_COMPRESSION)
         assert {file[f"{m}/data"].compression for m in ("X", "layers/counts")} == {"gzip"}
+        assert file["X/indices"].shuffle and file["X/indices"].chunks == (utils.MATRIX_CHUNK,)
     assert not list(tmp_path.glob(".*.part"))
 
 
