@@ -263,9 +263,6 @@ def write_subset_h5ad(
                 matrix.append(adata.X[rows[start : start + chunk_rows]])
 
 
-#: The slots of a stage's annotation file (`write_annotations`): everything but the matrices.
-ANNOTATION_SLOTS = ("obs", "var", "obsm", "varm", "obsp", "uns")
-
 #: Compression of ``final.h5ad`` (`assemble_h5ad`): gzip at level 1 with HDF5's byte-shuffle
 #: filter, both built into every HDF5 reader (R's rhdf5 included; lzf is h5py's own). Measured
 #: on the X and counts of the 2,000-cell benchmark (size over raw.h5ad; the whole final.h5ad
