@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 from texflow import programs, trajectory, utils
+from texflow.contract import CLUSTER_STATE_KEY, IS_MAIN_ROOT, PSEUDOTIME, SPEARMAN_RHO
 
 logger = logging.getLogger("diagnose_pseudotime")
 
@@ -51,8 +52,8 @@ def rebuild(
     full = trajectory.lineage_mask(adata, states=params["lineage_states"])
     if leave_out is not None:
         # a state outside the lineage keeps the cells out of it, as the states stage's labels would
-        states = adata.obs["state"].astype(str)
-        adata.obs["state"] = states.where(~leave_out, "ambiguous").astype("category")
+        states = adata.obs[CLUSTER_STATE_KEY].astype(str)
+        adata.obs[CLUSTER_STATE_KEY] = states.where(~leave_out, "ambiguous").astype("category")
     mask = trajectory.lineage_mask(adata, states=params["lineage_states"])
     table = trajectory.lineage_pseudotime(
         adata,
@@ -61,7 +62,7 @@ def rebuild(
         **trajectory.options_from_config(params),
     )
     obs = adata.obs[mask]
-    known = obs["true_pseudotime"].notna() & obs["pseudotime"].notna()
+    known = obs["true_pseudotime"].notna() & obs[PSEUDOTIME].notna()
     record = adata.uns["texflow"]["trajectory"]
     row = {
         "lineage_cells": int(mask.sum()),
@@ -69,19 +70,19 @@ def rebuild(
         "pseudotime_rho": round(
             float(
                 stats.spearmanr(
-                    obs.loc[known, "pseudotime"], obs.loc[known, "true_pseudotime"]
+                    obs.loc[known, PSEUDOTIME], obs.loc[known, "true_pseudotime"]
                 ).statistic
             ),
             3,
         ),
         "state_order_auc": round(float(record["state_order_auc"]), 3),
         "root_sensitivity_median_rho": round(
-            float(table.loc[~table["is_main_root"], "spearman_rho"].median()), 3
+            float(table.loc[~table[IS_MAIN_ROOT], SPEARMAN_RHO].median()), 3
         ),
     }
     for state in params["lineage_states"]:
         row[f"median_{state}"] = round(
-            float(obs.loc[obs["state"].astype(str) == state, "pseudotime"].median()), 3
+            float(obs.loc[obs[CLUSTER_STATE_KEY].astype(str) == state, PSEUDOTIME].median()), 3
         )
     return row
 

@@ -2,7 +2,7 @@
 
 For each size (cells x genes):
 
-1. ``texflow.simulate`` writes a count matrix with ~2,500 genes detected per cell (X only: the
+1. ``texflow.simulation`` writes a count matrix with ~2,500 genes detected per cell (X only: the
    truth stays in obs, and no duplicate ``layers["counts"]`` is made, so neither side reads it).
 2. the baseline, ``benchmarks/baseline_scanpy.py``, runs on that file in a fresh process
    (QC metrics, filters, normalize_total, log1p, HVG, PCA, neighbours, Leiden, UMAP, DPT, two
@@ -51,6 +51,10 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow"))  # the texflow of this checkout, not an installed one
+
+from texflow.contract import DOUBLET_SCORE, PSEUDOTIME, QC_PASS, STATE
+
 DATASET = "bench"
 STAGES = ("qc", "gate", "cluster", "states", "trajectory", "programs", "assemble")
 
@@ -78,7 +82,7 @@ def simulate(path: Path, *, n_cells: int, n_genes: int, env: dict) -> dict:
     code = f"""
 import sys, time, json
 sys.path.insert(0, {str(ROOT / "workflow")!r})
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 from texflow.utils import write_h5ad
 start = time.perf_counter()
 # no counts layer: the same counts as X (a user's file holds them once; ~10 GB at 500k)
@@ -192,20 +196,20 @@ def truth_checks(workdir: Path, data: Path) -> dict:
     qc_cells = pd.read_csv(
         workdir / f"results/{DATASET}/tables/qc_cells.tsv.gz", sep="\t", index_col="cell_id"
     )
-    scored = qc_cells["doublet_score"].notna()
+    scored = qc_cells[DOUBLET_SCORE].notna()
     doublet_auc = roc_auc_score(
-        truth.loc[qc_cells.index[scored], "true_doublet"], qc_cells.loc[scored, "doublet_score"]
+        truth.loc[qc_cells.index[scored], "true_doublet"], qc_cells.loc[scored, DOUBLET_SCORE]
     )
     final_file = ad.read_h5ad(workdir / f"results/{DATASET}/final.h5ad", backed="r")
     final = final_file.obs
     trajectory = final_file.uns.get("texflow", {}).get("trajectory", {})
-    passed = qc_cells.index[qc_cells["qc_pass"].astype(str) == "True"]
+    passed = qc_cells.index[qc_cells[QC_PASS].astype(str) == "True"]
     true_cd8 = truth.loc[passed, "true_is_cd8"].astype(bool) & ~truth.loc[
         passed, "true_doublet"
     ].astype(bool)
     kept = true_cd8.index.isin(final.index)
-    labelled = final["state"].astype(str) != "ambiguous"
-    lineage = final["pseudotime"].notna() & final["true_pseudotime"].notna()
+    labelled = final[STATE].astype(str) != "ambiguous"
+    lineage = final[PSEUDOTIME].notna() & final["true_pseudotime"].notna()
     return {
         "doublet_auc": round(float(doublet_auc), 3),
         "gate_precision": round(float(final["true_is_cd8"].astype(bool).mean()), 3),
@@ -213,7 +217,7 @@ def truth_checks(workdir: Path, data: Path) -> dict:
         "state_accuracy": round(
             float(
                 (
-                    final.loc[labelled, "state"].astype(str)
+                    final.loc[labelled, STATE].astype(str)
                     == final.loc[labelled, "true_state"].astype(str)
                 ).mean()
             ),
@@ -222,7 +226,7 @@ def truth_checks(workdir: Path, data: Path) -> dict:
         "pseudotime_rho": round(
             float(
                 stats.spearmanr(
-                    final.loc[lineage, "pseudotime"], final.loc[lineage, "true_pseudotime"]
+                    final.loc[lineage, PSEUDOTIME], final.loc[lineage, "true_pseudotime"]
                 ).statistic
             ),
             3,

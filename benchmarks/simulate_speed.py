@@ -1,4 +1,4 @@
-"""Time `texflow.simulate` at 20k and 100k cells (optionally 1M) and report peak memory.
+"""Time `texflow.simulation` at 20k and 100k cells (optionally 1M) and report peak memory.
 
 Each size runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its own.
 The numba kernel is compiled (or loaded from the cache) by a small warm-up run first.
@@ -24,7 +24,7 @@ _CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {workflow!r})
 import numpy as np
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 simulate(n_cells=200, n_genes={genes})  # warm-up: numba kernel compiled or loaded from cache
 wall, cpu = time.perf_counter(), time.process_time()
 adata = simulate(n_cells={cells}, n_genes={genes}, seed=0)

@@ -70,7 +70,28 @@ texflow.enable_numba_cache()  # before scanpy is imported: sparse kernels loaded
 import numpy as np
 import pandas as pd
 from texflow import programs, stats
-from texflow.simulate import simulate
+from texflow.contract import (
+    CLIFFS_DELTA,
+    EFFECT,
+    FRACTION_PREFIX,
+    HEDGES_G,
+    INCLUDED,
+    MEAN_NON_RESPONDERS,
+    MEAN_RESPONDERS,
+    N_CD8_CELLS,
+    N_NON_RESPONDERS,
+    N_RESPONDERS,
+    NON_RESPONDER,
+    P_ADJ,
+    P_VALUE,
+    PATIENT,
+    PROGRAM,
+    RESPONDER,
+    RESPONSE,
+    SCORE_PREFIX,
+    STATE,
+)
+from texflow.simulation import simulate
 from validate_states import pipeline_config, run_to_states
 
 ALPHA = 0.05
@@ -97,7 +118,7 @@ def run_pipeline(adata, config: dict, *, dataset: str) -> dict[str, pd.DataFrame
         options=programs.options_from_config(params, config["stats"]),
         overwrite_counts=True,
     ).tables
-    tables["_n_cd8_cells"] = pd.DataFrame({"n": [adata.n_obs]})
+    tables["_n_cd8_cells"] = pd.DataFrame({N_CD8_CELLS: [adata.n_obs]})
     tables["_obs"] = adata.obs
     return tables
 
@@ -110,7 +131,7 @@ def _pooled_sd(values: pd.Series, groups: pd.Series) -> float:
 
 
 def _row(table: pd.DataFrame, state: str, program: str) -> pd.Series:
-    hit = table[(table["state"].astype(str) == state) & (table["program"].astype(str) == program)]
+    hit = table[(table[STATE].astype(str) == state) & (table[PROGRAM].astype(str) == program)]
     if len(hit) != 1:
         raise RuntimeError(f"response_comparison has {len(hit)} rows for {state} / {program}")
     return hit.iloc[0]
@@ -134,54 +155,54 @@ def one_run(seed: int, *, condition: str, args, config: dict) -> dict:
     # the truth: each patient's share of true Tex_term among its singlet CD8 cells
     truth = raw.obs[~raw.obs["true_doublet"].to_numpy() & raw.obs["true_is_cd8"].to_numpy()]
     true_share = (
-        (truth["true_state"] == COMPOSITION_STATE).groupby(truth["patient"], observed=True).mean()
+        (truth["true_state"] == COMPOSITION_STATE).groupby(truth[PATIENT], observed=True).mean()
     )
-    true_response = truth.groupby("patient", observed=True)["response"].first().astype(str)
+    true_response = truth.groupby(PATIENT, observed=True)[RESPONSE].first().astype(str)
     tables = run_pipeline(raw, config, dataset=f"cohort_{condition}_{seed}")
     response = tables["response_comparison"]
     row = {
         "seed": seed,
         "condition": condition,
         "n_cells_sim": raw.n_obs,
-        "n_cd8_cells": int(tables["_n_cd8_cells"]["n"].iloc[0]),
+        N_CD8_CELLS: int(tables["_n_cd8_cells"][N_CD8_CELLS].iloc[0]),
     }
-    row["true_tex_term_share_nr"] = float(true_share[true_response == "non_responder"].mean())
-    row["true_tex_term_share_r"] = float(true_share[true_response == "responder"].mean())
+    row["true_tex_term_share_nr"] = float(true_share[true_response == NON_RESPONDER].mean())
+    row["true_tex_term_share_r"] = float(true_share[true_response == RESPONDER].mean())
     comp = _row(response, COMPOSITION_STATE, stats.COMPOSITION_MEASURE)
     ifn = _row(response, stats.ALL_CD8, IFN_PROGRAM)
     for key, r in (("composition", comp), ("ifn", ifn)):
-        row[f"{key}_mean_nr"] = float(r["mean_non_responders"])
-        row[f"{key}_mean_r"] = float(r["mean_responders"])
-        row[f"{key}_effect"] = float(r["effect"])
-        row[f"{key}_cliffs_delta"] = float(r["cliffs_delta"])
-        row[f"{key}_hedges_g"] = float(r["hedges_g"])
-        row[f"{key}_n_nr_r"] = f"{int(r['n_non_responders'])}/{int(r['n_responders'])}"
-        row[f"{key}_p"] = float(r["p_value"])
-        row[f"{key}_q"] = float(r["p_adj"])
-        row[f"{key}_called"] = bool(r["p_adj"] < ALPHA)
-        row[f"{key}_found"] = bool(r["p_adj"] < ALPHA and r["effect"] > 0)
+        row[f"{key}_mean_nr"] = float(r[MEAN_NON_RESPONDERS])
+        row[f"{key}_mean_r"] = float(r[MEAN_RESPONDERS])
+        row[f"{key}_effect"] = float(r[EFFECT])
+        row[f"{key}_cliffs_delta"] = float(r[CLIFFS_DELTA])
+        row[f"{key}_hedges_g"] = float(r[HEDGES_G])
+        row[f"{key}_n_nr_r"] = f"{int(r[N_NON_RESPONDERS])}/{int(r[N_RESPONDERS])}"
+        row[f"{key}_p"] = float(r[P_VALUE])
+        row[f"{key}_q"] = float(r[P_ADJ])
+        row[f"{key}_called"] = bool(r[P_ADJ] < ALPHA)
+        row[f"{key}_found"] = bool(r[P_ADJ] < ALPHA and r[EFFECT] > 0)
     # between-patient spread (pooled within-group SD of the patient values the tests compare)
     composition_table = tables["composition"]
-    used = composition_table[composition_table["included"]]
+    used = composition_table[composition_table[INCLUDED]]
     row["composition_patient_sd"] = _pooled_sd(
-        used[f"fraction_{COMPOSITION_STATE}"], used["response"]
+        used[f"{FRACTION_PREFIX}{COMPOSITION_STATE}"], used[RESPONSE]
     )
     obs = tables["_obs"]
-    means = obs.groupby("patient", observed=True).agg(
-        score=(f"score_{IFN_PROGRAM}", "mean"), response=("response", "first")
+    means = obs.groupby(PATIENT, observed=True).agg(
+        score=(f"{SCORE_PREFIX}{IFN_PROGRAM}", "mean"), response=(RESPONSE, "first")
     )
-    row["ifn_patient_sd"] = _pooled_sd(means["score"], means["response"].astype(str))
-    is_comp = response["program"].astype(str) == stats.COMPOSITION_MEASURE
-    row["min_q_any_composition_row"] = float(response.loc[is_comp, "p_adj"].min())
+    row["ifn_patient_sd"] = _pooled_sd(means["score"], means[RESPONSE].astype(str))
+    is_comp = response[PROGRAM].astype(str) == stats.COMPOSITION_MEASURE
+    row["min_q_any_composition_row"] = float(response.loc[is_comp, P_ADJ].min())
     row["composition_rows_called"] = ",".join(
-        response.loc[is_comp & (response["p_adj"] < ALPHA), "state"].astype(str)
+        response.loc[is_comp & (response[P_ADJ] < ALPHA), STATE].astype(str)
     )
-    is_ifn = (response["state"].astype(str) == stats.ALL_CD8) & response["program"].isin(IFN_ROWS)
-    row["min_q_all_cd8_ifn_rows"] = float(response.loc[is_ifn, "p_adj"].min())
+    is_ifn = (response[STATE].astype(str) == stats.ALL_CD8) & response[PROGRAM].isin(IFN_ROWS)
+    row["min_q_all_cd8_ifn_rows"] = float(response.loc[is_ifn, P_ADJ].min())
     # the IFN-I shift inside a state (free of composition): Tex_term and exhausted lineage rows
     for state in (COMPOSITION_STATE, stats.EXHAUSTED_LINEAGE):
         r = _row(response, state, IFN_PROGRAM)
-        row[f"ifn_{state}_q"] = float(r["p_adj"])
+        row[f"ifn_{state}_q"] = float(r[P_ADJ])
     row["seconds"] = round(time.time() - started, 1)
     return row
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from lineage_data import labelled_cd8
 from texflow import programs, stats, trajectory
+from texflow.contract import EFFECT, NOTE, P_ADJ, P_VALUE, PROGRAM, SCORE_PREFIX
 
 FLAT_PROGRAMS = ("ifn_i_core", "ifn_alpha_hallmark", "lpo_drivers", "lpo_suppressors", "lpo_signed")
 
@@ -59,17 +60,17 @@ def one_seed(
         # not the axis under test, so nothing is tested (and nothing can be a false positive)
         return pd.DataFrame(
             {
-                "program": [*programs.DEFAULT_PROGRAMS, programs.SIGNED_LPO],
-                "effect": np.nan,
-                "p_value": np.nan,
-                "p_adj": np.nan,
+                PROGRAM: [*programs.DEFAULT_PROGRAMS, programs.SIGNED_LPO],
+                EFFECT: np.nan,
+                P_VALUE: np.nan,
+                P_ADJ: np.nan,
                 "seed": seed,
-                "note": f"not tested: state-order AUC {info['state_order_auc']:.2f}",
+                NOTE: f"not tested: state-order AUC {info['state_order_auc']:.2f}",
             }
         )
     programs.score_programs(adata, selected, equalise_depth=equalise, seed=seed)
     keys = programs.score_columns(adata, programs.DEFAULT_PROGRAMS)
-    scores = adata.obs[keys].rename(columns=lambda c: c.removeprefix("score_"))
+    scores = adata.obs[keys].rename(columns=lambda c: c.removeprefix(SCORE_PREFIX))
     covariate = np.log1p(programs.genes_detected(adata)) if adjust else None
     table = stats.pseudotime_associations(
         adata.obs,
@@ -134,22 +135,22 @@ def main(argv=None) -> None:
     table = pd.concat(tables, ignore_index=True)
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
-    flat = table[table["program"].isin(FLAT_PROGRAMS)]
-    rates = flat.groupby("program").agg(
+    flat = table[table[PROGRAM].isin(FLAT_PROGRAMS)]
+    rates = flat.groupby(PROGRAM).agg(
         seeds=("seed", "nunique"),
         called=("p_adj", lambda p: int((p < args.alpha).sum())),
         rate=("p_adj", lambda p: float((p < args.alpha).mean())),
         rate_unadjusted=("p_value", lambda p: float((p < args.alpha).mean())),
-        mean_effect=("effect", "mean"),
+        mean_effect=(EFFECT, "mean"),
     )
-    untested = [int(seed) for seed in table.loc[table["p_value"].isna(), "seed"].unique()]
+    untested = [int(seed) for seed in table.loc[table[P_VALUE].isna(), "seed"].unique()]
     print(
         f"seeds not tested (pseudotime does not order Tpex before Tex_term): {len(untested)} "
         f"{list(untested)}; untested seeds count as no call"
     )
     print(rates.to_string())
     headline = rates.loc["ifn_i_core", "rate"]
-    overall = float((flat["p_adj"] < args.alpha).mean())
+    overall = float((flat[P_ADJ] < args.alpha).mean())
     print(
         f"flat ifn_i_core called significant (adj. p < {args.alpha}) in "
         f"{rates.loc['ifn_i_core', 'called']}/{args.seeds} seeds: rate {headline:.3f}"

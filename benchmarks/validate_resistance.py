@@ -5,7 +5,7 @@ recovered with AUPRC >= 0.8 at the meta level, null genes reach q < 0.05 in <= 5
 planted in one cohort only is flagged (heterogeneity or leave-one-dataset-out) and not ranked
 as consistent.
 
-For each seed, `texflow.simulate_cohorts.simulate_cohorts` draws the cohorts (own patients,
+For each seed, `texflow.simulation.simulate_cohorts` draws the cohorts (own patients,
 depth, batch; planted genes, see that module and benchmarks/README.md for where each number
 comes from), then each cohort goes through the resistance stage's functions as
 workflow/scripts/resistance.py calls them, with the schema defaults of
@@ -57,8 +57,20 @@ import pandas as pd
 import scanpy as sc
 from sklearn.metrics import average_precision_score
 from texflow import configuration, resistance, resistance_meta
-from texflow.contract import CELL_STATE_KEY
-from texflow.simulate_cohorts import CONSISTENT, NULL, ONE_COHORT, simulate_cohorts
+from texflow.contract import (
+    CELL_STATE_KEY,
+    CONSISTENT,
+    GENE,
+    HETEROGENEOUS,
+    I2,
+    LOO_CRITICAL_DATASETS,
+    P_VALUE,
+    Q_VALUE,
+    RESTS_ON_ONE_DATASET,
+    STATE,
+)
+from texflow.simulation.cohorts import CONSISTENT as PLANTED_CONSISTENT
+from texflow.simulation.cohorts import NULL, ONE_COHORT, simulate_cohorts
 
 ALPHA = 0.05
 TARGETS = {"auprc": 0.8, "null_q05": 0.05}
@@ -99,49 +111,47 @@ def score(
 ) -> tuple[dict, list]:
     """The seed's numbers for one state: AUPRC, null rates, the one-cohort genes."""
     rows = meta.loc[(meta["state"] == state) & meta["gene"].notna()].set_index("gene")
-    frame = truth.set_index("gene").join(rows, how="left")
-    pooled = frame["p_value"].notna()
+    frame = truth.set_index(GENE).join(rows, how="left")
+    pooled = frame[P_VALUE].notna()
     # rank by the meta p; genes not pooled rank last
-    ranking = np.where(pooled, -np.log10(frame["p_value"].clip(lower=1e-300)), -1.0)
-    positive = (frame["kind"] == CONSISTENT).to_numpy()
+    ranking = np.where(pooled, -np.log10(frame[P_VALUE].clip(lower=1e-300)), -1.0)
+    positive = (frame["kind"] == PLANTED_CONSISTENT).to_numpy()
     not_one = (frame["kind"] != ONE_COHORT).to_numpy()
     null = (frame["kind"] == NULL) & pooled
-    called = frame["q_value"] < ALPHA
+    called = frame[Q_VALUE] < ALPHA
     out = {
-        "state": state,
+        STATE: state,
         "n_pooled": int(pooled.sum()),
         "n_consistent_pooled": int((positive & pooled).sum()),
         "auprc": float(average_precision_score(positive, ranking)),
         "auprc_vs_null": float(average_precision_score(positive[not_one], ranking[not_one])),
         "n_null": int(null.sum()),
         "null_q05": int((null & called).sum()),
-        "null_p05": int((null & (frame["p_value"] < ALPHA)).sum()),
+        "null_p05": int((null & (frame[P_VALUE] < ALPHA)).sum()),
         "n_called": int(called.sum()),
         "false_called": int((called & (frame["kind"] == NULL)).sum()),
         "consistent_called": int((called & positive).sum()),
-        "consistent_flag": int((frame["consistent"].fillna(False).astype(bool) & positive).sum()),
+        "consistent_flag": int((frame[CONSISTENT].fillna(False).astype(bool) & positive).sum()),
     }
     genes = []
     for gene, row in frame.loc[frame["kind"] == ONE_COHORT].iterrows():
         own = tables[row["planted_in"]]
-        own = own.loc[(own["state"] == state) & (own["gene"] == gene)]
-        own_q = float(own["q_value"].iloc[0]) if len(own) else np.nan
+        own = own.loc[(own[STATE] == state) & (own[GENE] == gene)]
+        own_q = float(own[Q_VALUE].iloc[0]) if len(own) else np.nan
         genes.append(
             {
-                "state": state,
-                "gene": gene,
+                STATE: state,
+                GENE: gene,
                 "planted_in": row["planted_in"],
                 "log2fc": row["magnitude"],
                 "own_q": own_q,
                 "pooled": bool(pooled[gene]),
-                "meta_q": row["q_value"],
-                "i2": row["i2"],
-                "heterogeneous": bool(row["heterogeneous"]) if pooled[gene] else False,
-                "rests_on_one_dataset": bool(row["rests_on_one_dataset"])
-                if pooled[gene]
-                else False,
-                "consistent": bool(row["consistent"]) if pooled[gene] else False,
-                "critical": str(row["loo_critical_datasets"]) if pooled[gene] else "",
+                "meta_q": row[Q_VALUE],
+                I2: row[I2],
+                HETEROGENEOUS: bool(row[HETEROGENEOUS]) if pooled[gene] else False,
+                RESTS_ON_ONE_DATASET: bool(row[RESTS_ON_ONE_DATASET]) if pooled[gene] else False,
+                CONSISTENT: bool(row[CONSISTENT]) if pooled[gene] else False,
+                "critical": str(row[LOO_CRITICAL_DATASETS]) if pooled[gene] else "",
             }
         )
     return out, genes
@@ -195,12 +205,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def summarise(table: pd.DataFrame, genes: pd.DataFrame) -> bool:
     ok = True
-    for (path, state), part in table.groupby(["path", "state"], sort=False):
-        g = genes.loc[(genes["path"] == path) & (genes["state"] == state)]
+    for (path, state), part in table.groupby(["path", STATE], sort=False):
+        g = genes.loc[(genes["path"] == path) & (genes[STATE] == state)]
         null_rate = part["null_q05"].sum() / part["n_null"].sum()
         fdp = part["false_called"].sum() / max(part["n_called"].sum(), 1)
         own = g["own_q"] < ALPHA
-        flagged = g["heterogeneous"] | g["rests_on_one_dataset"]
+        flagged = g[HETEROGENEOUS] | g[RESTS_ON_ONE_DATASET]
         checks = [
             (
                 f"AUPRC consistent genes, mean (min) over {len(part)} seeds",
@@ -233,8 +243,8 @@ def summarise(table: pd.DataFrame, genes: pd.DataFrame) -> bool:
             ),
             (
                 "one-cohort genes ranked consistent",
-                f"{int(g['consistent'].sum())}/{len(g)}",
-                not g["consistent"].any(),
+                f"{int(g[CONSISTENT].sum())}/{len(g)}",
+                not g[CONSISTENT].any(),
             ),
             (
                 "one-cohort genes flagged (heterogeneous or rests on one dataset)",
@@ -278,7 +288,7 @@ def main(argv=None) -> None:
         rows += r
         genes += g
         text = "; ".join(
-            f"{x['path']}/{x['state']} AUPRC {x['auprc']:.2f}, nulls {x['null_q05']}/{x['n_null']}"
+            f"{x['path']}/{x[STATE]} AUPRC {x['auprc']:.2f}, nulls {x['null_q05']}/{x['n_null']}"
             for x in r
         )
         print(

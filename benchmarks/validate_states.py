@@ -1,6 +1,6 @@
 """Per-cell states and the per-cell lineage on simulated data with rare Tpex (issue 16).
 
-For human and mouse x each seed: simulate the rare-Tpex mode (`texflow.simulate.RARE_TPEX`:
+For human and mouse x each seed: simulate the rare-Tpex mode (`texflow.simulation.RARE_TPEX`:
 Tpex ~3 % of CD8 cells, not a Leiden cluster of their own; ~3,000 cells, 6 patients, doublets
 and low-quality cells included), then run the pipeline's own stage functions in the order and
 with the arguments the workflow scripts use (workflow/scripts/{qc,gate,cluster,states,
@@ -46,8 +46,19 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 from texflow import cluster, gating, programs, qc, states, trajectory
-from texflow.contract import SMOOTHED_BASIS
-from texflow.simulate import RARE_TPEX, simulate
+from texflow.contract import (
+    CELL_STATE_BASIS_KEY,
+    CELL_STATE_KEY,
+    CLUSTER,
+    EXHAUSTION_AXIS_KEY,
+    N_CD8_CELLS,
+    N_CLUSTERS,
+    PSEUDOTIME,
+    SCORE_PREFIX,
+    SMOOTHED_BASIS,
+    STATE,
+)
+from texflow.simulation import RARE_TPEX, simulate
 from texflow.truth import cell_truth, precision_recall
 
 TARGETS = {"tpex": 0.8, "tex_term": 0.9, "spearman": 0.8}
@@ -161,8 +172,8 @@ def smoothing_diagnosis(adata, truth: pd.Series, params: states.StatesParams) ->
     The smoothing and the decision rule are the states stage's own (`states.knn_neighbours`,
     `states.smooth_scores`, `states.decide_cells`) with the config's parameters; only the
     unsmoothed call is extra, to show what the smoothing changes."""
-    programs = [p for p in states.SCORED_PROGRAMS if f"score_{p}" in adata.obs]
-    raw = adata.obs[[f"score_{p}" for p in programs]].astype(float)
+    programs = [p for p in states.SCORED_PROGRAMS if f"{SCORE_PREFIX}{p}" in adata.obs]
+    raw = adata.obs[[f"{SCORE_PREFIX}{p}" for p in programs]].astype(float)
     raw.columns = programs
     neighbours = states.knn_neighbours(adata, k=params.smooth_k)
     smoothed = states.smooth_scores(raw, neighbours, decay=params.smooth_decay)
@@ -170,8 +181,8 @@ def smoothing_diagnosis(adata, truth: pd.Series, params: states.StatesParams) ->
     z_raw, z_smooth = (raw - raw.mean()) / sd, (smoothed - raw.mean()) / sd
     usable = set(programs)
     out = pd.DataFrame(index=adata.obs_names)
-    out["raw_call"] = states.decide_cells(z_raw, params, usable)["state"].to_numpy()
-    out["smooth_call"] = states.decide_cells(z_smooth, params, usable)["state"].to_numpy()
+    out["raw_call"] = states.decide_cells(z_raw, params, usable)[STATE].to_numpy()
+    out["smooth_call"] = states.decide_cells(z_smooth, params, usable)[STATE].to_numpy()
     labels = truth.to_numpy()
     out["same_truth_neighbour_share"] = (labels[neighbours] == labels[:, None]).mean(axis=1)
     for program in ("exhausted_gate", *states.STATE_PROGRAMS.values()):
@@ -203,8 +214,8 @@ def one_run(
         adata = run_trajectory(adata, config)
     obs = adata.obs
     truth = cell_truth(obs)
-    called = obs["cell_state"].astype(str)
-    row = {"organism": organism, "seed": seed, "n_cells_sim": raw.n_obs, "n_cd8_cells": adata.n_obs}
+    called = obs[CELL_STATE_KEY].astype(str)
+    row = {"organism": organism, "seed": seed, "n_cells_sim": raw.n_obs, N_CD8_CELLS: adata.n_obs}
     singlet_cd8 = (
         raw_obs["true_state"].astype(str).isin(states.STATE_PROGRAMS) & ~raw_obs["true_doublet"]
     )
@@ -218,7 +229,7 @@ def one_run(
         row[f"n_called_{key}"] = int((called == state).sum())
         row[f"{key}_precision"], row[f"{key}_recall"] = precision, recall
     # Did the true Tpex form a cluster of their own?
-    crosstab = pd.crosstab(obs["cluster"].astype(str), truth)
+    crosstab = pd.crosstab(obs[CLUSTER].astype(str), truth)
     share = crosstab.div(crosstab.sum(axis=1), axis=0)
     tpex_share = share["Tpex"] if "Tpex" in share else pd.Series(0.0, index=share.index)
     tpex_counts = crosstab["Tpex"] if "Tpex" in crosstab else pd.Series(0, index=crosstab.index)
@@ -226,7 +237,7 @@ def one_run(
     top = tpex_counts.idxmax()
     row["tpex_top_cluster"] = f"{top} ({int(tpex_counts[top])}/{int(crosstab.loc[top].sum())})"
     row["tpex_max_cluster_share"] = float(tpex_share.max())
-    row["n_clusters"] = int(obs["cluster"].nunique())
+    row[N_CLUSTERS] = int(obs[CLUSTER].nunique())
     if table is not None:  # not kept in the cache
         row["cluster_labels"] = ",".join(f"{r.cluster}:{r.state}" for r in table.itertuples())
     meta = adata.uns["texflow"]
@@ -234,11 +245,11 @@ def one_run(
     row["trajectory_built"] = not reason
     row["skip_reason"] = reason
     lineage = obs["in_lineage"].to_numpy(bool) & obs["true_pseudotime"].notna().to_numpy()
-    lineage &= np.isfinite(obs["pseudotime"].to_numpy(float))
+    lineage &= np.isfinite(obs[PSEUDOTIME].to_numpy(float))
     row["n_lineage_cells"] = int(obs["in_lineage"].sum())
     if not reason and lineage.sum() > 2:
         row["spearman"] = float(
-            spearmanr(obs.loc[lineage, "pseudotime"], obs.loc[lineage, "true_pseudotime"]).statistic
+            spearmanr(obs.loc[lineage, PSEUDOTIME], obs.loc[lineage, "true_pseudotime"]).statistic
         )
         info = meta["trajectory"]
         row["state_order_auc"] = float(info["state_order_auc"])
@@ -246,15 +257,15 @@ def one_run(
         # Diagnosis of the ordering: the same cells' smoothed exhaustion axis and the diffusion
         # component the stage oriented the root by, against the truth; how squashed DPT is
         true_time = obs.loc[lineage, "true_pseudotime"]
-        row["spearman_axis"] = float(spearmanr(obs.loc[lineage, "exhaustion_axis"], true_time)[0])
+        row["spearman_axis"] = float(spearmanr(obs.loc[lineage, EXHAUSTION_AXIS_KEY], true_time)[0])
         if "separating_component" in info:  # the DPT method's root rule
             component = adata.obsm["X_diffmap_lineage"][lineage, info["separating_component"]]
             row["spearman_separating_dc"] = abs(float(spearmanr(component, true_time)[0]))
         row["path_is_minimum_spanning_tree"] = info.get("path_is_minimum_spanning_tree")
         row["root_median_rho"] = float(info["root_sensitivity_median_rho"])
-        pt = obs.loc[lineage, "pseudotime"].to_numpy(float)
+        pt = obs.loc[lineage, PSEUDOTIME].to_numpy(float)
         row["pseudotime_q10_q90"] = f"{np.quantile(pt, 0.1):.3f}-{np.quantile(pt, 0.9):.3f}"
-        state_median = obs.loc[lineage].groupby(truth[lineage], observed=True)["pseudotime"]
+        state_median = obs.loc[lineage].groupby(truth[lineage], observed=True)[PSEUDOTIME]
         row["median_pseudotime_tpex_int_term"] = "/".join(
             f"{state_median.median().get(s, np.nan):.3f}" for s in ("Tpex", "Tex_int", "Tex_term")
         )
@@ -267,7 +278,7 @@ def one_run(
     is_tpex = truth.to_numpy() == "Tpex"
     # the stage's own calls, where it decided on the smoothed scores (states.keep_own_call
     # keeps a rare state's call on the cell's own scores: obs["cell_state_basis"])
-    smoothed_basis = (obs["cell_state_basis"].astype(str) == SMOOTHED_BASIS).to_numpy()
+    smoothed_basis = (obs[CELL_STATE_BASIS_KEY].astype(str) == SMOOTHED_BASIS).to_numpy()
     same = diagnosis["smooth_call"].to_numpy() == called.to_numpy()
     assert same[smoothed_basis].all()
     row["n_kept_own_call"] = int((~smoothed_basis).sum())
@@ -286,7 +297,7 @@ def one_run(
         [
             c
             for c in obs.columns
-            if c.startswith(("score_", "cell_state", "state"))
+            if c.startswith((SCORE_PREFIX, CELL_STATE_KEY, STATE))
             or c in ("cluster", "exhaustion_axis", "pseudotime", "in_lineage", "patient")
             or c in TRUTH_COLUMNS
         ]

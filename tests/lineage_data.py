@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import anndata as ad
 import numpy as np
 import scanpy as sc
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 
 
 def labelled_cd8(

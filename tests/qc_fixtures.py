@@ -9,7 +9,7 @@ import anndata as ad
 
 @functools.lru_cache(maxsize=8)
 def _simulated(organism: str, seed: int) -> ad.AnnData:
-    from texflow.simulate import simulate
+    from texflow.simulation import simulate
 
     return simulate(n_cells=3000, n_genes=2000, organism=organism, seed=seed)
 

@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 from texflow.resistance_meta import METHOD_META
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 from texflow.stats import ALL_CD8
 
 from tests.workflow_runner import ROOT, prepare_workdir, run_workflow

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import sparse, stats
 from texflow import resistance, signatures
-from texflow.simulate import simulate
+from texflow.simulation import simulate
 from texflow.stats import ALL_CD8, NON_RESPONDER, RESPONDER
 
 
@@ -112,6 +112,9 @@ def test_planted_program_effect_is_found_with_the_right_sign(cohort):
     assert scores.loc["ifn_i_core", "t"] > 0 and scores.loc["ifn_i_core", "q_value"] < 0.05
     # the planted program stands out from the unplanted ones
     assert scores["t"].abs().idxmax() == "ifn_i_core"
+    # genes, not patients, are the units of this test, and every tested row says so
+    assert (scores["unit"] == "genes").all()
+    assert scores.loc[scores["testable"], "note"].str.startswith("genes are the units").all()
 
 
 def test_ulm_is_the_slope_t_of_the_statistic_on_membership():

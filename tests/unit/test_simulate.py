@@ -1,4 +1,4 @@
-"""texflow.simulate: counts with known truth, checked against that truth."""
+"""texflow.simulation: counts with known truth, checked against that truth."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy.stats import spearmanr
-from texflow import simulate as simulate_module
-from texflow.simulate import CD8_POPULATIONS, POPULATIONS, PSEUDOTIME_SEGMENTS, simulate
+from texflow import simulation as simulate_module
+from texflow.signatures import load_programs
+from texflow.simulation import CD8_POPULATIONS, POPULATIONS, PSEUDOTIME_SEGMENTS, simulate
 
 N_CELLS = 3000
 
@@ -35,7 +36,7 @@ def mean_by_population(adata: ad.AnnData, gene: str) -> pd.Series:
 
 
 def program_mean(adata: ad.AnnData, program: str) -> np.ndarray:
-    members = simulate_module._load_programs(adata.uns["texflow"]["organism"])[program].up
+    members = load_programs(adata.uns["texflow"]["organism"])[program].up
     present = [g for g in members if g in adata.var_names]
     assert len(present) >= 5
     return np.asarray(adata[:, present].X.mean(axis=1)).ravel()
@@ -171,7 +172,7 @@ def test_no_rising_program_when_none_asked():
 def test_response_effect_only_when_asked():
     def ratio(adata):
         cells = adata[~adata.obs["true_doublet"] & ~adata.obs["true_low_quality"]]
-        genes = simulate_module._load_programs("human")["ifn_i_core"].up
+        genes = load_programs("human")["ifn_i_core"].up
         genes = [g for g in genes if g in cells.var_names]
         totals = np.asarray(cells.X.sum(axis=1)).ravel()
         share = np.asarray(cells[:, genes].X.sum(axis=1)).ravel() / totals
@@ -231,7 +232,7 @@ def test_gene_universe_human(sim):
     assert names.str.startswith("MT-").sum() == 13
     assert names.str.match(r"^RP[SL]\d").sum() > 50
     assert sim.var["mt"].sum() == 13
-    programs = simulate_module._load_programs("human")
+    programs = load_programs("human")
     for program in ("ifn_i_core", "lpo_drivers", "lpo_suppressors", "tpex", "tex_term"):
         assert set(programs[program].up) <= set(names)
 

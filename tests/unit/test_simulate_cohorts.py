@@ -1,12 +1,12 @@
-"""texflow.simulate_cohorts: several cohorts with planted consistent and one-cohort resistance
+"""texflow.simulation.cohorts: several cohorts with planted consistent and one-cohort resistance
 genes (issue 21's simulator); the truth it reports is what the counts carry."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import sparse
-from texflow.simulate import simulate
-from texflow.simulate_cohorts import (
+from texflow.simulation import simulate
+from texflow.simulation.cohorts import (
     CONSISTENT,
     NULL,
     ONE_COHORT,

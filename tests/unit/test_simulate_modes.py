@@ -1,4 +1,4 @@
-"""texflow.simulate: the rare-Tpex preset and the planted composition difference by response."""
+"""texflow.simulation: the rare-Tpex preset and the planted composition difference by response."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from texflow import simulate as simulate_module
-from texflow.simulate import CD8_POPULATIONS, RARE_TPEX, RARE_TPEX_FRACTIONS, simulate
+from texflow import simulation as simulate_module
+from texflow.signatures import load_programs
+from texflow.simulation import CD8_POPULATIONS, RARE_TPEX, RARE_TPEX_FRACTIONS, simulate
 
 
 def fraction_by_patient(adata, population: str) -> pd.DataFrame:
@@ -113,7 +114,7 @@ def test_patient_programs_offset_a_program_per_patient_and_keep_the_cells():
     offsets = varied.uns["simulation"]["patient_program_log2_offsets"]["ifn_i_core"]
     assert varied.uns["simulation"]["patient_programs"] == {"ifn_i_core": 1.0}
     assert len(offsets) == 8 and np.std(list(offsets.values())) > 0.3
-    program = simulate_module._load_programs("human")["ifn_i_core"]
+    program = load_programs("human")["ifn_i_core"]
     ifn = [g for g in program.up if g in set(plain.var_names)]
     assert ifn
     patient = plain.obs["patient"].astype(str).to_numpy()

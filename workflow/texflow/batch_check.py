@@ -16,6 +16,8 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 from sklearn.metrics import adjusted_mutual_info_score
 
+from .contract import N_CELLS, N_CLUSTERS
+
 #: Adjusted mutual information between cluster and sample at or above which the page warns.
 #: AMI is 0 when the clusters hold the samples as chance would and 1 when the clusters are the
 #: samples; unlike Cramér's V it is corrected for chance, which matters on small demos with many
@@ -60,8 +62,8 @@ def cluster_sample_association(
     dominant = shares.max(axis=1)
     top = dominant.idxmax()
     return {
-        "n_cells": n,
-        "n_clusters": int(table.shape[0]),
+        N_CELLS: n,
+        N_CLUSTERS: int(table.shape[0]),
         "n_samples": int(table.shape[1]),
         "cramers_v": float(np.clip(cramers_v, 0.0, 1.0)) if np.isfinite(cramers_v) else math.nan,
         "ami": ami,
@@ -90,7 +92,7 @@ def cluster_sample_sentence(
     numbers = (
         f"adjusted mutual information between cluster and sample {result['ami']:.2f}, "
         f"Cramér's V {result['cramers_v']:.2f}; {result['n_dominated']} of "
-        f"{result['n_clusters']} clusters have at least {DOMINANT_SHARE:.0%} of their cells from "
+        f"{result[N_CLUSTERS]} clusters have at least {DOMINANT_SHARE:.0%} of their cells from "
         f"one sample (largest share: cluster {result['max_share_cluster']}, "
         f"{result['max_share']:.0%} from {result['max_share_sample']}, against "
         f"{result['largest_sample_share']:.0%} for the largest of the {result['n_samples']} "

@@ -20,6 +20,7 @@ import pandas as pd
 import scanpy as sc
 from sklearn.metrics import silhouette_score
 
+from .contract import CHOSEN, MODULARITY, N_CLUSTERS, RESOLUTION, SILHOUETTE, SMALLEST_CLUSTER
 from .embedding import (
     embed,
     knn_igraph,
@@ -94,11 +95,11 @@ def resolution_sweep(
         sizes = adata.obs[key].value_counts()
         rows.append(
             {
-                "resolution": float(resolution),
-                "n_clusters": int(sizes.size),
-                "smallest_cluster": int(sizes.min()),
-                "modularity": float(adata.uns.get(key, {}).get("modularity", np.nan)),
-                "silhouette": _silhouette(
+                RESOLUTION: float(resolution),
+                N_CLUSTERS: int(sizes.size),
+                SMALLEST_CLUSTER: int(sizes.min()),
+                MODULARITY: float(adata.uns.get(key, {}).get(MODULARITY, np.nan)),
+                SILHOUETTE: _silhouette(
                     adata.obsm[representation], labels, max_cells=silhouette_max_cells, seed=seed
                 ),
             }
@@ -110,13 +111,13 @@ def choose_resolution(sweep: pd.DataFrame, resolution: float | str) -> tuple[flo
     """The resolution to use and why: the configured number, or the best silhouette ('auto')."""
     if resolution != "auto":
         return float(resolution), f"fixed in the config (cluster.resolution: {resolution})"
-    usable = sweep[sweep["n_clusters"] >= 2].dropna(subset=["silhouette"])
+    usable = sweep[sweep[N_CLUSTERS] >= 2].dropna(subset=[SILHOUETTE])
     if usable.empty:
-        best = float(sweep["resolution"].iloc[0])
+        best = float(sweep[RESOLUTION].iloc[0])
         return best, "auto: no resolution gave two or more clusters; the lowest was used"
-    best_row = usable.loc[usable["silhouette"].idxmax()]
-    return float(best_row["resolution"]), (
-        f"auto: highest mean silhouette ({best_row['silhouette']:.3f}) among the sweep"
+    best_row = usable.loc[usable[SILHOUETTE].idxmax()]
+    return float(best_row[RESOLUTION]), (
+        f"auto: highest mean silhouette ({best_row[SILHOUETTE]:.3f}) among the sweep"
     )
 
 
@@ -249,13 +250,13 @@ def _sweep_and_choose(
         silhouette_max_cells=params.silhouette_max_cells,
     )
     resolution, why = choose_resolution(sweep, params.resolution)
-    if resolution not in set(sweep["resolution"]):
+    if resolution not in set(sweep[RESOLUTION]):
         extra = resolution_sweep(
             adata, resolutions=[resolution], seed=params.seed, representation=representation,
             silhouette_max_cells=params.silhouette_max_cells,
         )  # fmt: skip
-        sweep = pd.concat([sweep, extra], ignore_index=True).sort_values("resolution")
-    sweep["chosen"] = sweep["resolution"] == resolution
+        sweep = pd.concat([sweep, extra], ignore_index=True).sort_values(RESOLUTION)
+    sweep[CHOSEN] = sweep[RESOLUTION] == resolution
     return sweep, resolution, why
 
 

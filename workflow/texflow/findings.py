@@ -43,6 +43,7 @@ from .contract import (
     FRACTION_PREFIX,
     MEAN_NON_RESPONDERS,
     MEAN_RESPONDERS,
+    N_CONCORDANT,
     N_NON_RESPONDERS,
     N_PATIENTS,
     N_PATIENTS_POSITIVE,
@@ -59,6 +60,8 @@ from .contract import (
     SKIPPED,
     SKIPPED_PREFIX,
     STATE,
+    SUMMARY_P,
+    SUMMARY_Q,
     TEST,
     TPEX,
     UNIT,
@@ -142,10 +145,8 @@ class Finding:
 
 
 #: Finding attribute -> column of findings.tsv (`contract.FINDINGS_COLUMNS`).
-FINDINGS_FIELDS = {
-    "p": P_VALUE, "q": P_ADJ, "n_concordant": N_PATIENTS_POSITIVE,
-    **{f.name: f.name for f in fields(Finding) if f.name not in ("p", "q", "n_concordant")},
-}  # fmt: skip
+_RENAMED = {SUMMARY_P: P_VALUE, SUMMARY_Q: P_ADJ, N_CONCORDANT: N_PATIENTS_POSITIVE}
+FINDINGS_FIELDS = _RENAMED | {f.name: f.name for f in fields(Finding) if f.name not in _RENAMED}
 NUMERIC_FIELDS = {f.name for f in fields(Finding) if f.type == "float"}
 
 

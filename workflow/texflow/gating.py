@@ -35,6 +35,19 @@ import pandas as pd
 from scipy import sparse
 
 from . import embedding
+from .contract import (
+    CLUSTER,
+    DECISION,
+    FRAC_CD3,
+    FRAC_CD8,
+    FRAC_CD8B,
+    IS_CD8,
+    MEAN_SCORE_PREFIX,
+    N_CELLS,
+    N_VETOED,
+    REASON,
+    SCORE_PREFIX,
+)
 from .errors import InputDataError
 from .features import lognormalise_counts
 from .stage import SkipNotes, StageResult, texflow_uns
@@ -89,7 +102,7 @@ def score_cell_types(adata: ad.AnnData, *, organism: str, max_rank: int) -> list
     if missing:
         raise InputDataError(f"gating programs missing from the shipped signatures: {missing}")
     ucell(adata, {name: programs[name] for name in GATING_PROGRAMS}, max_rank=max_rank)
-    return [f"score_{name}" for name in GATING_PROGRAMS]
+    return [f"{SCORE_PREFIX}{name}" for name in GATING_PROGRAMS]
 
 
 def marker_positive(
@@ -171,42 +184,43 @@ def decide(
 ) -> tuple[bool, str]:
     """CD8 or not for one cluster's summary row, with the reason in words."""
     means = row[score_columns].astype(float)
-    top = means.idxmax().removeprefix("mean_score_")
-    runner_up = means.drop(means.idxmax()).idxmax().removeprefix("mean_score_")
+    top = means.idxmax().removeprefix(MEAN_SCORE_PREFIX)
+    runner_up = means.drop(means.idxmax()).idxmax().removeprefix(MEAN_SCORE_PREFIX)
     reasons = []
     ok = True
     nk_like_t = (
         top == "nk"
-        and np.isfinite(row["frac_cd8b"])
-        and row["frac_cd8b"] >= params.min_frac_cd8b_nk_like
+        and np.isfinite(row[FRAC_CD8B])
+        and row[FRAC_CD8B] >= params.min_frac_cd8b_nk_like
     )
     if nk_like_t:
         # effector/exhausted CD8 T cells express NK receptors (NKG7, KLRD1); NK cells lack CD8B
         reasons.append(
-            f"highest score nk ({means.max():.2f}) but CD8B+ {row['frac_cd8b']:.0%} >= "
+            f"highest score nk ({means.max():.2f}) but CD8B+ {row[FRAC_CD8B]:.0%} >= "
             f"{params.min_frac_cd8b_nk_like:.0%}: NK-receptor-expressing CD8 T cells"
         )
     elif top != "cd8_t":
         ok = False
         reasons.append(
-            f"highest score {top} ({means.max():.2f}), not cd8_t ({row['mean_score_cd8_t']:.2f})"
+            f"highest score {top} ({means.max():.2f}), "
+            f"not cd8_t ({row[MEAN_SCORE_PREFIX + 'cd8_t']:.2f})"
         )
     else:
         reasons.append(
             f"cd8_t highest ({means.max():.2f}; "
-            f"next {runner_up} {means[f'mean_score_{runner_up}']:.2f})"
+            f"next {runner_up} {means[f'{MEAN_SCORE_PREFIX}{runner_up}']:.2f})"
         )
-    if row["frac_cd8"] < params.min_frac_cd8:
+    if row[FRAC_CD8] < params.min_frac_cd8:
         ok = False
-        reasons.append(f"CD8A/CD8B+ {row['frac_cd8']:.0%} < {params.min_frac_cd8:.0%}")
+        reasons.append(f"CD8A/CD8B+ {row[FRAC_CD8]:.0%} < {params.min_frac_cd8:.0%}")
     else:
-        reasons.append(f"CD8A/CD8B+ {row['frac_cd8']:.0%}")
+        reasons.append(f"CD8A/CD8B+ {row[FRAC_CD8]:.0%}")
     if has_cd3:
-        if row["frac_cd3"] < params.min_frac_cd3:
+        if row[FRAC_CD3] < params.min_frac_cd3:
             ok = False
-            reasons.append(f"CD3+ {row['frac_cd3']:.0%} < {params.min_frac_cd3:.0%}")
+            reasons.append(f"CD3+ {row[FRAC_CD3]:.0%} < {params.min_frac_cd3:.0%}")
         else:
-            reasons.append(f"CD3+ {row['frac_cd3']:.0%}")
+            reasons.append(f"CD3+ {row[FRAC_CD3]:.0%}")
     return ok, "; ".join(reasons)
 
 
@@ -234,7 +248,7 @@ def _marker_row(
     n_cells: int, fractions: dict[str, float | None], genes: dict[str, list[str]]
 ) -> dict[str, object]:
     """Whole-dataset marker fractions as one gating-table row's columns."""
-    row: dict[str, object] = {"n_cells": n_cells}
+    row: dict[str, object] = {N_CELLS: n_cells}
     for key, fraction in fractions.items():
         row[f"frac_{key}"] = np.nan if fraction is None else fraction
     row["marker_genes"] = "; ".join(
@@ -279,7 +293,7 @@ def _check_sorted(
         if key == "cd8" and positive is not None:
             n_positive = int(positive.sum())
     reason = "dataset is CD8-sorted (cd8_sorted: true in its config): every cell kept"
-    row = {"cluster": "(all)"} | _marker_row(adata.n_obs, fractions, found)
+    row = {CLUSTER: "(all)"} | _marker_row(adata.n_obs, fractions, found)
     frac_cd8 = fractions["cd8"]
     if frac_cd8 is None:
         skipped["gate.cd8_sorted_check"] = (
@@ -288,7 +302,7 @@ def _check_sorted(
         )
         logger.warning(skipped["gate.cd8_sorted_check"])
     elif frac_cd8 < params.min_frac_cd8_sorted:
-        table = pd.DataFrame([row | {"decision": "refused", "reason": "too few CD8A/CD8B+ cells"}])
+        table = pd.DataFrame([row | {DECISION: "refused", REASON: "too few CD8A/CD8B+ cells"}])
         where = _keep_evidence(table, evidence)
         raise InputDataError(
             f"the dataset file says cd8_sorted: true, but only {n_positive:,} of {adata.n_obs:,} "
@@ -307,7 +321,7 @@ def _check_sorted(
         reason += f"; CD8A/CD8B+ {frac_cd8:.0%} of cells"
     skipped["gate"] = reason
     logger.info(reason)
-    return pd.DataFrame([row | {"decision": "CD8", "reason": reason}])
+    return pd.DataFrame([row | {DECISION: "CD8", REASON: reason}])
 
 
 def _cd4(organism: str) -> str:
@@ -324,7 +338,7 @@ def _no_cd8_problem(
 ) -> str:
     """Why no cluster passed, and the advice the numbers support."""
     genes = " or ".join(cd8_genes)
-    best = float(summary["frac_cd8"].max())
+    best = float(summary[FRAC_CD8].max())
     head = (
         f"no CD8 T cells after gating: no first-pass cluster of the {n_cells:,} QC-passing cells "
         f"passed the CD8 gate; {frac_cd8:.1%} of the cells have {genes} detected (at most "
@@ -339,12 +353,12 @@ def _no_cd8_problem(
             "dataset's files hold the cells you meant (a CD4, B or myeloid subset? the wrong "
             "sample or matrix?)"
         )
-    enough = summary[summary["frac_cd8"] >= params.min_frac_cd8]
+    enough = summary[summary[FRAC_CD8] >= params.min_frac_cd8]
     failed_on = []
     if not enough.empty:
-        if enough["reason"].str.contains("not cd8_t", regex=False).any():
+        if enough[REASON].str.contains("not cd8_t", regex=False).any():
             failed_on.append("another program scoring higher than cd8_t")
-        if (enough["frac_cd3"] < params.min_frac_cd3).any():  # NaN (no CD3 gene) is not less
+        if (enough[FRAC_CD3] < params.min_frac_cd3).any():  # NaN (no CD3 gene) is not less
             failed_on.append(
                 f"too few CD3E/CD3D+ cells (gate.min_frac_cd3 = {params.min_frac_cd3:g})"
             )
@@ -425,7 +439,7 @@ def gate_cd8(
             adata, organism=organism, params=params, dataset=dataset, path=path, evidence=evidence,
             skipped=skipped,
         )  # fmt: skip
-        adata.obs["is_cd8"] = True
+        adata.obs[IS_CD8] = True
         _drop_evidence(evidence)
         return StageResult("gate", {"gating": table}, dict(skipped.recorded))
 
@@ -455,7 +469,7 @@ def gate_cd8(
         "n_cd8": n_cd8,
         "n_cells": adata.n_obs,
     }
-    table = summary.reset_index().rename(columns={"group": "cluster"})
+    table = summary.reset_index().rename(columns={"group": CLUSTER})
     if n_cd8 == 0:
         where = _keep_evidence(table, evidence)
         problem = _no_cd8_problem(
@@ -510,22 +524,25 @@ def _cluster_decisions(
     program, fraction of cells positive per marker, decision (CD8 or not CD8) and reason
     (`decide`)."""
     frame = scores.copy()
-    frame["frac_cd8"] = markers.positive["cd8"].astype(float)
+    frame[FRAC_CD8] = markers.positive["cd8"].astype(float)
     for key in ("cd8b", "cd3", "cd4"):
         positive = markers.positive[key]
         frame[f"frac_{key}"] = positive.astype(float) if positive is not None else np.nan
     frame["group"] = labels.to_numpy()
     summary = frame.groupby("group", sort=False).mean()
-    summary.columns = [f"mean_{c}" if c.startswith("score_") else c for c in summary.columns]
-    summary.insert(0, "n_cells", frame.groupby("group", sort=False).size())
+    summary.columns = [
+        MEAN_SCORE_PREFIX + c.removeprefix(SCORE_PREFIX) if c.startswith(SCORE_PREFIX) else c
+        for c in summary.columns
+    ]
+    summary.insert(0, N_CELLS, frame.groupby("group", sort=False).size())
     mean_columns = [f"mean_{c}" for c in scores.columns]
     decisions = [
         decide(row, params=params, score_columns=mean_columns, has_cd3=has_cd3)
         for _, row in summary.iterrows()
     ]
-    summary["decision"] = ["CD8" if ok else "not CD8" for ok, _ in decisions]
-    summary["reason"] = [why for _, why in decisions]
-    return summary.sort_values("n_cells", ascending=False)
+    summary[DECISION] = ["CD8" if ok else "not CD8" for ok, _ in decisions]
+    summary[REASON] = [why for _, why in decisions]
+    return summary.sort_values(N_CELLS, ascending=False)
 
 
 def _mark_cd8_cells(
@@ -543,11 +560,11 @@ def _mark_cd8_cells(
     the number of CD8 T cells.
     """
     adata.obs["gate_cluster"] = pd.Categorical(labels.to_numpy())
-    in_cd8_cluster = labels.map(summary["decision"].eq("CD8")).fillna(False).astype(bool).to_numpy()
+    in_cd8_cluster = labels.map(summary[DECISION].eq("CD8")).fillna(False).astype(bool).to_numpy()
     vetoed = np.zeros(adata.n_obs, dtype=bool)
     if veto:
         vetoed = in_cd8_cluster & ~_own_program_allowed(adata.obs[score_columns], labels, summary)
-    summary["n_vetoed"] = (
+    summary[N_VETOED] = (
         pd.Series(vetoed, index=labels.to_numpy())
         .groupby(level=0)
         .sum()
@@ -555,8 +572,8 @@ def _mark_cd8_cells(
         .fillna(0)
         .astype(int)
     )
-    adata.obs["is_cd8"] = in_cd8_cluster & ~vetoed
-    return int(adata.obs["is_cd8"].sum())
+    adata.obs[IS_CD8] = in_cd8_cluster & ~vetoed
+    return int(adata.obs[IS_CD8].sum())
 
 
 def _own_program_allowed(
@@ -569,11 +586,11 @@ def _own_program_allowed(
     NK-receptor-expressing CD8 cluster, an nk-top cell is the rule, not a doublet.
     """
     foreign = scores.idxmax(axis=1).to_numpy()
-    nk_like_cluster = labels.map(summary["reason"].str.contains("NK-receptor")).fillna(False)
+    nk_like_cluster = labels.map(summary[REASON].str.contains("NK-receptor")).fillna(False)
     return np.where(
         nk_like_cluster.to_numpy(),
-        np.isin(foreign, ["score_cd8_t", "score_nk"]),
-        foreign == "score_cd8_t",
+        np.isin(foreign, [f"{SCORE_PREFIX}cd8_t", f"{SCORE_PREFIX}nk"]),
+        foreign == f"{SCORE_PREFIX}cd8_t",
     )
 
 
@@ -585,7 +602,7 @@ def _drop_evidence(evidence: str | os.PathLike | None) -> None:
 
 def _cd8_mask(adata: ad.AnnData, *, dataset: str | None) -> np.ndarray:
     """obs is_cd8 as a mask; a clear error when there are no CD8 T cells."""
-    mask = adata.obs["is_cd8"].to_numpy(dtype=bool)
+    mask = adata.obs[IS_CD8].to_numpy(dtype=bool)
     if not mask.any():
         raise InputDataError(
             f"no CD8 T cells after gating ({adata.n_obs} QC-passing cells have obs is_cd8 "
@@ -596,7 +613,7 @@ def _cd8_mask(adata: ad.AnnData, *, dataset: str | None) -> np.ndarray:
 
 
 def cd8_cells(adata: ad.AnnData, *, dataset: str | None = None) -> ad.AnnData:
-    """The CD8 T cells (`obs["is_cd8"]`) as a new AnnData; a clear error when there are none."""
+    """The CD8 T cells (`obs[IS_CD8]`) as a new AnnData; a clear error when there are none."""
     return subset_cells(adata, _cd8_mask(adata, dataset=dataset))
 
 

@@ -24,6 +24,24 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .contract import (
+    CLUSTER,
+    CLUSTER_STATE_KEY,
+    DOUBLET_SCORE,
+    EXHAUSTION_AXIS_KEY,
+    IS_CD8,
+    NON_RESPONDER,
+    PATIENT,
+    PSEUDOTIME,
+    QC_PASS,
+    RESPONDER,
+    RESPONSE,
+    SAMPLE,
+    SCORE_PREFIX,
+    STATE_CONFIDENCE,
+    TIMEPOINT,
+    TISSUE,
+)
 from .errors import InputDataError, TexflowError
 from .manifest import FetchedFile, read_manifest
 from .readers import get_metadata_reader, get_reader
@@ -31,18 +49,18 @@ from .utils import share_counts
 
 logger = logging.getLogger(__name__)
 
-CONTRACT_FIELDS = ("sample", "patient", "response", "timepoint", "tissue")
-RESPONSE_VALUES = ("responder", "non_responder")
+CONTRACT_FIELDS = (SAMPLE, PATIENT, RESPONSE, TIMEPOINT, TISSUE)
+RESPONSE_VALUES = (RESPONDER, NON_RESPONDER)
 # obs names later stages write: a raw column of the same name is renamed `<name>_orig`
 RESERVED_OBS = set(CONTRACT_FIELDS) | {
-    "qc_pass",
-    "doublet_score",
-    "is_cd8",
-    "cluster",
-    "state",
-    "state_confidence",
-    "exhaustion_axis",
-    "pseudotime",
+    QC_PASS,
+    DOUBLET_SCORE,
+    IS_CD8,
+    CLUSTER,
+    CLUSTER_STATE_KEY,
+    STATE_CONFIDENCE,
+    EXHAUSTION_AXIS_KEY,
+    PSEUDOTIME,
 }
 
 # Peak memory of ingest per MB of downloaded input, by reader, on top of a 1000 MB base. Dense
@@ -795,7 +813,7 @@ def harmonise_metadata(
         field: _contract_field(obs, field, rules, dataset=dataset, path=path)
         for field in CONTRACT_FIELDS
     }
-    _check_response(harmonised["response"], dataset=dataset, path=path)
+    _check_response(harmonised[RESPONSE], dataset=dataset, path=path)
     result = _with_raw_columns(harmonised, obs)
     _log_contract_fields(result)
     return result
@@ -911,7 +929,11 @@ def _with_raw_columns(harmonised: Mapping[str, pd.Series], obs: pd.DataFrame) ->
         {field: values.astype("category") for field, values in harmonised.items()}, index=obs.index
     )
     for column in obs.columns:
-        name = f"{column}_orig" if column in RESERVED_OBS or column.startswith("score_") else column
+        name = (
+            f"{column}_orig"
+            if column in RESERVED_OBS or column.startswith(SCORE_PREFIX)
+            else column
+        )
         result[name] = _serialisable(obs[column])
     return result
 

@@ -28,14 +28,39 @@ from scipy import sparse
 
 from . import stats
 from .contract import (
+    CELL_ID,
+    CELL_STATE_BASIS_KEY,
+    CELL_STATE_CONFIDENCE,
+    CELL_STATE_KEY,
+    CLIFFS_DELTA,
+    CLUSTER,
+    COVARIATE,
+    DATASET,
+    EFFECT,
     EFFECT_TYPE,
+    EXHAUSTION_AXIS_KEY,
     EXHAUSTION_AXIS_PROGRAMS,
+    FIT,
+    HEDGES_G,
+    LAM,
+    LOWER,
+    N_BOOTSTRAP_OK,
+    N_CELLS,
     N_NON_RESPONDERS,
     N_PATIENTS,
     N_PATIENTS_POSITIVE,
+    N_PERMUTATIONS,
     N_RESPONDERS,
+    N_SPLINES,
+    NOTE,
     P_ADJ,
     P_VALUE,
+    PATIENT,
+    PROGRAM,
+    PSEUDOTIME,
+    RESPONSE,
+    SAMPLE,
+    SCORE_PREFIX,
     SKIP_ASSOCIATIONS,
     SKIP_COMPOSITION,
     SKIP_RESPONSE,
@@ -43,7 +68,12 @@ from .contract import (
     SKIP_TRENDS,
     SKIPPED,
     SKIPPED_PREFIX,
+    STATE,
+    STATE_CONFIDENCE,
     STATE_PROGRAMS,
+    TEST,
+    UNIT,
+    UPPER,
 )
 from .errors import InputDataError
 from .features import downsample_counts
@@ -71,17 +101,17 @@ TESTED_PROGRAMS: tuple[str, ...] = (
 SIGNED_LPO = "lpo_signed"
 LPO_PARTS = ("lpo_drivers", "lpo_suppressors")
 CELL_COLUMNS = (
-    "sample",
-    "patient",
-    "response",
-    "cluster",
-    "state",
-    "state_confidence",
-    "cell_state",
-    "cell_state_confidence",
-    "cell_state_basis",
-    "exhaustion_axis",
-    "pseudotime",
+    SAMPLE,
+    PATIENT,
+    RESPONSE,
+    CLUSTER,
+    STATE,
+    STATE_CONFIDENCE,
+    CELL_STATE_KEY,
+    CELL_STATE_CONFIDENCE,
+    CELL_STATE_BASIS_KEY,
+    EXHAUSTION_AXIS_KEY,
+    PSEUDOTIME,
 )
 
 
@@ -222,19 +252,21 @@ def score_programs(
             logger.info("scoring on counts downsampled to %d UMIs per cell", info["target_depth"])
     # one definition of each score: programs the states stage already scored (tpex, tex_term;
     # recorded in uns["ucell"]) keep its scores, which its state labels and exhaustion axis use
-    reused = [n for n in programs if n in adata.uns.get("ucell", {}) and f"score_{n}" in adata.obs]
+    reused = [
+        n for n in programs if n in adata.uns.get("ucell", {}) and f"{SCORE_PREFIX}{n}" in adata.obs
+    ]
     if reused:
         logger.info("scores of %s reused from the states stage", ", ".join(reused))
     info["reused_from_states"] = reused
     to_score = {n: p for n, p in programs.items() if n not in reused}
     if to_score:
-        scoring.ucell(target, to_score, max_rank=max_rank, key_prefix="score_")
+        scoring.ucell(target, to_score, max_rank=max_rank, key_prefix=SCORE_PREFIX)
     for name in to_score:
-        adata.obs[f"score_{name}"] = target.obs[f"score_{name}"].to_numpy()
+        adata.obs[f"{SCORE_PREFIX}{name}"] = target.obs[f"{SCORE_PREFIX}{name}"].to_numpy()
     if "lpo_drivers" in programs and "lpo_suppressors" in programs:
-        adata.obs[f"score_{SIGNED_LPO}"] = adata.obs["score_lpo_drivers"].astype(float) - adata.obs[
-            "score_lpo_suppressors"
-        ].astype(float)
+        adata.obs[f"{SCORE_PREFIX}{SIGNED_LPO}"] = adata.obs[f"{SCORE_PREFIX}lpo_drivers"].astype(
+            float
+        ) - adata.obs[f"{SCORE_PREFIX}lpo_suppressors"].astype(float)
     uns["scoring"] = info
     return signatures.coverage_table(programs, adata.var_names)
 
@@ -250,7 +282,9 @@ def genes_detected(adata: ad.AnnData) -> np.ndarray:
 
 def score_columns(adata: ad.AnnData, programs: Sequence[str]) -> list[str]:
     """The ``score_*`` columns of the programs `programs` (plus signed LPO), as present in obs."""
-    return [f"score_{n}" for n in trend_programs(programs) if f"score_{n}" in adata.obs]
+    return [
+        f"{SCORE_PREFIX}{n}" for n in trend_programs(programs) if f"{SCORE_PREFIX}{n}" in adata.obs
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,13 +372,13 @@ def trend(
         lower = upper = np.full(grid.size, np.nan)
     return pd.DataFrame(
         {
-            "pseudotime": grid,
-            "fit": fit,
-            "lower": lower,
-            "upper": upper,
-            "n_bootstrap_ok": len(boots),
-            "lam": lam,
-            "n_splines": n_splines,
+            PSEUDOTIME: grid,
+            FIT: fit,
+            LOWER: lower,
+            UPPER: upper,
+            N_BOOTSTRAP_OK: len(boots),
+            LAM: lam,
+            N_SPLINES: n_splines,
         }
     )
 
@@ -374,17 +408,17 @@ def trends(
     pt = adata.obs[pseudotime_key].to_numpy(dtype=float)
     ok = np.isfinite(pt)
     columns = [
-        "program",
-        "unit",
-        "pseudotime",
-        "fit",
-        "lower",
-        "upper",
-        "n_cells",
+        PROGRAM,
+        UNIT,
+        PSEUDOTIME,
+        FIT,
+        LOWER,
+        UPPER,
+        N_CELLS,
         N_PATIENTS,
-        "n_bootstrap_ok",
-        "lam",
-        "n_splines",
+        N_BOOTSTRAP_OK,
+        LAM,
+        N_SPLINES,
     ]
     if ok.sum() < 10:
         logger.warning("trends skipped: %d cells with pseudotime", ok.sum())
@@ -408,9 +442,9 @@ def trends(
             n_bootstrap=n_bootstrap,
             rng=rng,
         )
-        table.insert(0, "program", key.removeprefix("score_"))
-        table.insert(1, "unit", unit)
-        table["n_cells"] = int(ok.sum())
+        table.insert(0, PROGRAM, key.removeprefix(SCORE_PREFIX))
+        table.insert(1, UNIT, unit)
+        table[N_CELLS] = int(ok.sum())
         table[N_PATIENTS] = int(pd.unique(groups).size) if unit == UNIT_PATIENTS else 0
         tables.append(table)
     return pd.concat(tables, ignore_index=True)[columns]
@@ -423,11 +457,11 @@ def trends(
 def cells_table(adata: ad.AnnData) -> pd.DataFrame:
     """One row per cell: cell_id, sample, patient, response, cluster, state, state_confidence,
     pseudotime and every ``score_*`` column (missing contract columns are written as NA)."""
-    table = pd.DataFrame({"cell_id": adata.obs_names.astype(str)}, index=adata.obs_names)
+    table = pd.DataFrame({CELL_ID: adata.obs_names.astype(str)}, index=adata.obs_names)
     for column in CELL_COLUMNS:
         table[column] = adata.obs[column].values if column in adata.obs else pd.NA
     for column in adata.obs.columns:
-        if column.startswith("score_"):
+        if column.startswith(SCORE_PREFIX):
             table[column] = adata.obs[column].astype(float).values
     return table.reset_index(drop=True)
 
@@ -466,13 +500,13 @@ def build_summary(
         skipped["response_comparison"] = response_skipped
     obs = adata.obs
     summary = {
-        "dataset": uns.get("dataset", ""),
+        DATASET: uns.get(DATASET, ""),
         "organism": uns.get("organism", ""),
-        "n_cells": int(adata.n_obs),
+        N_CELLS: int(adata.n_obs),
         N_PATIENTS: int(_labels(obs, "patient").nunique()),
         "n_lineage_cells": int(obs["in_lineage"].sum()) if "in_lineage" in obs else 0,
-        "n_cells_with_pseudotime": int(np.isfinite(obs["pseudotime"].astype(float)).sum())
-        if "pseudotime" in obs
+        "n_cells_with_pseudotime": int(np.isfinite(obs[PSEUDOTIME].astype(float)).sum())
+        if PSEUDOTIME in obs
         else 0,
         "cells_per_state": {
             str(k): int(v) for k, v in _labels(obs, "state").value_counts().items()
@@ -486,56 +520,56 @@ def build_summary(
         else {"skipped": response_skipped},
     }
     for row in associations.to_dict("records"):
-        summary["association_with_pseudotime"][row["program"]] = _clean(
+        summary["association_with_pseudotime"][row[PROGRAM]] = _clean(
             {
                 k: row.get(k)
                 for k in (
-                    "effect",
+                    EFFECT,
                     EFFECT_TYPE,
                     P_VALUE,
                     P_ADJ,
                     N_PATIENTS,
                     N_PATIENTS_POSITIVE,
-                    "n_cells",
-                    "unit",
-                    "note",
+                    N_CELLS,
+                    UNIT,
+                    NOTE,
                 )
             }
         )
     for row in state_comparison.to_dict("records"):
-        summary["tex_term_vs_tpex"][row["program"]] = _clean(
+        summary["tex_term_vs_tpex"][row[PROGRAM]] = _clean(
             {
                 k: row.get(k)
                 for k in (
-                    "effect",
+                    EFFECT,
                     EFFECT_TYPE,
-                    "test",
+                    TEST,
                     P_VALUE,
                     P_ADJ,
                     N_PATIENTS,
-                    "n_cells",
-                    "unit",
-                    "note",
+                    N_CELLS,
+                    UNIT,
+                    NOTE,
                 )
             }
         )
     if not response_skipped:
         for row in response_comparison.to_dict("records"):
-            summary["responders_vs_non_responders"].setdefault(row["state"], {})[row["program"]] = (
+            summary["responders_vs_non_responders"].setdefault(row[STATE], {})[row[PROGRAM]] = (
                 _clean(
                     {
                         k: row.get(k)
                         for k in (
-                            "effect",
-                            "cliffs_delta",
-                            "hedges_g",
+                            EFFECT,
+                            CLIFFS_DELTA,
+                            HEDGES_G,
                             P_VALUE,
                             P_ADJ,
                             N_RESPONDERS,
                             N_NON_RESPONDERS,
-                            "n_cells",
-                            "unit",
-                            "note",
+                            N_CELLS,
+                            UNIT,
+                            NOTE,
                         )
                     }
                 )
@@ -564,8 +598,8 @@ def draw_trends(
             p
             for p in pd.concat(
                 [
-                    associations.get("program", pd.Series(dtype=str)),
-                    trend_table.get("program", pd.Series(dtype=str)),
+                    associations.get(PROGRAM, pd.Series(dtype=str)),
+                    trend_table.get(PROGRAM, pd.Series(dtype=str)),
                 ]
             )
             .dropna()
@@ -574,17 +608,17 @@ def draw_trends(
             if p
         ]
         program_names = names or [p for p in trend_programs(DEFAULT_PROGRAMS)]
-    keys = [f"score_{p}" for p in program_names if f"score_{p}" in adata.obs]
-    pt = adata.obs["pseudotime"].to_numpy(dtype=float)
+    keys = [f"{SCORE_PREFIX}{p}" for p in program_names if f"{SCORE_PREFIX}{p}" in adata.obs]
+    pt = adata.obs[PSEUDOTIME].to_numpy(dtype=float)
     lineage = np.isfinite(pt)
     skipped = adata.uns.get("texflow", {}).get("skipped", {})
     paths = []
     for key in keys:
-        program = key.removeprefix("score_")
+        program = key.removeprefix(SCORE_PREFIX)
         path = outdir / f"trend_{program}.png"
         rows = (
-            trend_table[trend_table["program"].astype(str) == program]
-            if "program" in trend_table
+            trend_table[trend_table[PROGRAM].astype(str) == program]
+            if PROGRAM in trend_table
             else trend_table.iloc[:0]
         )
         if rows.empty or not lineage.any():
@@ -593,14 +627,14 @@ def draw_trends(
             continue
         cells = pd.DataFrame(
             {
-                "pseudotime": pt[lineage],
+                PSEUDOTIME: pt[lineage],
                 "score": adata.obs.loc[lineage, key].astype(float).to_numpy(),
-                "state": adata.obs.loc[lineage, "state"].astype(str).to_numpy()
-                if "state" in adata.obs
+                STATE: adata.obs.loc[lineage, STATE].astype(str).to_numpy()
+                if STATE in adata.obs
                 else "",
             }
         )
-        assoc = associations[associations["program"].astype(str) == program]
+        assoc = associations[associations[PROGRAM].astype(str) == program]
         paths.append(
             plots.program_trend(
                 cells,
@@ -635,7 +669,7 @@ ANALYSE_OPTIONS: dict[tuple[str, str], str] = {
     ("programs", "trend_splines"): "n_splines",
     ("programs", "n_bootstrap"): "n_bootstrap",
     ("programs", "seed"): "seed",
-    ("stats", "n_permutations"): "n_permutations",
+    ("stats", N_PERMUTATIONS): N_PERMUTATIONS,
     ("stats", "min_cells_per_patient"): "min_cells_per_patient",
     ("stats", "min_cells_per_group"): "min_cells_per_group",
     ("stats", "min_paired_patients"): "min_paired_patients",
@@ -777,7 +811,7 @@ def analyse(
         overwrite_counts=overwrite_counts, skipped=skipped,
     )  # fmt: skip
     keys = score_columns(adata, [*program_names, *[p for p in programs if p not in program_names]])
-    scores = adata.obs[keys].astype(float).rename(columns=lambda c: c.removeprefix("score_"))
+    scores = adata.obs[keys].astype(float).rename(columns=lambda c: c.removeprefix(SCORE_PREFIX))
     trend_table, associations = _along_pseudotime(
         adata, keys=keys, scores=scores, covariate=covariate, options=options, skipped=skipped
     )
@@ -819,9 +853,9 @@ def _covariate(adata: ad.AnnData, *, adjust_for: str) -> dict:
     """The tests' `covariate` and `covariate_name` keywords: the log genes detected per cell
     with ``adjust_for="genes_detected"``, none otherwise."""
     if adjust_for != "genes_detected":
-        return {"covariate": None, "covariate_name": ""}
+        return {COVARIATE: None, "covariate_name": ""}
     return {
-        "covariate": np.log1p(genes_detected(adata)),
+        COVARIATE: np.log1p(genes_detected(adata)),
         "covariate_name": "log genes detected per cell",
     }
 
@@ -830,9 +864,9 @@ def _pseudotime_usable(adata: ad.AnnData, *, skipped: MutableMapping[str, str]) 
     """Whether trends and associations can be run along obs ``pseudotime``: >= 10 cells have
     one and the trajectory stage found it orders Tpex before Tex_term (else the reason goes
     to `skipped`). Writes obs ``pseudotime`` (NaN) when missing."""
-    if "pseudotime" not in adata.obs:
-        adata.obs["pseudotime"] = np.nan
-    usable = bool(np.isfinite(adata.obs["pseudotime"].astype(float)).sum() >= 10)
+    if PSEUDOTIME not in adata.obs:
+        adata.obs[PSEUDOTIME] = np.nan
+    usable = bool(np.isfinite(adata.obs[PSEUDOTIME].astype(float)).sum() >= 10)
     info = texflow_uns(adata).get("trajectory", {})
     if usable and not info.get("orders_states", True):
         skipped[SKIP_TRAJECTORY] = (
@@ -862,28 +896,28 @@ def _along_pseudotime(
         trend_table = pd.DataFrame(
             [
                 {
-                    "program": "",
-                    "unit": "",
-                    "pseudotime": np.nan,
-                    "fit": np.nan,
-                    "lower": np.nan,
-                    "upper": np.nan,
-                    "note": f"{SKIPPED_PREFIX}{reason}",
+                    PROGRAM: "",
+                    UNIT: "",
+                    PSEUDOTIME: np.nan,
+                    FIT: np.nan,
+                    LOWER: np.nan,
+                    UPPER: np.nan,
+                    NOTE: f"{SKIPPED_PREFIX}{reason}",
                 }
             ]
         )
         associations = pd.DataFrame(
             [
                 {
-                    "program": "",
-                    "unit": "",
-                    "test": SKIPPED,
-                    "effect": np.nan,
+                    PROGRAM: "",
+                    UNIT: "",
+                    TEST: SKIPPED,
+                    EFFECT: np.nan,
                     P_VALUE: np.nan,
                     P_ADJ: np.nan,
                     N_PATIENTS: 0,
-                    "n_cells": 0,
-                    "note": f"{SKIPPED_PREFIX}{reason}",
+                    N_CELLS: 0,
+                    NOTE: f"{SKIPPED_PREFIX}{reason}",
                 }
             ]
         )
@@ -902,8 +936,8 @@ def _along_pseudotime(
             f"pseudotime depends on the root (root-sensitivity median rho "
             f"{float(info.get('root_sensitivity_median_rho', np.nan)):.2f}): caution"
         )
-        associations["note"] = [
-            f"{n}; {caution}" if n else caution for n in associations["note"].fillna("").astype(str)
+        associations[NOTE] = [
+            f"{n}; {caution}" if n else caution for n in associations[NOTE].fillna("").astype(str)
         ]
     return trend_table, associations
 

@@ -22,6 +22,32 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, sparse
 
+from .contract import (
+    CELL_ID,
+    CELLS_IN,
+    CELLS_OUT,
+    CELLS_REMOVED,
+    DOUBLET_SCORE,
+    DOUBLETS_SCORED,
+    FAIL_PREFIX,
+    LOG1P_N_GENES_BY_COUNTS,
+    LOG1P_TOTAL_COUNTS,
+    LOG1P_TOTAL_COUNTS_MT,
+    LOWER_SUFFIX,
+    N_GENES_BY_COUNTS,
+    NOTES,
+    PCT_COUNTS_IN_TOP_20_GENES,
+    PCT_COUNTS_MT,
+    PREDICTED_DOUBLET,
+    PREDICTED_DOUBLETS,
+    QC_FAIL_PREFIX,
+    QC_PASS,
+    REMOVED_DOUBLETS,
+    SAMPLE,
+    TOTAL_COUNTS,
+    TOTAL_COUNTS_MT,
+    UPPER_SUFFIX,
+)
 from .doublets import scrublet_scores
 from .errors import InputDataError
 from .stage import SkipNotes, StageResult, organism_of, texflow_uns
@@ -94,9 +120,9 @@ def _value_type(adata: ad.AnnData) -> str:
 
 def sample_labels(adata: ad.AnnData) -> pd.Series:
     """obs["sample"] as strings; cells without a sample are grouped under `NO_SAMPLE`."""
-    if "sample" not in adata.obs:
+    if SAMPLE not in adata.obs:
         return pd.Series(NO_SAMPLE, index=adata.obs_names)
-    labels = adata.obs["sample"].astype("string").fillna(NO_SAMPLE)
+    labels = adata.obs[SAMPLE].astype("string").fillna(NO_SAMPLE)
     return labels.astype(str)
 
 
@@ -141,22 +167,22 @@ def compute_metrics(adata: ad.AnnData, *, organism: str) -> list[str]:
     detected = np.diff(matrix.indptr)
     if (matrix.data == 0).any():  # stored zeros are not detected genes
         detected = np.asarray((matrix != 0).sum(axis=1)).ravel()
-    obs["n_genes_by_counts"] = detected.astype(np.int64)
-    obs["log1p_n_genes_by_counts"] = np.log1p(detected)
-    obs["total_counts"] = total
-    obs["log1p_total_counts"] = np.log1p(total)
+    obs[N_GENES_BY_COUNTS] = detected.astype(np.int64)
+    obs[LOG1P_N_GENES_BY_COUNTS] = np.log1p(detected)
+    obs[TOTAL_COUNTS] = total
+    obs[LOG1P_TOTAL_COUNTS] = np.log1p(total)
     if adata.n_vars > 20:
-        obs["pct_counts_in_top_20_genes"] = 100.0 * _top_share(matrix, 20)
+        obs[PCT_COUNTS_IN_TOP_20_GENES] = 100.0 * _top_share(matrix, 20)
     else:
-        obs["pct_counts_in_top_20_genes"] = 100.0
+        obs[PCT_COUNTS_IN_TOP_20_GENES] = 100.0
     if mito:
         mito_total = np.asarray(
             matrix[:, np.flatnonzero(adata.var["mt"].to_numpy())].sum(axis=1, dtype=np.float64)
         ).ravel()
-        obs["total_counts_mt"] = mito_total
-        obs["log1p_total_counts_mt"] = np.log1p(mito_total)
+        obs[TOTAL_COUNTS_MT] = mito_total
+        obs[LOG1P_TOTAL_COUNTS_MT] = np.log1p(mito_total)
         with np.errstate(invalid="ignore", divide="ignore"):
-            obs["pct_counts_mt"] = np.where(total > 0, 100.0 * mito_total / total, 0.0)
+            obs[PCT_COUNTS_MT] = np.where(total > 0, 100.0 * mito_total / total, 0.0)
     return mito
 
 
@@ -265,8 +291,8 @@ def score_doublets(
     (~0.8% doublets per 1,000 cells recovered) fewer than one doublet is expected in them.
     Returns the reason per sample not scored.
     """
-    adata.obs["doublet_score"] = np.nan
-    adata.obs["predicted_doublet"] = False
+    adata.obs[DOUBLET_SCORE] = np.nan
+    adata.obs[PREDICTED_DOUBLET] = False
     not_scored: dict[str, str] = {}
     for sample in pd.unique(samples):
         mask = (samples == sample).to_numpy()
@@ -281,7 +307,7 @@ def score_doublets(
             adata.X[mask], expected_doublet_rate=params.expected_doublet_rate, seed=params.seed
         )
         scores, simulated = result.observed, result.simulated
-        adata.obs.loc[mask, "doublet_score"] = scores
+        adata.obs.loc[mask, DOUBLET_SCORE] = scores
         try:
             threshold = threshold_minimum(simulated)
         except ValueError as error:
@@ -296,7 +322,7 @@ def score_doublets(
             )
             notes[sample].append(f"doublets not called: {not_scored[sample]}")
             continue
-        adata.obs.loc[mask, "predicted_doublet"] = predicted
+        adata.obs.loc[mask, PREDICTED_DOUBLET] = predicted
         notes[sample].append(f"scrublet threshold {threshold:.3f}")
     return not_scored
 
@@ -360,14 +386,14 @@ def run_qc(
         adata, samples, params=params, value_type=value_type, sample_notes=sample_notes,
         skipped=skipped,
     )  # fmt: skip
-    adata.obs["qc_pass"] = ~adata.obs[[f"qc_fail_{name}" for name in CRITERIA]].any(axis=1)
+    adata.obs[QC_PASS] = ~adata.obs[[f"{QC_FAIL_PREFIX}{name}" for name in CRITERIA]].any(axis=1)
 
     table = _summary_table(
         adata, samples, criteria, sample_notes, skipped.recorded, params=params,
         is_counts=value_type == "counts",
     )  # fmt: skip
     _note_dropped_samples(table, skipped)
-    n_pass = int(adata.obs["qc_pass"].sum())
+    n_pass = int(adata.obs[QC_PASS].sum())
     for step, reason in skipped.recorded.items():
         logger.info("not run / recorded: %s: %s", step, reason)
     logger.info("QC: %d of %d cells pass", n_pass, adata.n_obs)
@@ -399,7 +425,7 @@ def _judge_outliers(
         flags, per_sample = _outliers(
             obs[column], samples, min_cells=params.min_cells_per_sample_mad, **kwargs
         )
-        obs[f"qc_fail_{name}"] = flags
+        obs[f"{QC_FAIL_PREFIX}{name}"] = flags
         criteria[name] = per_sample
 
     is_counts = value_type == "counts"
@@ -432,8 +458,8 @@ def _judge_outliers(
             cap=params.mito_cap_pct,
         )
     for name in CRITERIA[:-1]:
-        if f"qc_fail_{name}" not in obs:
-            obs[f"qc_fail_{name}"] = False
+        if f"{QC_FAIL_PREFIX}{name}" not in obs:
+            obs[f"{QC_FAIL_PREFIX}{name}"] = False
     return criteria
 
 
@@ -471,11 +497,11 @@ def _call_doublets(
             skipped["qc.doublets.samples"] = "; ".join(
                 f"{sample}: {why}" for sample, why in not_scored.items()
             )
-    if "doublet_score" not in obs:
-        obs["doublet_score"] = np.nan
-        obs["predicted_doublet"] = False
-    obs["predicted_doublet"] = obs["predicted_doublet"].astype(bool)
-    obs["qc_fail_doublet"] = obs["predicted_doublet"] & params.remove_doublets
+    if DOUBLET_SCORE not in obs:
+        obs[DOUBLET_SCORE] = np.nan
+        obs[PREDICTED_DOUBLET] = False
+    obs[PREDICTED_DOUBLET] = obs[PREDICTED_DOUBLET].astype(bool)
+    obs[f"{QC_FAIL_PREFIX}doublet"] = obs[PREDICTED_DOUBLET] & params.remove_doublets
     if params.doublets and is_counts and not params.remove_doublets:
         skipped["qc.remove_doublets"] = (
             "predicted doublets are flagged (obs predicted_doublet) but kept "
@@ -485,12 +511,10 @@ def _call_doublets(
 
 def _note_dropped_samples(table: pd.DataFrame, skipped: MutableMapping[str, str]) -> None:
     """A warning and a ``qc.sample.<sample>`` note for each sample QC removes entirely."""
-    for sample, row in table.set_index("sample").iterrows():
-        if sample != "(all)" and row["cells_in"] > 0 and row["cells_out"] == 0:
+    for sample, row in table.set_index(SAMPLE).iterrows():
+        if sample != "(all)" and row[CELLS_IN] > 0 and row[CELLS_OUT] == 0:
             logger.warning("QC removes every cell of sample %s: the sample is dropped", sample)
-            skipped[f"qc.sample.{sample}"] = (
-                f"all {row['cells_in']} cells failed QC; sample dropped"
-            )
+            skipped[f"qc.sample.{sample}"] = f"all {row[CELLS_IN]} cells failed QC; sample dropped"
 
 
 #: Prefixes of the obs columns of the per-cell QC table (`cells_table`).
@@ -500,7 +524,7 @@ CELL_COLUMNS = ("log1p_", "pct_", "n_genes", "total_counts", "qc_", "doublet", "
 def cells_table(adata: ad.AnnData) -> pd.DataFrame:
     """One row per cell: cell_id, sample and every QC metric and flag in obs (`CELL_COLUMNS`)."""
     columns = [c for c in adata.obs.columns if c.startswith(CELL_COLUMNS)]
-    return adata.obs[["sample", *columns]].rename_axis("cell_id").reset_index()
+    return adata.obs[[SAMPLE, *columns]].rename_axis(CELL_ID).reset_index()
 
 
 def _summary_table(
@@ -519,30 +543,32 @@ def _summary_table(
     rows = []
     for sample in list(notes) + ["(all)"]:
         mask = np.ones(adata.n_obs, bool) if sample == "(all)" else (samples == sample).to_numpy()
-        row: dict = {"sample": sample, "cells_in": int(mask.sum())}
+        row: dict = {SAMPLE: sample, CELLS_IN: int(mask.sum())}
         for name in CRITERIA[:-1]:
             run = name in criteria
-            row[f"fail_{name}"] = int(obs.loc[mask, f"qc_fail_{name}"].sum()) if run else pd.NA
-        scored = obs.loc[mask, "doublet_score"].notna()
-        row["doublets_scored"] = int(scored.sum()) if doublets_run else pd.NA
-        row["predicted_doublets"] = (
-            int(obs.loc[mask, "predicted_doublet"].sum()) if doublets_run else pd.NA
+            row[f"{FAIL_PREFIX}{name}"] = (
+                int(obs.loc[mask, f"{QC_FAIL_PREFIX}{name}"].sum()) if run else pd.NA
+            )
+        scored = obs.loc[mask, DOUBLET_SCORE].notna()
+        row[DOUBLETS_SCORED] = int(scored.sum()) if doublets_run else pd.NA
+        row[PREDICTED_DOUBLETS] = (
+            int(obs.loc[mask, PREDICTED_DOUBLET].sum()) if doublets_run else pd.NA
         )
-        row["removed_doublets"] = (
-            int(obs.loc[mask, "qc_fail_doublet"].sum()) if doublets_run else pd.NA
+        row[REMOVED_DOUBLETS] = (
+            int(obs.loc[mask, f"{QC_FAIL_PREFIX}doublet"].sum()) if doublets_run else pd.NA
         )
-        row["cells_out"] = int(obs.loc[mask, "qc_pass"].sum())
-        row["cells_removed"] = row["cells_in"] - row["cells_out"]
+        row[CELLS_OUT] = int(obs.loc[mask, QC_PASS].sum())
+        row[CELLS_REMOVED] = row[CELLS_IN] - row[CELLS_OUT]
         for name in CRITERIA[:-1]:
             criterion = criteria.get(name, {}).get(sample)
-            row[f"{name}_lower"] = criterion.lower if criterion else np.nan
-            row[f"{name}_upper"] = criterion.upper if criterion else np.nan
+            row[f"{name}{LOWER_SUFFIX}"] = criterion.lower if criterion else np.nan
+            row[f"{name}{UPPER_SUFFIX}"] = criterion.upper if criterion else np.nan
             if criterion and criterion.source != "sample":
                 notes.setdefault(sample, []).append(f"{name}: {criterion.source}")
         if sample == "(all)":
-            row["notes"] = "; ".join(f"not run: {step}: {why}" for step, why in skipped.items())
+            row[NOTES] = "; ".join(f"not run: {step}: {why}" for step, why in skipped.items())
         else:
-            row["notes"] = "; ".join(notes.get(sample, []))
+            row[NOTES] = "; ".join(notes.get(sample, []))
         rows.append(row)
     table = pd.DataFrame(rows)
     # thresholds are on the judged scale: log1p for counts and genes, percent for top20 and mito
@@ -551,7 +577,7 @@ def _summary_table(
 
 def _check_enough_pass(adata: ad.AnnData, *, min_cells: int, dataset: str | None) -> np.ndarray:
     """The qc_pass mask; InputDataError when fewer than `min_cells` cells pass."""
-    passed = adata.obs["qc_pass"].to_numpy(dtype=bool)
+    passed = adata.obs[QC_PASS].to_numpy(dtype=bool)
     if passed.sum() < min_cells:
         raise InputDataError(
             f"only {int(passed.sum())} of {adata.n_obs} cells pass QC, fewer than the {min_cells} "

@@ -33,14 +33,20 @@ import pandas as pd
 from . import batch_check
 from .contract import (
     CELL_STATE_KEY,
+    CHOSEN,
     CLUSTER_STATE_KEY,
     COMPARE_COMPOSITION,
     COMPARE_TRAJECTORY,
     DIRECTION,
+    DOUBLETS_SCORED,
     FINDINGS_TABLE,
     GENE,
     NOTE,
+    NOTES,
+    PATIENT,
     PROGRAM,
+    SAMPLE,
+    SILHOUETTE,
     SKIP_TRAJECTORY,
     SKIPPED_PREFIX,
     STATE,
@@ -97,7 +103,7 @@ STAGE_TABLES = {
         for n, t in (
             ("pseudobulk_samples", "Pseudobulk samples per patient and state"),
             ("resistance_de", "Genes, non-responders vs responders (pseudobulk DE)"),
-            ("resistance_programs", "Programs on the DE statistics (ulm)"),
+            ("resistance_programs", "Programs on the DE statistics (ulm; genes are the units)"),
         )
     },
     "truth_recovery.tsv": ("truth", "The planted truth beside what texflow found"),
@@ -423,10 +429,10 @@ def _cluster_sample_note(
     cluster = params.get("cluster") if isinstance(params.get("cluster"), Mapping) else {}
     correction = cluster.get("batch_correction")
     silhouette = math.nan
-    if sweep is not None and {"silhouette", "chosen"} <= set(sweep.columns):
-        chosen = sweep[sweep["chosen"].astype(str).str.lower() == "true"]
-        silhouette = as_number(chosen["silhouette"].iloc[0]) if len(chosen) else math.nan
-    has_patients = "patient" in obs and bool(plots._known(obs["patient"]).any())
+    if sweep is not None and {SILHOUETTE, CHOSEN} <= set(sweep.columns):
+        chosen = sweep[sweep[CHOSEN].astype(str).str.lower() == "true"]
+        silhouette = as_number(chosen[SILHOUETTE].iloc[0]) if len(chosen) else math.nan
+    has_patients = PATIENT in obs and bool(plots._known(obs[PATIENT]).any())
     sentence = batch_check.cluster_sample_sentence(
         result,
         batch_correction=None if correction is None else bool(correction),
@@ -440,12 +446,12 @@ def _cluster_sample_note(
 def _doublets_not_run(qc_summary: pd.DataFrame | None) -> str:
     """Why no cell got a doublet score, from the QC table ("" when some were scored): the
     stage's figure is then an empty panel holding this sentence, so the page says it instead."""
-    if qc_summary is None or not {"sample", "doublets_scored"} <= set(qc_summary.columns):
+    if qc_summary is None or not {SAMPLE, DOUBLETS_SCORED} <= set(qc_summary.columns):
         return ""
-    scored = pd.to_numeric(qc_summary["doublets_scored"], errors="coerce").fillna(0)
+    scored = pd.to_numeric(qc_summary[DOUBLETS_SCORED], errors="coerce").fillna(0)
     if (scored > 0).any():
         return ""
-    notes = "; ".join(qc_summary.get("notes", pd.Series(dtype=object)).dropna().astype(str))
+    notes = "; ".join(qc_summary.get(NOTES, pd.Series(dtype=object)).dropna().astype(str))
     reason = next(
         (
             part.split("qc.doublets:", 1)[1].strip()
@@ -480,8 +486,8 @@ def facts(
     obs = adata.obs
     facts["CD8 T cells analysed"] = adata.n_obs
     facts["genes"] = adata.n_vars
-    if "patient" in obs:
-        facts["patients"] = int(obs["patient"].astype("string").dropna().nunique())
+    if PATIENT in obs:
+        facts["patients"] = int(obs[PATIENT].astype("string").dropna().nunique())
     response = plots._patient_response(obs)
     if len(response):
         facts["patients by response"] = ", ".join(

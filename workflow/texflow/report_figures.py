@@ -27,7 +27,9 @@ import pandas as pd
 from .contract import (
     CLUSTER_STATE_KEY,
     DIRECTION,
+    PATIENT,
     PROGRAM,
+    SAMPLE,
     SCORE_PREFIX,
     SKIP_RESPONSE,
     SKIP_TRAJECTORY,
@@ -266,7 +268,7 @@ def draw_figures(
         figures.append(
             Figure(title="Score UMAPs of the other programs", missing=left_out, section="programs")
         )
-    has_patients = "patient" in adata.obs and bool(plots._known(adata.obs["patient"]).any())
+    has_patients = PATIENT in adata.obs and bool(plots._known(adata.obs[PATIENT]).any())
     if has_patients:  # else the composition per sample stands in for it (below)
         figures.append(_draw(
             plots.state_composition, adata, outdir / "state_composition.png", formats,
@@ -289,7 +291,7 @@ def draw_figures(
                 section="states",
                 label="States per sample (composition)",
                 skipped=skipped,
-                by="sample",
+                by=SAMPLE,
                 title="State composition per sample (no patient labels)",
                 caption="No patient labels in this dataset: "
                 "the fraction of each sample's CD8 T cells "

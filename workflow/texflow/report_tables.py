@@ -14,35 +14,62 @@ import numpy as np
 import pandas as pd
 
 from .contract import (
+    AGREES_WITH_CELLS,
     BALANCE_COLUMN,
+    CELL_STATE_NOTE,
+    CELLS_IN,
+    CELLS_OUT,
+    CELLS_REMOVED,
+    CLUSTER,
     COMPARISON,
+    CONFIDENCE,
     COVERAGE,
+    DECISION,
     EFFECT,
     FRACTION_PREFIX,
+    FRACTION_UP,
+    IS_MAIN_ROOT,
+    MARKERS_DOWN,
+    MARKERS_UP,
+    MISSING,
+    N_CD8_CELLS,
     N_CELLS,
     N_NON_RESPONDERS,
     N_PATIENTS,
     N_RESPONDERS,
+    N_UP,
+    N_UP_PRESENT,
+    N_VETOED,
     NOTE,
+    NOTES,
     P_ADJ,
     P_VALUE,
+    PATIENT,
     PROGRAM,
+    REASON,
+    RESPONSE,
+    ROOT_CELL,
+    SAMPLE,
+    SECOND_BEST,
+    SPEARMAN_RHO,
     STATE,
+    TRUSTED,
+    UNTRUSTED_PROGRAMS,
 )
 
 #: Per stage table: the columns shown first, in this order (absent ones are passed over).
 LEAD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "qc_summary.tsv": ("sample", "cells_in", "cells_out", "cells_removed", "notes"),
-    "gating.tsv": ("cluster", N_CELLS, "decision", "n_vetoed", "reason"),
+    "qc_summary.tsv": (SAMPLE, CELLS_IN, CELLS_OUT, CELLS_REMOVED, NOTES),
+    "gating.tsv": (CLUSTER, N_CELLS, DECISION, N_VETOED, REASON),
     "cluster_states.tsv": (
-        "cluster", N_CELLS, STATE, "confidence", "second_best", "markers_up", "markers_down",
-        "agrees_with_cells", "cell_state_note", "untrusted_programs",
+        CLUSTER, N_CELLS, STATE, CONFIDENCE, SECOND_BEST, MARKERS_UP, MARKERS_DOWN,
+        AGREES_WITH_CELLS, CELL_STATE_NOTE, UNTRUSTED_PROGRAMS,
     ),
     "signature_coverage.tsv": (
-        PROGRAM, "trusted", "n_up_present", "n_up", "fraction_up", "missing",
+        PROGRAM, TRUSTED, N_UP_PRESENT, N_UP, FRACTION_UP, MISSING,
     ),
     "program_coverage.tsv": (
-        PROGRAM, "trusted", "n_up_present", "n_up", "fraction_up", "missing",
+        PROGRAM, TRUSTED, N_UP_PRESENT, N_UP, FRACTION_UP, MISSING,
     ),
     "associations.tsv": (PROGRAM, EFFECT, P_VALUE, P_ADJ, N_PATIENTS, NOTE, COVERAGE),
     "state_comparison.tsv": (
@@ -52,8 +79,8 @@ LEAD_COLUMNS: dict[str, tuple[str, ...]] = {
         STATE, PROGRAM, EFFECT, P_VALUE, P_ADJ, N_NON_RESPONDERS, N_RESPONDERS,
         NOTE, COVERAGE,
     ),
-    "root_sensitivity.tsv": ("root_cell", "is_main_root", "spearman_rho", N_CELLS, NOTE),
-    "composition.tsv": ("patient", "response", "n_cd8_cells", BALANCE_COLUMN),
+    "root_sensitivity.tsv": (ROOT_CELL, IS_MAIN_ROOT, SPEARMAN_RHO, N_CELLS, NOTE),
+    "composition.tsv": (PATIENT, RESPONSE, N_CD8_CELLS, BALANCE_COLUMN),
 }  # fmt: skip
 
 #: Tables of tests: rows with a p-value come first (in the stage's order), then the rows that

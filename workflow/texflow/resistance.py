@@ -40,7 +40,9 @@ in benchmarks/validate_resistance.py). A state without enough patients gets one 
 saying so, never a silent skip. The programs (IFN-I, LPO, every shipped identity program) are
 then scored on each state's gene statistics with one univariate linear model per program
 (decoupler's ``ulm``: the statistic regressed on the program's membership weight, +1 for its
-genes, -1 for its negative genes, 0 otherwise; t of the slope).
+genes, -1 for its negative genes, 0 otherwise; t of the slope). Genes are that test's units
+(`GENE_SET_CAVEAT`, in each tested row's note): the between-patient test of each program is
+the programs stage's response_comparison.tsv.
 """
 
 from __future__ import annotations
@@ -55,11 +57,40 @@ from scipy import sparse, special, stats
 
 from .contract import (
     CELL_STATE_KEY,
+    COVARIATE,
     DE_COLUMNS,
+    DE_METHOD,
+    DESIGN,
+    GENE,
+    KEPT,
+    LFC_SE,
+    LOG2_FOLD_CHANGE,
+    MEAN_EXPRESSION,
+    METHOD,
+    N_CELLS,
+    N_GENES,
+    N_GENES_TESTED,
     N_NON_RESPONDERS,
     N_RESPONDERS,
+    NOTE,
     P_VALUE,
+    PATIENT,
+    PROGRAM,
+    Q_VALUE,
+    REASON,
     RESISTANCE_STATES,
+    RESPONSE,
+    SLOPE,
+    STATE,
+    STATISTIC,
+    T_STATISTIC,
+    TABLE_COLUMNS,
+    TESTABLE,
+    TIMEPOINT,
+    TOTAL_COUNTS,
+    UNIT,
+    UNIT_GENES,
+    WHY_NOT,
 )
 from .signatures import GeneProgram
 from .stats import (
@@ -90,31 +121,28 @@ LOG_METHODS = ("limma_trend", "welch", "mann_whitney")
 DESIGN_RESPONSE = "~ response"
 
 SAMPLE_COLUMNS = [
-    "patient",
-    "timepoint",
-    "state",
-    "response",
-    "n_cells",
-    "total_counts",
-    "kept",
-    "why_not",
-    "covariate",
+    PATIENT,
+    TIMEPOINT,
+    STATE,
+    RESPONSE,
+    N_CELLS,
+    TOTAL_COUNTS,
+    KEPT,
+    WHY_NOT,
+    COVARIATE,
 ]
-PROGRAM_COLUMNS = [
-    "state",
-    "program",
-    "n_genes",
-    "n_genes_tested",
-    "slope",
-    "t",
-    P_VALUE,
-    "q_value",
-    "method",
-    "de_method",
-    "testable",
-    "reason",
-    "note",
-]
+PROGRAM_COLUMNS = list(TABLE_COLUMNS["resistance_programs.tsv"])
+#: What a row of resistance_programs.tsv tests, beside its p: genes are the units of the ulm
+#: (a competitive test), so its p is not a between-patient p and is not bounded by the number of
+#: patients; genes of one program move together across patients, which the test takes as
+#: independent, so the p is too small (Wu & Smyth 2012, Nucleic Acids Res 40:e133, CAMERA).
+GENE_SET_CAVEAT = (
+    "genes are the units of this test: it asks whether this program's genes differ between "
+    "non-responders and responders more than the other tested genes do, taking the genes as "
+    "independent; they are not (they move together across patients), so the p is smaller than "
+    "the patients can support (Wu & Smyth 2012). The per-patient test of each program is in "
+    "response_comparison.tsv"
+)
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -159,21 +187,21 @@ def covariate_problem(
         return f"design covariate {covariate!r} is not a column of the cells' obs"
     frame = pd.DataFrame(
         {
-            "patient": _text(obs[patient_key]) if patient_key in obs else np.nan,
-            "timepoint": (
+            PATIENT: _text(obs[patient_key]) if patient_key in obs else np.nan,
+            TIMEPOINT: (
                 _text(obs[timepoint_key])
                 if timepoint_key in obs
                 else pd.Series(np.nan, index=obs.index)
             ).fillna("NA"),
-            "value": _text(obs[covariate]),
+            COVARIATE: _text(obs[covariate]),
         }
-    ).dropna(subset=["patient", "value"])
-    counts = frame.groupby(["patient", "timepoint"])["value"].nunique()
+    ).dropna(subset=[PATIENT, COVARIATE])
+    counts = frame.groupby([PATIENT, TIMEPOINT])[COVARIATE].nunique()
     mixed = counts[counts > 1]
     if mixed.empty:
         return ""
     (patient, timepoint) = mixed.index[0]
-    values = frame.loc[(frame["patient"] == patient) & (frame["timepoint"] == timepoint), "value"]
+    values = frame.loc[(frame[PATIENT] == patient) & (frame[TIMEPOINT] == timepoint), COVARIATE]
     return (
         f"design covariate {covariate!r} takes {int(mixed.iloc[0])} values "
         f"({', '.join(sorted(values.unique())[:4])}) among the cells of patient {patient}, "
@@ -257,9 +285,9 @@ def pseudobulk(
     covariate = _text(obs[covariate_key]) if covariate_key is not None else None
     rows, matrices = [], {}
     for state, mask in _state_masks(obs, state_key=state_key).items():
-        groups = pd.DataFrame({"patient": patients, "timepoint": timepoints})[mask].dropna()
+        groups = pd.DataFrame({PATIENT: patients, TIMEPOINT: timepoints})[mask].dropna()
         sums, fractions, kept_rows = {}, {}, []
-        for (patient, timepoint), index in groups.groupby(["patient", "timepoint"]).groups.items():
+        for (patient, timepoint), index in groups.groupby([PATIENT, TIMEPOINT]).groups.items():
             positions = obs.index.get_indexer(index)
             values = np.asarray(matrix[positions].sum(axis=0)).ravel()
             n_cells = len(positions)
@@ -279,15 +307,15 @@ def pseudobulk(
             if covariate is not None and pd.isna(value):
                 why.append(f"no {covariate_key} value (the design covariate)")
             row = {
-                "patient": patient,
-                "timepoint": timepoint,
-                "state": state,
-                "response": response,
-                "n_cells": n_cells,
-                "total_counts": total,
-                "kept": not why,
-                "why_not": "; ".join(why),
-                "covariate": value,
+                PATIENT: patient,
+                TIMEPOINT: timepoint,
+                STATE: state,
+                RESPONSE: response,
+                N_CELLS: n_cells,
+                TOTAL_COUNTS: total,
+                KEPT: not why,
+                WHY_NOT: "; ".join(why),
+                COVARIATE: value,
             }
             rows.append(row)
             if not why:
@@ -301,28 +329,28 @@ def pseudobulk(
         # one sample per patient: the timepoint with most cells
         best: dict[str, int] = {}
         for i in kept_rows:
-            patient = rows[i]["patient"]
-            if patient not in best or rows[i]["n_cells"] > rows[best[patient]]["n_cells"]:
+            patient = rows[i][PATIENT]
+            if patient not in best or rows[i][N_CELLS] > rows[best[patient]][N_CELLS]:
                 best[patient] = i
         for i in kept_rows:
-            if best[rows[i]["patient"]] != i:
-                rows[i]["kept"] = False
-                rows[i]["why_not"] = (
+            if best[rows[i][PATIENT]] != i:
+                rows[i][KEPT] = False
+                rows[i][WHY_NOT] = (
                     "another timepoint of this patient has more cells "
                     "(one sample per patient: patients are the unit)"
                 )
-        chosen = sorted(best.values(), key=lambda i: rows[i]["patient"])
+        chosen = sorted(best.values(), key=lambda i: rows[i][PATIENT])
         matrices[state] = pd.DataFrame(
             np.vstack([sums[i] for i in chosen]) if chosen else np.empty((0, adata.n_vars)),
-            index=[f"{rows[i]['patient']}|{rows[i]['timepoint']}" for i in chosen],
+            index=[f"{rows[i][PATIENT]}|{rows[i][TIMEPOINT]}" for i in chosen],
             columns=adata.var_names.astype(str),
         )
-        matrices[state].attrs["response"] = [rows[i]["response"] for i in chosen]
+        matrices[state].attrs[RESPONSE] = [rows[i][RESPONSE] for i in chosen]
         matrices[state].attrs["detected_fraction"] = (
             np.vstack([fractions[i] for i in chosen]) if chosen else np.empty((0, adata.n_vars))
         )
         if covariate is not None:
-            matrices[state].attrs["covariate"] = [rows[i]["covariate"] for i in chosen]
+            matrices[state].attrs[COVARIATE] = [rows[i][COVARIATE] for i in chosen]
     table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
     return table, matrices
 
@@ -332,14 +360,16 @@ def _not_testable(
 ) -> pd.DataFrame:
     row = {column: np.nan for column in DE_COLUMNS}
     row.update(
-        state=state,
-        n_non_responders=n_nr,
-        n_responders=n_r,
-        method=method,
-        testable=False,
-        reason=reason,
-        gene="",
-        design=design,
+        {
+            STATE: state,
+            N_NON_RESPONDERS: n_nr,
+            N_RESPONDERS: n_r,
+            METHOD: method,
+            TESTABLE: False,
+            REASON: reason,
+            GENE: "",
+            DESIGN: design,
+        }
     )
     return pd.DataFrame([row], columns=DE_COLUMNS)
 
@@ -412,7 +442,7 @@ def _deseq2(
     from pydeseq2.ds import DeseqStats
 
     inference = DefaultInference(n_cpus=n_cpus)
-    metadata = pd.DataFrame({"response": list(response)}, index=matrix.index)
+    metadata = pd.DataFrame({RESPONSE: list(response)}, index=matrix.index)
     design = "~response"
     if covariate is not None:
         name, values = covariate
@@ -440,12 +470,12 @@ def _deseq2(
     frame = result.results_df
     return pd.DataFrame(
         {
-            "gene": frame.index.astype(str),
-            "log2_fold_change": frame["log2FoldChange"].to_numpy(),
-            "lfc_se": frame["lfcSE"].to_numpy(),
-            "statistic": frame["stat"].to_numpy(),
+            GENE: frame.index.astype(str),
+            LOG2_FOLD_CHANGE: frame["log2FoldChange"].to_numpy(),
+            LFC_SE: frame["lfcSE"].to_numpy(),
+            STATISTIC: frame["stat"].to_numpy(),
             P_VALUE: frame["pvalue"].to_numpy(),
-            "mean_expression": frame["baseMean"].to_numpy(),
+            MEAN_EXPRESSION: frame["baseMean"].to_numpy(),
         }
     )
 
@@ -466,12 +496,12 @@ def _log_test(matrix: pd.DataFrame, response: Sequence[str], *, method: str) -> 
         statistic, p = test.statistic, test.pvalue
     return pd.DataFrame(
         {
-            "gene": matrix.columns.astype(str),
-            "log2_fold_change": diff,
-            "lfc_se": se,
-            "statistic": statistic,
+            GENE: matrix.columns.astype(str),
+            LOG2_FOLD_CHANGE: diff,
+            LFC_SE: se,
+            STATISTIC: statistic,
             P_VALUE: p,
-            "mean_expression": matrix.to_numpy().mean(axis=0),
+            MEAN_EXPRESSION: matrix.to_numpy().mean(axis=0),
         }
     )
 
@@ -495,12 +525,12 @@ def _ols_test(
     p = 2 * stats.t.sf(np.abs(t), dof)
     return pd.DataFrame(
         {
-            "gene": matrix.columns.astype(str),
-            "log2_fold_change": coef[-1],
-            "lfc_se": se,
-            "statistic": t,
+            GENE: matrix.columns.astype(str),
+            LOG2_FOLD_CHANGE: coef[-1],
+            LFC_SE: se,
+            STATISTIC: t,
             P_VALUE: p,
-            "mean_expression": y.mean(axis=0),
+            MEAN_EXPRESSION: y.mean(axis=0),
         }
     )
 
@@ -605,12 +635,12 @@ def _limma_trend_test(matrix: pd.DataFrame, design: np.ndarray) -> pd.DataFrame:
     df_total = min(dof + d0, dof * y.shape[1])
     return pd.DataFrame(
         {
-            "gene": matrix.columns.astype(str),
-            "log2_fold_change": coef[-1],
-            "lfc_se": se,
-            "statistic": t,
+            GENE: matrix.columns.astype(str),
+            LOG2_FOLD_CHANGE: coef[-1],
+            LFC_SE: se,
+            STATISTIC: t,
             P_VALUE: 2 * stats.t.sf(np.abs(t), df_total),
-            "mean_expression": amean,
+            MEAN_EXPRESSION: amean,
         }
     )
 
@@ -738,11 +768,11 @@ def differential_expression(
         method = METHOD_WELCH if log_method == "welch" else METHOD_MANN_WHITNEY
     parts = []
     for state, matrix in matrices.items():
-        response = list(matrix.attrs.get("response", []))
+        response = list(matrix.attrs.get(RESPONSE, []))
         n_nr, n_r = response.count(NON_RESPONDER), response.count(RESPONDER)
         design, values = DESIGN_RESPONSE, None
         if covariate is not None:
-            values = list(matrix.attrs.get("covariate", []))
+            values = list(matrix.attrs.get(COVARIATE, []))
             design = f"~ {covariate} + response"
             if len(values) != len(response):
                 raise ValueError(
@@ -827,10 +857,10 @@ def differential_expression(
             table = _ols_test(sub, response, values)
         else:
             table = _log_test(sub, response, method=log_method)
-        table["q_value"] = bh_adjust(table[P_VALUE])
-        table["state"], table["method"], table["design"] = state, state_method, design
+        table[Q_VALUE] = bh_adjust(table[P_VALUE])
+        table[STATE], table[METHOD], table[DESIGN] = state, state_method, design
         table[N_NON_RESPONDERS], table[N_RESPONDERS] = n_nr, n_r
-        table["testable"], table["reason"] = True, ""
+        table[TESTABLE], table[REASON] = True, ""
         parts.append(table.sort_values(P_VALUE, na_position="last")[DE_COLUMNS])
         logger.info(
             "%s: %d genes tested by %s, %s (%d non-responders, %d responders)",
@@ -893,37 +923,39 @@ def score_programs(
                 }
             )
     rows = []
-    for state, table in de.groupby("state", sort=False):
-        tested = table[table["testable"].astype(bool)].dropna(subset=["statistic"])
-        de_method = str(table["method"].iloc[0])
-        statistic = pd.Series(tested["statistic"].to_numpy(float), index=tested["gene"].astype(str))
+    for state, table in de.groupby(STATE, sort=False):
+        tested = table[table[TESTABLE].astype(bool)].dropna(subset=[STATISTIC])
+        de_method = str(table[METHOD].iloc[0])
+        statistic = pd.Series(tested[STATISTIC].to_numpy(float), index=tested[GENE].astype(str))
         part = []
         for name, net in nets.items():
             n_in = int(net.index.isin(statistic.index).sum())
             row = {
-                "state": state,
-                "program": name,
-                "n_genes": len(net),
-                "n_genes_tested": n_in,
-                "slope": np.nan,
-                "t": np.nan,
+                STATE: state,
+                PROGRAM: name,
+                UNIT: UNIT_GENES,
+                N_GENES: len(net),
+                N_GENES_TESTED: n_in,
+                SLOPE: np.nan,
+                T_STATISTIC: np.nan,
                 P_VALUE: np.nan,
-                "method": "ulm",
-                "de_method": de_method,
-                "testable": False,
-                "reason": "",
-                "note": POOLED_RESPONSE_CAVEAT if state == ALL_CD8 else "",
+                METHOD: "ulm",
+                DE_METHOD: de_method,
+                TESTABLE: False,
+                REASON: "",
+                NOTE: POOLED_RESPONSE_CAVEAT if state == ALL_CD8 else "",
             }
             if tested.empty:
-                row["reason"] = str(table["reason"].iloc[0]) or "no gene tested in this state"
+                row[REASON] = str(table[REASON].iloc[0]) or "no gene tested in this state"
             elif n_in < min_genes:
-                row["reason"] = f"not testable: {n_in} program genes tested, >= {min_genes} needed"
+                row[REASON] = f"not testable: {n_in} program genes tested, >= {min_genes} needed"
             else:
                 slope, t, p = ulm(statistic, net)
-                row.update(slope=slope, t=t, p_value=p, testable=True)
+                row.update({SLOPE: slope, T_STATISTIC: t, P_VALUE: p, TESTABLE: True})
+                row[NOTE] = "; ".join(filter(None, (GENE_SET_CAVEAT, row[NOTE])))
             part.append(row)
         part = pd.DataFrame(part)
-        part["q_value"] = bh_adjust(part[P_VALUE])
+        part[Q_VALUE] = bh_adjust(part[P_VALUE])
         rows.append(part)
     return (
         pd.concat(rows, ignore_index=True)[PROGRAM_COLUMNS]

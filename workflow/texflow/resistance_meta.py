@@ -31,7 +31,42 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
-from .contract import DE_COLUMNS, P_VALUE, RESISTANCE_STATES
+from .contract import (
+    CI_HIGH,
+    CI_LOW,
+    COCHRAN_Q,
+    CONSISTENT,
+    DATASETS,
+    DE_COLUMNS,
+    EFFECT,
+    GENE,
+    HETEROGENEITY_P,
+    HETEROGENEOUS,
+    I2,
+    LFC_SE,
+    LOG2_FOLD_CHANGE,
+    LOO_CRITICAL_DATASETS,
+    LOO_MAX_CHANGE,
+    LOO_SIGN_STABLE,
+    LOO_SIGNIFICANCE_STABLE,
+    METHOD,
+    N_DATASETS,
+    N_SAME_SIGN,
+    NOTE,
+    P_VALUE,
+    POOLED_LOG2_FOLD_CHANGE,
+    POOLED_SE,
+    Q_VALUE,
+    RANK,
+    REASON,
+    RESISTANCE_STATES,
+    RESTS_ON_ONE_DATASET,
+    STATE,
+    TABLE_COLUMNS,
+    TAU2,
+    TESTABLE,
+    Z,
+)
 from .stats import bh_adjust
 from .utils import atomic_path
 
@@ -39,34 +74,7 @@ logger = logging.getLogger(__name__)
 
 METHOD_META = "random_effects_dersimonian_laird (statsmodels combine_effects)"
 METHOD_SINGLE = "single_dataset"
-META_COLUMNS = [
-    "state",
-    "rank",
-    "gene",
-    "n_datasets",
-    "datasets",
-    "pooled_log2_fold_change",
-    "pooled_se",
-    "ci_low",
-    "ci_high",
-    "z",
-    P_VALUE,
-    "q_value",
-    "tau2",
-    "i2",
-    "cochran_q",
-    "heterogeneity_p",
-    "n_same_sign",
-    "loo_max_change",
-    "loo_sign_stable",
-    "loo_significance_stable",
-    "loo_critical_datasets",
-    "heterogeneous",
-    "rests_on_one_dataset",
-    "consistent",
-    "method",
-    "note",
-]
+META_COLUMNS = list(TABLE_COLUMNS["resistance_genes.tsv"])
 #: 95 % normal quantile of the confidence interval.
 Z_CRIT = float(stats.norm.isf(0.025))
 
@@ -84,13 +92,13 @@ def tested_rows(table: pd.DataFrame) -> pd.DataFrame:
     The rows that are ``testable``, with a gene, a finite log2 fold change and a positive finite
     standard error (none when a column is missing).
     """
-    needed = {"gene", "state", "log2_fold_change", "lfc_se", "testable"}
+    needed = {GENE, STATE, LOG2_FOLD_CHANGE, LFC_SE, TESTABLE}
     if table is None or table.empty or not needed <= set(table.columns):
         return pd.DataFrame(columns=DE_COLUMNS)
-    testable = table["testable"].astype(str).str.lower().isin(["true", "1"])
-    lfc = pd.to_numeric(table["log2_fold_change"], errors="coerce")
-    se = pd.to_numeric(table["lfc_se"], errors="coerce")
-    ok = testable & table["gene"].notna() & np.isfinite(lfc) & np.isfinite(se) & (se > 0)
+    testable = table[TESTABLE].astype(str).str.lower().isin(["true", "1"])
+    lfc = pd.to_numeric(table[LOG2_FOLD_CHANGE], errors="coerce")
+    se = pd.to_numeric(table[LFC_SE], errors="coerce")
+    ok = testable & table[GENE].notna() & np.isfinite(lfc) & np.isfinite(se) & (se > 0)
     return table.loc[ok]
 
 
@@ -112,12 +120,12 @@ def dersimonian_laird(effect: np.ndarray, variance: np.ndarray) -> dict[str, flo
     effect, variance = np.asarray(effect, float), np.asarray(variance, float)
     if effect.size == 1:
         return {
-            "effect": float(effect[0]),
+            EFFECT: float(effect[0]),
             "se": float(np.sqrt(variance[0])),
-            "tau2": np.nan,
-            "i2": np.nan,
-            "q": np.nan,
-            "heterogeneity_p": np.nan,
+            TAU2: np.nan,
+            I2: np.nan,
+            COCHRAN_Q: np.nan,
+            HETEROGENEITY_P: np.nan,
         }
     with np.errstate(divide="ignore", invalid="ignore"):  # its own I² divides by Q, which may be 0
         res = combine_effects(effect, variance, method_re="dl")
@@ -129,12 +137,12 @@ def dersimonian_laird(effect: np.ndarray, variance: np.ndarray) -> dict[str, flo
         pooled, se, tau2 = float(res.mean_effect_fe), float(res.sd_eff_w_fe), 0.0
     i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
     return {
-        "effect": pooled,
+        EFFECT: pooled,
         "se": se,
-        "tau2": tau2,
-        "i2": i2,
-        "q": q,
-        "heterogeneity_p": float(stats.chi2.sf(q, df)),
+        TAU2: tau2,
+        I2: i2,
+        COCHRAN_Q: q,
+        HETEROGENEITY_P: float(stats.chi2.sf(q, df)),
     }
 
 
@@ -144,21 +152,21 @@ def _p(effect: float, se: float) -> float:
 
 def _rank(frame: pd.DataFrame) -> pd.DataFrame:
     """Order by q, then p, then |effect| (largest first), and number the rows from 1."""
-    order = frame.assign(_abs=-frame["pooled_log2_fold_change"].abs()).sort_values(
-        ["q_value", P_VALUE, "_abs", "gene"], na_position="last", kind="mergesort"
+    order = frame.assign(_abs=-frame[POOLED_LOG2_FOLD_CHANGE].abs()).sort_values(
+        [Q_VALUE, P_VALUE, "_abs", GENE], na_position="last", kind="mergesort"
     )
     order = order.drop(columns="_abs")
-    order["rank"] = np.arange(1, len(order) + 1)
+    order[RANK] = np.arange(1, len(order) + 1)
     return order
 
 
 def _single(
     state: str, dataset: str, rows: pd.DataFrame, *, alpha: float, others: str
 ) -> pd.DataFrame:
-    lfc = pd.to_numeric(rows["log2_fold_change"]).to_numpy()
-    se = pd.to_numeric(rows["lfc_se"]).to_numpy()
-    q = pd.to_numeric(rows["q_value"], errors="coerce").to_numpy()
-    method = str(rows["method"].iloc[0]) if "method" in rows else ""
+    lfc = pd.to_numeric(rows[LOG2_FOLD_CHANGE]).to_numpy()
+    se = pd.to_numeric(rows[LFC_SE]).to_numpy()
+    q = pd.to_numeric(rows[Q_VALUE], errors="coerce").to_numpy()
+    method = str(rows[METHOD].iloc[0]) if METHOD in rows else ""
     note = (
         f"only {dataset} has tested genes for {state}: no cross-dataset meta-analysis (it needs "
         f"two or more datasets with response labels and enough patients){others}; "
@@ -166,24 +174,24 @@ def _single(
     )
     out = pd.DataFrame(
         {
-            "state": state,
-            "gene": rows["gene"].astype(str).to_numpy(),
-            "n_datasets": 1,
-            "datasets": dataset,
-            "pooled_log2_fold_change": lfc,
-            "pooled_se": se,
-            "ci_low": lfc - Z_CRIT * se,
-            "ci_high": lfc + Z_CRIT * se,
-            "z": lfc / se,
+            STATE: state,
+            GENE: rows[GENE].astype(str).to_numpy(),
+            N_DATASETS: 1,
+            DATASETS: dataset,
+            POOLED_LOG2_FOLD_CHANGE: lfc,
+            POOLED_SE: se,
+            CI_LOW: lfc - Z_CRIT * se,
+            CI_HIGH: lfc + Z_CRIT * se,
+            Z: lfc / se,
             P_VALUE: pd.to_numeric(rows[P_VALUE], errors="coerce").to_numpy(),
-            "q_value": q,
-            "n_same_sign": 1,
-            "heterogeneous": False,
-            "rests_on_one_dataset": q < alpha,
-            "loo_critical_datasets": np.where(q < alpha, dataset, ""),
-            "consistent": False,
-            "method": f"{METHOD_SINGLE} ({method})",
-            "note": note,
+            Q_VALUE: q,
+            N_SAME_SIGN: 1,
+            HETEROGENEOUS: False,
+            RESTS_ON_ONE_DATASET: q < alpha,
+            LOO_CRITICAL_DATASETS: np.where(q < alpha, dataset, ""),
+            CONSISTENT: False,
+            METHOD: f"{METHOD_SINGLE} ({method})",
+            NOTE: note,
         }
     )
     return _rank(out)
@@ -194,9 +202,9 @@ def _meta(
 ) -> pd.DataFrame:
     names = list(rows)
     effect = pd.DataFrame(
-        {d: r.set_index("gene")["log2_fold_change"].astype(float) for d, r in rows.items()}
+        {d: r.set_index(GENE)[LOG2_FOLD_CHANGE].astype(float) for d, r in rows.items()}
     )
-    se = pd.DataFrame({d: r.set_index("gene")["lfc_se"].astype(float) for d, r in rows.items()})
+    se = pd.DataFrame({d: r.set_index(GENE)[LFC_SE].astype(float) for d, r in rows.items()})
     effect, se = effect[names], se.reindex(index=effect.index)[names]
     n = effect.notna().sum(axis=1)
     pooled_genes = n.index[n >= min_datasets]
@@ -215,36 +223,36 @@ def _meta(
         fit = dersimonian_laird(eff, var)
         records.append(
             {
-                "gene": str(gene),
-                "n_datasets": int(have.sum()),
-                "datasets": ",".join(np.asarray(names)[have]),
-                "pooled_log2_fold_change": fit["effect"],
-                "pooled_se": fit["se"],
-                "tau2": fit["tau2"],
-                "i2": fit["i2"],
-                "cochran_q": fit["q"],
-                "heterogeneity_p": fit["heterogeneity_p"],
-                "n_same_sign": int((np.sign(eff) == np.sign(fit["effect"])).sum()),
+                GENE: str(gene),
+                N_DATASETS: int(have.sum()),
+                DATASETS: ",".join(np.asarray(names)[have]),
+                POOLED_LOG2_FOLD_CHANGE: fit[EFFECT],
+                POOLED_SE: fit["se"],
+                TAU2: fit[TAU2],
+                I2: fit[I2],
+                COCHRAN_Q: fit[COCHRAN_Q],
+                HETEROGENEITY_P: fit[HETEROGENEITY_P],
+                N_SAME_SIGN: int((np.sign(eff) == np.sign(fit[EFFECT])).sum()),
             }
         )
         for i, dataset in enumerate(np.asarray(names)[have]):
             keep = np.arange(eff.size) != i
             left = dersimonian_laird(eff[keep], var[keep])
             loo_effect[dataset][gene], loo_p[dataset][gene] = (
-                left["effect"],
-                _p(left["effect"], left["se"]),
+                left[EFFECT],
+                _p(left[EFFECT], left["se"]),
             )
     out = pd.DataFrame(records)
     if out.empty:
         return out
-    out["state"] = state
-    out["ci_low"] = out["pooled_log2_fold_change"] - Z_CRIT * out["pooled_se"]
-    out["ci_high"] = out["pooled_log2_fold_change"] + Z_CRIT * out["pooled_se"]
-    out["z"] = out["pooled_log2_fold_change"] / out["pooled_se"]
-    out[P_VALUE] = 2 * stats.norm.sf(out["z"].abs())
-    out["q_value"] = bh_adjust(out[P_VALUE])
-    significant = (out["q_value"] < alpha).to_numpy()
-    genes = out["gene"].to_numpy()
+    out[STATE] = state
+    out[CI_LOW] = out[POOLED_LOG2_FOLD_CHANGE] - Z_CRIT * out[POOLED_SE]
+    out[CI_HIGH] = out[POOLED_LOG2_FOLD_CHANGE] + Z_CRIT * out[POOLED_SE]
+    out[Z] = out[POOLED_LOG2_FOLD_CHANGE] / out[POOLED_SE]
+    out[P_VALUE] = 2 * stats.norm.sf(out[Z].abs())
+    out[Q_VALUE] = bh_adjust(out[P_VALUE])
+    significant = (out[Q_VALUE] < alpha).to_numpy()
+    genes = out[GENE].to_numpy()
     max_change = np.zeros(len(out))
     sign_stable = np.ones(len(out), dtype=bool)
     sig_stable = np.ones(len(out), dtype=bool)
@@ -254,31 +262,31 @@ def _meta(
         e = pd.Series(loo_effect[dataset], dtype=float).reindex(genes)
         p = pd.Series(loo_p[dataset], dtype=float).reindex(genes)
         without = e.notna().to_numpy()
-        e = e.fillna(out.set_index("gene")["pooled_log2_fold_change"]).to_numpy()
-        p = p.fillna(out.set_index("gene")[P_VALUE]).to_numpy()
+        e = e.fillna(out.set_index(GENE)[POOLED_LOG2_FOLD_CHANGE]).to_numpy()
+        p = p.fillna(out.set_index(GENE)[P_VALUE]).to_numpy()
         q = bh_adjust(p)
-        max_change = np.maximum(max_change, np.abs(e - out["pooled_log2_fold_change"].to_numpy()))
-        flips = without & (np.sign(e) != np.sign(out["pooled_log2_fold_change"].to_numpy()))
+        max_change = np.maximum(max_change, np.abs(e - out[POOLED_LOG2_FOLD_CHANGE].to_numpy()))
+        flips = without & (np.sign(e) != np.sign(out[POOLED_LOG2_FOLD_CHANGE].to_numpy()))
         lost = without & significant & ~(q < alpha)
         sign_stable &= ~flips
         sig_stable &= ~lost
         for i in np.flatnonzero(flips | lost):
             critical[i].append(dataset)
-    out["loo_max_change"] = max_change
-    out["loo_sign_stable"] = sign_stable
+    out[LOO_MAX_CHANGE] = max_change
+    out[LOO_SIGN_STABLE] = sign_stable
     # only a significant gene can lose its significance: empty (NA) for the others
-    out["loo_significance_stable"] = pd.Series(sig_stable, dtype="boolean").where(significant)
-    out["loo_critical_datasets"] = [",".join(c) for c in critical]
-    out["heterogeneous"] = (out["heterogeneity_p"] < alpha).to_numpy()
-    out["rests_on_one_dataset"] = significant & ~(sign_stable & sig_stable)
-    out["consistent"] = (
+    out[LOO_SIGNIFICANCE_STABLE] = pd.Series(sig_stable, dtype="boolean").where(significant)
+    out[LOO_CRITICAL_DATASETS] = [",".join(c) for c in critical]
+    out[HETEROGENEOUS] = (out[HETEROGENEITY_P] < alpha).to_numpy()
+    out[RESTS_ON_ONE_DATASET] = significant & ~(sign_stable & sig_stable)
+    out[CONSISTENT] = (
         significant
-        & ~out["heterogeneous"].to_numpy()
-        & ~out["rests_on_one_dataset"].to_numpy()
-        & (out["n_same_sign"] == out["n_datasets"]).to_numpy()
+        & ~out[HETEROGENEOUS].to_numpy()
+        & ~out[RESTS_ON_ONE_DATASET].to_numpy()
+        & (out[N_SAME_SIGN] == out[N_DATASETS]).to_numpy()
     )
-    out["method"] = METHOD_META
-    out["note"] = ""
+    out[METHOD] = METHOD_META
+    out[NOTE] = ""
     return _rank(out)
 
 
@@ -316,19 +324,19 @@ def meta_analyse(
     seen = [
         s
         for d, t in tables.items()
-        if t is not None and "state" in t
-        for s in t["state"].dropna().astype(str)
+        if t is not None and STATE in t
+        for s in t[STATE].dropna().astype(str)
     ]
     all_states = list(dict.fromkeys([*states, *seen]))
     parts = []
     for state in all_states:
-        rows = {d: t.loc[t["state"].astype(str) == state] for d, t in tested.items()}
+        rows = {d: t.loc[t[STATE].astype(str) == state] for d, t in tested.items()}
         rows = {d: r for d, r in rows.items() if not r.empty}
         why_not = {}
         for d, t in tables.items():
-            if d in rows or t is None or "state" not in t:
+            if d in rows or t is None or STATE not in t:
                 continue
-            reasons = t.loc[t["state"].astype(str) == state, "reason"].dropna().astype(str)
+            reasons = t.loc[t[STATE].astype(str) == state, REASON].dropna().astype(str)
             why_not[d] = reasons.iloc[0] if len(reasons) else f"no {state} row"
         others = "".join(f"; {d}: {r}" for d, r in why_not.items())
         if len(rows) >= 2:
@@ -337,10 +345,10 @@ def meta_analyse(
                 part = pd.DataFrame(
                     [
                         {
-                            "state": state,
-                            "n_datasets": 0,
-                            "method": METHOD_META,
-                            "note": f"no gene was tested in {min_datasets} or more of the "
+                            STATE: state,
+                            N_DATASETS: 0,
+                            METHOD: METHOD_META,
+                            NOTE: f"no gene was tested in {min_datasets} or more of the "
                             f"datasets {', '.join(rows)} for {state}",
                         }
                     ]
@@ -362,10 +370,10 @@ def meta_analyse(
             part = pd.DataFrame(
                 [
                     {
-                        "state": state,
-                        "n_datasets": 0,
-                        "method": METHOD_SINGLE,
-                        "note": f"no dataset has tested genes for {state}{others}",
+                        STATE: state,
+                        N_DATASETS: 0,
+                        METHOD: METHOD_SINGLE,
+                        NOTE: f"no dataset has tested genes for {state}{others}",
                     }
                 ]
             )
@@ -376,13 +384,13 @@ def meta_analyse(
 def cross_dataset(table: pd.DataFrame) -> bool:
     """Whether any state of a `meta_analyse` table was pooled over two or more datasets."""
     return bool(
-        (table["method"] == METHOD_META).any() and (pd.to_numeric(table["n_datasets"]) >= 2).any()
+        (table[METHOD] == METHOD_META).any() and (pd.to_numeric(table[N_DATASETS]) >= 2).any()
     )
 
 
 def top_genes(table: pd.DataFrame, *, n: int = 10) -> pd.DataFrame:
     """The first `n` ranked genes of each state (rows without a gene dropped)."""
-    ranked = table.loc[table["gene"].notna() & pd.to_numeric(table["rank"], errors="coerce").le(n)]
+    ranked = table.loc[table[GENE].notna() & pd.to_numeric(table[RANK], errors="coerce").le(n)]
     return ranked.reset_index(drop=True)
 
 
@@ -401,21 +409,21 @@ def state_notes(table: pd.DataFrame, *, alpha: float = 0.05) -> dict[str, str]:
     State -> one sentence.
     """
     notes = {}
-    for state, rows in table.groupby("state", sort=False):
-        if (rows["method"] == METHOD_META).any() and rows["gene"].notna().any():
-            counts = pd.to_numeric(rows["n_datasets"])
-            datasets = sorted({d for ds in rows["datasets"].dropna() for d in str(ds).split(",")})
+    for state, rows in table.groupby(STATE, sort=False):
+        if (rows[METHOD] == METHOD_META).any() and rows[GENE].notna().any():
+            counts = pd.to_numeric(rows[N_DATASETS])
+            datasets = sorted({d for ds in rows[DATASETS].dropna() for d in str(ds).split(",")})
             notes[state] = (
                 f"{len(rows)} genes pooled over {int(counts.min())}-{int(counts.max())} "
                 f"of {len(datasets)} datasets ({', '.join(datasets)}); "
-                f"{int((pd.to_numeric(rows['q_value']) < alpha).sum())} at q < 0.05"
+                f"{int((pd.to_numeric(rows[Q_VALUE]) < alpha).sum())} at q < 0.05"
             )
             if counts.min() == counts.max():
                 notes[state] = notes[state].replace(
                     f"{int(counts.min())}-{int(counts.max())} of ", ""
                 )
         else:
-            notes[state] = str(rows["note"].dropna().iloc[0]) if rows["note"].notna().any() else ""
+            notes[state] = str(rows[NOTE].dropna().iloc[0]) if rows[NOTE].notna().any() else ""
     return notes
 
 
@@ -456,8 +464,8 @@ def forest_plot(
     top = top_genes(table, n=n_genes)
     pooled = cross_dataset(table)
     if pooled:
-        top = top.loc[top["method"] == METHOD_META]
-    states = list(dict.fromkeys(top["state"]))
+        top = top.loc[top[METHOD] == METHOD_META]
+    states = list(dict.fromkeys(top[STATE]))
     datasets = list(tables)
     colours = {d: DATASET_COLOURS[i % len(DATASET_COLOURS)] for i, d in enumerate(datasets)}
     if not states:
@@ -469,17 +477,17 @@ def forest_plot(
             1, len(states), figsize=(4.6 * len(states), 0.55 * n_genes + 1.6), squeeze=False
         )
         for ax, state in zip(axes[0], states, strict=True):
-            rows = top.loc[top["state"] == state].sort_values("rank")
+            rows = top.loc[top[STATE] == state].sort_values(RANK)
             offsets = np.linspace(-0.25, 0.25, len(datasets)) if len(datasets) > 1 else [0.0]
             for y, (_, row) in enumerate(rows.iterrows()):
                 for offset, dataset in zip(offsets, datasets, strict=True):
                     de = tested_rows(tables[dataset])
                     hit = de.loc[
-                        (de["state"].astype(str) == state) & (de["gene"].astype(str) == row["gene"])
+                        (de[STATE].astype(str) == state) & (de[GENE].astype(str) == row[GENE])
                     ]
                     if hit.empty:
                         continue
-                    lfc, se = float(hit["log2_fold_change"].iloc[0]), float(hit["lfc_se"].iloc[0])
+                    lfc, se = float(hit[LOG2_FOLD_CHANGE].iloc[0]), float(hit[LFC_SE].iloc[0])
                     ax.errorbar(
                         lfc,
                         y + offset,
@@ -492,11 +500,11 @@ def forest_plot(
                     )
                 if pooled:
                     ax.errorbar(
-                        row["pooled_log2_fold_change"],
+                        row[POOLED_LOG2_FOLD_CHANGE],
                         y,
                         xerr=[
-                            [row["pooled_log2_fold_change"] - row["ci_low"]],
-                            [row["ci_high"] - row["pooled_log2_fold_change"]],
+                            [row[POOLED_LOG2_FOLD_CHANGE] - row[CI_LOW]],
+                            [row[CI_HIGH] - row[POOLED_LOG2_FOLD_CHANGE]],
                         ],
                         fmt="D",
                         ms=6,
@@ -506,10 +514,10 @@ def forest_plot(
                     )
             labels = []
             for _, row in rows.iterrows():
-                flagged = {str(row[c]).lower() for c in ("heterogeneous", "rests_on_one_dataset")}
+                flagged = {str(row[c]).lower() for c in (HETEROGENEOUS, RESTS_ON_ONE_DATASET)}
                 flag = " †" if "true" in flagged else ""
-                agree = f" ({int(row['n_same_sign'])}/{int(row['n_datasets'])})" if pooled else ""
-                labels.append(f"{row['gene']}{agree}{flag}")
+                agree = f" ({int(row[N_SAME_SIGN])}/{int(row[N_DATASETS])})" if pooled else ""
+                labels.append(f"{row[GENE]}{agree}{flag}")
             ax.set_yticks(range(len(rows)), labels)
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.axvline(0, color="grey", lw=0.8, ls="--")

@@ -35,6 +35,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .contract import SCORE_PREFIX
 from .errors import InputDataError
 from .signatures import GeneProgram
 
@@ -102,7 +103,7 @@ def ucell(
     programs: Mapping[str, GeneProgram | Sequence[str]],
     *,
     max_rank: int = DEFAULT_MAX_RANK,
-    key_prefix: str = "score_",
+    key_prefix: str = SCORE_PREFIX,
     layer: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     w_neg: float = 1.0,

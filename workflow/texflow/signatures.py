@@ -21,6 +21,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from .contract import (
+    DIRECTION,
+    FRACTION,
+    FRACTION_UP,
+    MISSING,
+    N_GENES,
+    N_PRESENT,
+    N_UP,
+    N_UP_PRESENT,
+    NO_ORTHOLOG,
+    PROGRAM,
+    SOURCE,
+    TRUSTED,
+)
 from .errors import InputDataError, TexflowError
 
 logger = logging.getLogger(__name__)
@@ -147,13 +161,13 @@ def _read_tsv(path: Path, organism: str) -> dict[str, GeneProgram]:
             f"'{organism}' or 'gene')",
             path=path,
         )
-    if "direction" not in frame.columns:
-        frame["direction"] = "up"
-    bad = set(frame["direction"]) - {"up", "down"}
+    if DIRECTION not in frame.columns:
+        frame[DIRECTION] = "up"
+    bad = set(frame[DIRECTION]) - {"up", "down"}
     if bad:
         raise InputDataError(f"direction must be 'up' or 'down', found {sorted(bad)}", path=path)
     programs = {}
-    for name, rows in frame.groupby("program", sort=False):
+    for name, rows in frame.groupby(PROGRAM, sort=False):
         up, down, no_ortholog = [], [], []
         for row in rows.itertuples(index=False):
             symbols = [s.strip() for s in getattr(row, symbol_column).split(";") if s.strip()]
@@ -161,7 +175,7 @@ def _read_tsv(path: Path, organism: str) -> dict[str, GeneProgram]:
                 # a gene of the source list without a symbol in this organism (e.g. IFI6 in mouse)
                 no_ortholog.append(getattr(row, "human", "") or "?")
             (up if row.direction == "up" else down).extend(symbols)
-        sources = rows["source"].unique() if "source" in rows.columns else [""]
+        sources = rows[SOURCE].unique() if SOURCE in rows.columns else [""]
         programs[name] = GeneProgram(
             name=name,
             up=tuple(up),
@@ -299,20 +313,20 @@ def coverage_table(
         fraction_up = len(up_present) / len(program.up) if program.up else 0.0
         rows.append(
             {
-                "program": name,
-                "n_genes": len(genes),
-                "n_present": n_present,
-                "fraction": round(n_present / len(genes), 3) if genes else 0.0,
-                "n_up": len(program.up),
-                "n_up_present": len(up_present),
-                "fraction_up": round(fraction_up, 3),
-                "missing": ",".join(g for g in genes if g not in present),
-                "no_ortholog": ",".join(program.no_ortholog),
-                "trusted": bool(
+                PROGRAM: name,
+                N_GENES: len(genes),
+                N_PRESENT: n_present,
+                FRACTION: round(n_present / len(genes), 3) if genes else 0.0,
+                N_UP: len(program.up),
+                N_UP_PRESENT: len(up_present),
+                FRACTION_UP: round(fraction_up, 3),
+                MISSING: ",".join(g for g in genes if g not in present),
+                NO_ORTHOLOG: ",".join(program.no_ortholog),
+                TRUSTED: bool(
                     fraction_up >= min_fraction
                     and len(up_present) >= min(min_genes, len(program.up))
                 ),
-                "source": program.source,
+                SOURCE: program.source,
             }
         )
     return pd.DataFrame(rows)

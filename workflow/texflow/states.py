@@ -56,19 +56,46 @@ import pandas as pd
 from scipy import sparse
 
 from .contract import (
+    AGREES_WITH_CELLS,
     AMBIGUOUS_STATE,
+    BEST_STATE,
+    CELL_MAJORITY_FRACTION,
+    CELL_MAJORITY_STATE,
     CELL_STATE_BASIS_KEY,
     CELL_STATE_KEY,
+    CELL_STATE_NOTE,
+    CLUSTER,
+    CLUSTER_STATE_KEY,
+    CONFIDENCE,
     CONFIDENCE_KEYS,
+    CYCLING,
+    EXHAUSTED_GATE,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
     EXHAUSTION_AXIS_PROGRAMS,
+    FRAC_HIGH,
+    ISG_HIGH,
+    MARKERS_DOWN,
+    MARKERS_UP,
+    MEAN,
+    MEDIAN,
+    N_CELLS,
+    N_UP_PRESENT,
     OTHER_STATE,
     OWN_SCORES_BASIS,
+    PROGRAM,
+    SCORE_PREFIX,
+    SECOND_BEST,
     SMOOTHED_BASIS,
+    STATE,
     STATE_CATEGORIES,
+    STATE_CONFIDENCE,
     STATE_PROGRAMS,
     TPEX,
+    TRUSTED,
+    UNTRUSTED_PROGRAMS,
+    Z_PREFIX,
+    Z,
 )
 from .errors import InputDataError
 from .scoring import DEFAULT_MAX_RANK, ucell
@@ -136,7 +163,7 @@ def state_programs(organism: str, var_names, *, extra: str | None = None) -> dic
 
 def cluster_z_scores(adata: ad.AnnData, *, cluster_key: str, programs) -> pd.DataFrame:
     """Cluster x program: (cluster mean - all-cell mean) / all-cell SD of the UCell scores."""
-    scores = adata.obs[[f"score_{name}" for name in programs]].astype(float)
+    scores = adata.obs[[f"{SCORE_PREFIX}{name}" for name in programs]].astype(float)
     scores.columns = list(programs)
     sd = scores.std(ddof=0).replace(0.0, np.nan)  # a program constant in every cell says nothing
     means = scores.groupby(adata.obs[cluster_key], observed=True).mean()
@@ -153,18 +180,18 @@ def cluster_summary(adata: ad.AnnData, *, cluster_key: str, programs) -> pd.Data
     groups = adata.obs[cluster_key]
     rows = []
     for name in programs:
-        score = adata.obs[f"score_{name}"].astype(float)
+        score = adata.obs[f"{SCORE_PREFIX}{name}"].astype(float)
         high = score > score.quantile(0.75)
         grouped = score.groupby(groups, observed=True)
         frame = pd.DataFrame(
             {
-                "cluster": grouped.mean().index.astype(str),
-                "program": name,
-                "n_cells": grouped.size().to_numpy(),
-                "mean": grouped.mean().to_numpy(),
-                "median": grouped.median().to_numpy(),
-                "frac_high": high.groupby(groups, observed=True).mean().to_numpy(),
-                "z": z[name].to_numpy(),
+                CLUSTER: grouped.mean().index.astype(str),
+                PROGRAM: name,
+                N_CELLS: grouped.size().to_numpy(),
+                MEAN: grouped.mean().to_numpy(),
+                MEDIAN: grouped.median().to_numpy(),
+                FRAC_HIGH: high.groupby(groups, observed=True).mean().to_numpy(),
+                Z: z[name].to_numpy(),
             }
         )
         rows.append(frame)
@@ -236,10 +263,10 @@ def decide_cells(z: pd.DataFrame, params: StatesParams, usable: set[str]) -> pd.
     if not states:
         return pd.DataFrame(
             {
-                "state": OTHER_STATE,
-                "confidence": 0.0,
-                "best_state": "",
-                "second_best": "",
+                STATE: OTHER_STATE,
+                CONFIDENCE: 0.0,
+                BEST_STATE: "",
+                SECOND_BEST: "",
                 "gate": gate,
             },
             index=z.index,
@@ -265,10 +292,10 @@ def decide_cells(z: pd.DataFrame, params: StatesParams, usable: set[str]) -> pd.
     )
     return pd.DataFrame(
         {
-            "state": state,
-            "confidence": confidence,
-            "best_state": best,
-            "second_best": second,
+            STATE: state,
+            CONFIDENCE: confidence,
+            BEST_STATE: best,
+            SECOND_BEST: second,
             "gate": gate,
         },
         index=z.index,
@@ -294,7 +321,7 @@ def cell_states(
     -------
     The per-cell decision frame of `decide_cells`, with the kept own calls.
     """
-    raw = adata.obs[[f"score_{name}" for name in programs]].astype(float)
+    raw = adata.obs[[f"{SCORE_PREFIX}{name}" for name in programs]].astype(float)
     raw.columns = list(programs)
     k = int(min(params.smooth_k, max(adata.n_obs - 1, 0)))
     smoothed = (
@@ -303,15 +330,15 @@ def cell_states(
     sd = raw.std(ddof=0).replace(0.0, np.nan)
     decision = decide_cells((smoothed - raw.mean()) / sd, params, usable)
     own = decide_cells((raw - raw.mean()) / sd, params, usable)
-    keep = own["state"].isin(params.keep_own_call).to_numpy() & decision["gate"].to_numpy()
-    keep &= (own["state"] != decision["state"]).to_numpy()
-    decision.loc[keep, ["state", "confidence", "best_state", "second_best"]] = own.loc[
-        keep, ["state", "confidence", "best_state", "second_best"]
+    keep = own[STATE].isin(params.keep_own_call).to_numpy() & decision["gate"].to_numpy()
+    keep &= (own[STATE] != decision[STATE]).to_numpy()
+    decision.loc[keep, [STATE, CONFIDENCE, BEST_STATE, SECOND_BEST]] = own.loc[
+        keep, [STATE, CONFIDENCE, BEST_STATE, SECOND_BEST]
     ]
     adata.obs[CELL_STATE_KEY] = pd.Categorical(
-        decision["state"].to_numpy(), categories=list(STATE_CATEGORIES)
+        decision[STATE].to_numpy(), categories=list(STATE_CATEGORIES)
     )
-    adata.obs[CONFIDENCE_KEYS[CELL_STATE_KEY]] = decision["confidence"].to_numpy(dtype=float)
+    adata.obs[CONFIDENCE_KEYS[CELL_STATE_KEY]] = decision[CONFIDENCE].to_numpy(dtype=float)
     adata.obs[CELL_STATE_BASIS_KEY] = pd.Categorical(
         np.where(keep, OWN_SCORES_BASIS, SMOOTHED_BASIS),
         categories=[SMOOTHED_BASIS, OWN_SCORES_BASIS],
@@ -336,11 +363,11 @@ def cluster_agreement(
     cluster's own label differs."""
     frame = pd.DataFrame(
         {
-            "cluster": cluster_of_cell.astype(str).to_numpy(),
-            "cell_state": cell_state.astype(str).to_numpy(),
+            CLUSTER: cluster_of_cell.astype(str).to_numpy(),
+            CELL_STATE_KEY: cell_state.astype(str).to_numpy(),
         }
     )
-    shares = frame.groupby("cluster")["cell_state"].value_counts(normalize=True)
+    shares = frame.groupby(CLUSTER)[CELL_STATE_KEY].value_counts(normalize=True)
     rows = []
     for cluster, label in cluster_state.items():
         top = shares.loc[str(cluster)]
@@ -352,11 +379,11 @@ def cluster_agreement(
         )
         rows.append(
             {
-                "cluster": str(cluster),
-                "cell_majority_state": majority,
-                "cell_majority_fraction": round(share, 4),
-                "agrees_with_cells": agrees,
-                "cell_state_note": note,
+                CLUSTER: str(cluster),
+                CELL_MAJORITY_STATE: majority,
+                CELL_MAJORITY_FRACTION: round(share, 4),
+                AGREES_WITH_CELLS: agrees,
+                CELL_STATE_NOTE: note,
             }
         )
     return pd.DataFrame(rows)
@@ -449,10 +476,10 @@ def label_states(
 
     z = cluster_z_scores(adata, cluster_key=key, programs=programs)
     table = _cluster_table(adata, z, programs=programs, params=params, usable=usable)
-    table["untrusted_programs"] = ",".join(coverage.loc[~coverage["trusted"], "program"])
+    table[UNTRUSTED_PROGRAMS] = ",".join(coverage.loc[~coverage[TRUSTED], PROGRAM])
     _label_cells_by_cluster(adata, table, cluster_key=key)
     cell_states(adata, programs=programs, params=params, usable=usable)
-    table = table.merge(_agreement(adata, table, cluster_key=key), on="cluster", how="left")
+    table = table.merge(_agreement(adata, table, cluster_key=key), on=CLUSTER, how="left")
     meta.setdefault("params", {})["states"] = params.as_dict()
     _log_clusters(table)
     tables = {
@@ -478,7 +505,7 @@ def _warn_untrusted(coverage: pd.DataFrame) -> None:
 def _usable_programs(coverage: pd.DataFrame, *, skipped: MutableMapping[str, str]) -> set[str]:
     """The programs with at least one measured positive gene; the others cannot name a state
     (a ``states.<program>`` note each)."""
-    usable = set(coverage.loc[coverage["n_up_present"] > 0, "program"])
+    usable = set(coverage.loc[coverage[N_UP_PRESENT] > 0, PROGRAM])
     for name in sorted(set(SCORED_PROGRAMS) - usable):
         skipped[f"states.{name}"] = f"no gene of program {name} is in the data: not used"
         logger.warning("program %s: no gene measured, not used to label states", name)
@@ -502,23 +529,23 @@ def _cluster_table(
     for cluster, z_row in z.iterrows():
         decision = decisions.loc[cluster]
         row = {
-            "cluster": str(cluster),
-            "n_cells": int(sizes.get(cluster, 0)),
-            "state": decision["state"],
-            "confidence": round(float(decision["confidence"]), 4),
-            "second_best": decision["second_best"],
-            "best_state": decision["best_state"],
-            "exhausted_gate": bool(decision["gate"]),
-            "isg_high": bool(z_row.get("isg", -np.inf) >= params.flag_min_z),
-            "cycling": bool(z_row.get("cycling", -np.inf) >= params.flag_min_z),
+            CLUSTER: str(cluster),
+            N_CELLS: int(sizes.get(cluster, 0)),
+            STATE: decision[STATE],
+            CONFIDENCE: round(float(decision[CONFIDENCE]), 4),
+            SECOND_BEST: decision[SECOND_BEST],
+            BEST_STATE: decision[BEST_STATE],
+            EXHAUSTED_GATE: bool(decision["gate"]),
+            ISG_HIGH: bool(z_row.get("isg", -np.inf) >= params.flag_min_z),
+            CYCLING: bool(z_row.get("cycling", -np.inf) >= params.flag_min_z),
         }
-        row.update({f"z_{name}": round(float(z_row[name]), 4) for name in programs})
-        program = programs.get(STATE_PROGRAMS.get(decision["best_state"], ""), None)
-        row["markers_up"] = row["markers_down"] = ""
+        row.update({f"{Z_PREFIX}{name}": round(float(z_row[name]), 4) for name in programs})
+        program = programs.get(STATE_PROGRAMS.get(decision[BEST_STATE], ""), None)
+        row[MARKERS_UP] = row[MARKERS_DOWN] = ""
         if program is not None:
             for column, genes, higher in (
-                ("markers_up", program.up, True),
-                ("markers_down", program.down, False),
+                (MARKERS_UP, program.up, True),
+                (MARKERS_DOWN, program.down, False),
             ):
                 row[column] = _marker_evidence(
                     adata,
@@ -534,13 +561,13 @@ def _cluster_table(
 
 def _label_cells_by_cluster(adata: ad.AnnData, table: pd.DataFrame, *, cluster_key: str) -> None:
     """Writes obs ``state`` (categorical) and ``state_confidence``: each cell's cluster's."""
-    by_cluster = table.set_index("cluster")
+    by_cluster = table.set_index(CLUSTER)
     cluster_of_cell = adata.obs[cluster_key].astype(str)
-    adata.obs["state"] = pd.Categorical(
-        cluster_of_cell.map(by_cluster["state"]).to_numpy(), categories=list(STATE_CATEGORIES)
+    adata.obs[CLUSTER_STATE_KEY] = pd.Categorical(
+        cluster_of_cell.map(by_cluster[STATE]).to_numpy(), categories=list(STATE_CATEGORIES)
     )
-    adata.obs["state_confidence"] = (
-        cluster_of_cell.map(by_cluster["confidence"]).astype(float).to_numpy()
+    adata.obs[STATE_CONFIDENCE] = (
+        cluster_of_cell.map(by_cluster[CONFIDENCE]).astype(float).to_numpy()
     )
 
 
@@ -550,7 +577,7 @@ def _agreement(adata: ad.AnnData, table: pd.DataFrame, *, cluster_key: str) -> p
     agreement = cluster_agreement(
         adata.obs[cluster_key].astype(str),
         adata.obs[CELL_STATE_KEY],
-        table.set_index("cluster")["state"],
+        table.set_index(CLUSTER)[STATE],
     )
     for row in agreement.itertuples():
         if not row.agrees_with_cells:

@@ -30,33 +30,48 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from .contract import (
+    ADJUSTED_FOR,
     ALL_CD8,
     BALANCE_COLUMN,
     BALANCE_MEASURE,
     BALANCE_ROW,
+    CLIFFS_DELTA,
     COMPARISON,
     COMPOSITION_MEASURE,
+    COUNT_PREFIX,
     COVERAGE,
     EFFECT,
+    EFFECT_STANDARDISED,
     EFFECT_TYPE,
     EXHAUSTED_LINEAGE,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
     EXHAUSTION_AXIS_PROGRAMS,
     FRACTION_PREFIX,
+    GROUPED_BY,
+    HEDGES_G,
+    INCLUDED,
     MEAN_NON_RESPONDERS,
     MEAN_RESPONDERS,
+    N_CD8_CELLS,
     N_CELLS,
+    N_GENES,
     N_NON_RESPONDERS,
     N_PATIENTS,
     N_PATIENTS_POSITIVE,
+    N_PERMUTATIONS,
     N_RESPONDERS,
+    N_UP,
+    N_UP_PRESENT,
     NON_RESPONDER,
     NOT_TESTABLE,
     NOTE,
     NOTE_CELLS_AS_UNITS,
+    ORDERING,
     P_ADJ,
     P_VALUE,
+    P_VALUE_RANDOM_EFFECTS,
+    PATIENT,
     PROGRAM,
     REASON_AXIS_PROGRAM,
     REASON_CONSTANT_SCORE,
@@ -66,13 +81,17 @@ from .contract import (
     REASON_TOO_FEW_PATIENTS_RESPONSE,
     REASON_TOO_FEW_PATIENTS_STATES,
     RESPONDER,
+    RESPONSE,
+    SAMPLE,
     SKIPPED,
     SKIPPED_PREFIX,
     STATE,
     STATE_CATEGORIES,
+    STATE_KEY,
     TEST,
     TEX_TERM,
     TPEX,
+    TRUSTED,
     UNIT,
     UNIT_CELLS,
     UNIT_PATIENTS,
@@ -177,12 +196,12 @@ def coverage_caveats(
     """
     caveats = {}
     for row in coverage.to_dict("records"):
-        if str(row.get("trusted", True)).lower() not in ("false", "0"):
+        if str(row.get(TRUSTED, True)).lower() not in ("false", "0"):
             continue
-        genes = "genes" if int(row["n_up"]) == int(row["n_genes"]) else "up genes"
+        genes = "genes" if int(row[N_UP]) == int(row[N_GENES]) else "up genes"
         caveats[str(row[PROGRAM])] = (
-            f"{row['program']}: {int(row['n_up_present'])} of "
-            f"{int(row['n_up'])} {genes} measured, not trusted"
+            f"{row[PROGRAM]}: {int(row[N_UP_PRESENT])} of "
+            f"{int(row[N_UP])} {genes} measured, not trusted"
         )
     for name, parts in (combined or {}).items():
         if text := "; ".join(caveats[p] for p in parts if p in caveats):
@@ -265,7 +284,7 @@ def pseudotime_associations(
     )
     blocks, dropped = _lineage_blocks(groups, in_lineage, min_cells=min_cells_per_patient)
     programs = list(scores.columns)
-    base = {PROGRAM: programs, UNIT: unit, "n_permutations": n_permutations}
+    base = {PROGRAM: programs, UNIT: unit, N_PERMUTATIONS: n_permutations}
     if not blocks:
         note = f"no {unit[:-1]} group has >= {min_cells_per_patient} lineage cells {ordering}"
         return pd.DataFrame(
@@ -274,7 +293,7 @@ def pseudotime_associations(
                 EFFECT: np.nan,
                 P_VALUE: np.nan,
                 P_ADJ: np.nan,
-                "p_value_random_effects": np.nan,
+                P_VALUE_RANDOM_EFFECTS: np.nan,
                 N_PATIENTS: 0,
                 N_PATIENTS_POSITIVE: 0,
                 N_CELLS: 0,
@@ -302,10 +321,10 @@ def pseudotime_associations(
             EFFECT_TYPE: "partial_spearman_rho_combined"
             if covariate is not None
             else "spearman_rho_combined",
-            "adjusted_for": covariate_name if covariate is not None else "",
+            ADJUSTED_FOR: covariate_name if covariate is not None else "",
             P_VALUE: p_perm,
             P_ADJ: bh_adjust(p_perm),
-            "p_value_random_effects": p_re,
+            P_VALUE_RANDOM_EFFECTS: p_re,
             N_PATIENTS: np.isfinite(z_obs).sum(axis=0) if unit == UNIT_PATIENTS else 0,
             N_PATIENTS_POSITIVE: (z_obs > 0).sum(axis=0) if unit == UNIT_PATIENTS else 0,
             N_CELLS: int(used.size),
@@ -313,7 +332,7 @@ def pseudotime_associations(
         }
     )
     if untestable.any():  # the reason replaces the note: nothing was tested
-        table.loc[untestable, ["p_value_random_effects"]] = np.nan
+        table.loc[untestable, [P_VALUE_RANDOM_EFFECTS]] = np.nan
         table.loc[untestable, [N_PATIENTS, N_PATIENTS_POSITIVE]] = 0
         table.loc[untestable, NOTE] = [r for r in constant if r]
     return table
@@ -528,8 +547,8 @@ def axis_associations(
             ],
             ignore_index=True,
         )
-    table.insert(1, "ordering", EXHAUSTION_AXIS_KEY)
-    table["state_key"] = state_key
+    table.insert(1, ORDERING, EXHAUSTION_AXIS_KEY)
+    table[STATE_KEY] = state_key
     return table
 
 
@@ -569,7 +588,7 @@ def compare_states(
             TEST: NOT_TESTABLE,
             EFFECT: np.nan,
             EFFECT_TYPE: "",
-            "effect_standardised": np.nan,
+            EFFECT_STANDARDISED: np.nan,
             N_PATIENTS: 0,
             N_CELLS: n_cells,
             P_VALUE: np.nan,
@@ -613,32 +632,34 @@ def compare_states(
                 d = (b - a)[paired].to_numpy(float)
                 p = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
                 row.update(
-                    test="wilcoxon_signed_rank_paired",
-                    effect=float(d.mean()),
-                    effect_type="mean_paired_difference",
-                    effect_standardised=(
-                        float(d.mean() / d.std(ddof=1)) if d.std(ddof=1) > 0 else np.nan
-                    ),
-                    n_patients=int(paired.sum()),
-                    n_cells=n_cells,
-                    p_value=float(p),
-                    note="",
+                    {
+                        TEST: "wilcoxon_signed_rank_paired",
+                        EFFECT: float(d.mean()),
+                        EFFECT_TYPE: "mean_paired_difference",
+                        EFFECT_STANDARDISED: float(d.mean() / d.std(ddof=1))
+                        if d.std(ddof=1) > 0
+                        else np.nan,
+                        N_PATIENTS: int(paired.sum()),
+                        N_CELLS: n_cells,
+                        P_VALUE: float(p),
+                        NOTE: "",
+                    }
                 )
             elif (x := b[has[second]].to_numpy(float)).size >= 2 and (
                 y := a[has[first]].to_numpy(float)
             ).size >= 2:
                 row.update(
-                    test="mann_whitney_patient_means",
-                    effect=float(x.mean() - y.mean()),
-                    effect_type="difference_of_patient_means",
-                    effect_standardised=cliffs_delta(x, y),
-                    n_patients=int((has[first] | has[second]).sum()),
-                    n_cells=n_cells,
-                    p_value=float(stats.mannwhitneyu(x, y).pvalue),
-                    note=(
-                        f"only {int(paired.sum())} patient(s) with both states: "
-                        "unpaired test on patient means"
-                    ),
+                    {
+                        TEST: "mann_whitney_patient_means",
+                        EFFECT: float(x.mean() - y.mean()),
+                        EFFECT_TYPE: "difference_of_patient_means",
+                        EFFECT_STANDARDISED: cliffs_delta(x, y),
+                        N_PATIENTS: int((has[first] | has[second]).sum()),
+                        N_CELLS: n_cells,
+                        P_VALUE: float(stats.mannwhitneyu(x, y).pvalue),
+                        NOTE: f"only {int(paired.sum())} patient(s) with both states: "
+                        "unpaired test on patient means",
+                    }
                 )
             else:
                 row = untested(
@@ -670,7 +691,7 @@ def compare_states(
                     TEST: "mann_whitney_cells",
                     EFFECT: float(x.mean() - y.mean()),
                     EFFECT_TYPE: "difference_of_cell_means",
-                    "effect_standardised": cliffs_delta(x, y),
+                    EFFECT_STANDARDISED: cliffs_delta(x, y),
                     N_PATIENTS: 0,
                     N_CELLS: int(x.size + y.size),
                     P_VALUE: float(stats.mannwhitneyu(x, y).pvalue),
@@ -684,7 +705,7 @@ def compare_states(
             row.update(untested(row[PROGRAM], reason, row[N_CELLS]))
     table = pd.DataFrame(rows)
     table[P_ADJ] = bh_adjust(table[P_VALUE])
-    table["state_key"] = state_key
+    table[STATE_KEY] = state_key
     return table
 
 
@@ -708,8 +729,8 @@ RESPONSE_COLUMNS = [
     TEST,
     EFFECT,
     EFFECT_TYPE,
-    "cliffs_delta",
-    "hedges_g",
+    CLIFFS_DELTA,
+    HEDGES_G,
     MEAN_RESPONDERS,
     MEAN_NON_RESPONDERS,
     N_PATIENTS,
@@ -718,7 +739,7 @@ RESPONSE_COLUMNS = [
     N_CELLS,
     P_VALUE,
     P_ADJ,
-    "state_key",
+    STATE_KEY,
     NOTE,
 ]
 
@@ -733,8 +754,10 @@ def patient_response(
     label is left out of the comparison, never given the label of its first cell; the note
     (empty when none) names them and is logged as a warning.
     """
-    frame = pd.DataFrame({"p": _labels(obs, patient_key), "r": _labels(obs, response_key)}).dropna()
-    labels = frame.groupby("p")["r"].unique()
+    frame = pd.DataFrame(
+        {PATIENT: _labels(obs, patient_key), RESPONSE: _labels(obs, response_key)}
+    ).dropna()
+    labels = frame.groupby(PATIENT)[RESPONSE].unique()
     conflicting = sorted(str(p) for p, values in labels.items() if len(values) > 1)
     per_patient = labels[labels.map(len) == 1].map(lambda values: values[0])
     note = ""
@@ -750,13 +773,15 @@ def patient_response(
 def _clear_as_not_testable(row: dict, note: str) -> None:
     """Turn a computed patient-group row into a not-testable one: no effect, no p, the reason."""
     row.update(
-        effect=np.nan,
-        cliffs_delta=np.nan,
-        hedges_g=np.nan,
-        p_value=np.nan,
-        test=NOT_TESTABLE,
-        n_patients=0,
-        note=note,
+        {
+            EFFECT: np.nan,
+            CLIFFS_DELTA: np.nan,
+            HEDGES_G: np.nan,
+            P_VALUE: np.nan,
+            TEST: NOT_TESTABLE,
+            N_PATIENTS: 0,
+            NOTE: note,
+        }
     )
 
 
@@ -766,20 +791,20 @@ def _patient_group_row(
     """One response-table row comparing non-responder values `x` with responder values `y`
     (Mann-Whitney on patients; NaN effect and p with fewer than 2 patients in a group)."""
     ok = x.size >= 2 and y.size >= 2
-    return dict(
+    return {
         **fields,
-        unit=UNIT_PATIENTS,
-        test=test,
-        effect=float(x.mean() - y.mean()) if ok else np.nan,
-        cliffs_delta=cliffs_delta(x, y) if ok else np.nan,
-        hedges_g=hedges_g(x, y) if ok else np.nan,
-        mean_responders=float(y.mean()) if y.size else np.nan,
-        mean_non_responders=float(x.mean()) if x.size else np.nan,
-        n_patients=int(x.size + y.size),
-        n_responders=int(y.size),
-        n_non_responders=int(x.size),
-        p_value=float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
-    )
+        UNIT: UNIT_PATIENTS,
+        TEST: test,
+        EFFECT: float(x.mean() - y.mean()) if ok else np.nan,
+        CLIFFS_DELTA: cliffs_delta(x, y) if ok else np.nan,
+        HEDGES_G: hedges_g(x, y) if ok else np.nan,
+        MEAN_RESPONDERS: float(y.mean()) if y.size else np.nan,
+        MEAN_NON_RESPONDERS: float(x.mean()) if x.size else np.nan,
+        N_PATIENTS: int(x.size + y.size),
+        N_RESPONDERS: int(y.size),
+        N_NON_RESPONDERS: int(x.size),
+        P_VALUE: float(stats.mannwhitneyu(x, y).pvalue) if ok else np.nan,
+    }
 
 
 def compare_response(
@@ -811,7 +836,9 @@ def compare_response(
     if reason:
         logger.warning("responder comparison skipped: %s", reason)
         row = {c: np.nan for c in columns}
-        row.update(state="", program="", unit="", test=SKIPPED, note=f"{SKIPPED_PREFIX}{reason}")
+        row.update(
+            {STATE: "", PROGRAM: "", UNIT: "", TEST: SKIPPED, NOTE: f"{SKIPPED_PREFIX}{reason}"}
+        )
         return pd.DataFrame([row], columns=columns), reason
     state_key = state_key or lineage_state_key(obs)
     unit = choose_unit(obs, patient_key=patient_key)
@@ -887,8 +914,8 @@ def compare_response(
                         TEST: "mann_whitney_cells" if ok else NOT_TESTABLE,
                         EFFECT: float(x.mean() - y.mean()) if ok else np.nan,
                         EFFECT_TYPE: "difference_of_cell_means",
-                        "cliffs_delta": cliffs_delta(x, y) if ok else np.nan,
-                        "hedges_g": hedges_g(x, y) if ok else np.nan,
+                        CLIFFS_DELTA: cliffs_delta(x, y) if ok else np.nan,
+                        HEDGES_G: hedges_g(x, y) if ok else np.nan,
                         MEAN_RESPONDERS: float(y.mean()) if y.size else np.nan,
                         MEAN_NON_RESPONDERS: float(x.mean()) if x.size else np.nan,
                         N_PATIENTS: 0,
@@ -910,13 +937,16 @@ def compare_response(
         if not in_state.any():  # the first thing that blocks every row of this state
             for row in rows:
                 row.update(
-                    test=NOT_TESTABLE,
-                    n_patients=0,
-                    note="; ".join(
-                        filter(
-                            None, [REASON_NO_CELLS.format(state=name, key=state_key), conflict_note]
-                        )
-                    ),
+                    {
+                        TEST: NOT_TESTABLE,
+                        N_PATIENTS: 0,
+                        NOTE: "; ".join(
+                            filter(
+                                None,
+                                [REASON_NO_CELLS.format(state=name, key=state_key), conflict_note],
+                            )
+                        ),
+                    }
                 )
         for row in rows:  # a score the data do not measure: not testable, not "no difference"
             if row[TEST] != NOT_TESTABLE and (
@@ -928,7 +958,7 @@ def compare_response(
         table[P_ADJ] = bh_adjust(table[P_VALUE])
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
-    table["state_key"] = state_key
+    table[STATE_KEY] = state_key
     return table[columns], ""
 
 
@@ -989,27 +1019,27 @@ def patient_composition(
     """
     state_key = state_key or lineage_state_key(obs)
     grouped_by = patient_key
-    if choose_unit(obs, patient_key=patient_key) == UNIT_CELLS and "sample" in obs:
+    if choose_unit(obs, patient_key=patient_key) == UNIT_CELLS and SAMPLE in obs:
         grouped_by = "sample"  # no patients (a mouse experiment): describe each sample
     frame = pd.DataFrame(
-        {"patient": _labels(obs, grouped_by).to_numpy(), STATE: _labels(obs, state_key).to_numpy()}
+        {PATIENT: _labels(obs, grouped_by).to_numpy(), STATE: _labels(obs, state_key).to_numpy()}
     ).dropna()
-    counts = pd.crosstab(frame["patient"], frame[STATE]).reindex(columns=list(states), fill_value=0)
+    counts = pd.crosstab(frame[PATIENT], frame[STATE]).reindex(columns=list(states), fill_value=0)
     total = counts.sum(axis=1)
-    table = pd.DataFrame({"patient": counts.index.astype(str)}, index=counts.index)
+    table = pd.DataFrame({PATIENT: counts.index.astype(str)}, index=counts.index)
     per_patient, _ = patient_response(obs, patient_key=grouped_by, response_key=response_key)
-    table["response"] = table["patient"].map(per_patient).fillna("")
-    table["n_cd8_cells"] = total.astype(int)
+    table[RESPONSE] = table[PATIENT].map(per_patient).fillna("")
+    table[N_CD8_CELLS] = total.astype(int)
     for state in states:
-        table[f"n_{state}"] = counts[state].astype(int)
+        table[f"{COUNT_PREFIX}{state}"] = counts[state].astype(int)
     for state in states:
         table[f"{FRACTION_PREFIX}{state}"] = counts[state] / total.where(total > 0)
     table[BALANCE_COLUMN] = np.log(
         (counts[TPEX] + BALANCE_PSEUDOCOUNT) / (counts[TEX_TERM] + BALANCE_PSEUDOCOUNT)
     )
-    table["included"] = total >= min_cells
-    table["grouped_by"] = grouped_by
-    table["state_key"] = state_key
+    table[INCLUDED] = total >= min_cells
+    table[GROUPED_BY] = grouped_by
+    table[STATE_KEY] = state_key
     return table.reset_index(drop=True)
 
 
@@ -1039,14 +1069,14 @@ def compare_composition(
     `COMPOSITION_MEASURE` (or `BALANCE_MEASURE`); effect = mean(non-responders) -
     mean(responders).
     """
-    if len(composition) and (composition["grouped_by"] != "patient").all():
+    if len(composition) and (composition[GROUPED_BY] != "patient").all():
         raise ValueError("compare_composition: the composition is per sample, not per patient")
     used = composition[
-        composition["included"] & composition["response"].isin([RESPONDER, NON_RESPONDER])
+        composition[INCLUDED] & composition[RESPONSE].isin([RESPONDER, NON_RESPONDER])
     ]
-    non_responders = used[used["response"] == NON_RESPONDER]
-    responders = used[used["response"] == RESPONDER]
-    left_out = int((~composition["included"]).sum())
+    non_responders = used[used[RESPONSE] == NON_RESPONDER]
+    responders = used[used[RESPONSE] == RESPONDER]
+    left_out = int((~composition[INCLUDED]).sum())
     note = COMPOSITION_CAVEAT
     if left_out:
         note += f"; {left_out} patient(s) with < {min_cells} CD8 cells left out"
@@ -1061,20 +1091,25 @@ def compare_composition(
         x = non_responders[column].to_numpy(float)
         y = responders[column].to_numpy(float)
         row = _patient_group_row(x, y, state=state, program=measure, effect_type=effect_type)
-        row[N_CELLS] = int(used["n_cd8_cells"].sum())
+        row[N_CELLS] = int(used[N_CD8_CELLS].sum())
         row[NOTE] = note
         if not np.isfinite(row[P_VALUE]):
             row.update(
-                test=NOT_TESTABLE,
-                n_patients=0,
-                note=REASON_TOO_FEW_PATIENTS_RESPONSE.format(
-                    n_non_responders=x.size, n_responders=y.size, min_cells=min_cells, state="CD8"
-                ),
+                {
+                    TEST: NOT_TESTABLE,
+                    N_PATIENTS: 0,
+                    NOTE: REASON_TOO_FEW_PATIENTS_RESPONSE.format(
+                        n_non_responders=x.size,
+                        n_responders=y.size,
+                        min_cells=min_cells,
+                        state="CD8",
+                    ),
+                }
             )
         if measure == COMPOSITION_MEASURE and (x.size + y.size) and not np.any(np.r_[x, y] > 0):
             # a share that is 0 in every patient is not a result: nothing to compare
             _clear_as_not_testable(row, f"no {state} cell in any patient: not testable")
-        absent = [s for s in (TPEX, TEX_TERM) if not (used[f"n_{s}"] > 0).any()]
+        absent = [s for s in (TPEX, TEX_TERM) if not (used[f"{COUNT_PREFIX}{s}"] > 0).any()]
         if measure == BALANCE_MEASURE and absent:
             # with one side 0 everywhere the ratio only counts the other side's cells
             _clear_as_not_testable(
@@ -1084,7 +1119,7 @@ def compare_composition(
     table = pd.DataFrame(rows)
     table[COMPARISON] = "non_responder vs responder"
     table[P_ADJ] = bh_adjust(table[P_VALUE])
-    table["state_key"] = composition["state_key"].iloc[0] if len(composition) else ""
+    table[STATE_KEY] = composition[STATE_KEY].iloc[0] if len(composition) else ""
     return table[RESPONSE_COLUMNS]
 
 

@@ -45,11 +45,20 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from ._numba_cache import cache_umap_kernels
 from .contract import (
     CELL_STATE_KEY,
+    CLUSTER,
     CONFIDENCE_KEYS,
     EXHAUSTED_STATES,
     EXHAUSTION_AXIS_KEY,
+    IS_MAIN_ROOT,
+    N_CELLS,
+    NOTE,
+    PSEUDOTIME,
+    ROOT_CELL,
     SKIPPED_PREFIX,
+    SPEARMAN_RHO,
+    STATE_CONFIDENCE,
     TEX_TERM,
+    TOTAL_COUNTS,
     TPEX,
     lineage_state_key,
 )
@@ -193,8 +202,8 @@ def _depth(adata: ad.AnnData) -> np.ndarray:
     if "counts" in adata.layers:
         return np.asarray(adata.layers["counts"].sum(axis=1)).ravel().astype(float)
     value_type = adata.uns.get("texflow", {}).get("value_type")
-    if value_type == "counts" and "total_counts" in adata.obs:
-        return adata.obs["total_counts"].to_numpy(dtype=float)
+    if value_type == "counts" and TOTAL_COUNTS in adata.obs:
+        return adata.obs[TOTAL_COUNTS].to_numpy(dtype=float)
     return np.asarray((adata.X > 0).sum(axis=1)).ravel().astype(float)
 
 
@@ -233,8 +242,8 @@ def _root_cluster(lineage: ad.AnnData, *, state_key: str, cluster_key: str, conf
         else pd.Series(1.0, index=tpex.index)
     )
     table = (
-        pd.DataFrame({"cluster": tpex[cluster_key].astype(str), "conf": conf})
-        .groupby("cluster")
+        pd.DataFrame({CLUSTER: tpex[cluster_key].astype(str), "conf": conf})
+        .groupby(CLUSTER)
         .agg(conf=("conf", "mean"), n=("conf", "size"))
         .sort_values(["conf", "n"], ascending=False)
     )
@@ -425,11 +434,11 @@ def _skipped(uns: dict, reason: str) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "root_cell": "",
-                "is_main_root": False,
-                "spearman_rho": np.nan,
-                "n_cells": 0,
-                "note": f"{SKIPPED_PREFIX}{reason}",
+                ROOT_CELL: "",
+                IS_MAIN_ROOT: False,
+                SPEARMAN_RHO: np.nan,
+                N_CELLS: 0,
+                NOTE: f"{SKIPPED_PREFIX}{reason}",
             }
         ]
     )
@@ -547,8 +556,8 @@ def _summary(labels: pd.Series, pseudotime: np.ndarray, sensitivity: pd.DataFram
         "n_unreachable_cells": int(np.isnan(pseudotime).sum()),
         "median_pseudotime_early": float(np.nanmedian(pseudotime[is_early])),
         "median_pseudotime_late": float(np.nanmedian(pseudotime[is_late])),
-        "root_sensitivity_min_rho": float(sensitivity["spearman_rho"].min()),
-        "root_sensitivity_median_rho": float(sensitivity["spearman_rho"].median()),
+        "root_sensitivity_min_rho": float(sensitivity[SPEARMAN_RHO].min()),
+        "root_sensitivity_median_rho": float(sensitivity[SPEARMAN_RHO].median()),
         "state_order_auc": state_order_auc(pseudotime, is_early=is_early, is_late=is_late),
     }
 
@@ -567,7 +576,7 @@ def _check_order_and_root(record: dict, sensitivity: pd.DataFrame) -> None:
             EARLY_STATE,
             LATE_STATE,
         )
-    alternatives = sensitivity.loc[~sensitivity["is_main_root"], "spearman_rho"]
+    alternatives = sensitivity.loc[~sensitivity[IS_MAIN_ROOT], SPEARMAN_RHO]
     record["root_stable"] = bool(alternatives.empty or alternatives.median() >= MIN_STABLE_RHO)
     if not record["root_stable"]:
         logger.warning(
@@ -656,7 +665,7 @@ def lineage_pseudotime(
         raise ValueError(f"trajectory method must be one of {METHODS}, not {method!r}")
     uns = texflow_uns(adata)
     state_key = state_key or lineage_state_key(adata.obs)
-    confidence_key = confidence_key or CONFIDENCE_KEYS.get(state_key, "state_confidence")
+    confidence_key = confidence_key or CONFIDENCE_KEYS.get(state_key, STATE_CONFIDENCE)
     logger.info("trajectory: lineage and root from obs[%r], %s", state_key, method)
     uns["params"]["trajectory"] = {
         "states": list(states),
@@ -668,7 +677,7 @@ def lineage_pseudotime(
     }
     mask = lineage_mask(adata, state_key=state_key, states=states)
     adata.obs["in_lineage"] = mask
-    adata.obs["pseudotime"] = np.nan
+    adata.obs[PSEUDOTIME] = np.nan
     reason = skip_reason(
         adata,
         state_key=state_key,
@@ -713,7 +722,7 @@ def lineage_pseudotime(
             seed=seed,
         )
 
-    adata.obs.loc[mask, "pseudotime"] = pseudotime
+    adata.obs.loc[mask, PSEUDOTIME] = pseudotime
     full_dcs = np.full((adata.n_obs, work.obsm["X_diffmap"].shape[1]), np.nan)
     full_dcs[mask] = work.obsm["X_diffmap"]
     adata.obsm["X_diffmap_lineage"] = full_dcs
@@ -783,11 +792,11 @@ def root_sensitivity(
     )
     rows = [
         {
-            "root_cell": str(lineage.obs_names[main_root]),
-            "is_main_root": True,
-            "spearman_rho": 1.0,
-            "n_cells": int(np.isfinite(main).sum()),
-            "note": "main root",
+            ROOT_CELL: str(lineage.obs_names[main_root]),
+            IS_MAIN_ROOT: True,
+            SPEARMAN_RHO: 1.0,
+            N_CELLS: int(np.isfinite(main).sum()),
+            NOTE: "main root",
         }
     ]
     for pos in picks:
@@ -796,15 +805,15 @@ def root_sensitivity(
         rho = stats.spearmanr(pt[ok], main[ok]).statistic if ok.sum() > 2 else np.nan
         rows.append(
             {
-                "root_cell": str(lineage.obs_names[pos]),
-                "is_main_root": False,
-                "spearman_rho": float(rho),
-                "n_cells": int(ok.sum()),
-                "note": "",
+                ROOT_CELL: str(lineage.obs_names[pos]),
+                IS_MAIN_ROOT: False,
+                SPEARMAN_RHO: float(rho),
+                N_CELLS: int(ok.sum()),
+                NOTE: "",
             }
         )
     table = pd.DataFrame(rows)
-    alt = table.loc[~table["is_main_root"], "spearman_rho"]
+    alt = table.loc[~table[IS_MAIN_ROOT], SPEARMAN_RHO]
     if alt.size:
         logger.info(
             "root sensitivity: %d alternative roots, Spearman rho min %.3f median %.3f",

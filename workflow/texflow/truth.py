@@ -1,4 +1,4 @@
-"""How well a run recovered the known truth of a simulated dataset (`texflow.simulate`).
+"""How well a run recovered the known truth of a simulated dataset (`texflow.simulation`).
 
 A simulated dataset (dataset file ``simulated: true``) carries its truth: per cell
 ``true_is_cd8``, ``true_doublet``, ``true_low_quality``, ``true_state`` and
@@ -25,20 +25,30 @@ from scipy.stats import spearmanr
 
 from .contract import (
     CELL_STATE_KEY,
+    CHECK,
+    EFFECT,
     EXHAUSTION_AXIS_KEY,
+    FOUND,
     N_NON_RESPONDERS,
     N_PATIENTS,
     N_RESPONDERS,
+    NOTE,
     P_ADJ,
+    PROGRAM,
+    RECOVERED,
+    STATE,
     STATE_CATEGORIES,
+    TRUTH,
+    TRUTH_N,
+    VALUE,
 )
 from .errors import InputDataError
-from .simulate import STATE_OF_POPULATION
+from .simulation.populations import STATE_OF_POPULATION
 from .stats import ALL_CD8, COMPOSITION_MEASURE
 
 logger = logging.getLogger(__name__)
 
-RECOVERY_COLUMNS = ["check", "recovered", "value", "n", "found", "truth", "note"]
+RECOVERY_COLUMNS = [CHECK, RECOVERED, VALUE, TRUTH_N, FOUND, TRUTH, NOTE]
 TRUTH_OBS = ("true_is_cd8", "true_doublet", "true_low_quality", "true_state", "true_pseudotime")
 #: The direction a planted non-responder effect must be found in (response table effects are
 #: non-responders minus responders).
@@ -47,13 +57,13 @@ NON_RESPONDERS_HIGHER, NON_RESPONDERS_LOWER = "higher in non-responders", "lower
 
 def _row(check, truth, found, value=np.nan, n=0, recovered=None, note="") -> dict:
     return {
-        "check": check,
-        "truth": truth,
-        "found": found,
-        "value": value,
-        "n": int(n),
-        "recovered": "" if recovered is None else bool(recovered),
-        "note": note,
+        CHECK: check,
+        TRUTH: truth,
+        FOUND: found,
+        VALUE: value,
+        TRUTH_N: int(n),
+        RECOVERED: "" if recovered is None else bool(recovered),
+        NOTE: note,
     }
 
 
@@ -145,7 +155,7 @@ def ordering_rows(final_obs: pd.DataFrame) -> list[dict]:
 def _response_row(table: pd.DataFrame | None, *, state: str, program: str) -> pd.Series | None:
     if table is None or table.empty:
         return None
-    rows = table[(table["state"].astype(str) == state) & (table["program"].astype(str) == program)]
+    rows = table[(table[STATE].astype(str) == state) & (table[PROGRAM].astype(str) == program)]
     return rows.iloc[0] if len(rows) else None
 
 
@@ -156,11 +166,11 @@ def _planted_effect_row(
     truth = f"{planted}: log2 fold change {log2fc:+.2f} in non-responders ({wanted})"
     if row is None:
         return _row(check, truth, "no row in response_comparison.tsv", recovered=False)
-    q, effect = float(row.get(P_ADJ, np.nan)), float(row.get("effect", np.nan))
+    q, effect = float(row.get(P_ADJ, np.nan)), float(row.get(EFFECT, np.nan))
     n_nr, n_r = (int(row.get(key, 0) or 0) for key in (N_NON_RESPONDERS, N_RESPONDERS))
     n = f"{n_nr} NR vs {n_r} R"
     if not np.isfinite(q):
-        return _row(check, truth, f"not tested: {row.get('note', '')}", recovered=False)
+        return _row(check, truth, f"not tested: {row.get(NOTE, '')}", recovered=False)
     direction = NON_RESPONDERS_HIGHER if effect > 0 else NON_RESPONDERS_LOWER
     found = f"effect {effect:+.3g} ({direction}), q = {q:.3g}, patients {n}"
     recovered = q < alpha and direction == wanted
@@ -227,14 +237,14 @@ def trend_rows(
         check = f"{program} along pseudotime"
         match = None
         if associations is not None and len(associations):
-            found_rows = associations[associations["program"].astype(str) == program]
+            found_rows = associations[associations[PROGRAM].astype(str) == program]
             match = found_rows.iloc[0] if len(found_rows) else None
         if match is None:
             rows.append(_row(check, truth, "no row in associations.tsv", recovered=False))
             continue
-        q, effect = float(match.get(P_ADJ, np.nan)), float(match.get("effect", np.nan))
+        q, effect = float(match.get(P_ADJ, np.nan)), float(match.get(EFFECT, np.nan))
         if not np.isfinite(q):
-            rows.append(_row(check, truth, f"not tested: {match.get('note', '')}", recovered=False))
+            rows.append(_row(check, truth, f"not tested: {match.get(NOTE, '')}", recovered=False))
             continue
         rising = effect > 0
         found = f"rho {effect:+.2f} ({'rises' if rising else 'falls'}), q = {q:.3g}"
@@ -271,7 +281,7 @@ def recovery(
     final_obs
         obs of ``final.h5ad`` (the CD8 cells kept, their calls, pseudotime and truth).
     simulation
-        ``uns["simulation"]`` of the simulated file (`texflow.simulate.simulate`).
+        ``uns["simulation"]`` of the simulated file (`texflow.simulation.simulate`).
     response, associations
         ``tables/response_comparison.tsv`` and ``tables/associations.tsv``.
     alpha
@@ -285,7 +295,7 @@ def recovery(
     if missing:
         raise InputDataError(
             f"the dataset file says simulated: true, but the cells carry no {missing} "
-            "(texflow.simulate writes them): remove 'simulated: true' for real data",
+            "(texflow.simulation writes them): remove 'simulated: true' for real data",
             dataset=dataset,
         )
     # the planted effects first: the answer a reader checks (the page shows the first rows)
@@ -297,7 +307,7 @@ def recovery(
         *state_rows(final_obs),
     ]
     table = pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
-    table["value"] = table["value"].astype(float).round(4)
+    table[VALUE] = table[VALUE].astype(float).round(4)
     for row in table.itertuples():
         logger.info("truth: %s: %s (truth: %s)", row.check, row.found, row.truth)
     return table

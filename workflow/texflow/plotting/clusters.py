@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..contract import CHOSEN, N_CLUSTERS, RESOLUTION, SILHOUETTE
 from ..utils import atomic_path
 from .colours import MISSING_COLOUR, RESPONSE_COLOURS, category_colours
 
@@ -78,13 +79,13 @@ def umap_panels(adata: ad.AnnData, path: str | os.PathLike, *, key: str = "clust
 def resolution_sweep(sweep: pd.DataFrame, path: str | os.PathLike) -> None:
     """Number of clusters and silhouette against Leiden resolution; the chosen one marked."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(sweep["resolution"], sweep["n_clusters"], "o-", color="tab:blue")
+    ax.plot(sweep[RESOLUTION], sweep[N_CLUSTERS], "o-", color="tab:blue")
     ax.set_xlabel("Leiden resolution")
     ax.set_ylabel("clusters", color="tab:blue")
     other = ax.twinx()
-    other.plot(sweep["resolution"], sweep["silhouette"], "s--", color="tab:orange")
+    other.plot(sweep[RESOLUTION], sweep[SILHOUETTE], "s--", color="tab:orange")
     other.set_ylabel("mean silhouette (PCA)", color="tab:orange")
-    chosen = sweep.loc[sweep["chosen"], "resolution"]
+    chosen = sweep.loc[sweep[CHOSEN], RESOLUTION]
     for value in chosen:
         ax.axvline(value, color="black", linewidth=0.8)
     ax.set_title("Resolution sweep (black line = chosen)")

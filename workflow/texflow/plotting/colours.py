@@ -19,7 +19,9 @@ from ..contract import (
     AMBIGUOUS_STATE,
     EFFECTOR_MEMORY,
     NAIVE_LIKE,
+    NON_RESPONDER,
     OTHER_STATE,
+    RESPONDER,
     TEX_INT,
     TEX_TERM,
     TPEX,
@@ -37,8 +39,8 @@ STATE_COLOURS: dict[str, str] = {
     AMBIGUOUS_STATE: "#CCCCCC",
 }
 #: Colours for the response groups, the same on every figure (Okabe-Ito).
-RESPONSE_COLOURS = {"responder": "#0072B2", "non_responder": "#D55E00"}
-RESPONSE_LABELS = {"responder": "responder", "non_responder": "non-responder"}
+RESPONSE_COLOURS = {RESPONDER: "#0072B2", NON_RESPONDER: "#D55E00"}
+RESPONSE_LABELS = {RESPONDER: "responder", NON_RESPONDER: "non-responder"}
 #: Cells without a label (no state, no response, no patient).
 MISSING_COLOUR = "#DDDDDD"
 

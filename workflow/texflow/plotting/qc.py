@@ -9,6 +9,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..contract import (
+    DOUBLET_SCORE,
+    LOWER,
+    PREDICTED_DOUBLET,
+    QC_FAIL_PREFIX,
+    SAMPLE,
+    UPPER,
+    UPPER_SUFFIX,
+)
 from ..utils import atomic_path
 
 #: (obs column, criterion in the QC table, axis label)
@@ -30,8 +39,8 @@ def _criteria_run(adata: ad.AnnData, thresholds: pd.DataFrame) -> list[bool]:
     """Per panel of `PANELS`: whether its criterion ran (a column, a failure flag, thresholds)."""
     return [
         column in adata.obs
-        and adata.obs.get(f"qc_fail_{criterion}") is not None
-        and not thresholds[f"{criterion}_upper"].isna().all()
+        and adata.obs.get(f"{QC_FAIL_PREFIX}{criterion}") is not None
+        and not thresholds[f"{criterion}{UPPER_SUFFIX}"].isna().all()
         for column, criterion, _ in PANELS
     ]
 
@@ -40,10 +49,10 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
     """One panel per QC metric that ran: cells per sample (jittered; red = failing that
     criterion) with the per-sample lower/upper thresholds as black bars. Criteria that did not
     run get no panel, only their names under the figure (the QC table's notes say why)."""
-    samples = table.loc[table["sample"] != "(all)", "sample"].tolist()
-    sample_of = adata.obs["sample"].astype("string").fillna("(no sample)").astype(str)
+    samples = table.loc[table[SAMPLE] != "(all)", SAMPLE].tolist()
+    sample_of = adata.obs[SAMPLE].astype("string").fillna("(no sample)").astype(str)
     width = max(12.0, 0.35 * len(samples) + 3)  # >= 1200 px: the report shows it page-wide
-    thresholds = table.set_index("sample")
+    thresholds = table.set_index(SAMPLE)
     run = _criteria_run(adata, thresholds)
     panels = [panel for panel, ran in zip(PANELS, run, strict=True) if ran]
     not_run = [label for (_, _, label), ran in zip(PANELS, run, strict=True) if not ran]
@@ -59,11 +68,11 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
         for i, sample in enumerate(samples):
             mask = (sample_of == sample).to_numpy()
             values = adata.obs.loc[mask, column].to_numpy(dtype=float)
-            failed = adata.obs.loc[mask, f"qc_fail_{criterion}"].to_numpy(dtype=bool)
+            failed = adata.obs.loc[mask, f"{QC_FAIL_PREFIX}{criterion}"].to_numpy(dtype=bool)
             x = i + rng.uniform(-0.3, 0.3, size=values.size)
             ax.scatter(x[~failed], values[~failed], s=3, color="0.4", alpha=0.5, linewidths=0)
             ax.scatter(x[failed], values[failed], s=5, color="tab:red", linewidths=0)
-            for bound in ("lower", "upper"):
+            for bound in (LOWER, UPPER):
                 level = thresholds.loc[sample, f"{criterion}_{bound}"]
                 if np.isfinite(level):
                     ax.hlines(level, i - 0.4, i + 0.4, color="black", linewidth=1.2)
@@ -99,7 +108,7 @@ def qc_metrics(adata: ad.AnnData, table: pd.DataFrame, path: str | os.PathLike) 
 
 def doublet_scores(adata: ad.AnnData, path: str | os.PathLike, *, note: str = "") -> None:
     """Histogram of scrublet doublet scores (predicted doublets in red), or why none were run."""
-    scores = adata.obs.get("doublet_score")
+    scores = adata.obs.get(DOUBLET_SCORE)
     scored = scores is not None and scores.notna().sum() > 0
     # not run: one line of text, not an empty panel (the report shows the sentence instead)
     fig, ax = plt.subplots(figsize=(6, 3.5) if scored else (6, 1.0))
@@ -116,7 +125,7 @@ def doublet_scores(adata: ad.AnnData, path: str | os.PathLike, *, note: str = ""
         )
         ax.set_axis_off()
     else:
-        predicted = adata.obs["predicted_doublet"].to_numpy(dtype=bool)
+        predicted = adata.obs[PREDICTED_DOUBLET].to_numpy(dtype=bool)
         valid = scores.notna().to_numpy()
         bins = np.linspace(0, max(0.05, float(scores.max())), 40)
         ax.hist(scores[valid & ~predicted], bins=bins, color="0.5", label="singlet")

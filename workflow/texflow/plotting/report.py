@@ -39,7 +39,10 @@ from ..contract import (
     NOTE,
     P_ADJ,
     P_VALUE,
+    PATIENT,
     PROGRAM,
+    RESPONSE,
+    SAMPLE,
     SCORE_PREFIX,
     STATE,
     TEX_TERM,
@@ -270,10 +273,10 @@ def state_composition(
     for column in (state_key, "patient"):
         if column not in obs or not _known(obs[column]).any():
             raise FigureSkipped(f"no '{column}' annotation in the final AnnData")
-    known = _known(obs[state_key]) & _known(obs["patient"])
-    cells = obs.loc[known, [state_key, "patient"]].astype(str).rename(columns={state_key: STATE})
-    fractions = pd.crosstab(cells["patient"], cells[STATE], normalize="index")
-    counts = cells["patient"].value_counts()
+    known = _known(obs[state_key]) & _known(obs[PATIENT])
+    cells = obs.loc[known, [state_key, PATIENT]].astype(str).rename(columns={state_key: STATE})
+    fractions = pd.crosstab(cells[PATIENT], cells[STATE], normalize="index")
+    counts = cells[PATIENT].value_counts()
     states = (
         [s for s in obs[state_key].cat.categories if s in fractions.columns]
         if isinstance(obs[state_key].dtype, pd.CategoricalDtype)
@@ -359,13 +362,13 @@ def _stacked(ax: plt.Axes, fractions: pd.DataFrame, colours: dict[str, str]) -> 
 
 def _patient_response(obs: pd.DataFrame) -> pd.Series:
     """One response label per patient (the labels are patient-level); empty when there are none."""
-    if "response" not in obs or "patient" not in obs:
+    if RESPONSE not in obs or PATIENT not in obs:
         return pd.Series(dtype=object)
-    known = _known(obs["response"]) & _known(obs["patient"])
-    labels = obs.loc[known, ["patient", "response"]].astype(str).drop_duplicates()
+    known = _known(obs[RESPONSE]) & _known(obs[PATIENT])
+    labels = obs.loc[known, [PATIENT, RESPONSE]].astype(str).drop_duplicates()
     # a patient with two labels is ambiguous: leave it out rather than guess
-    labels = labels[~labels["patient"].duplicated(keep=False)]
-    return labels.set_index("patient")["response"]
+    labels = labels[~labels[PATIENT].duplicated(keep=False)]
+    return labels.set_index(PATIENT)[RESPONSE]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,8 +388,8 @@ def patient_state_means(
     means = stats_patient_means(
         obs, obs[list(scores)], group_key=lineage_state_key(obs), min_cells=min_cells
     )
-    means = means.reset_index().rename(columns={"_patient": "patient", "_group": STATE})
-    means["response"] = means["patient"].map(_patient_response(obs)).astype(object)
+    means = means.reset_index().rename(columns={"_patient": PATIENT, "_group": STATE})
+    means[RESPONSE] = means[PATIENT].map(_patient_response(obs)).astype(object)
     return means
 
 
@@ -406,7 +409,7 @@ def paired_states(
     """
     obs = adata.obs
     state_key = lineage_state_key(obs)
-    if state_key not in obs or "patient" not in obs:
+    if state_key not in obs or PATIENT not in obs:
         raise FigureSkipped(f"no '{state_key}' or 'patient' annotation in the final AnnData")
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
@@ -418,14 +421,14 @@ def paired_states(
             f"no cell was called {missing} in this dataset "
             f"(states found: {', '.join(sorted(states))})"
         )
-    if not _known(obs["patient"]).any():  # a per-patient figure: that blocks first
+    if not _known(obs[PATIENT]).any():  # a per-patient figure: that blocks first
         counts = obs[state_key].astype(str).value_counts()
         raise FigureSkipped(
             f"no patient labels in this dataset ({counts[tpex]} {tpex} and "
             f"{counts[texterm]} {texterm} cells): one line per patient needs them"
         )
     means = patient_state_means(adata, scores=scores, min_cells=min_cells)
-    wide = means[means[STATE].isin([tpex, texterm])].pivot(index="patient", columns=STATE)
+    wide = means[means[STATE].isin([tpex, texterm])].pivot(index=PATIENT, columns=STATE)
     if (N_CELLS, tpex) not in wide or (N_CELLS, texterm) not in wide:
         raise FigureSkipped(
             f"no patient has at least {min_cells} cells in both {tpex} and {texterm}"
@@ -523,7 +526,7 @@ def response_groups(
         )
     if not scores:
         raise FigureSkipped("no program scores (obs 'score_*') in the final AnnData")
-    known = _known(obs["patient"])
+    known = _known(obs[PATIENT])
     lineage: list[str] = []
     if lineage_only:
         state_key = lineage_state_key(obs)
@@ -536,12 +539,12 @@ def response_groups(
             raise FigureSkipped("no cell of this dataset is called Tpex, Tex_int or Tex_term")
         lineage = list(EXHAUSTED_STATES)
         known &= in_lineage
-    cells = obs.loc[known, ["patient", *scores]].copy()
-    cells["patient"] = cells["patient"].astype(str)
-    grouped = cells.groupby("patient", observed=True)
+    cells = obs.loc[known, [PATIENT, *scores]].copy()
+    cells[PATIENT] = cells[PATIENT].astype(str)
+    grouped = cells.groupby(PATIENT, observed=True)
     means = grouped[list(scores)].mean()
     means = means[grouped.size() >= min_cells]
-    means["response"] = means.index.map(response)
+    means[RESPONSE] = means.index.map(response)
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     ncols = min(len(scores), 4)
     nrows = int(np.ceil(len(scores) / ncols))
@@ -549,7 +552,7 @@ def response_groups(
     for ax, score in zip(axes.flat, scores, strict=False):
         labels = []
         for x, group in enumerate(groups):
-            values = means.loc[means["response"] == group, score].dropna().to_numpy()
+            values = means.loc[means[RESPONSE] == group, score].dropna().to_numpy()
             ax.scatter(
                 x + rng.uniform(-0.12, 0.12, len(values)),
                 values,
@@ -567,7 +570,7 @@ def response_groups(
         title = program_label(score)
         if table is not None:
             row = EXHAUSTED_LINEAGE if lineage_only else ALL_CD8
-            text = response_test_text(table, state=row, program=score.removeprefix("score_"))
+            text = response_test_text(table, state=row, program=score.removeprefix(SCORE_PREFIX))
             title += "\n" + "\n".join(textwrap.wrap(text, 34)[:3])
         ax.set_title(title, fontsize=8.5)
         ax.spines[["top", "right"]].set_visible(False)
@@ -613,7 +616,7 @@ def score_distributions(
     groups = [(s, (states == s).to_numpy()) for s in EXHAUSTED_STATES if (states == s).any()]
     groups.append((ALL_CD8_LABEL, np.ones(len(obs), bool)))
     # the unit of the points: the patient, else (LCMV) the sample, which is not independent
-    unit = next((k for k in ("patient", "sample") if k in obs and _known(obs[k]).any()), None)
+    unit = next((k for k in (PATIENT, SAMPLE) if k in obs and _known(obs[k]).any()), None)
     patient = obs[unit].astype(str).where(_known(obs[unit])) if unit else None
     response = _patient_response(obs) if unit == "patient" else pd.Series(dtype=object)
     rng = np.random.default_rng(0)  # jitter only
@@ -643,10 +646,8 @@ def score_distributions(
             box["boxes"][0].set_alpha(0.35)
             label = f"{name.replace('Tex_', 'Tex-')}\n{_count(len(cells), 'cell')}"
             if patient is not None:
-                per_patient = pd.DataFrame(
-                    {"patient": patient[mask], "score": values[mask]}
-                ).dropna()
-                grouped = per_patient.groupby("patient")["score"]
+                per_patient = pd.DataFrame({PATIENT: patient[mask], "score": values[mask]}).dropna()
+                grouped = per_patient.groupby(PATIENT)["score"]
                 n_cells = grouped.size()
                 means = grouped.mean()[n_cells >= min_cells]
                 colours = [
@@ -750,9 +751,9 @@ def composition_by(
     states = [s for s in categories if s in fractions.columns]
     fractions = fractions[states]
     patients = None
-    if "patient" in obs and _known(obs["patient"]).any():
-        with_patient = obs.loc[known & _known(obs["patient"]), [by, "patient"]].astype(str)
-        patients = with_patient.groupby(by)["patient"].nunique()
+    if PATIENT in obs and _known(obs[PATIENT]).any():
+        with_patient = obs.loc[known & _known(obs[PATIENT]), [by, PATIENT]].astype(str)
+        patients = with_patient.groupby(by)[PATIENT].nunique()
     colours = {state: state_colour(state) for state in states}
     fig, ax = plt.subplots(figsize=(min(3.5 + 0.8 * len(fractions), 14), 4.6))
     _stacked(ax, fractions, colours)

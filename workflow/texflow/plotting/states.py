@@ -15,7 +15,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import scanpy as sc
 
-from ..contract import TEX_INT, TEX_TERM, TPEX
+from ..contract import (
+    CLUSTER,
+    CONFIDENCE,
+    CYCLING,
+    EXHAUSTION_AXIS_KEY,
+    ISG_HIGH,
+    STATE,
+    TEX_INT,
+    TEX_TERM,
+    TPEX,
+)
 from ..utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -78,15 +88,15 @@ def state_marker_dotplot(
     Flags (ISG-high, cycling) are appended to the row label.
     """
     panel = marker_panel(adata.var_names, organism=organism)
-    by_cluster = table.set_index("cluster")
+    by_cluster = table.set_index(CLUSTER)
     labels = {}
     for cluster, row in by_cluster.iterrows():
-        flags = [name for name, on in (("ISG", row["isg_high"]), ("cycling", row["cycling"])) if on]
+        flags = [name for name, on in (("ISG", row[ISG_HIGH]), ("cycling", row[CYCLING])) if on]
         extra = f" +{'+'.join(flags)}" if flags else ""
-        labels[cluster] = f"{cluster}: {row['state']} ({row['confidence']:.2f}){extra}"
+        labels[cluster] = f"{cluster}: {row[STATE]} ({row[CONFIDENCE]:.2f}){extra}"
     # order rows along the exhausted axis so Tpex and Tex_term sit at opposite ends
     order = (
-        adata.obs.groupby(adata.obs[cluster_key].astype(str), observed=True)["exhaustion_axis"]
+        adata.obs.groupby(adata.obs[cluster_key].astype(str), observed=True)[EXHAUSTION_AXIS_KEY]
         .mean()
         .sort_values()
         .index

@@ -16,10 +16,17 @@ import numpy as np
 import pandas as pd
 
 from ..contract import (
+    EFFECT,
     EXHAUSTED_STATES,
+    FIT,
+    LOWER,
     N_PATIENTS,
     OTHER_STATE,
     P_ADJ,
+    PSEUDOTIME,
+    STATE,
+    UNIT,
+    UPPER,
 )
 from ..utils import atomic_path
 from .colours import state_colour
@@ -63,7 +70,7 @@ def pseudotime_overview(
     formats: Sequence[str] = ("png",),
 ) -> Path:
     """UMAP coloured by pseudotime (grey: outside the lineage) and pseudotime per state."""
-    pt = adata.obs["pseudotime"].to_numpy(dtype=float)
+    pt = adata.obs[PSEUDOTIME].to_numpy(dtype=float)
     has_umap = "X_umap" in adata.obsm
     fig, axes = plt.subplots(
         1, 2 if has_umap else 1, figsize=(11 if has_umap else 5.5, 4.5), squeeze=False
@@ -133,10 +140,10 @@ def program_trend(
     """
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for state, colour in LINEAGE_COLOURS.items():
-        sub = cells[cells["state"].astype(str) == state]
+        sub = cells[cells[STATE].astype(str) == state]
         if len(sub):
             ax.scatter(
-                sub["pseudotime"],
+                sub[PSEUDOTIME],
                 sub["score"],
                 s=4,
                 alpha=0.25,
@@ -144,24 +151,24 @@ def program_trend(
                 label=f"{state} cells",
                 rasterized=True,
             )
-    others = cells[~cells["state"].astype(str).isin(list(LINEAGE_COLOURS))]
+    others = cells[~cells[STATE].astype(str).isin(list(LINEAGE_COLOURS))]
     if len(others):
         ax.scatter(
-            others["pseudotime"], others["score"], s=4, alpha=0.25, c=state_colour(OTHER_STATE)
+            others[PSEUDOTIME], others["score"], s=4, alpha=0.25, c=state_colour(OTHER_STATE)
         )
-    unit = str(trend["unit"].iloc[0]) if len(trend) else ""
+    unit = str(trend[UNIT].iloc[0]) if len(trend) else ""
     ax.fill_between(
-        trend["pseudotime"],
-        trend["lower"],
-        trend["upper"],
+        trend[PSEUDOTIME],
+        trend[LOWER],
+        trend[UPPER],
         color="k",
         alpha=0.2,
         label=f"95% bootstrap band (resampling {unit})",
     )
-    ax.plot(trend["pseudotime"], trend["fit"], c="k", lw=2, label="GAM fit")
+    ax.plot(trend[PSEUDOTIME], trend[FIT], c="k", lw=2, label="GAM fit")
     # zoom on the trend: cells spread far wider than the mean curve
     lo, hi = np.nanpercentile(cells["score"], [2, 98]) if len(cells) else (0, 1)
-    band_lo, band_hi = np.nanmin(trend["lower"]), np.nanmax(trend["upper"])
+    band_lo, band_hi = np.nanmin(trend[LOWER]), np.nanmax(trend[UPPER])
     if np.isfinite(band_lo) and np.isfinite(band_hi):
         lo, hi = min(lo, band_lo), max(hi, band_hi)
     pad = 0.05 * (hi - lo if hi > lo else 1)
@@ -170,11 +177,11 @@ def program_trend(
     ax.set_ylabel(f"{program_label(program)} score (UCell)")
     title = f"{program_label(program)} along pseudotime"
     if association:
-        effect, p_adj = association.get("effect"), association.get(P_ADJ)
+        effect, p_adj = association.get(EFFECT), association.get(P_ADJ)
         n = association.get(N_PATIENTS)
         if effect is not None and np.isfinite(effect):
             unit_text = (
-                f"{int(n)} patients" if association.get("unit") == "patients" else "cells as units"
+                f"{int(n)} patients" if association.get(UNIT) == "patients" else "cells as units"
             )
             title += f"\nρ = {effect:.2f}, adj. p = {p_adj:.2g} ({unit_text})"
     ax.set_title(title, fontsize=10)

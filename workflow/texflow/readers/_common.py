@@ -169,7 +169,7 @@ def label_evidence(labels: Iterable[str]) -> dict[str, float]:
         and not _BARCODE.search(label)
         for label in labels
     )
-    return {"n": len(labels), "barcode": barcode / n, "known": known, "symbol": shaped / n}
+    return {"n_labels": len(labels), "barcode": barcode / n, "known": known, "symbol": shaped / n}
 
 
 def detect_genes_axis(row_labels: list[str], column_labels: list[str]) -> tuple[str | None, str]:
@@ -183,9 +183,9 @@ def detect_genes_axis(row_labels: list[str], column_labels: list[str]) -> tuple[
     """
     rows, cols = label_evidence(row_labels), label_evidence(column_labels)
     evidence = (
-        f"row labels (first {rows['n']}): {rows['barcode']:.0%} barcode-like, "
+        f"row labels (first {rows['n_labels']}): {rows['barcode']:.0%} barcode-like, "
         f"{rows['known']:.0f} well-known genes, {rows['symbol']:.0%} gene-symbol-shaped; "
-        f"column labels (first {cols['n']}): {cols['barcode']:.0%} barcode-like, "
+        f"column labels (first {cols['n_labels']}): {cols['barcode']:.0%} barcode-like, "
         f"{cols['known']:.0f} well-known genes, {cols['symbol']:.0%} gene-symbol-shaped"
     )
     if rows["barcode"] > 0.5 and cols["barcode"] < 0.1:

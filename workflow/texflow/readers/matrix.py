@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
+from ..contract import SAMPLE
 from ..errors import InputDataError
 from . import register_reader
 from ._common import check_unique_cells, open_text, reading, to_csr32, wrap_member
@@ -138,7 +139,7 @@ def combine_samples(
     X = to_csr32(sp.vstack(blocks, format="csr"))
 
     several = len(parts) > 1
-    obs_names, obs = [], {"sample": [], "barcode": [], "gsm": []}
+    obs_names, obs = [], {SAMPLE: [], "barcode": [], "gsm": []}
     extra_keys = sorted({key for part in parts for key in part.extra_obs})
     extra = {key: [] for key in extra_keys}
     for part in parts:
@@ -148,7 +149,7 @@ def combine_samples(
             ]
         else:
             obs_names += [f"{part.sample}_{b}" if several else b for b in part.barcodes]
-        obs["sample"] += [part.sample] * len(part.barcodes)
+        obs[SAMPLE] += [part.sample] * len(part.barcodes)
         obs["barcode"] += list(part.barcodes)
         obs["gsm"] += [part.gsm] * len(part.barcodes)
         for key in extra_keys:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..contract import CELL_ID
 from ..errors import InputDataError
 from . import register_metadata_reader
 from ._common import _guess_sep_name, open_text, reading, split_fields
@@ -95,7 +96,7 @@ def read_table(path: Path, options: dict, dataset: str) -> pd.DataFrame:
         )
     if frame.index.name is not None or not isinstance(frame.index, pd.RangeIndex):
         # pandas took the first column as the index because the header is one field short
-        frame = frame.rename_axis("cell_id").reset_index()
+        frame = frame.rename_axis(CELL_ID).reset_index()
     frame = frame.loc[
         :, [not str(c).startswith("Unnamed:") or frame[c].ne("").any() for c in frame.columns]
     ]

@@ -1,6 +1,6 @@
 """Several simulated checkpoint-therapy cohorts with planted resistance genes (issue 21).
 
-Each cohort is one `texflow.simulate.simulate` call with a seed of its own, so it has its own
+Each cohort is one `texflow.simulation.simulate` call with a seed of its own, so it has its own
 patients (and their response labels), cells, sequencing depth (``median_library_size``) and
 batch: a new seed redraws every gene's baseline level and the lineage differential expression,
 a cohort-to-cohort shift far larger than a real batch effect (it moves a gene's mean, never the
@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .contract import N_PATIENTS
-from .simulate import CD8_POPULATIONS, DEFAULT_POPULATION_FRACTIONS, simulate
+from ..contract import GENE, N_PATIENTS, NON_RESPONDER, RESPONSE
+from .dataset import simulate
+from .populations import CD8_POPULATIONS, DEFAULT_POPULATION_FRACTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ NULL = "null"
 CD8_FRACTIONS = MappingProxyType(
     {p: f for p, f in DEFAULT_POPULATION_FRACTIONS.items() if p in CD8_POPULATIONS}
 )
-TRUTH_COLUMNS = ["gene", "kind", "magnitude", "planted_in", "mean_log2fc"]
+TRUTH_COLUMNS = [GENE, "kind", "magnitude", "planted_in", "mean_log2fc"]
 
 
 def _thin(
@@ -78,7 +79,7 @@ def plant_response_genes(adata: ad.AnnData, *, log2fc: pd.Series, seed: int) -> 
     Parameters
     ----------
     adata
-        One simulated cohort (`texflow.simulate.simulate`; X holds the counts, ``obs`` the
+        One simulated cohort (`texflow.simulation.simulate`; X holds the counts, ``obs`` the
         patients' ``response``).
     log2fc
         Gene -> planted log2 fold change, non-responders over responders (0: nothing).
@@ -96,7 +97,7 @@ def plant_response_genes(adata: ad.AnnData, *, log2fc: pd.Series, seed: int) -> 
     missing = sorted(set(effects.index) - set(out.var_names))
     if missing:
         raise ValueError(f"plant_response_genes: genes not in the cohort: {missing[:5]}")
-    non_responder = (out.obs["response"].astype(str) == "non_responder").to_numpy()
+    non_responder = (out.obs[RESPONSE].astype(str) == NON_RESPONDER).to_numpy()
     X = sp.csr_matrix(out.X)
     for sign, cells in (
         (1.0, np.flatnonzero(~non_responder)),
@@ -216,8 +217,8 @@ def simulate_cohorts(
     low, high = magnitudes
     magnitude = rng.uniform(low, high, chosen.size) * rng.choice([-1.0, 1.0], chosen.size)
     effects = pd.DataFrame(0.0, index=genes, columns=names)
-    truth = pd.DataFrame({"gene": genes, "kind": NULL, "magnitude": 0.0, "planted_in": ""})
-    truth = truth.set_index("gene", drop=False)
+    truth = pd.DataFrame({GENE: genes, "kind": NULL, "magnitude": 0.0, "planted_in": ""})
+    truth = truth.set_index(GENE, drop=False)
     for k, gene_index in enumerate(chosen):
         gene = genes[gene_index]
         if k < n_consistent:
