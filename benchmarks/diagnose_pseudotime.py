@@ -1,14 +1,14 @@
 """Why does the pseudotime truth check fail? Rebuild the trajectory with groups of cells left out.
 
-Reads a simulated run's ``trajectory.h5ad`` (or ``final.h5ad``; anything after the states
-stage), rebuilds the pseudotime exactly as the trajectory stage does (the pipeline's
-config: lineage states, excluded programs, features, PCs, neighbours, components), once on the
-whole lineage and once per ``--leave-out`` column with those cells taken out of the lineage,
-and reports for each: lineage cells, Spearman rho with ``obs["true_pseudotime"]``, the median
-pseudotime of each state, the share of (Tpex, Tex_term) pairs in order and the root stability.
+Reads a simulated run's ``final.h5ad`` (the stages' own files are temporary), rebuilds the
+pseudotime exactly as the trajectory stage does (the pipeline's config: lineage states,
+excluded programs, features, PCs, neighbours, components), once on the whole lineage and once
+per ``--leave-out`` column with those cells taken out of the lineage, and reports for each:
+lineage cells, Spearman rho with ``obs["true_pseudotime"]``, the median pseudotime of each
+state, the share of (Tpex, Tex_term) pairs in order and the root stability.
 
     .venv/bin/python benchmarks/diagnose_pseudotime.py \
-        benchmarks/out/texflow_100000/results/bench/trajectory.h5ad \
+        benchmarks/out/texflow_100000/results/bench/final.h5ad \
         --leave-out predicted_doublet true_doublet [--out table.tsv]
 
 The leave-out columns are boolean obs columns: ``true_doublet`` (the simulator's truth) shows
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("h5ad", type=Path, help="a simulated run's trajectory.h5ad or final.h5ad")
+    parser.add_argument("h5ad", type=Path, help="a simulated run's final.h5ad")
     parser.add_argument(
         "--leave-out", nargs="*", default=[], help="boolean obs columns, one rebuild each"
     )

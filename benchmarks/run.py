@@ -9,12 +9,15 @@ For each size (cells x genes):
    gene scores);
 3. texflow runs the real workflow on the same file: fetch + ingest first, untimed (they only
    copy the file into ``raw.h5ad``), then, timed, every stage from ``raw.h5ad`` to the final
-   tables (qc, gate, cluster, states, trajectory, programs; the report excluded), with
-   ``--cores 2``. The per-rule breakdown comes from the rules' Snakemake ``benchmark:`` files.
+   tables and ``final.h5ad`` (qc, gate, cluster, states, trajectory, programs, assemble; the
+   report excluded), with ``--cores 2``. The per-rule breakdown comes from the rules' Snakemake
+   ``benchmark:`` files.
 
 Disk (``disk_gb``, ``disk_per_raw``): every file texflow leaves for the dataset (``results/bench/``
-and its downloads) after the run, and that total over ``raw.h5ad``; not measured with
-``--prune-intermediates`` (which empties the files; ``file_gb`` lists their sizes).
+and its downloads) after the run, and that total over ``raw.h5ad``; ``results_per_raw`` the same
+without the downloads (here a copy of the simulated file, as large as ``raw.h5ad``), and
+``final_per_raw`` ``final.h5ad`` alone. The stages' intermediate files are Snakemake ``temp()``
+files, deleted once the rules that read them have run.
 
 Peak memory is the largest resident set of any single process (``wait4``'s ``ru_maxrss`` covers
 the process and every descendant it waited for): for texflow that is the largest rule.
@@ -25,7 +28,7 @@ neither pays compilation the other has already paid; the order of the two runs i
 Usage::
 
     .venv/bin/python benchmarks/run.py                        # 20k and 100k cells x 20k genes
-    .venv/bin/python benchmarks/run.py --sizes 500000 --skip-baseline --prune-intermediates
+    .venv/bin/python benchmarks/run.py --sizes 500000 --skip-baseline
     .venv/bin/python benchmarks/run.py --sizes 2000 --genes 3000   # a quick check
 
 Writes ``benchmarks/out/results.tsv`` (one row per size and side) and
@@ -53,16 +56,7 @@ sys.path.insert(0, str(ROOT / "workflow"))  # the texflow of this checkout, not 
 from texflow.contract import DOUBLET_SCORE, PSEUDOTIME, QC_PASS, STATE
 
 DATASET = "bench"
-STAGES = ("qc", "gate", "cluster", "states", "trajectory", "programs")
-#: The h5ad each stage writes (its only input is the previous stage's, raw.h5ad for qc).
-STAGE_FILES = {
-    "qc": "qc.h5ad",
-    "gate": "cd8.h5ad",
-    "cluster": "clustered.h5ad",
-    "states": "states.h5ad",
-    "trajectory": "trajectory.h5ad",
-    "programs": "final.h5ad",
-}
+STAGES = ("qc", "gate", "cluster", "states", "trajectory", "programs", "assemble")
 
 
 def run_measured(command: list[str], *, cwd: Path, env: dict, log: Path) -> dict:
@@ -146,59 +140,24 @@ def snakemake(workdir: Path, *targets: str, cores: int) -> list[str]:
     ]  # fmt: skip
 
 
-def truncate_keeping_mtime(path: Path) -> int:
-    """Empty `path` but keep its modification time, so Snakemake still sees it as up to date;
-    return the bytes freed."""
-    stat = path.stat()
-    path.write_bytes(b"")
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    return stat.st_size
-
-
-def run_stages_pruned(workdir: Path, *, cores: int, env: dict, log_prefix: Path) -> dict:
-    """The timed stages one Snakemake call each, emptying every h5ad once its only consumer ran.
-
-    For sizes whose files do not fit the disk together (500k cells: ~11 GB per stage file,
-    ~90 GB in all). The rules run exactly as in one call; only the between-call Snakemake
-    start-up (~5 s each) is added to the wall time. Returns the summed wall time, the largest
-    peak, and the bytes of every stage file before it was emptied.
-    """
-    results = workdir / "results" / DATASET
-    for download in (workdir / "resources/downloads").rglob("*"):
-        if download.is_file():
-            truncate_keeping_mtime(download)  # ingest has copied it into raw.h5ad
-    previous, walls, peaks, sizes = "raw.h5ad", [], [], {}
-    for stage in STAGES:
-        target = STAGE_FILES[stage]
-        measured = run_measured(
-            snakemake(workdir, f"results/{DATASET}/{target}", cores=cores),
-            cwd=workdir,
-            env=env,
-            log=Path(f"{log_prefix}_{stage}.log"),
-        )
-        walls.append(measured["wall_s"])
-        peaks.append(measured["peak_rss_gb"])
-        sizes[previous] = truncate_keeping_mtime(results / previous)
-        previous = target
-        print(f"  {stage}: {measured}", flush=True)
-    sizes[previous] = (results / previous).stat().st_size
-    return {
-        "wall_s": round(sum(walls), 1),
-        "peak_rss_gb": max(peaks),
-        "file_gb": {name: round(size / 1e9, 2) for name, size in sizes.items()},
-    }
-
-
 def disk_use(workdir: Path) -> dict:
     """What texflow leaves on disk for the dataset: the bytes of every file under
     ``results/bench/`` plus its downloads (GB), and that total over the size of ``raw.h5ad``
-    (issue 20 asks <= 1.5x). Only meaningful without `--prune-intermediates`, which empties
-    the files it measures (its per-file sizes are in ``file_gb``)."""
+    (issue 20 asks <= 1.5x); the same for ``results/bench/`` alone and for ``final.h5ad``."""
     results = workdir / "results" / DATASET
-    roots = (results, workdir / "resources/downloads" / DATASET)
-    total = sum(p.stat().st_size for root in roots for p in root.rglob("*") if p.is_file())
+
+    def size(root: Path) -> int:
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+    in_results = size(results)
+    total = in_results + size(workdir / "resources/downloads" / DATASET)
     raw = (results / "raw.h5ad").stat().st_size
-    return {"disk_gb": round(total / 1e9, 3), "disk_per_raw": round(total / raw, 2)}
+    return {
+        "disk_gb": round(total / 1e9, 3),
+        "disk_per_raw": round(total / raw, 2),
+        "results_per_raw": round(in_results / raw, 2),
+        "final_per_raw": round((results / "final.h5ad").stat().st_size / raw, 2),
+    }
 
 
 def rule_breakdown(workdir: Path) -> pd.DataFrame:
@@ -305,11 +264,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out")
     parser.add_argument("--skip-baseline", action="store_true", help="texflow only (e.g. at 500k)")
-    parser.add_argument(
-        "--prune-intermediates",
-        action="store_true",
-        help="one Snakemake call per stage, emptying each stage file once used (disk)",
-    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -341,19 +295,13 @@ def main(argv: list[str] | None = None) -> None:
             env=env,
             log=args.out / f"texflow_ingest_{n_cells}.log",
         )
-        if args.prune_intermediates:
-            texflow = run_stages_pruned(
-                workdir, cores=args.cores, env=env, log_prefix=args.out / f"texflow_{n_cells}"
-            )
-        else:
-            texflow = run_measured(
-                snakemake(workdir, f"results/{DATASET}/final.h5ad", cores=args.cores),
-                cwd=workdir,
-                env=env,
-                log=args.out / f"texflow_{n_cells}.log",
-            )
-        if not args.prune_intermediates:
-            texflow.update(disk_use(workdir))
+        texflow = run_measured(
+            snakemake(workdir, f"results/{DATASET}/final.h5ad", cores=args.cores),
+            cwd=workdir,
+            env=env,
+            log=args.out / f"texflow_{n_cells}.log",
+        )
+        texflow.update(disk_use(workdir))
         rules = rule_breakdown(workdir)
         rules.to_csv(args.out / f"rules_{n_cells}.tsv", sep="\t", index=False)
         checks = truth_checks(workdir, data)

@@ -2,6 +2,8 @@
 (IFN-I core planted higher in non-responders in both) run from their h5ad files to
 results/resistance_genes.tsv, the forest plot and the summary page."""
 
+import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -12,6 +14,22 @@ from texflow.stats import ALL_CD8
 from tests.workflow_runner import ROOT, prepare_workdir, run_workflow
 
 pytestmark = pytest.mark.slow
+
+
+def assert_one_matrix_file_left(results):
+    """After the run: raw.h5ad and final.h5ad are the only AnnData files (the stages' files are
+    temporary), and final.h5ad is plain AnnData: X log-normalised, layers["counts"] the
+    ingested counts of its cells, integer-valued, with no texflow reader."""
+    left = sorted(p.relative_to(results).as_posix() for p in results.rglob("*.h5ad"))
+    assert left == ["final.h5ad", "raw.h5ad"], left
+    final = ad.read_h5ad(results / "final.h5ad")
+    raw = ad.read_h5ad(results / "raw.h5ad")  # X: the counts as ingested
+    counts = final.layers["counts"]
+    assert counts.nnz and np.array_equal(counts.data, np.round(counts.data))
+    assert (counts != raw[final.obs_names, final.var_names].X).nnz == 0
+    assert (final.X != counts).nnz > 0  # X is not the counts
+    assert {"cluster", "state", "pseudotime"} <= set(final.obs)
+    assert "counts_layer" not in final.uns["texflow"]
 
 
 def test_two_simulated_cohorts_are_pooled_and_shown_on_the_summary(tmp_path):
@@ -47,6 +65,8 @@ def test_two_simulated_cohorts_are_pooled_and_shown_on_the_summary(tmp_path):
 
     done = run_workflow(tmp_path, None, "results/summary.html", cores=2, timeout=600)
     assert done.returncode == 0, done.stdout[-5000:]
+    for i in (0, 1):
+        assert_one_matrix_file_left(tmp_path / f"results/sim_cohort_{i}")
 
     designs = {
         i: set(

@@ -177,7 +177,6 @@ NOT_A_COLUMN = {
     ("workflow/texflow/report.py", contract.CLUSTER): "the id of a report section (a stage)",
     ("workflow/texflow/findings.py", contract.PATIENT):
         "a word looked for in a test's name (mann_whitney_patient_means), not a column",
-    ("benchmarks/run.py", contract.CLUSTER): "a stage name (the cluster stage's h5ad)",
     ("workflow/texflow/report_summary.py", contract.NOTES): "a key of a template's context",
     ("workflow/texflow/report_summary.py", contract.MISSING): "a key of a template's context",
     ("workflow/texflow/readers/matrix.py", contract.VALUE):

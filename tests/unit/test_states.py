@@ -165,7 +165,7 @@ def test_stage_script_writes_its_outputs(tmp_path, monkeypatch):
     source = tmp_path / "clustered.h5ad"
     adata.write_h5ad(source)
     out = {
-        "h5ad": tmp_path / "states.h5ad",
+        "annotations": tmp_path / "annotations/states.h5ad",
         "cluster_states": tmp_path / "tables/cluster_states.tsv",
         "coverage": tmp_path / "tables/signature_coverage.tsv",
         "summary": tmp_path / "tables/cluster_program_scores.tsv",
@@ -181,10 +181,12 @@ def test_stage_script_writes_its_outputs(tmp_path, monkeypatch):
     runpy.run_path(str(ROOT / "workflow/scripts/states.py"), init_globals={"snakemake": snakemake})
     for path in out.values():
         assert path.stat().st_size > 0
-    result = ad.read_h5ad(out["h5ad"])
+    result = ad.read_h5ad(out["annotations"])  # what the stage added, no matrix
+    assert result.X is None and not result.layers
     assert {"state", "state_confidence", "exhaustion_axis", "score_tpex", "score_isg"} <= set(
         result.obs
     )
+    assert "cluster" not in result.obs  # the cluster stage's, unchanged: not written again
     table = pd.read_csv(out["cluster_states"], sep="\t")
     assert list(table.columns[:7]) == [
         "cluster",

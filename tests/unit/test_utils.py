@@ -1,6 +1,7 @@
 """Counts held once until the cluster stage: in memory, on disk, through subsets and normalising."""
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,32 +61,91 @@ def test_normalising_does_not_touch_the_shared_counts():
     assert not np.allclose(adata.X.toarray(), expected)
 
 
-def test_update_keeps_the_layers_a_stage_did_not_read(tmp_path):
+def _matrix_file(tmp_path):
+    """A clustered.h5ad-like file: X log-normalised, the counts a separate layer, a graph."""
     adata = _counts_adata()
+    raw = adata.layers["counts"].copy()
     embedding.normalise(adata, value_type="counts")  # X log-normalised, counts a separate layer
-    source, out = tmp_path / "clustered.h5ad", tmp_path / "states.h5ad"
-    utils.write_h5ad(adata, source)
-    light = utils.read_h5ad(source, layers=False)
-    assert not light.layers and light.X.nnz == adata.X.nnz
-    light.obs["state"] = "Tpex"
-    light.obsm["X_new"] = np.ones((light.n_obs, 2))
-    light.uns["texflow"]["states"] = {"n": 1}
-    utils.update_h5ad(light, source=source, path=out)
-    back = utils.read_h5ad(out)
-    np.testing.assert_array_equal(back.layers["counts"].toarray(), adata.layers["counts"].toarray())
-    np.testing.assert_array_equal(back.X.toarray(), adata.X.toarray())
-    assert (back.obs["state"] == "Tpex").all() and back.obsm["X_new"].shape == (adata.n_obs, 2)
-    assert back.uns["texflow"]["states"]["n"] == 1
+    adata.obs["cluster"] = pd.Categorical(np.arange(adata.n_obs) % 2)
+    adata.obsm["X_pca"] = np.ones((adata.n_obs, 3), dtype=np.float32)
+    adata.obsp["distances"] = sp.random(adata.n_obs, adata.n_obs, density=0.1, format="csr")
+    adata.uns["texflow"]["dataset"] = "sim"
+    path = tmp_path / "clustered.h5ad"
+    utils.write_h5ad(adata, path)
+    return path, adata, raw
 
 
-def test_update_refuses_other_cells(tmp_path):
-    import pytest
+def test_a_stage_writes_only_what_it_adds(tmp_path):
+    matrix, adata, _ = _matrix_file(tmp_path)
+    stage = utils.read_annotated(matrix, layers=False)
+    assert not stage.layers and stage.X.nnz == adata.X.nnz
+    stage.obs["state"] = "Tpex"
+    stage.obs["cluster"] = pd.Categorical(np.arange(stage.n_obs) % 3)  # changed
+    stage.obsm["X_new"] = np.ones((stage.n_obs, 2))
+    stage.uns["texflow"]["states"] = {"n": 1}
+    first = tmp_path / "annotations/states.h5ad"
+    utils.write_annotations(stage, first, matrix=matrix)
+    added = ad.read_h5ad(first)
+    assert added.X is None and not added.layers
+    assert list(added.obs) == ["cluster", "state"] and list(added.obsm) == ["X_new"]
+    assert not added.obsp and added.uns["texflow"]["states"]["n"] == 1
+    # the next stage reads the matrix file and the first stage's annotations
+    later = utils.read_annotated(matrix, [first], layers=False, x=False)
+    assert later.X is None and (later.obs["state"] == "Tpex").all()
+    assert (later.obs["cluster"].astype(int) == np.arange(later.n_obs) % 3).all()
+    assert set(later.obsm) == {"X_pca", "X_new"} and set(later.obsp) == {"distances"}
+    later.obs["pseudotime"] = np.linspace(0, 1, later.n_obs)
+    second = tmp_path / "annotations/trajectory.h5ad"
+    utils.write_annotations(later, second, matrix=matrix, annotations=[first])
+    assert list(ad.read_h5ad(second).obs) == ["pseudotime"]
 
-    adata = _counts_adata()
-    utils.write_h5ad(adata, tmp_path / "a.h5ad")
-    with pytest.raises(ValueError, match="cells or genes differ"):
-        utils.update_h5ad(adata[:10].copy(), source=tmp_path / "a.h5ad", path=tmp_path / "b.h5ad")
-    assert not (tmp_path / "b.h5ad").exists()
+
+def test_an_annotation_file_of_other_cells_is_refused(tmp_path):
+    from texflow.errors import InputDataError
+
+    matrix, adata, _ = _matrix_file(tmp_path)
+    other = tmp_path / "other.h5ad"
+    ad.AnnData(obs=adata.obs.iloc[:10], var=adata.var).write_h5ad(other)
+    with pytest.raises(InputDataError, match="not those of"):
+        utils.read_annotated(matrix, [other])
+    stage = utils.read_annotated(matrix, layers=False)
+    del stage.obs["cluster"]
+    with pytest.raises(ValueError, match="removed"):
+        utils.write_annotations(stage, tmp_path / "a.h5ad", matrix=matrix)
+    assert not (tmp_path / "a.h5ad").exists()
+
+
+def test_final_file_is_plain_anndata_with_the_ingested_counts(tmp_path):
+    matrix, adata, raw = _matrix_file(tmp_path)
+    stage = utils.read_annotated(matrix, layers=False)
+    stage.obs["state"] = "Tpex"
+    added = tmp_path / "annotations/states.h5ad"
+    utils.write_annotations(stage, added, matrix=matrix)
+    final = tmp_path / "final.h5ad"
+    utils.assemble_h5ad(matrix=matrix, annotations=[added], path=final, chunk_rows=7)
+    back = ad.read_h5ad(final)  # anndata alone, no texflow reader
+    counts = back.layers["counts"]
+    assert counts.format == "csr" and (counts != raw).nnz == 0
+    np.testing.assert_array_equal(counts.data, np.round(counts.data))
+    assert (back.X != adata.X).nnz == 0 and back.X.dtype == adata.X.dtype
+    assert (back.obs["state"] == "Tpex").all() and "cluster" in back.obs
+    assert (
+        set(back.obsm) == {"X_pca"} and (back.obsp["distances"] != adata.obsp["distances"]).nnz == 0
+    )
+    assert "counts_layer" not in back.uns["texflow"]
+    with h5py.File(final) as file:  # compressed (utils.FINAL_COMPRESSION)
+        assert {file[f"{m}/data"].compression for m in ("X", "layers/counts")} == {"gzip"}
+        assert file["X/indices"].shuffle and file["X/indices"].chunks == (utils.MATRIX_CHUNK,)
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_final_file_writes_out_counts_held_in_x(tmp_path):
+    adata = _counts_adata()  # counts shared with X (the counts_layer shorthand on disk)
+    utils.write_h5ad(adata, tmp_path / "cd8.h5ad")
+    utils.assemble_h5ad(matrix=tmp_path / "cd8.h5ad", annotations=[], path=tmp_path / "f.h5ad")
+    back = ad.read_h5ad(tmp_path / "f.h5ad")
+    assert (back.layers["counts"] != adata.X).nnz == 0 and (back.X != adata.X).nnz == 0
+    assert "counts_layer" not in back.uns["texflow"]
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -192,7 +252,7 @@ def test_written_files_get_the_mode_the_umask_allows(tmp_path, umask, mask, expe
     utils.write_tsv(pd.DataFrame({"a": [1, 2]}), table)
     utils.write_tsv(pd.DataFrame({"a": [1, 2]}), tmp_path / "cells.tsv.gz")
     utils.write_h5ad(_counts_adata(), h5ad)
-    utils.update_h5ad(utils.read_h5ad(h5ad, layers=False), source=h5ad, path=tmp_path / "u.h5ad")
+    utils.assemble_h5ad(matrix=h5ad, annotations=[], path=tmp_path / "u.h5ad")
     with utils.atomic_path(figure) as tmp:
         Figure().savefig(tmp, format="png")
     for path in (table, tmp_path / "cells.tsv.gz", h5ad, tmp_path / "u.h5ad", figure):

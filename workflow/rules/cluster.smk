@@ -1,12 +1,14 @@
-# Stage cluster: cd8.h5ad -> clustered.h5ad (X log-normalised, PCA, kNN graph, Leiden `cluster`,
-# UMAP) + tables/resolution_sweep.tsv + UMAP figures. Logic: workflow/texflow/cluster.py.
+# Stage cluster: cd8.h5ad -> clustered.h5ad (X log-normalised, layers["counts"], PCA, kNN graph,
+# Leiden `cluster`, UMAP) + tables/resolution_sweep.tsv + UMAP figures. clustered.h5ad is the
+# matrix file of every later stage (they write only annotations) and goes into final.h5ad;
+# temporary. Logic: workflow/texflow/cluster.py.
 
 
 rule cluster:
     input:
         h5ad=results("{dataset}", "cd8.h5ad"),
     output:
-        h5ad=results("{dataset}", "clustered.h5ad"),
+        h5ad=temp(results("{dataset}", "clustered.h5ad")),
         sweep=report(
             results("{dataset}", "tables/resolution_sweep.tsv"),
             caption="../report/resolution_sweep.rst",

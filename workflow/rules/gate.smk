@@ -1,4 +1,5 @@
-# Stage gate: qc.h5ad -> cd8.h5ad (CD8 T cells) + tables/gating.tsv. Skipped (every cell kept,
+# Stage gate: qc.h5ad -> cd8.h5ad (CD8 T cells; temporary, read by the cluster stage) +
+# tables/gating.tsv. Skipped (every cell kept,
 # recorded) when the dataset config says cd8_sorted: true, unless almost no cell has CD8A/CD8B
 # detected. When the gate stops, the gating table is kept in logs/{dataset}/gate.gating.tsv
 # (beside the log, no output: Snakemake deletes a failed job's outputs). Logic:
@@ -9,7 +10,7 @@ rule gate:
     input:
         h5ad=results("{dataset}", "qc.h5ad"),
     output:
-        h5ad=results("{dataset}", "cd8.h5ad"),
+        h5ad=temp(results("{dataset}", "cd8.h5ad")),
         table=report(
             results("{dataset}", "tables/gating.tsv"),
             caption="../report/gating.rst",

@@ -1,5 +1,5 @@
-# Stage qc: raw.h5ad -> qc.h5ad (QC-passing cells only) + per-sample QC table, per-cell QC
-# table and figures. Logic: workflow/texflow/qc.py (per-sample MAD outliers) and
+# Stage qc: raw.h5ad -> qc.h5ad (QC-passing cells only; temporary, read by the gate) +
+# per-sample QC table, per-cell QC table and figures. Logic: workflow/texflow/qc.py (per-sample MAD outliers) and
 # workflow/texflow/doublets.py (Scrublet per sample).
 
 
@@ -7,7 +7,7 @@ rule qc:
     input:
         h5ad=results("{dataset}", "raw.h5ad"),
     output:
-        h5ad=results("{dataset}", "qc.h5ad"),
+        h5ad=temp(results("{dataset}", "qc.h5ad")),
         summary=report(
             results("{dataset}", "tables/qc_summary.tsv"),
             caption="../report/qc_summary.rst",

@@ -1,13 +1,14 @@
 # Stage states: per-cell UCell scores of the state programs and one label per cluster (Tpex,
 # Tex_int, Tex_term, naive_like, effector_memory, other_cd8 or ambiguous) with a margin-based
-# confidence. Logic: workflow/texflow/states.py.
+# confidence, written as an annotation file (no matrix; texflow.utils.write_annotations).
+# Logic: workflow/texflow/states.py.
 
 
 rule states:
     input:
         h5ad=results("{dataset}", "clustered.h5ad"),
     output:
-        h5ad=results("{dataset}", "states.h5ad"),
+        annotations=temp(results("{dataset}", "annotations/states.h5ad")),
         cluster_states=report(
             results("{dataset}", "tables/cluster_states.tsv"),
             caption="../report/cluster_states.rst",

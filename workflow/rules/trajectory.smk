@@ -1,12 +1,14 @@
 # Stage trajectory: pseudotime over the exhausted lineage (Tpex -> Tex_int -> Tex_term),
-# root chosen from the data, with a root-sensitivity check. Logic: workflow/texflow/trajectory.py.
+# root chosen from the data, with a root-sensitivity check; an annotation file (no matrix).
+# Logic: workflow/texflow/trajectory.py.
 
 
 rule trajectory:
     input:
-        h5ad=results("{dataset}", "states.h5ad"),
+        h5ad=results("{dataset}", "clustered.h5ad"),
+        states=results("{dataset}", "annotations/states.h5ad"),
     output:
-        h5ad=results("{dataset}", "trajectory.h5ad"),
+        annotations=temp(results("{dataset}", "annotations/trajectory.h5ad")),
         root_sensitivity=report(
             results("{dataset}", "tables/root_sensitivity.tsv"),
             caption="../report/root_sensitivity.rst",

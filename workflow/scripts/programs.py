@@ -7,15 +7,15 @@ import anndata as ad
 from texflow import expression, findings, programs, signatures
 from texflow.contract import SKIP_RESPONSE
 from texflow.stage import organism_of
-from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
+from texflow.utils import read_annotated, read_rows, run_step, write_annotations, write_tsv
 
 
 def main(snakemake):
-    path = snakemake.input.h5ad
+    path, annotations = snakemake.input.h5ad, snakemake.input.annotations
     # annotations and the counts (scored after downsampling, in place); X only for data
-    # without counts, which are scored on it. final.h5ad is the input with the annotations
-    # replaced (update_h5ad), so its matrices are the trajectory stage's, untouched.
-    adata = read_h5ad(path, x=False, layers=["counts"])
+    # without counts, which are scored on it. The stage writes only its annotations, so the
+    # matrices of final.h5ad (rule assemble) are the cluster stage's, untouched.
+    adata = read_annotated(path, annotations, x=False, layers=["counts"])
     if "counts" not in adata.layers:
         adata.X = read_rows(path)
     dataset = adata.uns.get("texflow", {}).get("dataset", snakemake.wildcards.dataset)
@@ -61,14 +61,17 @@ def main(snakemake):
     # each program gene's mean (log-normalised X, read in chunks) per state: the report's heatmap
     # is drawn from this table, so the report never reads the matrix
     resolved = signatures.resolve_aliases(selected, adata.var_names, organism=organism)
-    matrix = adata if adata.X is not None else ad.read_h5ad(path, backed="r")
+    matrix = adata
+    if adata.X is None:  # X of the matrix file, read in chunks, with this stage's cells' states
+        matrix = ad.read_h5ad(path, backed="r")
+        matrix.obs = adata.obs
     try:
         gene_means = expression.program_gene_means(matrix, programs=resolved)
     finally:
         if matrix.isbacked:
             matrix.file.close()
     write_tsv(gene_means, outputs.program_gene_means)
-    update_h5ad(adata, source=path, path=outputs.h5ad)
+    write_annotations(adata, outputs.annotations, matrix=path, annotations=annotations)
 
 
 run_step(main, snakemake)  # noqa: F821

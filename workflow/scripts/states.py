@@ -1,16 +1,17 @@
-"""States stage: per-cell program scores and one state label per cluster (texflow.states)."""
+"""States stage: per-cell program scores and one state label per cluster (texflow.states),
+written as an annotation file of clustered.h5ad's cells (texflow.utils.write_annotations)."""
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import states
 from texflow.plotting import states as plots
 from texflow.stage import organism_of
-from texflow.utils import read_h5ad, run_step, update_h5ad, write_tsv
+from texflow.utils import read_annotated, run_step, write_annotations, write_tsv
 
 
 def main(snakemake):
     path = snakemake.input.h5ad
-    # X and annotations only: the counts layer is carried over on disk by update_h5ad
-    adata = read_h5ad(path, layers=False)
+    # X and annotations only: the stage writes only what it adds, the matrices stay where they are
+    adata = read_annotated(path, layers=False)
     dataset = adata.uns.get("texflow", {}).get("dataset", snakemake.wildcards.dataset)
     organism = organism_of(adata, dataset=dataset, path=path)
     params = states.StatesParams.from_config(snakemake.params.states)
@@ -33,7 +34,7 @@ def main(snakemake):
         cluster_key=params.cluster_key,
         title=f"{dataset}: state markers per cluster",
     )
-    update_h5ad(adata, source=path, path=outputs.h5ad)
+    write_annotations(adata, outputs.annotations, matrix=path)
 
 
 run_step(main, snakemake)  # noqa: F821

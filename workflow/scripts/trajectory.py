@@ -1,17 +1,18 @@
-"""Trajectory stage: pseudotime over the exhausted lineage (texflow.trajectory)."""
+"""Trajectory stage: pseudotime over the exhausted lineage (texflow.trajectory), written as an
+annotation file of clustered.h5ad's cells (texflow.utils.write_annotations)."""
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import programs, trajectory
 from texflow.errors import InputDataError
 from texflow.plotting import trajectory as plots
-from texflow.utils import read_h5ad, read_rows, run_step, update_h5ad, write_tsv
+from texflow.utils import read_annotated, read_rows, run_step, write_annotations, write_tsv
 
 
 def main(snakemake):
-    path = snakemake.input.h5ad
-    # annotations, then X's lineage rows only: the matrices are carried over on disk by
-    # update_h5ad (at 100k cells the CD8 cells' X was 1.2 GB of the stage's peak)
-    adata = read_h5ad(path, layers=False, x=False)
+    path, annotations = snakemake.input.h5ad, [snakemake.input.states]
+    # annotations, then X's lineage rows only (at 100k cells the CD8 cells' X was 1.2 GB of the
+    # stage's peak); the stage writes only what it adds
+    adata = read_annotated(path, annotations, layers=False, x=False)
     meta = adata.uns.setdefault("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     organism = meta.get("organism")
@@ -41,7 +42,7 @@ def main(snakemake):
         # the states that defined the lineage (per-cell calls), not the cluster labels
         state_key = meta["trajectory"]["state_key"]
         plots.pseudotime_overview(adata, snakemake.output.figure, state_key=state_key)
-    update_h5ad(adata, source=path, path=snakemake.output.h5ad)
+    write_annotations(adata, snakemake.output.annotations, matrix=path, annotations=annotations)
 
 
 run_step(main, snakemake)  # noqa: F821
