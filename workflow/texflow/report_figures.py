@@ -16,8 +16,8 @@ import logging
 import mimetypes
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,19 @@ def _stage_figure_text(stem: str) -> tuple[str, str]:
     return title[:1].upper() + title[1:], ""
 
 
+@dataclass(frozen=True)
+class _FigureSpec:
+    """One report figure to draw: the plotting function, its data, its file, its text."""
+
+    name: str  # file stem in the figure directory (also the `FIGURE_SKIP_STEPS` key)
+    draw: Callable[..., Any]  # a `texflow.plotting.report` function
+    data: Any  # what `draw` takes first: the AnnData, or a table
+    section: str
+    label: str
+    caption: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
 def draw_figures(
     adata: ad.AnnData,
     *,
@@ -168,219 +181,364 @@ def draw_figures(
     written on the response panels. `gene_means`: program_gene_means.tsv of the programs stage,
     the heatmap of program genes across states (none drawn when it has no up gene of
     `HEATMAP_PROGRAMS`).
+
+    The figures come in this order: the UMAPs (`_umap_specs`), the sentence on the score UMAPs
+    left out, the state compositions (`_composition_specs`), the programs across states
+    (`_program_state_specs`), the per-patient comparisons (`_patient_comparison_specs`).
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     skipped = dict(skipped or {})
     scores, left_out = _scores_to_draw(adata.obs, programs)
-    specs: list[tuple[str, str, str, Any]] = []
+    has_patients = PATIENT in adata.obs and bool(plots._known(adata.obs[PATIENT]).any())
+    _remove_stale_figures(outdir=outdir, scores=scores, has_patients=has_patients)
+    umaps = _umap_specs(adata, scores=scores, tested=tested, draw_cluster_umap=draw_cluster_umap)
+    figures = _draw_specs(umaps, outdir=outdir, formats=formats, skipped=skipped)
+    if left_out:
+        figures.append(
+            Figure(title="Score UMAPs of the other programs", missing=left_out, section="programs")
+        )
+    rest = [
+        *_composition_specs(adata, has_patients=has_patients),
+        *_program_state_specs(
+            adata, scores=scores, headline=headline, min_cells=min_cells, gene_means=gene_means
+        ),
+        *_patient_comparison_specs(
+            adata, scores=scores, min_cells=min_cells, response_table=response_table
+        ),
+    ]
+    return figures + _draw_specs(rest, outdir=outdir, formats=formats, skipped=skipped)
+
+
+def _remove_stale_figures(*, outdir: Path, scores: Sequence[str], has_patients: bool) -> None:
+    """Delete an earlier run's figures that this run does not draw, so none is embedded as
+    current: the UMAP of a score not drawn this time, and the per-patient composition when
+    the data have no patient labels (the per-sample one stands in for it).
+
+    Parameters
+    ----------
+    outdir
+        The report's figure directory.
+    scores
+        The score columns drawn this time (`_scores_to_draw`).
+    has_patients
+        Whether any cell has a patient label.
+    """
+    drawn = {f"umap_{s}" for s in scores}
+    for stale in outdir.glob(f"umap_{SCORE_PREFIX}*.*"):
+        if stale.stem not in drawn:
+            stale.unlink()
+    if not has_patients:
+        for stale in outdir.glob("state_composition.*"):
+            stale.unlink()
+
+
+def _umap_specs(
+    adata: ad.AnnData, *, scores: Sequence[str], tested: Sequence[str], draw_cluster_umap: bool
+) -> list[_FigureSpec]:
+    """The UMAPs: by cluster (when `draw_cluster_umap`), state, patient, response and
+    pseudotime, then one per program score.
+
+    Parameters
+    ----------
+    adata
+        The final AnnData (its ``obs`` and UMAP coordinates).
+    scores
+        The score columns to draw, one UMAP each.
+    tested
+        Programs tested in at least one comparison (their captions say the tests use
+        per-patient summaries; the others' say they were not tested).
+    draw_cluster_umap
+        Whether to draw the UMAP by Leiden cluster (the cluster stage may have drawn its own).
+    """
+
+    def umap(name: str, section: str, label: str, caption: str, **kwargs: Any) -> _FigureSpec:
+        return _FigureSpec(name, plots.umap, adata, section, label, caption, kwargs)
+
+    specs = []
     if draw_cluster_umap:
         specs.append(
-            (
+            umap(
                 "umap_cluster",
                 "cluster",
                 "UMAP by Leiden cluster",
-                {"color": "cluster", "title": "CD8 T cells by Leiden cluster"},
+                "Each point is a QC-passing CD8 T cell; colours are Leiden clusters "
+                "(cells per cluster in the legend).",
+                color="cluster",
+                title="CD8 T cells by Leiden cluster",
             )
         )
     specs += [
-        (
+        umap(
             "umap_state",
             "states",
             "UMAP by state",
-            {"color": CLUSTER_STATE_KEY, "title": "CD8 T cells by state"},
+            "Cluster-level state labels; clusters below the confidence margin are 'ambiguous'.",
+            color=CLUSTER_STATE_KEY,
+            title="CD8 T cells by state",
         ),
-        (
+        umap(
             "umap_patient",
             "cluster",
             "UMAP by patient",
-            {"color": "patient", "title": "CD8 T cells by patient"},
+            "Patients mixing within clusters suggests that the clusters are not patient batches.",
+            color="patient",
+            title="CD8 T cells by patient",
         ),
-        (
+        umap(
             "umap_response",
             "programs",
             "UMAP by response",
-            {"color": "response", "title": "CD8 T cells by response to immunotherapy"},
+            "Response labels are per patient, as published; grey cells have no label.",
+            color="response",
+            title="CD8 T cells by response to immunotherapy",
         ),
-        (
+        umap(
             "umap_pseudotime",
             "trajectory",
             "UMAP by pseudotime",
-            {
-                "color": "pseudotime",
-                "title": "Pseudotime (Tpex → Tex-term)",
-                "colorbar_label": "pseudotime (0 = lineage start, 1 = end)",
-            },
+            "Pseudotime over the exhausted lineage (Tpex → Tex_int → Tex_term); "
+            "cells outside the lineage have no value (grey).",
+            color="pseudotime",
+            title="Pseudotime (Tpex → Tex-term)",
+            colorbar_label="pseudotime (0 = lineage start, 1 = end)",
         ),
     ]
     for score in scores:
         label = plots.program_label(score)
         specs.append(
-            (
+            umap(
                 f"umap_{score}",
                 "programs",
                 f"UMAP by {label} score",
-                {
-                    "color": score,
-                    "title": f"{label} score",
-                    "colorbar_label": f"{label} score (a.u.)",
-                },
+                "Per-cell program score (rank-based); "
+                + (
+                    "the tests use per-patient summaries, not cells."
+                    if score.removeprefix(SCORE_PREFIX) in set(tested)
+                    else "not tested in this dataset (the answer table says why)."
+                ),
+                color=score,
+                title=f"{label} score",
+                colorbar_label=f"{label} score (a.u.)",
             )
         )
-    for stale in outdir.glob(
-        f"umap_{SCORE_PREFIX}*.*"
-    ):  # a score not drawn this time: no old image
-        if stale.stem not in {f"umap_{s}" for s in scores}:
-            stale.unlink()
-    captions = {
-        "umap_cluster": "Each point is a QC-passing CD8 T cell; colours are Leiden clusters "
-        "(cells per cluster in the legend).",
-        "umap_state": "Cluster-level state labels; "
-        "clusters below the confidence margin are 'ambiguous'.",
-        "umap_patient": "Patients mixing within clusters suggests that the clusters are not "
-        "patient batches.",
-        "umap_response": "Response labels are per patient, as published; grey cells have no label.",
-        "umap_pseudotime": "Pseudotime over the exhausted lineage (Tpex → Tex_int → Tex_term); "
-        "cells outside the lineage have no value (grey).",
-    }
-    figures = []
-    for name, section, label, kwargs in specs:
-        default = "Per-cell program score (rank-based); " + (
-            "the tests use per-patient summaries, not cells."
-            if name.removeprefix(f"umap_{SCORE_PREFIX}") in set(tested)
-            else "not tested in this dataset (the answer table says why)."
-        )
-        caption = captions.get(name, default)
-        figures.append(
-            _draw(
-                plots.umap,
+    return specs
+
+
+def _composition_specs(adata: ad.AnnData, *, has_patients: bool) -> list[_FigureSpec]:
+    """The state compositions: per patient and by response (per sample instead when no cell
+    has a patient label), then per tissue when the data have two tissues or more.
+
+    Parameters
+    ----------
+    adata
+        The final AnnData (its ``obs``).
+    has_patients
+        Whether any cell has a patient label.
+    """
+    if has_patients:
+        specs = [
+            _FigureSpec(
+                "state_composition",
+                plots.state_composition,
                 adata,
-                outdir / f"{name}.png",
-                formats,
-                label=label,
-                caption=caption,
-                section=section,
-                skipped=skipped,
-                **kwargs,
+                section="states",
+                label="State composition per patient and by response",
+                caption="Fraction of each patient's CD8 T cells in each state "
+                "(per-cell calls, as composition.tsv); "
+                "the response panel averages per-patient fractions; "
+                "the tests are the composition rows of the response table.",
             )
-        )
-    if left_out:
-        figures.append(
-            Figure(title="Score UMAPs of the other programs", missing=left_out, section="programs")
-        )
-    has_patients = PATIENT in adata.obs and bool(plots._known(adata.obs[PATIENT]).any())
-    if has_patients:  # else the composition per sample stands in for it (below)
-        figures.append(_draw(
-            plots.state_composition, adata, outdir / "state_composition.png", formats,
-            section="states", label="State composition per patient and by response",
-            caption="Fraction of each patient's CD8 T cells in each state "
-                    "(per-cell calls, as composition.tsv); "
-                    "the response panel averages per-patient fractions; "
-                    "the tests are the composition rows of the response table.",
-            skipped=skipped))  # fmt: skip
-    obs = adata.obs
-    if not has_patients:
-        for stale in outdir.glob("state_composition.*"):  # an earlier run's, with patients
-            stale.unlink()
-        figures.append(
-            _draw(
+        ]
+    else:
+        specs = [
+            _FigureSpec(
+                "state_composition_sample",
                 plots.composition_by,
                 adata,
-                outdir / "state_composition_sample.png",
-                formats,
                 section="states",
                 label="States per sample (composition)",
-                skipped=skipped,
-                by=SAMPLE,
-                title="State composition per sample (no patient labels)",
                 caption="No patient labels in this dataset: "
                 "the fraction of each sample's CD8 T cells "
                 "in each state (per-cell calls) stands in for the per-patient composition. "
                 "Samples are not independent patients: nothing is tested on them.",
+                kwargs={
+                    "by": SAMPLE,
+                    "title": "State composition per sample (no patient labels)",
+                },
             )
-        )
+        ]
+    obs = adata.obs
     tissues = obs["tissue"][plots._known(obs["tissue"])] if "tissue" in obs else pd.Series()
     if tissues.astype(str).nunique() >= 2:
-        figures.append(
-            _draw(
+        specs.append(
+            _FigureSpec(
+                "state_composition_tissue",
                 plots.composition_by,
                 adata,
-                outdir / "state_composition_tissue.png",
-                formats,
                 section="states",
                 label="States per tissue (composition)",
-                skipped=skipped,
-                by="tissue",
-                title="States per tissue (composition)",
-                caption="Fraction of each tissue's CD8 T cells in each state (per-cell calls), the "
-                "cells of all patients pooled; the composition tests and the per-patient "
+                caption="Fraction of each tissue's CD8 T cells in each state (per-cell calls), "
+                "the cells of all patients pooled; the composition tests and the per-patient "
                 "figure take all tissues together.",
+                kwargs={"by": "tissue", "title": "States per tissue (composition)"},
             )
         )
-    distributions = [s for s in scores if s.removeprefix(SCORE_PREFIX) in set(headline)] or scores[
-        :2
-    ]
-    figures.append(
-        _draw(
+    return specs
+
+
+def _program_state_specs(
+    adata: ad.AnnData,
+    *,
+    scores: Sequence[str],
+    headline: Sequence[str],
+    min_cells: int,
+    gene_means: pd.DataFrame | None,
+) -> list[_FigureSpec]:
+    """The programs across states: the score distributions per state (of the `headline`
+    programs, else the first two scores), then the heatmap of program genes when `gene_means`
+    has an up gene of `HEATMAP_PROGRAMS`.
+
+    Parameters
+    ----------
+    adata
+        The final AnnData (its ``obs``).
+    scores
+        The score columns drawn.
+    headline
+        The programs whose distributions per state are drawn.
+    min_cells
+        Fewest cells of a patient in a state for its point.
+    gene_means
+        program_gene_means.tsv of the programs stage, or None.
+    """
+    distributions = [s for s in scores if s.removeprefix(SCORE_PREFIX) in set(headline)]
+    specs = [
+        _FigureSpec(
+            "score_distributions",
             plots.score_distributions,
             adata,
-            outdir / "score_distributions.png",
-            formats,
             section="programs",
             label="Scores per state, one point per patient",
-            skipped=skipped,
-            scores=distributions,
-            min_cells=min_cells,
             caption="Box: the cells of each state (per-cell calls) and of all CD8 T cells; "
             "point: one "
             "patient's mean over its cells in the state, colour = response. A patient with "
             f"fewer than {min_cells} cells in a state has no point there (the count under "
             "the state says how many).",
+            kwargs={"scores": distributions or scores[:2], "min_cells": min_cells},
         )
-    )
+    ]
     if heatmap_has_genes(gene_means):
-        figures.append(
-            _draw(
+        specs.append(
+            _FigureSpec(
+                "program_genes_states",
                 plots.program_gene_heatmap,
                 gene_means,
-                outdir / "program_genes_states.png",
-                formats,
                 section="programs",
                 label="Program genes across states",
-                skipped=skipped,
-                programs=HEATMAP_PROGRAMS,
                 caption="Mean expression of each program's genes per state (per-cell calls), "
                 "z-scored "
                 "per gene across the states; per program the genes that vary most between "
                 "the states. The signed LPO score is its drivers minus its suppressors.",
+                kwargs={"programs": HEATMAP_PROGRAMS},
             )
         )
-    figures.append(
-        _draw(plots.paired_states, adata, outdir / "paired_tpex_texterm.png", formats,
-              section="programs", label="Tpex vs Tex-term per patient",
-              caption="Per-patient mean score in Tpex and in Tex-term cells, joined by a line; "
-                      "colour = response.",
-              skipped=skipped, scores=scores, min_cells=min_cells)
-    )  # fmt: skip
-    figures.append(
-        _draw(plots.response_groups, adata, outdir / "response_groups.png", formats,
-              section="programs", label="Responders vs non-responders, all CD8 T cells",
-              caption="Per-patient mean score over all its CD8 T cells "
-                      "(the all-CD8 rows of the response table); bar = group mean; n = patients."
-                      + RESPONSE_PANEL_NOTE,
-              skipped=skipped, scores=scores, min_cells=min_cells, table=response_table)
-    )  # fmt: skip
-    figures.append(
-        _draw(plots.response_groups, adata, outdir / "response_groups_lineage.png", formats,
-              section="programs", label="Responders vs non-responders, exhausted-lineage cells",
-              caption="Per-patient mean score over its cells called Tpex, Tex_int or Tex_term "
-                      "one by one (the exhausted-lineage rows of the response table); "
-                      "bar = group mean; n = patients."
-                      + RESPONSE_PANEL_NOTE,
-              skipped=skipped, scores=scores, min_cells=min_cells, lineage_only=True,
-              table=response_table)
-    )  # fmt: skip
-    return figures
+    return specs
+
+
+def _patient_comparison_specs(
+    adata: ad.AnnData,
+    *,
+    scores: Sequence[str],
+    min_cells: int,
+    response_table: pd.DataFrame | None,
+) -> list[_FigureSpec]:
+    """The per-patient comparisons, one panel per score: Tpex vs Tex-term (paired), then
+    responders vs non-responders over all CD8 T cells and over the exhausted lineage.
+
+    Parameters
+    ----------
+    adata
+        The final AnnData (its ``obs``).
+    scores
+        The score columns drawn, one panel each.
+    min_cells
+        Fewest cells of a patient (in a state, or in all) for its point.
+    response_table
+        response_comparison.tsv, whose q and n per group the response panels carry, or None.
+    """
+    panels = {"scores": scores, "min_cells": min_cells}
+    return [
+        _FigureSpec(
+            "paired_tpex_texterm",
+            plots.paired_states,
+            adata,
+            section="programs",
+            label="Tpex vs Tex-term per patient",
+            caption="Per-patient mean score in Tpex and in Tex-term cells, joined by a line; "
+            "colour = response.",
+            kwargs=panels,
+        ),
+        _FigureSpec(
+            "response_groups",
+            plots.response_groups,
+            adata,
+            section="programs",
+            label="Responders vs non-responders, all CD8 T cells",
+            caption="Per-patient mean score over all its CD8 T cells "
+            "(the all-CD8 rows of the response table); bar = group mean; n = patients."
+            + RESPONSE_PANEL_NOTE,
+            kwargs={**panels, "table": response_table},
+        ),
+        _FigureSpec(
+            "response_groups_lineage",
+            plots.response_groups,
+            adata,
+            section="programs",
+            label="Responders vs non-responders, exhausted-lineage cells",
+            caption="Per-patient mean score over its cells called Tpex, Tex_int or Tex_term "
+            "one by one (the exhausted-lineage rows of the response table); "
+            "bar = group mean; n = patients." + RESPONSE_PANEL_NOTE,
+            kwargs={**panels, "lineage_only": True, "table": response_table},
+        ),
+    ]
+
+
+def _draw_specs(
+    specs: Iterable[_FigureSpec],
+    *,
+    outdir: Path,
+    formats: Sequence[str],
+    skipped: Mapping[str, str],
+) -> list[Figure]:
+    """Draw each spec into ``outdir/<name>.png`` (plus `formats`), in order (`_draw`).
+
+    Parameters
+    ----------
+    specs
+        The figures to draw.
+    outdir
+        The report's figure directory.
+    formats
+        Further formats to save besides PNG.
+    skipped
+        The pipeline's skipped steps (``uns["texflow"]["skipped"]``), quoted in the reason of a
+        figure that cannot be drawn.
+    """
+    return [
+        _draw(
+            spec.draw,
+            spec.data,
+            outdir / f"{spec.name}.png",
+            formats,
+            label=spec.label,
+            caption=spec.caption,
+            section=spec.section,
+            skipped=skipped,
+            **spec.kwargs,
+        )
+        for spec in specs
+    ]
 
 
 def _scores_to_draw(obs: pd.DataFrame, programs: Sequence[str] | None) -> tuple[list[str], str]:
