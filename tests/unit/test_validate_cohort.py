@@ -3,22 +3,16 @@ even when tiny, so it is not run here)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "validate_cohort.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def cohort():
-    spec = importlib.util.spec_from_file_location("validate_cohort", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("validate_cohort")
 
 
 def test_rates_count_found_planted_rows_and_null_calls(cohort):
