@@ -43,6 +43,7 @@ from texflow.contract import (
     RESPONDER,
     RESPONSE,
 )
+from texflow.stats import cliffs_delta, hedges_g
 
 ALPHA = 0.05
 COMPOSITION_ROW = "fraction_Tex_term"
@@ -155,13 +156,12 @@ def effect_sizes(table: pd.DataFrame, column: str) -> dict[str, float]:
     """Cliff's delta and Hedges' g (non-responders minus responders) of the pooled patients."""
     x = table.loc[table[RESPONSE] == NON_RESPONDER, column].to_numpy(float)
     y = table.loc[table[RESPONSE] == RESPONDER, column].to_numpy(float)
-    u = stats.mannwhitneyu(x, y).statistic
-    delta = 2 * u / (x.size * y.size) - 1
-    pooled = np.sqrt(
-        ((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2)
-    )
-    g = (x.mean() - y.mean()) / pooled * (1 - 3 / (4 * (x.size + y.size) - 9))
-    return {"n_nr": x.size, "n_r": y.size, CLIFFS_DELTA: float(delta), HEDGES_G: float(g)}
+    return {
+        "n_nr": x.size,
+        "n_r": y.size,
+        CLIFFS_DELTA: cliffs_delta(x, y),
+        HEDGES_G: hedges_g(x, y),
+    }
 
 
 def main(argv=None) -> None:
