@@ -74,6 +74,7 @@ import numpy as np
 import pandas as pd
 from texflow import programs, stats
 from texflow.contract import (
+    BALANCE_COLUMN,
     CLIFFS_DELTA,
     EFFECT,
     FRACTION_PREFIX,
@@ -218,14 +219,14 @@ def _patient_values(tables: dict, *, seed: int, condition: str) -> pd.DataFrame:
     all CD8 cells of every program of the all-CD8 row group), for resampling (power by n)."""
     response = tables["response_comparison"]
     all_cd8 = response.loc[response[STATE].astype(str) == stats.ALL_CD8, PROGRAM].astype(str)
-    columns = [f"score_{p}" for p in all_cd8]
+    columns = [f"{SCORE_PREFIX}{p}" for p in all_cd8]
     obs = tables["_obs"]
     means = obs.groupby(PATIENT, observed=True)[columns].mean()
     means.index = means.index.astype(str)
     composition = tables["composition"].set_index(PATIENT)
-    kept = [c for c in composition.columns if c.startswith(("fraction_", "log_ratio_"))]
+    kept = [c for c in composition.columns if c.startswith(FRACTION_PREFIX) or c == BALANCE_COLUMN]
     out = composition[[RESPONSE, N_CD8_CELLS, INCLUDED, *kept]].join(
-        means.rename(columns=lambda c: f"all_cd8_{c.removeprefix('score_')}")
+        means.rename(columns=lambda c: f"all_cd8_{c.removeprefix(SCORE_PREFIX)}")
     )
     out.insert(0, "condition", condition)
     out.insert(0, "seed", seed)
