@@ -15,7 +15,8 @@ For each size (cells x genes):
 
 Disk (``disk_gb``, ``disk_per_raw``): every file texflow leaves for the dataset (``results/bench/``
 and its downloads) after the run, and that total over ``raw.h5ad``; ``results_per_raw`` the same
-without the downloads (here a copy of the simulated file, as large as ``raw.h5ad``), and
+without the downloads (here a symbolic link to the simulated file, ``fetch.local_sources``'
+``link`` default; with ``copy`` a file as large as ``raw.h5ad``), and
 ``final_per_raw`` ``final.h5ad`` alone. The stages' intermediate files are Snakemake ``temp()``
 files, deleted once the rules that read them have run.
 
@@ -147,7 +148,8 @@ def disk_use(workdir: Path) -> dict:
     results = workdir / "results" / DATASET
 
     def size(root: Path) -> int:
-        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        # lstat: a linked local source (fetch.local_sources: link) counts as the link it is
+        return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
     in_results = size(results)
     total = in_results + size(workdir / "resources/downloads" / DATASET)

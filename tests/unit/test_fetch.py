@@ -300,6 +300,64 @@ def test_local_source_checked_like_a_download(tmp_path, monkeypatch):
     assert leftovers(tmp_path / "out") == []
 
 
+def test_local_source_is_linked_by_default_and_copied_on_request(tmp_path, monkeypatch):
+    """link (the default): the file is not duplicated, and it is checked through the link;
+    copy: an independent file. The .part of either is gone."""
+    data = gzipped()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/m.txt.gz").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    fetch_source(url="in/m.txt.gz", destination="out/linked.txt.gz", sha256=sha(data), **FAST)
+    fetch_source(url="in/m.txt.gz", destination="out/copied.txt.gz", local_sources="copy", **FAST)
+    linked, copied = tmp_path / "out/linked.txt.gz", tmp_path / "out/copied.txt.gz"
+    assert linked.is_symlink() and linked.resolve() == (tmp_path / "in/m.txt.gz").resolve()
+    assert not copied.is_symlink() and copied.read_bytes() == data
+    assert leftovers(tmp_path / "out") == ["copied.txt.gz", "linked.txt.gz"]
+    # a linked source that fails a check leaves no link, and the source is untouched
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        fetch_source(url="in/m.txt.gz", destination="out/bad.txt.gz", sha256="1" * 64, **FAST)
+    assert leftovers(tmp_path / "out") == ["copied.txt.gz", "linked.txt.gz"]
+    assert (tmp_path / "in/m.txt.gz").read_bytes() == data
+
+
+def test_switching_local_sources_mode_places_the_file_again(tmp_path, monkeypatch):
+    """A rerun keeps a fetched local source only when it is placed as the config now asks:
+    a user who switches to copy (to delete or move the original) gets a real copy."""
+    data = gzipped()
+    monkeypatch.chdir(tmp_path)
+    Path("m.txt.gz").write_bytes(data)
+    config = {"id": "ds", "sources": [{"name": "matrix", "url": "m.txt.gz"}]}
+    first = fetch_dataset(config, directory="dl", **FAST)
+    assert Path("dl/m.txt.gz").is_symlink()
+    again = fetch_dataset(config, directory="dl", **FAST)
+    assert "kept from the fetch" in again.notes[0]
+    copied = fetch_dataset(config, directory="dl", local_sources="copy", **FAST)
+    assert "fetched from" in copied.notes[0]
+    assert not Path("dl/m.txt.gz").is_symlink() and Path("dl/m.txt.gz").read_bytes() == data
+    assert first.files[0].sha256 == copied.files[0].sha256 == sha(data)
+    Path("m.txt.gz").unlink()
+    assert Path("dl/m.txt.gz").read_bytes() == data
+
+
+def test_edited_local_source_is_checked_again(tmp_path, monkeypatch):
+    """Through a link, an edited source changes the fetched file: the rerun sees the new
+    checksum, records it and says it fetched again (the rule's input makes Snakemake rerun)."""
+    monkeypatch.chdir(tmp_path)
+    Path("m.txt.gz").write_bytes(gzipped())
+    config = {"id": "ds", "sources": [{"name": "matrix", "url": "m.txt.gz"}]}
+    before = fetch_dataset(config, directory="dl", **FAST)
+    edited = gzip.compress(b"gene\tc1\nCD8A\t5\n")
+    Path("m.txt.gz").write_bytes(edited)
+    after = fetch_dataset(config, directory="dl", **FAST)
+    assert before.files[0].sha256 != after.files[0].sha256 == sha(edited)
+    assert "fetched from" in after.notes[0]
+
+
+def test_local_sources_mode_is_checked():
+    with pytest.raises(ValueError, match="local_sources must be one of"):
+        fetch_source(url="x", destination="y", local_sources="hardlink", **FAST)
+
+
 def test_missing_local_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DownloadError, match=r"local source not found: .*/nothing/here.h5ad"):

@@ -16,6 +16,7 @@ def main(snakemake):
         retries=snakemake.params.fetch["retries"],
         backoff_seconds=snakemake.params.fetch["backoff_seconds"],
         timeout_seconds=snakemake.params.fetch["timeout_seconds"],
+        local_sources=snakemake.params.fetch["local_sources"],
     )
 
 

@@ -56,6 +56,9 @@ __all__ = [
     "source_filename",
 ]
 
+#: how a local source is placed in the downloads folder (config fetch.local_sources)
+LOCAL_SOURCE_MODES = ("link", "copy")
+
 #: per-source records of finished downloads, updated after each one: lets a rerun (whose
 #: manifest Snakemake has removed) or an interrupted multi-file fetch skip what is already here
 STATE_FILE = ".fetched.tsv"
@@ -160,6 +163,7 @@ def fetch_source(
     timeout_seconds: float = 60.0,
     dataset: str | None = None,
     session: requests.Session | None = None,
+    local_sources: str = "link",
 ) -> tuple[int, str]:
     """Fetch `url` (HTTP(S), ``file://`` or a local path) to `destination`, checked.
 
@@ -187,6 +191,10 @@ def fetch_source(
         Dataset id, for error messages.
     session
         A session from :func:`make_session` to reuse across sources.
+    local_sources
+        ``"link"``: a local source is put at `destination` as a symbolic link to the file
+        (absolute path), checked through the link; ``"copy"``: it is copied (config
+        ``fetch.local_sources``; the reason for the default is in its schema).
 
     Returns
     -------
@@ -197,6 +205,10 @@ def fetch_source(
     DownloadError
         Naming the dataset, the URL or file, and the problem.
     """
+    if local_sources not in LOCAL_SOURCE_MODES:
+        raise ValueError(
+            f"local_sources must be one of {LOCAL_SOURCE_MODES}, not {local_sources!r}"
+        )
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
@@ -221,7 +233,13 @@ def fetch_source(
                 )
                 size, digest = _fetch_http(url, part, transfer=transfer, checks=checks)
         elif scheme in ("file", ""):
-            _copy_local(_local_path(url, dataset=dataset), part, dataset=dataset, url=url)
+            _place_local(
+                _local_path(url, dataset=dataset),
+                part,
+                how=local_sources,
+                dataset=dataset,
+                url=url,
+            )
             size, digest = _verify(part, checks)
         else:
             raise DownloadError(
@@ -248,6 +266,7 @@ def fetch_dataset(
     retries: int = 5,
     backoff_seconds: float = 2.0,
     timeout_seconds: float = 60.0,
+    local_sources: str = "link",
 ) -> FetchResult:
     """Fetch every source of a dataset into `directory` and write its manifest last.
 
@@ -262,7 +281,7 @@ def fetch_dataset(
         Where the files go: ``resources/downloads/{dataset}``.
     manifest
         Path of the manifest; default ``<directory>/manifest.tsv``.
-    retries, backoff_seconds, timeout_seconds
+    retries, backoff_seconds, timeout_seconds, local_sources
         As for :func:`fetch_source` (config section ``fetch``).
 
     Returns
@@ -296,6 +315,7 @@ def fetch_dataset(
                 retries=retries,
                 backoff_seconds=backoff_seconds,
                 timeout_seconds=timeout_seconds,
+                local_sources=local_sources,
             )
             files.append(record)
             notes.append(note)
@@ -321,10 +341,11 @@ def _fetch_unless_kept(
     retries: int,
     backoff_seconds: float,
     timeout_seconds: float,
+    local_sources: str,
 ) -> tuple[FetchedFile, str]:
     """The manifest row of one source and a note: `record` kept when `destination` is still
     the file it describes (and what the config asks for), else the source fetched now."""
-    kept = _still_valid(record, source, destination)
+    kept = _still_valid(record, source, destination, local_sources=local_sources)
     if kept is not None:
         logger.info(
             "%s: already fetched (%s bytes, checksum as recorded at %s): not fetched again",
@@ -348,6 +369,7 @@ def _fetch_unless_kept(
         timeout_seconds=timeout_seconds,
         dataset=dataset,
         session=session,
+        local_sources=local_sources,
     )
     record = FetchedFile(
         name=str(source["name"]),
@@ -707,13 +729,22 @@ def _local_path(url: str, *, dataset: str | None) -> Path:
     return path
 
 
-def _copy_local(path: Path, part: Path, *, dataset: str | None, url: str) -> None:
+def _place_local(path: Path, part: Path, *, how: str, dataset: str | None, url: str) -> None:
+    """Put a local source at `part`: a symbolic link to it (``how="link"``) or a copy."""
+    part.unlink(missing_ok=True)  # a link or copy left by an interrupted job
     try:
-        with open(path, "rb") as source, open(part, "wb") as target:
-            shutil.copyfileobj(source, target, CHUNK_BYTES)
+        if how == "link":
+            part.symlink_to(path.resolve())
+        else:
+            with open(path, "rb") as source, open(part, "wb") as target:
+                shutil.copyfileobj(source, target, CHUNK_BYTES)
     except OSError as error:
+        verb = "link to" if how == "link" else "copy"
+        fix = " (set fetch.local_sources: copy in the config)" if how == "link" else ""
         raise DownloadError(
-            f"cannot copy local source: {error.strerror or error}", dataset=dataset, path=url
+            f"cannot {verb} local source: {error.strerror or error}{fix}",
+            dataset=dataset,
+            path=url,
         ) from None
 
 
@@ -847,10 +878,15 @@ def _check_filenames(sources: Sequence[Mapping], *, dataset: str, reserved: set[
 
 
 def _still_valid(
-    record: FetchedFile | None, source: Mapping, destination: Path
+    record: FetchedFile | None, source: Mapping, destination: Path, *, local_sources: str
 ) -> FetchedFile | None:
-    """`record` when `destination` is the file it describes and still what the config asks for."""
+    """`record` when `destination` is the file it describes and still what the config asks for
+    (for a local source: a link or a copy, as ``local_sources`` says)."""
     if record is None or record.url != str(source["url"]) or not destination.is_file():
+        return None
+    if _scheme(record.url) in ("file", "") and destination.is_symlink() != (
+        local_sources == "link"
+    ):
         return None
     if source.get("sha256") and source["sha256"].lower() != record.sha256:
         return None
