@@ -1041,6 +1041,9 @@ def test_page_wording_and_not_run_figures(tmp_path):
     pd.DataFrame({"program": [np.nan], "fit": [np.nan], "note": ["skipped: no pseudotime"]}).to_csv(
         out / "tables/trends.tsv", sep="\t", index=False, na_rep="NA"
     )
+    final = ad.read_h5ad(out / "final.h5ad")  # the QC stage's skip record, as it writes it
+    final.uns["texflow"]["skipped"][contract.SKIP_DOUBLETS] = "value_type is log_tpm, not counts"
+    final.write_h5ad(out / "final.h5ad")
     for stem in ("qc_doublets", "pseudotime"):  # the stage's placeholder images
         placeholder = (out / "figures/qc_total_counts.png").read_bytes()
         (out / "figures" / f"{stem}.png").write_bytes(placeholder)

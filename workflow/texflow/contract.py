@@ -74,6 +74,8 @@ SKIPPED_PREFIX = "skipped: "
 #: Keys of ``uns["texflow"]["skipped"]`` (the step that did not run) that the report reads.
 SKIP_TRAJECTORY, SKIP_TRENDS, SKIP_ASSOCIATIONS = "trajectory", "trends", "associations"
 SKIP_RESPONSE, SKIP_COMPOSITION = "response_comparison", "composition"
+#: Doublet detection not run at all, and not run in some samples (the QC stage writes them).
+SKIP_DOUBLETS, SKIP_DOUBLET_SAMPLES = "qc.doublets", "qc.doublets.samples"
 
 #: Why a comparison was not tested, filled with the numbers that block it (``str.format``).
 #: One of the two states has no cell at all.

@@ -44,6 +44,8 @@ from .contract import (
     QC_PASS,
     REMOVED_DOUBLETS,
     SAMPLE,
+    SKIP_DOUBLET_SAMPLES,
+    SKIP_DOUBLETS,
     TOTAL_COUNTS,
     TOTAL_COUNTS_MT,
     UPPER_SUFFIX,
@@ -481,20 +483,20 @@ def _call_doublets(
     obs = adata.obs
     is_counts = value_type == "counts"
     if not params.doublets:
-        skipped["qc.doublets"] = "doublet detection switched off (qc.doublets: false)"
+        skipped[SKIP_DOUBLETS] = "doublet detection switched off (qc.doublets: false)"
     elif not is_counts:
-        skipped["qc.doublets"] = (
+        skipped[SKIP_DOUBLETS] = (
             f"value_type is {value_type}, not counts: scrublet simulates doublets by adding "
             "raw counts of two cells, which TPM or log values cannot do"
         )
     else:
         not_scored = score_doublets(adata, samples, params=params, notes=sample_notes)
         if not_scored and len(not_scored) == len(sample_notes):
-            skipped["qc.doublets"] = "no sample could be scored: " + "; ".join(
+            skipped[SKIP_DOUBLETS] = "no sample could be scored: " + "; ".join(
                 f"{sample}: {why}" for sample, why in not_scored.items()
             )
         elif not_scored:
-            skipped["qc.doublets.samples"] = "; ".join(
+            skipped[SKIP_DOUBLET_SAMPLES] = "; ".join(
                 f"{sample}: {why}" for sample, why in not_scored.items()
             )
     if DOUBLET_SCORE not in obs:

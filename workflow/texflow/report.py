@@ -42,16 +42,17 @@ from .contract import (
     FINDINGS_TABLE,
     GENE,
     NOTE,
-    NOTES,
     PATIENT,
     PROGRAM,
     SAMPLE,
     SILHOUETTE,
+    SKIP_DOUBLETS,
     SKIP_TRAJECTORY,
     SKIPPED_PREFIX,
     STATE,
     VERDICT_UNTESTED,
 )
+from .expression import known_values
 from .findings import read_findings
 from .formatting import as_number, format_number
 from .plotting import report as plots
@@ -384,7 +385,8 @@ def _stage_figures(
 ) -> list[Figure]:
     """The stage figures, with those a stage drew only as a placeholder (no doublet scores, no
     pseudotime) replaced by the sentence that says why."""
-    if why := _doublets_not_run(frames.get("qc_summary.tsv")):  # the stage's figure is only that
+    why = _doublets_not_run(frames.get("qc_summary.tsv"), report.skipped.get(SKIP_DOUBLETS, ""))
+    if why:  # the stage's figure is then only that sentence
         existing = [f for f in existing if f.path is None or f.path.stem != "qc_doublets"]
         existing.append(Figure(title="QC: doublet scores", missing=why, section="qc"))
     trajectory_tested = any(
@@ -432,7 +434,7 @@ def _cluster_sample_note(
     if sweep is not None and {SILHOUETTE, CHOSEN} <= set(sweep.columns):
         chosen = sweep[sweep[CHOSEN].astype(str).str.lower() == "true"]
         silhouette = as_number(chosen[SILHOUETTE].iloc[0]) if len(chosen) else math.nan
-    has_patients = PATIENT in obs and bool(plots._known(obs[PATIENT]).any())
+    has_patients = PATIENT in obs and bool(known_values(obs[PATIENT]).any())
     sentence = batch_check.cluster_sample_sentence(
         result,
         batch_correction=None if correction is None else bool(correction),
@@ -443,23 +445,15 @@ def _cluster_sample_note(
     return sentence, result["warn"]
 
 
-def _doublets_not_run(qc_summary: pd.DataFrame | None) -> str:
-    """Why no cell got a doublet score, from the QC table ("" when some were scored): the
-    stage's figure is then an empty panel holding this sentence, so the page says it instead."""
+def _doublets_not_run(qc_summary: pd.DataFrame | None, reason: str) -> str:
+    """Why no cell got a doublet score ("" when some were scored, by the QC table): the stage's
+    figure is then an empty panel holding this sentence, so the page says it instead. `reason`
+    is the QC stage's skip record (``uns["texflow"]["skipped"][SKIP_DOUBLETS]``)."""
     if qc_summary is None or not {SAMPLE, DOUBLETS_SCORED} <= set(qc_summary.columns):
         return ""
     scored = pd.to_numeric(qc_summary[DOUBLETS_SCORED], errors="coerce").fillna(0)
     if (scored > 0).any():
         return ""
-    notes = "; ".join(qc_summary.get(NOTES, pd.Series(dtype=object)).dropna().astype(str))
-    reason = next(
-        (
-            part.split("qc.doublets:", 1)[1].strip()
-            for part in notes.split("; not run: ")
-            if "qc.doublets:" in part
-        ),
-        "",
-    )
     if len(reason) > 200:  # one line per sample: the first few, the rest in the table
         reason = reason[:200].rsplit(";", 1)[0] + "; … (every sample in tables/qc_summary.tsv)"
     return "doublet detection did not run" + (f": {reason}" if reason else "")

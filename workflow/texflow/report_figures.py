@@ -34,6 +34,7 @@ from .contract import (
     SKIP_RESPONSE,
     SKIP_TRAJECTORY,
 )
+from .expression import known_values
 from .plotting import report as plots
 from .report_answer import HEADLINE_PROGRAMS
 
@@ -190,7 +191,7 @@ def draw_figures(
     outdir.mkdir(parents=True, exist_ok=True)
     skipped = dict(skipped or {})
     scores, left_out = _scores_to_draw(adata.obs, programs)
-    has_patients = PATIENT in adata.obs and bool(plots._known(adata.obs[PATIENT]).any())
+    has_patients = PATIENT in adata.obs and bool(known_values(adata.obs[PATIENT]).any())
     _remove_stale_figures(outdir=outdir, scores=scores, has_patients=has_patients)
     umaps = _umap_specs(adata, scores=scores, tested=tested, draw_cluster_umap=draw_cluster_umap)
     figures = _draw_specs(umaps, outdir=outdir, formats=formats, skipped=skipped)
@@ -369,7 +370,7 @@ def _composition_specs(adata: ad.AnnData, *, has_patients: bool) -> list[_Figure
             )
         ]
     obs = adata.obs
-    tissues = obs["tissue"][plots._known(obs["tissue"])] if "tissue" in obs else pd.Series()
+    tissues = obs["tissue"][known_values(obs["tissue"])] if "tissue" in obs else pd.Series()
     if tissues.astype(str).nunique() >= 2:
         specs.append(
             _FigureSpec(
