@@ -129,6 +129,9 @@ def test_a_trajectory_needs_enough_cells_at_both_ends():
     reason = trajectory.skip_reason(adata)
     assert "2 Tpex cells (minimum 5)" in reason and "Tex_term cells" not in reason, reason
     assert trajectory.skip_reason(adata, min_progenitor_cells=2) == ""
+    states.iloc[tpex[1]] = "Tex_int"  # one cell is one cell (Wu's demo: "1 Tpex cell")
+    adata.obs["cell_state"] = states.to_numpy()
+    assert "1 Tpex cell (minimum 5)" in trajectory.skip_reason(adata)
     n_term = int((states == "Tex_term").sum())
     assert f"{n_term} Tex_term cells (minimum {n_term + 1})" in trajectory.skip_reason(
         adata, min_progenitor_cells=2, min_terminal_cells=n_term + 1

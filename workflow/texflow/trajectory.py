@@ -112,11 +112,12 @@ def skip_reason(
         return f"no obs[{state_key!r}] column: the states stage did not label cells"
     labels = adata.obs[state_key].astype(str)
     unit = "cell" if state_key == CELL_STATE_KEY else "cluster cell"
-    counts = ", ".join(f"{int((labels == s).sum())} {s}" for s in states)
+    n_cells = {s: int((labels == s).sum()) for s in {*states, EARLY_STATE, LATE_STATE}}
+    counts = ", ".join(f"{n_cells[s]} {s}" for s in states)
     short = [
-        f"{int((labels == s).sum())} {s} {unit}s (minimum {minimum})"
+        f"{n_cells[s]} {s} {unit}{'' if n_cells[s] == 1 else 's'} (minimum {minimum})"
         for s, minimum in ((EARLY_STATE, min_progenitor_cells), (LATE_STATE, min_terminal_cells))
-        if (labels == s).sum() < minimum
+        if n_cells[s] < minimum
     ]
     if short:
         return (
