@@ -75,7 +75,7 @@ from .report_html import (
     stylesheet,
 )
 from .report_tables import WIDE_COLUMNS, arrange, rows_phrase
-from .stats import COMPOSITION_CAVEAT, POOLED_RESPONSE_CAVEAT
+from .stats import COMPOSITION_CAVEAT, POOLED_RESPONSE_CAVEAT, patient_response
 from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -482,7 +482,7 @@ def facts(
     facts["genes"] = adata.n_vars
     if PATIENT in obs:
         facts["patients"] = int(obs[PATIENT].astype("string").dropna().nunique())
-    response = plots._patient_response(obs)
+    response = patient_response(obs)[0]
     if len(response):
         facts["patients by response"] = ", ".join(
             f"{(response == g).sum()} {plots.RESPONSE_LABELS[g]}" for g in plots.RESPONSE_COLOURS

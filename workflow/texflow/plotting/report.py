@@ -53,6 +53,7 @@ from ..contract import (
 from ..expression import known_values as _known
 from ..findings import program_order
 from ..stats import patient_means as stats_patient_means
+from ..stats import patient_response
 from ..utils import atomic_path
 from .colours import (
     MISSING_COLOUR,
@@ -284,7 +285,7 @@ def state_composition(
     )
     fractions = fractions[states]
     colours = {state: state_colour(state) for state in states}
-    response = _patient_response(obs)
+    response = patient_response(obs)[0]
     has_response = response.isin(RESPONSE_COLOURS).any()
     if has_response:
         fractions = fractions.loc[
@@ -360,17 +361,6 @@ def _stacked(ax: plt.Axes, fractions: pd.DataFrame, colours: dict[str, str]) -> 
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def _patient_response(obs: pd.DataFrame) -> pd.Series:
-    """One response label per patient (the labels are patient-level); empty when there are none."""
-    if RESPONSE not in obs or PATIENT not in obs:
-        return pd.Series(dtype=object)
-    known = _known(obs[RESPONSE]) & _known(obs[PATIENT])
-    labels = obs.loc[known, [PATIENT, RESPONSE]].astype(str).drop_duplicates()
-    # a patient with two labels is ambiguous: leave it out rather than guess
-    labels = labels[~labels[PATIENT].duplicated(keep=False)]
-    return labels.set_index(PATIENT)[RESPONSE]
-
-
 # ----------------------------------------------------------------------------------------------
 # per-patient comparisons
 
@@ -389,7 +379,7 @@ def patient_state_means(
         obs, obs[list(scores)], group_key=lineage_state_key(obs), min_cells=min_cells
     )
     means = means.reset_index().rename(columns={"_patient": PATIENT, "_group": STATE})
-    means[RESPONSE] = means[PATIENT].map(_patient_response(obs)).astype(object)
+    means[RESPONSE] = means[PATIENT].map(patient_response(obs)[0]).astype(object)
     return means
 
 
@@ -448,7 +438,7 @@ def paired_states(
         raise FigureSkipped(
             f"no patient has at least {min_cells} cells in both {tpex} and {texterm}"
         )
-    response = _patient_response(obs)
+    response = patient_response(obs)[0]
     ncols = min(len(scores), 4)
     nrows = int(np.ceil(len(scores) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 1.5, 3.6 * nrows), squeeze=False)
@@ -516,7 +506,7 @@ def response_groups(
     the x labels. Patients with fewer than `min_cells` such cells are left out.
     """
     obs = adata.obs
-    response = _patient_response(obs)
+    response = patient_response(obs)[0]
     groups = [g for g in RESPONSE_COLOURS if (response == g).any()]
     if len(groups) < 2:
         found = ", ".join(sorted(set(response))) or "none"
@@ -618,7 +608,7 @@ def score_distributions(
     # the unit of the points: the patient, else (LCMV) the sample, which is not independent
     unit = next((k for k in (PATIENT, SAMPLE) if k in obs and _known(obs[k]).any()), None)
     patient = obs[unit].astype(str).where(_known(obs[unit])) if unit else None
-    response = _patient_response(obs) if unit == "patient" else pd.Series(dtype=object)
+    response = patient_response(obs)[0] if unit == "patient" else pd.Series(dtype=object)
     rng = np.random.default_rng(0)  # jitter only
     ncols = min(len(scores), 2)
     nrows = int(np.ceil(len(scores) / ncols))
