@@ -32,6 +32,8 @@ removed, by default (`qc.remove_doublets: false`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -42,6 +44,7 @@ from fast_array_utils.stats import mean_var
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 from .features import cells_detected_per_gene, csr_sums, seurat_highly_variable
 
@@ -56,10 +59,13 @@ SIM_TARGET_SUM = 1e6
 
 @dataclass
 class ScrubletResult:
-    """Scores of the observed cells (NaN for cells filtered out) and of the simulated doublets."""
+    """Scores of the observed cells (NaN for cells filtered out) and of the simulated doublets,
+    with the highly variable genes and the neighbours (k) they were found with."""
 
     observed: np.ndarray
     simulated: np.ndarray
+    n_genes: int = 0
+    k: int = 0
 
 
 def _scale_rows(matrix: sparse.csr_matrix, factors: np.ndarray) -> sparse.csr_matrix:
@@ -95,6 +101,23 @@ def _variable_genes(
     logged = _scale_rows(counts, factors)
     np.log1p(logged.data, out=logged.data)
     return seurat_highly_variable(logged, genes=genes)
+
+
+def _gene_variances(matrix: sparse.csr_matrix) -> np.ndarray:
+    """Per column: variance (ddof 1) of `matrix`, in float64, summed on one numba thread.
+
+    scanpy's `mean_var` (as its Scrublet uses: E[x^2] - E[x]^2 summed in float32 would lose
+    precision) splits its sums over numba's threads, so their last bits would depend on how
+    many there are; on one thread they are the same whatever the rule's threads and however
+    many samples run at once (`numba.set_num_threads` is local to the calling thread).
+    """
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        _, variance = mean_var(matrix, axis=0, correction=1)
+    finally:
+        numba.set_num_threads(threads)
+    return np.asarray(variance, dtype=np.float64)
 
 
 def _neighbour_counts(manifold: np.ndarray, *, is_simulated: np.ndarray, k: int) -> np.ndarray:
@@ -152,10 +175,8 @@ def scrublet_scores(
     sim_norm = _scale_rows(sim, SIM_TARGET_SUM / np.maximum(_row_sums(sim), 1e-12))
     del normalised, sim, simulated
 
-    # scale each gene by the observed cells' standard deviation (ddof 1), no centring; scanpy's
-    # mean_var, as its Scrublet uses (E[x^2] - E[x]^2 summed in float32 would lose precision)
-    _, variance = mean_var(obs_norm, axis=0, correction=1)
-    variance = np.asarray(variance, dtype=np.float64)
+    # scale each gene by the observed cells' standard deviation (ddof 1), no centring
+    variance = _gene_variances(obs_norm)
     inverse_sd = sparse.diags(
         (1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32)
     )
@@ -173,16 +194,70 @@ def scrublet_scores(
     scores = bayesian_doublet_score(
         n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
     )
-    logger.debug(
-        "scrublet: %d cells, %d simulated doublets, %d HVGs, k = %d",
-        n_obs,
-        n_sim,
-        int(hvg.sum()),
-        k_adj,
-    )
     observed = np.full(len(kept), np.nan)
     observed[kept] = scores[:n_obs]
-    return ScrubletResult(observed=observed, simulated=scores[n_obs:])
+    return ScrubletResult(
+        observed=observed, simulated=scores[n_obs:], n_genes=int(hvg.sum()), k=k_adj
+    )
+
+
+def scrublet_scores_by_sample(
+    counts: sparse.spmatrix,
+    samples: Iterable[np.ndarray],
+    *,
+    expected_doublet_rate: float,
+    n_prin_comps: int = 30,
+    seed: int = 0,
+    threads: int = 1,
+) -> Iterator[ScrubletResult]:
+    """:func:`scrublet_scores` of each sample's rows of `counts`, up to `threads` at once.
+
+    The samples are independent and each is seeded with `seed`, so they can run side by side;
+    the results come back in the order of `samples`, and are the same to the last bit whatever
+    `threads` is. Each sample runs in a thread of this process (no copy of the matrix for a
+    worker process; the compiled steps release the GIL: measured in benchmarks/README.md),
+    its kNN search (OpenMP) on `threads` // (samples at once) threads, and every BLAS call of
+    the Scrublet steps on one thread (its SVD is of a sparse matrix: no slower on one thread,
+    and its last bits do not depend on the thread count).
+
+    Parameters
+    ----------
+    counts
+        Raw UMI counts, cells x genes (CSR: rows are sliced per sample).
+    samples
+        One boolean row mask (or row index array) per sample, in the order wanted back.
+    expected_doublet_rate, n_prin_comps, seed
+        As :func:`scrublet_scores`, the same for every sample.
+    threads
+        Cores to use: samples at once x threads per kNN search.
+
+    Returns
+    -------
+    Iterator[ScrubletResult]
+        One result per sample, in order; a sample's rows are copied out of `counts` only when
+        its turn comes (at most `threads` copies at once).
+    """
+    samples = list(samples)
+    workers = max(1, min(int(threads), len(samples)))
+    inner = max(1, int(threads) // workers)
+
+    def run(rows: np.ndarray) -> ScrubletResult:
+        # OpenMP's thread count is local to the calling thread: set in each worker
+        with threadpool_limits(limits=inner, user_api="openmp"):
+            return scrublet_scores(
+                counts[rows],
+                expected_doublet_rate=expected_doublet_rate,
+                n_prin_comps=n_prin_comps,
+                seed=seed,
+            )
+
+    # BLAS's thread count is global to the process: one setting around all the workers
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers == 1:
+            yield from map(run, samples)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scrublet") as pool:
+            yield from pool.map(run, samples)
 
 
 def bayesian_doublet_score(
