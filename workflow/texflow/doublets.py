@@ -32,6 +32,7 @@ removed, by default (`qc.remove_doublets: false`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,10 +70,11 @@ class ScrubletResult:
 
 
 def _scale_rows(matrix: sparse.csr_matrix, factors: np.ndarray) -> sparse.csr_matrix:
-    """`matrix` with row i multiplied by factors[i] (a new matrix; float32 data)."""
-    scaled = matrix.astype(np.float32, copy=True)
-    scaled.data *= np.repeat(factors.astype(np.float32), np.diff(scaled.indptr))
-    return scaled
+    """`matrix` with row i multiplied by factors[i]: new float32 data on the same `indices` and
+    `indptr` arrays (not copied: half the memory of a copy of the matrix)."""
+    data = matrix.data.astype(np.float32, copy=True)
+    data *= np.repeat(factors.astype(np.float32), np.diff(matrix.indptr))
+    return sparse.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
 
 
 def _row_sums(matrix: sparse.csr_matrix) -> np.ndarray:
@@ -126,6 +128,81 @@ def _neighbour_counts(manifold: np.ndarray, *, is_simulated: np.ndarray, k: int)
     return is_simulated[neighbours].sum(axis=1)
 
 
+@dataclass
+class _Manifold:
+    """A sample's observed cells and simulated doublets in Scrublet's principal components."""
+
+    points: np.ndarray
+    n_obs: int
+    kept: np.ndarray
+    n_genes: int
+
+
+def _manifold(
+    counts: sparse.spmatrix, *, rows: np.ndarray | None, n_prin_comps: int, seed: int
+) -> _Manifold:
+    """Scrublet's steps up to the kNN search: filters, HVGs, simulated doublets, scaling, SVD.
+
+    `rows` (a mask or index of rows of `counts`) is copied out here, so that the copy is freed
+    as soon as the HVGs' counts are taken from it.
+    """
+    counts = sparse.csr_matrix(counts if rows is None else counts[rows])
+    # Scrublet's filters: genes in >= 3 cells, then cells with >= 3 of those genes
+    genes = cells_detected_per_gene(counts) >= MIN_CELLS_PER_GENE
+    n_genes, totals = _kept_gene_totals(counts.data, counts.indices, counts.indptr, genes)
+    kept = n_genes >= MIN_GENES_PER_CELL
+    if not kept.all():
+        counts, totals = counts[kept], totals[kept]
+    n_obs = counts.shape[0]
+    factors = np.median(totals) / totals  # normalize_total to the median library size
+    hvg = _variable_genes(counts, genes=genes, factors=factors)
+    raw = counts[:, hvg]
+    del counts
+    normalised = _scale_rows(raw, factors)
+
+    simulated = sc.pp.scrublet_simulate_doublets(
+        AnnData(raw), sim_doublet_ratio=SIM_DOUBLET_RATIO, random_seed=seed
+    )
+    del raw
+    sim = sparse.csr_matrix(simulated.X)
+    obs_norm = _scale_rows(normalised, SIM_TARGET_SUM / np.maximum(_row_sums(normalised), 1e-12))
+    sim_norm = _scale_rows(sim, SIM_TARGET_SUM / np.maximum(_row_sums(sim), 1e-12))
+    del normalised, sim, simulated
+
+    # scale each gene by the observed cells' standard deviation (ddof 1), no centring
+    variance = _gene_variances(obs_norm)
+    inverse_sd = sparse.diags(
+        (1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32)
+    )
+    obs_norm = obs_norm @ inverse_sd
+    sim_norm = sim_norm @ inverse_sd
+
+    n_comps = int(min(n_prin_comps, n_obs - 1, obs_norm.shape[1] - 1))
+    svd = TruncatedSVD(n_components=n_comps, algorithm="randomized", random_state=seed)
+    observed = svd.fit_transform(obs_norm)
+    del obs_norm
+    points = np.vstack([observed, svd.transform(sim_norm)])
+    return _Manifold(points=points, n_obs=n_obs, kept=kept, n_genes=int(hvg.sum()))
+
+
+def _doublet_scores(manifold: _Manifold, *, expected_doublet_rate: float) -> ScrubletResult:
+    """Scrublet's kNN classifier on a sample's manifold: the Bayesian score of each point."""
+    n_obs = manifold.n_obs
+    n_sim = manifold.points.shape[0] - n_obs
+    k = round(0.5 * np.sqrt(n_obs))  # Scrublet's default n_neighbors
+    k_adj = round(k * (1 + n_sim / n_obs))
+    is_simulated = np.r_[np.zeros(n_obs, bool), np.ones(n_sim, bool)]
+    n_doublet_neighbours = _neighbour_counts(manifold.points, is_simulated=is_simulated, k=k_adj)
+    scores = bayesian_doublet_score(
+        n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
+    )
+    observed = np.full(len(manifold.kept), np.nan)
+    observed[manifold.kept] = scores[:n_obs]
+    return ScrubletResult(
+        observed=observed, simulated=scores[n_obs:], n_genes=manifold.n_genes, k=k_adj
+    )
+
+
 def scrublet_scores(
     counts: sparse.spmatrix,
     *,
@@ -152,53 +229,8 @@ def scrublet_scores(
         ``observed`` aligned with the rows of `counts` (NaN for cells with < 3 detected genes),
         ``simulated`` for the simulated doublets (they place the threshold).
     """
-    counts = sparse.csr_matrix(counts)
-    # Scrublet's filters: genes in >= 3 cells, then cells with >= 3 of those genes
-    genes = cells_detected_per_gene(counts) >= MIN_CELLS_PER_GENE
-    n_genes, totals = _kept_gene_totals(counts.data, counts.indices, counts.indptr, genes)
-    kept = n_genes >= MIN_GENES_PER_CELL
-    if not kept.all():
-        counts, totals = counts[kept], totals[kept]
-    n_obs = counts.shape[0]
-    factors = np.median(totals) / totals  # normalize_total to the median library size
-    hvg = _variable_genes(counts, genes=genes, factors=factors)
-    raw = counts[:, hvg]
-    normalised = _scale_rows(raw, factors)
-
-    simulated = sc.pp.scrublet_simulate_doublets(
-        AnnData(raw), sim_doublet_ratio=SIM_DOUBLET_RATIO, random_seed=seed
-    )
-    del raw, counts
-    sim = sparse.csr_matrix(simulated.X)
-    n_sim = sim.shape[0]
-    obs_norm = _scale_rows(normalised, SIM_TARGET_SUM / np.maximum(_row_sums(normalised), 1e-12))
-    sim_norm = _scale_rows(sim, SIM_TARGET_SUM / np.maximum(_row_sums(sim), 1e-12))
-    del normalised, sim, simulated
-
-    # scale each gene by the observed cells' standard deviation (ddof 1), no centring
-    variance = _gene_variances(obs_norm)
-    inverse_sd = sparse.diags(
-        (1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32)
-    )
-    obs_norm, sim_norm = obs_norm @ inverse_sd, sim_norm @ inverse_sd
-
-    n_comps = int(min(n_prin_comps, n_obs - 1, obs_norm.shape[1] - 1))
-    svd = TruncatedSVD(n_components=n_comps, algorithm="randomized", random_state=seed)
-    manifold = np.vstack([svd.fit_transform(obs_norm), svd.transform(sim_norm)])
-    del obs_norm, sim_norm
-
-    k = round(0.5 * np.sqrt(n_obs))  # Scrublet's default n_neighbors
-    k_adj = round(k * (1 + n_sim / n_obs))
-    is_simulated = np.r_[np.zeros(n_obs, bool), np.ones(n_sim, bool)]
-    n_doublet_neighbours = _neighbour_counts(manifold, is_simulated=is_simulated, k=k_adj)
-    scores = bayesian_doublet_score(
-        n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
-    )
-    observed = np.full(len(kept), np.nan)
-    observed[kept] = scores[:n_obs]
-    return ScrubletResult(
-        observed=observed, simulated=scores[n_obs:], n_genes=int(hvg.sum()), k=k_adj
-    )
+    manifold = _manifold(counts, rows=None, n_prin_comps=n_prin_comps, seed=seed)
+    return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
 
 
 def scrublet_scores_by_sample(
@@ -240,16 +272,17 @@ def scrublet_scores_by_sample(
     samples = list(samples)
     workers = max(1, min(int(threads), len(samples)))
     inner = max(1, int(threads) // workers)
+    # one sample at a time in the steps before the kNN search: they hold the sample's copies of
+    # its counts (the memory peak), run on one core and take a third of the time; the kNN search
+    # of one sample (most of the time, OpenMP, no GIL) runs beside the next sample's steps
+    preparing = threading.Lock()
 
     def run(rows: np.ndarray) -> ScrubletResult:
         # OpenMP's thread count is local to the calling thread: set in each worker
         with threadpool_limits(limits=inner, user_api="openmp"):
-            return scrublet_scores(
-                counts[rows],
-                expected_doublet_rate=expected_doublet_rate,
-                n_prin_comps=n_prin_comps,
-                seed=seed,
-            )
+            with preparing:
+                manifold = _manifold(counts, rows=rows, n_prin_comps=n_prin_comps, seed=seed)
+            return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
 
     # BLAS's thread count is global to the process: one setting around all the workers
     with threadpool_limits(limits=1, user_api="blas"):
