@@ -69,11 +69,22 @@ class ScrubletResult:
     k: int = 0
 
 
+@numba.njit(cache=True)
+def _scaled_rows_data(data, indptr, factors):
+    """float32 copy of CSR `data` with row i's values times factors[i] (float32)."""
+    scaled = np.empty(data.size, dtype=np.float32)
+    for row in range(indptr.size - 1):
+        factor = factors[row]
+        for position in range(indptr[row], indptr[row + 1]):
+            scaled[position] = np.float32(data[position]) * factor
+    return scaled
+
+
 def _scale_rows(matrix: sparse.csr_matrix, factors: np.ndarray) -> sparse.csr_matrix:
-    """`matrix` with row i multiplied by factors[i]: new float32 data on the same `indices` and
-    `indptr` arrays (not copied: half the memory of a copy of the matrix)."""
-    data = matrix.data.astype(np.float32, copy=True)
-    data *= np.repeat(factors.astype(np.float32), np.diff(matrix.indptr))
+    """`matrix` with row i multiplied by factors[i] (in float32, the product of the float32
+    value and factor): new data on the same `indices` and `indptr` arrays, which are not copied,
+    and no per-value array of the factors (a third of the memory of copy-then-multiply)."""
+    data = _scaled_rows_data(matrix.data, matrix.indptr, factors.astype(np.float32))
     return sparse.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
 
 
@@ -164,10 +175,12 @@ def _manifold(
         AnnData(raw), sim_doublet_ratio=SIM_DOUBLET_RATIO, random_seed=seed
     )
     del raw
-    sim = sparse.csr_matrix(simulated.X)
+    sim = sparse.csr_matrix(simulated.X)  # scanpy returns CSC: a CSR copy
+    del simulated
     obs_norm = _scale_rows(normalised, SIM_TARGET_SUM / np.maximum(_row_sums(normalised), 1e-12))
+    del normalised
     sim_norm = _scale_rows(sim, SIM_TARGET_SUM / np.maximum(_row_sums(sim), 1e-12))
-    del normalised, sim, simulated
+    del sim
 
     # scale each gene by the observed cells' standard deviation (ddof 1), no centring
     variance = _gene_variances(obs_norm)
@@ -247,10 +260,11 @@ def scrublet_scores_by_sample(
     The samples are independent and each is seeded with `seed`, so they can run side by side;
     the results come back in the order of `samples`, and are the same to the last bit whatever
     `threads` is. Each sample runs in a thread of this process (no copy of the matrix for a
-    worker process; the compiled steps release the GIL: measured in benchmarks/README.md),
-    its kNN search (OpenMP) on `threads` // (samples at once) threads, and every BLAS call of
-    the Scrublet steps on one thread (its SVD is of a sparse matrix: no slower on one thread,
-    and its last bits do not depend on the thread count).
+    worker process), its kNN search (scikit-learn's, OpenMP, outside the GIL) on `threads` //
+    (samples at once) threads, and every BLAS call of the Scrublet steps on one thread (its
+    SVD is of a sparse matrix: no slower on one thread, and its last bits do not depend on the
+    thread count). The steps before the kNN search run for one sample at a time, beside the
+    kNN search of the others (benchmarks/README.md: time and memory at 100k cells).
 
     Parameters
     ----------
