@@ -27,6 +27,12 @@ its simulated-doublet scores came out lower (0.72 where these are 0.84). Its thr
 (2,235 cells called, 858 true doublets), this one 0.681 (8 called). The doublet-score ranking
 (AUC) is the same; the cause in scanpy's kNN path was not found. Doublets are flagged, not
 removed, by default (`qc.remove_doublets: false`).
+
+The samples of a dataset run side by side on the rule's threads (`scrublet_scores_by_sample`).
+The scores do not depend on how many threads there are: the SVD's BLAS calls run on one thread
+(on two, its randomized range finder gave PCs up to 0.006 apart, and 44 of one sample's 16.6k
+cells a score one neighbour away), as do the genes' variances (numba); the kNN search's result
+is the same on any number of threads (measured, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -242,7 +248,8 @@ def scrublet_scores(
         ``observed`` aligned with the rows of `counts` (NaN for cells with < 3 detected genes),
         ``simulated`` for the simulated doublets (they place the threshold).
     """
-    manifold = _manifold(counts, rows=None, n_prin_comps=n_prin_comps, seed=seed)
+    with threadpool_limits(limits=1, user_api="blas"):  # see the module's docstring
+        manifold = _manifold(counts, rows=None, n_prin_comps=n_prin_comps, seed=seed)
     return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
 
 
@@ -298,7 +305,9 @@ def scrublet_scores_by_sample(
                 manifold = _manifold(counts, rows=rows, n_prin_comps=n_prin_comps, seed=seed)
             return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
 
-    # BLAS's thread count is global to the process: one setting around all the workers
+    # BLAS's thread count is global to the process: one setting around all the workers (that
+    # scikit-learn's kNN search sets it to 1 and back while another sample's SVD runs is then
+    # harmless)
     with threadpool_limits(limits=1, user_api="blas"):
         if workers == 1:
             yield from map(run, samples)
