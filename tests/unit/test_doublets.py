@@ -37,6 +37,23 @@ def test_scores_match_scanpy_scrublet(seed):
     assert np.median(ours.simulated) > np.median(ours.observed)
 
 
+def test_samples_at_once_are_the_samples_one_by_one():
+    adata = simulated("human", 2)
+    samples = adata.obs["sample"].astype(str).to_numpy()
+    masks = [samples == sample for sample in np.unique(samples)[:4]]
+    at_once = list(
+        doublets.scrublet_scores_by_sample(
+            adata.X, masks, expected_doublet_rate=0.05, seed=3, threads=2
+        )
+    )
+    assert len(at_once) == 4
+    for mask, result in zip(masks, at_once, strict=True):
+        alone = doublets.scrublet_scores(adata.X[mask], expected_doublet_rate=0.05, seed=3)
+        np.testing.assert_array_equal(result.observed, alone.observed)
+        np.testing.assert_array_equal(result.simulated, alone.simulated)
+        assert (result.n_genes, result.k) == (alone.n_genes, alone.k) and result.k > 0
+
+
 def test_cells_with_too_few_genes_get_nan_in_place():
     sample = _one_sample(0)
     counts = sparse.csr_matrix(sample.X, copy=True).tolil()

@@ -1,9 +1,13 @@
 """QC: injected low-quality cells and doublets are caught; bad input gives clear outcomes."""
 
+import logging
+import threading
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from texflow import qc
+from texflow import doublets, qc
 from texflow.errors import InputDataError
 
 from tests.qc_fixtures import simulated
@@ -147,3 +151,51 @@ def test_figures_draw_only_what_ran(tmp_path):
         assert one.width >= 1200 and four.width >= 1200  # the report shows it page-wide
     with Image.open(tmp_path / "doublets.png") as doublets:
         assert doublets.height < 150
+
+
+def test_samples_scored_at_once_match_one_at_a_time(monkeypatch, caplog):
+    """Scrublet on 1, 2 and 4 threads: the same doublet scores to the last bit, thresholds,
+    calls, tables, notes and log lines, in sample order; a sample too small to be scored sits
+    between five that are."""
+    adata = simulated("human", 1)
+    samples = adata.obs["sample"].astype(str)
+    small = samples.unique()[2]
+    keep = (samples != small).to_numpy() | (np.cumsum(samples == small) <= 60).to_numpy()
+    adata = adata[keep].copy()
+    manifold = doublets._manifold
+    workers = []
+
+    def recording(*args, **kwargs):
+        workers.append(threading.current_thread().name)
+        return manifold(*args, **kwargs)
+
+    monkeypatch.setattr(doublets, "_manifold", recording)
+    runs = {}
+    for threads in (1, 2, 4):
+        caplog.clear()
+        workers.clear()
+        run = adata.copy()
+        with caplog.at_level(logging.DEBUG, logger="texflow.qc"):
+            result = qc.run_qc(run, threads=threads)
+        runs[threads] = (run.obs, result, [r.getMessage() for r in caplog.records], list(workers))
+    obs, result, messages, names = runs[1]
+    scored = [m for m in messages if m.startswith("scrublet, sample")]
+    order = [s for s in pd.unique(samples[keep]) if s != small]
+    assert [m.split()[2].rstrip(":") for m in scored] == order  # five samples, in their order
+    assert names == ["MainThread"] * 5
+    assert (
+        "scrublet not run: 60 cells"
+        in result.tables["qc_summary"].set_index("sample").loc[small, "notes"]
+    )
+    for threads in (2, 4):
+        other_obs, other, other_messages, other_names = runs[threads]
+        # the samples ran in worker threads (at most `threads` at once)
+        assert len(other_names) == 5 and all(n.startswith("scrublet") for n in other_names)
+        np.testing.assert_array_equal(
+            other_obs["doublet_score"].to_numpy(), obs["doublet_score"].to_numpy()
+        )
+        assert other_obs["predicted_doublet"].equals(obs["predicted_doublet"])
+        for name, table in result.tables.items():
+            pd.testing.assert_frame_equal(other.tables[name], table)
+        assert other.notes == result.notes
+        assert other_messages == messages

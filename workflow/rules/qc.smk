@@ -33,7 +33,10 @@ rule qc:
         "logs/{dataset}/qc.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
-    # OpenMP (scikit-learn's exact kNN), BLAS and numba use both; Snakemake caps it at --cores
+    # Scrublet scores two samples at once: one sample's kNN search (OpenMP) beside the next one's
+    # steps before it, which run one sample at a time (the memory peak; a third of a sample's
+    # time), so more threads would gain little. 100k cells: 152 -> 112 s (benchmarks/README.md).
+    # Snakemake caps it at --cores.
     threads: 2
     resources:
         # true peak / input file size: 1.53 at 100k cells (3.12 of 2.04 GB), 1.36 at 500k (13.93 of 10.21 GB); benchmarks/README.md

@@ -10,7 +10,7 @@ def main(snakemake):
     dataset = snakemake.wildcards.dataset
     adata = read_h5ad(snakemake.input.h5ad)
     params = qc.QCParams.from_config(snakemake.params.qc)
-    result = qc.run_qc(adata, params=params, dataset=dataset)
+    result = qc.run_qc(adata, params=params, dataset=dataset, threads=snakemake.threads)
     table = result.tables["qc_summary"]
     # tables and figures first: when too few cells pass, they are what explains why
     write_tsv(table, snakemake.output.summary, float_format="%.4g")

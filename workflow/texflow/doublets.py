@@ -27,11 +27,20 @@ its simulated-doublet scores came out lower (0.72 where these are 0.84). Its thr
 (2,235 cells called, 858 true doublets), this one 0.681 (8 called). The doublet-score ranking
 (AUC) is the same; the cause in scanpy's kNN path was not found. Doublets are flagged, not
 removed, by default (`qc.remove_doublets: false`).
+
+The samples of a dataset run side by side on the rule's threads (`scrublet_scores_by_sample`).
+The scores do not depend on how many threads there are: the SVD's BLAS calls run on one thread
+(on two, its randomized range finder gave PCs up to 0.006 apart, and 44 of one sample's 16.6k
+cells a score one neighbour away), as do the genes' variances (numba); the kNN search's result
+is the same on any number of threads (measured, benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -42,6 +51,7 @@ from fast_array_utils.stats import mean_var
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 from .features import cells_detected_per_gene, csr_sums, seurat_highly_variable
 
@@ -56,17 +66,32 @@ SIM_TARGET_SUM = 1e6
 
 @dataclass
 class ScrubletResult:
-    """Scores of the observed cells (NaN for cells filtered out) and of the simulated doublets."""
+    """Scores of the observed cells (NaN for cells filtered out) and of the simulated doublets,
+    with the highly variable genes and the neighbours (k) they were found with."""
 
     observed: np.ndarray
     simulated: np.ndarray
+    n_genes: int = 0
+    k: int = 0
+
+
+@numba.njit(cache=True)
+def _scaled_rows_data(data, indptr, factors):
+    """float32 copy of CSR `data` with row i's values times factors[i] (float32)."""
+    scaled = np.empty(data.size, dtype=np.float32)
+    for row in range(indptr.size - 1):
+        factor = factors[row]
+        for position in range(indptr[row], indptr[row + 1]):
+            scaled[position] = np.float32(data[position]) * factor
+    return scaled
 
 
 def _scale_rows(matrix: sparse.csr_matrix, factors: np.ndarray) -> sparse.csr_matrix:
-    """`matrix` with row i multiplied by factors[i] (a new matrix; float32 data)."""
-    scaled = matrix.astype(np.float32, copy=True)
-    scaled.data *= np.repeat(factors.astype(np.float32), np.diff(scaled.indptr))
-    return scaled
+    """`matrix` with row i multiplied by factors[i] (in float32, the product of the float32
+    value and factor): new data on the same `indices` and `indptr` arrays, which are not copied,
+    and no per-value array of the factors (a third of the memory of copy-then-multiply)."""
+    data = _scaled_rows_data(matrix.data, matrix.indptr, factors.astype(np.float32))
+    return sparse.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
 
 
 def _row_sums(matrix: sparse.csr_matrix) -> np.ndarray:
@@ -97,10 +122,104 @@ def _variable_genes(
     return seurat_highly_variable(logged, genes=genes)
 
 
+def _gene_variances(matrix: sparse.csr_matrix) -> np.ndarray:
+    """Per column: variance (ddof 1) of `matrix`, in float64, summed on one numba thread.
+
+    scanpy's `mean_var` (as its Scrublet uses: E[x^2] - E[x]^2 summed in float32 would lose
+    precision) splits its sums over numba's threads, so their last bits would depend on how
+    many there are; on one thread they are the same whatever the rule's threads and however
+    many samples run at once (`numba.set_num_threads` is local to the calling thread).
+    """
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        _, variance = mean_var(matrix, axis=0, correction=1)
+    finally:
+        numba.set_num_threads(threads)
+    return np.asarray(variance, dtype=np.float64)
+
+
 def _neighbour_counts(manifold: np.ndarray, *, is_simulated: np.ndarray, k: int) -> np.ndarray:
     """Per point of `manifold`: how many of its `k` nearest other points are simulated."""
     neighbours = NearestNeighbors(n_neighbors=k).fit(manifold).kneighbors(return_distance=False)
     return is_simulated[neighbours].sum(axis=1)
+
+
+@dataclass
+class _Manifold:
+    """A sample's observed cells and simulated doublets in Scrublet's principal components."""
+
+    points: np.ndarray
+    n_obs: int
+    kept: np.ndarray
+    n_genes: int
+
+
+def _manifold(
+    counts: sparse.spmatrix, *, rows: np.ndarray | None, n_prin_comps: int, seed: int
+) -> _Manifold:
+    """Scrublet's steps up to the kNN search: filters, HVGs, simulated doublets, scaling, SVD.
+
+    `rows` (a mask or index of rows of `counts`) is copied out here, so that the copy is freed
+    as soon as the HVGs' counts are taken from it.
+    """
+    counts = sparse.csr_matrix(counts if rows is None else counts[rows])
+    # Scrublet's filters: genes in >= 3 cells, then cells with >= 3 of those genes
+    genes = cells_detected_per_gene(counts) >= MIN_CELLS_PER_GENE
+    n_genes, totals = _kept_gene_totals(counts.data, counts.indices, counts.indptr, genes)
+    kept = n_genes >= MIN_GENES_PER_CELL
+    if not kept.all():
+        counts, totals = counts[kept], totals[kept]
+    n_obs = counts.shape[0]
+    factors = np.median(totals) / totals  # normalize_total to the median library size
+    hvg = _variable_genes(counts, genes=genes, factors=factors)
+    raw = counts[:, hvg]
+    del counts
+    normalised = _scale_rows(raw, factors)
+
+    simulated = sc.pp.scrublet_simulate_doublets(
+        AnnData(raw), sim_doublet_ratio=SIM_DOUBLET_RATIO, random_seed=seed
+    )
+    del raw
+    sim = sparse.csr_matrix(simulated.X)  # scanpy returns CSC: a CSR copy
+    del simulated
+    obs_norm = _scale_rows(normalised, SIM_TARGET_SUM / np.maximum(_row_sums(normalised), 1e-12))
+    del normalised
+    sim_norm = _scale_rows(sim, SIM_TARGET_SUM / np.maximum(_row_sums(sim), 1e-12))
+    del sim
+
+    # scale each gene by the observed cells' standard deviation (ddof 1), no centring
+    variance = _gene_variances(obs_norm)
+    inverse_sd = sparse.diags(
+        (1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32)
+    )
+    obs_norm = obs_norm @ inverse_sd
+    sim_norm = sim_norm @ inverse_sd
+
+    n_comps = int(min(n_prin_comps, n_obs - 1, obs_norm.shape[1] - 1))
+    svd = TruncatedSVD(n_components=n_comps, algorithm="randomized", random_state=seed)
+    observed = svd.fit_transform(obs_norm)
+    del obs_norm
+    points = np.vstack([observed, svd.transform(sim_norm)])
+    return _Manifold(points=points, n_obs=n_obs, kept=kept, n_genes=int(hvg.sum()))
+
+
+def _doublet_scores(manifold: _Manifold, *, expected_doublet_rate: float) -> ScrubletResult:
+    """Scrublet's kNN classifier on a sample's manifold: the Bayesian score of each point."""
+    n_obs = manifold.n_obs
+    n_sim = manifold.points.shape[0] - n_obs
+    k = round(0.5 * np.sqrt(n_obs))  # Scrublet's default n_neighbors
+    k_adj = round(k * (1 + n_sim / n_obs))
+    is_simulated = np.r_[np.zeros(n_obs, bool), np.ones(n_sim, bool)]
+    n_doublet_neighbours = _neighbour_counts(manifold.points, is_simulated=is_simulated, k=k_adj)
+    scores = bayesian_doublet_score(
+        n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
+    )
+    observed = np.full(len(manifold.kept), np.nan)
+    observed[manifold.kept] = scores[:n_obs]
+    return ScrubletResult(
+        observed=observed, simulated=scores[n_obs:], n_genes=manifold.n_genes, k=k_adj
+    )
 
 
 def scrublet_scores(
@@ -129,60 +248,72 @@ def scrublet_scores(
         ``observed`` aligned with the rows of `counts` (NaN for cells with < 3 detected genes),
         ``simulated`` for the simulated doublets (they place the threshold).
     """
-    counts = sparse.csr_matrix(counts)
-    # Scrublet's filters: genes in >= 3 cells, then cells with >= 3 of those genes
-    genes = cells_detected_per_gene(counts) >= MIN_CELLS_PER_GENE
-    n_genes, totals = _kept_gene_totals(counts.data, counts.indices, counts.indptr, genes)
-    kept = n_genes >= MIN_GENES_PER_CELL
-    if not kept.all():
-        counts, totals = counts[kept], totals[kept]
-    n_obs = counts.shape[0]
-    factors = np.median(totals) / totals  # normalize_total to the median library size
-    hvg = _variable_genes(counts, genes=genes, factors=factors)
-    raw = counts[:, hvg]
-    normalised = _scale_rows(raw, factors)
+    with threadpool_limits(limits=1, user_api="blas"):  # see the module's docstring
+        manifold = _manifold(counts, rows=None, n_prin_comps=n_prin_comps, seed=seed)
+    return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
 
-    simulated = sc.pp.scrublet_simulate_doublets(
-        AnnData(raw), sim_doublet_ratio=SIM_DOUBLET_RATIO, random_seed=seed
-    )
-    del raw, counts
-    sim = sparse.csr_matrix(simulated.X)
-    n_sim = sim.shape[0]
-    obs_norm = _scale_rows(normalised, SIM_TARGET_SUM / np.maximum(_row_sums(normalised), 1e-12))
-    sim_norm = _scale_rows(sim, SIM_TARGET_SUM / np.maximum(_row_sums(sim), 1e-12))
-    del normalised, sim, simulated
 
-    # scale each gene by the observed cells' standard deviation (ddof 1), no centring; scanpy's
-    # mean_var, as its Scrublet uses (E[x^2] - E[x]^2 summed in float32 would lose precision)
-    _, variance = mean_var(obs_norm, axis=0, correction=1)
-    variance = np.asarray(variance, dtype=np.float64)
-    inverse_sd = sparse.diags(
-        (1 / np.sqrt(np.where(variance > 0, variance, np.inf))).astype(np.float32)
-    )
-    obs_norm, sim_norm = obs_norm @ inverse_sd, sim_norm @ inverse_sd
+def scrublet_scores_by_sample(
+    counts: sparse.spmatrix,
+    samples: Iterable[np.ndarray],
+    *,
+    expected_doublet_rate: float,
+    n_prin_comps: int = 30,
+    seed: int = 0,
+    threads: int = 1,
+) -> Iterator[ScrubletResult]:
+    """:func:`scrublet_scores` of each sample's rows of `counts`, up to `threads` at once.
 
-    n_comps = int(min(n_prin_comps, n_obs - 1, obs_norm.shape[1] - 1))
-    svd = TruncatedSVD(n_components=n_comps, algorithm="randomized", random_state=seed)
-    manifold = np.vstack([svd.fit_transform(obs_norm), svd.transform(sim_norm)])
-    del obs_norm, sim_norm
+    The samples are independent and each is seeded with `seed`, so they can run side by side;
+    the results come back in the order of `samples`, and are the same to the last bit whatever
+    `threads` is. Each sample runs in a thread of this process (no copy of the matrix for a
+    worker process), its kNN search (scikit-learn's, OpenMP, outside the GIL) on `threads` //
+    (samples at once) threads, and every BLAS call of the Scrublet steps on one thread (its
+    SVD is of a sparse matrix: no slower on one thread, and its last bits do not depend on the
+    thread count). The steps before the kNN search run for one sample at a time, beside the
+    kNN search of the others (benchmarks/README.md: time and memory at 100k cells).
 
-    k = round(0.5 * np.sqrt(n_obs))  # Scrublet's default n_neighbors
-    k_adj = round(k * (1 + n_sim / n_obs))
-    is_simulated = np.r_[np.zeros(n_obs, bool), np.ones(n_sim, bool)]
-    n_doublet_neighbours = _neighbour_counts(manifold, is_simulated=is_simulated, k=k_adj)
-    scores = bayesian_doublet_score(
-        n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
-    )
-    logger.debug(
-        "scrublet: %d cells, %d simulated doublets, %d HVGs, k = %d",
-        n_obs,
-        n_sim,
-        int(hvg.sum()),
-        k_adj,
-    )
-    observed = np.full(len(kept), np.nan)
-    observed[kept] = scores[:n_obs]
-    return ScrubletResult(observed=observed, simulated=scores[n_obs:])
+    Parameters
+    ----------
+    counts
+        Raw UMI counts, cells x genes (CSR: rows are sliced per sample).
+    samples
+        One boolean row mask (or row index array) per sample, in the order wanted back.
+    expected_doublet_rate, n_prin_comps, seed
+        As :func:`scrublet_scores`, the same for every sample.
+    threads
+        Cores to use: samples at once x threads per kNN search.
+
+    Returns
+    -------
+    Iterator[ScrubletResult]
+        One result per sample, in order; a sample's rows are copied out of `counts` only when
+        its turn comes (at most `threads` copies at once).
+    """
+    samples = list(samples)
+    workers = max(1, min(int(threads), len(samples)))
+    inner = max(1, int(threads) // workers)
+    # one sample at a time in the steps before the kNN search: they hold the sample's copies of
+    # its counts (the memory peak), run on one core and take a third of the time; the kNN search
+    # of one sample (most of the time, OpenMP, no GIL) runs beside the next sample's steps
+    preparing = threading.Lock()
+
+    def run(rows: np.ndarray) -> ScrubletResult:
+        # OpenMP's thread count is local to the calling thread: set in each worker
+        with threadpool_limits(limits=inner, user_api="openmp"):
+            with preparing:
+                manifold = _manifold(counts, rows=rows, n_prin_comps=n_prin_comps, seed=seed)
+            return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
+
+    # BLAS's thread count is global to the process: one setting around all the workers (that
+    # scikit-learn's kNN search sets it to 1 and back while another sample's SVD runs is then
+    # harmless)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers == 1:
+            yield from map(run, samples)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scrublet") as pool:
+            yield from pool.map(run, samples)
 
 
 def bayesian_doublet_score(

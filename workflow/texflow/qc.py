@@ -50,7 +50,7 @@ from .contract import (
     TOTAL_COUNTS_MT,
     UPPER_SUFFIX,
 )
-from .doublets import scrublet_scores
+from .doublets import scrublet_scores_by_sample
 from .errors import InputDataError
 from .stage import SkipNotes, StageResult, organism_of, texflow_uns
 from .utils import (
@@ -284,18 +284,25 @@ def score_doublets(
     *,
     params: QCParams,
     notes: dict[str, list[str]],
+    threads: int = 1,
 ) -> dict[str, str]:
     """Scrublet doublet scores per sample on the raw counts in X.
 
-    Writes obs `doublet_score` (NaN where not run) and `predicted_doublet` (False where not run).
     Samples with fewer than `params.min_cells_per_sample_doublets` cells are not scored: the
     simulated-score histogram is then too coarse to place a threshold, and at 10x loading rates
     (~0.8% doublets per 1,000 cells recovered) fewer than one doublet is expected in them.
+    The samples scored run up to `threads` at once (`doublets.scrublet_scores_by_sample`: the
+    same scores, thresholds, calls and notes as one at a time) and are recorded in their order.
     Returns the reason per sample not scored.
+
+    Writes
+    ------
+    obs ``doublet_score`` (NaN where not run) and ``predicted_doublet`` (False where not run).
     """
     adata.obs[DOUBLET_SCORE] = np.nan
     adata.obs[PREDICTED_DOUBLET] = False
     not_scored: dict[str, str] = {}
+    scored: list[tuple[str, np.ndarray]] = []
     for sample in pd.unique(samples):
         mask = (samples == sample).to_numpy()
         n_cells = int(mask.sum())
@@ -304,11 +311,21 @@ def score_doublets(
                 f"{n_cells} cells < {params.min_cells_per_sample_doublets} needed for scrublet"
             )
             notes[sample].append(f"scrublet not run: {not_scored[sample]}")
-            continue
-        result = scrublet_scores(
-            adata.X[mask], expected_doublet_rate=params.expected_doublet_rate, seed=params.seed
-        )
+        else:
+            scored.append((sample, mask))
+    results = scrublet_scores_by_sample(
+        adata.X,
+        [mask for _, mask in scored],
+        expected_doublet_rate=params.expected_doublet_rate,
+        seed=params.seed,
+        threads=threads,
+    )
+    for (sample, mask), result in zip(scored, results, strict=True):
         scores, simulated = result.observed, result.simulated
+        logger.debug(
+            "scrublet, sample %s: %d cells, %d simulated doublets, %d HVGs, k = %d",
+            sample, int(np.isfinite(scores).sum()), simulated.size, result.n_genes, result.k,
+        )  # fmt: skip
         adata.obs.loc[mask, DOUBLET_SCORE] = scores
         try:
             threshold = threshold_minimum(simulated)
@@ -326,7 +343,7 @@ def score_doublets(
             continue
         adata.obs.loc[mask, PREDICTED_DOUBLET] = predicted
         notes[sample].append(f"scrublet threshold {threshold:.3f}")
-    return not_scored
+    return {sample: not_scored[sample] for sample in pd.unique(samples) if sample in not_scored}
 
 
 def run_qc(
@@ -334,6 +351,7 @@ def run_qc(
     *,
     params: QCParams | None = None,
     dataset: str | None = None,
+    threads: int = 1,
 ) -> StageResult:
     """Flag low-quality cells and doublets per sample, in place.
 
@@ -346,6 +364,9 @@ def run_qc(
         QC parameters.
     dataset
         Dataset id for messages (default `uns["texflow"]["dataset"]`).
+    threads
+        Cores to use (the rule's threads): Scrublet scores this many samples at once
+        (`score_doublets`); the results do not depend on it.
 
     Returns
     -------
@@ -386,7 +407,7 @@ def run_qc(
     )  # fmt: skip
     _call_doublets(
         adata, samples, params=params, value_type=value_type, sample_notes=sample_notes,
-        skipped=skipped,
+        skipped=skipped, threads=threads,
     )  # fmt: skip
     adata.obs[QC_PASS] = ~adata.obs[[f"{QC_FAIL_PREFIX}{name}" for name in CRITERIA]].any(axis=1)
 
@@ -473,8 +494,10 @@ def _call_doublets(
     value_type: str,
     sample_notes: dict[str, list[str]],
     skipped: MutableMapping[str, str],
+    threads: int = 1,
 ) -> None:
-    """Scrublet per sample where it can run (`score_doublets`); flag or keep the doublets.
+    """Scrublet per sample where it can run (`score_doublets`, `threads` samples at once);
+    flag or keep the doublets.
 
     Writes obs ``doublet_score`` (NaN where not run), ``predicted_doublet`` and
     ``qc_fail_doublet`` (predicted and ``params.remove_doublets``); what was not run or not
@@ -490,7 +513,9 @@ def _call_doublets(
             "raw counts of two cells, which TPM or log values cannot do"
         )
     else:
-        not_scored = score_doublets(adata, samples, params=params, notes=sample_notes)
+        not_scored = score_doublets(
+            adata, samples, params=params, notes=sample_notes, threads=threads
+        )
         if not_scored and len(not_scored) == len(sample_notes):
             skipped[SKIP_DOUBLETS] = "no sample could be scored: " + "; ".join(
                 f"{sample}: {why}" for sample, why in not_scored.items()
