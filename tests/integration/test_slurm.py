@@ -65,8 +65,10 @@ class SlurmCluster:
             "--default-resources", *resources,
             # no rule may ask for more CPUs than the node has (sbatch would refuse the job)
             "--max-threads", str(self.cpus),
-            # a small cluster answers at once; poll early (profile: 20 s)
-            "--slurm-init-seconds-before-status-checks", "5",
+            # a small cluster answers at once; poll early (profile: 20 s). A job sacct does not
+            # know yet counts as queued; later checks come 10 s further apart each time
+            # nothing finished (the plugin), so the first one sets the pace
+            "--slurm-init-seconds-before-status-checks", "1",
         ]  # fmt: skip
 
 
