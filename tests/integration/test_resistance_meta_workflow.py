@@ -63,7 +63,9 @@ def test_two_simulated_cohorts_are_pooled_and_shown_on_the_summary(tmp_path):
     config["datasets"] = files
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    done = run_workflow(tmp_path, None, "results/summary.html", cores=2, timeout=600)
+    # two jobs at a time (threads per job unchanged: 2): a job on cohorts this small spends most
+    # of its time importing, on one core
+    done = run_workflow(tmp_path, None, "results/summary.html", cores=4, timeout=600)
     assert done.returncode == 0, done.stdout[-5000:]
     for i in (0, 1):
         assert_one_matrix_file_left(tmp_path / f"results/sim_cohort_{i}")

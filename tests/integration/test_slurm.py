@@ -65,8 +65,10 @@ class SlurmCluster:
             "--default-resources", *resources,
             # no rule may ask for more CPUs than the node has (sbatch would refuse the job)
             "--max-threads", str(self.cpus),
-            # a small cluster answers at once; poll early (profile: 20 s)
-            "--slurm-init-seconds-before-status-checks", "5",
+            # a small cluster answers at once; poll early (profile: 20 s). A job sacct does not
+            # know yet counts as queued; later checks come 10 s further apart each time
+            # nothing finished (the plugin), so the first one sets the pace
+            "--slurm-init-seconds-before-status-checks", "1",
         ]  # fmt: skip
 
 
@@ -144,36 +146,74 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def run_snakemake(workdir: Path, args: list[str], *, snakefile: Path = SNAKEFILE) -> str:
-    """Run snakemake in `workdir`; return its output (stdout + stderr), failing the test on error.
+@dataclass
+class SnakemakeRun:
+    """A snakemake started by :func:`start_snakemake`; its stdout and stderr go to `log` (a
+    file, not a pipe: nobody reads a pipe while another run is awaited, and a full one would
+    stall snakemake)."""
 
-    On a timeout, the SLURM jobs of the run (named by its run ID) are cancelled.
-    """
+    process: subprocess.Popen
+    log: Path
+    args: list[str]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_snakemake(workdir: Path, args: list[str], *, snakefile: Path = SNAKEFILE) -> SnakemakeRun:
+    """Start snakemake in `workdir`, its output to ``<workdir>.snakemake.log`` beside it;
+    :func:`finish_snakemake` waits for it."""
     command = [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(snakefile),
         "--directory", str(workdir),
         *args,
     ]  # fmt: skip
-    try:
-        done = subprocess.run(
-            command,
-            cwd=workdir,
-            env=_environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=RUN_TIMEOUT_SECONDS,
+    log = workdir.parent / f"{workdir.name}.snakemake.log"
+    with log.open("w") as sink:  # the child holds its own copy of the file descriptor
+        process = subprocess.Popen(
+            command, cwd=workdir, env=_environment(), stdout=sink, stderr=subprocess.STDOUT
         )
-    except subprocess.TimeoutExpired as timeout:
-        output = timeout.output or ""
-        output = output.decode(errors="replace") if isinstance(output, bytes) else output
-        run_id = re.search(r"SLURM run ID: (\S+)", output)
-        if run_id:
-            subprocess.run(["scancel", "--name", run_id.group(1)], check=False)
-        pytest.fail(f"snakemake did not finish in {RUN_TIMEOUT_SECONDS} s:\n{output[-5000:]}")
-    assert done.returncode == 0, f"snakemake {' '.join(args)} failed:\n{done.stdout[-8000:]}"
-    return done.stdout
+    return SnakemakeRun(process=process, log=log, args=args)
+
+
+def stop_snakemake(run: SnakemakeRun) -> None:
+    """Stop a snakemake that is still running (it cancels its SLURM jobs on SIGTERM), and also
+    cancel the SLURM jobs of its run ID in case it could not."""
+    if run.process.poll() is None:
+        run.process.terminate()
+        try:
+            run.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            run.process.wait()
+    run_id = re.search(r"SLURM run ID: (\S+)", run.output())
+    if run_id:
+        subprocess.run(["scancel", "--name", run_id.group(1)], check=False)
+
+
+def finish_snakemake(run: SnakemakeRun, timeout: float = RUN_TIMEOUT_SECONDS) -> str:
+    """Wait for a snakemake started by :func:`start_snakemake`; return its output (stdout +
+    stderr), failing the test on error.
+
+    On a timeout, the run is stopped and its SLURM jobs (named by its run ID) are cancelled.
+    """
+    try:
+        run.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_snakemake(run)
+        pytest.fail(f"snakemake did not finish in {timeout} s:\n{run.output()[-5000:]}")
+    output = run.output()
+    assert run.process.returncode == 0, f"snakemake {' '.join(run.args)} failed:\n{output[-8000:]}"
+    return output
+
+
+def run_snakemake(workdir: Path, args: list[str], *, snakefile: Path = SNAKEFILE) -> str:
+    """Run snakemake in `workdir`; return its output (stdout + stderr), failing the test on error.
+
+    On a timeout, the SLURM jobs of the run (named by its run ID) are cancelled.
+    """
+    return finish_snakemake(start_snakemake(workdir, args, snakefile=snakefile))
 
 
 def prepare_demo_workdir(workdir: Path) -> Path:
@@ -275,17 +315,30 @@ def assert_same_anndata(expected_path: Path, actual_path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo_runs(slurm, tmp_path_factory):
-    """The demo datasets (config/config.yaml, default target), run locally and through SLURM."""
+    """The demo datasets (config/config.yaml, default target), run locally and through SLURM.
+
+    The two runs go at the same time, each in its own working directory (they share only the
+    numba cache, which numba writes safely from concurrent processes): most jobs of either run
+    use one of their two threads most of the time (imports, snakemake starting twice per SLURM
+    job), and the other run fills the idle core.
+    """
     base = tmp_path_factory.mktemp("slurm_demo")
     local = prepare_demo_workdir(base / "local")
+    on_slurm = prepare_demo_workdir(base / "slurm")
     umask = os.umask(0o022)  # `make run` on a shared filesystem: results must be group-readable
     try:
         local_profile = ["--profile", str(ROOT / "profiles/local"), "--cores", str(slurm.cpus)]
-        run_snakemake(local, local_profile)
+        local_run = start_snakemake(local, local_profile)
     finally:
-        os.umask(umask)
-    on_slurm = prepare_demo_workdir(base / "slurm")
-    output = run_snakemake(on_slurm, slurm.profile_args())
+        os.umask(umask)  # the child keeps 022; the SLURM run starts with the caller's umask
+    slurm_run = start_snakemake(on_slurm, slurm.profile_args())
+    try:
+        finish_snakemake(local_run)
+        output = finish_snakemake(slurm_run)
+    except BaseException:  # a failed local run must not leave the SLURM run and its jobs behind
+        stop_snakemake(local_run)
+        stop_snakemake(slurm_run)
+        raise
     return local, on_slurm, output
 
 

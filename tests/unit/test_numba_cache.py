@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
 
 # one kernel that takes a scipy sparse matrix through fast_array_utils' numba types
@@ -42,23 +44,34 @@ def kernel_lines(output: str, name: str = "_normalize_csr") -> list[str]:
     return [line for line in output.splitlines() if name in line and "[cache]" in line]
 
 
-def test_sparse_kernel_is_loaded_from_cache_by_the_next_process(tmp_path):
+@pytest.fixture(scope="module")
+def normalise_runs(tmp_path_factory) -> dict:
+    """In one fresh cache: the kernel run by two texflow processes one after the other, then by
+    a plain scanpy process (the .nbi files are listed before it). Shared by the two tests below:
+    each process costs 3-6 s of imports and compiling."""
+    cache = tmp_path_factory.mktemp("normalise_cache")
     code = NORMALISE.format(imports=ENABLE)
-    first = kernel_lines(run_python(code, tmp_path))
-    second = kernel_lines(run_python(code, tmp_path))
+    runs = {"cache": cache, "first": run_python(code, cache), "second": run_python(code, cache)}
+    runs["nbi_after_texflow"] = sorted(cache.rglob("*.nbi"))
+    runs["plain"] = run_python(NORMALISE.format(imports=""), cache)  # crashes on a patched index
+    return runs
+
+
+def test_sparse_kernel_is_loaded_from_cache_by_the_next_process(normalise_runs):
+    first = kernel_lines(normalise_runs["first"])
+    second = kernel_lines(normalise_runs["second"])
     assert any("data saved" in line for line in first), first
     assert any("data loaded" in line for line in second), second
     assert not any("data saved" in line for line in second), second
     # written under texflow's own sub-directory, not the shared one
-    assert list((tmp_path / "texflow-numba").rglob("*.nbi"))
-    assert not [p for p in tmp_path.rglob("*.nbi") if "texflow-numba" not in p.parts]
+    written = normalise_runs["nbi_after_texflow"]
+    assert [p for p in written if "texflow-numba" in p.parts]
+    assert not [p for p in written if "texflow-numba" not in p.parts]
 
 
-def test_plain_scanpy_process_still_works_beside_texflow(tmp_path):
-    run_python(NORMALISE.format(imports=ENABLE), tmp_path)
-    plain = run_python(NORMALISE.format(imports=""), tmp_path)  # would crash on a patched index
-    assert kernel_lines(plain)
-    assert [p for p in tmp_path.rglob("*.nbi") if "texflow-numba" not in p.parts]
+def test_plain_scanpy_process_still_works_beside_texflow(normalise_runs):
+    assert kernel_lines(normalise_runs["plain"])
+    assert [p for p in normalise_runs["cache"].rglob("*.nbi") if "texflow-numba" not in p.parts]
 
 
 def test_no_fix_when_scanpy_came_first(tmp_path):
@@ -83,21 +96,28 @@ sc.pp.neighbors(adata, use_rep="X", transformer="sklearn")
 """
 
 
-def test_umap_kernels_are_loaded_from_cache_by_the_next_process(tmp_path):
-    first = kernel_lines(run_python(NEIGHBOURS, tmp_path), "smooth_knn_dist")
-    second = kernel_lines(run_python(NEIGHBOURS, tmp_path), "smooth_knn_dist")
-    assert any("data saved" in line for line in first), first
-    assert any("data loaded" in line for line in second), second
-
-
-def test_pynndescent_kernels_compiled_at_import_are_loaded_from_cache(tmp_path):
-    # pynndescent declares these with explicit signatures: compiled as it is imported
+@pytest.fixture(scope="module")
+def neighbours_runs(tmp_path_factory) -> tuple[str, str]:
+    """The neighbours code run twice in one fresh cache, printing numba's decorator factory
+    after the imports. Shared by the two tests below: the first run compiles umap's and
+    pynndescent's kernels (10-25 s)."""
+    cache = tmp_path_factory.mktemp("neighbours_cache")
     code = (
         NEIGHBOURS
         + "from numba.core import decorators\nprint('JIT', decorators._jit.__qualname__)\n"
     )
-    first = run_python(code, tmp_path)
-    second = run_python(code, tmp_path)
+    return run_python(code, cache), run_python(code, cache)
+
+
+def test_umap_kernels_are_loaded_from_cache_by_the_next_process(neighbours_runs):
+    first, second = (kernel_lines(run, "smooth_knn_dist") for run in neighbours_runs)
+    assert any("data saved" in line for line in first), first
+    assert any("data loaded" in line for line in second), second
+
+
+def test_pynndescent_kernels_compiled_at_import_are_loaded_from_cache(neighbours_runs):
+    # pynndescent declares these with explicit signatures: compiled as it is imported
+    first, second = neighbours_runs
     assert any("data saved" in line for line in kernel_lines(first, "rp_trees")), first[-2000:]
     assert any("data loaded" in line for line in kernel_lines(second, "rp_trees")), second[-2000:]
     assert not any("data saved" in line for line in kernel_lines(second, "rp_trees"))
