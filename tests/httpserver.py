@@ -274,15 +274,19 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
                     entry.cuts_done += 1
                     limit = min(limit, entry.cut_after)
             cut = limit < len(part)
+            chunk = b""
             try:
                 for offset in range(0, limit, entry.chunk_size):
                     chunk = part[offset : min(offset + entry.chunk_size, limit)]
+                    # counted before it is sent: once the client has the last byte, a test may
+                    # read the count at once (counted after the flush, it raced the test)
+                    record.bytes_sent += len(chunk)
                     self.wfile.write(chunk)
                     self.wfile.flush()
-                    record.bytes_sent += len(chunk)
                     if entry.chunk_delay:
                         time.sleep(entry.chunk_delay)
             except (BrokenPipeError, ConnectionResetError):
+                record.bytes_sent -= len(chunk)  # that chunk did not reach the client whole
                 cut = True  # the client gave up (e.g. its timeout): nothing more to do
             if cut:
                 # the announced Content-Length is not met: close so the client sees it cut short
