@@ -38,6 +38,7 @@ is the same on any number of threads (measured, benchmarks/README.md).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -248,14 +249,20 @@ def scrublet_scores(
         ``observed`` aligned with the rows of `counts` (NaN for cells with < 3 detected genes),
         ``simulated`` for the simulated doublets (they place the threshold).
     """
-    with threadpool_limits(limits=1, user_api="blas"):  # see the module's docstring
-        manifold = _manifold(counts, rows=None, n_prin_comps=n_prin_comps, seed=seed)
-    return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
+    (result,) = scrublet_scores_by_sample(
+        counts,
+        [None],  # every row: one sample
+        expected_doublet_rate=expected_doublet_rate,
+        n_prin_comps=n_prin_comps,
+        seed=seed,
+        threads=len(os.sched_getaffinity(0)),  # the kNN search on every core, as OpenMP would
+    )
+    return result
 
 
 def scrublet_scores_by_sample(
     counts: sparse.spmatrix,
-    samples: Iterable[np.ndarray],
+    samples: Iterable[np.ndarray | None],
     *,
     expected_doublet_rate: float,
     n_prin_comps: int = 30,
@@ -278,7 +285,8 @@ def scrublet_scores_by_sample(
     counts
         Raw UMI counts, cells x genes (CSR: rows are sliced per sample).
     samples
-        One boolean row mask (or row index array) per sample, in the order wanted back.
+        One boolean row mask (or row index array) per sample, in the order wanted back; None
+        for all the rows.
     expected_doublet_rate, n_prin_comps, seed
         As :func:`scrublet_scores`, the same for every sample.
     threads
@@ -298,7 +306,7 @@ def scrublet_scores_by_sample(
     # of one sample (most of the time, OpenMP, no GIL) runs beside the next sample's steps
     preparing = threading.Lock()
 
-    def run(rows: np.ndarray) -> ScrubletResult:
+    def run(rows: np.ndarray | None) -> ScrubletResult:
         # OpenMP's thread count is local to the calling thread: set in each worker
         with threadpool_limits(limits=inner, user_api="openmp"):
             with preparing:
