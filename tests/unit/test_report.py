@@ -666,7 +666,7 @@ def test_no_patients_and_one_cell_per_state_is_a_cell_count_not_pseudoreplicatio
     for finding in _state_findings(obs):
         assert finding.verdict == "not tested"
         assert finding.reason == (
-            "too few cells to test: 1 Tex_term and 1 Tpex cells, >= 3 of each needed"
+            "too few cells to test (Tex_term: 1, Tpex: 1; >= 3 of each needed)"
         )
         assert "pseudoreplication" not in finding.untested_sentence + finding.sentence
 

@@ -1,6 +1,8 @@
 """texflow.stats: patient-level tests find real effects, keep patient confounding out, and say
 which unit they used."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,6 +159,37 @@ def test_a_patient_with_both_response_labels_is_left_out_and_named():
     assert first in row["note"]
 
 
+def test_the_left_out_patients_are_logged_once_per_comparison(caplog):
+    """The report's figures read the labels again and again; only the table-writing comparison
+    logs the patients it leaves out (the report log said it once per figure)."""
+    obs = cells(n_patients=6)
+    first = sorted(obs["patient"].astype(str).unique())[0]
+    obs["response"] = obs["response"].astype(str)
+    obs.loc[obs.index[obs["patient"].astype(str) == first][:5], "response"] = "responder"
+    obs.loc[obs.index[obs["patient"].astype(str) == first][5:], "response"] = "non_responder"
+    with caplog.at_level(logging.WARNING, logger="texflow.stats"):
+        for _ in range(3):
+            stats.patient_response(obs)
+        assert not caplog.records
+        stats.compare_response(obs, obs[["rise"]])
+    warned = [r.getMessage() for r in caplog.records if "both response labels" in r.getMessage()]
+    assert len(warned) == 1 and first in warned[0]
+
+
+@pytest.mark.parametrize("spelling", ["", " ", "nan", "NaN", "NA", "na", "None", "none"])
+def test_a_missing_label_is_missing_to_every_reader(spelling):
+    """One definition of "no value" (contract.MISSING_LABELS): ingest, the statistics and the
+    report agree on which patients exist."""
+    from texflow import io
+    from texflow.expression import known_values
+
+    values = pd.Series(["P1", spelling, "unknown", np.nan], dtype=object)
+    obs = pd.DataFrame({"patient": values})
+    assert stats._labels(obs, "patient").isna().tolist() == [False, True, False, True]
+    assert (~known_values(values)).tolist() == [False, True, False, True]
+    assert io._strings(values).isna().tolist() == [False, True, False, True]
+
+
 def composition_cells(
     *, tex_term_nr=0.4, tex_term_r=0.15, n_patients=12, n_cells=60, seed=0, small_patient=False
 ):
@@ -275,9 +308,7 @@ def test_state_comparison_without_patients_and_too_few_cells_names_the_cell_coun
     obs.iloc[1, obs.columns.get_loc("state")] = "Tex_term"
     row = stats.compare_states(obs, obs[["rise"]]).iloc[0]
     assert row["test"] == contract.NOT_TESTABLE and np.isnan(row["p_value"])
-    assert row["note"] == (
-        "too few cells to test: 1 Tex_term and 1 Tpex cells, >= 3 of each needed"
-    )
+    assert row["note"] == ("too few cells to test (Tex_term: 1, Tpex: 1; >= 3 of each needed)")
     assert "pseudoreplication" not in row["note"]
 
 

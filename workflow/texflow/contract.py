@@ -56,6 +56,19 @@ REASON_AXIS_PROGRAM = (
 EXHAUSTION_AXIS_KEY = "exhaustion_axis"
 
 
+#: How a metadata table spells "no value" (GEO and CSV exports, pandas' ``str(nan)``, R's
+#: ``NA``, Python's ``None``), compared case-insensitively after stripping. Ingest turns these
+#: into NA, and every later reader counts them as missing. A word such as "unknown" is a label
+#: the dataset file maps to null (``metadata.values``), never guessed here.
+MISSING_LABELS = frozenset({"", "nan", "na", "none"})
+
+
+def missing_labels(values: pd.Series) -> pd.Series:
+    """True where a metadata value is missing: NA, or a string in `MISSING_LABELS`."""
+    text = values.astype("string")
+    return (text.isna() | text.str.strip().str.lower().isin(MISSING_LABELS)).astype(bool)
+
+
 def lineage_state_key(obs: pd.DataFrame) -> str:
     """The obs column that defines states downstream: the per-cell call where the states stage
     wrote one (human tumour Tpex seldom form a cluster of their own), else the cluster label
@@ -86,8 +99,8 @@ REASON_STATE_ABSENT = (
 REASON_NO_CELLS = "no {state} cell in this dataset ({key}: 0 {state})"
 #: Cells are the units (no patients) and a state has fewer cells than a test needs.
 REASON_TOO_FEW_CELLS = (
-    "too few cells to test: {n_second} {second} and {n_first} {first} cells, "
-    ">= {min_cells} of each needed"
+    "too few cells to test ({second}: {n_second}, {first}: {n_first}; "
+    ">= {min_cells} of each needed)"
 )
 #: Patients are the units and too few of them have enough cells of each state.
 REASON_TOO_FEW_PATIENTS_STATES = (

@@ -23,6 +23,7 @@ from .contract import (
     PROGRAM_GENE_MEANS_COLUMNS,
     STATE,
     lineage_state_key,
+    missing_labels,
 )
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,8 @@ CHUNK_CELLS = 2000
 
 
 def known_values(series: pd.Series) -> pd.Series:
-    """True where a metadata value is present (not NA, not an empty or 'nan' string)."""
-    text = series.astype("string")
-    return text.notna() & ~text.str.strip().str.lower().isin(["", "nan", "na", "none", "unknown"])
+    """True where a metadata value is present (`contract.missing_labels` says what is not)."""
+    return ~missing_labels(series)
 
 
 def state_gene_means(

@@ -41,6 +41,7 @@ from .contract import (
     STATE_CONFIDENCE,
     TIMEPOINT,
     TISSUE,
+    missing_labels,
 )
 from .errors import InputDataError, TexflowError
 from .manifest import FetchedFile, read_manifest
@@ -718,8 +719,7 @@ def _cells_with_metadata(
 def _strings(column: pd.Series) -> pd.Series:
     """A column as strings with missing values as NA (categories, numbers and bools alike)."""
     values = column.astype(object)
-    missing = values.isna() | values.astype(str).str.strip().isin(["", "nan", "NaN", "None", "NA"])
-    return values.astype(str).str.strip().where(~missing, pd.NA).astype("string")
+    return values.astype(str).str.strip().where(~missing_labels(column), pd.NA).astype("string")
 
 
 def _list(values: pd.Series, limit: int = 10) -> str:

@@ -91,6 +91,7 @@ from .contract import (
     UNIT,
     UNIT_GENES,
     WHY_NOT,
+    missing_labels,
 )
 from .signatures import GeneProgram
 from .stats import (
@@ -146,8 +147,8 @@ GENE_SET_CAVEAT = (
 
 
 def _text(values: pd.Series) -> pd.Series:
-    out = values.astype(object).where(values.notna(), np.nan)
-    return out.map(lambda v: np.nan if pd.isna(v) or str(v) in ("", "nan", "NA") else str(v))
+    """Labels as strings, NaN where `contract.missing_labels` says a value is missing."""
+    return values.astype(object).map(str).where(~missing_labels(values), np.nan)
 
 
 def _state_masks(obs: pd.DataFrame, *, state_key: str) -> dict[str, np.ndarray]:
@@ -275,7 +276,11 @@ def pseudobulk(
     timepoints = (
         _text(obs[timepoint_key]) if timepoint_key in obs else pd.Series(np.nan, index=obs.index)
     ).fillna("NA")
-    labels, _ = patient_response(obs, patient_key=patient_key, response_key=response_key)
+    labels, conflict_note = patient_response(
+        obs, patient_key=patient_key, response_key=response_key
+    )
+    if conflict_note:
+        logger.warning("pseudobulk: %s", conflict_note)
     if covariate_key is not None:
         problem = covariate_problem(
             obs, covariate=covariate_key, patient_key=patient_key, timepoint_key=timepoint_key

@@ -96,18 +96,18 @@ from .contract import (
     UNIT_CELLS,
     UNIT_PATIENTS,
     lineage_state_key,
+    missing_labels,
 )
 
 logger = logging.getLogger(__name__)
 
 
 def _labels(obs: pd.DataFrame, key: str) -> pd.Series:
-    """String labels of obs[key] with NA kept as NaN (empty strings and "nan" count as NA)."""
+    """String labels of obs[key], NaN where `contract.missing_labels` says a value is missing."""
     if key not in obs:
         return pd.Series(np.nan, index=obs.index, dtype=object)
-    values = obs[key].astype(object).where(obs[key].notna(), np.nan)
-    values = values.map(lambda v: v if isinstance(v, str) else (np.nan if pd.isna(v) else str(v)))
-    return values.replace({"": np.nan, "nan": np.nan, "NA": np.nan})
+    values = obs[key].astype(object).map(lambda v: v if isinstance(v, str) else str(v))
+    return values.where(~missing_labels(obs[key]).to_numpy(), np.nan)
 
 
 def choose_unit(obs: pd.DataFrame, *, patient_key: str = "patient") -> str:
@@ -752,7 +752,8 @@ def patient_response(
     Response is a patient-level label, but public series give it per biopsy (GSE120575: P1, P4,
     P5 and P28 have biopsies labelled both ways). A patient whose cells carry more than one
     label is left out of the comparison, never given the label of its first cell; the note
-    (empty when none) names them and is logged as a warning.
+    (empty when none) names them. The caller that writes a table logs the note (once per stage,
+    not once per figure that reads the labels).
     """
     frame = pd.DataFrame(
         {PATIENT: _labels(obs, patient_key), RESPONSE: _labels(obs, response_key)}
@@ -766,7 +767,6 @@ def patient_response(
             f"{len(conflicting)} patient(s) left out, their samples carry both response "
             f"labels: {', '.join(conflicting)}"
         )
-        logger.warning("responder comparison: %s", note)
     return per_patient, note
 
 
@@ -848,6 +848,8 @@ def compare_response(
     per_patient, conflict_note = patient_response(
         obs, patient_key=patient_key, response_key=response_key
     )
+    if conflict_note:
+        logger.warning("responder comparison: %s", conflict_note)
     for name in [ALL_CD8, *states, EXHAUSTED_LINEAGE]:
         if name == ALL_CD8:
             in_state = pd.Series(True, index=obs.index)
