@@ -225,6 +225,18 @@ def test_leiden_is_scanpys_with_or_without_a_shared_graph():
     embedding.select_hvgs(adata, value_type="counts", n_top_genes=500, flavor="pearson_residuals")
     embedding.embed(adata, n_pcs=15, n_neighbors=15)
     graph = embedding.knn_igraph(adata)
+    # scanpy's edges (its graph from a list of pairs), in its order (nonzero()), and weights
+    import igraph
+
+    adjacency = adata.obsp["connectivities"]
+    sources, targets = adjacency.nonzero()
+    expected = igraph.Graph(
+        n=adata.n_obs,
+        edges=list(zip(sources.tolist(), targets.tolist(), strict=True)),
+        directed=False,
+    )
+    assert graph.get_edgelist() == expected.get_edgelist()
+    assert graph.es["weight"] == np.asarray(adjacency[sources, targets]).ravel().tolist()
     for resolution in (0.4, 1.0, 2.0):
         sc.tl.leiden(
             adata,
