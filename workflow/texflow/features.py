@@ -114,6 +114,25 @@ def cells_detected_per_gene(matrix) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _positive_per_row(data, indptr):
+    positive = np.zeros(indptr.size - 1, dtype=np.int64)
+    for row in range(indptr.size - 1):
+        for k in range(indptr[row], indptr[row + 1]):
+            if data[k] > 0:
+                positive[row] += 1
+    return positive
+
+
+def positive_per_cell(matrix) -> np.ndarray:
+    """Values > 0 per cell (row) of a CSR matrix (or anything `scipy.sparse.csr_matrix`
+    takes), as int64, without copying it: ``(matrix > 0).sum(axis=1)`` builds a boolean
+    matrix and its indices (0.7 GB at 60k cells x 2.4k genes, the programs stage's peak;
+    measured)."""
+    matrix = sparse.csr_matrix(matrix)
+    return _positive_per_row(matrix.data, matrix.indptr)
+
+
+@numba.njit(cache=True)
 def csr_sums(data, indices, indptr, n_genes):
     """Per cell and per gene sums of CSR values, accumulated in float64 (no float64 copy)."""
     cell_sums = np.zeros(indptr.size - 1)
