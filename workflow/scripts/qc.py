@@ -9,7 +9,7 @@ from texflow.utils import backed_csr, read_h5ad, run_step, write_tsv
 def main(snakemake):
     # the counts stay on disk (float32 CSR, as ingest writes them): read a chunk of rows or one
     # sample at a time, never the whole matrix at once (benchmarks/README.md: memory)
-    with backed_csr(snakemake.input.h5ad) as counts:
+    with backed_csr(snakemake.input.h5ad, without_layers=True) as counts:
         run(snakemake, counts)
 
 

@@ -218,21 +218,21 @@ def read_rows(path: str | os.PathLike, rows: np.ndarray | None = None):
 
 
 @contextlib.contextmanager
-def backed_csr(path: str | os.PathLike) -> Iterator:
+def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iterator:
     """X of the h5ad at `path` as an anndata backed CSR dataset (rows read from disk on
     indexing, as scipy CSR), open for the block; None when X there is not float32 CSR (the
-    form ingest writes) or the file has layers of its own, for a caller that then reads the
-    file into memory."""
+    form texflow writes) or, with `without_layers`, when the file has layers of its own: for
+    a caller that then reads the file into memory."""
     import h5py
 
     with h5py.File(path, "r") as file:
         element = file.get("X")
-        is_csr = (
+        usable = (
             element is not None
             and element.attrs.get("encoding-type") == "csr_matrix"
-            and not len(file.get("layers", {}))
+            and not (without_layers and len(file.get("layers", {})))
         )
-        matrix = ad.io.sparse_dataset(element) if is_csr else None
+        matrix = ad.io.sparse_dataset(element) if usable else None
         yield matrix if matrix is not None and matrix.dtype == np.float32 else None
 
 
