@@ -33,6 +33,24 @@ def test_clusters_match_true_states(organism, seed):
     assert adata.obs["cluster"].dtype.name == "category"
 
 
+def test_clustering_keeps_the_counts_and_writes_their_lognorm(tmp_path):
+    """X (log-normalised) and layers["counts"] share one sparsity pattern in memory
+    (`features.lognormalise_counts`): the counts stay the input's, X is their lognorm, in
+    memory and after a round trip through the stage's file."""
+    from texflow.utils import read_h5ad, write_h5ad
+
+    adata = _cd8("human", 0)
+    counts = adata.X.copy()
+    cluster.run_clustering(adata)
+    write_h5ad(adata, tmp_path / "clustered.h5ad")
+    for data in (adata, read_h5ad(tmp_path / "clustered.h5ad")):
+        assert (data.layers["counts"] != counts).nnz == 0
+        np.testing.assert_array_equal(data.layers["counts"].indices, counts.indices)
+        np.testing.assert_array_equal(
+            data.X.toarray(), features.lognormalise_counts(counts.copy()).toarray()
+        )
+
+
 def test_tiny_dataset_gets_capped_parameters():
     adata = _cd8("mouse", 0)[:40].copy()
     cluster.run_clustering(adata)
@@ -87,16 +105,22 @@ def test_lognormalised_counts_are_scanpys():
     expected = ad.AnnData(counts.copy())
     sc.pp.normalize_total(expected)
     sc.pp.log1p(expected)
+    before = counts.copy()
     ours = features.lognormalise_counts(counts)
     assert ours.dtype == np.float32
+    # the counts are left as they were; the result has their sparsity pattern
+    assert (counts != before).nnz == 0 and counts.dtype == np.float32
+    np.testing.assert_array_equal(ours.indices, before.indices)
+    np.testing.assert_array_equal(ours.indptr, before.indptr)
     np.testing.assert_allclose(ours.toarray(), expected.X.toarray(), rtol=1e-6, atol=1e-7)
     columns = np.array([3, 7, 50])
-    np.testing.assert_allclose(
-        features.lognormalise_counts(counts, columns=columns).toarray(),
-        expected.X[:, columns].toarray(),
-        rtol=1e-6,
-        atol=1e-7,
-    )
+    for given in (counts, counts.astype(np.int64)):  # float32 or integer counts
+        subset = features.lognormalise_counts(given, columns=columns)
+        assert subset.dtype == np.float32
+        np.testing.assert_allclose(
+            subset.toarray(), expected.X[:, columns].toarray(), rtol=1e-6, atol=1e-7
+        )
+    assert (counts != before).nnz == 0
 
 
 @pytest.mark.parametrize("n_top_genes", [None, 60])
@@ -201,6 +225,18 @@ def test_leiden_is_scanpys_with_or_without_a_shared_graph():
     embedding.select_hvgs(adata, value_type="counts", n_top_genes=500, flavor="pearson_residuals")
     embedding.embed(adata, n_pcs=15, n_neighbors=15)
     graph = embedding.knn_igraph(adata)
+    # scanpy's edges (its graph from a list of pairs), in its order (nonzero()), and weights
+    import igraph
+
+    adjacency = adata.obsp["connectivities"]
+    sources, targets = adjacency.nonzero()
+    expected = igraph.Graph(
+        n=adata.n_obs,
+        edges=list(zip(sources.tolist(), targets.tolist(), strict=True)),
+        directed=False,
+    )
+    assert graph.get_edgelist() == expected.get_edgelist()
+    assert graph.es["weight"] == np.asarray(adjacency[sources, targets]).ravel().tolist()
     for resolution in (0.4, 1.0, 2.0):
         sc.tl.leiden(
             adata,

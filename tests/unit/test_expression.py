@@ -73,6 +73,20 @@ def test_program_gene_means_table_holds_every_present_gene_per_state(tmp_path):
     finally:
         backed.file.close()
     pd.testing.assert_frame_equal(again, table)
+    # X read from the file's CSR dataset (`matrix`), the annotations in memory without X
+    from scipy import sparse
+    from texflow.utils import backed_csr
+
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    adata.write_h5ad(tmp_path / "clustered.h5ad")
+    annotations = ad.AnnData(obs=adata.obs, var=adata.var)
+    with backed_csr(tmp_path / "clustered.h5ad") as matrix:
+        assert matrix is not None
+        from_disk = expression.program_gene_means(annotations, programs=programs, matrix=matrix)
+    pd.testing.assert_frame_equal(
+        from_disk, expression.program_gene_means(adata, programs=programs)
+    )
+    pd.testing.assert_frame_equal(from_disk, table, check_exact=False)
 
 
 def test_program_gene_means_is_empty_without_states_or_genes():

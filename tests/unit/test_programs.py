@@ -313,6 +313,27 @@ def test_downsampled_counts_are_scanpys(dtype):
         features.downsample_counts(matrix.tocsc(), counts_per_cell=target)
 
 
+def test_genes_detected_counts_positive_values_per_cell():
+    """programs.genes_detected (the tests' covariate) is ``(matrix > 0).sum(axis=1)``: stored
+    zeros and negative values (log data) are not detected; counts, X or a dense matrix."""
+    import anndata as ad
+    from scipy import sparse
+    from texflow import programs
+
+    rng = np.random.default_rng(3)
+    values = rng.poisson(0.7, (50, 40)).astype(np.float32) * rng.choice([-1, 1], (50, 40))
+    values[7] = 0  # a cell with nothing detected
+    matrix = sparse.csr_matrix(values)
+    matrix.data[:10] = 0  # stored zeros
+    expected = np.asarray((matrix > 0).sum(axis=1)).ravel().astype(float)
+    with_counts = ad.AnnData(np.zeros((50, 40), dtype=np.float32))
+    with_counts.layers["counts"] = matrix
+    for adata in (with_counts, ad.AnnData(matrix), ad.AnnData(matrix.toarray())):
+        detected = programs.genes_detected(adata)
+        assert detected.dtype == float
+        np.testing.assert_array_equal(detected, expected)
+
+
 def test_scores_of_the_states_stage_are_reused_not_overwritten():
     adata = ad.AnnData(
         X=sp.csr_matrix(np.random.default_rng(0).poisson(1.0, (40, 30)).astype(np.float32)),

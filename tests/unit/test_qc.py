@@ -199,3 +199,41 @@ def test_samples_scored_at_once_match_one_at_a_time(monkeypatch, caplog):
             pd.testing.assert_frame_equal(other.tables[name], table)
         assert other.notes == result.notes
         assert other_messages == messages
+
+
+def test_counts_read_from_disk_match_counts_in_memory(tmp_path, monkeypatch):
+    """QC on the counts left on disk (`utils.backed_csr`: metrics a chunk of rows at a time,
+    each sample's rows read for Scrublet, the passing cells streamed to qc.h5ad) gives the
+    obs, tables and qc.h5ad of QC on X in memory, to the last bit."""
+    import anndata as ad
+    from scipy import sparse
+    from texflow.utils import backed_csr, read_h5ad, share_counts, write_h5ad
+
+    adata = simulated("human", 1)
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    adata.X[3, :5] = 0  # stored zeros: not detected genes
+    for key in [key for key in adata.layers if key is not None]:  # anndata lists X as None
+        del adata.layers[key]
+    share_counts(adata)
+    write_h5ad(adata, tmp_path / "raw.h5ad")
+    monkeypatch.setattr(qc, "METRICS_CHUNK_ROWS", 700)  # metrics over several chunks
+
+    in_memory = read_h5ad(tmp_path / "raw.h5ad")
+    expected = qc.run_qc(in_memory, threads=2)
+    qc.write_passing_cells(in_memory, tmp_path / "expected.h5ad")
+    with backed_csr(tmp_path / "raw.h5ad", without_layers=True) as counts:
+        assert counts is not None
+        on_disk = read_h5ad(tmp_path / "raw.h5ad", layers=False, x=False)
+        assert on_disk.X is None
+        result = qc.run_qc(on_disk, threads=2, counts=counts)
+        qc.write_passing_cells(on_disk, tmp_path / "qc.h5ad", counts=counts)
+    pd.testing.assert_frame_equal(on_disk.obs, in_memory.obs)
+    for name, table in expected.tables.items():
+        pd.testing.assert_frame_equal(result.tables[name], table)
+    assert result.notes == expected.notes
+    written, wanted = read_h5ad(tmp_path / "qc.h5ad"), read_h5ad(tmp_path / "expected.h5ad")
+    assert written.layers["counts"] is written.X  # the counts held once, as before
+    assert (written.X != wanted.X).nnz == 0 and written.X.dtype == np.float32
+    pd.testing.assert_frame_equal(written.obs, wanted.obs)
+    assert repr(written.uns["texflow"]) == repr(wanted.uns["texflow"])  # arrays inside
+    assert ad.read_h5ad(tmp_path / "qc.h5ad").n_obs == int(in_memory.obs["qc_pass"].sum())

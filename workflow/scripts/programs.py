@@ -3,11 +3,17 @@
 from pathlib import Path
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
-import anndata as ad
 from texflow import expression, findings, programs, signatures
 from texflow.contract import SKIP_RESPONSE
 from texflow.stage import organism_of
-from texflow.utils import read_annotated, read_rows, run_step, write_annotations, write_tsv
+from texflow.utils import (
+    backed_csr,
+    read_annotated,
+    read_rows,
+    run_step,
+    write_annotations,
+    write_tsv,
+)
 
 
 def main(snakemake):
@@ -61,15 +67,12 @@ def main(snakemake):
     # each program gene's mean (log-normalised X, read in chunks) per state: the report's heatmap
     # is drawn from this table, so the report never reads the matrix
     resolved = signatures.resolve_aliases(selected, adata.var_names, organism=organism)
-    matrix = adata
-    if adata.X is None:  # X of the matrix file, read in chunks, with this stage's cells' states
-        matrix = ad.read_h5ad(path, backed="r")
-        matrix.obs = adata.obs
-    try:
-        gene_means = expression.program_gene_means(matrix, programs=resolved)
-    finally:
-        if matrix.isbacked:
-            matrix.file.close()
+    # X of the matrix file read in chunks (not a backed AnnData: it would load the counts)
+    with backed_csr(path) as on_disk:
+        if adata.X is None and on_disk is None:  # X not float32 CSR: read whole
+            adata.X = read_rows(path)
+        matrix = on_disk if adata.X is None else None
+        gene_means = expression.program_gene_means(adata, programs=resolved, matrix=matrix)
     write_tsv(gene_means, outputs.program_gene_means)
     write_annotations(adata, outputs.annotations, matrix=path, annotations=annotations)
 

@@ -76,7 +76,7 @@ from .contract import (
     UPPER,
 )
 from .errors import InputDataError
-from .features import downsample_counts
+from .features import downsample_counts, positive_per_cell
 from .signatures import GeneProgram
 from .stage import SkipNotes, StageResult, texflow_uns
 
@@ -277,7 +277,7 @@ def genes_detected(adata: ad.AnnData) -> np.ndarray:
     Rank scores (UCell) rise with it, so the association test partials it out.
     """
     matrix = adata.layers["counts"] if "counts" in adata.layers else adata.X
-    return np.asarray((matrix > 0).sum(axis=1)).ravel().astype(float)
+    return positive_per_cell(matrix).astype(float)  # (matrix > 0).sum(axis=1), no copy
 
 
 def score_columns(adata: ad.AnnData, programs: Sequence[str]) -> list[str]:

@@ -148,12 +148,18 @@ def _top_share(matrix: sparse.csr_matrix, n_top: int) -> np.ndarray:
     return _top_share_rows(matrix.data, matrix.indptr, n_top)
 
 
-def compute_metrics(adata: ad.AnnData, *, organism: str) -> list[str]:
+#: Rows of the matrix read at a time by `compute_metrics` (10k cells x 2.5k genes: ~0.2 GB).
+METRICS_CHUNK_ROWS = 10_000
+
+
+def compute_metrics(adata: ad.AnnData, *, organism: str, counts=None) -> list[str]:
     """Per-cell QC metrics on X, as scanpy.pp.calculate_qc_metrics names and computes them.
 
-    Computed here in O(cells) extra memory: scanpy's function made a full copy of the matrix
-    (measured at 100k cells x 20k genes: 2.2 GB -> 4.4 GB peak), and only these per-cell values
-    are used.
+    Computed here in O(cells) extra memory, `METRICS_CHUNK_ROWS` rows at a time (every metric
+    is one cell's own): scanpy's function made a full copy of the matrix (measured at 100k
+    cells x 20k genes: 2.2 GB -> 4.4 GB peak), and only these per-cell values are used.
+    `counts` is the matrix to read when it is not X in memory (an anndata backed CSR dataset
+    of the same cells and genes; see `run_qc`).
 
     Writes obs `total_counts`, `log1p_total_counts`, `n_genes_by_counts`,
     `log1p_n_genes_by_counts`, `pct_counts_in_top_20_genes` and, when mitochondrial genes exist,
@@ -163,24 +169,36 @@ def compute_metrics(adata: ad.AnnData, *, organism: str) -> list[str]:
     prefix = MITO_PREFIX[organism]
     adata.var["mt"] = adata.var_names.str.startswith(prefix)
     mito = list(adata.var_names[adata.var["mt"]])
-    matrix = sparse.csr_matrix(adata.X)  # no copy when X is CSR already
+    mito_columns = np.flatnonzero(adata.var["mt"].to_numpy())
+    source = adata.X if counts is None else counts
+    n_cells = adata.n_obs
+    total, detected = np.zeros(n_cells), np.zeros(n_cells, dtype=np.int64)
+    top_share, mito_total = np.zeros(n_cells), np.zeros(n_cells)
+    for start in range(0, n_cells, METRICS_CHUNK_ROWS):
+        rows = slice(start, min(start + METRICS_CHUNK_ROWS, n_cells))
+        matrix = sparse.csr_matrix(source[rows])
+        total[rows] = np.asarray(matrix.sum(axis=1, dtype=np.float64)).ravel()
+        if (matrix.data == 0).any():  # stored zeros are not detected genes
+            detected[rows] = np.asarray((matrix != 0).sum(axis=1)).ravel()
+        else:
+            detected[rows] = np.diff(matrix.indptr)
+        if adata.n_vars > 20:
+            top_share[rows] = _top_share(matrix, 20)
+        if mito:
+            mito_total[rows] = np.asarray(
+                matrix[:, mito_columns].sum(axis=1, dtype=np.float64)
+            ).ravel()
+        del matrix
     obs = adata.obs
-    total = np.asarray(matrix.sum(axis=1, dtype=np.float64)).ravel()
-    detected = np.diff(matrix.indptr)
-    if (matrix.data == 0).any():  # stored zeros are not detected genes
-        detected = np.asarray((matrix != 0).sum(axis=1)).ravel()
-    obs[N_GENES_BY_COUNTS] = detected.astype(np.int64)
+    obs[N_GENES_BY_COUNTS] = detected
     obs[LOG1P_N_GENES_BY_COUNTS] = np.log1p(detected)
     obs[TOTAL_COUNTS] = total
     obs[LOG1P_TOTAL_COUNTS] = np.log1p(total)
     if adata.n_vars > 20:
-        obs[PCT_COUNTS_IN_TOP_20_GENES] = 100.0 * _top_share(matrix, 20)
+        obs[PCT_COUNTS_IN_TOP_20_GENES] = 100.0 * top_share
     else:
         obs[PCT_COUNTS_IN_TOP_20_GENES] = 100.0
     if mito:
-        mito_total = np.asarray(
-            matrix[:, np.flatnonzero(adata.var["mt"].to_numpy())].sum(axis=1, dtype=np.float64)
-        ).ravel()
         obs[TOTAL_COUNTS_MT] = mito_total
         obs[LOG1P_TOTAL_COUNTS_MT] = np.log1p(mito_total)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -285,8 +303,10 @@ def score_doublets(
     params: QCParams,
     notes: dict[str, list[str]],
     threads: int = 1,
+    counts=None,
 ) -> dict[str, str]:
-    """Scrublet doublet scores per sample on the raw counts in X.
+    """Scrublet doublet scores per sample on the raw counts in X (or `counts`, see `run_qc`:
+    each sample's rows are read when its turn comes).
 
     Samples with fewer than `params.min_cells_per_sample_doublets` cells are not scored: the
     simulated-score histogram is then too coarse to place a threshold, and at 10x loading rates
@@ -314,7 +334,7 @@ def score_doublets(
         else:
             scored.append((sample, mask))
     results = scrublet_scores_by_sample(
-        adata.X,
+        adata.X if counts is None else counts,
         [mask for _, mask in scored],
         expected_doublet_rate=params.expected_doublet_rate,
         seed=params.seed,
@@ -352,6 +372,7 @@ def run_qc(
     params: QCParams | None = None,
     dataset: str | None = None,
     threads: int = 1,
+    counts=None,
 ) -> StageResult:
     """Flag low-quality cells and doublets per sample, in place.
 
@@ -367,6 +388,12 @@ def run_qc(
     threads
         Cores to use (the rule's threads): Scrublet scores this many samples at once
         (`score_doublets`); the results do not depend on it.
+    counts
+        The matrix to read instead of X (which may then be None): an anndata backed CSR
+        dataset of the same cells x genes (`utils.backed_csr`), read a chunk of rows or one
+        sample at a time, so the whole matrix never sits in memory (the QC stage's peak at
+        100k cells was the matrix plus one sample's Scrublet copies; measured). The same
+        values as with X in memory.
 
     Returns
     -------
@@ -400,14 +427,14 @@ def run_qc(
     skipped = SkipNotes(adata)
     samples = sample_labels(adata)
     sample_notes: dict[str, list[str]] = {sample: [] for sample in pd.unique(samples)}
-    mito = compute_metrics(adata, organism=organism)
+    mito = compute_metrics(adata, organism=organism, counts=counts)
     criteria = _judge_outliers(
         adata, samples, params=params, value_type=value_type, organism=organism, mito=mito,
         skipped=skipped,
     )  # fmt: skip
     _call_doublets(
         adata, samples, params=params, value_type=value_type, sample_notes=sample_notes,
-        skipped=skipped, threads=threads,
+        skipped=skipped, threads=threads, counts=counts,
     )  # fmt: skip
     adata.obs[QC_PASS] = ~adata.obs[[f"{QC_FAIL_PREFIX}{name}" for name in CRITERIA]].any(axis=1)
 
@@ -495,6 +522,7 @@ def _call_doublets(
     sample_notes: dict[str, list[str]],
     skipped: MutableMapping[str, str],
     threads: int = 1,
+    counts=None,
 ) -> None:
     """Scrublet per sample where it can run (`score_doublets`, `threads` samples at once);
     flag or keep the doublets.
@@ -514,7 +542,7 @@ def _call_doublets(
         )
     else:
         not_scored = score_doublets(
-            adata, samples, params=params, notes=sample_notes, threads=threads
+            adata, samples, params=params, notes=sample_notes, threads=threads, counts=counts
         )
         if not_scored and len(not_scored) == len(sample_notes):
             skipped[SKIP_DOUBLETS] = "no sample could be scored: " + "; ".join(
@@ -632,15 +660,19 @@ def passing_cells(
 
 
 def write_passing_cells(
-    adata: ad.AnnData, path, *, min_cells: int = 1, dataset: str | None = None
+    adata: ad.AnnData, path, *, min_cells: int = 1, dataset: str | None = None, counts=None
 ) -> None:
     """Write the QC-passing cells to `path` (the file `passing_cells` would give).
 
     Float32 CSR counts (what ingest writes) are streamed to the file in chunks of rows
     (`texflow.utils.write_subset_h5ad`), so the passing cells are never a second matrix in
-    memory. Raises InputDataError when fewer than `min_cells` cells pass.
+    memory; from `counts` (a backed float32 CSR dataset, see `run_qc`) when given. Raises
+    InputDataError when fewer than `min_cells` cells pass.
     """
-    if (sparse.issparse(adata.X) and adata.X.format == "csr") and adata.X.dtype == np.float32:
+    if counts is not None:
+        mask = _check_enough_pass(adata, min_cells=min_cells, dataset=dataset)
+        write_subset_h5ad(adata, mask, path, matrix=counts)
+    elif (sparse.issparse(adata.X) and adata.X.format == "csr") and adata.X.dtype == np.float32:
         write_subset_h5ad(
             adata, _check_enough_pass(adata, min_cells=min_cells, dataset=dataset), path
         )

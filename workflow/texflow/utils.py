@@ -217,12 +217,36 @@ def read_rows(path: str | os.PathLike, rows: np.ndarray | None = None):
         return sparse.csr_matrix(matrix[positions])
 
 
+@contextlib.contextmanager
+def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iterator:
+    """X of the h5ad at `path` as an anndata backed CSR dataset (rows read from disk on
+    indexing, as scipy CSR), open for the block; None when X there is not float32 CSR (the
+    form texflow writes) or, with `without_layers`, when the file has layers of its own: for
+    a caller that then reads the file into memory."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        element = file.get("X")
+        usable = (
+            element is not None
+            and element.attrs.get("encoding-type") == "csr_matrix"
+            and not (without_layers and len(file.get("layers", {})))
+        )
+        matrix = ad.io.sparse_dataset(element) if usable else None
+        yield matrix if matrix is not None and matrix.dtype == np.float32 else None
+
+
 #: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
 SUBSET_CHUNK_ROWS = 10_000
 
 
 def write_subset_h5ad(
-    adata: ad.AnnData, mask, path: str | os.PathLike, *, chunk_rows: int = SUBSET_CHUNK_ROWS
+    adata: ad.AnnData,
+    mask,
+    path: str | os.PathLike,
+    *,
+    chunk_rows: int = SUBSET_CHUNK_ROWS,
+    matrix=None,
 ) -> None:
     """Write ``adata[mask]`` to `path` as `write_h5ad` would, without the subset in memory.
 
@@ -230,17 +254,31 @@ def write_subset_h5ad(
     written first, then X is appended `chunk_rows` rows at a time, so the subset's matrix never
     sits beside the full one (at 100k cells, the QC stage held 1.9 GB for its passing cells;
     measured). Anything else falls back to `subset_cells` + `write_h5ad`. Atomic.
+
+    `matrix`: X's rows are read from it, not from ``adata.X`` (which may be None): an anndata
+    backed CSR dataset of the file `adata` was read from (`backed_csr`), whose
+    ``uns["texflow"]["counts_layer"]`` says whether X holds the counts; `adata` then has no
+    layers.
     """
     import h5py
 
     mask = np.asarray(mask)
     rows = np.flatnonzero(mask) if mask.dtype == bool else mask
-    shared = counts_are_x(adata)
-    # anndata 0.13 lists X itself as layer None
-    layers = [key for key in adata.layers if key is not None and not (shared and key == "counts")]
-    if layers or not (sparse.issparse(adata.X) and adata.X.format == "csr") or rows.size == 0:
-        write_h5ad(subset_cells(adata, rows), path)
-        return
+    if matrix is not None:
+        if [key for key in adata.layers if key is not None] or rows.size == 0:
+            raise ValueError("write_subset_h5ad: with `matrix`, adata has no layers and rows")
+        shared = adata.uns.get("texflow", {}).get("counts_layer") == COUNTS_IN_X
+        source = matrix
+    else:
+        shared = counts_are_x(adata)
+        source = adata.X
+        # anndata 0.13 lists X itself as layer None
+        layers = [
+            key for key in adata.layers if key is not None and not (shared and key == "counts")
+        ]
+        if layers or not (sparse.issparse(source) and source.format == "csr") or rows.size == 0:
+            write_h5ad(subset_cells(adata, rows), path)
+            return
     meta = ad.AnnData(
         obs=adata.obs.iloc[rows],
         var=adata.var,
@@ -257,10 +295,10 @@ def write_subset_h5ad(
     with atomic_path(path) as tmp:
         meta.write_h5ad(tmp)
         with h5py.File(tmp, "r+") as file:
-            ad.io.write_elem(file, "X", adata.X[rows[:chunk_rows]])
-            matrix = ad.io.sparse_dataset(file["X"])
+            ad.io.write_elem(file, "X", sparse.csr_matrix(source[rows[:chunk_rows]]))
+            written = ad.io.sparse_dataset(file["X"])
             for start in range(chunk_rows, rows.size, chunk_rows):
-                matrix.append(adata.X[rows[start : start + chunk_rows]])
+                written.append(sparse.csr_matrix(source[rows[start : start + chunk_rows]]))
 
 
 #: Compression of ``final.h5ad`` (`assemble_h5ad`): gzip at level 1 with HDF5's byte-shuffle
