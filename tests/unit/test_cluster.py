@@ -252,3 +252,35 @@ def test_leiden_is_scanpys_with_or_without_a_shared_graph():
         for key in ("own", "shared"):
             assert adata.obs[key].equals(adata.obs["scanpy"]), (key, resolution)
             assert adata.uns[key]["modularity"] == adata.uns["scanpy"]["modularity"]
+
+
+def test_umap_beside_is_the_umap_of_this_process():
+    """threads=2 lays the UMAP out in a worker process (beside the cluster stage's sweep): the
+    same layout, bit for bit, and the same uns record as ``sc.tl.umap`` here (threads=1)."""
+    adata = _cd8("human", 0)
+    embedding.normalise(adata, value_type="counts")
+    embedding.select_hvgs(adata, value_type="counts", n_top_genes=500, flavor="pearson_residuals")
+    embedding.embed(adata, n_pcs=15, n_neighbors=15, seed=0)
+    runs = {}
+    for threads in (1, 2):
+        work = adata.copy()
+        umap = embedding.UmapBeside(threads=threads)
+        assert (umap._process is None) == (threads == 1)
+        umap.start(work, seed=0)
+        umap.finish(work)
+        runs[threads] = work
+    np.testing.assert_array_equal(runs[1].obsm["X_umap"], runs[2].obsm["X_umap"])
+    assert runs[1].obsm["X_umap"].dtype == runs[2].obsm["X_umap"].dtype
+    assert runs[1].uns["umap"] == runs[2].uns["umap"]
+
+
+def test_clustering_on_two_threads_is_the_clustering_on_one():
+    runs = {}
+    for threads in (1, 2):
+        adata = _cd8("mouse", 0)[:300].copy()
+        sweep = cluster.run_clustering(adata, threads=threads).tables["resolution_sweep"]
+        runs[threads] = adata, sweep
+    (one, sweep_one), (two, sweep_two) = runs[1], runs[2]
+    np.testing.assert_array_equal(one.obsm["X_umap"], two.obsm["X_umap"])
+    assert list(one.uns) == list(two.uns) and one.uns["umap"] == two.uns["umap"]
+    assert one.obs["cluster"].equals(two.obs["cluster"]) and sweep_one.equals(sweep_two)

@@ -122,7 +122,7 @@ def test_final_file_is_plain_anndata_with_the_ingested_counts(tmp_path):
     added = tmp_path / "annotations/states.h5ad"
     utils.write_annotations(stage, added, matrix=matrix)
     final = tmp_path / "final.h5ad"
-    utils.assemble_h5ad(matrix=matrix, annotations=[added], path=final, chunk_rows=7)
+    utils.assemble_h5ad(matrix=matrix, annotations=[added], path=final, chunk_elements=64)
     back = ad.read_h5ad(final)  # anndata alone, no texflow reader
     counts = back.layers["counts"]
     assert counts.format == "csr" and (counts != raw).nnz == 0
@@ -135,8 +135,69 @@ def test_final_file_is_plain_anndata_with_the_ingested_counts(tmp_path):
     assert "counts_layer" not in back.uns["texflow"]
     with h5py.File(final) as file:  # compressed (utils.FINAL_COMPRESSION)
         assert {file[f"{m}/data"].compression for m in ("X", "layers/counts")} == {"gzip"}
-        assert file["X/indices"].shuffle and file["X/indices"].chunks == (utils.MATRIX_CHUNK,)
+        assert file["X/indices"].shuffle and file["X/indices"].chunks == (64,)
     assert not list(tmp_path.glob(".*.part"))
+
+
+def _chunks(path):
+    """Every stored chunk of every dataset of the h5ad at `path`: (filter mask, bytes) by name."""
+    found = {}
+
+    def visit(name, node):
+        if isinstance(node, h5py.Dataset) and node.chunks:
+            for i in range(node.id.get_num_chunks()):
+                info = node.id.get_chunk_info(i)
+                found[(name, info.chunk_offset)] = node.id.read_direct_chunk(info.chunk_offset)
+
+    with h5py.File(path) as file:
+        file.visititems(visit)
+    return found
+
+
+def test_final_file_is_the_same_on_one_thread_or_more(tmp_path):
+    adata = _counts_adata(n_cells=300, n_genes=50)
+    embedding.normalise(adata, value_type="counts")
+    utils.write_h5ad(adata, tmp_path / "clustered.h5ad")
+    written = {}
+    for threads in (1, 2, 3):
+        written[threads] = tmp_path / f"final_{threads}.h5ad"
+        utils.assemble_h5ad(
+            matrix=tmp_path / "clustered.h5ad",
+            annotations=[],
+            path=written[threads],
+            threads=threads,
+            chunk_elements=128,  # many blocks of chunks, and an edge chunk
+        )
+    chunks = _chunks(written[1])
+    assert sum(name == "layers/counts/data" for name, _ in chunks) > 2 * 8 * 3  # > 2 blocks
+    for threads in (2, 3):
+        assert _chunks(written[threads]) == chunks
+    back = ad.read_h5ad(written[2])
+    assert (back.X != adata.X).nnz == 0 and (
+        back.layers["counts"] != adata.layers["counts"]
+    ).nnz == 0
+
+
+def test_final_file_chunks_are_those_hdf5_filters_write(tmp_path):
+    """The chunks compressed by texflow are the bytes HDF5's own shuffle and gzip filters store."""
+    adata = _counts_adata(n_cells=200, n_genes=50)
+    utils.write_h5ad(adata, tmp_path / "cd8.h5ad")
+    final = tmp_path / "final.h5ad"
+    utils.assemble_h5ad(
+        matrix=tmp_path / "cd8.h5ad", annotations=[], path=final, threads=2, chunk_elements=100
+    )
+    reference = tmp_path / "reference.h5"
+    with h5py.File(final) as file, h5py.File(reference, "w") as out:
+        for name in ("X/data", "X/indices", "X/indptr"):
+            out.create_dataset(
+                name,
+                data=file[name][:],
+                chunks=(100,),
+                maxshape=(None,),
+                **utils.FINAL_COMPRESSION,
+            )
+    ours = {key: value for key, value in _chunks(final).items() if key[0].startswith("X/")}
+    assert ours == _chunks(reference) and len(ours) > 3
 
 
 def test_final_file_writes_out_counts_held_in_x(tmp_path):
@@ -146,6 +207,8 @@ def test_final_file_writes_out_counts_held_in_x(tmp_path):
     back = ad.read_h5ad(tmp_path / "f.h5ad")
     assert (back.layers["counts"] != adata.X).nnz == 0 and (back.X != adata.X).nnz == 0
     assert "counts_layer" not in back.uns["texflow"]
+    with h5py.File(tmp_path / "f.h5ad") as file:  # one chunk, larger than the arrays
+        assert file["layers/counts/data"].chunks == (utils.MATRIX_CHUNK,)
 
 
 @pytest.mark.parametrize("shared", [True, False])

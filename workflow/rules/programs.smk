@@ -119,10 +119,11 @@ rule assemble:
         "logs/{dataset}/assemble.benchmark.tsv"
     conda:
         "../../envs/texflow.yaml"
-    threads: 1
+    # the matrices' chunks are compressed on both (zlib, side by side; the same file on one)
+    threads: 2
     resources:
-        # true peak / input file size: 0.28 at 100k cells (0.73 of 2.62 GB; rows copied 10k at a
-        # time), 26 s; benchmarks/README.md
+        # true peak / input file size: 0.12 at 100k cells (0.31 of 2.62 GB; copied a block of
+        # chunks at a time), 12.5-14 s; benchmarks/README.md
         mem_mb=scaled_mem_mb(1000, 0.4),
         runtime=scaled_runtime(10, 10),
     script:

@@ -10,6 +10,7 @@ def main(snakemake):
         matrix=snakemake.input.h5ad,
         annotations=snakemake.input.annotations,
         path=snakemake.output.h5ad,
+        threads=snakemake.threads,
     )
 
 

@@ -10,7 +10,9 @@ def main(snakemake):
     dataset = snakemake.wildcards.dataset
     adata = read_h5ad(snakemake.input.h5ad)
     params = cluster.ClusterParams.from_config(snakemake.params.cluster)
-    sweep = cluster.run_clustering(adata, params=params, dataset=dataset).tables["resolution_sweep"]
+    sweep = cluster.run_clustering(
+        adata, params=params, dataset=dataset, threads=snakemake.threads
+    ).tables["resolution_sweep"]
     write_tsv(sweep, snakemake.output.sweep, float_format="%.4g")
     cluster_plots.umap_panels(adata, snakemake.output.umap_png)
     cluster_plots.resolution_sweep(sweep, snakemake.output.sweep_png)

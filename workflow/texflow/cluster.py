@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from sklearn.metrics import silhouette_score
 
 from .contract import CHOSEN, MODULARITY, N_CLUSTERS, RESOLUTION, SILHOUETTE, SMALLEST_CLUSTER
 from .embedding import (
+    UmapBeside,
     embed,
     knn_igraph,
     leiden,
@@ -127,6 +127,7 @@ def run_clustering(
     params: ClusterParams | None = None,
     dataset: str | None = None,
     key_added: str = "cluster",
+    threads: int = 1,
 ) -> StageResult:
     """Normalise, HVGs, PCA, (Harmony), kNN, Leiden sweep, chosen clustering, UMAP; in place.
 
@@ -140,6 +141,9 @@ def run_clustering(
         Dataset id for messages.
     key_added
         obs column of the chosen clustering.
+    threads
+        The stage's threads: with 2 or more, the UMAP runs in a worker process beside the
+        resolution sweep (`embedding.UmapBeside`; the same layout as on one thread).
 
     Returns
     -------
@@ -170,6 +174,7 @@ def run_clustering(
             "kNN graph and clusters worth labelling (cluster.min_cells)",
             dataset=dataset,
         )
+    umap = UmapBeside(threads=threads)  # the worker's imports run beside the normalisation
     skipped = SkipNotes(adata)
     value_type = meta.get("value_type")
     how = normalise(adata, value_type=value_type)
@@ -184,6 +189,7 @@ def run_clustering(
         batch_key=batch_key,
         seed=params.seed,
     )
+    umap.start(adata, seed=params.seed)
     sweep, resolution, why = _sweep_and_choose(
         adata, params=params, representation=used["representation"]
     )
@@ -191,7 +197,7 @@ def run_clustering(
     for column in [c for c in adata.obs if c.startswith("leiden_")]:
         del adata.obs[column]
         adata.uns.pop(column, None)
-    sc.tl.umap(adata, random_state=params.seed)
+    umap.finish(adata)
     n_clusters = adata.obs[key_added].nunique()
     logger.info("resolution %g (%s): %d clusters", resolution, why, n_clusters)
     meta["params"]["cluster"] = params.as_dict()

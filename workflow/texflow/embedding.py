@@ -312,3 +312,139 @@ def leiden(adata: ad.AnnData, *, resolution: float, seed: int, key_added: str, g
         "params": {"resolution": resolution, "random_state": seed, "n_iterations": 2},
         "modularity": partition.modularity,
     }
+
+
+#: The worker process of `UmapBeside`: texflow's imports (and numba cache) as in a rule process,
+#: then, for each input file named on stdin, ``sc.tl.umap`` of the AnnData in it.
+_UMAP_WORKER = """
+import pickle, sys
+sys.path.insert(0, sys.argv[1])
+import texflow
+if sys.argv[2] == "cache":
+    texflow.enable_numba_cache()
+from texflow import embedding
+embedding._umap_worker(sys.stdin)
+"""
+
+
+def _umap_worker(requests) -> None:
+    """The loop of `UmapBeside`'s worker: one line per job, naming its input and output files."""
+    import pickle
+
+    import numba
+
+    cache_umap_kernels()
+    for line in requests:
+        source, target = line.rstrip("\n").split("\t")
+        with open(source, "rb") as handle:
+            light, seed, numba_threads = pickle.load(handle)
+        numba.set_num_threads(numba_threads)
+        sc.tl.umap(light, random_state=seed)
+        with open(target, "wb") as handle:
+            pickle.dump((light.obsm["X_umap"], light.uns["umap"]), handle)
+        print("done", flush=True)
+
+
+class UmapBeside:
+    """``sc.tl.umap`` of an AnnData's kNN graph in a worker process, beside this one's next steps.
+
+    The cluster stage's UMAP (seeded, so umap-learn lays it out on one thread: ~29 s of the
+    stage's ~62 s at 60k cells) and its Leiden sweep (igraph, one thread) need the same kNN graph
+    and not each other. With ``threads >= 2`` the UMAP runs in a worker process on the second
+    core: the worker starts (and imports scanpy) when this object is made, gets the graph, the
+    representation and the seed at `start`, and `finish` writes its result. The worker runs
+    ``sc.tl.umap`` on the same arrays with this process's thread settings (environment, numba
+    threads), so the layout is the one this process would compute, bit for bit (tested); with
+    one thread `finish` runs ``sc.tl.umap`` here. The worker ends when this process closes its
+    pipe (`finish`, or this process's end).
+
+    Parameters
+    ----------
+    threads
+        The stage's threads; below 2, no worker.
+    """
+
+    def __init__(self, *, threads: int) -> None:
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        from . import _numba_cache
+
+        self._seed: int | None = None
+        self._process = None
+        if int(threads or 1) < 2:
+            return
+        self._folder = tempfile.TemporaryDirectory(prefix="texflow-umap-")
+        self._stderr = open(Path(self._folder.name) / "stderr.txt", "w+b")  # noqa: SIM115
+        workflow = str(Path(__file__).resolve().parent.parent)
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _UMAP_WORKER,
+                workflow,
+                "cache" if _numba_cache._enabled else "no-cache",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+
+    def start(self, adata: ad.AnnData, *, seed: int) -> None:
+        """Send `adata`'s kNN graph (obsp, uns ``neighbors``) and representation to the worker."""
+        self._seed = seed
+        if self._process is None:
+            return
+        import pickle
+        from pathlib import Path
+
+        import numba
+
+        neighbors = adata.uns["neighbors"]
+        params = neighbors.get("params", {})
+        rep = params.get("use_rep") or "X_pca"
+        light = ad.AnnData(
+            obs=pd.DataFrame(index=adata.obs_names),
+            obsm={rep: adata.obsm[rep]},
+            obsp={
+                neighbors[key]: adata.obsp[neighbors[key]]
+                for key in ("connectivities_key", "distances_key")
+            },
+            uns={"neighbors": neighbors},
+        )
+        folder = Path(self._folder.name)
+        source, self._target = folder / "input.pkl", folder / "output.pkl"
+        with open(source, "wb") as handle:
+            pickle.dump((light, seed, numba.get_num_threads()), handle, pickle.HIGHEST_PROTOCOL)
+        self._process.stdin.write(f"{source}\t{self._target}\n")
+        self._process.stdin.flush()
+
+    def finish(self, adata: ad.AnnData) -> None:
+        """Write obsm ``X_umap`` and uns ``umap`` to `adata`, as ``sc.tl.umap`` writes them."""
+        if self._seed is None:
+            raise RuntimeError("UmapBeside.finish before start")
+        if self._process is None:
+            sc.tl.umap(adata, random_state=self._seed)
+            return
+        import pickle
+
+        done = False
+        for line in self._process.stdout:  # until the worker's "done" (or its end)
+            if line.strip() == "done":
+                done = True
+                break
+        self._process.stdin.close()
+        code = self._process.wait()
+        if not done or code != 0:
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"UMAP worker process failed (exit {code}):\n{tail}")
+        with open(self._target, "rb") as handle:
+            layout, record = pickle.load(handle)
+        self._stderr.close()
+        self._folder.cleanup()
+        adata.obsm["X_umap"] = layout
+        adata.uns["umap"] = record

@@ -8,7 +8,10 @@ import io
 import logging
 import os
 import tempfile
+import zlib
+from collections import deque
 from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anndata as ad
@@ -427,23 +430,99 @@ def write_annotations(
         added.write_h5ad(tmp)
 
 
-def _copy_matrix(source, target, key: str, *, to: str, chunk_rows: int) -> None:
+#: Chunks of a matrix's arrays compressed at a time per thread by `assemble_h5ad` (1 MB each).
+BLOCK_CHUNKS_PER_THREAD = 8
+
+
+def _shuffle_deflate(chunk: np.ndarray, *, level: int) -> bytes:
+    """One chunk as HDF5's shuffle and deflate filters store it.
+
+    The shuffle filter groups the chunk's bytes by their position in the element (all first
+    bytes, then all second bytes, ...); the deflate filter compresses that with zlib's
+    ``compress2`` at `level`, the stream `zlib.compress` writes. zlib releases the GIL while it
+    compresses, so chunks compress side by side on threads.
+    """
+    planes = np.ascontiguousarray(chunk.view(np.uint8).reshape(-1, chunk.itemsize).T)
+    return zlib.compress(planes, level)
+
+
+def _copy_array(
+    source, group, name: str, *, chunk_elements: int, pool: ThreadPoolExecutor, threads: int
+) -> None:
+    """Copy the 1-D dataset `source` to `group[name]`, compressed as `FINAL_COMPRESSION` in
+    chunks of `chunk_elements`, its chunks compressed on the `threads` of `pool`.
+
+    Each chunk is compressed as HDF5 would compress it (`_shuffle_deflate`; the last one padded
+    with zeros to the full chunk, as HDF5 stores an edge chunk) and written as it is
+    (``write_direct_chunk``): the same bytes, whatever the number of threads. `chunk_elements`
+    x ``BLOCK_CHUNKS_PER_THREAD`` x `threads` elements are read at a time, and the next block's
+    compression runs while the last one's chunks are written.
+    """
+    if FINAL_COMPRESSION != {"compression": "gzip", "compression_opts": 1, "shuffle": True}:
+        raise NotImplementedError("_copy_array writes gzip with shuffle (FINAL_COMPRESSION)")
+    level = FINAL_COMPRESSION["compression_opts"]
+    size = source.shape[0]
+    # resizable (maxshape) as anndata writes a sparse matrix's arrays: a chunk may exceed them
+    target = group.create_dataset(
+        name,
+        shape=source.shape,
+        dtype=source.dtype,
+        chunks=(chunk_elements,),
+        maxshape=(None,),
+        **FINAL_COMPRESSION,
+    )
+    block = chunk_elements * BLOCK_CHUNKS_PER_THREAD * max(1, threads)
+    pending: deque = deque()
+
+    def write_oldest() -> None:
+        for offset, compressed in pending.popleft():
+            target.id.write_direct_chunk((offset,), compressed.result())
+
+    for start in range(0, size, block):
+        values = source[start : min(start + block, size)]
+        futures = []
+        for offset in range(0, values.size, chunk_elements):
+            chunk = values[offset : offset + chunk_elements]
+            if chunk.size < chunk_elements:
+                chunk = np.concatenate([chunk, np.zeros(chunk_elements - chunk.size, chunk.dtype)])
+            futures.append((start + offset, pool.submit(_shuffle_deflate, chunk, level=level)))
+        pending.append(futures)
+        if len(pending) > 1:
+            write_oldest()
+    while pending:
+        write_oldest()
+
+
+def _copy_matrix(
+    source,
+    target,
+    key: str,
+    *,
+    to: str,
+    chunk_elements: int,
+    pool: ThreadPoolExecutor,
+    threads: int,
+) -> None:
     """Copy the matrix at `key` of one open h5ad to `to` in another, compressed
-    (`FINAL_COMPRESSION`); a CSR matrix `chunk_rows` rows at a time, in chunks of
-    `MATRIX_CHUNK` elements."""
+    (`FINAL_COMPRESSION`); a CSR matrix array by array (`_copy_array`), with the attributes
+    that make it an AnnData sparse matrix (encoding, shape), so it never sits whole in memory."""
     element = source[key]
     parent, _, name = to.rpartition("/")
     group = target.require_group(parent) if parent else target  # anndata refuses "a/b" keys
     if element.attrs.get("encoding-type") != "csr_matrix":
         ad.io.write_elem(group, name, ad.io.read_elem(element), dataset_kwargs=FINAL_COMPRESSION)
         return
-    matrix = ad.io.sparse_dataset(element)
-    n_rows = matrix.shape[0]
-    options = {**FINAL_COMPRESSION, "chunks": (MATRIX_CHUNK,)}  # resizable: may exceed the data
-    ad.io.write_elem(group, name, matrix[: min(chunk_rows, n_rows)], dataset_kwargs=options)
-    written = ad.io.sparse_dataset(group[name])
-    for start in range(chunk_rows, n_rows, chunk_rows):
-        written.append(matrix[start : start + chunk_rows])
+    copy = group.create_group(name)
+    copy.attrs.update(dict(element.attrs))
+    for array in ("data", "indices", "indptr"):
+        _copy_array(
+            element[array],
+            copy,
+            array,
+            chunk_elements=chunk_elements,
+            pool=pool,
+            threads=threads,
+        )
 
 
 def assemble_h5ad(
@@ -451,14 +530,16 @@ def assemble_h5ad(
     matrix: str | os.PathLike,
     annotations: Collection[str | os.PathLike],
     path: str | os.PathLike,
-    chunk_rows: int = SUBSET_CHUNK_ROWS,
+    threads: int = 1,
+    chunk_elements: int = MATRIX_CHUNK,
 ) -> None:
     """Write ``final.h5ad``: the matrices of `matrix` and the annotations of every stage.
 
     A plain AnnData that `anndata.read_h5ad` opens without texflow: X as the matrix file holds
     it (log-normalised), each layer (``counts``, the raw counts) written out, never the
-    ``counts_layer`` shorthand of `write_h5ad`. The matrices are copied `chunk_rows` rows at a
-    time, compressed (`FINAL_COMPRESSION`), so neither sits whole in memory. Atomic.
+    ``counts_layer`` shorthand of `write_h5ad`. The matrices are copied a block at a time,
+    compressed (`FINAL_COMPRESSION`), so neither sits whole in memory; their chunks are
+    compressed on `threads` threads, and the file is the same whatever their number. Atomic.
 
     Parameters
     ----------
@@ -466,14 +547,17 @@ def assemble_h5ad(
         As for `read_annotated`.
     path
         The file to write.
-    chunk_rows
-        Rows of a matrix copied at a time.
+    threads
+        Threads that compress the matrices' chunks (the rule's threads).
+    chunk_elements
+        Elements per HDF5 chunk of the matrices' arrays (`MATRIX_CHUNK`).
     """
     import h5py
 
     adata = read_annotated(matrix, annotations, layers=False, x=False)
     record = adata.uns.get("texflow", {})
     counts_in_x = record.pop("counts_layer", None) == COUNTS_IN_X
+    threads = max(1, int(threads))
     with atomic_path(path) as tmp:
         # the annotations: gzip as the matrices (anndata's writer takes no shuffle option)
         adata.write_h5ad(
@@ -481,12 +565,24 @@ def assemble_h5ad(
             compression=FINAL_COMPRESSION["compression"],
             compression_opts=FINAL_COMPRESSION["compression_opts"],
         )
-        with h5py.File(matrix, "r") as source, h5py.File(tmp, "r+") as target:
+        with (
+            h5py.File(matrix, "r") as source,
+            h5py.File(tmp, "r+") as target,
+            ThreadPoolExecutor(max_workers=threads) as pool,
+        ):
             copies = {"X": "X", **{f"layers/{n}": f"layers/{n}" for n in source.get("layers", {})}}
             if counts_in_x:  # the counts were X itself: written out as the layer
                 copies["layers/counts"] = "X"
             for to, key in copies.items():
-                _copy_matrix(source, target, key, to=to, chunk_rows=chunk_rows)
+                _copy_matrix(
+                    source,
+                    target,
+                    key,
+                    to=to,
+                    chunk_elements=chunk_elements,
+                    pool=pool,
+                    threads=threads,
+                )
 
 
 def setup_logging(log_path: str | os.PathLike | None = None, *, level: int = logging.INFO) -> None:
