@@ -26,7 +26,8 @@ rule gate:
     # OpenMP (scikit-learn's exact kNN), BLAS and numba use both; Snakemake caps it at --cores
     threads: 2
     resources:
-        # true peak / input file size: 1.57 at 100k cells (3.13 of 1.99 GB), 1.46 at 500k (14.48 of 9.94 GB); benchmarks/README.md
+        # true peak / input file size: 1.57 at 100k cells (3.13 of 1.99 GB), 1.46 at 500k (14.48 of 9.94 GB);
+        # 1.41 at 100k (2.81 GB) after the fifth session, 500k not re-measured: factor kept; benchmarks/README.md
         mem_mb=scaled_mem_mb(2000, 2.0),
         runtime=scaled_runtime(10, 20),
     params:
