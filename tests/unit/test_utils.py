@@ -238,6 +238,32 @@ def test_streamed_subset_is_the_subset_written_whole(tmp_path, shared, monkeypat
     assert not list(tmp_path.glob(".*.part"))
 
 
+@pytest.mark.parametrize("backed", [False, True])
+def test_a_subset_past_int32_nonzeros_is_started_with_an_int64_indptr(
+    tmp_path, backed, monkeypatch
+):
+    # anndata's append refuses to grow an int32 indptr past 2^31 - 1 nonzeros (1M cells'
+    # QC-passing counts hold ~2.2e9): the limit is lowered here to what the test data holds
+    adata = _counts_adata()
+    del adata.layers["counts"]
+    mask = np.random.default_rng(1).random(adata.n_obs) < 0.7
+    subset_nnz = int(adata.X[mask].nnz)
+    utils.write_h5ad(adata, tmp_path / "full.h5ad")
+    monkeypatch.setattr(utils, "INT32_INDPTR_MAX", subset_nnz - 1)
+    if backed:
+        annotations = utils.read_h5ad(tmp_path / "full.h5ad", layers=False, x=False)
+        with utils.backed_csr(tmp_path / "full.h5ad") as matrix:
+            utils.write_subset_h5ad(
+                annotations, mask, tmp_path / "s.h5ad", chunk_rows=5, matrix=matrix
+            )
+    else:
+        utils.write_subset_h5ad(adata, mask, tmp_path / "s.h5ad", chunk_rows=5)
+    with h5py.File(tmp_path / "s.h5ad") as file:
+        assert file["X/indptr"].dtype == np.int64
+    back = utils.read_h5ad(tmp_path / "s.h5ad")
+    assert back.X.nnz == subset_nnz and (back.X != adata.X[mask]).nnz == 0
+
+
 def test_annotations_then_rows_read_as_the_whole_file(tmp_path):
     adata = _counts_adata(n_cells=50)
     adata.obs["group"] = np.arange(50) % 3

@@ -239,6 +239,9 @@ def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iter
         yield matrix if matrix is not None and matrix.dtype == np.float32 else None
 
 
+#: The most nonzeros a stored CSR matrix with an int32 indptr can hold (`_subset_nnz`).
+INT32_INDPTR_MAX = int(np.iinfo(np.int32).max)
+
 #: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
 SUBSET_CHUNK_ROWS = 10_000
 
@@ -298,10 +301,24 @@ def write_subset_h5ad(
     with atomic_path(path) as tmp:
         meta.write_h5ad(tmp)
         with h5py.File(tmp, "r+") as file:
-            ad.io.write_elem(file, "X", sparse.csr_matrix(source[rows[:chunk_rows]]))
+            first = sparse.csr_matrix(source[rows[:chunk_rows]])
+            if _subset_nnz(source, rows) > INT32_INDPTR_MAX:
+                first.indptr = first.indptr.astype(np.int64)  # see `_subset_nnz`
+            ad.io.write_elem(file, "X", first)
             written = ad.io.sparse_dataset(file["X"])
             for start in range(chunk_rows, rows.size, chunk_rows):
                 written.append(sparse.csr_matrix(source[rows[start : start + chunk_rows]]))
+
+
+def _subset_nnz(source, rows: np.ndarray) -> int:
+    """Nonzeros of `source`'s `rows` (CSR, in memory or backed), from its indptr alone.
+
+    anndata's ``append`` refuses to grow a stored matrix past 2^31 - 1 nonzeros when its first
+    block was written with an int32 indptr (OverflowError): a subset that large (the QC-passing
+    cells of ~1M cells x 20k genes hold ~2.2e9) must be started with an int64 indptr.
+    """
+    indptr = source.indptr if sparse.issparse(source) else source.group["indptr"][...]
+    return int((indptr[rows + 1].astype(np.int64) - indptr[rows]).sum())
 
 
 #: Compression of ``final.h5ad`` (`assemble_h5ad`): gzip at level 1 with HDF5's byte-shuffle
