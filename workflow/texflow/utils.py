@@ -10,7 +10,7 @@ import os
 import tempfile
 import zlib
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -266,7 +266,6 @@ def write_subset_h5ad(
     ``uns["texflow"]["counts_layer"]`` says whether X holds the counts; `adata` then has no
     layers.
     """
-    import h5py
 
     mask = np.asarray(mask)
     rows = np.flatnonzero(mask) if mask.dtype == bool else mask
@@ -298,16 +297,56 @@ def write_subset_h5ad(
         key: value for key, value in adata.uns.get("texflow", {}).items() if key != "counts_layer"
     }
     meta.uns["texflow"] = {**record, "counts_layer": COUNTS_IN_X} if shared else record
+    chunks = (
+        {"X": source[rows[start : start + chunk_rows]]} for start in range(0, rows.size, chunk_rows)
+    )
+    write_h5ad_by_rows(meta, path, chunks=chunks, nnz=_subset_nnz(source, rows))
+
+
+def write_h5ad_by_rows(
+    adata: ad.AnnData,
+    path: str | os.PathLike,
+    *,
+    chunks: Iterable[Mapping[str, sparse.spmatrix]],
+    nnz: int,
+) -> None:
+    """Write the annotations of `adata` (no X, no layers), then its matrices block by block.
+
+    Parameters
+    ----------
+    adata
+        Everything but the matrices: obs and var of the file, obsm, obsp, uns, ...
+    path
+        The h5ad to write (atomically: nothing at `path` until the last block is written).
+    chunks
+        Consecutive blocks of rows, in order, covering every cell: each maps ``"X"`` and layer
+        names to that block's CSR rows. Only one block is held at a time.
+    nnz
+        The nonzeros each matrix will hold in all (the largest, if they differ): above
+        `INT32_INDPTR_MAX`, the matrices are started with an int64 indptr (`_subset_nnz`).
+    """
+    import h5py
+
     with atomic_path(path) as tmp:
-        meta.write_h5ad(tmp)
+        adata.write_h5ad(tmp)
         with h5py.File(tmp, "r+") as file:
-            first = sparse.csr_matrix(source[rows[:chunk_rows]])
-            if _subset_nnz(source, rows) > INT32_INDPTR_MAX:
-                first.indptr = first.indptr.astype(np.int64)  # see `_subset_nnz`
-            ad.io.write_elem(file, "X", first)
-            written = ad.io.sparse_dataset(file["X"])
-            for start in range(chunk_rows, rows.size, chunk_rows):
-                written.append(sparse.csr_matrix(source[rows[start : start + chunk_rows]]))
+            written = {}
+            for chunk in chunks:
+                for key, block in chunk.items():
+                    block = sparse.csr_matrix(block)
+                    if key in written:
+                        written[key].append(block)
+                        continue
+                    if nnz > INT32_INDPTR_MAX:
+                        block.indptr = block.indptr.astype(np.int64)
+                    group = file if key == "X" else file.require_group("layers")
+                    ad.io.write_elem(group, key, block)
+                    written[key] = ad.io.sparse_dataset(group[key])
+            n_rows = {key: matrix.shape[0] for key, matrix in written.items()}
+            if set(n_rows.values()) != {adata.n_obs}:
+                raise ValueError(
+                    f"write_h5ad_by_rows: {n_rows} rows written for {adata.n_obs} cells"
+                )
 
 
 def _subset_nnz(source, rows: np.ndarray) -> int:
