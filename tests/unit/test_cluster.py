@@ -284,3 +284,73 @@ def test_clustering_on_two_threads_is_the_clustering_on_one():
     np.testing.assert_array_equal(one.obsm["X_umap"], two.obsm["X_umap"])
     assert list(one.uns) == list(two.uns) and one.uns["umap"] == two.uns["umap"]
     assert one.obs["cluster"].equals(two.obs["cluster"]) and sweep_one.equals(sweep_two)
+
+
+def _counts_on_disk(tmp_path):
+    """Float32 CSR counts with the awkward cases (a gene never detected, stored zeros, a row
+    with unsorted indices), in memory and written to an h5ad. (No cell without counts: its
+    residuals are 0/0, and QC has removed such cells before any stage computes them.)"""
+    import anndata as ad
+    from scipy import sparse
+    from texflow.utils import write_h5ad
+
+    rng = np.random.default_rng(7)
+    dense = rng.negative_binomial(2, 0.6, (403, 150)).astype(np.float32)
+    dense[:, 11] = 0  # a gene never detected
+    counts = sparse.csr_matrix(dense)
+    counts.data[[3, 40, 400]] = 0  # stored zeros: stored, not detected
+    start, stop = counts.indptr[30], counts.indptr[31]
+    counts.indices[start:stop] = counts.indices[start:stop][::-1].copy()  # unsorted row
+    counts.data[start:stop] = counts.data[start:stop][::-1].copy()
+    counts.has_sorted_indices = False
+    write_h5ad(ad.AnnData(counts), tmp_path / "counts.h5ad")
+    return counts
+
+
+def test_count_passes_read_in_chunks_from_disk_are_one_pass_to_the_bit(tmp_path):
+    """Totals, Pearson residual variances, the log-normalised HVG block and `lognorm_hvgs`,
+    read 37 rows at a time from disk (`utils.backed_csr`), equal one pass over the matrix in
+    memory to the last bit (the sums accumulate in row order in the same float64 arrays), and
+    the block is scipy's column subset of the full log-normalised matrix."""
+    import anndata as ad
+    import pandas as pd
+    from texflow.utils import backed_csr
+
+    counts = _counts_on_disk(tmp_path)
+    one_pass = {"chunk_rows": counts.shape[0]}
+    cells, genes = features.csr_sums(counts.data, counts.indices, counts.indptr, counts.shape[1])
+    variances = features.pearson_residual_variances(counts, **one_pass)
+    columns = np.array([0, 5, 11, 40, 41, 149])
+    block = features.lognormalise_counts(counts, columns=columns, **one_pass)
+    full = features.lognormalise_counts(counts)[:, columns]
+    np.testing.assert_array_equal(block.data, full.data)
+    np.testing.assert_array_equal(block.indices, full.indices)
+    np.testing.assert_array_equal(block.indptr, full.indptr)
+    reference = ad.AnnData(counts.copy())
+    reference.layers["counts"] = reference.X
+    embedding.select_hvgs(reference, value_type="counts", n_top_genes=30)
+    with backed_csr(tmp_path / "counts.h5ad") as backed:
+        assert backed is not None
+        totals = features.count_totals(backed, chunk_rows=37)
+        np.testing.assert_array_equal(totals.cells, cells)
+        np.testing.assert_array_equal(totals.genes, genes)
+        np.testing.assert_array_equal(totals.detected, features.cells_detected_per_gene(counts))
+        np.testing.assert_array_equal(totals.stored, np.bincount(counts.indices, minlength=150))
+        assert totals.stored.sum() > totals.detected.sum()  # the stored zeros
+        streamed = features.pearson_residual_variances(backed, chunk_rows=37)
+        np.testing.assert_array_equal(streamed, variances)  # NaN for the gene never detected
+        assert np.isnan(streamed[11]) and np.isfinite(np.delete(streamed, 11)).all()
+        subset = features.lognormalise_counts(backed, columns=columns, chunk_rows=37)
+        for name in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(subset, name), getattr(block, name))
+        light = ad.AnnData(
+            obs=pd.DataFrame(index=reference.obs_names),
+            var=pd.DataFrame(index=reference.var_names),
+        )
+        hvgs = embedding.lognorm_hvgs(light, counts=backed, n_top_genes=30, chunk_rows=37)
+    pd.testing.assert_frame_equal(light.var, reference.var[light.var.columns])
+    wanted = np.flatnonzero(reference.var["highly_variable"])
+    assert list(hvgs.var_names) == list(reference.var_names[wanted])
+    expected = features.lognormalise_counts(counts)[:, wanted]
+    for name in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(hvgs.X, name), getattr(expected, name))

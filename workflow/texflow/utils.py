@@ -242,6 +242,34 @@ def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iter
 #: The most nonzeros a stored CSR matrix with an int32 indptr can hold (`_subset_nnz`).
 INT32_INDPTR_MAX = int(np.iinfo(np.int32).max)
 
+#: Rows of a count matrix read at a time by the streamed passes over it (`row_chunks`;
+#: `features.count_totals`, `features.pearson_residual_variances`, the HVG block of
+#: `embedding.lognorm_hvgs`): 10k cells x ~2,500 stored values of float32 and int32 (int64
+#: above 2**31 values) indices: 0.2-0.3 GB, as QC's metrics chunks.
+COUNTS_CHUNK_ROWS = 10_000
+
+
+def row_chunks(
+    matrix, *, chunk_rows: int | None = None
+) -> Iterator[tuple[slice, sparse.csr_matrix]]:
+    """(rows, scipy CSR of those rows) for consecutive blocks of `chunk_rows` rows of `matrix`
+    (default `COUNTS_CHUNK_ROWS`, read when called): an anndata backed CSR dataset
+    (`backed_csr`: each block read from disk), or anything `scipy.sparse.csr_matrix` takes
+    (in memory: each block a copy of its rows, or the matrix itself when it is one block)."""
+    chunk_rows = COUNTS_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
+    if chunk_rows < 1:
+        raise ValueError(f"row_chunks: chunk_rows must be positive, got {chunk_rows}")
+    if not isinstance(matrix, ad.abc.CSRDataset):
+        matrix = sparse.csr_matrix(matrix)  # no copy of a CSR matrix
+        if matrix.shape[0] <= chunk_rows:  # one block: the matrix itself, not a copy
+            yield slice(0, matrix.shape[0]), matrix
+            return
+    n_rows = matrix.shape[0]
+    for start in range(0, n_rows, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n_rows))
+        yield rows, sparse.csr_matrix(matrix[rows])
+
+
 #: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
 SUBSET_CHUNK_ROWS = 10_000
 
