@@ -10,7 +10,7 @@ import os
 import tempfile
 import zlib
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -239,6 +239,46 @@ def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iter
         yield matrix if matrix is not None and matrix.dtype == np.float32 else None
 
 
+#: Non-zeros an int32 indptr can index: anndata's `append` refuses to grow an int32 indptr past
+#: it (OverflowError, anndata 0.12) rather than widening it, so `write_csr_rows` widens it first.
+INT32_NNZ_MAX = np.iinfo(np.int32).max
+
+
+def _widen_indptr(element) -> None:
+    """Rewrite the indptr of the on-disk CSR group `element` as int64 (one value per row)."""
+    values = element["indptr"][...].astype(np.int64)
+    del element["indptr"]
+    element.create_dataset("indptr", data=values, maxshape=(None,))
+
+
+def write_csr_rows(group, key: str, blocks: Iterable[sparse.csr_matrix], *, n_cols: int) -> int:
+    """Write CSR blocks of consecutive rows as one CSR matrix `key` of the open h5py `group`,
+    block after block, so the whole matrix is never in memory; return its non-zeros.
+
+    The first block is written as anndata writes a matrix (`anndata.io.write_elem`), the
+    others appended (anndata's `sparse_dataset(...).append`): a matrix that fits the int32
+    indptr of its first block keeps it, as a file written from memory would; before a block
+    that would take it past `INT32_NNZ_MAX` non-zeros the indptr becomes int64 (the indices
+    stay as written: gene positions fit int32). No block: an empty ``0 x n_cols`` matrix.
+    """
+    written = None
+    for block in blocks:
+        if written is None:
+            ad.io.write_elem(group, key, block)
+            written = ad.io.sparse_dataset(group[key])
+            continue
+        element = group[key]
+        nnz = element["indices"].shape[0] + block.nnz
+        if element["indptr"].dtype == np.int32 and nnz >= INT32_NNZ_MAX:
+            logger.info("%s: %d non-zeros from here on, indptr widened to int64", key, nnz)
+            _widen_indptr(element)
+            written = ad.io.sparse_dataset(element)
+        written.append(block)
+    if written is None:
+        ad.io.write_elem(group, key, sparse.csr_matrix((0, n_cols), dtype=np.float32))
+    return int(group[key]["indices"].shape[0])
+
+
 #: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
 SUBSET_CHUNK_ROWS = 10_000
 
@@ -298,10 +338,11 @@ def write_subset_h5ad(
     with atomic_path(path) as tmp:
         meta.write_h5ad(tmp)
         with h5py.File(tmp, "r+") as file:
-            ad.io.write_elem(file, "X", sparse.csr_matrix(source[rows[:chunk_rows]]))
-            written = ad.io.sparse_dataset(file["X"])
-            for start in range(chunk_rows, rows.size, chunk_rows):
-                written.append(sparse.csr_matrix(source[rows[start : start + chunk_rows]]))
+            chunks = (
+                sparse.csr_matrix(source[rows[start : start + chunk_rows]])
+                for start in range(0, rows.size, chunk_rows)
+            )
+            write_csr_rows(file, "X", chunks, n_cols=adata.n_vars)
 
 
 #: Compression of ``final.h5ad`` (`assemble_h5ad`): gzip at level 1 with HDF5's byte-shuffle
