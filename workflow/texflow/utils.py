@@ -239,9 +239,6 @@ def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iter
         yield matrix if matrix is not None and matrix.dtype == np.float32 else None
 
 
-#: The most nonzeros a stored CSR matrix with an int32 indptr can hold (`_subset_nnz`).
-INT32_INDPTR_MAX = int(np.iinfo(np.int32).max)
-
 #: Rows of a count matrix read at a time by the streamed passes over it (`row_chunks`;
 #: `features.count_totals`, `features.pearson_residual_variances`, the HVG block of
 #: `embedding.lognorm_hvgs`): 10k cells x ~2,500 stored values of float32 and int32 (int64
@@ -268,6 +265,48 @@ def row_chunks(
     for start in range(0, n_rows, chunk_rows):
         rows = slice(start, min(start + chunk_rows, n_rows))
         yield rows, sparse.csr_matrix(matrix[rows])
+
+
+#: Non-zeros an int32 indptr can index: anndata's `append` refuses to grow an int32 indptr past
+#: it (OverflowError, anndata 0.12) rather than widening it, so `append_csr_rows` widens it first.
+INT32_NNZ_MAX = np.iinfo(np.int32).max
+
+
+def _widen_indptr(element) -> None:
+    """Rewrite the indptr of the on-disk CSR group `element` as int64 (one value per row)."""
+    values = element["indptr"][...].astype(np.int64)
+    del element["indptr"]
+    element.create_dataset("indptr", data=values, maxshape=(None,))
+
+
+def append_csr_rows(group, key: str, block: sparse.csr_matrix) -> None:
+    """Add the CSR rows `block` under the CSR matrix `key` of the open h5py `group` (the first
+    block writes it, as anndata writes a matrix: `anndata.io.write_elem`; later blocks are
+    appended: anndata's `sparse_dataset(...).append`). A matrix that fits the int32 indptr of
+    its first block keeps it, as a file written from memory would; before a block that would
+    take it past `INT32_NNZ_MAX` non-zeros the indptr becomes int64 (the indices stay as
+    written: gene positions fit int32)."""
+    block = sparse.csr_matrix(block)
+    if key not in group:
+        ad.io.write_elem(group, key, block)
+        return
+    element = group[key]
+    nnz = element["indices"].shape[0] + block.nnz
+    if element["indptr"].dtype == np.int32 and nnz >= INT32_NNZ_MAX:
+        logger.info("%s: %d non-zeros from here on, indptr widened to int64", key, nnz)
+        _widen_indptr(element)
+    ad.io.sparse_dataset(element).append(block)
+
+
+def write_csr_rows(group, key: str, blocks: Iterable[sparse.csr_matrix], *, n_cols: int) -> int:
+    """Write CSR blocks of consecutive rows as one CSR matrix `key` of the open h5py `group`,
+    block after block (`append_csr_rows`), so the whole matrix is never in memory; return its
+    non-zeros. No block: an empty ``0 x n_cols`` matrix."""
+    for block in blocks:
+        append_csr_rows(group, key, block)
+    if key not in group:
+        ad.io.write_elem(group, key, sparse.csr_matrix((0, n_cols), dtype=np.float32))
+    return int(group[key]["indices"].shape[0])
 
 
 #: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
@@ -328,7 +367,7 @@ def write_subset_h5ad(
     chunks = (
         {"X": source[rows[start : start + chunk_rows]]} for start in range(0, rows.size, chunk_rows)
     )
-    write_h5ad_by_rows(meta, path, chunks=chunks, nnz=_subset_nnz(source, rows))
+    write_h5ad_by_rows(meta, path, chunks=chunks)
 
 
 def write_h5ad_by_rows(
@@ -336,7 +375,6 @@ def write_h5ad_by_rows(
     path: str | os.PathLike,
     *,
     chunks: Iterable[Mapping[str, sparse.spmatrix]],
-    nnz: int,
 ) -> None:
     """Write the annotations of `adata` (no X, no layers), then its matrices block by block.
 
@@ -348,44 +386,29 @@ def write_h5ad_by_rows(
         The h5ad to write (atomically: nothing at `path` until the last block is written).
     chunks
         Consecutive blocks of rows, in order, covering every cell: each maps ``"X"`` and layer
-        names to that block's CSR rows. Only one block is held at a time.
-    nnz
-        The nonzeros each matrix will hold in all (the largest, if they differ): above
-        `INT32_INDPTR_MAX`, the matrices are started with an int64 indptr (`_subset_nnz`).
+        names to that block's CSR rows (`append_csr_rows`). Only one block is held at a time.
     """
     import h5py
 
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
         with h5py.File(tmp, "r+") as file:
-            written = {}
             for chunk in chunks:
                 for key, block in chunk.items():
-                    block = sparse.csr_matrix(block)
-                    if key in written:
-                        written[key].append(block)
-                        continue
-                    if nnz > INT32_INDPTR_MAX:
-                        block.indptr = block.indptr.astype(np.int64)
-                    group = file if key == "X" else file.require_group("layers")
-                    ad.io.write_elem(group, key, block)
-                    written[key] = ad.io.sparse_dataset(group[key])
-            n_rows = {key: matrix.shape[0] for key, matrix in written.items()}
+                    append_csr_rows(
+                        file if key == "X" else file.require_group("layers"), key, block
+                    )
+            n_rows = {key: element.attrs["shape"][0] for key, element in _matrices(file).items()}
             if set(n_rows.values()) != {adata.n_obs}:
                 raise ValueError(
                     f"write_h5ad_by_rows: {n_rows} rows written for {adata.n_obs} cells"
                 )
 
 
-def _subset_nnz(source, rows: np.ndarray) -> int:
-    """Nonzeros of `source`'s `rows` (CSR, in memory or backed), from its indptr alone.
-
-    anndata's ``append`` refuses to grow a stored matrix past 2^31 - 1 nonzeros when its first
-    block was written with an int32 indptr (OverflowError): a subset that large (the QC-passing
-    cells of ~1M cells x 20k genes hold ~2.2e9) must be started with an int64 indptr.
-    """
-    indptr = source.indptr if sparse.issparse(source) else source.group["indptr"][...]
-    return int((indptr[rows + 1].astype(np.int64) - indptr[rows]).sum())
+def _matrices(file) -> dict:
+    """X and the layers of an open h5ad file: name -> its h5py group."""
+    found = {"X": file["X"]} if "X" in file else {}
+    return found | dict(file.get("layers", {}).items())
 
 
 #: Compression of ``final.h5ad`` (`assemble_h5ad`): gzip at level 1 with HDF5's byte-shuffle
