@@ -354,3 +354,56 @@ def test_count_passes_read_in_chunks_from_disk_are_one_pass_to_the_bit(tmp_path)
     expected = features.lognormalise_counts(counts)[:, wanted]
     for name in ("data", "indices", "indptr"):
         np.testing.assert_array_equal(getattr(hvgs.X, name), getattr(expected, name))
+
+
+def test_clustering_counts_on_disk_is_the_clustering_in_memory(tmp_path, monkeypatch):
+    """The cluster stage with its counts read from disk in blocks of rows (`streams_counts`:
+    the HVG block alone in memory, `write_clustered` writing X and the counts block by block)
+    writes the file the in-memory stage writes: same values to the bit, same annotations."""
+    import h5py
+    from texflow import utils
+    from texflow.utils import backed_csr, read_h5ad, write_h5ad
+
+    monkeypatch.setattr(utils, "COUNTS_CHUNK_ROWS", 37)  # several blocks of rows
+    path = tmp_path / "cd8.h5ad"
+    cells = _cd8("mouse", 0)[:400].copy()
+    cells.X = cells.X.astype(np.float32)  # as ingest writes counts
+    write_h5ad(utils.share_counts(cells), path)
+    in_memory = read_h5ad(path)
+    sweep_memory = cluster.run_clustering(in_memory).tables["resolution_sweep"]
+    write_h5ad(in_memory, tmp_path / "memory.h5ad")
+    on_disk = read_h5ad(path, layers=False, x=False)
+    params = cluster.ClusterParams()
+    assert cluster.streams_counts(value_type="counts", params=params)
+    with backed_csr(path, without_layers=True) as counts:
+        totals = features.count_totals(counts)
+        result = cluster.run_clustering(on_disk, params=params, counts=counts, totals=totals)
+        cluster.write_clustered(on_disk, tmp_path / "disk.h5ad", counts=counts, totals=totals)
+    assert result.tables["resolution_sweep"].equals(sweep_memory)
+    memory, disk = (read_h5ad(tmp_path / f"{name}.h5ad") for name in ("memory", "disk"))
+    for name in ("data", "indices", "indptr"):
+        for matrix in (lambda a: a.X, lambda a: a.layers["counts"]):
+            np.testing.assert_array_equal(
+                getattr(matrix(disk), name), getattr(matrix(memory), name)
+            )
+    assert disk.X.dtype == memory.X.dtype == np.float32
+    assert disk.obs.equals(memory.obs) and disk.var.equals(memory.var)
+    for key in ("X_pca", "X_umap"):
+        np.testing.assert_array_equal(disk.obsm[key], memory.obsm[key])
+    np.testing.assert_array_equal(disk.varm["PCs"], memory.varm["PCs"])
+    for key in ("distances", "connectivities"):
+        assert (disk.obsp[key] != memory.obsp[key]).nnz == 0
+    np.testing.assert_equal(disk.uns["texflow"], memory.uns["texflow"])  # nested arrays
+    np.testing.assert_array_equal(disk.uns["pca"]["variance"], memory.uns["pca"]["variance"])
+    assert set(disk.uns) == set(memory.uns)
+    with h5py.File(tmp_path / "disk.h5ad") as file:  # the counts are a layer, not X's shorthand
+        assert "counts" in file["layers"]
+
+
+def test_clustering_reads_other_values_whole():
+    assert not cluster.streams_counts(value_type="log_tpm", params=cluster.ClusterParams())
+    seurat = cluster.ClusterParams.from_config({"hvg_flavor": "seurat"})
+    assert not cluster.streams_counts(value_type="counts", params=seurat)
+    adata = _cd8("mouse", 0)[:100].copy()
+    with pytest.raises(ValueError, match="Pearson-residual HVGs"):
+        cluster.run_clustering(adata, params=seurat, counts=adata.X)

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 VALUE_TYPES = ("counts", "tpm", "log_tpm", "lognorm")
 
+#: How count data are log-normalised (`normalise`, `features.lognormalise_counts`), as recorded.
+LOGNORM_OF_COUNTS = "normalize_total (to the median library size) + log1p"
+
 
 def normalise(adata: ad.AnnData, *, value_type: str) -> str:
     """Make X log-normalised float32 CSR according to `value_type`; return what was done.
@@ -54,7 +57,7 @@ def normalise(adata: ad.AnnData, *, value_type: str) -> str:
     # normalisation works in place
     if value_type == "counts":
         adata.X = lognormalise_counts(adata.X)
-        how = "normalize_total (to the median library size) + log1p"
+        how = LOGNORM_OF_COUNTS
     else:
         adata.X = sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
         how = f"{value_type} used as given"

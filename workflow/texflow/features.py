@@ -66,9 +66,25 @@ def lognormalise_counts(
         totals = count_totals(counts, chunk_rows=chunk_rows) if totals is None else totals
         cell_totals = totals.cells
         values = _column_subset(counts, np.asarray(columns), totals=totals, chunk_rows=chunk_rows)
+    _divide_rows_log1p(values.data, values.indptr, normalize_total_divisors(cell_totals))
+    return values
+
+
+def normalize_total_divisors(cell_totals: np.ndarray) -> np.ndarray:
+    """Per cell, what `lognormalise_counts` divides its counts by: its total over the median
+    total of the cells with counts (scanpy's ``normalize_total`` default target), float32."""
     positive = cell_totals > 0
     target = float(np.median(cell_totals[positive])) if positive.any() else 1.0
-    _divide_rows_log1p(values.data, values.indptr, (cell_totals / target).astype(np.float32))
+    return (cell_totals / target).astype(np.float32)
+
+
+def lognormalise_rows(block, *, divisors: np.ndarray) -> sparse.csr_matrix:
+    """`lognormalise_counts` of some rows of a count matrix, as a new float32 CSR matrix of
+    their own: `divisors` are those rows' `normalize_total_divisors`, computed from every
+    cell's total, so that blocks of rows give the whole matrix's values to the bit (the
+    cluster stage writes its log-normalised X block by block)."""
+    values = sparse.csr_matrix(block, dtype=np.float32, copy=True)
+    _divide_rows_log1p(values.data, values.indptr, np.asarray(divisors, dtype=np.float32))
     return values
 
 
