@@ -48,7 +48,7 @@ of cells, as negative binomial; the many lowly expressed background genes are dr
 process per cell, at an upper-bound rate of the cell's (population, patient) group thinned to
 the cell's exact rate (`counts._sample_counts`; the overdispersion of a gene with < 1 expected
 UMI per cell is negligible next to its Poisson noise, cf. Svensson 2020, Nat Biotechnol 38:147).
-Every draw belongs to one chunk of cells, drawn in order, so the chunks can be written to disk as
+The counts are drawn chunk of cells after chunk, in order, so the chunks can be written to disk as
 they are drawn (`simulate(out=...)`) with the same result as stacking them in memory.
 """
 
