@@ -86,7 +86,12 @@ MEMORY_MB_PER_INPUT_MB = {
     # measured: a 51.6 MB gzipped 100,000 x 2,000 matrix of 10M entries peaks at 592 MB with
     # every cell kept, 190 MB of it the interpreter, and reads in 9 s
     "matrix_market": 8.0,
-    "h5ad": 6.0,
+    # a CSR X (or layer) stays on disk and is checked and copied a chunk of rows at a time
+    # (`ingest_dataset`); measured (benchmarks/README, "1M cells"): a 2.04 GB file of 100k
+    # cells peaked at 1.02 GB, 20.5 GB of 1M cells at 1.41 GB (in memory before: 3.80 GB and,
+    # at 500k, 18.01 GB). A dense or CSC X is read whole (~2x its file): the retry at twice the
+    # memory (`attempt`) covers a small one; a large one needs --set-resources.
+    "h5ad": 0.25,
 }
 
 

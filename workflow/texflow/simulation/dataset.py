@@ -44,11 +44,12 @@ Counts are gamma-Poisson (negative binomial) around `library size x profile`, wi
 library sizes. To stay fast without ever building a dense cells x genes matrix, the genes are
 split in two: genes whose rate varies between cells of one population (trajectory genes,
 markers, programs, mitochondrial genes) or that are highly expressed are drawn densely, per chunk
-of cells, as negative binomial; the many lowly expressed background genes, whose rate is constant
-within a (population, patient) group, are drawn as Poisson by first drawing each gene's total in
-the group and then scattering those counts over the group's cells in proportion to their size
-factors (exactly Poisson per cell; the overdispersion of a gene with < 0.3 expected UMIs per cell
-is negligible next to its Poisson noise, cf. Svensson 2020, Nat Biotechnol 38:147).
+of cells, as negative binomial; the many lowly expressed background genes are drawn as a Poisson
+process per cell, at an upper-bound rate of the cell's (population, patient) group thinned to
+the cell's exact rate (`counts._sample_counts`; the overdispersion of a gene with < 1 expected
+UMI per cell is negligible next to its Poisson noise, cf. Svensson 2020, Nat Biotechnol 38:147).
+The counts are drawn chunk of cells after chunk, in order, so the chunks can be written to disk as
+they are drawn (`simulate(out=...)`) with the same result as stacking them in memory.
 """
 
 from __future__ import annotations
