@@ -166,11 +166,16 @@ def test_gate_script_keeps_the_evidence_beside_the_log_and_writes_no_output(
     assert f"kept in {evidence}" in logged and "gating table:" in logged
 
 
-@pytest.mark.parametrize("cd8_sorted", [False, True])
-def test_gate_reading_counts_from_disk_matches_counts_in_memory(tmp_path, monkeypatch, cd8_sorted):
+@pytest.mark.parametrize(
+    "cd8_sorted, value_type", [(False, "counts"), (True, "counts"), (False, "tpm")]
+)
+def test_gate_reading_counts_from_disk_matches_counts_in_memory(
+    tmp_path, monkeypatch, cd8_sorted, value_type
+):
     """The gate on the counts left on disk (`utils.backed_csr`: scores, markers, the first
-    pass's HVG block and the CD8 cells read a chunk of rows at a time) gives the obs, gating
-    table and cd8.h5ad of the gate on X in memory, to the last bit."""
+    pass's HVG block and the CD8 cells read a chunk of rows at a time; TPM read whole for the
+    first pass's normalisation) gives the obs, gating table and cd8.h5ad of the gate on X in
+    memory, to the last bit."""
     import anndata as ad
     import h5py
 
@@ -180,7 +185,15 @@ def test_gate_reading_counts_from_disk_matches_counts_in_memory(tmp_path, monkey
         del adata.layers[key]
     utils.share_counts(adata)
     qc.run_qc(adata)
-    qc.write_passing_cells(adata, tmp_path / "qc.h5ad")
+    if value_type == "tpm":  # TPM-like values, no counts
+        adata = qc.passing_cells(adata)
+        totals = np.asarray(adata.X.sum(axis=1)).ravel()
+        del adata.layers["counts"]
+        adata.X = sp.csr_matrix(sp.diags(1e6 / totals) @ adata.X, dtype=np.float32)
+        adata.uns["texflow"]["value_type"] = "tpm"
+        utils.write_h5ad(adata, tmp_path / "qc.h5ad")
+    else:
+        qc.write_passing_cells(adata, tmp_path / "qc.h5ad")
     # several chunks (not a multiple of the rows); UCell reads 2,000 rows at a time: two
     monkeypatch.setattr(utils, "COUNTS_CHUNK_ROWS", 333)
     monkeypatch.setattr(utils, "SUBSET_CHUNK_ROWS", 500)

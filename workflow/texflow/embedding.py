@@ -157,7 +157,9 @@ def lognorm_hvgs(
     """
     if tuple(counts.shape) != tuple(adata.shape):
         raise ValueError(f"lognorm_hvgs: counts are {counts.shape}, adata is {adata.shape}")
-    totals = count_totals(counts, chunk_rows=chunk_rows) if totals is None else totals
+    if totals is None:
+        totals = count_totals(counts, chunk_rows=chunk_rows)
+        logger.info("count totals of %d cells x %d genes", *counts.shape)
     n_top = int(min(n_top_genes, int((totals.detected > 0).sum())))
     variances = pearson_residual_variances(counts, totals=totals, chunk_rows=chunk_rows)
     _flag_top_residual_variances(adata, variances, n_top=n_top)

@@ -476,7 +476,9 @@ def gate_cd8(
     score_columns = score_cell_types(
         adata, organism=organism, max_rank=params.max_rank, counts=counts
     )
+    logger.info("UCell scores of %d programs in %d cells", len(score_columns), adata.n_obs)
     markers = _markers_per_cell(adata, organism=organism, dataset=dataset, path=path, counts=counts)
+    logger.info("marker genes detected: %s", markers.genes)
     has_cd3 = markers.positive["cd3"] is not None
     if not has_cd3:
         skipped["gate.cd3"] = (
