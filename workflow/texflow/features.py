@@ -412,3 +412,61 @@ def seurat_highly_variable(
     finite = np.sort(norm[~np.isnan(norm)])[::-1]
     cut = finite[min(n_top_genes, finite.size) - 1]
     return np.nan_to_num(norm, nan=-np.inf) >= cut
+
+
+@numba.njit(cache=True)
+def _add_group_row_sums(data, indices, indptr, first, member_ptr, members, sums, detected):
+    # row after row, in the order of the matrix: each group's sums add its rows in row order
+    for row in range(indptr.size - 1):
+        cell = first + row
+        for m in range(member_ptr[cell], member_ptr[cell + 1]):
+            group = members[m]
+            for k in range(indptr[row], indptr[row + 1]):
+                value = np.float64(data[k])
+                sums[group, indices[k]] += value
+                if value > 0:
+                    detected[group, indices[k]] += 1.0
+
+
+def group_row_sums(
+    matrix, groups: list[np.ndarray], *, chunk_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group of rows: the sum of its rows and the number of its rows with a value > 0, per
+    column, in one pass over `matrix`, `chunk_rows` rows at a time (`utils.row_chunks`: a CSR
+    matrix in memory or an anndata backed CSR dataset, so a file's matrix is never read whole).
+
+    Each group's rows are added in float64 in row order: for a group given in increasing row
+    order, the sums are scipy's ``matrix[rows].astype(float64).sum(axis=0)`` to the bit (its
+    sum is a product with ones that also adds row after row). Groups may share rows.
+
+    Parameters
+    ----------
+    matrix
+        Cells x genes.
+    groups
+        Row positions of each group.
+    chunk_rows
+        Rows read at a time (default `utils.COUNTS_CHUNK_ROWS`).
+
+    Returns
+    -------
+    sums, detected
+        Groups x columns, float64.
+    """
+    n_rows, n_columns = matrix.shape
+    sizes = np.array([len(rows) for rows in groups], dtype=np.int64)
+    cells = np.concatenate([np.asarray(rows, dtype=np.int64) for rows in groups] or [[]])
+    cells = cells.astype(np.int64)
+    owners = np.repeat(np.arange(len(groups), dtype=np.int64), sizes)
+    order = np.argsort(cells, kind="stable")
+    members = owners[order]
+    member_ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cells, minlength=n_rows), out=member_ptr[1:])
+    sums = np.zeros((len(groups), n_columns))
+    detected = np.zeros((len(groups), n_columns))
+    for rows, chunk in row_chunks(matrix, chunk_rows=chunk_rows):
+        _add_group_row_sums(
+            chunk.data, chunk.indices, chunk.indptr, rows.start, member_ptr, members, sums,
+            detected,
+        )  # fmt: skip
+    return sums, detected

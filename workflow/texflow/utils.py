@@ -221,15 +221,17 @@ def read_rows(path: str | os.PathLike, rows: np.ndarray | None = None):
 
 
 @contextlib.contextmanager
-def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iterator:
-    """X of the h5ad at `path` as an anndata backed CSR dataset (rows read from disk on
-    indexing, as scipy CSR), open for the block; None when X there is not float32 CSR (the
-    form texflow writes) or, with `without_layers`, when the file has layers of its own: for
-    a caller that then reads the file into memory."""
+def backed_csr(
+    path: str | os.PathLike, *, without_layers: bool = False, layer: str | None = None
+) -> Iterator:
+    """X (or `layer`) of the h5ad at `path` as an anndata backed CSR dataset (rows read from
+    disk on indexing, as scipy CSR), open for the block; None when it is not float32 CSR (the
+    form texflow writes), not there, or, with `without_layers`, when the file has layers of its
+    own: for a caller that then reads the file into memory."""
     import h5py
 
     with h5py.File(path, "r") as file:
-        element = file.get("X")
+        element = file.get("X" if layer is None else f"layers/{layer}")
         usable = (
             element is not None
             and element.attrs.get("encoding-type") == "csr_matrix"
