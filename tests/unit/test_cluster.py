@@ -284,3 +284,126 @@ def test_clustering_on_two_threads_is_the_clustering_on_one():
     np.testing.assert_array_equal(one.obsm["X_umap"], two.obsm["X_umap"])
     assert list(one.uns) == list(two.uns) and one.uns["umap"] == two.uns["umap"]
     assert one.obs["cluster"].equals(two.obs["cluster"]) and sweep_one.equals(sweep_two)
+
+
+def _counts_on_disk(tmp_path):
+    """Float32 CSR counts with the awkward cases (a gene never detected, stored zeros, a row
+    with unsorted indices), in memory and written to an h5ad. (No cell without counts: its
+    residuals are 0/0, and QC has removed such cells before any stage computes them.)"""
+    import anndata as ad
+    from scipy import sparse
+    from texflow.utils import write_h5ad
+
+    rng = np.random.default_rng(7)
+    dense = rng.negative_binomial(2, 0.6, (403, 150)).astype(np.float32)
+    dense[:, 11] = 0  # a gene never detected
+    counts = sparse.csr_matrix(dense)
+    counts.data[[3, 40, 400]] = 0  # stored zeros: stored, not detected
+    start, stop = counts.indptr[30], counts.indptr[31]
+    counts.indices[start:stop] = counts.indices[start:stop][::-1].copy()  # unsorted row
+    counts.data[start:stop] = counts.data[start:stop][::-1].copy()
+    counts.has_sorted_indices = False
+    write_h5ad(ad.AnnData(counts), tmp_path / "counts.h5ad")
+    return counts
+
+
+def test_count_passes_read_in_chunks_from_disk_are_one_pass_to_the_bit(tmp_path):
+    """Totals, Pearson residual variances, the log-normalised HVG block and `lognorm_hvgs`,
+    read 37 rows at a time from disk (`utils.backed_csr`), equal one pass over the matrix in
+    memory to the last bit (the sums accumulate in row order in the same float64 arrays), and
+    the block is scipy's column subset of the full log-normalised matrix."""
+    import anndata as ad
+    import pandas as pd
+    from texflow.utils import backed_csr
+
+    counts = _counts_on_disk(tmp_path)
+    one_pass = {"chunk_rows": counts.shape[0]}
+    cells, genes = features.csr_sums(counts.data, counts.indices, counts.indptr, counts.shape[1])
+    variances = features.pearson_residual_variances(counts, **one_pass)
+    columns = np.array([0, 5, 11, 40, 41, 149])
+    block = features.lognormalise_counts(counts, columns=columns, **one_pass)
+    full = features.lognormalise_counts(counts)[:, columns]
+    np.testing.assert_array_equal(block.data, full.data)
+    np.testing.assert_array_equal(block.indices, full.indices)
+    np.testing.assert_array_equal(block.indptr, full.indptr)
+    reference = ad.AnnData(counts.copy())
+    reference.layers["counts"] = reference.X
+    embedding.select_hvgs(reference, value_type="counts", n_top_genes=30)
+    with backed_csr(tmp_path / "counts.h5ad") as backed:
+        assert backed is not None
+        totals = features.count_totals(backed, chunk_rows=37)
+        np.testing.assert_array_equal(totals.cells, cells)
+        np.testing.assert_array_equal(totals.genes, genes)
+        np.testing.assert_array_equal(totals.detected, features.cells_detected_per_gene(counts))
+        np.testing.assert_array_equal(totals.stored, np.bincount(counts.indices, minlength=150))
+        assert totals.stored.sum() > totals.detected.sum()  # the stored zeros
+        streamed = features.pearson_residual_variances(backed, chunk_rows=37)
+        np.testing.assert_array_equal(streamed, variances)  # NaN for the gene never detected
+        assert np.isnan(streamed[11]) and np.isfinite(np.delete(streamed, 11)).all()
+        subset = features.lognormalise_counts(backed, columns=columns, chunk_rows=37)
+        for name in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(subset, name), getattr(block, name))
+        light = ad.AnnData(
+            obs=pd.DataFrame(index=reference.obs_names),
+            var=pd.DataFrame(index=reference.var_names),
+        )
+        hvgs = embedding.lognorm_hvgs(light, counts=backed, n_top_genes=30, chunk_rows=37)
+    pd.testing.assert_frame_equal(light.var, reference.var[light.var.columns])
+    wanted = np.flatnonzero(reference.var["highly_variable"])
+    assert list(hvgs.var_names) == list(reference.var_names[wanted])
+    expected = features.lognormalise_counts(counts)[:, wanted]
+    for name in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(hvgs.X, name), getattr(expected, name))
+
+
+def test_clustering_counts_on_disk_is_the_clustering_in_memory(tmp_path, monkeypatch):
+    """The cluster stage with its counts read from disk in blocks of rows (`streams_counts`:
+    the HVG block alone in memory, `write_clustered` writing X and the counts block by block)
+    writes the file the in-memory stage writes: same values to the bit, same annotations."""
+    import h5py
+    from texflow import utils
+    from texflow.utils import backed_csr, read_h5ad, write_h5ad
+
+    monkeypatch.setattr(utils, "COUNTS_CHUNK_ROWS", 37)  # several blocks of rows
+    path = tmp_path / "cd8.h5ad"
+    cells = _cd8("mouse", 0)[:400].copy()
+    cells.X = cells.X.astype(np.float32)  # as ingest writes counts
+    write_h5ad(utils.share_counts(cells), path)
+    in_memory = read_h5ad(path)
+    sweep_memory = cluster.run_clustering(in_memory).tables["resolution_sweep"]
+    write_h5ad(in_memory, tmp_path / "memory.h5ad")
+    on_disk = read_h5ad(path, layers=False, x=False)
+    params = cluster.ClusterParams()
+    assert cluster.streams_counts(value_type="counts", params=params)
+    with backed_csr(path, without_layers=True) as counts:
+        totals = features.count_totals(counts)
+        result = cluster.run_clustering(on_disk, params=params, counts=counts, totals=totals)
+        cluster.write_clustered(on_disk, tmp_path / "disk.h5ad", counts=counts, totals=totals)
+    assert result.tables["resolution_sweep"].equals(sweep_memory)
+    memory, disk = (read_h5ad(tmp_path / f"{name}.h5ad") for name in ("memory", "disk"))
+    for name in ("data", "indices", "indptr"):
+        for matrix in (lambda a: a.X, lambda a: a.layers["counts"]):
+            np.testing.assert_array_equal(
+                getattr(matrix(disk), name), getattr(matrix(memory), name)
+            )
+    assert disk.X.dtype == memory.X.dtype == np.float32
+    assert disk.obs.equals(memory.obs) and disk.var.equals(memory.var)
+    for key in ("X_pca", "X_umap"):
+        np.testing.assert_array_equal(disk.obsm[key], memory.obsm[key])
+    np.testing.assert_array_equal(disk.varm["PCs"], memory.varm["PCs"])
+    for key in ("distances", "connectivities"):
+        assert (disk.obsp[key] != memory.obsp[key]).nnz == 0
+    np.testing.assert_equal(disk.uns["texflow"], memory.uns["texflow"])  # nested arrays
+    np.testing.assert_array_equal(disk.uns["pca"]["variance"], memory.uns["pca"]["variance"])
+    assert set(disk.uns) == set(memory.uns)
+    with h5py.File(tmp_path / "disk.h5ad") as file:  # the counts are a layer, not X's shorthand
+        assert "counts" in file["layers"]
+
+
+def test_clustering_reads_other_values_whole():
+    assert not cluster.streams_counts(value_type="log_tpm", params=cluster.ClusterParams())
+    seurat = cluster.ClusterParams.from_config({"hvg_flavor": "seurat"})
+    assert not cluster.streams_counts(value_type="counts", params=seurat)
+    adata = _cd8("mouse", 0)[:100].copy()
+    with pytest.raises(ValueError, match="Pearson-residual HVGs"):
+        cluster.run_clustering(adata, params=seurat, counts=adata.X)

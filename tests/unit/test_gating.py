@@ -164,3 +164,66 @@ def test_gate_script_keeps_the_evidence_beside_the_log_and_writes_no_output(
     logged = log.read_text()
     assert f"[dataset sim, file {source}] " in logged and problem in logged
     assert f"kept in {evidence}" in logged and "gating table:" in logged
+
+
+@pytest.mark.parametrize(
+    "cd8_sorted, value_type", [(False, "counts"), (True, "counts"), (False, "tpm")]
+)
+def test_gate_reading_counts_from_disk_matches_counts_in_memory(
+    tmp_path, monkeypatch, cd8_sorted, value_type
+):
+    """The gate on the counts left on disk (`utils.backed_csr`: scores, markers, the first
+    pass's HVG block and the CD8 cells read a chunk of rows at a time; TPM read whole for the
+    first pass's normalisation) gives the obs, gating table and cd8.h5ad of the gate on X in
+    memory, to the last bit."""
+    import anndata as ad
+    import h5py
+
+    adata = simulated("human", 0)
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)  # qc.h5ad's form: float32 CSR counts
+    for key in [key for key in adata.layers if key is not None]:  # anndata lists X as None
+        del adata.layers[key]
+    utils.share_counts(adata)
+    qc.run_qc(adata)
+    if value_type == "tpm":  # TPM-like values, no counts
+        adata = qc.passing_cells(adata)
+        totals = np.asarray(adata.X.sum(axis=1)).ravel()
+        del adata.layers["counts"]
+        adata.X = sp.csr_matrix(sp.diags(1e6 / totals) @ adata.X, dtype=np.float32)
+        adata.uns["texflow"]["value_type"] = "tpm"
+        utils.write_h5ad(adata, tmp_path / "qc.h5ad")
+    else:
+        qc.write_passing_cells(adata, tmp_path / "qc.h5ad")
+    # several chunks (not a multiple of the rows); UCell reads 2,000 rows at a time: two
+    monkeypatch.setattr(utils, "COUNTS_CHUNK_ROWS", 333)
+    monkeypatch.setattr(utils, "SUBSET_CHUNK_ROWS", 500)
+
+    in_memory = utils.read_h5ad(tmp_path / "qc.h5ad")
+    expected = gating.gate_cd8(in_memory, cd8_sorted=cd8_sorted)
+    gating.write_cd8_cells(in_memory, tmp_path / "expected.h5ad")
+    with utils.backed_csr(tmp_path / "qc.h5ad", without_layers=True) as counts:
+        assert counts is not None
+        on_disk = utils.read_h5ad(tmp_path / "qc.h5ad", layers=False, x=False)
+        assert on_disk.X is None
+        result = gating.gate_cd8(on_disk, cd8_sorted=cd8_sorted, counts=counts)
+        gating.write_cd8_cells(on_disk, tmp_path / "cd8.h5ad", counts=counts)
+    if not cd8_sorted:
+        assert {"score_cd8_t", "gate_cluster"} <= set(on_disk.obs)
+        assert on_disk.obs["gate_cluster"].nunique() > 5
+    pd.testing.assert_frame_equal(on_disk.obs, in_memory.obs)
+    pd.testing.assert_frame_equal(result.tables["gating"], expected.tables["gating"])
+    assert result.notes == expected.notes
+    assert repr(on_disk.uns) == repr(in_memory.uns)  # arrays inside
+    with (
+        h5py.File(tmp_path / "cd8.h5ad") as written,
+        h5py.File(tmp_path / "expected.h5ad") as wanted,
+    ):
+        for name in ("data", "indices", "indptr"):
+            got, want = written["X"][name][:], wanted["X"][name][:]
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    written, wanted = ad.read_h5ad(tmp_path / "cd8.h5ad"), ad.read_h5ad(tmp_path / "expected.h5ad")
+    assert written.n_obs == int(in_memory.obs["is_cd8"].sum()) > 500
+    pd.testing.assert_frame_equal(written.obs, wanted.obs)
+    pd.testing.assert_frame_equal(written.var, wanted.var)
+    assert repr(written.uns) == repr(wanted.uns)

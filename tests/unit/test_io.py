@@ -306,12 +306,13 @@ def test_metadata_from_the_matrix_obs_and_constant_conflict(tmp_path):
 def test_memory_estimate_grows_with_input_and_reader(tmp_path):
     manifest = fx.write_sources(tmp_path, {"m": ("m.txt.gz", b"x" * 2**20 * 3)})
     assert io.estimate_ingest_mem_mb(manifest, "dense_table") == 1000 + 75
-    assert io.estimate_ingest_mem_mb(manifest, "h5ad") == 1000 + 18
+    assert io.estimate_ingest_mem_mb(manifest, "tenx_h5") == 1000 + 24
     with pytest.raises(FileNotFoundError):  # Snakemake re-evaluates once fetch has run
         io.estimate_ingest_mem_mb(tmp_path / "missing.tsv", "h5ad")
     assert io.estimate_ingest_runtime_min(manifest, "dense_table") == 10
     big = fx.write_sources(tmp_path / "big", {"m": ("m.txt.gz", b"x" * 2**20 * 60)})
     assert io.estimate_ingest_runtime_min(big, "geo_dense_two_header") == 10 + 12
+    assert io.estimate_ingest_mem_mb(big, "h5ad") == 1000 + 15  # streamed: a quarter MB per MB
 
 
 # --- gene identifiers instead of symbols (issue 17, item 4) --------------------------------------

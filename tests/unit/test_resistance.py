@@ -429,3 +429,47 @@ def test_log_data_filter_keeps_genes_detected_in_a_fifth_of_cells_of_enough_pati
     matrix.attrs.pop("detected_fraction")
     with pytest.raises(ValueError, match="detected_fraction"):
         resistance.expressed_genes(matrix, response, counts=False)
+
+
+def test_group_sums_are_scipys_row_sums_to_the_bit():
+    """`features.group_row_sums` in blocks of rows: each group's float64 sums are scipy's sums
+    of its rows (added in row order both ways), for values whose sums round (log values)."""
+    from texflow import features
+
+    rng = np.random.default_rng(3)
+    values = sparse.random(300, 40, density=0.3, format="csr", random_state=4, dtype=np.float32)
+    values.data = np.log1p(rng.gamma(1.0, 3.0, values.nnz)).astype(np.float32)
+    groups = [np.flatnonzero(rng.random(300) < share) for share in (0.1, 0.5, 0.9, 0.0)]
+    sums, detected = features.group_row_sums(values, groups, chunk_rows=17)
+    as_float64 = sparse.csr_matrix(values, dtype=np.float64)
+    for group, rows in enumerate(groups):
+        expected = np.asarray(as_float64[rows].sum(axis=0)).ravel()
+        assert np.array_equal(sums[group], expected)  # bitwise, not approximately
+        np.testing.assert_array_equal(detected[group], (values[rows] > 0).sum(axis=0).A1)
+
+
+@pytest.mark.parametrize("value_type", ["counts", "log_tpm"])
+def test_pseudobulk_from_the_file_is_the_pseudobulk_in_memory(cohort, tmp_path, value_type):
+    """The stage reads the values to pool from its file in blocks of rows (`backed_csr`):
+    the same samples table and matrices, to the bit, as with the values in memory."""
+    from texflow.utils import backed_csr, write_h5ad
+
+    cells = cohort.copy()
+    cells.layers["counts"] = sparse.csr_matrix(cells.layers["counts"], dtype=np.float32)
+    cells.X = sparse.csr_matrix(np.log2(cells.layers["counts"].toarray() + 1), dtype=np.float32)
+    write_h5ad(cells, tmp_path / "final.h5ad")
+    in_memory = resistance.pseudobulk(cells, value_type=value_type, min_cells=10)
+    layer = "counts" if value_type == "counts" else None
+    with backed_csr(tmp_path / "final.h5ad", layer=layer) as matrix:
+        assert matrix is not None
+        light = cells.copy()
+        light.X, light.layers = None, {}
+        from_file = resistance.pseudobulk(light, value_type=value_type, min_cells=10, matrix=matrix)
+    pd.testing.assert_frame_equal(from_file[0], in_memory[0])
+    assert from_file[1].keys() == in_memory[1].keys()
+    for state, frame in in_memory[1].items():
+        assert np.array_equal(from_file[1][state].to_numpy(), frame.to_numpy())
+        assert from_file[1][state].index.equals(frame.index)
+        np.testing.assert_array_equal(
+            from_file[1][state].attrs["detected_fraction"], frame.attrs["detected_fraction"]
+        )

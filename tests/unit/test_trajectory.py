@@ -182,3 +182,24 @@ def test_path_agrees_with_tree_says_when_the_centroids_would_order_otherwise():
     # the middle state far from both ends, the ends close: the tree joins the ends directly
     assert not trajectory.path_agrees_with_tree(np.array([[0.0, 0.0], [1.0, 5.0], [1.0, 0.0]]))
     assert trajectory.path_agrees_with_tree(np.array([[0.0, 0.0], [1.0, 0.0]]))
+
+
+def test_depth_is_regressed_out_block_by_block_as_in_one_fit():
+    """`_regress_out` fits `REGRESS_BLOCK_COLUMNS` columns at a time (its float64 temporaries
+    are cells x block, not cells x features): each column keeps its mean, loses its slope on
+    depth, and equals one least-squares fit of every column, in float32."""
+    from texflow import trajectory
+
+    rng = np.random.default_rng(5)
+    matrix = rng.gamma(0.3, 1.0, (2000, 3 * trajectory.REGRESS_BLOCK_COLUMNS + 7))
+    matrix = np.where(matrix < 0.5, 0, matrix).astype(np.float32)
+    depth = np.log1p(rng.gamma(5, 800, 2000))
+    matrix[:, 0] += (depth - depth.mean()).astype(np.float32)  # a column that follows depth
+    residuals = trajectory._regress_out(matrix, depth)
+    assert residuals.dtype == np.float32 and residuals.shape == matrix.shape
+    np.testing.assert_allclose(residuals.mean(axis=0), matrix.mean(axis=0), atol=1e-5)
+    centred = depth - depth.mean()
+    assert np.abs(centred @ residuals.astype(np.float64)).max() < 1e-2 * np.abs(centred).sum()
+    design = np.column_stack([np.ones_like(depth), centred])
+    coef, *_ = np.linalg.lstsq(design, matrix, rcond=None)
+    np.testing.assert_array_equal(residuals, (matrix - design[:, 1:] @ coef[1:]).astype(np.float32))

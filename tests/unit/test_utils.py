@@ -238,32 +238,6 @@ def test_streamed_subset_is_the_subset_written_whole(tmp_path, shared, monkeypat
     assert not list(tmp_path.glob(".*.part"))
 
 
-@pytest.mark.parametrize("backed", [False, True])
-def test_a_subset_past_int32_nonzeros_is_started_with_an_int64_indptr(
-    tmp_path, backed, monkeypatch
-):
-    # anndata's append refuses to grow an int32 indptr past 2^31 - 1 nonzeros (1M cells'
-    # QC-passing counts hold ~2.2e9): the limit is lowered here to what the test data holds
-    adata = _counts_adata()
-    del adata.layers["counts"]
-    mask = np.random.default_rng(1).random(adata.n_obs) < 0.7
-    subset_nnz = int(adata.X[mask].nnz)
-    utils.write_h5ad(adata, tmp_path / "full.h5ad")
-    monkeypatch.setattr(utils, "INT32_INDPTR_MAX", subset_nnz - 1)
-    if backed:
-        annotations = utils.read_h5ad(tmp_path / "full.h5ad", layers=False, x=False)
-        with utils.backed_csr(tmp_path / "full.h5ad") as matrix:
-            utils.write_subset_h5ad(
-                annotations, mask, tmp_path / "s.h5ad", chunk_rows=5, matrix=matrix
-            )
-    else:
-        utils.write_subset_h5ad(adata, mask, tmp_path / "s.h5ad", chunk_rows=5)
-    with h5py.File(tmp_path / "s.h5ad") as file:
-        assert file["X/indptr"].dtype == np.int64
-    back = utils.read_h5ad(tmp_path / "s.h5ad")
-    assert back.X.nnz == subset_nnz and (back.X != adata.X[mask]).nnz == 0
-
-
 def test_annotations_then_rows_read_as_the_whole_file(tmp_path):
     adata = _counts_adata(n_cells=50)
     adata.obs["group"] = np.arange(50) % 3
@@ -370,3 +344,35 @@ def test_tsv_gz_bytes_are_the_same_from_run_to_run(tmp_path):
     flags, mtime = data[3], int.from_bytes(data[4:8], "little")
     assert not flags & 0x08 and mtime == 0, "gzip header carries a file name or a time"
     assert gzip.decompress(data).decode() == "cell_id\tscore\na\t0.1\nb\t0.25\nc\tNA\n"
+
+
+@pytest.mark.parametrize("limit", [utils.INT32_NNZ_MAX, 100])
+def test_csr_rows_past_the_int32_limit_get_an_int64_indptr(tmp_path, monkeypatch, limit):
+    # a limit of 100 non-zeros stands for 2^31 - 1: the third block crosses it
+    monkeypatch.setattr(utils, "INT32_NNZ_MAX", limit)
+    X = _counts_adata(n_cells=40).X
+    blocks = [X[start : start + 10] for start in range(0, 40, 10)]
+    for block in blocks:  # as the simulator's and the backed reads' blocks are
+        block.indptr = block.indptr.astype(np.int32)
+    with h5py.File(tmp_path / "m.h5", "w") as file:
+        nnz = utils.write_csr_rows(file, "X", iter(blocks), n_cols=X.shape[1])
+        back = ad.io.read_elem(file["X"])
+        indptr_dtype = file["X/indptr"].dtype
+    assert nnz == X.nnz and X.nnz > 2 * 100
+    assert indptr_dtype == (np.int32 if limit > X.nnz else np.int64)
+    np.testing.assert_array_equal(back.indptr, X.indptr)
+    np.testing.assert_array_equal(back.indices, X.indices)
+    np.testing.assert_array_equal(back.data, X.data)
+
+
+def test_a_streamed_subset_past_the_int32_limit_is_the_subset(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "INT32_NNZ_MAX", 100)
+    adata = _counts_adata(n_cells=60)
+    utils.write_h5ad(adata, tmp_path / "full.h5ad")
+    mask = np.arange(60) % 4 != 1
+    with utils.backed_csr(tmp_path / "full.h5ad") as matrix:
+        meta = utils.read_h5ad(tmp_path / "full.h5ad", layers=False, x=False)
+        utils.write_subset_h5ad(meta, mask, tmp_path / "sub.h5ad", chunk_rows=9, matrix=matrix)
+    with h5py.File(tmp_path / "sub.h5ad") as file:
+        assert file["X/indptr"].dtype == np.int64
+    assert (utils.read_h5ad(tmp_path / "sub.h5ad").X != adata.X[mask]).nnz == 0

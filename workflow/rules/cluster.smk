@@ -32,7 +32,8 @@ rule cluster:
     threads: 2
     resources:
         # true peak / input file size: 2.38 at 100k cells (3.04 of 1.28 GB), 2.21 at 500k (14.29 of 6.46 GB);
-        # 2.0 at 100k (2.56 GB) after the fifth session, 500k not re-measured: factor kept; benchmarks/README.md
+        # 2.0 at 100k (2.56 GB) after the fifth session; 1.34 at 100k (1.71 GB) since count data stay on
+        # disk (the HVG block alone in memory); 1M not measured yet: 3.0 kept until it is; benchmarks/README.md
         mem_mb=scaled_mem_mb(2000, 3.0),
         runtime=scaled_runtime(10, 30),
     params:

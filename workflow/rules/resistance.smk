@@ -35,6 +35,8 @@ rule resistance:
     # pydeseq2 fits genes in parallel (joblib)
     threads: 2
     resources:
+        # 1.03 GB at 100k cells (final.h5ad 0.5 GB): the pools are summed from row blocks read from
+        # disk (6.33 GB when the counts were copied to float64 in memory); benchmarks/README.md
         mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(20, 30),
     params:

@@ -2,12 +2,15 @@
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
 from texflow import io
-from texflow.utils import run_step, write_h5ad
+from texflow.utils import run_step
 
 
 def main(snakemake):
-    adata = io.read_dataset(manifest=snakemake.input.manifest, config=snakemake.params.dataset)
-    write_h5ad(adata, snakemake.output.h5ad)
+    io.ingest_dataset(
+        manifest=snakemake.input.manifest,
+        config=snakemake.params.dataset,
+        path=snakemake.output.h5ad,
+    )
 
 
 run_step(main, snakemake)  # noqa: F821

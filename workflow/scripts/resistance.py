@@ -5,19 +5,32 @@ import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule
 from texflow import resistance, signatures
 from texflow.errors import InputDataError
 from texflow.programs import LPO_PARTS, SIGNED_LPO
-from texflow.utils import read_h5ad, run_step, write_tsv
+from texflow.utils import backed_csr, read_h5ad, run_step, write_tsv
 
 
 def main(snakemake):
     path = snakemake.input.h5ad
-    adata = read_h5ad(path, layers=["counts"])
+    # the annotations; the values to pool are read from the file in blocks of rows
+    adata = read_h5ad(path, layers=False, x=False)
     meta = adata.uns.get("texflow", {})
     dataset = meta.get("dataset", snakemake.wildcards.dataset)
     value_type = meta.get("value_type")
-    if value_type == "counts" and "counts" not in adata.layers:
-        raise InputDataError(
-            "count data without layers['counts'] (raw counts)", dataset=dataset, path=path
-        )
+    with backed_csr(path, layer="counts" if value_type == "counts" else None) as matrix:
+        if matrix is None and value_type == "counts":
+            raise InputDataError(
+                "count data without layers['counts'] (raw counts, float32 CSR)",
+                dataset=dataset,
+                path=path,
+            )
+        if matrix is None:  # X not float32 CSR: read as it is
+            adata = read_h5ad(path, layers=False)
+        tables = _analyse(snakemake, adata, matrix=matrix, path=path, dataset=dataset)
+    for name, table in tables.items():
+        write_tsv(table, getattr(snakemake.output, name))
+
+
+def _analyse(snakemake, adata, *, matrix, path, dataset):
+    value_type = adata.uns.get("texflow", {}).get("value_type")
     params = snakemake.params.resistance
     covariate = snakemake.params.design_covariate or None
     fix = (
@@ -37,9 +50,9 @@ def main(snakemake):
             path=path,
         )
     programs = signatures.load_programs(
-        meta.get("organism"), extra=snakemake.params.extra_file or None
+        adata.uns.get("texflow", {}).get("organism"), extra=snakemake.params.extra_file or None
     )
-    tables = resistance.analyse(
+    return resistance.analyse(
         adata,
         value_type=value_type,
         programs=programs,
@@ -55,9 +68,8 @@ def main(snakemake):
         n_cpus=snakemake.threads,
         covariate=covariate,
         dataset=dataset,
+        matrix=matrix,
     )
-    for name, table in tables.items():
-        write_tsv(table, getattr(snakemake.output, name))
 
 
 run_step(main, snakemake)  # noqa: F821

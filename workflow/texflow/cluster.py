@@ -11,6 +11,7 @@ Main entry point: :func:`run_clustering`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
@@ -21,15 +22,19 @@ from sklearn.metrics import silhouette_score
 
 from .contract import CHOSEN, MODULARITY, N_CLUSTERS, RESOLUTION, SILHOUETTE, SMALLEST_CLUSTER
 from .embedding import (
+    LOGNORM_OF_COUNTS,
     UmapBeside,
     embed,
     knn_igraph,
     leiden,
+    lognorm_hvgs,
     normalise,
     select_hvgs,
 )
 from .errors import InputDataError
+from .features import CountTotals, lognormalise_rows, normalize_total_divisors
 from .stage import SkipNotes, StageResult, texflow_uns
+from .utils import row_chunks, write_h5ad_by_rows
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +133,8 @@ def run_clustering(
     dataset: str | None = None,
     key_added: str = "cluster",
     threads: int = 1,
+    counts=None,
+    totals: CountTotals | None = None,
 ) -> StageResult:
     """Normalise, HVGs, PCA, (Harmony), kNN, Leiden sweep, chosen clustering, UMAP; in place.
 
@@ -144,6 +151,14 @@ def run_clustering(
     threads
         The stage's threads: with 2 or more, the UMAP runs in a worker process beside the
         resolution sweep (`embedding.UmapBeside`; the same layout as on one thread).
+    counts
+        The cells' raw counts read from disk (`utils.backed_csr` of ``cd8.h5ad``), when
+        `streams_counts`: X of `adata` is then not used (None) and not written; the HVGs and
+        their log-normalised values come from blocks of rows (`embedding.lognorm_hvgs`), the
+        same numbers as in memory, and `write_clustered` writes X and the counts layer.
+        Without it, X holds the values in memory and is log-normalised in place.
+    totals
+        `features.count_totals` of `counts`, if the caller has them (saves a pass).
 
     Returns
     -------
@@ -154,7 +169,8 @@ def run_clustering(
 
     Writes
     ------
-    X log-normalised float32 CSR, ``layers["counts"]`` (count data), var ``highly_variable``,
+    X log-normalised float32 CSR, ``layers["counts"]`` (count data) (not with `counts`:
+    `write_clustered`), var ``highly_variable`` (and ``residual_variances``),
     obsm ``X_pca`` (``X_pca_harmony``), ``X_umap``, obsp graph, obs ``<key_added>``
     (categorical strings "0", "1", ... by size), ``uns["texflow"]["params"]["cluster"]``,
     ``uns["texflow"]["cluster"]`` (what was used and why),
@@ -177,18 +193,32 @@ def run_clustering(
     umap = UmapBeside(threads=threads)  # the worker's imports run beside the normalisation
     skipped = SkipNotes(adata)
     value_type = meta.get("value_type")
-    how = normalise(adata, value_type=value_type)
-    flavor, n_hvg = select_hvgs(
-        adata, value_type=value_type, n_top_genes=params.n_top_genes, flavor=params.hvg_flavor
-    )
+    if counts is None:
+        how = normalise(adata, value_type=value_type)
+        flavor, n_hvg = select_hvgs(
+            adata, value_type=value_type, n_top_genes=params.n_top_genes, flavor=params.hvg_flavor
+        )
+        embedded = adata
+    else:
+        if not streams_counts(value_type=value_type, params=params):
+            raise ValueError(
+                f"run_clustering: counts= needs count data and Pearson-residual HVGs, not "
+                f"value_type {value_type!r} with hvg_flavor {params.hvg_flavor!r}"
+            )
+        embedded = lognorm_hvgs(adata, counts=counts, n_top_genes=params.n_top_genes, totals=totals)
+        embedded.obs = adata.obs
+        how, flavor, n_hvg = LOGNORM_OF_COUNTS, "pearson_residuals", embedded.n_vars
+        meta["x"] = "lognorm"
     batch_key = _batch_key(adata, params=params, skipped=skipped)
     used = embed(
-        adata,
+        embedded,
         n_pcs=params.n_pcs,
         n_neighbors=params.n_neighbors,
         batch_key=batch_key,
         seed=params.seed,
     )
+    if embedded is not adata:
+        _take_embedding(adata, embedded)
     umap.start(adata, seed=params.seed)
     sweep, resolution, why = _sweep_and_choose(
         adata, params=params, representation=used["representation"]
@@ -214,6 +244,54 @@ def run_clustering(
         "notes": "; ".join(used["notes"]),
     }
     return StageResult("cluster", {"resolution_sweep": sweep}, dict(skipped.recorded))
+
+
+def streams_counts(*, value_type: str, params: ClusterParams) -> bool:
+    """Whether `run_clustering` can read the counts from disk (``counts=``): count data whose
+    HVGs are picked by Pearson residuals, the flavour computed from blocks of rows
+    (`embedding.lognorm_hvgs`); other value types and flavours are held in memory."""
+    return value_type == "counts" and params.hvg_flavor in ("auto", "pearson_residuals")
+
+
+def _take_embedding(adata: ad.AnnData, embedded: ad.AnnData) -> None:
+    """Copy what `embed` wrote on the cells x HVGs `embedded` to `adata` (all genes), as
+    `embed` on `adata` itself writes it: varm ``PCs`` zero outside the HVGs."""
+    adata.obsm.update(embedded.obsm)
+    adata.obsp.update(embedded.obsp)
+    for key in ("pca", "neighbors"):
+        adata.uns[key] = embedded.uns[key]
+    loadings = embedded.varm["PCs"]
+    adata.varm["PCs"] = np.zeros((adata.n_vars, loadings.shape[1]), dtype=loadings.dtype)
+    adata.varm["PCs"][adata.var["highly_variable"].to_numpy(dtype=bool)] = loadings
+
+
+def write_clustered(
+    adata: ad.AnnData, path: str | os.PathLike, *, counts, totals: CountTotals
+) -> None:
+    """Write the stage's file from counts on disk, without its matrices in memory.
+
+    The annotations of `adata` (X and layers not held), then X (the log-normalised counts,
+    `features.lognormalise_rows`, the values `normalise` gives) and ``layers["counts"]``,
+    block by block of rows (`utils.write_h5ad_by_rows`). Atomic.
+
+    Parameters
+    ----------
+    adata
+        The clustered cells (`run_clustering` with ``counts=``), X None.
+    path
+        ``clustered.h5ad``.
+    counts
+        The raw counts of `adata`'s cells, as given to `run_clustering`.
+    totals
+        `features.count_totals` of `counts` (every cell's total: the divisors).
+    """
+    divisors = normalize_total_divisors(totals.cells)
+    texflow_uns(adata).pop("counts_layer", None)  # the counts are a layer of their own now
+    chunks = (
+        {"X": lognormalise_rows(block, divisors=divisors[rows]), "counts": block}
+        for rows, block in row_chunks(counts)
+    )
+    write_h5ad_by_rows(adata, path, chunks=chunks)
 
 
 def _batch_key(

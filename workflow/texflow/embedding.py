@@ -22,7 +22,9 @@ from sklearn.utils.extmath import svd_flip
 from ._numba_cache import cache_umap_kernels
 from .errors import InputDataError
 from .features import (
+    CountTotals,
     cells_detected_per_gene,
+    count_totals,
     csr_sums,
     lognormalise_counts,
     pearson_residual_variances,
@@ -33,6 +35,9 @@ from .utils import knn_transformer, share_counts
 logger = logging.getLogger(__name__)
 
 VALUE_TYPES = ("counts", "tpm", "log_tpm", "lognorm")
+
+#: How count data are log-normalised (`normalise`, `features.lognormalise_counts`), as recorded.
+LOGNORM_OF_COUNTS = "normalize_total (to the median library size) + log1p"
 
 
 def normalise(adata: ad.AnnData, *, value_type: str) -> str:
@@ -52,7 +57,7 @@ def normalise(adata: ad.AnnData, *, value_type: str) -> str:
     # normalisation works in place
     if value_type == "counts":
         adata.X = lognormalise_counts(adata.X)
-        how = "normalize_total (to the median library size) + log1p"
+        how = LOGNORM_OF_COUNTS
     else:
         adata.X = sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
         how = f"{value_type} used as given"
@@ -84,11 +89,9 @@ def select_hvgs(
     if flavor in ("pearson_residuals", "seurat_v3") and "counts" not in adata.layers:
         raise InputDataError(f"HVG flavour {flavor} needs raw counts in layers['counts']")
     if flavor == "pearson_residuals":
-        variances = pearson_residual_variances(adata.layers["counts"])
-        adata.var["residual_variances"] = variances
-        top = np.argsort(-np.nan_to_num(variances, nan=-np.inf), kind="stable")[:n_top]
-        adata.var["highly_variable"] = False
-        adata.var.iloc[top, adata.var.columns.get_loc("highly_variable")] = True
+        _flag_top_residual_variances(
+            adata, pearson_residual_variances(adata.layers["counts"]), n_top=n_top
+        )
     elif flavor == "seurat_v3":
         sc.pp.highly_variable_genes(adata, flavor="seurat_v3", layer="counts", n_top_genes=n_top)
     else:
@@ -96,6 +99,75 @@ def select_hvgs(
     n_hvg = int(adata.var["highly_variable"].sum())
     logger.info("%d highly variable genes (flavour %s)", n_hvg, flavor)
     return flavor, n_hvg
+
+
+def _flag_top_residual_variances(adata: ad.AnnData, variances: np.ndarray, *, n_top: int) -> None:
+    """var ``residual_variances`` and ``highly_variable`` (the `n_top` largest variances; ties
+    in gene order, as scanpy's stable sort)."""
+    adata.var["residual_variances"] = variances
+    top = np.argsort(-np.nan_to_num(variances, nan=-np.inf), kind="stable")[:n_top]
+    adata.var["highly_variable"] = False
+    adata.var.iloc[top, adata.var.columns.get_loc("highly_variable")] = True
+
+
+def lognorm_hvgs(
+    adata: ad.AnnData,
+    *,
+    counts,
+    n_top_genes: int,
+    totals: CountTotals | None = None,
+    chunk_rows: int | None = None,
+) -> ad.AnnData:
+    """HVGs of raw counts by Pearson residuals and their log-normalised values, with the counts
+    read `chunk_rows` rows at a time (from disk, or from memory).
+
+    The HVGs of ``select_hvgs(flavor="pearson_residuals")`` (the `n_top_genes` largest residual
+    variances, capped by the genes detected) and the HVG columns of
+    ``lognormalise_counts(counts)`` (normalize_total to the median library size of all cells,
+    log1p), to the last bit, without the counts in memory: one pass for the totals
+    (`features.count_totals`), one for the residuals' corrections, one that fills the HVG
+    block (`features.lognormalise_counts` with `columns`). Extra memory: the block, one chunk
+    of rows and O(cells + genes) sums. The PCA input of the gate's first pass and the cluster
+    stage (`embed`).
+
+    Parameters
+    ----------
+    adata
+        The cells and genes of `counts` (X may be None): its var gets the HVG flags.
+    counts
+        Raw counts, cells x genes: an anndata backed CSR dataset (`utils.backed_csr`) or a
+        matrix in memory (anything `scipy.sparse.csr_matrix` takes).
+    n_top_genes
+        HVGs to select (capped by the genes with any count).
+    totals
+        `features.count_totals` of `counts`, if the caller has them (saves a pass).
+    chunk_rows
+        Rows read at a time (default `utils.COUNTS_CHUNK_ROWS`); the result does not depend
+        on it.
+
+    Returns
+    -------
+    AnnData
+        Cells x HVGs (in gene order): X log-normalised float32 CSR, var ``highly_variable``
+        (True), obs names of `adata`.
+
+    Writes
+    ------
+    var ``residual_variances`` and ``highly_variable`` of `adata`.
+    """
+    if tuple(counts.shape) != tuple(adata.shape):
+        raise ValueError(f"lognorm_hvgs: counts are {counts.shape}, adata is {adata.shape}")
+    if totals is None:
+        totals = count_totals(counts, chunk_rows=chunk_rows)
+        logger.info("count totals of %d cells x %d genes", *counts.shape)
+    n_top = int(min(n_top_genes, int((totals.detected > 0).sum())))
+    variances = pearson_residual_variances(counts, totals=totals, chunk_rows=chunk_rows)
+    _flag_top_residual_variances(adata, variances, n_top=n_top)
+    columns = np.flatnonzero(adata.var["highly_variable"].to_numpy())
+    values = lognormalise_counts(counts, columns=columns, totals=totals, chunk_rows=chunk_rows)
+    logger.info("%d highly variable genes (flavour pearson_residuals)", columns.size)
+    var = pd.DataFrame({"highly_variable": True}, index=adata.var_names[columns])
+    return ad.AnnData(values, obs=pd.DataFrame(index=adata.obs_names), var=var)
 
 
 def capped_sizes(n_cells: int, n_hvg: int, *, n_pcs: int, n_neighbors: int) -> tuple[int, int]:

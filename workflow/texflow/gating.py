@@ -49,9 +49,8 @@ from .contract import (
     SCORE_PREFIX,
 )
 from .errors import InputDataError
-from .features import lognormalise_counts
 from .stage import SkipNotes, StageResult, texflow_uns
-from .utils import subset_cells, write_subset_h5ad, write_tsv
+from .utils import row_chunks, subset_cells, write_subset_h5ad, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +91,10 @@ class GateParams:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def score_cell_types(adata: ad.AnnData, *, organism: str, max_rank: int) -> list[str]:
-    """UCell scores of `GATING_PROGRAMS` into obs `score_<program>`; returns the obs columns."""
+def score_cell_types(adata: ad.AnnData, *, organism: str, max_rank: int, counts=None) -> list[str]:
+    """UCell scores of `GATING_PROGRAMS` into obs `score_<program>`; returns the obs columns.
+
+    `counts`: the matrix to rank instead of X (see `gate_cd8`)."""
     from .scoring import ucell
     from .signatures import load_programs
 
@@ -101,49 +102,63 @@ def score_cell_types(adata: ad.AnnData, *, organism: str, max_rank: int) -> list
     missing = [name for name in GATING_PROGRAMS if name not in programs]
     if missing:
         raise InputDataError(f"gating programs missing from the shipped signatures: {missing}")
-    ucell(adata, {name: programs[name] for name in GATING_PROGRAMS}, max_rank=max_rank)
+    ucell(
+        adata,
+        {name: programs[name] for name in GATING_PROGRAMS},
+        max_rank=max_rank,
+        matrix=counts,
+    )
     return [f"{SCORE_PREFIX}{name}" for name in GATING_PROGRAMS]
 
 
+def markers_positive(
+    adata: ad.AnnData, gene_sets: dict[str, tuple[str, ...]], *, counts=None
+) -> dict[str, tuple[np.ndarray | None, list[str]]]:
+    """Per gene set: (per cell, any of its genes detected (value > 0); the genes present), with
+    None for a set none of whose genes is in the data. One read of the genes' columns for all
+    the sets: from X in memory, or, with `counts` (an anndata backed CSR dataset of the same
+    cells x genes), `utils.row_chunks` from disk."""
+    present = {
+        key: [gene for gene in genes if gene in adata.var_names] for key, genes in gene_sets.items()
+    }
+    wanted = pd.Index(sorted({gene for genes in present.values() for gene in genes}))
+    columns = adata.var_names.get_indexer(wanted)
+    positive = np.zeros((adata.n_obs, wanted.size), dtype=bool)
+    if wanted.size:
+        source = adata.X if counts is None else counts
+        if counts is None:  # in memory: the few columns first, not every row copied
+            source = sparse.csr_matrix(source[:, columns])
+            columns = np.arange(wanted.size)
+        for rows, chunk in row_chunks(source):
+            positive[rows] = chunk[:, columns].toarray() > 0
+    result = {}
+    for key, genes in present.items():
+        where = wanted.get_indexer(genes)
+        result[key] = (positive[:, where].any(axis=1) if genes else None, genes)
+    return result
+
+
 def marker_positive(
-    adata: ad.AnnData, genes: tuple[str, ...]
+    adata: ad.AnnData, genes: tuple[str, ...], *, counts=None
 ) -> tuple[np.ndarray | None, list[str]]:
-    """Per cell: any of `genes` detected (value > 0) in X; None when none of them is in the data."""
-    present = [gene for gene in genes if gene in adata.var_names]
-    if not present:
-        return None, []
-    values = adata[:, present].X
-    values = values.toarray() if sparse.issparse(values) else np.asarray(values)
-    return (values > 0).any(axis=1), present
-
-
-def _lognorm_hvgs_of_counts(adata: ad.AnnData, *, n_top_genes: int) -> ad.AnnData:
-    """The first pass's matrix from raw counts in X: log-normalised values of the HVGs only.
-
-    HVGs by Pearson residuals of the counts (as the cluster stage picks them; Lause et al. 2021),
-    then normalize_total's scaling (to the median library size, from every gene's counts) and
-    log1p on those columns alone. The same PCA input as normalising every gene first, without
-    a log-normalised copy of the whole matrix (at 100k cells, the gate's peak went from 8.1 GB
-    with it; measured).
-    """
-    counts = sparse.csr_matrix(adata.layers["counts"] if "counts" in adata.layers else adata.X)
-    light = ad.AnnData(
-        counts, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names)
-    )
-    light.layers["counts"] = light.X
-    embedding.select_hvgs(
-        light, value_type="counts", n_top_genes=n_top_genes, flavor="pearson_residuals"
-    )
-    columns = np.flatnonzero(light.var["highly_variable"].to_numpy())
-    values = lognormalise_counts(counts, columns=columns)
-    var = pd.DataFrame({"highly_variable": True}, index=adata.var_names[columns])
-    return ad.AnnData(values, obs=pd.DataFrame(index=adata.obs_names), var=var)
+    """Per cell: any of `genes` detected (value > 0) in X; None when none of them is in the data
+    (`markers_positive` of one gene set)."""
+    return markers_positive(adata, {"genes": tuple(genes)}, counts=counts)["genes"]
 
 
 def first_pass_clusters(
-    adata: ad.AnnData, *, params: GateParams, value_type: str
+    adata: ad.AnnData, *, params: GateParams, value_type: str, counts=None
 ) -> tuple[pd.Series, str]:
     """Quick Leiden clustering of log-normalised values; (labels, how).
+
+    Counts: the log-normalised values of the HVGs only (`embedding.lognorm_hvgs`: HVGs by
+    Pearson residuals of the counts, as the cluster stage picks them, Lause et al. 2021; then
+    normalize_total's scaling, to the median library size from every gene's counts, and log1p
+    on those columns alone), read from `counts` (see `gate_cd8`) or X in chunks of rows: the
+    same PCA input as normalising every gene first, without a log-normalised copy of the whole
+    matrix (at 100k cells, the gate's peak went from 8.1 GB with it; measured) or the counts
+    in memory. Other value types: X (read whole from `counts` when given) normalised, Seurat
+    HVGs.
 
     With fewer than `params.min_cells_clustering` cells there is no graph worth clustering:
     every cell is judged on its own (labels = cell names), and `how` says so.
@@ -154,14 +169,17 @@ def first_pass_clusters(
             "(gate.min_cells_clustering); each cell judged on its own"
         )
         return pd.Series(adata.obs_names, index=adata.obs_names), how
+    light = ad.AnnData(
+        obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names)
+    )
     if value_type == "counts":
-        work = _lognorm_hvgs_of_counts(adata, n_top_genes=params.n_top_genes)
+        if counts is None:
+            counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
+        work = embedding.lognorm_hvgs(light, counts=counts, n_top_genes=params.n_top_genes)
     else:
-        work = ad.AnnData(
-            adata.X.copy(),
-            obs=pd.DataFrame(index=adata.obs_names),
-            var=pd.DataFrame(index=adata.var_names),
-        )
+        # the first pass normalises a copy of all of X: read from disk, it is that copy
+        light.X = adata.X.copy() if counts is None else counts.to_memory()
+        work = light
         work.uns["texflow"] = {"value_type": value_type}
         embedding.normalise(work, value_type=value_type)
         embedding.select_hvgs(
@@ -277,6 +295,7 @@ def _check_sorted(
     path: str | os.PathLike | None,
     evidence: str | os.PathLike | None,
     skipped: MutableMapping[str, str],
+    counts=None,
 ) -> pd.DataFrame:
     """The one-row table of a ``cd8_sorted`` dataset, refused when almost no cell has CD8A/CD8B.
 
@@ -289,8 +308,8 @@ def _check_sorted(
     found: dict[str, list[str]] = {}
     fractions: dict[str, float | None] = {}
     n_positive = 0
-    for key, genes in [("cd8", markers["cd8"]), ("cd3", markers["cd3"]), ("cd4", [_cd4(organism)])]:
-        positive, present = marker_positive(adata, tuple(genes))
+    gene_sets = {"cd8": markers["cd8"], "cd3": markers["cd3"], "cd4": (_cd4(organism),)}
+    for key, (positive, present) in markers_positive(adata, gene_sets, counts=counts).items():
         found[key] = present
         fractions[key] = None if positive is None else float(positive.mean())
         if key == "cd8" and positive is not None:
@@ -386,6 +405,7 @@ def gate_cd8(
     dataset: str | None = None,
     path: str | os.PathLike | None = None,
     evidence: str | os.PathLike | None = None,
+    counts=None,
 ) -> StageResult:
     """Score cell types, cluster, and mark CD8 T cells per first-pass cluster, in place.
 
@@ -407,6 +427,13 @@ def gate_cd8(
         Where the gating table is written when the gate stops (no CD8 T cells, or a refused
         ``cd8_sorted`` dataset): a file that is no rule output (`evidence_path`). Removed when
         the gate succeeds, so that it never describes an earlier failure.
+    counts
+        The matrix to read instead of X (which may then be None): an anndata backed CSR
+        dataset of the same cells x genes (`utils.backed_csr` of ``qc.h5ad``), read a chunk of
+        rows at a time for the scores, the markers and the first pass's HVG block, so the
+        whole matrix never sits in memory (at 1M cells the QC-passing counts are ~27 GB).
+        The same results as with X in memory (tested). Count data only: other value types
+        read X whole for the first pass's normalisation.
 
     Returns
     -------
@@ -440,14 +467,18 @@ def gate_cd8(
     if cd8_sorted:
         table = _check_sorted(
             adata, organism=organism, params=params, dataset=dataset, path=path, evidence=evidence,
-            skipped=skipped,
+            skipped=skipped, counts=counts,
         )  # fmt: skip
         adata.obs[IS_CD8] = True
         _drop_evidence(evidence)
         return StageResult("gate", {"gating": table}, dict(skipped.recorded))
 
-    score_columns = score_cell_types(adata, organism=organism, max_rank=params.max_rank)
-    markers = _markers_per_cell(adata, organism=organism, dataset=dataset, path=path)
+    score_columns = score_cell_types(
+        adata, organism=organism, max_rank=params.max_rank, counts=counts
+    )
+    logger.info("UCell scores of %d programs in %d cells", len(score_columns), adata.n_obs)
+    markers = _markers_per_cell(adata, organism=organism, dataset=dataset, path=path, counts=counts)
+    logger.info("marker genes detected: %s", markers.genes)
     has_cd3 = markers.positive["cd3"] is not None
     if not has_cd3:
         skipped["gate.cd3"] = (
@@ -455,7 +486,9 @@ def gate_cd8(
             "criterion was not applied"
         )
         logger.warning(skipped["gate.cd3"])
-    labels, how = first_pass_clusters(adata, params=params, value_type=meta.get("value_type"))
+    labels, how = first_pass_clusters(
+        adata, params=params, value_type=meta.get("value_type"), counts=counts
+    )
     if adata.n_obs < params.min_cells_clustering:
         skipped["gate.first_pass_clustering"] = how
     summary = _cluster_decisions(
@@ -494,16 +527,23 @@ class _Markers:
 
 
 def _markers_per_cell(
-    adata: ad.AnnData, *, organism: str, dataset: str | None, path: str | os.PathLike | None
+    adata: ad.AnnData,
+    *,
+    organism: str,
+    dataset: str | None,
+    path: str | os.PathLike | None,
+    counts=None,
 ) -> _Markers:
-    """Per cell: CD8A/CD8B, CD8B, CD3E/CD3D and CD4 detected (`marker_positive`).
+    """Per cell: CD8A/CD8B, CD8B, CD3E/CD3D and CD4 detected (`markers_positive`, from
+    `counts` when given).
 
     Raises InputDataError when no CD8 gene is in the data (nothing to gate on).
     """
     genes = MARKERS[organism] | {"cd4": (_cd4(organism),)}
     markers = _Markers(positive={}, genes={})
-    for key in ("cd8", "cd3", "cd8b", "cd4"):
-        markers.positive[key], markers.genes[key] = marker_positive(adata, genes[key])
+    gene_sets = {key: tuple(genes[key]) for key in ("cd8", "cd3", "cd8b", "cd4")}
+    for key, (positive, present) in markers_positive(adata, gene_sets, counts=counts).items():
+        markers.positive[key], markers.genes[key] = positive, present
     if markers.positive["cd8"] is None:
         raise InputDataError(
             f"none of the CD8 genes {', '.join(genes['cd8'])} is in the data: CD8 T cells "
@@ -620,7 +660,8 @@ def cd8_cells(adata: ad.AnnData, *, dataset: str | None = None) -> ad.AnnData:
     return subset_cells(adata, _cd8_mask(adata, dataset=dataset))
 
 
-def write_cd8_cells(adata: ad.AnnData, path, *, dataset: str | None = None) -> None:
+def write_cd8_cells(adata: ad.AnnData, path, *, dataset: str | None = None, counts=None) -> None:
     """Write the CD8 T cells to `path` (the file of `cd8_cells`), streamed in chunks of rows
-    (`texflow.utils.write_subset_h5ad`); a clear error when there are none."""
-    write_subset_h5ad(adata, _cd8_mask(adata, dataset=dataset), path)
+    (`texflow.utils.write_subset_h5ad`), from `counts` (see `gate_cd8`) when given; a clear
+    error when there are none."""
+    write_subset_h5ad(adata, _cd8_mask(adata, dataset=dataset), path, matrix=counts)

@@ -10,6 +10,7 @@ manifest's format is :mod:`texflow.manifest`'s, shared with the fetch stage.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import inspect
 import logging
@@ -45,8 +46,14 @@ from .contract import (
 )
 from .errors import InputDataError, TexflowError
 from .manifest import FetchedFile, read_manifest
-from .readers import get_metadata_reader, get_reader
-from .utils import share_counts
+from .readers import (
+    InMemoryMatrix,
+    OnDiskMatrix,
+    get_metadata_reader,
+    get_reader,
+    split_matrix,
+)
+from .utils import COUNTS_IN_X, atomic_path, share_counts, write_csr_rows
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +86,12 @@ MEMORY_MB_PER_INPUT_MB = {
     # measured: a 51.6 MB gzipped 100,000 x 2,000 matrix of 10M entries peaks at 592 MB with
     # every cell kept, 190 MB of it the interpreter, and reads in 9 s
     "matrix_market": 8.0,
-    "h5ad": 6.0,
+    # a CSR X (or layer) stays on disk and is checked and copied a chunk of rows at a time
+    # (`ingest_dataset`); measured (benchmarks/README, "1M cells"): a 2.04 GB file of 100k
+    # cells peaked at 1.02 GB, 20.5 GB of 1M cells at 1.41 GB (in memory before: 3.80 GB and,
+    # at 500k, 18.01 GB). A dense or CSC X is read whole (~2x its file): the retry at twice the
+    # memory (`attempt`) covers a small one; a large one needs --set-resources.
+    "h5ad": 0.25,
 }
 
 
@@ -150,12 +162,13 @@ CONSTANT_TOTAL_MIN = 1e5
 CONSTANT_TOTAL_MIN_CELLS = 10
 
 
-def _check_counts_are_not_normalised(X, *, maximum: float, dataset: str, path: str) -> None:
+def _check_counts_are_not_normalised(
+    totals: np.ndarray, *, maximum: float, dataset: str, path: str
+) -> None:
     """Stop when integer "counts" have (almost) the same total in every cell: rounded TPM/CPM."""
-    n_cells = X.shape[0]
+    n_cells = totals.size
     if n_cells < CONSTANT_TOTAL_MIN_CELLS:
         return
-    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     median = float(np.median(totals))
     if median <= 0:
         return
@@ -184,60 +197,105 @@ def _check_counts_are_not_normalised(X, *, maximum: float, dataset: str, path: s
     )
 
 
-def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str) -> None:
+@dataclass
+class _ValueSummary:
+    """What `check_matrix` needs to know of a matrix's values, gathered chunk by chunk of rows."""
+
+    stored: int = 0  # values stored (sparse: the entries as stored; dense: all)
+    listed: int = 0  # non-zeros as logged: sparse, the stored entries; dense, the non-zeros
+    nonzero: int = 0  # values that are not 0 (NaN included)
+    non_finite: int = 0
+    negative: int = 0
+    minimum: float = np.inf
+    maximum: float = -np.inf
+    fractional: int = 0
+    fractional_examples: list = dataclasses.field(default_factory=list)
+    row_totals: list = dataclasses.field(default_factory=list)
+
+    def add(self, chunk) -> None:
+        data = chunk.data if sp.issparse(chunk) else np.asarray(chunk).ravel()
+        nonzero = int(np.count_nonzero(data))
+        self.stored += data.size
+        self.listed += data.size if sp.issparse(chunk) else nonzero
+        self.nonzero += nonzero
+        finite = np.isfinite(data)
+        self.non_finite += int(data.size - finite.sum())
+        negative = data < 0
+        self.negative += int(negative.sum())
+        if data.size:
+            self.minimum = min(self.minimum, float(data.min()))
+            self.maximum = max(self.maximum, float(data.max()))
+        fractional = data != np.round(data)
+        self.fractional += int(fractional.sum())
+        if len(self.fractional_examples) < 3:
+            self.fractional_examples.extend(data[fractional][: 3 - len(self.fractional_examples)])
+        # float32 sums per cell, as the whole matrix's X.sum(axis=1) gives them
+        self.row_totals.append(np.asarray(chunk.sum(axis=1), dtype=np.float64).ravel())
+
+
+def _as_matrix(source) -> InMemoryMatrix | OnDiskMatrix:
+    """An AnnData's X, or a matrix source as it is."""
+    return InMemoryMatrix(source.X) if isinstance(source, ad.AnnData) else source
+
+
+def check_matrix(matrix, *, value_type: str, dataset: str, path: str) -> None:
     """Stop on an empty matrix, non-finite or negative values, or values that contradict the
     configured `value_type`: non-integer "counts", "counts" with the same total in every cell
     (rounded TPM), "tpm" already on a log scale, unlogged "log" values.
 
     Parameters
     ----------
-    adata
-        The matrix as read (cells x genes); not changed.
+    matrix
+        The matrix as read (cells x genes; not changed): an AnnData (its X) or a reader's
+        matrix source (`InMemoryMatrix`, `OnDiskMatrix`), read chunk by chunk of rows, so a
+        matrix left on disk is checked without being held in memory.
     value_type
         The dataset file's ``value_type``: counts, tpm, log_tpm or lognorm.
     dataset, path
         Dataset id and the matrix file(s), for error messages.
     """
-    if adata.n_obs == 0 or adata.n_vars == 0:
+    matrix = _as_matrix(matrix)
+    n_obs, n_vars = matrix.shape
+    if n_obs == 0 or n_vars == 0:
         raise InputDataError(
-            f"the matrix is empty ({adata.n_obs} cells x {adata.n_vars} genes)",
+            f"the matrix is empty ({n_obs} cells x {n_vars} genes)",
             dataset=dataset,
             path=path,
         )
-    X = adata.X
-    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    if data.size == 0 or not np.any(data):
+    values = _ValueSummary()
+    for chunk in matrix.chunks():
+        values.add(chunk)
+    if values.nonzero == 0:
         raise InputDataError(
-            f"the matrix ({adata.n_obs} cells x {adata.n_vars} genes) holds only zeros",
+            f"the matrix ({n_obs} cells x {n_vars} genes) holds only zeros",
             dataset=dataset,
             path=path,
         )
-    bad = ~np.isfinite(data)
-    if bad.any():
+    if values.non_finite:
         raise InputDataError(
-            f"{int(bad.sum())} values are NaN or infinite", dataset=dataset, path=path
+            f"{values.non_finite} values are NaN or infinite", dataset=dataset, path=path
         )
-    negative = data < 0
-    if negative.any():
+    if values.negative:
         raise InputDataError(
-            f"{int(negative.sum())} values are negative (min {data.min():.3g}): scaled or centred "
-            f"data cannot be analysed as {value_type}; supply the unscaled matrix",
+            f"{values.negative} values are negative (min {values.minimum:.3g}): scaled or "
+            f"centred data cannot be analysed as {value_type}; supply the unscaled matrix",
             dataset=dataset,
             path=path,
         )
-    maximum = float(data.max())
+    maximum = values.maximum
     if value_type == "counts":
-        fractional = data != np.round(data)
-        if fractional.any():
-            example = data[fractional][:3]
+        if values.fractional:
+            example = values.fractional_examples
             raise InputDataError(
-                f"value_type is counts but {int(fractional.sum())} of {data.size} non-zero values "
-                f"are not integers (e.g. {', '.join(f'{v:.4g}' for v in example)}); these look "
-                "normalised: set value_type to tpm, log_tpm or lognorm, or supply raw counts",
+                f"value_type is counts but {values.fractional} of {values.stored} non-zero "
+                f"values are not integers (e.g. {', '.join(f'{v:.4g}' for v in example)}); these "
+                "look normalised: set value_type to tpm, log_tpm or lognorm, or supply raw counts",
                 dataset=dataset,
                 path=path,
             )
-        _check_counts_are_not_normalised(X, maximum=maximum, dataset=dataset, path=path)
+        _check_counts_are_not_normalised(
+            np.concatenate(values.row_totals), maximum=maximum, dataset=dataset, path=path
+        )
     elif value_type == "tpm" and maximum < LOG_SCALE_MAX:
         raise InputDataError(
             f"value_type is tpm but the largest value is {maximum:.4g}: TPM puts hundreds to "
@@ -258,9 +316,9 @@ def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str)
         )
     logger.info(
         "values: %d non-zero of %d (%.1f%%), max %.4g, as %s",
-        data.size if sp.issparse(X) else int(np.count_nonzero(data)),
-        adata.n_obs * adata.n_vars,
-        100 * (X.nnz if sp.issparse(X) else np.count_nonzero(data)) / (adata.n_obs * adata.n_vars),
+        values.listed,
+        n_obs * n_vars,
+        100 * values.listed / (n_obs * n_vars),
         maximum,
         value_type,
     )
@@ -269,7 +327,12 @@ def check_matrix(adata: ad.AnnData, *, value_type: str, dataset: str, path: str)
 # ---------------------------------------------------------------------------------- gene names
 
 
-def make_gene_symbols_unique(adata: ad.AnnData) -> int:
+def make_gene_symbols_unique(
+    adata: ad.AnnData,
+    *,
+    matrix: InMemoryMatrix | OnDiskMatrix | None = None,
+    rows: np.ndarray | None = None,
+) -> int:
     """Make ``var_names`` unique, in place; return how many genes were renamed.
 
     Rule: among genes sharing a symbol, the one with the largest total value across cells keeps
@@ -285,6 +348,9 @@ def make_gene_symbols_unique(adata: ad.AnnData) -> int:
     ----------
     adata
         The matrix; a blank or ``nan`` name takes its ``var['gene_ids']`` when there is one.
+    matrix, rows
+        Where the values are when `adata` has no X: the rows `rows` (None: all) of a reader's
+        matrix source, summed chunk by chunk of rows.
 
     Writes ``var_names`` and, when genes shared a symbol, ``var['gene_symbol']`` (the names
     before suffixing).
@@ -297,7 +363,10 @@ def make_gene_symbols_unique(adata: ad.AnnData) -> int:
     if names.is_unique:
         adata.var_names = names
         return 0
-    totals = np.asarray(adata.X.sum(axis=0)).ravel()
+    # float64 sums, chunk by chunk of rows: float32 loses integer counts past 2^24 per gene
+    totals = np.zeros(adata.n_vars)
+    for chunk in (matrix or InMemoryMatrix(adata.X)).chunks(rows):
+        totals += np.asarray(chunk.sum(axis=0, dtype=np.float64)).ravel()
     new = names.to_numpy(dtype=object).copy()
     taken = set(names)
     renamed = 0
@@ -1039,12 +1108,46 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
 
     Returns
     -------
-    AnnData with cells x genes float32 CSR ``X`` (values as given), ``layers['counts']`` (a
-    copy of X) when ``value_type`` is counts, ``obs`` with ``sample``, ``patient``,
-    ``response``, ``timepoint``, ``tissue`` then the raw per-cell columns, unique gene symbols
-    as ``var_names`` (``gene_ids`` when known), and ``uns['texflow']`` (dataset, organism,
-    value_type, sources with sha256/bytes, versions, params, skipped).
+    AnnData with cells x genes float32 CSR ``X`` (values as given), ``layers['counts']`` (the
+    X matrix itself, `share_counts`) when ``value_type`` is counts, ``obs`` with ``sample``,
+    ``patient``, ``response``, ``timepoint``, ``tissue`` then the raw per-cell columns, unique
+    gene symbols as ``var_names`` (``gene_ids`` when known), and ``uns['texflow']`` (dataset,
+    organism, value_type, sources with sha256/bytes, versions, params, skipped).
+
+    `ingest_dataset` writes the same to a file without the matrix in memory.
     """
+    adata, matrix, rows = _read_dataset(manifest=manifest, config=config)
+    adata.X = matrix.take(rows)
+    if config["value_type"] == "counts":
+        share_counts(adata)  # one matrix until the cluster stage normalises X
+    return adata
+
+
+def ingest_dataset(*, manifest: str | Path, config: Mapping, path: str | Path) -> None:
+    """Write the dataset `read_dataset` returns to the h5ad file `path` (as
+    `texflow.utils.write_h5ad` writes it), its matrix copied chunk by chunk of rows.
+
+    A matrix the reader leaves in its file (an h5ad source's CSR X or layer) is then never
+    whole in memory: checked (`check_matrix`), summed for duplicate gene symbols and written a
+    chunk of rows at a time; 1M cells x 20k genes hold ~2.5e9 non-zeros, ~30 GB as scipy CSR
+    (int64 indices past 2^31 non-zeros) on a 24 GB machine. Atomic.
+    """
+    adata, matrix, rows = _read_dataset(manifest=manifest, config=config)
+    if config["value_type"] == "counts":  # X holds the counts, once (`utils.write_h5ad`)
+        adata.uns["texflow"]["counts_layer"] = COUNTS_IN_X
+    import h5py
+
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+        with h5py.File(tmp, "r+") as file:
+            write_csr_rows(file, "X", matrix.chunks(rows), n_cols=adata.n_vars)
+
+
+def _read_dataset(
+    *, manifest: str | Path, config: Mapping
+) -> tuple[ad.AnnData, InMemoryMatrix | OnDiskMatrix, np.ndarray | None]:
+    """`read_dataset` without X: the cells and genes of the contract, the reader's matrix
+    source and the rows of it those cells are (None: all, in order)."""
     dataset = config["id"]
     rows = read_manifest(manifest, dataset=dataset)
     mapping = dict(config.get("metadata") or {})
@@ -1061,27 +1164,28 @@ def read_dataset(*, manifest: str | Path, config: Mapping) -> ad.AnnData:
             keep_cells = _annotated_cells(
                 metadata, mapping=mapping, dataset=dataset, path=metadata_label
             )
-    adata, symbols_from = _read_matrix(
+    adata, matrix, symbols_from = _read_matrix(
         matrix_files, config=config, path=matrix_label, keep_cells=keep_cells
     )
+    cells = adata.obs_names
     if metadata_source is not None:
         if metadata is None:
             metadata = _read_metadata_file(files[metadata_source], mapping=mapping, dataset=dataset)
         adata = _join_metadata(
             adata, metadata, mapping=mapping, dataset=dataset, path=metadata_label
         )
+    # the join keeps the annotated cells in the matrix's order; cell IDs are unique (readers)
+    kept = None if adata.n_obs == len(cells) else cells.get_indexer(adata.obs_names)
     adata.obs = harmonise_metadata(adata.obs, mapping, dataset=dataset, path=metadata_label)
 
-    n_renamed = make_gene_symbols_unique(adata)
+    n_renamed = make_gene_symbols_unique(adata, matrix=matrix, rows=kept)
     check_organism(adata, organism=config["organism"], dataset=dataset, path=matrix_label)
-    if config["value_type"] == "counts":
-        share_counts(adata)  # one matrix until the cluster stage normalises X
     adata.obs_names = adata.obs_names.astype(str)
     adata.uns["texflow"] = provenance(config, rows, n_renamed_genes=n_renamed)
     if symbols_from:
         adata.uns["texflow"]["params"]["ingest"]["gene_symbols_from_var_column"] = symbols_from
     logger.info("ingested %s: %d cells x %d genes", dataset, adata.n_obs, adata.n_vars)
-    return adata
+    return adata, matrix, kept
 
 
 def _downloaded_files(
@@ -1142,21 +1246,23 @@ def _read_matrix(
     config: Mapping,
     path: str,
     keep_cells: Callable[[str], bool] | None = None,
-) -> tuple[ad.AnnData, str]:
-    """The matrix read by the dataset's reader (only the cells `keep_cells` accepts, when
-    given), its values and gene names checked; and the var column gene symbols were taken from
-    ("" when the names were symbols already)."""
+) -> tuple[ad.AnnData, InMemoryMatrix | OnDiskMatrix, str]:
+    """The cells and genes (no X) and the matrix read by the dataset's reader (only the cells
+    `keep_cells` accepts, when given), its values and gene names checked; and the var column
+    gene symbols were taken from ("" when the names were symbols already)."""
     dataset = config["id"]
     reader = get_reader(config["reader"], dataset=dataset)
     logger.info("reading %s with reader %s", path, config["reader"])
     extra = {} if keep_cells is None else {"keep_cells": keep_cells}
-    adata = reader(files, dict(config.get("reader_options") or {}), dataset, **extra)
+    adata, matrix = split_matrix(
+        reader(files, dict(config.get("reader_options") or {}), dataset, **extra)
+    )
     logger.info("matrix: %d cells x %d genes", adata.n_obs, adata.n_vars)
-    check_matrix(adata, value_type=config["value_type"], dataset=dataset, path=path)
+    check_matrix(matrix, value_type=config["value_type"], dataset=dataset, path=path)
     symbols_from = check_gene_identifiers(
         adata, reader=config["reader"], dataset=dataset, path=path
     )
-    return adata, symbols_from
+    return adata, matrix, symbols_from
 
 
 def _read_metadata_file(file: Path, *, mapping: Mapping, dataset: str) -> pd.DataFrame:

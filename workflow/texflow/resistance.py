@@ -53,7 +53,7 @@ from collections.abc import Mapping, Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
-from scipy import sparse, special, stats
+from scipy import special, stats
 
 from .contract import (
     CELL_STATE_KEY,
@@ -93,6 +93,7 @@ from .contract import (
     WHY_NOT,
     missing_labels,
 )
+from .features import group_row_sums
 from .signatures import GeneProgram
 from .stats import (
     ALL_CD8,
@@ -222,6 +223,7 @@ def pseudobulk(
     min_cells: int = 10,
     min_counts: int = 1000,
     covariate_key: str | None = None,
+    matrix=None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Pool the cells of each patient, timepoint and state into pseudobulk samples.
 
@@ -245,6 +247,10 @@ def pseudobulk(
         A categorical ``obs`` column of the design (the dataset's ``design_covariate``): its
         value per sample is recorded (``covariate``; ``attrs["covariate"]`` of the matrices); a
         sample without one is not kept. None: no covariate.
+    matrix
+        The values to pool, when they are not in `adata` (X None, no counts layer): an
+        anndata backed CSR dataset of the file's counts layer (count data) or X, read in
+        blocks of rows (`features.group_row_sums`; the same sums as in memory).
 
     Returns
     -------
@@ -262,15 +268,14 @@ def pseudobulk(
         of one patient and timepoint (a pooled sample has one value).
     """
     counts = value_type in COUNT_VALUE_TYPES
-    if counts and "counts" not in adata.layers:
+    if counts and matrix is None and "counts" not in adata.layers:
         raise ValueError("pseudobulk of count data needs layers['counts'] (raw counts)")
     if not counts and value_type not in LOG2_FACTOR:
         raise ValueError(
             f"value_type {value_type!r} is not one of counts, {', '.join(LOG2_FACTOR)}"
         )
-    matrix = adata.layers["counts"] if counts else adata.X
-    matrix = sparse.csr_matrix(matrix, dtype=np.float64)
-    detected = (matrix > 0).astype(np.float64).tocsr()
+    if matrix is None:
+        matrix = adata.layers["counts"] if counts else adata.X
     obs = adata.obs
     patients = _text(obs[patient_key]) if patient_key in obs else pd.Series(np.nan, index=obs.index)
     timepoints = (
@@ -288,13 +293,26 @@ def pseudobulk(
         if problem:
             raise ValueError(problem)
     covariate = _text(obs[covariate_key]) if covariate_key is not None else None
+    pools = {
+        state: pd.DataFrame({PATIENT: patients, TIMEPOINT: timepoints})[mask]
+        .dropna()
+        .groupby([PATIENT, TIMEPOINT])
+        .groups
+        for state, mask in _state_masks(obs, state_key=state_key).items()
+    }
+    pooled = [
+        obs.index.get_indexer(index) for groups in pools.values() for index in groups.values()
+    ]
+    # one pass over the matrix for every pool (read from disk in blocks when it is there)
+    pool_sums, pool_detected = group_row_sums(matrix, pooled)
+    pool = iter(range(len(pooled)))
     rows, matrices = [], {}
-    for state, mask in _state_masks(obs, state_key=state_key).items():
-        groups = pd.DataFrame({PATIENT: patients, TIMEPOINT: timepoints})[mask].dropna()
+    for state, groups in pools.items():
         sums, fractions, kept_rows = {}, {}, []
-        for (patient, timepoint), index in groups.groupby([PATIENT, TIMEPOINT]).groups.items():
-            positions = obs.index.get_indexer(index)
-            values = np.asarray(matrix[positions].sum(axis=0)).ravel()
+        for patient, timepoint in groups:
+            at = next(pool)
+            positions = pooled[at]
+            values = pool_sums[at]
             n_cells = len(positions)
             total = float(values.sum()) if counts else np.nan
             response = labels.get(patient, np.nan)
@@ -328,9 +346,7 @@ def pseudobulk(
                 sums[len(rows) - 1] = (
                     values if counts else values / n_cells * LOG2_FACTOR[value_type]
                 )
-                fractions[len(rows) - 1] = (
-                    np.asarray(detected[positions].sum(axis=0)).ravel() / n_cells
-                )
+                fractions[len(rows) - 1] = pool_detected[at] / n_cells
         # one sample per patient: the timepoint with most cells
         best: dict[str, int] = {}
         for i in kept_rows:
@@ -986,6 +1002,7 @@ def analyse(
     n_cpus: int = 1,
     covariate: str | None = None,
     dataset: str = "",
+    matrix=None,
 ) -> dict[str, pd.DataFrame]:
     """The resistance stage: pseudobulk, differential expression, programs on its statistics.
 
@@ -1010,6 +1027,8 @@ def analyse(
         The dataset's design covariate (an ``obs`` column) or None (`differential_expression`).
     dataset
         The dataset's id, for messages.
+    matrix
+        The values to pool read from disk (`pseudobulk`), or None: they are in `adata`.
 
     Returns
     -------
@@ -1021,6 +1040,7 @@ def analyse(
         min_cells=min_cells,
         min_counts=min_counts,
         covariate_key=covariate,
+        matrix=matrix,
     )
     de = differential_expression(
         matrices,

@@ -108,6 +108,7 @@ def ucell(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     w_neg: float = 1.0,
     missing_genes: str = "impute",
+    matrix=None,
 ) -> None:
     """Score gene programs per cell with UCell.
 
@@ -133,6 +134,10 @@ def ucell(
         ``"impute"`` (UCell default): a gene absent from the data counts as not expressed
         (rank ``max_rank + 1``), so the score keeps the scale of the full list; ``"skip"``: it is
         dropped from the list.
+    matrix
+        The values to rank instead of X or `layer` (which may then be None): an anndata backed
+        CSR dataset of the same cells x genes (`utils.backed_csr`), `chunk_size` rows read from
+        disk at a time. The same scores: each cell's are its own values' ranks.
 
     Writes
     ------
@@ -144,7 +149,8 @@ def ucell(
         raise ValueError("missing_genes must be 'impute' or 'skip'")
     if max_rank < 1:
         raise ValueError("max_rank must be a positive integer")
-    matrix = adata.layers[layer] if layer is not None else adata.X
+    if matrix is None:
+        matrix = adata.layers[layer] if layer is not None else adata.X
     gene_index = pd.Index(adata.var_names.astype(str))
     if not gene_index.is_unique:
         raise InputDataError("gene symbols (var_names) must be unique to score gene programs")

@@ -208,11 +208,25 @@ def _depth(adata: ad.AnnData) -> np.ndarray:
     return np.asarray((adata.X > 0).sum(axis=1)).ravel().astype(float)
 
 
+#: Columns regressed at a time by `_regress_out`: its float64 temporaries are cells x this
+#: (at 1M simulated cells, ~360k lineage cells x 1,000 features: 4 float64 copies of the whole
+#: matrix were ~12 GB; in blocks of 128 columns, 0.4 GB each).
+REGRESS_BLOCK_COLUMNS = 128
+
+
 def _regress_out(matrix: np.ndarray, covariate: np.ndarray) -> np.ndarray:
-    """Residuals of every column of `matrix` on [1, covariate] (least squares), mean kept."""
+    """Residuals of every column of `matrix` on [1, covariate] (least squares, float64), mean
+    kept, as float32 (the embedding's dtype), `REGRESS_BLOCK_COLUMNS` columns at a time: each
+    column's fit is its own, so only the last bits of float64 differ from one call on every
+    column (LAPACK's blocking), which the float32 result rounds away but for rare values one
+    float32 step apart (measured on the demos and the benchmark: see benchmarks/README.md)."""
     design = np.column_stack([np.ones_like(covariate), covariate - covariate.mean()])
-    coef, *_ = np.linalg.lstsq(design, matrix, rcond=None)
-    return matrix - design[:, 1:] @ coef[1:]
+    residuals = np.empty(matrix.shape, dtype=np.float32)
+    for start in range(0, matrix.shape[1], REGRESS_BLOCK_COLUMNS):
+        block = matrix[:, start : start + REGRESS_BLOCK_COLUMNS]
+        coef, *_ = np.linalg.lstsq(design, block, rcond=None)
+        residuals[:, start : start + REGRESS_BLOCK_COLUMNS] = block - design[:, 1:] @ coef[1:]
+    return residuals
 
 
 def _best_separating_component(
@@ -284,7 +298,7 @@ def lineage_embedding(
     if regress_depth:
         matrix = _regress_out(matrix, np.log1p(_depth(lineage)))
     kept = [key for key in keep_obs if key in lineage.obs]
-    work = ad.AnnData(X=matrix.astype(np.float32), obs=lineage.obs[kept].copy())
+    work = ad.AnnData(X=matrix.astype(np.float32, copy=False), obs=lineage.obs[kept].copy())
     sc.pp.scale(work, max_value=10)
     n_comps = int(max(2, min(n_pcs, work.n_obs - 1, work.n_vars - 1)))
     pca(work, n_comps=n_comps, mask_var=None)

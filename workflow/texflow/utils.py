@@ -10,7 +10,7 @@ import os
 import tempfile
 import zlib
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -221,15 +221,17 @@ def read_rows(path: str | os.PathLike, rows: np.ndarray | None = None):
 
 
 @contextlib.contextmanager
-def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iterator:
-    """X of the h5ad at `path` as an anndata backed CSR dataset (rows read from disk on
-    indexing, as scipy CSR), open for the block; None when X there is not float32 CSR (the
-    form texflow writes) or, with `without_layers`, when the file has layers of its own: for
-    a caller that then reads the file into memory."""
+def backed_csr(
+    path: str | os.PathLike, *, without_layers: bool = False, layer: str | None = None
+) -> Iterator:
+    """X (or `layer`) of the h5ad at `path` as an anndata backed CSR dataset (rows read from
+    disk on indexing, as scipy CSR), open for the block; None when it is not float32 CSR (the
+    form texflow writes), not there, or, with `without_layers`, when the file has layers of its
+    own: for a caller that then reads the file into memory."""
     import h5py
 
     with h5py.File(path, "r") as file:
-        element = file.get("X")
+        element = file.get("X" if layer is None else f"layers/{layer}")
         usable = (
             element is not None
             and element.attrs.get("encoding-type") == "csr_matrix"
@@ -239,8 +241,75 @@ def backed_csr(path: str | os.PathLike, *, without_layers: bool = False) -> Iter
         yield matrix if matrix is not None and matrix.dtype == np.float32 else None
 
 
-#: The most nonzeros a stored CSR matrix with an int32 indptr can hold (`_subset_nnz`).
-INT32_INDPTR_MAX = int(np.iinfo(np.int32).max)
+#: Rows of a count matrix read at a time by the streamed passes over it (`row_chunks`;
+#: `features.count_totals`, `features.pearson_residual_variances`, the HVG block of
+#: `embedding.lognorm_hvgs`): 10k cells x ~2,500 stored values of float32 and int32 (int64
+#: above 2**31 values) indices: 0.2-0.3 GB, as QC's metrics chunks.
+COUNTS_CHUNK_ROWS = 10_000
+
+
+def row_chunks(
+    matrix, *, chunk_rows: int | None = None
+) -> Iterator[tuple[slice, sparse.csr_matrix]]:
+    """(rows, scipy CSR of those rows) for consecutive blocks of `chunk_rows` rows of `matrix`
+    (default `COUNTS_CHUNK_ROWS`, read when called): an anndata backed CSR dataset
+    (`backed_csr`: each block read from disk), or anything `scipy.sparse.csr_matrix` takes
+    (in memory: each block a copy of its rows, or the matrix itself when it is one block)."""
+    chunk_rows = COUNTS_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
+    if chunk_rows < 1:
+        raise ValueError(f"row_chunks: chunk_rows must be positive, got {chunk_rows}")
+    if not isinstance(matrix, ad.abc.CSRDataset):
+        matrix = sparse.csr_matrix(matrix)  # no copy of a CSR matrix
+        if matrix.shape[0] <= chunk_rows:  # one block: the matrix itself, not a copy
+            yield slice(0, matrix.shape[0]), matrix
+            return
+    n_rows = matrix.shape[0]
+    for start in range(0, n_rows, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n_rows))
+        yield rows, sparse.csr_matrix(matrix[rows])
+
+
+#: Non-zeros an int32 indptr can index: anndata's `append` refuses to grow an int32 indptr past
+#: it (OverflowError, anndata 0.12) rather than widening it, so `append_csr_rows` widens it first.
+INT32_NNZ_MAX = np.iinfo(np.int32).max
+
+
+def _widen_indptr(element) -> None:
+    """Rewrite the indptr of the on-disk CSR group `element` as int64 (one value per row)."""
+    values = element["indptr"][...].astype(np.int64)
+    del element["indptr"]
+    element.create_dataset("indptr", data=values, maxshape=(None,))
+
+
+def append_csr_rows(group, key: str, block: sparse.csr_matrix) -> None:
+    """Add the CSR rows `block` under the CSR matrix `key` of the open h5py `group` (the first
+    block writes it, as anndata writes a matrix: `anndata.io.write_elem`; later blocks are
+    appended: anndata's `sparse_dataset(...).append`). A matrix that fits the int32 indptr of
+    its first block keeps it, as a file written from memory would; before a block that would
+    take it past `INT32_NNZ_MAX` non-zeros the indptr becomes int64 (the indices stay as
+    written: gene positions fit int32)."""
+    block = sparse.csr_matrix(block)
+    if key not in group:
+        ad.io.write_elem(group, key, block)
+        return
+    element = group[key]
+    nnz = element["indices"].shape[0] + block.nnz
+    if element["indptr"].dtype == np.int32 and nnz >= INT32_NNZ_MAX:
+        logger.info("%s: %d non-zeros from here on, indptr widened to int64", key, nnz)
+        _widen_indptr(element)
+    ad.io.sparse_dataset(element).append(block)
+
+
+def write_csr_rows(group, key: str, blocks: Iterable[sparse.csr_matrix], *, n_cols: int) -> int:
+    """Write CSR blocks of consecutive rows as one CSR matrix `key` of the open h5py `group`,
+    block after block (`append_csr_rows`), so the whole matrix is never in memory; return its
+    non-zeros. No block: an empty ``0 x n_cols`` matrix."""
+    for block in blocks:
+        append_csr_rows(group, key, block)
+    if key not in group:
+        ad.io.write_elem(group, key, sparse.csr_matrix((0, n_cols), dtype=np.float32))
+    return int(group[key]["indices"].shape[0])
+
 
 #: Rows copied at a time by `write_subset_h5ad` (10k cells x 2.5k genes: ~0.2 GB).
 SUBSET_CHUNK_ROWS = 10_000
@@ -266,7 +335,6 @@ def write_subset_h5ad(
     ``uns["texflow"]["counts_layer"]`` says whether X holds the counts; `adata` then has no
     layers.
     """
-    import h5py
 
     mask = np.asarray(mask)
     rows = np.flatnonzero(mask) if mask.dtype == bool else mask
@@ -298,27 +366,51 @@ def write_subset_h5ad(
         key: value for key, value in adata.uns.get("texflow", {}).items() if key != "counts_layer"
     }
     meta.uns["texflow"] = {**record, "counts_layer": COUNTS_IN_X} if shared else record
-    with atomic_path(path) as tmp:
-        meta.write_h5ad(tmp)
-        with h5py.File(tmp, "r+") as file:
-            first = sparse.csr_matrix(source[rows[:chunk_rows]])
-            if _subset_nnz(source, rows) > INT32_INDPTR_MAX:
-                first.indptr = first.indptr.astype(np.int64)  # see `_subset_nnz`
-            ad.io.write_elem(file, "X", first)
-            written = ad.io.sparse_dataset(file["X"])
-            for start in range(chunk_rows, rows.size, chunk_rows):
-                written.append(sparse.csr_matrix(source[rows[start : start + chunk_rows]]))
+    chunks = (
+        {"X": source[rows[start : start + chunk_rows]]} for start in range(0, rows.size, chunk_rows)
+    )
+    write_h5ad_by_rows(meta, path, chunks=chunks)
 
 
-def _subset_nnz(source, rows: np.ndarray) -> int:
-    """Nonzeros of `source`'s `rows` (CSR, in memory or backed), from its indptr alone.
+def write_h5ad_by_rows(
+    adata: ad.AnnData,
+    path: str | os.PathLike,
+    *,
+    chunks: Iterable[Mapping[str, sparse.spmatrix]],
+) -> None:
+    """Write the annotations of `adata` (no X, no layers), then its matrices block by block.
 
-    anndata's ``append`` refuses to grow a stored matrix past 2^31 - 1 nonzeros when its first
-    block was written with an int32 indptr (OverflowError): a subset that large (the QC-passing
-    cells of ~1M cells x 20k genes hold ~2.2e9) must be started with an int64 indptr.
+    Parameters
+    ----------
+    adata
+        Everything but the matrices: obs and var of the file, obsm, obsp, uns, ...
+    path
+        The h5ad to write (atomically: nothing at `path` until the last block is written).
+    chunks
+        Consecutive blocks of rows, in order, covering every cell: each maps ``"X"`` and layer
+        names to that block's CSR rows (`append_csr_rows`). Only one block is held at a time.
     """
-    indptr = source.indptr if sparse.issparse(source) else source.group["indptr"][...]
-    return int((indptr[rows + 1].astype(np.int64) - indptr[rows]).sum())
+    import h5py
+
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+        with h5py.File(tmp, "r+") as file:
+            for chunk in chunks:
+                for key, block in chunk.items():
+                    append_csr_rows(
+                        file if key == "X" else file.require_group("layers"), key, block
+                    )
+            n_rows = {key: element.attrs["shape"][0] for key, element in _matrices(file).items()}
+            if set(n_rows.values()) != {adata.n_obs}:
+                raise ValueError(
+                    f"write_h5ad_by_rows: {n_rows} rows written for {adata.n_obs} cells"
+                )
+
+
+def _matrices(file) -> dict:
+    """X and the layers of an open h5ad file: name -> its h5py group."""
+    found = {"X": file["X"]} if "X" in file else {}
+    return found | dict(file.get("layers", {}).items())
 
 
 #: Compression of ``final.h5ad`` (`assemble_h5ad`): gzip at level 1 with HDF5's byte-shuffle

@@ -8,7 +8,9 @@ carry in ``obs``). Its signature is::
     reader(files: dict[str, Path], options: dict, dataset: str) -> AnnData
 
 where ``files`` maps the dataset's source names (minus the metadata source) to local paths and
-``options`` is the dataset file's ``reader_options``.
+``options`` is the dataset file's ``reader_options``. A reader that leaves the matrix in its file
+(``h5ad``) returns ``(AnnData without X, OnDiskMatrix)`` instead; :func:`split_matrix` gives
+every reader's result in that form (ingest checks and writes the matrix chunk by chunk of rows).
 
 A metadata reader turns one per-cell metadata file into a DataFrame of strings::
 
@@ -28,8 +30,9 @@ import anndata as ad
 import pandas as pd
 
 from ..errors import TexflowError
+from ._common import InMemoryMatrix, OnDiskMatrix
 
-MatrixReader = Callable[[dict[str, Path], dict, str], ad.AnnData]
+MatrixReader = Callable[[dict[str, Path], dict, str], object]  # AnnData or (AnnData, matrix)
 MetadataReader = Callable[[Path, dict, str], pd.DataFrame]
 
 READERS: dict[str, MatrixReader] = {}
@@ -71,6 +74,16 @@ def get_reader(name: str, *, dataset: str | None = None) -> MatrixReader:
         ) from None
 
 
+def split_matrix(result) -> tuple[ad.AnnData, InMemoryMatrix | OnDiskMatrix]:
+    """A matrix reader's result as (cells and genes without X, the matrix as a source of row
+    chunks): an AnnData's X becomes an `InMemoryMatrix`."""
+    if isinstance(result, tuple):
+        return result
+    source = InMemoryMatrix(result.X)
+    result.X = None
+    return result, source
+
+
 def get_metadata_reader(name: str, *, dataset: str | None = None) -> MetadataReader:
     """The metadata reader registered as `name`."""
     try:
@@ -87,9 +100,12 @@ from . import matrix, metadata, text  # noqa: E402,F401
 
 __all__ = [
     "METADATA_READERS",
+    "InMemoryMatrix",
+    "OnDiskMatrix",
     "READERS",
     "get_metadata_reader",
     "get_reader",
     "register_metadata_reader",
     "register_reader",
+    "split_matrix",
 ]

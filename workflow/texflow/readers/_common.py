@@ -10,6 +10,7 @@ import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -206,3 +207,74 @@ def detect_genes_axis(row_labels: list[str], column_labels: list[str]) -> tuple[
 def _guess_sep_name(filename: str) -> str:
     """Separator by file name: comma for .csv(.gz), tab otherwise."""
     return "," if filename.removesuffix(".gz").endswith(".csv") else "\t"
+
+
+# ------------------------------------------------------------------------------ matrix sources
+
+#: Rows per chunk when a matrix is checked or written chunk by chunk (10k cells x ~2.5k genes:
+#: ~0.2 GB of CSR), as `texflow.utils.SUBSET_CHUNK_ROWS` for the QC stage's subset.
+MATRIX_CHUNK_ROWS = 10_000
+
+
+def _row_slices(n_rows: int, rows: np.ndarray | None, chunk_rows: int | None) -> Iterator:
+    """Row selections of at most `chunk_rows` rows (None: `MATRIX_CHUNK_ROWS`): slices of all
+    rows, or pieces of `rows`."""
+    chunk_rows = chunk_rows or MATRIX_CHUNK_ROWS
+    total = n_rows if rows is None else rows.size
+    for start in range(0, total, chunk_rows):
+        stop = min(start + chunk_rows, total)
+        yield slice(start, stop) if rows is None else rows[start:stop]
+
+
+@dataclass(frozen=True)
+class InMemoryMatrix:
+    """A reader's matrix held in memory (cells x genes), read chunk by chunk of rows as a
+    matrix left on disk is (`OnDiskMatrix`), so ingest checks and writes both alike."""
+
+    matrix: object  # scipy sparse or dense, as the reader returned it
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def chunks(self, rows: np.ndarray | None = None, *, chunk_rows: int | None = None):
+        """The rows (all, or the positions `rows`, in that order), `chunk_rows` at a time."""
+        for selection in _row_slices(self.shape[0], rows, chunk_rows):
+            yield self.matrix[selection]
+
+    def take(self, rows: np.ndarray | None = None):
+        """The rows as one matrix (the reader's object itself for all rows)."""
+        return self.matrix if rows is None else self.matrix[rows]
+
+
+@dataclass(frozen=True)
+class OnDiskMatrix:
+    """A CSR matrix of an h5ad file (`key`: ``X``, ``layers/<name>`` or ``raw/X``), left on
+    disk and read as float32 CSR, chunk by chunk of rows: a 1M-cell matrix (~30 GB in memory)
+    is never whole in memory."""
+
+    path: Path
+    key: str
+    shape: tuple[int, int]
+    dataset: str
+
+    def chunks(self, rows: np.ndarray | None = None, *, chunk_rows: int | None = None):
+        """As `InMemoryMatrix.chunks`; read errors name the file and dataset."""
+        import anndata as ad
+        import h5py
+
+        with reading(self.path, self.dataset, f"reading {self.key}"):
+            with h5py.File(self.path, "r") as file:
+                matrix = ad.io.sparse_dataset(file[self.key])
+                for selection in _row_slices(self.shape[0], rows, chunk_rows):
+                    yield to_csr32(matrix[selection])
+
+    def take(self, rows: np.ndarray | None = None) -> sp.csr_matrix:
+        """The rows as one float32 CSR matrix in memory."""
+        import anndata as ad
+        import h5py
+
+        with reading(self.path, self.dataset, f"reading {self.key}"):
+            with h5py.File(self.path, "r") as file:
+                matrix = to_csr32(ad.io.read_elem(file[self.key]))
+        return matrix if rows is None else matrix[rows]

@@ -20,7 +20,15 @@ import scipy.sparse as sp
 from ..contract import SAMPLE
 from ..errors import InputDataError
 from . import register_reader
-from ._common import check_unique_cells, open_text, reading, to_csr32, wrap_member
+from ._common import (
+    InMemoryMatrix,
+    OnDiskMatrix,
+    check_unique_cells,
+    open_text,
+    reading,
+    to_csr32,
+    wrap_member,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,33 +181,55 @@ def combine_samples(
 
 
 @register_reader("h5ad")
-def read_h5ad_source(files: dict[str, Path], options: dict, dataset: str) -> ad.AnnData:
-    """An AnnData file as is.
+def read_h5ad_source(
+    files: dict[str, Path], options: dict, dataset: str
+) -> tuple[ad.AnnData, OnDiskMatrix | InMemoryMatrix]:
+    """An AnnData file as is, its matrix left on disk.
 
     Options: ``source`` (which source, when several), ``layer`` (use this layer as X, e.g.
     ``counts``), ``use_raw`` (use ``.raw``), ``symbol_column`` (a var column holding gene
     symbols when the var index holds IDs).
+
+    Returns the cells and genes (obs, var; no X) and the matrix: a CSR matrix stays in the file
+    (`OnDiskMatrix`, read chunk by chunk of rows by ingest: a 1M-cell file is ~30 GB in memory);
+    a dense or CSC one, which cannot be read by rows cheaply, is read whole (`InMemoryMatrix`).
+    Either way as float32 CSR.
     """
+    import h5py
+
     name, path = _single_file(select_sources(files, options, dataset), dataset, "h5ad")
-    with reading(path, dataset, "reading the h5ad file"):
-        adata = ad.read_h5ad(path)
-    if options.get("use_raw"):
-        if adata.raw is None:
-            raise InputDataError(
-                "reader_options.use_raw is set but the file has no .raw", dataset=dataset, path=path
-            )
-        adata = adata.raw.to_adata()
     layer = options.get("layer")
-    if layer:
-        if layer not in adata.layers:
-            raise InputDataError(
-                f"reader_options.layer {layer!r} is not in the file (layers: {list(adata.layers)})",
-                dataset=dataset,
-                path=path,
-            )
-        adata.X = adata.layers[layer]
-    X = to_csr32(adata.X)
-    var = adata.var.copy()
+    with reading(path, dataset, "reading the h5ad file"), h5py.File(path, "r") as file:
+        obs = ad.io.read_elem(file["obs"])
+        if options.get("use_raw"):
+            if "raw" not in file:
+                raise InputDataError(
+                    "reader_options.use_raw is set but the file has no .raw",
+                    dataset=dataset,
+                    path=path,
+                )
+            var, key = ad.io.read_elem(file["raw/var"]), "raw/X"
+        else:
+            var, key = ad.io.read_elem(file["var"]), "X"
+        if layer:
+            present = list(file.get("layers", {}))
+            if layer not in present:
+                raise InputDataError(
+                    f"reader_options.layer {layer!r} is not in the file (layers: {present})",
+                    dataset=dataset,
+                    path=path,
+                )
+            key = f"layers/{layer}"
+        element = file[key]
+        on_disk = isinstance(element, h5py.Group) and (
+            element.attrs.get("encoding-type") == "csr_matrix"
+        )
+        matrix = (
+            OnDiskMatrix(path, key, (obs.shape[0], var.shape[0]), dataset)
+            if on_disk
+            else InMemoryMatrix(to_csr32(ad.io.read_elem(element)))
+        )
+    var = var.copy()
     symbol_column = options.get("symbol_column")
     if symbol_column:
         if symbol_column not in var:
@@ -212,9 +242,8 @@ def read_h5ad_source(files: dict[str, Path], options: dict, dataset: str) -> ad.
         if "gene_ids" not in var:
             var["gene_ids"] = var.index.astype(str)
         var.index = pd.Index(var[symbol_column].astype(str), dtype=str)
-    obs = adata.obs.copy()
     check_unique_cells(obs.index, dataset=dataset, path=path)
-    return ad.AnnData(X=X, obs=obs, var=var)
+    return ad.AnnData(obs=obs, var=var), matrix
 
 
 # ------------------------------------------------------------------------------------ tenx_h5

@@ -5,6 +5,7 @@ expressed background genes (`texflow.simulation.simulate`, the "Counts" paragrap
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 
 import numba
 import numpy as np
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 # Genes with at least this many expected UMIs in some population are drawn densely (cheaper
 # than events once most cells have a count); measured on 20k genes, see benchmarks/.
 _DENSE_MIN_UMIS = 1.0
-_CHUNK_CELLS = 8192
+_CHUNK_CELLS = 8192  # even: a chunk of doublet parents holds whole pairs
 
 
 class _CellRates:
@@ -192,10 +193,15 @@ def _sample_counts(
     batch_log: np.ndarray,
     rng: np.random.Generator,
     n_singlets: int,
-) -> tuple[list[sp.csr_matrix], sp.csr_matrix]:
+) -> Iterator[sp.csr_matrix]:
     """Draw the counts of all rows, chunk by chunk (never a dense rows x genes matrix).
 
-    Returns the CSR blocks of the singlet rows and the CSR of the doublet parents' rows.
+    Yields the counts of the cells as CSR blocks of consecutive rows, in order, each as soon
+    as it is drawn: the singlets, then the doublets, each the sum of its two parents (two
+    consecutive drawn rows; `_CHUNK_CELLS` is even, so a chunk of parents never splits a pair).
+    Stacked, the blocks are the whole matrix (`_stack_cells`); written one after the other
+    (`texflow.utils.write_csr_rows`), a matrix larger than memory. The random draws are the
+    same either way: nothing else draws from `rng` while the blocks are being consumed.
 
     Genes with at least `_DENSE_MIN_UMIS` expected UMIs in some population (and mitochondrial
     genes, which low-quality cells change) are drawn densely as gamma-Poisson (negative
@@ -281,7 +287,6 @@ def _sample_counts(
     event_response = response_log[event_idx].copy()
     event_genes = event_idx.astype(np.int32)
 
-    blocks = []
     # Chunks never straddle the first doublet parent, so singlets and parents come out apart.
     chunk_starts = [
         *range(0, n_singlets, _CHUNK_CELLS),
@@ -331,22 +336,15 @@ def _sample_counts(
             event_response,
             event_batch,
         )
-        blocks.append(sp.csr_matrix((data, indices, indptr), shape=(rows.size, n_genes)))
-    n_singlet_blocks = sum(start < n_singlets for start in chunk_starts)
-    parents = (
-        sp.vstack(blocks[n_singlet_blocks:], format="csr")
-        if len(blocks) > n_singlet_blocks
-        else sp.csr_matrix((0, n_genes), dtype=np.float32)
-    )
-    return blocks[:n_singlet_blocks], parents
+        block = sp.csr_matrix((data, indices, indptr), shape=(rows.size, n_genes))
+        if start >= n_singlets:  # doublet parents: each consecutive pair is one doublet
+            block = block[0::2] + block[1::2]  # canonical sum keeps indices sorted
+        yield block
 
 
-def _stack_cells(singlet_blocks: list[sp.csr_matrix], parents: sp.csr_matrix) -> sp.csr_matrix:
-    """The counts of every cell (`_sample_counts`' two parts): the singlet rows, then each
-    doublet as the sum of its two parents (consecutive rows of `parents`)."""
-    blocks = list(singlet_blocks)
-    if parents.shape[0]:
-        blocks.append(parents[0::2] + parents[1::2])  # canonical sum keeps indices sorted
+def _stack_cells(blocks: Iterable[sp.csr_matrix]) -> sp.csr_matrix:
+    """The counts of every cell: `_sample_counts`' blocks stacked in memory."""
+    blocks = list(blocks)
     X = sp.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
     X.sort_indices()  # a linear check: every block is already sorted
     return X
