@@ -37,16 +37,20 @@ def test_scores_match_scanpy_scrublet(seed):
     assert np.median(ours.simulated) > np.median(ours.observed)
 
 
-def test_samples_at_once_are_the_samples_one_by_one():
+def test_samples_at_once_are_the_samples_one_by_one(caplog):
     adata = simulated("human", 2)
     samples = adata.obs["sample"].astype(str).to_numpy()
     masks = [samples == sample for sample in np.unique(samples)[:4]]
-    at_once = list(
-        doublets.scrublet_scores_by_sample(
-            adata.X, masks, expected_doublet_rate=0.05, seed=3, threads=2
+    with caplog.at_level("INFO", logger="texflow.doublets"):
+        at_once = list(
+            doublets.scrublet_scores_by_sample(
+                adata.X, masks, expected_doublet_rate=0.05, seed=3, threads=2
+            )
         )
-    )
     assert len(at_once) == 4
+    # a line per sample as it ends (QC logs nothing else until its end)
+    logged = sorted(r.getMessage().split(" cells")[0] for r in caplog.records)
+    assert logged == sorted(f"Scrublet: a sample of {mask.sum()}" for mask in masks)
     for mask, result in zip(masks, at_once, strict=True):
         alone = doublets.scrublet_scores(adata.X[mask], expected_doublet_rate=0.05, seed=3)
         np.testing.assert_array_equal(result.observed, alone.observed)

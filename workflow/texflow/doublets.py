@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -307,11 +308,21 @@ def scrublet_scores_by_sample(
     preparing = threading.Lock()
 
     def run(rows: np.ndarray | None) -> ScrubletResult:
+        start = time.perf_counter()
         # OpenMP's thread count is local to the calling thread: set in each worker
         with threadpool_limits(limits=inner, user_api="openmp"):
             with preparing:
                 manifold = _manifold(counts, rows=rows, n_prin_comps=n_prin_comps, seed=seed)
-            return _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
+            result = _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
+        # a line per sample: at 1M cells one sample's exact kNN search took over an hour, and
+        # QC's log said nothing until its end
+        logger.info(
+            "Scrublet: a sample of %d cells scored (%d neighbours) in %.0f s",
+            result.observed.size,
+            result.k,
+            time.perf_counter() - start,
+        )
+        return result
 
     # BLAS's thread count is global to the process: one setting around all the workers (that
     # scikit-learn's kNN search sets it to 1 and back while another sample's SVD runs is then
