@@ -53,7 +53,7 @@ from .readers import (
     get_reader,
     split_matrix,
 )
-from .utils import COUNTS_IN_X, atomic_path, share_counts, write_csr_rows
+from .utils import COUNTS_IN_X, share_counts, write_h5ad_by_rows
 
 logger = logging.getLogger(__name__)
 
@@ -1135,12 +1135,7 @@ def ingest_dataset(*, manifest: str | Path, config: Mapping, path: str | Path) -
     adata, matrix, rows = _read_dataset(manifest=manifest, config=config)
     if config["value_type"] == "counts":  # X holds the counts, once (`utils.write_h5ad`)
         adata.uns["texflow"]["counts_layer"] = COUNTS_IN_X
-    import h5py
-
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
-        with h5py.File(tmp, "r+") as file:
-            write_csr_rows(file, "X", matrix.chunks(rows), n_cols=adata.n_vars)
+    write_h5ad_by_rows(adata, path, chunks=({"X": block} for block in matrix.chunks(rows)))
 
 
 def _read_dataset(

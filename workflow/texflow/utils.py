@@ -400,6 +400,8 @@ def write_h5ad_by_rows(
                     append_csr_rows(
                         file if key == "X" else file.require_group("layers"), key, block
                     )
+            if "X" not in file:  # no block (no cells): an empty X, as `write_csr_rows` writes
+                write_csr_rows(file, "X", [], n_cols=adata.n_vars)
             n_rows = {key: element.attrs["shape"][0] for key, element in _matrices(file).items()}
             if set(n_rows.values()) != {adata.n_obs}:
                 raise ValueError(

@@ -204,7 +204,7 @@ def simulate(
         non-zeros, ~30 GB as scipy CSR); needs ``counts_layer=False``. The file holds the
         same X, obs, var and uns as `simulate` without `out` returns (same arguments, same
         bits; tests/unit/test_simulation_stream.py), written with `texflow.utils.write_h5ad`.
-        X's indptr is int64 once it holds 2^31 - 1 non-zeros (`utils.write_csr_rows`), int32
+        X's indptr is int64 once it holds 2^31 - 1 non-zeros (`utils.append_csr_rows`), int32
         below, as in a file written from memory.
 
     Returns
@@ -379,18 +379,11 @@ def simulate(
 
 
 def _write_streamed(adata: ad.AnnData, blocks: Iterator[sp.csr_matrix], out) -> None:
-    """`adata` (no X) and the counts `blocks` as its X, one block after the other, atomically."""
-    import h5py
+    """`adata` (no X) and the counts `blocks` as its X, one block after the other, atomically
+    (`utils.write_h5ad_by_rows`)."""
+    from ..utils import write_h5ad_by_rows
 
-    from ..utils import atomic_path, write_csr_rows
-
-    with atomic_path(out) as tmp:
-        adata.write_h5ad(tmp)
-        with h5py.File(tmp, "r+") as file:
-            write_csr_rows(file, "X", blocks, n_cols=adata.n_vars)
-            n_rows = file["X"].attrs["shape"][0]
-            if n_rows != adata.n_obs:  # pragma: no cover - a sampler bug, not a user's input
-                raise RuntimeError(f"simulate: {n_rows} rows of counts for {adata.n_obs} cells")
+    write_h5ad_by_rows(adata, out, chunks=({"X": block} for block in blocks))
 
 
 def _check_arguments(
