@@ -155,7 +155,8 @@ def test_figures_draw_only_what_ran(tmp_path):
 
 def test_samples_scored_at_once_match_one_at_a_time(monkeypatch, caplog):
     """Scrublet on 1, 2 and 4 threads: the same doublet scores to the last bit, thresholds,
-    calls, tables, notes and log lines, in sample order; a sample too small to be scored sits
+    calls, tables, notes and QC's log lines, in sample order (Scrublet's progress line per sample
+    comes as each ends: the same lines, in any order); a sample too small to be scored sits
     between five that are."""
     adata = simulated("human", 1)
     samples = adata.obs["sample"].astype(str)
@@ -175,10 +176,21 @@ def test_samples_scored_at_once_match_one_at_a_time(monkeypatch, caplog):
         caplog.clear()
         workers.clear()
         run = adata.copy()
-        with caplog.at_level(logging.DEBUG, logger="texflow.qc"):
+        with (
+            caplog.at_level(logging.DEBUG, logger="texflow.qc"),
+            caplog.at_level(logging.DEBUG, logger="texflow.doublets"),
+        ):
             result = qc.run_qc(run, threads=threads)
-        runs[threads] = (run.obs, result, [r.getMessage() for r in caplog.records], list(workers))
-    obs, result, messages, names = runs[1]
+        # QC's own lines come from the main thread, in sample order; Scrublet's progress line
+        # per sample comes from its worker as that sample ends, so in the order they end
+        messages = [r.getMessage() for r in caplog.records if r.name == "texflow.qc"]
+        progress = sorted(
+            r.getMessage().split(" cells")[0]
+            for r in caplog.records
+            if r.name == "texflow.doublets"
+        )
+        runs[threads] = (run.obs, result, messages, progress, list(workers))
+    obs, result, messages, progress, names = runs[1]
     scored = [m for m in messages if m.startswith("scrublet, sample")]
     order = [s for s in pd.unique(samples[keep]) if s != small]
     assert [m.split()[2].rstrip(":") for m in scored] == order  # five samples, in their order
@@ -187,8 +199,11 @@ def test_samples_scored_at_once_match_one_at_a_time(monkeypatch, caplog):
         "scrublet not run: 60 cells"
         in result.tables["qc_summary"].set_index("sample").loc[small, "notes"]
     )
+    assert progress == sorted(
+        f"Scrublet: a sample of {n}" for n in samples[keep].value_counts()[order]
+    )
     for threads in (2, 4):
-        other_obs, other, other_messages, other_names = runs[threads]
+        other_obs, other, other_messages, other_progress, other_names = runs[threads]
         # the samples ran in worker threads (at most `threads` at once)
         assert len(other_names) == 5 and all(n.startswith("scrublet") for n in other_names)
         np.testing.assert_array_equal(
@@ -199,6 +214,7 @@ def test_samples_scored_at_once_match_one_at_a_time(monkeypatch, caplog):
             pd.testing.assert_frame_equal(other.tables[name], table)
         assert other.notes == result.notes
         assert other_messages == messages
+        assert other_progress == progress
 
 
 def test_counts_read_from_disk_match_counts_in_memory(tmp_path, monkeypatch):
