@@ -45,6 +45,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import hnswlib
 import numba
 import numpy as np
 import scanpy as sc
@@ -56,6 +57,7 @@ from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
 from .features import cells_detected_per_gene, csr_sums, seurat_highly_variable
+from .utils import EXACT_KNN_MAX_POINTS
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +67,34 @@ MIN_GENES_PER_CELL = 3
 SIM_DOUBLET_RATIO = 2.0
 SIM_TARGET_SUM = 1e6
 
+#: Scrublet's kNN search of a sample's cells and simulated doublets: exact up to
+#: `utils.EXACT_KNN_MAX_POINTS` points (samples up to ~50k cells), approximate above, as
+#: Scrublet's own code (annoy) and `scanpy.pp.scrublet` (pynndescent) search by default. Exact
+#: search grows with the square of a sample's size: a 167k-cell sample (501k points, k = 612)
+#: did not end in 99 min. Measured on one simulated 50k-cell sample (150k points, k = 336):
+#: exact 80.9 s, hnswlib 89.5 s, 0.989 of the exact neighbours found, doublet AUC 0.971655 vs
+#: 0.971653; pynndescent at k = 193 over 51k points took 218 s against exact 23 s, annoy found
+#: 0.75 of them (benchmarks/README.md, "Scrublet at 1M cells").
+EXACT_SEARCH = "exact (scikit-learn)"
+APPROXIMATE_SEARCH = "approximate (hnswlib)"
+#: hnswlib's graph: its README's example values (M 16, ef_construction 200)
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 200
+#: points queried at once: their k + 1 neighbours as int64 (~100 MB at k = 612)
+HNSW_QUERY_BLOCK = 20_000
+
 
 @dataclass
 class ScrubletResult:
     """Scores of the observed cells (NaN for cells filtered out) and of the simulated doublets,
-    with the highly variable genes and the neighbours (k) they were found with."""
+    with the highly variable genes and the neighbours (k) they were found with, and how those
+    neighbours were searched (`EXACT_SEARCH` or `APPROXIMATE_SEARCH`)."""
 
     observed: np.ndarray
     simulated: np.ndarray
     n_genes: int = 0
     k: int = 0
+    search: str = EXACT_SEARCH
 
 
 @numba.njit(cache=True)
@@ -141,10 +161,45 @@ def _gene_variances(matrix: sparse.csr_matrix) -> np.ndarray:
     return np.asarray(variance, dtype=np.float64)
 
 
-def _neighbour_counts(manifold: np.ndarray, *, is_simulated: np.ndarray, k: int) -> np.ndarray:
-    """Per point of `manifold`: how many of its `k` nearest other points are simulated."""
-    neighbours = NearestNeighbors(n_neighbors=k).fit(manifold).kneighbors(return_distance=False)
-    return is_simulated[neighbours].sum(axis=1)
+def _neighbour_counts(
+    manifold: np.ndarray, *, is_simulated: np.ndarray, k: int, threads: int = 1, seed: int = 0
+) -> np.ndarray:
+    """Per point of `manifold`: how many of its `k` nearest other points are simulated.
+
+    Exact (scikit-learn) up to `utils.EXACT_KNN_MAX_POINTS` points, approximate (hnswlib)
+    above: :func:`neighbour_search` says which.
+    """
+    if neighbour_search(manifold.shape[0]) == EXACT_SEARCH:
+        neighbours = NearestNeighbors(n_neighbors=k).fit(manifold)
+        return is_simulated[neighbours.kneighbors(return_distance=False)].sum(axis=1)
+    points = np.ascontiguousarray(manifold, dtype=np.float32)
+    index = hnswlib.Index(space="l2", dim=points.shape[1])
+    index.init_index(
+        max_elements=points.shape[0],
+        M=HNSW_M,
+        ef_construction=HNSW_EF_CONSTRUCTION,
+        random_seed=seed,
+    )
+    # one thread: the graph, and so the neighbours found, then depend only on the seed (threads
+    # insert points in an order that varies from run to run); each query is independent
+    index.add_items(points, num_threads=1)
+    index.set_ef(k + 1)  # hnswlib's least: the candidate list must hold the k + 1 asked for
+    counts = np.empty(points.shape[0], dtype=np.int64)
+    for start in range(0, points.shape[0], HNSW_QUERY_BLOCK):
+        block = slice(start, min(start + HNSW_QUERY_BLOCK, points.shape[0]))
+        found, _ = index.knn_query(points[block], k=k + 1, num_threads=threads)
+        # the point itself is among its own k + 1 (scikit-learn leaves it out); where a
+        # duplicate of it took its place, the farthest of the k + 1 goes instead
+        itself = found == np.arange(block.start, block.stop)[:, None]
+        itself[~itself.any(axis=1), -1] = True
+        counts[block] = (is_simulated[found] & ~itself).sum(axis=1)
+    return counts
+
+
+def neighbour_search(n_points: int) -> str:
+    """How Scrublet's kNN search runs for a sample of `n_points` (cells plus simulated
+    doublets): `EXACT_SEARCH` up to `utils.EXACT_KNN_MAX_POINTS`, else `APPROXIMATE_SEARCH`."""
+    return EXACT_SEARCH if n_points <= EXACT_KNN_MAX_POINTS else APPROXIMATE_SEARCH
 
 
 @dataclass
@@ -206,21 +261,29 @@ def _manifold(
     return _Manifold(points=points, n_obs=n_obs, kept=kept, n_genes=int(hvg.sum()))
 
 
-def _doublet_scores(manifold: _Manifold, *, expected_doublet_rate: float) -> ScrubletResult:
+def _doublet_scores(
+    manifold: _Manifold, *, expected_doublet_rate: float, threads: int = 1, seed: int = 0
+) -> ScrubletResult:
     """Scrublet's kNN classifier on a sample's manifold: the Bayesian score of each point."""
     n_obs = manifold.n_obs
     n_sim = manifold.points.shape[0] - n_obs
     k = round(0.5 * np.sqrt(n_obs))  # Scrublet's default n_neighbors
     k_adj = round(k * (1 + n_sim / n_obs))
     is_simulated = np.r_[np.zeros(n_obs, bool), np.ones(n_sim, bool)]
-    n_doublet_neighbours = _neighbour_counts(manifold.points, is_simulated=is_simulated, k=k_adj)
+    n_doublet_neighbours = _neighbour_counts(
+        manifold.points, is_simulated=is_simulated, k=k_adj, threads=threads, seed=seed
+    )
     scores = bayesian_doublet_score(
         n_doublet_neighbours, k=k_adj, sim_ratio=n_sim / n_obs, rate=expected_doublet_rate
     )
     observed = np.full(len(manifold.kept), np.nan)
     observed[manifold.kept] = scores[:n_obs]
     return ScrubletResult(
-        observed=observed, simulated=scores[n_obs:], n_genes=manifold.n_genes, k=k_adj
+        observed=observed,
+        simulated=scores[n_obs:],
+        n_genes=manifold.n_genes,
+        k=k_adj,
+        search=neighbour_search(manifold.points.shape[0]),
     )
 
 
@@ -313,13 +376,16 @@ def scrublet_scores_by_sample(
         with threadpool_limits(limits=inner, user_api="openmp"):
             with preparing:
                 manifold = _manifold(counts, rows=rows, n_prin_comps=n_prin_comps, seed=seed)
-            result = _doublet_scores(manifold, expected_doublet_rate=expected_doublet_rate)
+            result = _doublet_scores(
+                manifold, expected_doublet_rate=expected_doublet_rate, threads=inner, seed=seed
+            )
         # a line per sample: at 1M cells one sample's exact kNN search took over an hour, and
         # QC's log said nothing until its end
         logger.info(
-            "Scrublet: a sample of %d cells scored (%d neighbours) in %.0f s",
+            "Scrublet: a sample of %d cells scored (%d neighbours, %s) in %.0f s",
             result.observed.size,
             result.k,
+            result.search,
             time.perf_counter() - start,
         )
         return result
