@@ -253,3 +253,22 @@ def test_counts_read_from_disk_match_counts_in_memory(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(written.obs, wanted.obs)
     assert repr(written.uns["texflow"]) == repr(wanted.uns["texflow"])  # arrays inside
     assert ad.read_h5ad(tmp_path / "qc.h5ad").n_obs == int(in_memory.obs["qc_pass"].sum())
+
+
+def test_samples_searched_approximately_say_so(monkeypatch):
+    """A sample whose Scrublet neighbours were searched approximately (above
+    `EXACT_KNN_MAX_POINTS` cells and simulated doublets) says so in its qc_summary notes; a
+    sample searched exactly says nothing of it."""
+    adata = simulated("human", 1)
+
+    def notes():
+        result = qc.run_qc(adata.copy(), threads=1)
+        return result.tables["qc_summary"].set_index("sample")["notes"].astype(str)
+
+    assert not notes().str.contains("scrublet neighbours").any()
+    monkeypatch.setattr(doublets, "EXACT_KNN_MAX_POINTS", 100)
+    approximate = notes().drop(index="(all)")  # the dataset's row: notes of its own
+    assert approximate.str.contains(
+        f"scrublet neighbours {doublets.APPROXIMATE_SEARCH}: ", regex=False
+    ).all()
+    assert approximate.str.contains("more than the 100 searched exactly", regex=False).all()

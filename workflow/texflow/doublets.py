@@ -202,6 +202,17 @@ def neighbour_search(n_points: int) -> str:
     return EXACT_SEARCH if n_points <= EXACT_KNN_MAX_POINTS else APPROXIMATE_SEARCH
 
 
+def search_note(result: ScrubletResult) -> str | None:
+    """The sample's QC note when its neighbours were searched approximately, else None."""
+    if result.search == EXACT_SEARCH:
+        return None
+    n_points = int(np.isfinite(result.observed).sum()) + result.simulated.size
+    return (
+        f"scrublet neighbours {result.search}: {n_points:,} cells and simulated doublets, "
+        f"more than the {EXACT_KNN_MAX_POINTS:,} searched exactly"
+    )
+
+
 @dataclass
 class _Manifold:
     """A sample's observed cells and simulated doublets in Scrublet's principal components."""

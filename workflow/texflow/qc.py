@@ -50,11 +50,10 @@ from .contract import (
     TOTAL_COUNTS_MT,
     UPPER_SUFFIX,
 )
-from .doublets import EXACT_SEARCH, scrublet_scores_by_sample
+from .doublets import scrublet_scores_by_sample, search_note
 from .errors import InputDataError
 from .stage import SkipNotes, StageResult, organism_of, texflow_uns
 from .utils import (
-    EXACT_KNN_MAX_POINTS,
     counts_are_x,
     share_counts,
     subset_cells,
@@ -348,12 +347,8 @@ def score_doublets(
             sample, int(np.isfinite(scores).sum()), simulated.size, result.n_genes, result.k,
         )  # fmt: skip
         adata.obs.loc[mask, DOUBLET_SCORE] = scores
-        if result.search != EXACT_SEARCH:
-            n_points = int(np.isfinite(scores).sum()) + simulated.size
-            notes[sample].append(
-                f"scrublet neighbours {result.search}: {n_points:,} cells and simulated "
-                f"doublets, more than the {EXACT_KNN_MAX_POINTS:,} searched exactly"
-            )
+        if (note := search_note(result)) is not None:
+            notes[sample].append(note)
         try:
             threshold = threshold_minimum(simulated)
         except ValueError as error:
