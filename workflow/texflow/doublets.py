@@ -349,7 +349,8 @@ def scrublet_scores_by_sample(
     The samples are independent and each is seeded with `seed`, so they can run side by side;
     the results come back in the order of `samples`, and are the same to the last bit whatever
     `threads` is. Each sample runs in a thread of this process (no copy of the matrix for a
-    worker process), its kNN search (scikit-learn's, OpenMP, outside the GIL) on `threads` //
+    worker process), its kNN search (scikit-learn's with OpenMP, or hnswlib's above
+    `utils.EXACT_KNN_MAX_POINTS` points; both outside the GIL) on `threads` //
     (samples at once) threads, and every BLAS call of the Scrublet steps on one thread (its
     SVD is of a sparse matrix: no slower on one thread, and its last bits do not depend on the
     thread count). The steps before the kNN search run for one sample at a time, beside the
