@@ -124,7 +124,8 @@ def test_large_samples_are_searched_approximately_with_the_same_scores(monkeypat
     monkeypatch.setattr(doublets, "EXACT_KNN_MAX_POINTS", 100)
     with caplog.at_level("INFO", logger="texflow.doublets"):
         one, two = scores(1), scores(2)
-    assert all(doublets.APPROXIMATE_SEARCH in record.getMessage() for record in caplog.records)
+    lines = [r.getMessage() for r in caplog.records if r.name == "texflow.doublets"]
+    assert len(lines) == 4 and all(doublets.APPROXIMATE_SEARCH in line for line in lines)
     for mask, near, alone, paired in zip(masks, exact, one, two, strict=True):
         assert alone.search == doublets.APPROXIMATE_SEARCH and alone.k == near.k
         np.testing.assert_array_equal(alone.observed, paired.observed)
