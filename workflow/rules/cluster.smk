@@ -33,8 +33,9 @@ rule cluster:
     resources:
         # true peak / input file size: 2.38 at 100k cells (3.04 of 1.28 GB), 2.21 at 500k (14.29 of 6.46 GB);
         # 2.0 at 100k (2.56 GB) after the fifth session; 1.34 at 100k (1.71 GB) since count data stay on
-        # disk (the HVG block alone in memory); 1M not measured yet: 3.0 kept until it is; benchmarks/README.md
-        mem_mb=scaled_mem_mb(2000, 3.0),
+        # disk (the HVG block alone in memory); ~0.5 at 1M (6.11 GB, 604k cells). 1.0: ~15 GB asked
+        # at 1M (3.0 asked ~40 GB); benchmarks/README.md "1M cells"
+        mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(10, 30),
     params:
         cluster=config["cluster"],

@@ -28,9 +28,9 @@ rule gate:
     resources:
         # true peak / input file size: 1.57 at 100k cells (3.13 of 1.99 GB), 1.46 at 500k (14.48 of 9.94 GB);
         # 1.41 at 100k (2.81 GB) after the fifth session; 0.74 at 100k (1.48 GB) since the counts stay
-        # on disk (the HVG block, 0.39 GB, and 10k-row chunks); 1M not measured yet: 2.0 kept until
-        # it is; benchmarks/README.md "The gate reads its counts from disk"
-        mem_mb=scaled_mem_mb(2000, 2.0),
+        # on disk (the HVG block, 0.39 GB, and 10k-row chunks); 0.36 at 1M (7.17 of 19.90 GB).
+        # 0.6: 13.9 GB asked at 1M (2.0 asked 42 GB); benchmarks/README.md "1M cells"
+        mem_mb=scaled_mem_mb(2000, 0.6),
         runtime=scaled_runtime(10, 20),
     params:
         gate=config["gate"],

@@ -87,8 +87,9 @@ rule programs:
     # a second BLAS thread: 59.5 s with one, 48.5 s with two at 100k cells (benchmarks/README.md)
     threads: 2
     resources:
-        # true peak / input file size: 0.63 at 100k cells (1.64 of 2.59 GB), 0.52 at 500k (6.79 of 13.05 GB); benchmarks/README.md
-        mem_mb=scaled_mem_mb(2000, 1.0),
+        # true peak / input file size: 0.63 at 100k cells (1.64 of 2.59 GB), 0.52 at 500k (6.79 of 13.05 GB),
+        # 13.71 GB at 1M (~0.5). 0.75: ~21 GB asked at 1M (1.0 asked more than a 24 GB node); benchmarks/README.md
+        mem_mb=scaled_mem_mb(2000, 0.75),
         runtime=scaled_runtime(20, 30),
     params:
         programs=config["programs"],

@@ -39,9 +39,10 @@ rule qc:
     # Snakemake caps it at --cores.
     threads: 2
     resources:
-        # true peak / input file size: 1.53 at 100k cells (3.12 of 2.04 GB), 1.36 at 500k (13.93 of 10.21 GB);
-        # 0.82 at 100k (1.67 GB) since the counts stay on disk, 500k not re-measured: factor kept; benchmarks/README.md
-        mem_mb=scaled_mem_mb(2000, 2.0),
+        # true peak / input file size since the counts stay on disk: 0.82 at 100k cells (1.67 of
+        # 2.04 GB), 0.51 at 1M (10.52 of 20.46 GB; six 167k-cell samples, two in Scrublet at once).
+        # 1.0: 22.5 GB asked at 1M (2.0 asked 43 GB, more than a 24 GB node); benchmarks/README.md
+        mem_mb=scaled_mem_mb(2000, 1.0),
         runtime=scaled_runtime(10, 20),
     params:
         qc=config["qc"],

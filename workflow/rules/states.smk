@@ -37,8 +37,9 @@ rule states:
     # UCell ranks cells in parallel (numba prange): 4.7 -> 3.6 s for 60k cells on 2 threads
     threads: 2
     resources:
-        # true peak / input file size: 0.68 at 100k cells (1.74 of 2.57 GB), 0.52 at 500k (6.68 of 12.97 GB); benchmarks/README.md
-        mem_mb=scaled_mem_mb(2000, 1.0),
+        # true peak / input file size: 0.68 at 100k cells (1.74 of 2.57 GB), 0.52 at 500k (6.68 of 12.97 GB),
+        # 13.62 GB at 1M (~0.5). 0.75: ~21 GB asked at 1M (1.0 asked more than a 24 GB node); benchmarks/README.md
+        mem_mb=scaled_mem_mb(2000, 0.75),
         runtime=scaled_runtime(10, 10),
     params:
         states=config["states"],

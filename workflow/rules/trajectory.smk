@@ -30,8 +30,10 @@ rule trajectory:
     # OpenMP (scikit-learn's exact kNN), BLAS and numba use both; Snakemake caps it at --cores
     threads: 2
     resources:
-        # true peak / input file size: 0.87 at 100k cells (2.24 of 2.58 GB), 0.80 at 500k (10.48 of 13.02 GB); benchmarks/README.md
-        mem_mb=scaled_mem_mb(2000, 1.2),
+        # true peak / input file size: 0.87 at 100k cells (2.24 of 2.58 GB), 0.80 at 500k (10.48 of 13.02 GB),
+        # 18.97 GB at 1M (~0.73). 0.8: ~23 GB asked at 1M (1.2 asked ~33 GB, more than a 24 GB node);
+        # benchmarks/README.md
+        mem_mb=scaled_mem_mb(2000, 0.8),
         runtime=scaled_runtime(15, 20),
     params:
         trajectory=config["trajectory"],
