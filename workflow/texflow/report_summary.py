@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import anndata as ad
 import pandas as pd
 
 from .contract import (
@@ -23,7 +22,7 @@ from .contract import (
     STATE,
     SUMMARY_COLUMNS,
 )
-from .report import DatasetReport, facts, read_findings_into
+from .report import DatasetReport, facts, read_annotations, read_findings_into
 from .report_answer import ALL_COMPARISONS, COMPARISONS, HEADLINE_PROGRAMS
 from .report_figures import Figure
 from .report_html import environment, plain, read_summary, read_table, report_id, stylesheet
@@ -79,7 +78,7 @@ def headline_only(
     headline_programs
         Programs spelled out first.
     final_h5ad, summary_json
-        The programs stage's AnnData (read backed: the facts) and summary.
+        The programs stage's AnnData (its annotations: the facts) and summary.
     """
     dataset_dir = Path(dataset_dir)
     summary = read_summary(summary_json or dataset_dir / "summary.json")
@@ -87,10 +86,9 @@ def headline_only(
     final_h5ad = Path(final_h5ad) if final_h5ad else dataset_dir / "final.h5ad"
     meta: dict[str, Any] = {}
     if final_h5ad.is_file():
-        adata = ad.read_h5ad(final_h5ad, backed="r")
+        adata = read_annotations(final_h5ad)
         meta = plain(adata.uns.get("texflow", {}))
         report.facts = facts(adata, meta, summary)
-        adata.file.close()
     report.skipped = {str(k): str(v) for k, v in (meta.get("skipped") or {}).items()}
     report.title = str(summary.get("title") or meta.get("title") or "")
     report.simulated = bool(meta.get("simulated", False))
