@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import _texflow_path  # noqa: F401  (sys.path, numba cache, Agg: starts the rule process)
-import anndata as ad
 import pandas as pd
 from texflow import truth
 from texflow.errors import InputDataError
 from texflow.manifest import read_manifest
-from texflow.utils import run_step, write_tsv
+from texflow.utils import read_annotations, run_step, write_tsv
 
 
 def main(snakemake):
@@ -23,13 +22,11 @@ def main(snakemake):
             dataset=dataset,
             path=snakemake.input.manifest,
         )
-    source = ad.read_h5ad(sources[0], backed="r")
+    # annotations only: backed mode would read every layer into memory
+    source = read_annotations(sources[0])
     simulation = dict(source.uns.get("simulation", {}))
-    source_obs = source.obs.copy()
-    source.file.close()
-    final = ad.read_h5ad(snakemake.input.final, backed="r")
-    final_obs = final.obs.copy()
-    final.file.close()
+    source_obs = source.obs
+    final_obs = read_annotations(snakemake.input.final).obs
     table = truth.recovery(
         source_obs=source_obs,
         final_obs=final_obs,

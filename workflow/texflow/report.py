@@ -76,7 +76,7 @@ from .report_html import (
 )
 from .report_tables import WIDE_COLUMNS, arrange, rows_phrase
 from .stats import COMPOSITION_CAVEAT, POOLED_RESPONSE_CAVEAT, patient_response
-from .utils import atomic_path, read_h5ad
+from .utils import atomic_path, read_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def collect(
         The stage figures the page embeds (the rule's inputs), by path.
     final_h5ad, summary_json
         The programs stage outputs (default: in `dataset_dir`). Only the annotations of the
-        AnnData are read (`read_annotations`): X and the layers never are.
+        AnnData are read (`utils.read_annotations`): X and the layers never are.
     gene_means
         ``tables/program_gene_means.tsv`` of the programs stage (default: in `dataset_dir`),
         the heatmap of program genes across states (none when the file is absent).
@@ -277,15 +277,6 @@ def collect(
         }:
             figure.section = "answer"
     return report
-
-
-def read_annotations(final_h5ad: str | os.PathLike) -> ad.AnnData:
-    """`final.h5ad` without X and its layers: what the pages show (obs, obsm, uns, var).
-
-    anndata's backed mode keeps X on disk but reads every layer into memory: the counts layer
-    of a 1M-cell dataset's `final.h5ad` took the report to 13.09 GB (measured).
-    """
-    return read_h5ad(final_h5ad, layers=False, x=False)
 
 
 def read_gene_means(path: str | os.PathLike) -> pd.DataFrame | None:

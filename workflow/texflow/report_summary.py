@@ -22,11 +22,11 @@ from .contract import (
     STATE,
     SUMMARY_COLUMNS,
 )
-from .report import DatasetReport, facts, read_annotations, read_findings_into
+from .report import DatasetReport, facts, read_findings_into
 from .report_answer import ALL_COMPARISONS, COMPARISONS, HEADLINE_PROGRAMS
 from .report_figures import Figure
 from .report_html import environment, plain, read_summary, read_table, report_id, stylesheet
-from .utils import atomic_path, write_tsv
+from .utils import atomic_path, read_annotations, write_tsv
 
 logger = logging.getLogger(__name__)
 

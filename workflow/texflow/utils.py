@@ -203,6 +203,16 @@ def read_h5ad(
     return adata
 
 
+def read_annotations(path: str | os.PathLike) -> ad.AnnData:
+    """An h5ad without X and its layers (obs, var, obsm, obsp, uns): for what reads cells'
+    annotations only (report pages, truth recovery).
+
+    anndata's backed mode keeps X on disk but reads every layer into memory: the counts layer
+    of a 1M-cell dataset's `final.h5ad` took the report to 13.09 GB (measured; 1.17 GB so).
+    """
+    return read_h5ad(path, layers=False, x=False)
+
+
 def read_rows(path: str | os.PathLike, rows: np.ndarray | None = None):
     """Rows of X of the h5ad at `path` (a boolean mask or positions; CSR X), read from disk
     without the rest of the matrix; ``rows=None`` reads all of X as stored (for a stage that
